@@ -1,0 +1,15 @@
+//! # muster-protocol — the wire types of Muster, defined once
+//!
+//! Every type a client sends or receives: tasks, chat messages, presence, events, request
+//! bodies and error bodies. The broker, the Rust client and the CLI all use these types;
+//! other languages are checked against the JSON they produce.
+//!
+//! Field names are camelCase on the wire (`blockedBy`, `lastSeenAt`), as in the seed article.
+
+mod ids;
+mod model;
+mod requests;
+
+pub use ids::{MessageId, ParseIdError, TaskId};
+pub use model::*;
+pub use requests::*;

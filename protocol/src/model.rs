@@ -1,0 +1,474 @@
+//! The resources the broker serves (tasks, messages, agents), its events and its errors.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{MessageId, TaskId};
+
+/// A point in time, UTC, RFC 3339 on the wire (millisecond precision).
+pub type Timestamp = DateTime<Utc>;
+
+/// A position in the broker's global event log: gap-free, starts at 1, never reused.
+pub type Seq = u64;
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Open: waiting for an agent to claim it.
+    Todo,
+    /// Claimed and being worked on.
+    Doing,
+    /// Work finished by its owner, waiting for review.
+    Review,
+    /// Cannot progress (set by hand; dependencies are `blockedBy`).
+    Blocked,
+    /// Finished.
+    Done,
+    /// Abandoned.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Every status, in board order.
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Todo,
+        TaskStatus::Doing,
+        TaskStatus::Review,
+        TaskStatus::Blocked,
+        TaskStatus::Done,
+        TaskStatus::Cancelled,
+    ];
+
+    /// The status as it is written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Todo => "todo",
+            TaskStatus::Doing => "doing",
+            TaskStatus::Review => "review",
+            TaskStatus::Blocked => "blocked",
+            TaskStatus::Done => "done",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// `done` or `cancelled`: nothing more will happen to the task unless it is reopened.
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskStatus::Done | TaskStatus::Cancelled)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Task priority, `P0` (most urgent) to `P3`. The default is `P2`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum Priority {
+    /// Drop everything.
+    P0,
+    /// Urgent.
+    P1,
+    /// Normal.
+    #[default]
+    P2,
+    /// Whenever.
+    P3,
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// Who holds a task, since when, and with which fencing token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Claim {
+    /// The owner.
+    pub agent: String,
+    /// Fencing token: grows with every claim of this task. Updates may carry it; a stale
+    /// one is refused.
+    pub token: u64,
+    /// When the claim was taken.
+    pub at: Timestamp,
+}
+
+/// A unit of work on the board.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Task {
+    /// `T-1`, `T-2`, ...
+    pub id: TaskId,
+    /// One line.
+    pub title: String,
+    /// Free text, may be empty.
+    pub description: String,
+    /// Where it stands.
+    pub status: TaskStatus,
+    /// `P0`..`P3`.
+    pub priority: Priority,
+    /// The agent it is assigned to (reserved for, or worked on by), if any.
+    pub assignee: Option<String>,
+    /// Tasks that must be finished before this one can be claimed.
+    pub blocked_by: Vec<TaskId>,
+    /// Free labels.
+    pub tags: Vec<String>,
+    /// The agent that created it, if known.
+    pub created_by: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Time of the last change.
+    pub updated_at: Timestamp,
+    /// The current claim, while someone holds the task.
+    pub claim: Option<Claim>,
+    /// The last fencing token issued for this task (0: never claimed).
+    pub last_token: u64,
+}
+
+/// A chat message, in a channel, possibly addressed to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChatMessage {
+    /// `M-1`, `M-2`, ...
+    pub id: MessageId,
+    /// The event sequence number of the `chat.message` event that carried it.
+    pub seq: Seq,
+    /// Channel name; `general` by default, `dm:a,b` for direct messages without a channel.
+    pub channel: String,
+    /// Sender.
+    pub from: String,
+    /// Text.
+    pub content: String,
+    /// Agents named with `@name` in the content, in order, without duplicates.
+    pub mentions: Vec<String>,
+    /// The recipient of a direct message.
+    pub to: Option<String>,
+    /// The message this one answers.
+    pub reply_to: Option<MessageId>,
+    /// When it was posted.
+    pub at: Timestamp,
+}
+
+impl ChatMessage {
+    /// The agents whose inbox receives this message: the `to` recipient and every mention,
+    /// except the sender, without duplicates.
+    pub fn recipients(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for name in self.to.iter().chain(self.mentions.iter()) {
+            if name != &self.from && !out.contains(&name.as_str()) {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+/// What the broker remembers about an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Agent {
+    /// The agent's name.
+    pub name: String,
+    /// A status the agent set itself (e.g. `busy`), if any.
+    pub status: Option<String>,
+    /// A short note the agent set itself.
+    pub note: Option<String>,
+    /// First contact.
+    pub first_seen_at: Timestamp,
+    /// Last contact.
+    pub last_seen_at: Timestamp,
+}
+
+/// An agent as `GET /presence` shows it, computed at the moment of the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Presence {
+    /// The agent's name.
+    pub name: String,
+    /// `active`, `idle`, `offline`, or a status the agent set (e.g. `busy`).
+    pub status: String,
+    /// Time since the last contact, for humans: `2s ago`, `5m ago`.
+    pub last_seen: String,
+    /// Last contact.
+    pub last_seen_at: Timestamp,
+    /// Open connections (WebSocket sessions) of this agent.
+    pub connections: u32,
+    /// The task it holds (doing, review or blocked), if any.
+    pub task: Option<TaskId>,
+    /// A short note the agent set itself.
+    pub note: Option<String>,
+    /// Holds a `doing` task and has been silent longer than the stuck threshold.
+    pub stuck: bool,
+}
+
+/// Why a claim ended without the task being completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseReason {
+    /// The owner let go.
+    Released,
+    /// The owner went away and its lease ran out.
+    OwnerGone,
+    /// Someone other than the owner took it away (a human, a supervisor).
+    Forced,
+}
+
+/// One entry of the global event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Global sequence number.
+    pub seq: Seq,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened (`type` and `data` on the wire).
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The kinds of event, with their data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum EventKind {
+    /// A task was added to the board.
+    #[serde(rename = "task.created")]
+    TaskCreated {
+        /// The new task.
+        task: Task,
+    },
+    /// Fields of a task changed (including status changes that are not claims,
+    /// releases or completions, e.g. `review`, `cancelled`, reopening).
+    #[serde(rename = "task.updated")]
+    TaskUpdated {
+        /// The task after the change.
+        task: Task,
+        /// Who changed it.
+        by: Option<String>,
+        /// The names of the fields that changed.
+        changes: Vec<String>,
+    },
+    /// An agent took a task.
+    #[serde(rename = "task.claimed")]
+    TaskClaimed {
+        /// The task after the claim (its `claim` holds the token).
+        task: Task,
+        /// The new owner.
+        agent: String,
+    },
+    /// A claim ended and the task went back to `todo`.
+    #[serde(rename = "task.released")]
+    TaskReleased {
+        /// The task after the release.
+        task: Task,
+        /// The previous owner.
+        agent: String,
+        /// Who released it (the owner, or someone forcing it).
+        by: Option<String>,
+        /// Why.
+        reason: ReleaseReason,
+    },
+    /// A task was finished.
+    #[serde(rename = "task.completed")]
+    TaskCompleted {
+        /// The task after completion.
+        task: Task,
+        /// Who completed it.
+        by: Option<String>,
+    },
+    /// The last unfinished task blocking this one was finished: it can be claimed now.
+    #[serde(rename = "task.ready")]
+    TaskReady {
+        /// The task that became claimable.
+        task: Task,
+    },
+    /// A chat message was posted.
+    #[serde(rename = "chat.message")]
+    ChatMessage {
+        /// The message.
+        message: ChatMessage,
+    },
+    /// An agent appeared, came back, or changed its own status or note.
+    #[serde(rename = "presence.changed")]
+    PresenceChanged {
+        /// The agent record after the change.
+        agent: Agent,
+    },
+    /// An agent marked its inbox read up to `seq`.
+    #[serde(rename = "inbox.acked")]
+    InboxAcked {
+        /// Whose inbox.
+        agent: String,
+        /// The new read cursor.
+        seq: Seq,
+    },
+}
+
+impl EventKind {
+    /// The wire name of this kind, e.g. `task.claimed`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::TaskCreated { .. } => "task.created",
+            EventKind::TaskUpdated { .. } => "task.updated",
+            EventKind::TaskClaimed { .. } => "task.claimed",
+            EventKind::TaskReleased { .. } => "task.released",
+            EventKind::TaskCompleted { .. } => "task.completed",
+            EventKind::TaskReady { .. } => "task.ready",
+            EventKind::ChatMessage { .. } => "chat.message",
+            EventKind::PresenceChanged { .. } => "presence.changed",
+            EventKind::InboxAcked { .. } => "inbox.acked",
+        }
+    }
+
+    /// The task this event is about, if any.
+    pub fn task(&self) -> Option<&Task> {
+        match self {
+            EventKind::TaskCreated { task }
+            | EventKind::TaskUpdated { task, .. }
+            | EventKind::TaskClaimed { task, .. }
+            | EventKind::TaskReleased { task, .. }
+            | EventKind::TaskCompleted { task, .. }
+            | EventKind::TaskReady { task } => Some(task),
+            _ => None,
+        }
+    }
+
+    /// The topics this event is published on. `*` matches every event and is not listed.
+    ///
+    /// - task events: `tasks`, `task:<id>`
+    /// - chat messages: `chat`, `chat:<channel>`, and `inbox:<agent>` for each recipient
+    /// - presence: `presence`
+    /// - inbox acks: `inbox:<agent>`
+    pub fn topics(&self) -> Vec<String> {
+        if let Some(task) = self.task() {
+            return vec!["tasks".to_owned(), format!("task:{}", task.id)];
+        }
+        match self {
+            EventKind::ChatMessage { message } => {
+                let mut topics = vec!["chat".to_owned(), format!("chat:{}", message.channel)];
+                topics.extend(message.recipients().iter().map(|a| format!("inbox:{a}")));
+                topics
+            }
+            EventKind::PresenceChanged { .. } => vec!["presence".to_owned()],
+            EventKind::InboxAcked { agent, .. } => vec![format!("inbox:{agent}")],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Machine-readable error codes. Each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request is malformed or a field is invalid (`field` names it).
+    Invalid,
+    /// 404: no such task, route or resource.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 409: the task is held by another agent (the message names the owner).
+    Conflict,
+    /// 409: the fencing token is not the current claim's (the claim was released and
+    /// taken again since).
+    StaleClaim,
+    /// 409: the task waits on unfinished tasks (`blockedBy`).
+    Blocked,
+    /// 413: the body is larger than the limit.
+    TooLarge,
+    /// 422: the status change is not allowed from the current status.
+    InvalidTransition,
+    /// 422: the `Idempotency-Key` was already used for a different request.
+    IdempotencyMismatch,
+    /// 503: the broker cannot accept writes right now (storage failure, shutting down,
+    /// overloaded); retry later.
+    Unavailable,
+    /// 500: a bug in the broker.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::StaleClaim => "stale_claim",
+            ErrorCode::Blocked => "blocked",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::InvalidTransition => "invalid_transition",
+            ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The body of every error response: `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorInfo,
+}
+
+/// One error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorInfo {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// For humans and agents: what went wrong and, where it helps, what to do.
+    pub message: String,
+    /// The request field at fault, for `invalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_seq_type_at_data_on_the_wire() {
+        let at: Timestamp = "2026-11-25T10:00:00.250Z".parse().unwrap();
+        let event = Event {
+            seq: 9,
+            at,
+            kind: EventKind::InboxAcked {
+                agent: "link".into(),
+                seq: 4,
+            },
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"seq": 9, "at": "2026-11-25T10:00:00.250Z",
+                "type": "inbox.acked", "data": {"agent": "link", "seq": 4}})
+        );
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), event);
+    }
+
+    #[test]
+    fn recipients_skip_the_sender_and_duplicates() {
+        let message = ChatMessage {
+            id: MessageId(1),
+            seq: 1,
+            channel: "general".into(),
+            from: "kai".into(),
+            content: String::new(),
+            mentions: vec!["link".into(), "kai".into(), "zelda".into()],
+            to: Some("zelda".into()),
+            reply_to: None,
+            at: Timestamp::default(),
+        };
+        assert_eq!(message.recipients(), vec!["zelda", "link"]);
+    }
+}

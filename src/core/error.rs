@@ -1,0 +1,82 @@
+//! Why a command was refused.
+
+use muster_protocol::{ErrorCode, ErrorInfo};
+use serde::{Deserialize, Serialize};
+
+/// A command the domain refuses, with a message meant for the agent that sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum DomainError {
+    /// A field is missing or invalid.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The request field, as named on the wire (`title`, `blockedBy[1]`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The task (or message) does not exist.
+    #[error("{message}")]
+    NotFound {
+        /// e.g. "task T-9 does not exist".
+        message: String,
+    },
+    /// Another agent holds the task.
+    #[error("{message}")]
+    Conflict {
+        /// Names the owner: "T-12 is claimed by link".
+        message: String,
+    },
+    /// The fencing token is not the current claim's.
+    #[error("{message}")]
+    StaleClaim {
+        /// Says which token is current.
+        message: String,
+    },
+    /// The task waits on unfinished tasks.
+    #[error("{message}")]
+    Blocked {
+        /// Names the blockers.
+        message: String,
+    },
+    /// The status change is not allowed from the current status.
+    #[error("{message}")]
+    InvalidTransition {
+        /// Names both statuses and what to do instead.
+        message: String,
+    },
+}
+
+impl DomainError {
+    /// An invalid field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DomainError::Invalid { .. } => ErrorCode::Invalid,
+            DomainError::NotFound { .. } => ErrorCode::NotFound,
+            DomainError::Conflict { .. } => ErrorCode::Conflict,
+            DomainError::StaleClaim { .. } => ErrorCode::StaleClaim,
+            DomainError::Blocked { .. } => ErrorCode::Blocked,
+            DomainError::InvalidTransition { .. } => ErrorCode::InvalidTransition,
+        }
+    }
+
+    /// The wire error.
+    pub fn to_info(&self) -> ErrorInfo {
+        ErrorInfo {
+            code: self.code(),
+            message: self.to_string(),
+            field: match self {
+                DomainError::Invalid { field, .. } => Some(field.clone()),
+                _ => None,
+            },
+        }
+    }
+}

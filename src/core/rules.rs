@@ -1,0 +1,263 @@
+//! Input rules: names, lengths, mentions. Every limit a client can hit is here.
+
+use super::DomainError;
+
+/// Longest agent name, in bytes (names are ASCII).
+pub const MAX_NAME: usize = 64;
+/// Longest task title, in characters: one line on a board card.
+pub const MAX_TITLE: usize = 200;
+/// Longest task description or chat message, in bytes: a long comment, far below the size
+/// where sled would move a value out of line into a blob file.
+pub const MAX_TEXT: usize = 8 * 1024;
+/// Longest note an agent can set, in characters.
+pub const MAX_NOTE: usize = 256;
+/// Most tags on a task, and the longest tag in bytes.
+pub const MAX_TAGS: usize = 20;
+/// Longest tag, in bytes.
+pub const MAX_TAG: usize = 32;
+/// Most tasks in one `blockedBy` list.
+pub const MAX_BLOCKERS: usize = 50;
+/// Longest channel name, in bytes (a direct channel holds two names).
+pub const MAX_CHANNEL: usize = 2 * MAX_NAME + 4;
+/// Longest self-set status, in bytes.
+pub const MAX_STATUS: usize = 32;
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn is_name_edge(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Checks an agent name: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting and ending with a
+/// letter, digit or `_` (so that `@link.` at the end of a sentence mentions `link`).
+pub fn validate_agent(field: &str, name: &str) -> Result<(), DomainError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.chars().all(is_name_char)
+        && name.starts_with(is_name_edge)
+        && name.ends_with(is_name_edge);
+    if ok {
+        Ok(())
+    } else if name.is_empty() {
+        Err(DomainError::invalid(
+            field,
+            "must not be empty: name the acting agent",
+        ))
+    } else {
+        Err(DomainError::invalid(
+            field,
+            format!(
+                "{:?} is not a valid agent name (1-{MAX_NAME} letters, digits, '.', '_' or '-', \
+                 starting and ending with a letter, digit or '_')",
+                truncate(name, 80)
+            ),
+        ))
+    }
+}
+
+/// Checks the acting agent of a command that needs one.
+pub fn require_agent<'a>(field: &str, name: Option<&'a str>) -> Result<&'a str, DomainError> {
+    match name {
+        Some(name) => validate_agent(field, name).map(|()| name),
+        None => Err(DomainError::invalid(
+            field,
+            "is required: name the acting agent in the body or the X-Agent header",
+        )),
+    }
+}
+
+/// Checks a task title: not blank, one line, at most 200 characters.
+pub fn validate_title(title: &str) -> Result<(), DomainError> {
+    if title.trim().is_empty() {
+        return Err(DomainError::invalid("title", "must not be empty"));
+    }
+    if title.chars().count() > MAX_TITLE {
+        return Err(DomainError::invalid(
+            "title",
+            format!("is longer than {MAX_TITLE} characters"),
+        ));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            "title",
+            "must be one line without control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks free text (description, message content): at most 8 KiB, no control characters
+/// other than newline, tab and carriage return.
+pub fn validate_text(field: &str, text: &str) -> Result<(), DomainError> {
+    if text.len() > MAX_TEXT {
+        return Err(DomainError::invalid(
+            field,
+            format!("is longer than {MAX_TEXT} bytes"),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+    {
+        return Err(DomainError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a tag list: at most 20 tags of 1 to 32 letters, digits or `. _ - : /`.
+pub fn validate_tags(tags: &[String]) -> Result<(), DomainError> {
+    if tags.len() > MAX_TAGS {
+        return Err(DomainError::invalid(
+            "tags",
+            format!("has more than {MAX_TAGS} tags"),
+        ));
+    }
+    for (i, tag) in tags.iter().enumerate() {
+        let ok = !tag.is_empty()
+            && tag.len() <= MAX_TAG
+            && tag
+                .chars()
+                .all(|c| is_name_char(c) || matches!(c, ':' | '/'));
+        if !ok {
+            return Err(DomainError::invalid(
+                format!("tags[{i}]"),
+                format!(
+                    "{:?} is not a valid tag (1-{MAX_TAG} letters, digits, '.', '_', '-', ':' or '/')",
+                    truncate(tag, 80)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a channel name: 1 to 132 of letters, digits and `. _ - : ,`.
+pub fn validate_channel(channel: &str) -> Result<(), DomainError> {
+    let ok = !channel.is_empty()
+        && channel.len() <= MAX_CHANNEL
+        && channel
+            .chars()
+            .all(|c| is_name_char(c) || matches!(c, ':' | ','));
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "channel",
+            format!(
+                "{:?} is not a valid channel name (1-{MAX_CHANNEL} letters, digits, '.', '_', '-', ':' or ',')",
+                truncate(channel, 80)
+            ),
+        ))
+    }
+}
+
+/// Checks a self-set status: 1 to 32 of lowercase letters, digits, `_` and `-`.
+pub fn validate_status(status: &str) -> Result<(), DomainError> {
+    let ok = !status.is_empty()
+        && status.len() <= MAX_STATUS
+        && status
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            "status",
+            format!(
+                "{:?} is not a valid status (1-{MAX_STATUS} lowercase letters, digits, '_' or '-', e.g. busy)",
+                truncate(status, 80)
+            ),
+        ))
+    }
+}
+
+/// Checks a note: one line, at most 256 characters.
+pub fn validate_note(note: &str) -> Result<(), DomainError> {
+    if note.chars().count() > MAX_NOTE {
+        return Err(DomainError::invalid(
+            "note",
+            format!("is longer than {MAX_NOTE} characters"),
+        ));
+    }
+    if note.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            "note",
+            "must be one line without control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The agents named with `@name` in a text, in order of first appearance.
+///
+/// A mention starts at an `@` that does not follow a name character (so `kai@example.com`
+/// mentions nobody) and takes the longest valid name after it; a trailing `.` or `-` ends
+/// the sentence, not the name.
+pub fn parse_mentions(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut prev: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        if c == '@' && !prev.is_some_and(is_name_char) {
+            let rest = &text[i + 1..];
+            let end = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
+            let name = rest[..end].trim_end_matches(['.', '-']);
+            if validate_agent("", name).is_ok() && !out.iter().any(|n| n == name) {
+                out.push(name.to_owned());
+            }
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+/// The first `max` characters of `s`, for echoing bad input back without echoing a
+/// megabyte of it.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_follow_what_people_write() {
+        assert_eq!(
+            parse_mentions("@link PR #522 is green, merge it"),
+            vec!["link"]
+        );
+        assert_eq!(
+            parse_mentions("thanks @zelda. @link, @zelda!"),
+            vec!["zelda", "link"]
+        );
+        assert_eq!(
+            parse_mentions("mail kai@example.com or @ nobody"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            parse_mentions("(@agent-7) and @claude_2-"),
+            vec!["agent-7", "claude_2"]
+        );
+        assert_eq!(parse_mentions("@"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn agent_names_are_short_words() {
+        for good in ["link", "claude-2", "a", "kai.dev", "_bot", "A9"] {
+            assert!(validate_agent("agent", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "x.", "has space", "tab\t", "é", &"x".repeat(65)] {
+            let err = validate_agent("agent", bad).unwrap_err();
+            assert!(
+                matches!(err, DomainError::Invalid { ref field, .. } if field == "agent"),
+                "{bad}"
+            );
+        }
+    }
+}

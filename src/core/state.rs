@@ -1,0 +1,249 @@
+//! The state the domain decides against, and `apply`, which folds an event into it.
+//!
+//! Persistent maps (`imbl`) make a clone O(1), so the sequencer can publish a consistent
+//! snapshot to readers after every batch without copying the board.
+
+use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet};
+use muster_protocol::{
+    Agent, Event, EventKind, Priority, Seq, Task, TaskId, TaskStatus, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+/// What the broker knows about a chat channel (its messages live in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Channel {
+    /// Channel name.
+    pub name: String,
+    /// Messages posted to it.
+    pub messages: u64,
+    /// `seq` of the newest message.
+    pub last_seq: Seq,
+    /// Time of the newest message.
+    pub last_at: Timestamp,
+}
+
+/// Everything the rules need, folded from the event log.
+///
+/// Chat messages themselves are not here (they are only appended, never decided on); the
+/// store keeps them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    /// `seq` of the last applied event.
+    pub head: Seq,
+    /// Every task, by id.
+    pub tasks: OrdMap<TaskId, Arc<Task>>,
+    /// Every agent seen, by name.
+    pub agents: OrdMap<String, Arc<Agent>>,
+    /// Inbox read cursors, by agent.
+    pub cursors: OrdMap<String, Seq>,
+    /// Channels with at least one message, by name.
+    pub channels: OrdMap<String, Channel>,
+    /// Number of the last message posted (`M-<n>`).
+    pub last_message: u64,
+    /// Index: open (`todo`) tasks in the order `next` hands them out.
+    open: OrdSet<(Priority, TaskId)>,
+    /// Index: task → tasks whose `blockedBy` names it.
+    dependents: OrdMap<TaskId, OrdSet<TaskId>>,
+    /// Index: agent → tasks it holds a claim on.
+    held: OrdMap<String, OrdSet<TaskId>>,
+}
+
+impl State {
+    /// Rebuilds a state from its materialized views (as the store keeps them), deriving
+    /// the indexes.
+    pub fn from_views(
+        head: Seq,
+        last_message: u64,
+        tasks: impl IntoIterator<Item = Task>,
+        agents: impl IntoIterator<Item = Agent>,
+        cursors: impl IntoIterator<Item = (String, Seq)>,
+        channels: impl IntoIterator<Item = Channel>,
+    ) -> State {
+        let mut state = State {
+            head,
+            last_message,
+            ..State::default()
+        };
+        for task in tasks {
+            state.put_task(task);
+        }
+        state.agents = agents
+            .into_iter()
+            .map(|a| (a.name.clone(), Arc::new(a)))
+            .collect();
+        state.cursors = cursors.into_iter().collect();
+        state.channels = channels.into_iter().map(|c| (c.name.clone(), c)).collect();
+        state
+    }
+
+    /// The task with this id.
+    pub fn task(&self, id: TaskId) -> Option<&Arc<Task>> {
+        self.tasks.get(&id)
+    }
+
+    /// The id the next created task gets.
+    pub fn next_task_id(&self) -> TaskId {
+        TaskId(self.tasks.get_max().map_or(0, |(id, _)| id.0) + 1)
+    }
+
+    /// Open tasks in hand-out order: highest priority first, then oldest.
+    pub fn open_tasks(&self) -> impl Iterator<Item = &Arc<Task>> + '_ {
+        self.open.iter().filter_map(|(_, id)| self.tasks.get(id))
+    }
+
+    /// Tasks whose `blockedBy` names `id`.
+    pub fn dependents(&self, id: TaskId) -> impl Iterator<Item = &Arc<Task>> + '_ {
+        self.dependents
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| self.tasks.get(d))
+    }
+
+    /// Tasks `agent` holds a claim on, oldest first.
+    pub fn held_by(&self, agent: &str) -> impl Iterator<Item = &Arc<Task>> + '_ {
+        self.held
+            .get(agent)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// The unfinished tasks among `task`'s blockers.
+    pub fn unfinished_blockers(&self, task: &Task) -> Vec<&Task> {
+        task.blocked_by
+            .iter()
+            .filter_map(|b| self.tasks.get(b))
+            .filter(|b| !b.status.is_finished())
+            .map(|b| &**b)
+            .collect()
+    }
+
+    /// The read cursor of `agent`'s inbox (0: nothing read).
+    pub fn cursor(&self, agent: &str) -> Seq {
+        self.cursors.get(agent).copied().unwrap_or(0)
+    }
+
+    /// Stores a task and keeps the indexes in step.
+    fn put_task(&mut self, task: Task) {
+        let id = task.id;
+        let new = Arc::new(task);
+        if let Some(old) = self.tasks.insert(id, Arc::clone(&new)) {
+            if old.status == TaskStatus::Todo {
+                self.open.remove(&(old.priority, id));
+            }
+            for b in &old.blocked_by {
+                if let Some(set) = self.dependents.get_mut(b) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.dependents.remove(b);
+                    }
+                }
+            }
+            if let Some(claim) = &old.claim {
+                if let Some(set) = self.held.get_mut(&claim.agent) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.held.remove(&claim.agent);
+                    }
+                }
+            }
+        }
+        if new.status == TaskStatus::Todo {
+            self.open.insert((new.priority, id));
+        }
+        for b in &new.blocked_by {
+            self.dependents.entry(*b).or_default().insert(id);
+        }
+        if let Some(claim) = &new.claim {
+            self.held.entry(claim.agent.clone()).or_default().insert(id);
+        }
+    }
+
+    /// Records contact with `name` at `at`, creating the agent on first contact.
+    fn touch(&mut self, name: &str, at: Timestamp) {
+        let agent = match self.agents.get(name) {
+            Some(agent)
+                if agent.last_seen_at >= at && agent.status.as_deref() != Some("offline") =>
+            {
+                return;
+            }
+            Some(agent) => Agent {
+                last_seen_at: agent.last_seen_at.max(at),
+                // Any action after signing off means the agent is back.
+                status: agent.status.clone().filter(|s| s != "offline"),
+                ..Agent::clone(agent)
+            },
+            None => Agent {
+                name: name.to_owned(),
+                status: None,
+                note: None,
+                first_seen_at: at,
+                last_seen_at: at,
+            },
+        };
+        self.agents.insert(name.to_owned(), Arc::new(agent));
+    }
+}
+
+/// The agent whose action an event records, if any: it counts as contact with that agent.
+pub fn actor(kind: &EventKind) -> Option<&str> {
+    match kind {
+        EventKind::TaskCreated { task } => task.created_by.as_deref(),
+        EventKind::TaskUpdated { by, .. }
+        | EventKind::TaskReleased { by, .. }
+        | EventKind::TaskCompleted { by, .. } => by.as_deref(),
+        EventKind::TaskClaimed { agent, .. } | EventKind::InboxAcked { agent, .. } => Some(agent),
+        EventKind::ChatMessage { message } => Some(&message.from),
+        EventKind::TaskReady { .. } | EventKind::PresenceChanged { .. } => None,
+    }
+}
+
+/// Folds one event into the state.
+///
+/// Idempotent: applying an event a second time changes nothing, so the store can replay
+/// the tail of the log over views that may already contain part of it.
+pub fn apply(state: &mut State, event: &Event) {
+    state.head = state.head.max(event.seq);
+    match &event.kind {
+        EventKind::TaskCreated { task }
+        | EventKind::TaskUpdated { task, .. }
+        | EventKind::TaskClaimed { task, .. }
+        | EventKind::TaskReleased { task, .. }
+        | EventKind::TaskCompleted { task, .. } => state.put_task(task.clone()),
+        // The task did not change; the event only announces that it can be claimed now.
+        EventKind::TaskReady { .. } => {}
+        EventKind::ChatMessage { message } => {
+            state.last_message = state.last_message.max(message.id.0);
+            let channel = state
+                .channels
+                .entry(message.channel.clone())
+                .or_insert_with(|| Channel {
+                    name: message.channel.clone(),
+                    messages: 0,
+                    last_seq: 0,
+                    last_at: message.at,
+                });
+            if message.seq > channel.last_seq {
+                channel.messages += 1;
+                channel.last_seq = message.seq;
+                channel.last_at = message.at;
+            }
+        }
+        EventKind::PresenceChanged { agent } => {
+            state
+                .agents
+                .insert(agent.name.clone(), Arc::new(agent.clone()));
+        }
+        EventKind::InboxAcked { agent, seq } => {
+            let cursor = state.cursors.entry(agent.clone()).or_insert(0);
+            *cursor = (*cursor).max(*seq);
+        }
+    }
+    if let Some(name) = actor(&event.kind) {
+        state.touch(name, event.at);
+    }
+}
