@@ -1,4 +1,109 @@
 //! # Muster — a coordination broker for teams of AI coding agents
 //!
-//! - [`core`]: the domain (tasks, claims, chat, presence) as pure `decide` and `apply`.
+//! Agents claim tasks (a claim is a mutex with a fencing token), see each other's
+//! presence, and talk in chat with @mentions and inboxes. Every change is an event in one
+//! ordered, durable log; a write is acknowledged only after it is on disk.
+//!
+//! # Layout
+//!
+//! - [`core`]: the domain (tasks, claims, chat, presence) as pure `decide` and `apply`;
+//!   no IO, no clock.
+//! - [`sequencer`]: the single writer — batch → decide → store → flush → apply → reply.
+//! - [`store`]: sled — the event log, the materialized views, group commit with `fdatasync`.
+//! - [`http`]: the HTTP API, one axum router (`app()` builds it without binding).
+//! - [`config`]: the one `Config`, from flags and `MUSTER_*` variables.
+//! - [`metrics`]: counters for `/metrics`.
+//!
+//! [`run`] wires them together on a bound listener until the shutdown token is cancelled.
+
+pub mod config;
 pub mod core;
+pub mod http;
+pub mod metrics;
+pub mod sequencer;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+use crate::http::AppState;
+use crate::metrics::Metrics;
+use crate::sequencer::{Reader, Sequencer};
+use crate::store::{Store, StoreError};
+
+/// How often the log is trimmed to its retention.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration contradicts itself.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The store could not be opened or loaded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves the broker on `listener` until `shutdown` is cancelled, then stops accepting,
+/// lets in-flight requests finish, commits what the sequencer still holds and flushes.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    let store = Arc::new(store);
+    let metrics = Arc::new(Metrics::default());
+    let (sequencer, writer, reader) = Sequencer::new(Arc::clone(&store), config.policy(), Arc::clone(&metrics))?;
+    tracing::info!(
+        head = reader.snapshot().state.head,
+        epoch = store.epoch(),
+        tasks = reader.snapshot().state.tasks.len(),
+        "state loaded"
+    );
+
+    let tracker = TaskTracker::new();
+    // The sequencer stops after the HTTP server, so that in-flight writes are answered.
+    let stop_writer = CancellationToken::new();
+    tracker.spawn(sequencer.run(stop_writer.clone()));
+    tracker.spawn(retention(Arc::clone(&store), reader.clone(), config.clone(), shutdown.clone()));
+
+    let state = AppState::new(writer, reader, store, Arc::new(config), metrics, shutdown.clone());
+    let served = axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+
+    stop_writer.cancel();
+    tracker.close();
+    tracker.wait().await;
+    served.map_err(ServeError::from)
+}
+
+/// Trims the event log to its retention, once a minute.
+async fn retention(store: Arc<Store>, reader: Reader, config: Config, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let head = reader.snapshot().state.head;
+        let older_than = chrono::Utc::now() - config.retain_for;
+        let store = Arc::clone(&store);
+        let keep = config.retain_events;
+        match tokio::task::spawn_blocking(move || store.trim(head, keep, older_than)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "trimmed the event log to its retention"),
+            Ok(Err(error)) => tracing::warn!(%error, "trimming the event log failed"),
+            Err(error) => tracing::warn!(%error, "trimming the event log panicked"),
+        }
+    }
+}

@@ -9,7 +9,9 @@
 mod ids;
 mod model;
 mod requests;
+mod responses;
 
 pub use ids::{MessageId, ParseIdError, TaskId};
 pub use model::*;
 pub use requests::*;
+pub use responses::*;

@@ -14,7 +14,7 @@ pub type Timestamp = DateTime<Utc>;
 pub type Seq = u64;
 
 /// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Open: waiting for an agent to claim it.
@@ -68,7 +68,7 @@ impl fmt::Display for TaskStatus {
 
 /// Task priority, `P0` (most urgent) to `P3`. The default is `P2`.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
 )]
 pub enum Priority {
     /// Drop everything.
@@ -89,7 +89,7 @@ impl fmt::Display for Priority {
 }
 
 /// Who holds a task, since when, and with which fencing token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Claim {
     /// The owner.
@@ -98,11 +98,11 @@ pub struct Claim {
     /// one is refused.
     pub token: u64,
     /// When the claim was taken.
-    pub at: Timestamp,
+    pub at: DateTime<Utc>,
 }
 
 /// A unit of work on the board.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Task {
     /// `T-1`, `T-2`, ...
@@ -124,9 +124,9 @@ pub struct Task {
     /// The agent that created it, if known.
     pub created_by: Option<String>,
     /// Creation time.
-    pub created_at: Timestamp,
+    pub created_at: DateTime<Utc>,
     /// Time of the last change.
-    pub updated_at: Timestamp,
+    pub updated_at: DateTime<Utc>,
     /// The current claim, while someone holds the task.
     pub claim: Option<Claim>,
     /// The last fencing token issued for this task (0: never claimed).
@@ -134,7 +134,7 @@ pub struct Task {
 }
 
 /// A chat message, in a channel, possibly addressed to an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChatMessage {
     /// `M-1`, `M-2`, ...
@@ -154,7 +154,7 @@ pub struct ChatMessage {
     /// The message this one answers.
     pub reply_to: Option<MessageId>,
     /// When it was posted.
-    pub at: Timestamp,
+    pub at: DateTime<Utc>,
 }
 
 impl ChatMessage {
@@ -172,7 +172,7 @@ impl ChatMessage {
 }
 
 /// What the broker remembers about an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Agent {
     /// The agent's name.
@@ -182,13 +182,13 @@ pub struct Agent {
     /// A short note the agent set itself.
     pub note: Option<String>,
     /// First contact.
-    pub first_seen_at: Timestamp,
+    pub first_seen_at: DateTime<Utc>,
     /// Last contact.
-    pub last_seen_at: Timestamp,
+    pub last_seen_at: DateTime<Utc>,
 }
 
 /// An agent as `GET /presence` shows it, computed at the moment of the request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Presence {
     /// The agent's name.
@@ -198,7 +198,7 @@ pub struct Presence {
     /// Time since the last contact, for humans: `2s ago`, `5m ago`.
     pub last_seen: String,
     /// Last contact.
-    pub last_seen_at: Timestamp,
+    pub last_seen_at: DateTime<Utc>,
     /// Open connections (WebSocket sessions) of this agent.
     pub connections: u32,
     /// The task it holds (doing, review or blocked), if any.
@@ -210,7 +210,7 @@ pub struct Presence {
 }
 
 /// Why a claim ended without the task being completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseReason {
     /// The owner let go.
@@ -222,19 +222,19 @@ pub enum ReleaseReason {
 }
 
 /// One entry of the global event log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Global sequence number.
     pub seq: Seq,
     /// When it happened.
-    pub at: Timestamp,
+    pub at: DateTime<Utc>,
     /// What happened (`type` and `data` on the wire).
     #[serde(flatten)]
     pub kind: EventKind,
 }
 
 /// The kinds of event, with their data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum EventKind {
     /// A task was added to the board.
@@ -363,7 +363,7 @@ impl EventKind {
 }
 
 /// Machine-readable error codes. Each maps to one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: the request is malformed or a field is invalid (`field` names it).
@@ -412,7 +412,7 @@ impl ErrorCode {
 }
 
 /// The body of every error response: `{"error": {"code", "message", "field"?}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     /// The error.
@@ -420,7 +420,7 @@ pub struct ErrorBody {
 }
 
 /// One error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorInfo {
     /// Machine-readable code.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::{MessageId, Priority, Seq, TaskId, TaskStatus};
 
 /// Create a task. Only `title` is required.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTask {
     /// One line.
@@ -37,7 +37,7 @@ pub struct CreateTask {
 ///
 /// A status change follows the same rules as the dedicated operations: `doing` claims,
 /// `todo` releases, `done` completes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateTask {
     /// New title.
@@ -75,7 +75,7 @@ pub struct UpdateTask {
 }
 
 /// Claim, release or complete a task.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaskAction {
     /// The acting agent; the `X-Agent` header also works.
@@ -90,7 +90,7 @@ pub struct TaskAction {
 }
 
 /// Pick the next open task for an agent and claim it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NextTask {
     /// The agent that will own the task; the `X-Agent` header also works.
@@ -99,7 +99,7 @@ pub struct NextTask {
 }
 
 /// Post a chat message.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostMessage {
     /// Sender.
@@ -118,7 +118,7 @@ pub struct PostMessage {
 }
 
 /// A heartbeat: "I am here", optionally with a status and a note.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Heartbeat {
     /// A status of the agent's choosing (`busy`, `reviewing`); `active` clears it.
@@ -134,7 +134,7 @@ pub struct Heartbeat {
 }
 
 /// Mark an inbox read up to `seq` (default: everything in it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AckInbox {
     /// The new read cursor.

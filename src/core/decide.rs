@@ -12,7 +12,7 @@ use super::rules::{
 use super::{DomainError, Policy, State, parse_mentions};
 
 /// Something an agent (or a human) asks the broker to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum Command {
     /// Add a task.
     CreateTask(CreateTask),

@@ -9,14 +9,14 @@
 mod decide;
 mod error;
 mod presence;
-mod rules;
+pub mod rules;
 mod state;
 
 pub use decide::{Command, Decision, Reply, decide, next_for};
 pub use error::DomainError;
 pub use presence::{Policy, last_seen_text, presence};
-pub use rules::{parse_mentions, validate_agent};
-pub use state::{Channel, State, apply};
+pub use rules::{parse_mentions, parse_topic, validate_agent, validate_channel};
+pub use state::{Channel, State, actor, apply};
 
 #[cfg(test)]
 mod tests;

@@ -212,6 +212,25 @@ pub fn parse_mentions(text: &str) -> Vec<String> {
     out
 }
 
+/// Checks and normalizes a subscription topic: `*`, `tasks`, `task:<id>`, `chat`,
+/// `chat:<channel>`, `presence` or `inbox:<agent>`. `task:12` becomes `task:T-12`.
+pub fn parse_topic(topic: &str) -> Result<String, DomainError> {
+    let bad = |why: String| DomainError::invalid("topics", why);
+    match topic.split_once(':') {
+        None if matches!(topic, "*" | "tasks" | "chat" | "presence") => Ok(topic.to_owned()),
+        Some(("task", id)) => id
+            .parse::<muster_protocol::TaskId>()
+            .map(|id| format!("task:{id}"))
+            .map_err(|e| bad(e.to_string())),
+        Some(("chat", channel)) => validate_channel(channel).map(|()| topic.to_owned()).map_err(|e| bad(e.to_string())),
+        Some(("inbox", agent)) => validate_agent("agent", agent).map(|()| topic.to_owned()).map_err(|e| bad(e.to_string())),
+        _ => Err(bad(format!(
+            "{:?} is not a topic (one of *, tasks, task:<id>, chat, chat:<channel>, presence, inbox:<agent>)",
+            truncate(topic, 80)
+        ))),
+    }
+}
+
 /// The first `max` characters of `s`, for echoing bad input back without echoing a
 /// megabyte of it.
 pub fn truncate(s: &str, max: usize) -> String {

@@ -1,0 +1,125 @@
+//! Response bodies: a single resource as `{"task": {...}}`, a list as `{"tasks": [...]}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChatMessage, Event, Presence, Seq, Task};
+
+/// `{"task": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskEnvelope {
+    /// The task.
+    pub task: Task,
+}
+
+/// `{"task": {...} | null}`: `next` found a task, or nothing to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MaybeTaskEnvelope {
+    /// The task, or `null` when there is nothing to do.
+    pub task: Option<Task>,
+}
+
+/// `{"tasks": [...]}`, in id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskList {
+    /// The tasks.
+    pub tasks: Vec<Task>,
+}
+
+/// `{"message": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageEnvelope {
+    /// The message.
+    pub message: ChatMessage,
+}
+
+/// `{"channel": "general", "messages": [...]}`, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageList {
+    /// The channel.
+    pub channel: String,
+    /// The messages.
+    pub messages: Vec<ChatMessage>,
+}
+
+/// A channel with messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelInfo {
+    /// Name.
+    pub name: String,
+    /// Messages posted.
+    pub messages: u64,
+    /// `seq` of the newest message.
+    pub last_seq: Seq,
+}
+
+/// `{"channels": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChannelList {
+    /// The channels, by name.
+    pub channels: Vec<ChannelInfo>,
+}
+
+/// `{"agents": [...]}`, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PresenceList {
+    /// Every agent seen.
+    pub agents: Vec<Presence>,
+}
+
+/// `{"agent": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PresenceEnvelope {
+    /// The agent.
+    pub agent: Presence,
+}
+
+/// An agent's inbox: messages that mention it or are addressed to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Inbox {
+    /// Whose inbox.
+    pub agent: String,
+    /// Read up to this `seq`.
+    pub cursor: Seq,
+    /// Messages after the cursor.
+    pub unread: u64,
+    /// The messages (unread ones, unless `all=true`), oldest first.
+    pub messages: Vec<ChatMessage>,
+}
+
+/// An inbox read cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Cursor {
+    /// Whose inbox.
+    pub agent: String,
+    /// Read up to this `seq`.
+    pub cursor: Seq,
+}
+
+/// A page of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventPage {
+    /// The data dir's epoch: if it changes, the history was replaced and `seq` restarted.
+    pub epoch: String,
+    /// The newest durable `seq`. Poll again with `since` = the last event's `seq` (or
+    /// `head` when `events` is empty).
+    pub head: Seq,
+    /// Events after `since` were trimmed from the log (retention): re-read the state
+    /// (`GET /tasks`, `/presence`, `/chat/messages`) and continue from `head`.
+    pub truncated: bool,
+    /// Matching events after `since`, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// Broker version.
+    pub version: String,
+    /// The data dir's epoch.
+    pub epoch: String,
+    /// The newest durable `seq`.
+    pub head: Seq,
+}

@@ -1,0 +1,89 @@
+//! The broker's configuration: one struct, defaults embedded, every field settable by a
+//! `muster serve` flag or a `MUSTER_*` environment variable. `--print-config` shows it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::Policy;
+
+/// Everything `muster serve` can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "MUSTER_ADDR", default_value = "127.0.0.1:4445")]
+    pub addr: SocketAddr,
+
+    /// Directory of the database (default: the platform data dir, e.g. ~/.local/share/muster).
+    #[arg(long, env = "MUSTER_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+
+    /// An agent silent this long shows as idle.
+    #[arg(long, env = "MUSTER_IDLE_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
+
+    /// An agent silent this long shows as offline.
+    #[arg(long, env = "MUSTER_OFFLINE_AFTER", default_value = "30m", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
+
+    /// An agent holding a `doing` task and silent this long is flagged stuck.
+    #[arg(long, env = "MUSTER_STUCK_AFTER", default_value = "20m", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
+
+    /// Keep at most this many events in the log; older ones are trimmed (the board, chat
+    /// and presence are kept whole: only resuming from an older `seq` is lost).
+    #[arg(long, env = "MUSTER_RETAIN_EVENTS", default_value_t = 1_000_000)]
+    pub retain_events: u64,
+
+    /// Keep events in the log at most this long.
+    #[arg(long, env = "MUSTER_RETAIN_FOR", default_value = "7d", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retain_for: Duration,
+}
+
+/// `~/.local/share/muster` on Linux, the equivalent elsewhere; `./muster-data` if the
+/// platform has no data dir.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_local_dir().map_or_else(|| PathBuf::from("muster-data"), |d| d.join("muster"))
+}
+
+impl Config {
+    /// The configuration with every default, listening on `addr` and storing in `data_dir`.
+    pub fn new(addr: SocketAddr, data_dir: PathBuf) -> Config {
+        Config {
+            addr,
+            data_dir,
+            idle_after: Duration::from_secs(5 * 60),
+            offline_after: Duration::from_secs(30 * 60),
+            stuck_after: Duration::from_secs(20 * 60),
+            retain_events: 1_000_000,
+            retain_for: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    /// The presence thresholds.
+    pub fn policy(&self) -> Policy {
+        Policy { idle_after: self.idle_after, offline_after: self.offline_after, stuck_after: self.stuck_after }
+    }
+
+    /// Refuses settings that contradict each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idle_after >= self.offline_after {
+            return Err(format!(
+                "--idle-after ({}) must be shorter than --offline-after ({})",
+                humantime::format_duration(self.idle_after),
+                humantime::format_duration(self.offline_after)
+            ));
+        }
+        if self.retain_events == 0 {
+            return Err("--retain-events must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Extractors that turn a request into typed input, or into a clear 400/413.
+//!
+//! JSON bodies are read as bytes and parsed here whatever the `Content-Type` says: the
+//! seed's `curl -d '{...}'` sends `application/x-www-form-urlencoded`, and axum's `Json`
+//! would refuse it with 415.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use muster_protocol::{ErrorCode, TaskId};
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+use crate::sequencer::IdempotencyKey;
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// A JSON object body, required.
+pub struct JsonBody<T>(pub T);
+
+/// A JSON object body that may be omitted (an empty body reads as `{}`).
+pub struct OptionalJsonBody<T>(pub T);
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::TooLarge, format!("request body is larger than {} bytes", super::MAX_BODY))
+        } else {
+            ApiError::invalid("body", "could not be read")
+        }
+    })
+}
+
+/// Parses a JSON object, naming the field at fault when it does not fit `T`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::invalid("body", format!("is not UTF-8 ({e})")))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+    de.end().map_err(|e| ApiError::invalid("body", format!("is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::invalid("body", format!("is not valid JSON: {inner}"));
+    }
+    let message = inner.to_string();
+    // serde_json appends " at line 1 column 42"; the field name says more.
+    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m);
+    ApiError::invalid(field_at(&path, message), message)
+}
+
+/// The field an error is about. serde reports a missing field at its parent's path, so
+/// the name is taken from the message then.
+fn field_at(path: &str, message: &str) -> String {
+    let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+    match (missing, path) {
+        (Some(name), "." | "") => name.to_owned(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, "." | "") => "body".to_owned(),
+        (None, path) => path.to_owned(),
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid("body", "is empty: send a JSON object"));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+/// Query parameters, parsed with the parameter at fault named on error.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            let field = match field_at(&path, &message) {
+                f if f == "body" => "query".to_owned(),
+                f => f,
+            };
+            ApiError::invalid(field, message)
+        })
+    }
+}
+
+fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(query.as_bytes())
+}
+
+/// The agent named by the `X-Agent` header, if any.
+pub struct AgentHeader(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for AgentHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get("x-agent") {
+            None => Ok(AgentHeader(None)),
+            Some(v) => match v.to_str() {
+                Ok(name) => Ok(AgentHeader(Some(name.trim().to_owned()))),
+                Err(_) => Err(ApiError::invalid("X-Agent", "must be visible ASCII")),
+            },
+        }
+    }
+}
+
+impl AgentHeader {
+    /// The acting agent: the body's if given, else the header's. Both given and different
+    /// is an error rather than a guess.
+    pub fn resolve(self, field: &str, body: Option<String>) -> Result<Option<String>, ApiError> {
+        match (body, self.0) {
+            (Some(b), Some(h)) if b != h => {
+                Err(ApiError::invalid(field, format!("the body says {b:?} but the X-Agent header says {h:?}")))
+            }
+            (Some(b), _) => Ok(Some(b)),
+            (None, h) => Ok(h),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header, if any.
+pub struct Idempotency(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else { return Ok(Idempotency(None)) };
+        let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+        match key {
+            Some(key) => Ok(Idempotency(Some(IdempotencyKey { key: key.to_owned() }))),
+            None => Err(ApiError::invalid(
+                "Idempotency-Key",
+                format!("must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            )),
+        }
+    }
+}
+
+/// Parses a task id from a path segment.
+pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse().map_err(|e| ApiError::invalid("id", e))
+}

@@ -1,0 +1,557 @@
+//! The durable store: the event log and the materialized views, in sled.
+//!
+//! Trees:
+//! - `log`: `seq` (big-endian) → `topics \n event-json`, the exact bytes sent on the wire;
+//! - `tasks`, `agents`, `cursors`, `channels`: the current value of each entity (views);
+//! - `chat`: `channel \0 seq` → message, `inbox`: `agent \0 seq` → message;
+//! - `idempotency`: `Idempotency-Key` → the recorded outcome;
+//! - `meta`: the data dir's `epoch`, the schema version, the `head` the views include.
+//!
+//! [`Store::commit`] writes one batch (log first, then views, then `head`), flushes sled
+//! and then `fdatasync`s its files: sled 0.34's flush only calls `sync_file_range`, which
+//! survives a process crash but not a power loss. Only after `commit` returns may a write be
+//! acknowledged. Startup loads the views, not the log, and replays only the log entries the
+//! views may be missing.
+//!
+//! All methods block; async callers run them on the blocking pool.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use muster_protocol::{Agent, ChatMessage, Event, EventKind, Seq, Task, TaskId};
+
+use crate::core::{Channel, State, apply};
+
+/// Version of the layout of the trees. Bumped on incompatible change.
+const SCHEMA: u64 = 1;
+/// Most log entries one `trim` removes: keeps a first trim of a long log from holding the
+/// blocking pool for long; the next round continues.
+pub const TRIM_BATCH: u64 = 100_000;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the data dir.
+    #[error(
+        "data dir {0} is in use by another muster process (stop it, or pass --data-dir to use another directory)"
+    )]
+    Locked(PathBuf),
+    /// The data dir was written by a newer Muster.
+    #[error("data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster")]
+    Schema {
+        /// The data dir.
+        dir: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// sled failed.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A file operation failed.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored value does not decode: the data dir is damaged.
+    #[error("corrupt value in tree {tree}: {error}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// The decode error.
+        error: String,
+    },
+}
+
+/// An event as it goes to disk and to subscribers: serialized once.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    /// The event.
+    pub event: Event,
+    /// The topics it is published on (`EventKind::topics`).
+    pub topics: Vec<String>,
+    /// The JSON text of the event.
+    pub json: Bytes,
+}
+
+impl Stamped {
+    /// Serializes an event once, for the log and every subscriber.
+    pub fn new(event: Event) -> Stamped {
+        let topics = event.kind.topics();
+        // Serializing our own types to a Vec cannot fail: no maps with non-string keys,
+        // no failing Serialize impls.
+        let json = serde_json::to_vec(&event).expect("event serializes");
+        Stamped { event, topics, json: Bytes::from(json) }
+    }
+}
+
+/// A stored event, read back from the log.
+#[derive(Debug, Clone)]
+pub struct LoggedEvent {
+    /// Its `seq`.
+    pub seq: Seq,
+    /// Its topics.
+    pub topics: Vec<String>,
+    /// Its JSON text, exactly as first sent.
+    pub json: Bytes,
+}
+
+impl LoggedEvent {
+    /// Whether a subscriber to `topics` receives this event (`*` receives everything).
+    pub fn matches(&self, topics: &[String]) -> bool {
+        topics.iter().any(|t| t == "*" || self.topics.contains(t))
+    }
+}
+
+/// The entities a batch of events touched, each written once per batch.
+#[derive(Default)]
+struct Touched<'a> {
+    tasks: BTreeSet<TaskId>,
+    agents: BTreeSet<&'a str>,
+    cursors: BTreeSet<&'a str>,
+    channels: BTreeSet<&'a str>,
+    messages: Vec<&'a ChatMessage>,
+}
+
+impl<'a> Touched<'a> {
+    fn of(events: &'a [Stamped]) -> Touched<'a> {
+        let mut t = Touched::default();
+        for s in events {
+            let kind = &s.event.kind;
+            if let Some(task) = kind.task() {
+                t.tasks.insert(task.id);
+            }
+            if let Some(actor) = crate::core::actor(kind) {
+                t.agents.insert(actor);
+            }
+            match kind {
+                EventKind::PresenceChanged { agent } => {
+                    t.agents.insert(&agent.name);
+                }
+                EventKind::ChatMessage { message } => {
+                    t.channels.insert(&message.channel);
+                    t.messages.push(message);
+                }
+                EventKind::InboxAcked { agent, .. } => {
+                    t.cursors.insert(agent);
+                }
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
+fn key_chat(channel: &str, seq: Seq) -> Vec<u8> {
+    let mut k = Vec::with_capacity(channel.len() + 9);
+    k.extend_from_slice(channel.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn prefix(name: &str) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn be(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Our view types serialize infallibly (see `Stamped::new`).
+    serde_json::to_vec(value).expect("view serializes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, error: e.to_string() })
+}
+
+/// Splits a log value into its topics and its JSON.
+fn split_logged(seq: Seq, value: &[u8]) -> Result<LoggedEvent, StoreError> {
+    let newline = value.iter().position(|b| *b == b'\n').ok_or(StoreError::Corrupt {
+        tree: "log",
+        error: format!("entry {seq} has no topic line"),
+    })?;
+    let topics = std::str::from_utf8(&value[..newline])
+        .map_err(|e| StoreError::Corrupt { tree: "log", error: e.to_string() })?
+        .split(' ')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(LoggedEvent { seq, topics, json: Bytes::copy_from_slice(&value[newline + 1..]) })
+}
+
+/// The sled database and a second handle on its data file, for `fdatasync`.
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    log: sled::Tree,
+    tasks: sled::Tree,
+    agents: sled::Tree,
+    cursors: sled::Tree,
+    channels: sled::Tree,
+    chat: sled::Tree,
+    inbox: sled::Tree,
+    idempotency: sled::Tree,
+    meta: sled::Tree,
+    db_file: File,
+    /// Largest blob file already synced (sled names blobs by log position).
+    blobs_synced: Mutex<u64>,
+    epoch: String,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked(dir.to_owned())
+            }
+            other => StoreError::Sled(other),
+        })?;
+        let db_file = File::open(dir.join("db"))?;
+        // The directory entries of sled's files must be durable too.
+        File::open(dir)?.sync_all()?;
+        let meta = db.open_tree("meta")?;
+        if let Some(found) = meta.get("schema")?.and_then(|v| be(&v)) {
+            if found > SCHEMA {
+                return Err(StoreError::Schema { dir: dir.to_owned(), found });
+            }
+        }
+        let epoch = match meta.get("epoch")? {
+            Some(epoch) => String::from_utf8_lossy(&epoch).into_owned(),
+            None => {
+                let epoch = format!("{:016x}", rand::random::<u64>());
+                meta.insert("epoch", epoch.as_bytes())?;
+                meta.insert("schema", &SCHEMA.to_be_bytes())?;
+                db.flush()?;
+                db_file.sync_data()?;
+                epoch
+            }
+        };
+        Ok(Store {
+            dir: dir.to_owned(),
+            log: db.open_tree("log")?,
+            tasks: db.open_tree("tasks")?,
+            agents: db.open_tree("agents")?,
+            cursors: db.open_tree("cursors")?,
+            channels: db.open_tree("channels")?,
+            chat: db.open_tree("chat")?,
+            inbox: db.open_tree("inbox")?,
+            idempotency: db.open_tree("idempotency")?,
+            meta,
+            db,
+            db_file,
+            blobs_synced: Mutex::new(0),
+            epoch,
+        })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The random id this data dir got when it was created. A client that resumes with
+    /// another epoch is talking to a different history.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Loads the state: the views, then the log entries after the `head` they include.
+    ///
+    /// A crash can leave log entries that were written but never acknowledged; they are
+    /// kept if they follow the head without a gap (a prefix of the last batch), and
+    /// anything after a gap is removed, so `seq` stays gap-free.
+    pub fn load(&self) -> Result<State, StoreError> {
+        let head = self.meta.get("head")?.and_then(|v| be(&v)).unwrap_or(0);
+        let last_message = self.meta.get("last_message")?.and_then(|v| be(&v)).unwrap_or(0);
+        let tasks = self.values::<Task>("tasks", &self.tasks)?;
+        let agents = self.values::<Agent>("agents", &self.agents)?;
+        let channels = self.values::<Channel>("channels", &self.channels)?;
+        let mut cursors = Vec::new();
+        for entry in self.cursors.iter() {
+            let (k, v) = entry?;
+            cursors.push((String::from_utf8_lossy(&k).into_owned(), be(&v).unwrap_or(0)));
+        }
+        let mut state = State::from_views(head, last_message, tasks, agents, cursors, channels);
+
+        let mut expected = head + 1;
+        let mut tail = Vec::new();
+        for entry in self.log.range(expected.to_be_bytes()..) {
+            let (k, v) = entry?;
+            let seq = be(&k).unwrap_or(0);
+            if seq != expected {
+                tracing::warn!(seq, expected, "log has a gap after a crash; dropping the unacknowledged tail");
+                self.log.remove(k)?;
+                continue;
+            }
+            let logged = split_logged(seq, &v)?;
+            let event: Event = from_json("log", &logged.json)?;
+            apply(&mut state, &event);
+            tail.push(Stamped { event, topics: logged.topics, json: logged.json });
+            expected += 1;
+        }
+        if !tail.is_empty() {
+            tracing::info!(events = tail.len(), "replayed log entries the views did not include yet");
+            self.write_views(&tail, &state)?;
+            self.sync()?;
+        }
+        Ok(state)
+    }
+
+    fn values<T: serde::de::DeserializeOwned>(&self, name: &'static str, tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
+        tree.iter().values().map(|v| from_json(name, &v?)).collect()
+    }
+
+    /// Appends a batch of events and updates the views to `state` (the state after the
+    /// batch), together with idempotency records; then makes it all durable.
+    pub fn commit(&self, events: &[Stamped], state: &State, idempotency: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        for s in events {
+            let mut value = Vec::with_capacity(s.json.len() + 32);
+            value.extend_from_slice(s.topics.join(" ").as_bytes());
+            value.push(b'\n');
+            value.extend_from_slice(&s.json);
+            self.log.insert(s.event.seq.to_be_bytes(), value)?;
+        }
+        for (key, record) in idempotency {
+            self.idempotency.insert(key.as_bytes(), record.as_slice())?;
+        }
+        self.write_views(events, state)?;
+        self.sync()
+    }
+
+    /// Undoes the writes of a batch whose commit failed, restoring the views to `before`.
+    /// Best effort: it runs when the disk is already failing.
+    pub fn revert(&self, events: &[Stamped], before: &State, idempotency: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        for s in events {
+            self.log.remove(s.event.seq.to_be_bytes())?;
+        }
+        for (key, _) in idempotency {
+            self.idempotency.remove(key.as_bytes())?;
+        }
+        let touched = Touched::of(events);
+        for message in &touched.messages {
+            self.chat.remove(key_chat(&message.channel, message.seq))?;
+            for agent in message.recipients() {
+                self.inbox.remove(key_chat(agent, message.seq))?;
+            }
+        }
+        self.write_views(&[], before)?;
+        self.write_entities(&touched, before)
+    }
+
+    fn write_views(&self, events: &[Stamped], state: &State) -> Result<(), StoreError> {
+        let touched = Touched::of(events);
+        for message in &touched.messages {
+            let json = to_json(message);
+            self.chat.insert(key_chat(&message.channel, message.seq), json.as_slice())?;
+            for agent in message.recipients() {
+                self.inbox.insert(key_chat(agent, message.seq), json.as_slice())?;
+            }
+        }
+        self.write_entities(&touched, state)?;
+        // Last: the head the views now include.
+        self.meta.insert("last_message", &state.last_message.to_be_bytes())?;
+        self.meta.insert("head", &state.head.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Writes the current value (or absence) in `state` of every touched entity.
+    fn write_entities(&self, touched: &Touched<'_>, state: &State) -> Result<(), StoreError> {
+        for id in &touched.tasks {
+            match state.task(*id) {
+                Some(task) => self.tasks.insert(id.0.to_be_bytes(), to_json(&**task))?,
+                None => self.tasks.remove(id.0.to_be_bytes())?,
+            };
+        }
+        for name in &touched.agents {
+            match state.agents.get(*name) {
+                Some(agent) => self.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => self.agents.remove(name.as_bytes())?,
+            };
+        }
+        for name in &touched.cursors {
+            match state.cursors.get(*name) {
+                Some(seq) => self.cursors.insert(name.as_bytes(), &seq.to_be_bytes())?,
+                None => self.cursors.remove(name.as_bytes())?,
+            };
+        }
+        for name in &touched.channels {
+            match state.channels.get(*name) {
+                Some(channel) => self.channels.insert(name.as_bytes(), to_json(channel))?,
+                None => self.channels.remove(name.as_bytes())?,
+            };
+        }
+        Ok(())
+    }
+
+    /// Flushes sled, then `fdatasync`s its data file and any new blob files.
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.db_file.sync_data()?;
+        self.sync_blobs()
+    }
+
+    /// sled writes values too large for a log segment (about 128 KiB) to separate blob
+    /// files and never syncs them. Our values are far smaller, but a full leaf node can
+    /// grow past that size, so new blob files are synced too.
+    fn sync_blobs(&self) -> Result<(), StoreError> {
+        let dir = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        // A poisoned lock only means another sync panicked; the number is still valid.
+        let mut synced = self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut newest = *synced;
+        for entry in entries {
+            let entry = entry?;
+            let Some(lsn) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+            if lsn > *synced {
+                match File::open(entry.path()) {
+                    Ok(f) => f.sync_data()?,
+                    // sled may have collected it meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                newest = newest.max(lsn);
+            }
+        }
+        if newest > *synced {
+            File::open(&dir)?.sync_all()?;
+            *synced = newest;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` events with `since < seq <= up_to` that match `topics`, oldest first.
+    /// `up_to` is the durable head: nothing beyond it is shown to anyone.
+    pub fn events(&self, since: Seq, up_to: Seq, topics: &[String], limit: usize) -> Result<Vec<LoggedEvent>, StoreError> {
+        let mut out = Vec::new();
+        if since >= up_to {
+            return Ok(out);
+        }
+        for entry in self.log.range((since + 1).to_be_bytes()..=up_to.to_be_bytes()) {
+            let (k, v) = entry?;
+            let logged = split_logged(be(&k).unwrap_or(0), &v)?;
+            if logged.matches(topics) {
+                out.push(logged);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The oldest `seq` still in the log (the head + 1 when the log is empty).
+    pub fn first_retained(&self, head: Seq) -> Result<Seq, StoreError> {
+        Ok(self.log.first()?.and_then(|(k, _)| be(&k)).unwrap_or(head + 1))
+    }
+
+    /// Trims the log to its retention: removes entries with `seq <= head - keep` and
+    /// entries older than `older_than`, oldest first, at most [`TRIM_BATCH`] per call and
+    /// never past `head`. The views do not depend on the log, so no state is lost.
+    pub fn trim(&self, head: Seq, keep: u64, older_than: muster_protocol::Timestamp) -> Result<u64, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct At {
+            at: muster_protocol::Timestamp,
+        }
+        let by_count = head.saturating_sub(keep);
+        let mut removed = 0;
+        for entry in self.log.iter() {
+            let (k, v) = entry?;
+            let seq = be(&k).unwrap_or(0);
+            if seq > head || removed >= TRIM_BATCH {
+                break;
+            }
+            if seq > by_count {
+                let logged = split_logged(seq, &v)?;
+                let at: At = from_json("log", &logged.json)?;
+                if at.at >= older_than {
+                    break;
+                }
+            }
+            self.log.remove(k)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Messages of a channel as JSON, oldest first: those after `since` (the first
+    /// `limit`), or else the newest `limit` before `before` (or at all).
+    pub fn messages(&self, channel: &str, since: Option<Seq>, before: Option<Seq>, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+        Self::range(&self.chat, channel, since, before, limit)
+    }
+
+    /// Inbox entries of an agent as JSON, oldest first, with the same paging as
+    /// [`Store::messages`].
+    pub fn inbox(&self, agent: &str, since: Option<Seq>, before: Option<Seq>, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+        Self::range(&self.inbox, agent, since, before, limit)
+    }
+
+    /// Number of inbox entries of an agent after `seq`.
+    pub fn inbox_count_after(&self, agent: &str, seq: Seq) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for key in self.inbox.range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX)).keys() {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn range(tree: &sled::Tree, name: &str, since: Option<Seq>, before: Option<Seq>, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+        let start = key_chat(name, since.map_or(0, |s| s.saturating_add(1)));
+        let end = match before {
+            Some(b) => key_chat(name, b),
+            None => {
+                let mut end = prefix(name);
+                // Exclusive upper bound: every key with this prefix sorts below it.
+                end.extend_from_slice(&[0xff; 9]);
+                end
+            }
+        };
+        let iter = tree.range(start..end).values();
+        let mut out: Vec<Bytes> = if since.is_some() {
+            iter.take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<_, _>>()?
+        } else {
+            let mut newest = iter.rev().take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<Vec<_>, _>>()?;
+            newest.reverse();
+            newest
+        };
+        out.shrink_to_fit();
+        Ok(out)
+    }
+
+    /// Every recorded idempotency outcome.
+    pub fn idempotency_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.idempotency
+            .iter()
+            .map(|e| e.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Forgets expired idempotency keys.
+    pub fn forget_idempotency(&self, keys: &[String]) -> Result<(), StoreError> {
+        for key in keys {
+            self.idempotency.remove(key.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and syncs everything (at shutdown).
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.sync()
+    }
+
+    /// Bytes sled occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
