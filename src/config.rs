@@ -69,7 +69,11 @@ impl Config {
 
     /// The presence thresholds.
     pub fn policy(&self) -> Policy {
-        Policy { idle_after: self.idle_after, offline_after: self.offline_after, stuck_after: self.stuck_after }
+        Policy {
+            idle_after: self.idle_after,
+            offline_after: self.offline_after,
+            stuck_after: self.stuck_after,
+        }
     }
 
     /// Refuses settings that contradict each other.

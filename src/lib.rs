@@ -56,7 +56,11 @@ pub enum ServeError {
 
 /// Serves the broker on `listener` until `shutdown` is cancelled, then stops accepting,
 /// lets in-flight requests finish, commits what the sequencer still holds and flushes.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -64,7 +68,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     let store = Arc::new(store);
     let metrics = Arc::new(Metrics::default());
-    let (sequencer, writer, reader) = Sequencer::new(Arc::clone(&store), config.policy(), Arc::clone(&metrics))?;
+    let (sequencer, writer, reader) =
+        Sequencer::new(Arc::clone(&store), config.policy(), Arc::clone(&metrics))?;
     tracing::info!(
         head = reader.snapshot().state.head,
         epoch = store.epoch(),
@@ -76,10 +81,24 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     // The sequencer stops after the HTTP server, so that in-flight writes are answered.
     let stop_writer = CancellationToken::new();
     tracker.spawn(sequencer.run(stop_writer.clone()));
-    tracker.spawn(retention(Arc::clone(&store), reader.clone(), config.clone(), shutdown.clone()));
+    tracker.spawn(retention(
+        Arc::clone(&store),
+        reader.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
 
-    let state = AppState::new(writer, reader, store, Arc::new(config), metrics, shutdown.clone());
-    let served = axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let state = AppState::new(
+        writer,
+        reader,
+        store,
+        Arc::new(config),
+        metrics,
+        shutdown.clone(),
+    );
+    let served = axum::serve(listener, http::app(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
 
     stop_writer.cancel();
     tracker.close();

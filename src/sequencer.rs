@@ -46,7 +46,10 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn new(state: State) -> Arc<Snapshot> {
-        Arc::new(Snapshot { state, board: OnceLock::new() })
+        Arc::new(Snapshot {
+            state,
+            board: OnceLock::new(),
+        })
     }
 }
 
@@ -82,6 +85,12 @@ pub struct IdempotencyKey {
     pub key: String,
 }
 
+/// A caller's reply channel and what it will be told once the batch is durable.
+type Answer = (
+    oneshot::Sender<Result<Committed, WriteError>>,
+    Result<Committed, WriteError>,
+);
+
 struct Request {
     cmd: Command,
     idempotency: Option<IdempotencyKey>,
@@ -100,7 +109,9 @@ struct Recorded {
 fn fingerprint(cmd: &Command) -> u64 {
     // Commands are plain data; serializing them cannot fail.
     let bytes = serde_json::to_vec(cmd).expect("command serializes");
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The handle transports use to submit commands.
@@ -111,13 +122,25 @@ pub struct Writer {
 
 impl Writer {
     /// Submits a command and waits until it is durable (or refused).
-    pub async fn submit(&self, cmd: Command, idempotency: Option<IdempotencyKey>) -> Result<Committed, WriteError> {
+    pub async fn submit(
+        &self,
+        cmd: Command,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Committed, WriteError> {
         let (reply, rx) = oneshot::channel();
-        let request = Request { cmd, idempotency, reply };
+        let request = Request {
+            cmd,
+            idempotency,
+            reply,
+        };
         match tokio::time::timeout(SUBMIT_TIMEOUT, self.tx.send(request)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(stopping()),
-            Err(_) => return Err(WriteError::Unavailable("broker overloaded: the write queue stayed full; retry".into())),
+            Err(_) => {
+                return Err(WriteError::Unavailable(
+                    "broker overloaded: the write queue stayed full; retry".into(),
+                ));
+            }
         }
         rx.await.unwrap_or_else(|_| Err(stopping()))
     }
@@ -161,7 +184,11 @@ pub struct Sequencer {
 impl Sequencer {
     /// Loads the state from `store` and returns the sequencer with its two handles. Run it
     /// with [`Sequencer::run`].
-    pub fn new(store: Arc<Store>, policy: Policy, metrics: Arc<Metrics>) -> Result<(Sequencer, Writer, Reader), crate::store::StoreError> {
+    pub fn new(
+        store: Arc<Store>,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Sequencer, Writer, Reader), crate::store::StoreError> {
         let state = store.load()?;
         let mut recorded = HashMap::new();
         let mut expiry = Vec::new();
@@ -171,13 +198,17 @@ impl Sequencer {
                     expiry.push((r.at, key.clone()));
                     recorded.insert(key, r);
                 }
-                Err(error) => tracing::warn!(%key, %error, "dropping an unreadable idempotency record"),
+                Err(error) => {
+                    tracing::warn!(%key, %error, "dropping an unreadable idempotency record")
+                }
             }
         }
         expiry.sort();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (snapshot, snapshot_rx) = watch::channel(Snapshot::new(state.clone()));
-        let reader = Reader { snapshot: snapshot_rx };
+        let reader = Reader {
+            snapshot: snapshot_rx,
+        };
         let sequencer = Sequencer {
             rx,
             state,
@@ -230,7 +261,8 @@ impl Sequencer {
 
     /// Wall-clock time in milliseconds, never earlier than the last event's.
     fn now(&mut self) -> Timestamp {
-        let now = Timestamp::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default();
+        let now =
+            Timestamp::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default();
         self.last_now = self.last_now.max(now);
         self.last_now
     }
@@ -240,15 +272,29 @@ impl Sequencer {
         let before = self.state.clone();
         let mut stamped: Vec<Stamped> = Vec::new();
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut answers: Vec<(oneshot::Sender<Result<Committed, WriteError>>, Result<Committed, WriteError>)> = Vec::new();
+        let mut answers: Vec<Answer> = Vec::new();
 
-        for Request { cmd, idempotency, reply } in batch {
+        for Request {
+            cmd,
+            idempotency,
+            reply,
+        } in batch
+        {
             let fp = idempotency.as_ref().map(|_| fingerprint(&cmd));
             if let (Some(key), Some(fp)) = (&idempotency, fp) {
                 if let Some(recorded) = self.recorded.get(&key.key) {
                     let answer = if recorded.fingerprint == fp {
-                        self.metrics.idempotent_replays.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        recorded.outcome.clone().map(|reply| Committed { reply, replayed: true }).map_err(WriteError::from)
+                        self.metrics
+                            .idempotent_replays
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        recorded
+                            .outcome
+                            .clone()
+                            .map(|reply| Committed {
+                                reply,
+                                replayed: true,
+                            })
+                            .map_err(WriteError::from)
                     } else {
                         Err(WriteError::IdempotencyMismatch(key.key.clone()))
                     };
@@ -259,7 +305,11 @@ impl Sequencer {
             let outcome = match decide(&self.state, &self.policy, &cmd, now) {
                 Ok(decision) => {
                     for kind in decision.events {
-                        let event = Event { seq: self.state.head + 1, at: now, kind };
+                        let event = Event {
+                            seq: self.state.head + 1,
+                            at: now,
+                            kind,
+                        };
                         apply(&mut self.state, &event);
                         stamped.push(Stamped::new(event));
                     }
@@ -268,13 +318,25 @@ impl Sequencer {
                 Err(refused) => Err(refused),
             };
             if let (Some(key), Some(fingerprint)) = (idempotency, fp) {
-                let record = Recorded { at: now, fingerprint, outcome: outcome.clone() };
+                let record = Recorded {
+                    at: now,
+                    fingerprint,
+                    outcome: outcome.clone(),
+                };
                 // Plain data; serializing cannot fail.
-                records.push((key.key.clone(), serde_json::to_vec(&record).expect("record serializes")));
+                records.push((
+                    key.key.clone(),
+                    serde_json::to_vec(&record).expect("record serializes"),
+                ));
                 self.expiry.push_back((now, key.key.clone()));
                 self.recorded.insert(key.key, record);
             }
-            let answer = outcome.map(|reply| Committed { reply, replayed: false }).map_err(WriteError::from);
+            let answer = outcome
+                .map(|reply| Committed {
+                    reply,
+                    replayed: false,
+                })
+                .map_err(WriteError::from);
             answers.push((reply, answer));
         }
 
@@ -297,10 +359,15 @@ impl Sequencer {
                 self.fail(&events, &recs, before, answers, &error).await;
                 return;
             }
-            self.metrics.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.metrics.events.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .events
+                .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if !events.is_empty() {
-                self.snapshot.send_replace(Snapshot::new(self.state.clone()));
+                self.snapshot
+                    .send_replace(Snapshot::new(self.state.clone()));
             }
         }
         for (reply, answer) in answers {
@@ -320,23 +387,30 @@ impl Sequencer {
         events: &Arc<[Stamped]>,
         records: &Arc<Vec<(String, Vec<u8>)>>,
         before: State,
-        answers: Vec<(oneshot::Sender<Result<Committed, WriteError>>, Result<Committed, WriteError>)>,
+        answers: Vec<Answer>,
         error: &str,
     ) {
         tracing::error!(%error, events = events.len(), "commit failed; the batch is rolled back");
         for (key, _) in records.iter() {
             self.recorded.remove(key);
         }
-        self.expiry.retain(|(_, k)| !records.iter().any(|(r, _)| r == k));
+        self.expiry
+            .retain(|(_, k)| !records.iter().any(|(r, _)| r == k));
         let store = Arc::clone(&self.store);
         let (events, records, state) = (Arc::clone(events), Arc::clone(records), before.clone());
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.revert(&events, &state, &records)).await {
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || store.revert(&events, &state, &records)).await
+        {
             tracing::error!(error = %e, "rolling back the failed batch in the store failed too");
         }
         self.state = before;
         for (reply, _) in answers {
-            self.metrics.commands_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = reply.send(Err(WriteError::Unavailable(format!("write not stored: {error}; retry later"))));
+            self.metrics
+                .commands_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = reply.send(Err(WriteError::Unavailable(format!(
+                "write not stored: {error}; retry later"
+            ))));
         }
     }
 

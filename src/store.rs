@@ -40,7 +40,9 @@ pub enum StoreError {
     )]
     Locked(PathBuf),
     /// The data dir was written by a newer Muster.
-    #[error("data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster")]
+    #[error(
+        "data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster"
+    )]
     Schema {
         /// The data dir.
         dir: PathBuf,
@@ -81,7 +83,11 @@ impl Stamped {
         // Serializing our own types to a Vec cannot fail: no maps with non-string keys,
         // no failing Serialize impls.
         let json = serde_json::to_vec(&event).expect("event serializes");
-        Stamped { event, topics, json: Bytes::from(json) }
+        Stamped {
+            event,
+            topics,
+            json: Bytes::from(json),
+        }
     }
 }
 
@@ -165,23 +171,39 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("view serializes")
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, error: e.to_string() })
+fn from_json<T: serde::de::DeserializeOwned>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        error: e.to_string(),
+    })
 }
 
 /// Splits a log value into its topics and its JSON.
 fn split_logged(seq: Seq, value: &[u8]) -> Result<LoggedEvent, StoreError> {
-    let newline = value.iter().position(|b| *b == b'\n').ok_or(StoreError::Corrupt {
-        tree: "log",
-        error: format!("entry {seq} has no topic line"),
-    })?;
+    let newline = value
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or(StoreError::Corrupt {
+            tree: "log",
+            error: format!("entry {seq} has no topic line"),
+        })?;
     let topics = std::str::from_utf8(&value[..newline])
-        .map_err(|e| StoreError::Corrupt { tree: "log", error: e.to_string() })?
+        .map_err(|e| StoreError::Corrupt {
+            tree: "log",
+            error: e.to_string(),
+        })?
         .split(' ')
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
         .collect();
-    Ok(LoggedEvent { seq, topics, json: Bytes::copy_from_slice(&value[newline + 1..]) })
+    Ok(LoggedEvent {
+        seq,
+        topics,
+        json: Bytes::copy_from_slice(&value[newline + 1..]),
+    })
 }
 
 /// The sled database and a second handle on its data file, for `fdatasync`.
@@ -219,7 +241,10 @@ impl Store {
         let meta = db.open_tree("meta")?;
         if let Some(found) = meta.get("schema")?.and_then(|v| be(&v)) {
             if found > SCHEMA {
-                return Err(StoreError::Schema { dir: dir.to_owned(), found });
+                return Err(StoreError::Schema {
+                    dir: dir.to_owned(),
+                    found,
+                });
             }
         }
         let epoch = match meta.get("epoch")? {
@@ -269,14 +294,21 @@ impl Store {
     /// anything after a gap is removed, so `seq` stays gap-free.
     pub fn load(&self) -> Result<State, StoreError> {
         let head = self.meta.get("head")?.and_then(|v| be(&v)).unwrap_or(0);
-        let last_message = self.meta.get("last_message")?.and_then(|v| be(&v)).unwrap_or(0);
+        let last_message = self
+            .meta
+            .get("last_message")?
+            .and_then(|v| be(&v))
+            .unwrap_or(0);
         let tasks = self.values::<Task>("tasks", &self.tasks)?;
         let agents = self.values::<Agent>("agents", &self.agents)?;
         let channels = self.values::<Channel>("channels", &self.channels)?;
         let mut cursors = Vec::new();
         for entry in self.cursors.iter() {
             let (k, v) = entry?;
-            cursors.push((String::from_utf8_lossy(&k).into_owned(), be(&v).unwrap_or(0)));
+            cursors.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                be(&v).unwrap_or(0),
+            ));
         }
         let mut state = State::from_views(head, last_message, tasks, agents, cursors, channels);
 
@@ -286,31 +318,51 @@ impl Store {
             let (k, v) = entry?;
             let seq = be(&k).unwrap_or(0);
             if seq != expected {
-                tracing::warn!(seq, expected, "log has a gap after a crash; dropping the unacknowledged tail");
+                tracing::warn!(
+                    seq,
+                    expected,
+                    "log has a gap after a crash; dropping the unacknowledged tail"
+                );
                 self.log.remove(k)?;
                 continue;
             }
             let logged = split_logged(seq, &v)?;
             let event: Event = from_json("log", &logged.json)?;
             apply(&mut state, &event);
-            tail.push(Stamped { event, topics: logged.topics, json: logged.json });
+            tail.push(Stamped {
+                event,
+                topics: logged.topics,
+                json: logged.json,
+            });
             expected += 1;
         }
         if !tail.is_empty() {
-            tracing::info!(events = tail.len(), "replayed log entries the views did not include yet");
+            tracing::info!(
+                events = tail.len(),
+                "replayed log entries the views did not include yet"
+            );
             self.write_views(&tail, &state)?;
             self.sync()?;
         }
         Ok(state)
     }
 
-    fn values<T: serde::de::DeserializeOwned>(&self, name: &'static str, tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
+    fn values<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &'static str,
+        tree: &sled::Tree,
+    ) -> Result<Vec<T>, StoreError> {
         tree.iter().values().map(|v| from_json(name, &v?)).collect()
     }
 
     /// Appends a batch of events and updates the views to `state` (the state after the
     /// batch), together with idempotency records; then makes it all durable.
-    pub fn commit(&self, events: &[Stamped], state: &State, idempotency: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    pub fn commit(
+        &self,
+        events: &[Stamped],
+        state: &State,
+        idempotency: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         for s in events {
             let mut value = Vec::with_capacity(s.json.len() + 32);
             value.extend_from_slice(s.topics.join(" ").as_bytes());
@@ -327,7 +379,12 @@ impl Store {
 
     /// Undoes the writes of a batch whose commit failed, restoring the views to `before`.
     /// Best effort: it runs when the disk is already failing.
-    pub fn revert(&self, events: &[Stamped], before: &State, idempotency: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    pub fn revert(
+        &self,
+        events: &[Stamped],
+        before: &State,
+        idempotency: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         for s in events {
             self.log.remove(s.event.seq.to_be_bytes())?;
         }
@@ -349,14 +406,17 @@ impl Store {
         let touched = Touched::of(events);
         for message in &touched.messages {
             let json = to_json(message);
-            self.chat.insert(key_chat(&message.channel, message.seq), json.as_slice())?;
+            self.chat
+                .insert(key_chat(&message.channel, message.seq), json.as_slice())?;
             for agent in message.recipients() {
-                self.inbox.insert(key_chat(agent, message.seq), json.as_slice())?;
+                self.inbox
+                    .insert(key_chat(agent, message.seq), json.as_slice())?;
             }
         }
         self.write_entities(&touched, state)?;
         // Last: the head the views now include.
-        self.meta.insert("last_message", &state.last_message.to_be_bytes())?;
+        self.meta
+            .insert("last_message", &state.last_message.to_be_bytes())?;
         self.meta.insert("head", &state.head.to_be_bytes())?;
         Ok(())
     }
@@ -412,7 +472,13 @@ impl Store {
         let mut newest = *synced;
         for entry in entries {
             let entry = entry?;
-            let Some(lsn) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+            let Some(lsn) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
             if lsn > *synced {
                 match File::open(entry.path()) {
                     Ok(f) => f.sync_data()?,
@@ -432,12 +498,21 @@ impl Store {
 
     /// Up to `limit` events with `since < seq <= up_to` that match `topics`, oldest first.
     /// `up_to` is the durable head: nothing beyond it is shown to anyone.
-    pub fn events(&self, since: Seq, up_to: Seq, topics: &[String], limit: usize) -> Result<Vec<LoggedEvent>, StoreError> {
+    pub fn events(
+        &self,
+        since: Seq,
+        up_to: Seq,
+        topics: &[String],
+        limit: usize,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
         let mut out = Vec::new();
         if since >= up_to {
             return Ok(out);
         }
-        for entry in self.log.range((since + 1).to_be_bytes()..=up_to.to_be_bytes()) {
+        for entry in self
+            .log
+            .range((since + 1).to_be_bytes()..=up_to.to_be_bytes())
+        {
             let (k, v) = entry?;
             let logged = split_logged(be(&k).unwrap_or(0), &v)?;
             if logged.matches(topics) {
@@ -452,13 +527,22 @@ impl Store {
 
     /// The oldest `seq` still in the log (the head + 1 when the log is empty).
     pub fn first_retained(&self, head: Seq) -> Result<Seq, StoreError> {
-        Ok(self.log.first()?.and_then(|(k, _)| be(&k)).unwrap_or(head + 1))
+        Ok(self
+            .log
+            .first()?
+            .and_then(|(k, _)| be(&k))
+            .unwrap_or(head + 1))
     }
 
     /// Trims the log to its retention: removes entries with `seq <= head - keep` and
     /// entries older than `older_than`, oldest first, at most [`TRIM_BATCH`] per call and
     /// never past `head`. The views do not depend on the log, so no state is lost.
-    pub fn trim(&self, head: Seq, keep: u64, older_than: muster_protocol::Timestamp) -> Result<u64, StoreError> {
+    pub fn trim(
+        &self,
+        head: Seq,
+        keep: u64,
+        older_than: muster_protocol::Timestamp,
+    ) -> Result<u64, StoreError> {
         #[derive(serde::Deserialize)]
         struct At {
             at: muster_protocol::Timestamp,
@@ -486,27 +570,49 @@ impl Store {
 
     /// Messages of a channel as JSON, oldest first: those after `since` (the first
     /// `limit`), or else the newest `limit` before `before` (or at all).
-    pub fn messages(&self, channel: &str, since: Option<Seq>, before: Option<Seq>, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+    pub fn messages(
+        &self,
+        channel: &str,
+        since: Option<Seq>,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
         Self::range(&self.chat, channel, since, before, limit)
     }
 
     /// Inbox entries of an agent as JSON, oldest first, with the same paging as
     /// [`Store::messages`].
-    pub fn inbox(&self, agent: &str, since: Option<Seq>, before: Option<Seq>, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+    pub fn inbox(
+        &self,
+        agent: &str,
+        since: Option<Seq>,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
         Self::range(&self.inbox, agent, since, before, limit)
     }
 
     /// Number of inbox entries of an agent after `seq`.
     pub fn inbox_count_after(&self, agent: &str, seq: Seq) -> Result<u64, StoreError> {
         let mut n = 0;
-        for key in self.inbox.range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX)).keys() {
+        for key in self
+            .inbox
+            .range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX))
+            .keys()
+        {
             key?;
             n += 1;
         }
         Ok(n)
     }
 
-    fn range(tree: &sled::Tree, name: &str, since: Option<Seq>, before: Option<Seq>, limit: usize) -> Result<Vec<Bytes>, StoreError> {
+    fn range(
+        tree: &sled::Tree,
+        name: &str,
+        since: Option<Seq>,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
         let start = key_chat(name, since.map_or(0, |s| s.saturating_add(1)));
         let end = match before {
             Some(b) => key_chat(name, b),
@@ -519,9 +625,15 @@ impl Store {
         };
         let iter = tree.range(start..end).values();
         let mut out: Vec<Bytes> = if since.is_some() {
-            iter.take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<_, _>>()?
+            iter.take(limit)
+                .map(|v| v.map(|v| Bytes::copy_from_slice(&v)))
+                .collect::<Result<_, _>>()?
         } else {
-            let mut newest = iter.rev().take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<Vec<_>, _>>()?;
+            let mut newest = iter
+                .rev()
+                .take(limit)
+                .map(|v| v.map(|v| Bytes::copy_from_slice(&v)))
+                .collect::<Result<Vec<_>, _>>()?;
             newest.reverse();
             newest
         };
@@ -533,7 +645,10 @@ impl Store {
     pub fn idempotency_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.idempotency
             .iter()
-            .map(|e| e.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())).map_err(StoreError::from))
+            .map(|e| {
+                e.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
             .collect()
     }
 

@@ -222,8 +222,12 @@ pub fn parse_topic(topic: &str) -> Result<String, DomainError> {
             .parse::<muster_protocol::TaskId>()
             .map(|id| format!("task:{id}"))
             .map_err(|e| bad(e.to_string())),
-        Some(("chat", channel)) => validate_channel(channel).map(|()| topic.to_owned()).map_err(|e| bad(e.to_string())),
-        Some(("inbox", agent)) => validate_agent("agent", agent).map(|()| topic.to_owned()).map_err(|e| bad(e.to_string())),
+        Some(("chat", channel)) => validate_channel(channel)
+            .map(|()| topic.to_owned())
+            .map_err(|e| bad(e.to_string())),
+        Some(("inbox", agent)) => validate_agent("agent", agent)
+            .map(|()| topic.to_owned())
+            .map_err(|e| bad(e.to_string())),
         _ => Err(bad(format!(
             "{:?} is not a topic (one of *, tasks, task:<id>, chat, chat:<channel>, presence, inbox:<agent>)",
             truncate(topic, 80)

@@ -5,8 +5,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use muster_protocol::{
-    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, Task, TaskAction, TaskEnvelope, TaskList,
-    TaskStatus, UpdateTask,
+    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, Task, TaskAction, TaskEnvelope,
+    TaskList, TaskStatus, UpdateTask,
 };
 use serde::Deserialize;
 
@@ -28,7 +28,12 @@ struct OneTask<'a> {
 }
 
 /// Submits a command and answers with the task it returns.
-async fn submit(state: &AppState, cmd: Command, idem: Idempotency, status: StatusCode) -> Result<Response, ApiError> {
+async fn submit(
+    state: &AppState,
+    cmd: Command,
+    idem: Idempotency,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
     let Committed { reply, replayed } = state.writer.submit(cmd, idem.0).await?;
     let mut response = match reply {
         Reply::Task(task) => {
@@ -41,10 +46,17 @@ async fn submit(state: &AppState, cmd: Command, idem: Idempotency, status: Statu
             r
         }
         Reply::MaybeTask(task) => json_response(StatusCode::OK, &MaybeTaskEnvelope { task }),
-        other => return Err(ApiError::new(muster_protocol::ErrorCode::Internal, format!("unexpected reply {other:?}"))),
+        other => {
+            return Err(ApiError::new(
+                muster_protocol::ErrorCode::Internal,
+                format!("unexpected reply {other:?}"),
+            ));
+        }
     };
     if replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -94,10 +106,14 @@ pub struct ListQuery {
     params(ListQuery),
     responses((status = 200, body = TaskList), (status = 400, body = ErrorBody))
 )]
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
     let snapshot = state.reader.snapshot();
     let tasks = &snapshot.state.tasks;
-    let unfiltered = q.status.is_none() && q.assignee.is_none() && q.priority.is_none() && q.tag.is_none();
+    let unfiltered =
+        q.status.is_none() && q.assignee.is_none() && q.priority.is_none() && q.tag.is_none();
     if unfiltered {
         // The whole board is serialized once per durable change, then shared.
         let body = snapshot.board.get_or_init(|| {
@@ -119,7 +135,11 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
         .values()
         .map(|t| &**t)
         .filter(|t| statuses.as_ref().is_none_or(|s| s.contains(&t.status)))
-        .filter(|t| q.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
+        .filter(|t| {
+            q.assignee
+                .as_ref()
+                .is_none_or(|a| t.assignee.as_ref() == Some(a))
+        })
         .filter(|t| q.priority.is_none_or(|p| t.priority == p))
         .filter(|t| q.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
         .collect();
@@ -132,7 +152,10 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
     params(("id" = String, Path, description = "Task id, e.g. T-12")),
     responses((status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody))
 )]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     let snapshot = state.reader.snapshot();
     match snapshot.state.task(id) {
@@ -165,7 +188,13 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     body.agent = agent.resolve("agent", body.agent.take())?;
-    submit(&state, Command::UpdateTask { id, update: body }, idem, StatusCode::OK).await
+    submit(
+        &state,
+        Command::UpdateTask { id, update: body },
+        idem,
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn action(
@@ -192,8 +221,17 @@ async fn action(
         (status = 422, description = "Not open (done, cancelled, blocked)", body = ErrorBody),
     )
 )]
-pub async fn claim(State(state): State<AppState>, Path(id): Path<String>, agent: AgentHeader, idem: Idempotency, OptionalJsonBody(body): OptionalJsonBody<TaskAction>) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| Command::Claim { id, action }).await
+pub async fn claim(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    agent: AgentHeader,
+    idem: Idempotency,
+    OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
+) -> Result<Response, ApiError> {
+    action(&state, &id, agent, idem, body, |id, action| {
+        Command::Claim { id, action }
+    })
+    .await
 }
 
 /// Release a claim; the task goes back to `todo`. `force` takes it from another owner.
@@ -203,8 +241,17 @@ pub async fn claim(State(state): State<AppState>, Path(id): Path<String>, agent:
     params(("id" = String, Path, description = "Task id"), ("X-Agent" = Option<String>, Header, description = "The acting agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody))
 )]
-pub async fn release(State(state): State<AppState>, Path(id): Path<String>, agent: AgentHeader, idem: Idempotency, OptionalJsonBody(body): OptionalJsonBody<TaskAction>) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| Command::Release { id, action }).await
+pub async fn release(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    agent: AgentHeader,
+    idem: Idempotency,
+    OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
+) -> Result<Response, ApiError> {
+    action(&state, &id, agent, idem, body, |id, action| {
+        Command::Release { id, action }
+    })
+    .await
 }
 
 /// Complete a task (as its owner, or when nobody holds it).
@@ -214,8 +261,17 @@ pub async fn release(State(state): State<AppState>, Path(id): Path<String>, agen
     params(("id" = String, Path, description = "Task id"), ("X-Agent" = Option<String>, Header, description = "The acting agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-pub async fn complete(State(state): State<AppState>, Path(id): Path<String>, agent: AgentHeader, idem: Idempotency, OptionalJsonBody(body): OptionalJsonBody<TaskAction>) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| Command::Complete { id, action }).await
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    agent: AgentHeader,
+    idem: Idempotency,
+    OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
+) -> Result<Response, ApiError> {
+    action(&state, &id, agent, idem, body, |id, action| {
+        Command::Complete { id, action }
+    })
+    .await
 }
 
 /// Who asks for the next task, and whether to claim it.
@@ -237,12 +293,25 @@ pub struct NextQuery {
     params(NextQuery, ("X-Agent" = Option<String>, Header, description = "The agent")),
     responses((status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope), (status = 400, body = ErrorBody))
 )]
-pub async fn next(State(state): State<AppState>, agent: AgentHeader, idem: Idempotency, Query(q): Query<NextQuery>) -> Result<Response, ApiError> {
+pub async fn next(
+    State(state): State<AppState>,
+    agent: AgentHeader,
+    idem: Idempotency,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, ApiError> {
     let name = agent.resolve("agent", q.agent)?;
     if q.claim {
-        return submit(&state, Command::ClaimNext { agent: name }, idem, StatusCode::OK).await;
+        return submit(
+            &state,
+            Command::ClaimNext { agent: name },
+            idem,
+            StatusCode::OK,
+        )
+        .await;
     }
-    let name = name.ok_or_else(|| ApiError::invalid("agent", "is required: ?agent=NAME or the X-Agent header"))?;
+    let name = name.ok_or_else(|| {
+        ApiError::invalid("agent", "is required: ?agent=NAME or the X-Agent header")
+    })?;
     validate_agent("agent", &name)?;
     let snapshot = state.reader.snapshot();
     let task = next_for(&snapshot.state, &name).cloned();
@@ -256,7 +325,18 @@ pub async fn next(State(state): State<AppState>, agent: AgentHeader, idem: Idemp
     params(("X-Agent" = Option<String>, Header, description = "The agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope), (status = 400, body = ErrorBody))
 )]
-pub async fn claim_next(State(state): State<AppState>, agent: AgentHeader, idem: Idempotency, OptionalJsonBody(body): OptionalJsonBody<NextTask>) -> Result<Response, ApiError> {
+pub async fn claim_next(
+    State(state): State<AppState>,
+    agent: AgentHeader,
+    idem: Idempotency,
+    OptionalJsonBody(body): OptionalJsonBody<NextTask>,
+) -> Result<Response, ApiError> {
     let name = agent.resolve("agent", body.agent)?;
-    submit(&state, Command::ClaimNext { agent: name }, idem, StatusCode::OK).await
+    submit(
+        &state,
+        Command::ClaimNext { agent: name },
+        idem,
+        StatusCode::OK,
+    )
+    .await
 }
