@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 use muster::Config;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: the broker allocates many small, short-lived buffers per request (JSON,
+/// events, sled values); measured faster than glibc malloc here (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "muster",

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub state: State,
     /// `GET /tasks` without filters, serialized once per snapshot on first request.
     pub board: OnceLock<Bytes>,
+    /// The same, gzip-compressed, for clients that accept it.
+    pub board_gzip: OnceLock<Bytes>,
 }
 
 impl Snapshot {
@@ -49,6 +51,7 @@ impl Snapshot {
         Arc::new(Snapshot {
             state,
             board: OnceLock::new(),
+            board_gzip: OnceLock::new(),
         })
     }
 }

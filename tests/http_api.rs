@@ -927,3 +927,66 @@ async fn a_graceful_stop_answers_or_refuses_every_write_and_loses_none() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_board_is_served_compressed_and_revalidated_with_an_etag() {
+    use std::io::Read;
+    let s = Server::start().await;
+    for i in 0..20 {
+        s.task(&format!("task {i}")).await;
+    }
+    let plain = s.http.get(s.url("/tasks")).send().await.unwrap();
+    let etag = plain.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+
+    let zipped = s
+        .http
+        .get(s.url("/tasks"))
+        .header("Accept-Encoding", "br;q=1, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let zipped = zipped.bytes().await.unwrap();
+    assert!(
+        zipped.len() < plain.len() / 3,
+        "{} vs {}",
+        zipped.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain);
+
+    let refused = s
+        .http
+        .get(s.url("/tasks"))
+        .header("Accept-Encoding", "gzip;q=0")
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.headers().get("content-encoding").is_none());
+
+    let same = s
+        .http
+        .get(s.url("/tasks"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 304);
+    assert!(same.bytes().await.unwrap().is_empty());
+    s.task("one more").await;
+    let changed = s
+        .http
+        .get(s.url("/tasks"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+}

@@ -1,0 +1,282 @@
+//! Load generator: drives a real `muster serve` (a separate process, release build) over
+//! keep-alive HTTP/1.1 connections and reports throughput and latency percentiles.
+//!
+//! ```text
+//! cargo bench --bench load                       # every scenario, 20 and 64 connections
+//! cargo bench --bench load -- --seconds 5 --connections 64 --scenarios create,claim
+//! ```
+//!
+//! Scenarios (each on a fresh data dir unless noted):
+//! - `create`: `POST /tasks` — durable task creations/s;
+//! - `claim`: `POST /tasks/{id}/claim` on distinct open tasks (created first, not timed) —
+//!   durable claims/s;
+//! - `chat`: `POST /chat/messages` with a mention — durable posts/s;
+//! - `board`: `GET /tasks` on a board of 1,000 tasks — reads/s; `board-gzip` with
+//!   `Accept-Encoding: gzip`; `board-etag` as a poller that already has the current board
+//!   (`If-None-Match`, answered 304).
+//!
+//! The client is a minimal HTTP/1.1 client (one request in flight per connection) so that
+//! the generator spends as little CPU as possible next to the broker on a small machine.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One keep-alive connection.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Sends one request and reads the whole response; returns the status and body length.
+    async fn send(&mut self, request: &[u8]) -> (u16, usize) {
+        self.stream.write_all(request).await.unwrap();
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&self.buf[..end]).unwrap();
+                let status: u16 = head[9..12].parse().unwrap();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                let total = end + 4 + len;
+                while self.buf.len() < total {
+                    self.fill().await;
+                }
+                self.buf.drain(..total);
+                return (status, len);
+            }
+            self.fill().await;
+        }
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "broker closed the connection");
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn post(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// What one scenario measured.
+struct Outcome {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+    bytes: u64,
+}
+
+impl Outcome {
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+}
+
+/// Runs `connections` loops for `seconds`; `make(c, i)` builds the i-th request of
+/// connection c (None: this connection is done).
+async fn drive(
+    addr: std::net::SocketAddr,
+    connections: usize,
+    seconds: f64,
+    make: impl Fn(usize, u64) -> Option<Vec<u8>> + Send + Sync + Clone + 'static,
+) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for c in 0..connections {
+        let make = make.clone();
+        handles.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let (mut lat, mut errors, mut bytes) = (Vec::new(), 0u64, 0u64);
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let Some(request) = make(c, i) else { break };
+                let t = Instant::now();
+                let (status, len) = conn.send(&request).await;
+                lat.push(t.elapsed().as_micros() as u32);
+                bytes += len as u64;
+                if !(200..300).contains(&status) && status != 304 {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (lat, errors, bytes)
+        }));
+    }
+    let mut out = Outcome {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+        bytes: 0,
+    };
+    for h in handles {
+        let (lat, errors, bytes) = h.await.unwrap();
+        out.requests += lat.len() as u64;
+        out.errors += errors;
+        out.bytes += bytes;
+        out.latencies_us.extend(lat);
+    }
+    out.elapsed = started.elapsed();
+    out.latencies_us.sort_unstable();
+    out
+}
+
+fn report(name: &str, connections: usize, o: &Outcome) {
+    let rate = o.requests as f64 / o.elapsed.as_secs_f64();
+    println!(
+        "| {name} | {connections} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+        rate,
+        o.percentile(0.50),
+        o.percentile(0.99),
+        o.percentile(0.999),
+        o.requests,
+        o.errors,
+    );
+}
+
+/// Creates `n` tasks quickly (not timed) over `connections` connections.
+async fn fill_board(addr: std::net::SocketAddr, n: u64, connections: usize) {
+    let per = n.div_ceil(connections as u64);
+    let o = drive(addr, connections, 3600.0, move |c, i| {
+        let k = c as u64 * per + i;
+        (i < per && k < n).then(|| {
+            post(
+                "/tasks",
+                &format!(
+                    r#"{{"title":"task {k} of the benchmark board","priority":"P{}"}}"#,
+                    k % 4
+                ),
+            )
+        })
+    })
+    .await;
+    assert_eq!(o.errors, 0);
+}
+
+fn main() {
+    let mut seconds = 10.0;
+    let mut connections = vec![20, 64];
+    let mut scenarios = vec![
+        "create".to_owned(),
+        "claim".to_owned(),
+        "chat".to_owned(),
+        "board".to_owned(),
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
+            "--connections" => {
+                connections = args
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|c| c.parse().unwrap())
+                    .collect()
+            }
+            "--scenarios" => {
+                scenarios = args.next().unwrap().split(',').map(str::to_owned).collect()
+            }
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("| scenario | connections | req/s | p50 ms | p99 ms | p99.9 ms | requests | errors |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for scenario in &scenarios {
+        for &conns in &connections {
+            let dir = tempfile::tempdir().unwrap();
+            let p = common::Process::start(&dir.path().join("data"), &[], &[]);
+            let addr = p.addr;
+            let outcome = rt.block_on(async {
+                match scenario.as_str() {
+                    "create" => {
+                        drive(addr, conns, seconds, |c, i| {
+                            Some(post("/tasks", &format!(r#"{{"title":"bench {c}-{i}","agent":"bench-{c}"}}"#)))
+                        })
+                        .await
+                    }
+                    "claim" => {
+                        // Enough distinct open tasks for the run at a generous rate.
+                        let n = (seconds * 40_000.0) as u64;
+                        fill_board(addr, n, 64).await;
+                        drive(addr, conns, seconds, move |c, i| {
+                            let id = i * conns as u64 + c as u64 + 1;
+                            (id <= n).then(|| post(&format!("/tasks/T-{id}/claim"), &format!(r#"{{"agent":"bench-{c}"}}"#)))
+                        })
+                        .await
+                    }
+                    "chat" => {
+                        drive(addr, conns, seconds, |c, i| {
+                            Some(post(
+                                "/chat/messages",
+                                &format!(r#"{{"from":"bench-{c}","content":"@bench-{} status update {i}","channel":"general"}}"#, (c + 1) % 64),
+                            ))
+                        })
+                        .await
+                    }
+                    "board" | "board-gzip" | "board-etag" => {
+                        fill_board(addr, 1000, 64).await;
+                        let extra = match scenario.as_str() {
+                            "board-gzip" => "Accept-Encoding: gzip\r\n".to_owned(),
+                            "board-etag" => {
+                                let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+                                let health: serde_json::Value = health.json().await.unwrap();
+                                format!("If-None-Match: \"{}-{}\"\r\n", health["epoch"].as_str().unwrap(), health["head"])
+                            }
+                            _ => String::new(),
+                        };
+                        let request = format!("GET /tasks HTTP/1.1\r\nHost: bench\r\n{extra}\r\n").into_bytes();
+                        drive(addr, conns, seconds, move |_, _| Some(request.clone())).await
+                    }
+                    other => panic!("unknown scenario {other}"),
+                }
+            });
+            report(scenario, conns, &outcome);
+            if scenario.starts_with("board") {
+                eprintln!(
+                    "  board body: {} bytes per response",
+                    outcome.bytes / outcome.requests.max(1)
+                );
+            }
+            p.terminate();
+        }
+    }
+}
