@@ -1,11 +1,14 @@
 //! The durable store: the event log and the materialized views, in sled.
 //!
 //! Trees:
-//! - `log`: `seq` (big-endian) → `topics \n event-json`, the exact bytes sent on the wire;
+//! - `log`: one entry per committed batch: the `seq` of its first event (big-endian) →
+//!   for each event `u32 length, topics \n event-json` (the exact bytes sent on the wire).
+//!   One insert per batch keeps the log's share of the write path small;
 //! - `tasks`, `agents`, `cursors`, `channels`: the current value of each entity (views);
 //! - `chat`: `channel \0 seq` → message, `inbox`: `agent \0 seq` → message;
 //! - `idempotency`: `Idempotency-Key` → the recorded outcome;
-//! - `meta`: the data dir's `epoch`, the schema version, the `head` the views include.
+//! - `meta`: the data dir's `epoch`, the schema version, and `views`: the `head` the views
+//!   include and the last message number.
 //!
 //! [`Store::commit`] writes one batch (log first, then views, then `head`), flushes sled
 //! and then `fdatasync`s its files: sled 0.34's flush only calls `sync_file_range`, which
@@ -181,29 +184,62 @@ fn from_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Splits a log value into its topics and its JSON.
-fn split_logged(seq: Seq, value: &[u8]) -> Result<LoggedEvent, StoreError> {
-    let newline = value
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or(StoreError::Corrupt {
-            tree: "log",
-            error: format!("entry {seq} has no topic line"),
-        })?;
-    let topics = std::str::from_utf8(&value[..newline])
-        .map_err(|e| StoreError::Corrupt {
-            tree: "log",
-            error: e.to_string(),
-        })?
-        .split(' ')
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect();
-    Ok(LoggedEvent {
-        seq,
-        topics,
-        json: Bytes::copy_from_slice(&value[newline + 1..]),
-    })
+/// Encodes a committed batch as one log value.
+fn encode_batch(events: &[Stamped]) -> Vec<u8> {
+    let len: usize = events.iter().map(|s| s.json.len() + 64).sum();
+    let mut value = Vec::with_capacity(len);
+    for s in events {
+        let topics = s.topics.join(" ");
+        let record = topics.len() + 1 + s.json.len();
+        // An event is far below 4 GiB (bodies are limited to 64 KiB).
+        value.extend_from_slice(&u32::try_from(record).unwrap_or(u32::MAX).to_be_bytes());
+        value.extend_from_slice(topics.as_bytes());
+        value.push(b'\n');
+        value.extend_from_slice(&s.json);
+    }
+    value
+}
+
+/// Decodes a log value whose first event has `seq` = `first`.
+fn decode_batch(first: Seq, value: &[u8]) -> Result<Vec<LoggedEvent>, StoreError> {
+    let corrupt = |error: String| StoreError::Corrupt { tree: "log", error };
+    let mut out = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let seq = first + out.len() as Seq;
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let record = tail
+            .get(..len)
+            .ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
+        let newline = record
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| corrupt(format!("entry {seq} has no topic line")))?;
+        let topics = std::str::from_utf8(&record[..newline])
+            .map_err(|e| corrupt(e.to_string()))?
+            .split(' ')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        out.push(LoggedEvent {
+            seq,
+            topics,
+            json: Bytes::copy_from_slice(&record[newline + 1..]),
+        });
+        rest = &tail[len..];
+    }
+    Ok(out)
+}
+
+/// `head` and the last message number, as stored under `meta/views`.
+fn encode_views_meta(head: Seq, last_message: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&head.to_be_bytes());
+    v[8..].copy_from_slice(&last_message.to_be_bytes());
+    v
 }
 
 /// The sled database and a second handle on its data file, for `fdatasync`.
@@ -293,12 +329,10 @@ impl Store {
     /// kept if they follow the head without a gap (a prefix of the last batch), and
     /// anything after a gap is removed, so `seq` stays gap-free.
     pub fn load(&self) -> Result<State, StoreError> {
-        let head = self.meta.get("head")?.and_then(|v| be(&v)).unwrap_or(0);
-        let last_message = self
-            .meta
-            .get("last_message")?
-            .and_then(|v| be(&v))
-            .unwrap_or(0);
+        let (head, last_message) = match self.meta.get("views")? {
+            Some(v) if v.len() == 16 => (be(&v[..8]).unwrap_or(0), be(&v[8..]).unwrap_or(0)),
+            _ => (0, 0),
+        };
         let tasks = self.values::<Task>("tasks", &self.tasks)?;
         let agents = self.values::<Agent>("agents", &self.agents)?;
         let channels = self.values::<Channel>("channels", &self.channels)?;
@@ -314,27 +348,31 @@ impl Store {
 
         let mut expected = head + 1;
         let mut tail = Vec::new();
-        for entry in self.log.range(expected.to_be_bytes()..) {
+        let start = self.containing(expected)?;
+        for entry in self.log.range(start.to_be_bytes()..) {
             let (k, v) = entry?;
-            let seq = be(&k).unwrap_or(0);
-            if seq != expected {
+            let first = be(&k).unwrap_or(0);
+            let batch = decode_batch(first, &v)?;
+            if first > expected {
                 tracing::warn!(
-                    seq,
+                    first,
                     expected,
                     "log has a gap after a crash; dropping the unacknowledged tail"
                 );
                 self.log.remove(k)?;
                 continue;
             }
-            let logged = split_logged(seq, &v)?;
-            let event: Event = from_json("log", &logged.json)?;
-            apply(&mut state, &event);
-            tail.push(Stamped {
-                event,
-                topics: logged.topics,
-                json: logged.json,
-            });
-            expected += 1;
+            let from = expected;
+            for logged in batch.into_iter().filter(|l| l.seq >= from) {
+                let event: Event = from_json("log", &logged.json)?;
+                apply(&mut state, &event);
+                tail.push(Stamped {
+                    event,
+                    topics: logged.topics,
+                    json: logged.json,
+                });
+                expected += 1;
+            }
         }
         if !tail.is_empty() {
             tracing::info!(
@@ -363,12 +401,9 @@ impl Store {
         state: &State,
         idempotency: &[(String, Vec<u8>)],
     ) -> Result<(), StoreError> {
-        for s in events {
-            let mut value = Vec::with_capacity(s.json.len() + 32);
-            value.extend_from_slice(s.topics.join(" ").as_bytes());
-            value.push(b'\n');
-            value.extend_from_slice(&s.json);
-            self.log.insert(s.event.seq.to_be_bytes(), value)?;
+        if let Some(first) = events.first() {
+            self.log
+                .insert(first.event.seq.to_be_bytes(), encode_batch(events))?;
         }
         for (key, record) in idempotency {
             self.idempotency.insert(key.as_bytes(), record.as_slice())?;
@@ -385,8 +420,8 @@ impl Store {
         before: &State,
         idempotency: &[(String, Vec<u8>)],
     ) -> Result<(), StoreError> {
-        for s in events {
-            self.log.remove(s.event.seq.to_be_bytes())?;
+        if let Some(first) = events.first() {
+            self.log.remove(first.event.seq.to_be_bytes())?;
         }
         for (key, _) in idempotency {
             self.idempotency.remove(key.as_bytes())?;
@@ -416,8 +451,7 @@ impl Store {
         self.write_entities(&touched, state)?;
         // Last: the head the views now include.
         self.meta
-            .insert("last_message", &state.last_message.to_be_bytes())?;
-        self.meta.insert("head", &state.head.to_be_bytes())?;
+            .insert("views", &encode_views_meta(state.head, state.last_message))?;
         Ok(())
     }
 
@@ -496,6 +530,17 @@ impl Store {
         Ok(())
     }
 
+    /// The key of the log entry that holds `seq` (or would: `seq` itself).
+    fn containing(&self, seq: Seq) -> Result<Seq, StoreError> {
+        Ok(self
+            .log
+            .range(..=seq.to_be_bytes())
+            .next_back()
+            .transpose()?
+            .and_then(|(k, _)| be(&k))
+            .unwrap_or(seq))
+    }
+
     /// Up to `limit` events with `since < seq <= up_to` that match `topics`, oldest first.
     /// `up_to` is the durable head: nothing beyond it is shown to anyone.
     pub fn events(
@@ -509,16 +554,19 @@ impl Store {
         if since >= up_to {
             return Ok(out);
         }
-        for entry in self
-            .log
-            .range((since + 1).to_be_bytes()..=up_to.to_be_bytes())
-        {
+        let start = self.containing(since + 1)?;
+        for entry in self.log.range(start.to_be_bytes()..) {
             let (k, v) = entry?;
-            let logged = split_logged(be(&k).unwrap_or(0), &v)?;
-            if logged.matches(topics) {
-                out.push(logged);
-                if out.len() >= limit {
-                    break;
+            let first = be(&k).unwrap_or(0);
+            if first > up_to {
+                break;
+            }
+            for logged in decode_batch(first, &v)? {
+                if logged.seq > up_to || out.len() >= limit {
+                    return Ok(out);
+                }
+                if logged.seq > since && logged.matches(topics) {
+                    out.push(logged);
                 }
             }
         }
@@ -534,9 +582,10 @@ impl Store {
             .unwrap_or(head + 1))
     }
 
-    /// Trims the log to its retention: removes entries with `seq <= head - keep` and
-    /// entries older than `older_than`, oldest first, at most [`TRIM_BATCH`] per call and
-    /// never past `head`. The views do not depend on the log, so no state is lost.
+    /// Trims the log to its retention: removes the oldest entries (whole batches) whose
+    /// events all have `seq <= head - keep` or are all older than `older_than`, at most
+    /// [`TRIM_BATCH`] events per call, never past `head`. The views do not depend on the
+    /// log, so no state is lost.
     pub fn trim(
         &self,
         head: Seq,
@@ -551,19 +600,22 @@ impl Store {
         let mut removed = 0;
         for entry in self.log.iter() {
             let (k, v) = entry?;
-            let seq = be(&k).unwrap_or(0);
-            if seq > head || removed >= TRIM_BATCH {
+            let batch = decode_batch(be(&k).unwrap_or(0), &v)?;
+            let Some(last) = batch.last() else {
+                self.log.remove(k)?;
+                continue;
+            };
+            if last.seq > head || removed >= TRIM_BATCH {
                 break;
             }
-            if seq > by_count {
-                let logged = split_logged(seq, &v)?;
-                let at: At = from_json("log", &logged.json)?;
+            if last.seq > by_count {
+                let at: At = from_json("log", &last.json)?;
                 if at.at >= older_than {
                     break;
                 }
             }
             self.log.remove(k)?;
-            removed += 1;
+            removed += batch.len() as u64;
         }
         Ok(removed)
     }
@@ -668,5 +720,154 @@ impl Store {
     /// Bytes sled occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use muster_protocol::{CreateTask, Event};
+
+    use super::*;
+    use crate::core::{Command, Policy, decide};
+
+    /// Commits `n` task creations, one event per batch, the way the sequencer does.
+    fn create_tasks(store: &Store, state: &mut State, n: usize, at: &str) {
+        let now: muster_protocol::Timestamp = at.parse().unwrap();
+        for i in 0..n {
+            let cmd = Command::CreateTask(CreateTask {
+                title: format!("t{i}"),
+                ..Default::default()
+            });
+            let decision = decide(state, &Policy::default(), &cmd, now).unwrap();
+            let mut stamped = Vec::new();
+            for kind in decision.events {
+                let event = Event {
+                    seq: state.head + 1,
+                    at: now,
+                    kind,
+                };
+                apply(state, &event);
+                stamped.push(Stamped::new(event));
+            }
+            store.commit(&stamped, state, &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_reopened_store_has_the_same_state_and_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (epoch, state) = {
+            let store = Store::open(dir.path()).unwrap();
+            let mut state = store.load().unwrap();
+            create_tasks(&store, &mut state, 5, "2026-11-25T10:00:00Z");
+            (store.epoch().to_owned(), state)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.epoch(), epoch);
+        assert_eq!(store.load().unwrap(), state);
+    }
+
+    #[test]
+    fn a_second_broker_on_the_same_dir_gets_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
+        assert!(
+            err.to_string().contains("in use by another muster process"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn trimming_keeps_the_newest_events_and_never_passes_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut state = store.load().unwrap();
+        create_tasks(&store, &mut state, 6, "2026-11-01T10:00:00Z");
+        create_tasks(&store, &mut state, 4, "2026-11-25T10:00:00Z");
+        let recent: muster_protocol::Timestamp = "2026-11-20T00:00:00Z".parse().unwrap();
+        let all = vec!["*".to_owned()];
+
+        // By count: keep the newest 8.
+        assert_eq!(
+            store
+                .trim(10, 8, "2000-01-01T00:00:00Z".parse().unwrap())
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.first_retained(10).unwrap(), 3);
+        // By age: the first six are older than the cut.
+        assert_eq!(store.trim(10, 1000, recent).unwrap(), 4);
+        assert_eq!(store.first_retained(10).unwrap(), 7);
+        let left: Vec<Seq> = store
+            .events(0, 10, &all, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(left, [7, 8, 9, 10]);
+        // Never past the head, whatever the retention says.
+        assert_eq!(
+            store
+                .trim(8, 0, "2100-01-01T00:00:00Z".parse().unwrap())
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.first_retained(10).unwrap(), 9);
+        // The views do not depend on the log.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load().unwrap(), state);
+    }
+
+    #[test]
+    fn log_entries_after_a_gap_are_dropped_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut state = store.load().unwrap();
+        create_tasks(&store, &mut state, 3, "2026-11-25T10:00:00Z");
+        // As a crash could leave it: the views at 3, the log holding 4 (a batch that was
+        // written but not acknowledged) and 6 (after a hole).
+        let mut ahead = state.clone();
+        let mut tail = Vec::new();
+        for seq in [4, 5] {
+            let cmd = Command::CreateTask(CreateTask {
+                title: format!("t{seq}"),
+                ..Default::default()
+            });
+            let now = "2026-11-25T10:00:01Z".parse().unwrap();
+            let kind = decide(&ahead, &Policy::default(), &cmd, now)
+                .unwrap()
+                .events
+                .remove(0);
+            let event = Event { seq, at: now, kind };
+            apply(&mut ahead, &event);
+            tail.push(Stamped::new(event));
+        }
+        store
+            .log
+            .insert(4u64.to_be_bytes(), encode_batch(&tail[..1]))
+            .unwrap();
+        let mut six = tail[1].clone();
+        six.event.seq = 6;
+        store
+            .log
+            .insert(6u64.to_be_bytes(), encode_batch(&[six]))
+            .unwrap();
+        store.sync().unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(
+            loaded.head, 4,
+            "the contiguous entry is kept, the one after the gap is not"
+        );
+        assert_eq!(loaded.tasks.len(), 4);
+        assert_eq!(
+            store.events(0, 10, &["*".to_owned()], 100).unwrap().len(),
+            4
+        );
     }
 }
