@@ -79,8 +79,8 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     // The sequencer stops after the HTTP server, so that in-flight writes are answered.
-    let stop_writer = CancellationToken::new();
-    tracker.spawn(sequencer.run(stop_writer.clone()));
+    tracker.spawn_blocking(move || sequencer.run());
+    let stop = writer.clone();
     tracker.spawn(retention(
         Arc::clone(&store),
         reader.clone(),
@@ -100,7 +100,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
 
-    stop_writer.cancel();
+    stop.stop().await;
     tracker.close();
     tracker.wait().await;
     served.map_err(ServeError::from)

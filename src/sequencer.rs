@@ -1,36 +1,48 @@
-//! The single writer: batch → decide → store → flush → apply → publish → reply.
+//! The single writer: batch → decide → apply → write → sync → publish → reply.
 //!
-//! One task owns the [`State`]. Commands arrive on a bounded channel; the sequencer takes
-//! everything that is waiting (up to [`MAX_BATCH`]), decides each command against the state
-//! as the previous ones left it, stamps every event with the next `seq`, writes the batch
-//! to the store and waits for one flush + `fdatasync` (group commit). Only then does it
-//! publish the new state to readers and answer the callers. If the store fails, the state
-//! goes back to what it was before the batch and every caller gets `unavailable`.
+//! Two threads, one pipeline:
+//!
+//! - the **writer** owns the [`State`]. It takes every command that is waiting (up to
+//!   [`MAX_BATCH`]), decides each against the state as the previous ones left it, stamps
+//!   every event with the next `seq`, applies it, writes the batch to sled (not yet
+//!   durable) and hands it to the syncer — then goes on with the next batch at once;
+//! - the **syncer** takes every batch handed over so far, makes them durable with one
+//!   flush + `fdatasync` (group commit), publishes the new state to readers, and only then
+//!   answers the callers of those batches.
+//!
+//! So a batch is decided while the previous one is being synced, and no answer — not even
+//! a refusal, which may depend on an earlier write of the same pipeline — leaves before
+//! everything it depends on is on disk. If a sync fails, its batches and every batch
+//! decided after them are answered `unavailable`, their writes are undone, and the writer
+//! goes back to the last durable state before it takes another command.
 //!
 //! Readers never wait on the sequencer: they read the latest [`Snapshot`] from a `watch`
 //! channel, which also wakes long-polls when the head moves.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use muster_protocol::{Event, Timestamp};
+use muster_protocol::{Event, Seq, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
 
 use crate::core::{Command, DomainError, Policy, Reply, State, apply, decide};
 use crate::metrics::Metrics;
-use crate::store::{Stamped, Store};
+use crate::store::{Stamped, Store, StoreError};
 
-/// Commands that may wait for the sequencer. When the queue is full, callers wait (up to
+/// Commands that may wait for the writer. When the queue is full, callers wait (up to
 /// [`SUBMIT_TIMEOUT`]): backpressure, not loss. 4096 is a few batches' worth at full speed.
 pub const QUEUE: usize = 4096;
-/// Most commands decided and committed together. Bounds the latency a single batch adds
-/// and the memory it holds; at ~1 µs per decision the flush dominates anyway.
+/// Most commands decided together. Bounds the latency a single batch adds and the memory
+/// it holds.
 pub const MAX_BATCH: usize = 1024;
+/// Batches written but not yet handed to a sync: two keep the writer busy while the syncer
+/// waits on the disk; more would only add latency.
+const PIPELINE: usize = 2;
 /// How long a caller waits for room in a full queue before it is told to retry.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an `Idempotency-Key` is remembered.
@@ -88,16 +100,21 @@ pub struct IdempotencyKey {
     pub key: String,
 }
 
-/// A caller's reply channel and what it will be told once the batch is durable.
+/// A caller's reply channel and what it will be told once its batch is durable.
 type Answer = (
     oneshot::Sender<Result<Committed, WriteError>>,
     Result<Committed, WriteError>,
 );
 
-struct Request {
-    cmd: Command,
-    idempotency: Option<IdempotencyKey>,
-    reply: oneshot::Sender<Result<Committed, WriteError>>,
+// `Stop` is sent once; boxing the command instead would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Command {
+        cmd: Command,
+        idempotency: Option<IdempotencyKey>,
+        reply: oneshot::Sender<Result<Committed, WriteError>>,
+    },
+    Stop,
 }
 
 /// The outcome recorded under an `Idempotency-Key`.
@@ -120,7 +137,7 @@ fn fingerprint(cmd: &Command) -> u64 {
 /// The handle transports use to submit commands.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Message>,
 }
 
 impl Writer {
@@ -131,12 +148,12 @@ impl Writer {
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Committed, WriteError> {
         let (reply, rx) = oneshot::channel();
-        let request = Request {
+        let message = Message::Command {
             cmd,
             idempotency,
             reply,
         };
-        match tokio::time::timeout(SUBMIT_TIMEOUT, self.tx.send(request)).await {
+        match tokio::time::timeout(SUBMIT_TIMEOUT, self.tx.send(message)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(stopping()),
             Err(_) => {
@@ -146,6 +163,12 @@ impl Writer {
             }
         }
         rx.await.unwrap_or_else(|_| Err(stopping()))
+    }
+
+    /// Asks the sequencer to finish what is queued and stop.
+    pub async fn stop(&self) {
+        // Already stopped is fine.
+        let _ = self.tx.send(Message::Stop).await;
     }
 }
 
@@ -171,9 +194,37 @@ impl Reader {
     }
 }
 
-/// The single writer task.
+/// A decided, written batch on its way to the disk.
+struct Written {
+    /// The state after the batch.
+    state: State,
+    events: Arc<[Stamped]>,
+    answers: Vec<Answer>,
+    /// Whether the batch wrote anything (a batch of refusals only needs to wait for the
+    /// batches before it).
+    wrote: bool,
+}
+
+/// What the writer and the syncer share.
+struct Shared {
+    /// Highest `seq` known durable.
+    durable: AtomicU64,
+    /// A sync failed: the writer must roll back before deciding anything else.
+    failed: AtomicBool,
+}
+
+// `Recovered` is rare; batches are the traffic.
+#[allow(clippy::large_enum_variant)]
+enum ToSyncer {
+    Batch(Written),
+    /// The writer rolled back after a failure; batches after this are decided on the
+    /// durable state again.
+    Recovered,
+}
+
+/// The single writer. Build it with [`Sequencer::new`], run it with [`Sequencer::run`].
 pub struct Sequencer {
-    rx: mpsc::Receiver<Request>,
+    rx: mpsc::Receiver<Message>,
     state: State,
     policy: Policy,
     store: Arc<Store>,
@@ -182,16 +233,25 @@ pub struct Sequencer {
     expiry: VecDeque<(Timestamp, String)>,
     last_now: Timestamp,
     metrics: Arc<Metrics>,
+    /// Batches written but not known durable: what a rollback must undo.
+    unsynced: VecDeque<Unsynced>,
+}
+
+/// What undoing a written batch needs.
+struct Unsynced {
+    head: Seq,
+    before: State,
+    events: Arc<[Stamped]>,
+    keys: Vec<String>,
 }
 
 impl Sequencer {
-    /// Loads the state from `store` and returns the sequencer with its two handles. Run it
-    /// with [`Sequencer::run`].
+    /// Loads the state from `store` and returns the sequencer with its two handles.
     pub fn new(
         store: Arc<Store>,
         policy: Policy,
         metrics: Arc<Metrics>,
-    ) -> Result<(Sequencer, Writer, Reader), crate::store::StoreError> {
+    ) -> Result<(Sequencer, Writer, Reader), StoreError> {
         let state = store.load()?;
         let mut recorded = HashMap::new();
         let mut expiry = Vec::new();
@@ -209,9 +269,6 @@ impl Sequencer {
         expiry.sort();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (snapshot, snapshot_rx) = watch::channel(Snapshot::new(state.clone()));
-        let reader = Reader {
-            snapshot: snapshot_rx,
-        };
         let sequencer = Sequencer {
             rx,
             state,
@@ -222,44 +279,89 @@ impl Sequencer {
             expiry: expiry.into(),
             last_now: Timestamp::default(),
             metrics,
+            unsynced: VecDeque::new(),
         };
-        Ok((sequencer, Writer { tx }, reader))
+        Ok((
+            sequencer,
+            Writer { tx },
+            Reader {
+                snapshot: snapshot_rx,
+            },
+        ))
     }
 
-    /// Runs until `shutdown` is cancelled, then answers what is still queued and flushes.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        loop {
-            let first = tokio::select! {
-                biased;
-                request = self.rx.recv() => request,
-                () = shutdown.cancelled() => None,
-            };
-            let Some(first) = first else { break };
-            let batch = self.take_batch(first);
-            self.process(batch).await;
-        }
-        self.rx.close();
-        while let Ok(first) = self.rx.try_recv() {
-            let batch = self.take_batch(first);
-            self.process(batch).await;
-        }
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.close()).await {
-            Ok(Ok(())) => tracing::info!(head = self.state.head, "store closed"),
-            Ok(Err(error)) => tracing::error!(%error, "final flush failed"),
-            Err(error) => tracing::error!(%error, "final flush panicked"),
-        }
-    }
+    /// Runs the writer on this (blocking) thread and the syncer on a second one, until a
+    /// [`Writer::stop`] (or every `Writer` is gone); answers what was queued before the
+    /// stop, then flushes.
+    pub fn run(mut self) {
+        let shared = Arc::new(Shared {
+            durable: AtomicU64::new(self.state.head),
+            failed: AtomicBool::new(false),
+        });
+        let (to_syncer, from_writer) = std_mpsc::sync_channel(PIPELINE);
+        let syncer = Syncer {
+            rx: from_writer,
+            store: Arc::clone(&self.store),
+            snapshot: self.snapshot.clone(),
+            shared: Arc::clone(&shared),
+            metrics: Arc::clone(&self.metrics),
+        };
+        let syncer = std::thread::Builder::new()
+            .name("muster-sync".into())
+            .spawn(move || syncer.run());
+        let syncer = match syncer {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the sync thread");
+                return;
+            }
+        };
 
-    fn take_batch(&mut self, first: Request) -> Vec<Request> {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match self.rx.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+        while let Some(first) = self.rx.blocking_recv() {
+            let (batch, stop) = self.take_batch(first);
+            if shared.failed.load(Ordering::Acquire) {
+                self.recover(&shared, &to_syncer);
+            }
+            self.unsynced
+                .retain(|u| u.head > shared.durable.load(Ordering::Acquire));
+            if !batch.is_empty() {
+                let written = self.process(batch);
+                if to_syncer.send(ToSyncer::Batch(written)).is_err() {
+                    tracing::error!("the sync thread is gone; stopping");
+                    break;
+                }
+            }
+            if stop {
+                break;
             }
         }
-        batch
+        // Everything queued so far goes through; later submits get "shutting down".
+        self.rx.close();
+        drop(to_syncer);
+        if syncer.join().is_err() {
+            tracing::error!("the sync thread panicked");
+        }
+        match self.store.close(&self.state) {
+            Ok(()) => tracing::info!(head = self.state.head, "store closed"),
+            Err(error) => tracing::error!(%error, "final flush failed"),
+        }
+    }
+
+    /// The first message and everything else waiting, up to [`MAX_BATCH`] commands; and
+    /// whether a stop was asked for.
+    fn take_batch(&mut self, first: Message) -> (Vec<Message>, bool) {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Stop => return (batch, true),
+                command => batch.push(command),
+            }
+            if batch.len() < MAX_BATCH {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        (batch, false)
     }
 
     /// Wall-clock time in milliseconds, never earlier than the last event's.
@@ -270,26 +372,30 @@ impl Sequencer {
         self.last_now
     }
 
-    async fn process(&mut self, batch: Vec<Request>) {
+    /// Decides, applies and writes one batch.
+    fn process(&mut self, batch: Vec<Message>) -> Written {
         let now = self.now();
         let before = self.state.clone();
         let mut stamped: Vec<Stamped> = Vec::new();
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
         let mut answers: Vec<Answer> = Vec::new();
 
-        for Request {
-            cmd,
-            idempotency,
-            reply,
-        } in batch
-        {
+        for message in batch {
+            let Message::Command {
+                cmd,
+                idempotency,
+                reply,
+            } = message
+            else {
+                continue;
+            };
             let fp = idempotency.as_ref().map(|_| fingerprint(&cmd));
             if let (Some(key), Some(fp)) = (&idempotency, fp) {
                 if let Some(recorded) = self.recorded.get(&key.key) {
                     let answer = if recorded.fingerprint == fp {
                         self.metrics
                             .idempotent_replays
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            .fetch_add(1, Ordering::Relaxed);
                         recorded
                             .outcome
                             .clone()
@@ -334,87 +440,98 @@ impl Sequencer {
                 self.expiry.push_back((now, key.key.clone()));
                 self.recorded.insert(key.key, record);
             }
-            let answer = outcome
-                .map(|reply| Committed {
-                    reply,
-                    replayed: false,
-                })
-                .map_err(WriteError::from);
-            answers.push((reply, answer));
+            answers.push((
+                reply,
+                outcome
+                    .map(|reply| Committed {
+                        reply,
+                        replayed: false,
+                    })
+                    .map_err(WriteError::from),
+            ));
         }
 
         let expired = self.expire_idempotency(now);
-        if !stamped.is_empty() || !records.is_empty() || !expired.is_empty() {
-            let started = Instant::now();
-            let store = Arc::clone(&self.store);
-            let state = self.state.clone();
-            let (events, recs) = (Arc::<[Stamped]>::from(stamped), Arc::new(records));
-            let (events2, recs2) = (Arc::clone(&events), Arc::clone(&recs));
-            let result = tokio::task::spawn_blocking(move || {
-                store.commit(&events2, &state, &recs2)?;
-                store.forget_idempotency(&expired)
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-            self.metrics.commit_seconds.observe(started.elapsed());
-            if let Err(error) = result {
-                self.fail(&events, &recs, before, answers, &error).await;
-                return;
+        let events: Arc<[Stamped]> = Arc::from(stamped);
+        let wrote = !events.is_empty() || !records.is_empty() || !expired.is_empty();
+        if wrote {
+            let keys: Vec<String> = records.iter().map(|(k, _)| k.clone()).collect();
+            if let Err(error) = self.store.write(&events, &self.state, &records, &expired) {
+                // Nothing of this batch is answered as done; the syncer will not be asked
+                // to make it durable. Undo what may have reached sled, and the state.
+                tracing::error!(%error, "writing a batch failed; it is rolled back");
+                if let Err(e) = self.store.revert(&events, &before, &keys) {
+                    tracing::error!(error = %e, "rolling back the failed batch failed too");
+                }
+                self.forget(&keys);
+                self.state = before;
+                let answers = answers
+                    .into_iter()
+                    .map(|(reply, _)| (reply, Err(unavailable(&error))))
+                    .collect();
+                return Written {
+                    state: self.state.clone(),
+                    events: Arc::from(Vec::new()),
+                    answers,
+                    wrote: false,
+                };
             }
-            self.metrics
-                .batches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.metrics
-                .events
-                .fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            if !events.is_empty() {
-                self.snapshot
-                    .send_replace(Snapshot::new(self.state.clone()));
-            }
+            self.unsynced.push_back(Unsynced {
+                head: self.state.head,
+                before,
+                events: Arc::clone(&events),
+                keys,
+            });
         }
-        for (reply, answer) in answers {
-            let counter = match &answer {
-                Ok(_) => &self.metrics.commands_ok,
-                Err(_) => &self.metrics.commands_refused,
-            };
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // The caller may have gone away (client disconnected); the write stands.
-            let _ = reply.send(answer);
+        Written {
+            state: self.state.clone(),
+            events,
+            answers,
+            wrote,
         }
     }
 
-    /// The store failed: forget the batch, answer everyone `unavailable`.
-    async fn fail(
-        &mut self,
-        events: &Arc<[Stamped]>,
-        records: &Arc<Vec<(String, Vec<u8>)>>,
-        before: State,
-        answers: Vec<Answer>,
-        error: &str,
-    ) {
-        tracing::error!(%error, events = events.len(), "commit failed; the batch is rolled back");
-        for (key, _) in records.iter() {
+    /// A sync failed: every batch not known durable has been (or will be) answered
+    /// `unavailable` by the syncer. Undo them in the store, go back to the last durable
+    /// state, and tell the syncer that what follows is decided on that state.
+    fn recover(&mut self, shared: &Shared, to_syncer: &std_mpsc::SyncSender<ToSyncer>) {
+        let durable = shared.durable.load(Ordering::Acquire);
+        self.unsynced.retain(|u| u.head > durable);
+        if let Some(oldest) = self.unsynced.front() {
+            let before = oldest.before.clone();
+            let events: Vec<Stamped> = self
+                .unsynced
+                .iter()
+                .flat_map(|u| u.events.iter().cloned())
+                .collect();
+            let keys: Vec<String> = self
+                .unsynced
+                .iter()
+                .flat_map(|u| u.keys.iter().cloned())
+                .collect();
+            if let Err(error) = self.store.revert(&events, &before, &keys) {
+                tracing::error!(%error, "rolling back unsynced batches failed");
+            }
+            self.forget(&keys);
+            tracing::warn!(
+                events = events.len(),
+                head = before.head,
+                "rolled back to the last durable state"
+            );
+            self.state = before;
+        }
+        self.unsynced.clear();
+        shared.failed.store(false, Ordering::Release);
+        // If the syncer is gone, the next send of a batch reports it.
+        let _ = to_syncer.send(ToSyncer::Recovered);
+    }
+
+    /// Forgets idempotency records that were never made durable.
+    fn forget(&mut self, keys: &[String]) {
+        for key in keys {
             self.recorded.remove(key);
         }
-        self.expiry
-            .retain(|(_, k)| !records.iter().any(|(r, _)| r == k));
-        let store = Arc::clone(&self.store);
-        let (events, records, state) = (Arc::clone(events), Arc::clone(records), before.clone());
-        if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || store.revert(&events, &state, &records)).await
-        {
-            tracing::error!(error = %e, "rolling back the failed batch in the store failed too");
-        }
-        self.state = before;
-        for (reply, _) in answers {
-            self.metrics
-                .commands_failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = reply.send(Err(WriteError::Unavailable(format!(
-                "write not stored: {error}; retry later"
-            ))));
-        }
+        self.expiry.retain(|(_, k)| !keys.contains(k));
     }
 
     /// Drops idempotency records older than [`IDEMPOTENCY_TTL`]; returns their keys.
@@ -430,5 +547,94 @@ impl Sequencer {
             }
         }
         expired
+    }
+}
+
+fn unavailable(error: &dyn std::fmt::Display) -> WriteError {
+    WriteError::Unavailable(format!("write not stored: {error}; retry later"))
+}
+
+/// The second half of the pipeline: one sync for everything written so far.
+struct Syncer {
+    rx: std_mpsc::Receiver<ToSyncer>,
+    store: Arc<Store>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+}
+
+impl Syncer {
+    fn run(self) {
+        // After a failed sync, batches are refused until the writer has rolled back.
+        let mut failed = false;
+        while let Ok(first) = self.rx.recv() {
+            let mut batches = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    ToSyncer::Recovered => failed = false,
+                    ToSyncer::Batch(b) if failed => self.refuse(b, &"an earlier write failed"),
+                    ToSyncer::Batch(b) => batches.push(b),
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let result = if batches.iter().any(|b| b.wrote) {
+                self.store.sync()
+            } else {
+                Ok(())
+            };
+            self.metrics.commit_seconds.observe(started.elapsed());
+            match result {
+                Ok(()) => self.publish(batches),
+                Err(error) => {
+                    tracing::error!(%error, "sync failed; the unsynced batches are rolled back");
+                    failed = true;
+                    self.shared.failed.store(true, Ordering::Release);
+                    for b in batches {
+                        self.refuse(b, &error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batches are durable: show them to readers, then answer their callers.
+    fn publish(&self, batches: Vec<Written>) {
+        let Some(last) = batches.last() else { return };
+        let head = last.state.head;
+        let events: usize = batches.iter().map(|b| b.events.len()).sum();
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .events
+            .fetch_add(events as u64, Ordering::Relaxed);
+        self.shared.durable.store(head, Ordering::Release);
+        if events > 0 {
+            self.snapshot
+                .send_replace(Snapshot::new(last.state.clone()));
+        }
+        for b in batches {
+            for (reply, answer) in b.answers {
+                let counter = match &answer {
+                    Ok(_) => &self.metrics.commands_ok,
+                    Err(WriteError::Unavailable(_)) => &self.metrics.commands_failed,
+                    Err(_) => &self.metrics.commands_refused,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                // The caller may have gone away (client disconnected); the write stands.
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Answers every caller of a batch that will not be made durable.
+    fn refuse(&self, batch: Written, error: &dyn std::fmt::Display) {
+        for (reply, _) in batch.answers {
+            self.metrics.commands_failed.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(unavailable(error)));
+        }
     }
 }

@@ -28,6 +28,10 @@ use muster_protocol::{Agent, ChatMessage, Event, EventKind, Seq, Task, TaskId};
 
 use crate::core::{Channel, State, apply};
 
+/// How often agents that only acted (their `lastSeenAt` moved) are written: see
+/// [`Checkpoint`]. A second bounds the log replayed after a crash to a second of writes.
+const AGENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Version of the layout of the trees. Bumped on incompatible change.
 const SCHEMA: u64 = 1;
 /// Most log entries one `trim` removes: keeps a first trim of a long log from holding the
@@ -116,7 +120,10 @@ impl LoggedEvent {
 #[derive(Default)]
 struct Touched<'a> {
     tasks: BTreeSet<TaskId>,
+    /// Agents whose record changed (`presence.changed`): written with the batch.
     agents: BTreeSet<&'a str>,
+    /// Agents that only acted (their `lastSeenAt` moved): written at the next checkpoint.
+    seen: BTreeSet<&'a str>,
     cursors: BTreeSet<&'a str>,
     channels: BTreeSet<&'a str>,
     messages: Vec<&'a ChatMessage>,
@@ -131,7 +138,7 @@ impl<'a> Touched<'a> {
                 t.tasks.insert(task.id);
             }
             if let Some(actor) = crate::core::actor(kind) {
-                t.agents.insert(actor);
+                t.seen.insert(actor);
             }
             match kind {
                 EventKind::PresenceChanged { agent } => {
@@ -147,6 +154,7 @@ impl<'a> Touched<'a> {
                 _ => {}
             }
         }
+        t.seen.retain(|a| !t.agents.contains(a));
         t
     }
 }
@@ -259,6 +267,22 @@ pub struct Store {
     /// Largest blob file already synced (sled names blobs by log position).
     blobs_synced: Mutex<u64>,
     epoch: String,
+    /// Agents whose `lastSeenAt` moved since the last agents checkpoint.
+    seen: Mutex<Checkpoint>,
+}
+
+/// Agents that acted since the last checkpoint of the agents view.
+///
+/// Every write names its actor, so rewriting the actor's record with each batch would cost
+/// one more sled insert per write, only to move `lastSeenAt`. Instead those records are
+/// written at most every [`AGENTS_EVERY`], and `meta/agents` records the `seq` they are
+/// current at; after a crash, `load` re-applies the log from there (apply is idempotent),
+/// which restores every `lastSeenAt` exactly. The log is never trimmed past that `seq`.
+struct Checkpoint {
+    names: BTreeSet<String>,
+    at: std::time::Instant,
+    /// `seq` up to which the agents view is complete.
+    seq: Seq,
 }
 
 impl Store {
@@ -309,6 +333,11 @@ impl Store {
             db_file,
             blobs_synced: Mutex::new(0),
             epoch,
+            seen: Mutex::new(Checkpoint {
+                names: BTreeSet::new(),
+                at: std::time::Instant::now(),
+                seq: 0,
+            }),
         })
     }
 
@@ -346,14 +375,24 @@ impl Store {
         }
         let mut state = State::from_views(head, last_message, tasks, agents, cursors, channels);
 
-        let mut expected = head + 1;
-        let mut tail = Vec::new();
+        // Re-apply from the agents checkpoint (idempotent for what the views hold) to
+        // restore `lastSeenAt`, and apply what the views do not hold yet.
+        let agents_seq = self
+            .meta
+            .get("agents")?
+            .and_then(|v| be(&v))
+            .unwrap_or(0)
+            .min(head);
+        let mut expected = agents_seq + 1;
+        let mut replayed = Vec::new();
         let start = self.containing(expected)?;
         for entry in self.log.range(start.to_be_bytes()..) {
             let (k, v) = entry?;
             let first = be(&k).unwrap_or(0);
-            let batch = decode_batch(first, &v)?;
-            if first > expected {
+            if first > expected && expected <= head && first <= head + 1 {
+                // Trimmed before the checkpoint (retention): restore from what is left.
+                expected = first;
+            } else if first > expected {
                 tracing::warn!(
                     first,
                     expected,
@@ -363,10 +402,13 @@ impl Store {
                 continue;
             }
             let from = expected;
-            for logged in batch.into_iter().filter(|l| l.seq >= from) {
+            for logged in decode_batch(first, &v)?
+                .into_iter()
+                .filter(|l| l.seq >= from)
+            {
                 let event: Event = from_json("log", &logged.json)?;
                 apply(&mut state, &event);
-                tail.push(Stamped {
+                replayed.push(Stamped {
                     event,
                     topics: logged.topics,
                     json: logged.json,
@@ -374,14 +416,17 @@ impl Store {
                 expected += 1;
             }
         }
-        if !tail.is_empty() {
+        if !replayed.is_empty() {
+            let new = replayed.iter().filter(|s| s.event.seq > head).count();
             tracing::info!(
-                events = tail.len(),
-                "replayed log entries the views did not include yet"
+                replayed = replayed.len(),
+                new,
+                "re-applied the log since the last checkpoint"
             );
-            self.write_views(&tail, &state)?;
-            self.sync()?;
+            self.write_views(&replayed, &state)?;
         }
+        self.checkpoint_agents(&state, true)?;
+        self.sync()?;
         Ok(state)
     }
 
@@ -394,12 +439,14 @@ impl Store {
     }
 
     /// Appends a batch of events and updates the views to `state` (the state after the
-    /// batch), together with idempotency records; then makes it all durable.
-    pub fn commit(
+    /// batch), records idempotency outcomes and forgets expired ones. Not yet durable:
+    /// [`Store::sync`] makes everything written so far durable.
+    pub fn write(
         &self,
         events: &[Stamped],
         state: &State,
         idempotency: &[(String, Vec<u8>)],
+        forget: &[String],
     ) -> Result<(), StoreError> {
         if let Some(first) = events.first() {
             self.log
@@ -408,22 +455,44 @@ impl Store {
         for (key, record) in idempotency {
             self.idempotency.insert(key.as_bytes(), record.as_slice())?;
         }
-        self.write_views(events, state)?;
+        for key in forget {
+            self.idempotency.remove(key.as_bytes())?;
+        }
+        self.write_views(events, state)
+    }
+
+    /// [`Store::write`], then [`Store::sync`].
+    pub fn commit(
+        &self,
+        events: &[Stamped],
+        state: &State,
+        idempotency: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        self.write(events, state, idempotency, &[])?;
         self.sync()
     }
 
-    /// Undoes the writes of a batch whose commit failed, restoring the views to `before`.
-    /// Best effort: it runs when the disk is already failing.
+    /// Undoes writes that were never made durable (their sync failed): removes their log
+    /// entries, messages and idempotency records, and restores every entity they touched
+    /// to its value in `before` (the state before the first of them). Best effort: it runs
+    /// when the disk is already failing.
     pub fn revert(
         &self,
         events: &[Stamped],
         before: &State,
-        idempotency: &[(String, Vec<u8>)],
+        idempotency: &[String],
     ) -> Result<(), StoreError> {
-        if let Some(first) = events.first() {
-            self.log.remove(first.event.seq.to_be_bytes())?;
+        if let (Some(first), Some(last)) = (events.first(), events.last()) {
+            let keys: Vec<_> = self
+                .log
+                .range(first.event.seq.to_be_bytes()..=last.event.seq.to_be_bytes())
+                .keys()
+                .collect::<Result<_, _>>()?;
+            for key in keys {
+                self.log.remove(key)?;
+            }
         }
-        for (key, _) in idempotency {
+        for key in idempotency {
             self.idempotency.remove(key.as_bytes())?;
         }
         let touched = Touched::of(events);
@@ -434,7 +503,19 @@ impl Store {
             }
         }
         self.write_views(&[], before)?;
-        self.write_entities(&touched, before)
+        self.write_entities(&touched, before)?;
+        for name in &touched.seen {
+            match before.agents.get(*name) {
+                Some(agent) => self.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => self.agents.remove(name.as_bytes())?,
+            };
+        }
+        let mut seen = self.lock_seen();
+        if seen.seq > before.head {
+            seen.seq = before.head;
+            self.meta.insert("agents", &before.head.to_be_bytes())?;
+        }
+        Ok(())
     }
 
     fn write_views(&self, events: &[Stamped], state: &State) -> Result<(), StoreError> {
@@ -449,9 +530,37 @@ impl Store {
             }
         }
         self.write_entities(&touched, state)?;
+        self.lock_seen()
+            .names
+            .extend(touched.seen.iter().map(|a| (*a).to_owned()));
+        self.checkpoint_agents(state, false)?;
         // Last: the head the views now include.
         self.meta
             .insert("views", &encode_views_meta(state.head, state.last_message))?;
+        Ok(())
+    }
+
+    fn lock_seen(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
+        // A poisoned lock only means a writer panicked; the set is still valid.
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the agents that acted since the last checkpoint, if one is due (or `force`),
+    /// and records that the agents view is complete up to `state.head`.
+    fn checkpoint_agents(&self, state: &State, force: bool) -> Result<(), StoreError> {
+        let mut seen = self.lock_seen();
+        if !force && seen.at.elapsed() < AGENTS_EVERY {
+            return Ok(());
+        }
+        for name in std::mem::take(&mut seen.names) {
+            match state.agents.get(&name) {
+                Some(agent) => self.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => self.agents.remove(name.as_bytes())?,
+            };
+        }
+        self.meta.insert("agents", &state.head.to_be_bytes())?;
+        seen.at = std::time::Instant::now();
+        seen.seq = state.head;
         Ok(())
     }
 
@@ -484,8 +593,9 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes sled, then `fdatasync`s its data file and any new blob files.
-    fn sync(&self) -> Result<(), StoreError> {
+    /// Makes everything written so far durable: flushes sled, then `fdatasync`s its data
+    /// file and any new blob files.
+    pub fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.db_file.sync_data()?;
         self.sync_blobs()
@@ -596,6 +706,8 @@ impl Store {
         struct At {
             at: muster_protocol::Timestamp,
         }
+        // The log after the agents checkpoint is needed to restore `lastSeenAt`.
+        let head = head.min(self.lock_seen().seq);
         let by_count = head.saturating_sub(keep);
         let mut removed = 0;
         for entry in self.log.iter() {
@@ -704,16 +816,9 @@ impl Store {
             .collect()
     }
 
-    /// Forgets expired idempotency keys.
-    pub fn forget_idempotency(&self, keys: &[String]) -> Result<(), StoreError> {
-        for key in keys {
-            self.idempotency.remove(key.as_bytes())?;
-        }
-        Ok(())
-    }
-
-    /// Flushes and syncs everything (at shutdown).
-    pub fn close(&self) -> Result<(), StoreError> {
+    /// Writes the agents checkpoint, flushes and syncs everything (at shutdown).
+    pub fn close(&self, state: &State) -> Result<(), StoreError> {
+        self.checkpoint_agents(state, true)?;
         self.sync()
     }
 
@@ -731,11 +836,13 @@ mod tests {
     use crate::core::{Command, Policy, decide};
 
     /// Commits `n` task creations, one event per batch, the way the sequencer does.
-    fn create_tasks(store: &Store, state: &mut State, n: usize, at: &str) {
+    /// `with_agents`: the tasks are created by agents (an event more for each new agent).
+    fn create_tasks(store: &Store, state: &mut State, n: usize, at: &str, with_agents: bool) {
         let now: muster_protocol::Timestamp = at.parse().unwrap();
         for i in 0..n {
             let cmd = Command::CreateTask(CreateTask {
                 title: format!("t{i}"),
+                agent: with_agents.then(|| format!("planner-{}", i % 3)),
                 ..Default::default()
             });
             let decision = decide(state, &Policy::default(), &cmd, now).unwrap();
@@ -759,7 +866,15 @@ mod tests {
         let (epoch, state) = {
             let store = Store::open(dir.path()).unwrap();
             let mut state = store.load().unwrap();
-            create_tasks(&store, &mut state, 5, "2026-11-25T10:00:00Z");
+            create_tasks(&store, &mut state, 5, "2026-11-25T10:00:00Z", true);
+            // Later contact by the same agents: only their lastSeenAt moves, which is not
+            // written until the next agents checkpoint. Dropping the store without
+            // `close` is a crash: load must restore it from the log.
+            create_tasks(&store, &mut state, 3, "2026-11-25T10:02:00Z", true);
+            assert!(
+                !store.lock_seen().names.is_empty(),
+                "the test needs a pending checkpoint"
+            );
             (store.epoch().to_owned(), state)
         };
         let store = Store::open(dir.path()).unwrap();
@@ -784,10 +899,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut state = store.load().unwrap();
-        create_tasks(&store, &mut state, 6, "2026-11-01T10:00:00Z");
-        create_tasks(&store, &mut state, 4, "2026-11-25T10:00:00Z");
+        create_tasks(&store, &mut state, 6, "2026-11-01T10:00:00Z", false);
+        create_tasks(&store, &mut state, 4, "2026-11-25T10:00:00Z", false);
         let recent: muster_protocol::Timestamp = "2026-11-20T00:00:00Z".parse().unwrap();
         let all = vec!["*".to_owned()];
+        // The log is never trimmed past the agents checkpoint; make it current.
+        store.checkpoint_agents(&state, true).unwrap();
 
         // By count: keep the newest 8.
         assert_eq!(
@@ -826,7 +943,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut state = store.load().unwrap();
-        create_tasks(&store, &mut state, 3, "2026-11-25T10:00:00Z");
+        create_tasks(&store, &mut state, 3, "2026-11-25T10:00:00Z", false);
         // As a crash could leave it: the views at 3, the log holding 4 (a batch that was
         // written but not acknowledged) and 6 (after a hole).
         let mut ahead = state.clone();

@@ -1,0 +1,110 @@
+//! `muster serve` as a user runs it: configuration, clear startup failures, graceful stop.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{Process, binary};
+
+#[test]
+fn print_config_shows_flags_env_and_defaults() {
+    let out = Command::new(binary())
+        .args(["serve", "--print-config", "--idle-after", "2m"])
+        .env("MUSTER_ADDR", "127.0.0.1:5555")
+        .env("MUSTER_DATA_DIR", "/tmp/somewhere")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["addr"], "127.0.0.1:5555");
+    assert_eq!(config["data-dir"], "/tmp/somewhere");
+    assert_eq!(config["idle-after"], "2m");
+    assert_eq!(config["offline-after"], "30m");
+}
+
+#[test]
+fn contradictory_settings_are_refused_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--idle-after",
+            "1h",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--idle-after (1h) must be shorter than --offline-after (30m)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_dir_or_port_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Process::start(&data, &[], &[]);
+
+    let out = Command::new(binary())
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("muster:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("is in use by another muster process"),
+        "{line}"
+    );
+    assert!(line.contains(data.to_str().unwrap()), "{line}");
+
+    let other = dir.path().join("other");
+    let out = Command::new(binary())
+        .args(["serve", "--addr", &first.addr.to_string(), "--data-dir"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("address {} is already in use", first.addr)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let p = Process::start(&data, &[], &[]);
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .post(p.url("/tasks"))
+        .body(r#"{"title": "survives a restart"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let status = p.terminate();
+    assert!(status.success(), "exit status {status:?}");
+
+    let p = Process::start(&data, &[], &[]);
+    let r: serde_json::Value = http
+        .get(p.url("/tasks/T-1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["task"]["title"], "survives a restart");
+}
