@@ -59,7 +59,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The state for [`app`], with the API description generated from [`routes`].
+    /// The state for [`app`], with the API description generated from [`routes()`].
     pub fn new(
         writer: Writer,
         reader: Reader,
