@@ -76,6 +76,12 @@ pub async fn run(
         tasks = reader.snapshot().state.tasks.len(),
         "state loaded"
     );
+    // The line users (and tests) wait for: printed only once the broker can answer.
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        "muster listening on http://{addr} (data dir {})",
+        config.data_dir.display()
+    );
 
     let tracker = TaskTracker::new();
     // The sequencer stops after the HTTP server, so that in-flight writes are answered.

@@ -84,8 +84,6 @@ fn serve(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener.local_addr().unwrap_or(config.addr);
-        tracing::info!("muster listening on http://{addr} (data dir {})", config.data_dir.display());
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
         match muster::run(listener, config, shutdown).await {
