@@ -6,6 +6,8 @@
 //! cargo bench --bench load -- --seconds 5 --runs 5 --connections 64 --scenarios create,claim
 //! ```
 //!
+//! `--addr HOST:PORT` drives a broker that is already running instead of starting one.
+//!
 //! Each line reports the run with the median throughput (its p50/p99/p99.9), the median of
 //! the runs' p99, and every run's throughput: these machines are shared and noisy.
 //!
@@ -207,6 +209,7 @@ fn main() {
     let mut seconds = 10.0;
     let mut connections = vec![20, 64];
     let mut runs = 3;
+    let mut target = None;
     let mut scenarios = vec![
         "create".to_owned(),
         "claim".to_owned(),
@@ -218,6 +221,7 @@ fn main() {
         match a.as_str() {
             "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
             "--runs" => runs = args.next().unwrap().parse().unwrap(),
+            "--addr" => target = Some(args.next().unwrap().parse().unwrap()),
             "--connections" => {
                 connections = args
                     .next()
@@ -245,18 +249,26 @@ fn main() {
         for &conns in &connections {
             let mut outcomes = Vec::new();
             for _ in 0..runs {
-                outcomes.push(run(&rt, scenario, conns, seconds));
+                outcomes.push(run(&rt, scenario, conns, seconds, target));
             }
             report(scenario, conns, &mut outcomes);
         }
     }
 }
 
-/// One run of a scenario against a fresh broker.
-fn run(rt: &tokio::runtime::Runtime, scenario: &str, conns: usize, seconds: f64) -> Outcome {
+/// One run of a scenario against a fresh broker (or the one at `target`).
+fn run(
+    rt: &tokio::runtime::Runtime,
+    scenario: &str,
+    conns: usize,
+    seconds: f64,
+    target: Option<std::net::SocketAddr>,
+) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let p = common::Process::start(&dir.path().join("data"), &[], &[]);
-    let addr = p.addr;
+    let p = target
+        .is_none()
+        .then(|| common::Process::start(&dir.path().join("data"), &[], &[]));
+    let addr = target.unwrap_or_else(|| p.as_ref().unwrap().addr);
     let outcome = rt.block_on(async {
                 match scenario {
                     "create" => {
@@ -307,6 +319,8 @@ fn run(rt: &tokio::runtime::Runtime, scenario: &str, conns: usize, seconds: f64)
             outcome.bytes / outcome.requests.max(1)
         );
     }
-    p.terminate();
+    if let Some(p) = p {
+        p.terminate();
+    }
     outcome
 }

@@ -64,7 +64,9 @@ pub struct Metrics {
     pub events: AtomicU64,
     /// Batches committed.
     pub batches: AtomicU64,
-    /// Time to write, flush and sync one batch.
+    /// Time to decide, apply and write one batch to sled (the writer thread).
+    pub write_seconds: Histogram,
+    /// Time to make the written batches durable: sled flush + `fdatasync` (the sync thread).
     pub commit_seconds: Histogram,
     /// HTTP responses by status class (1xx..5xx).
     pub http_responses: [AtomicU64; 5],
@@ -126,10 +128,15 @@ impl Metrics {
             "",
             self.batches.load(Relaxed),
         );
+        self.write_seconds.render(
+            &mut out,
+            "muster_write_seconds",
+            "Time to decide, apply and write one batch to sled.",
+        );
         self.commit_seconds.render(
             &mut out,
             "muster_commit_seconds",
-            "Time to write, flush and fdatasync one batch.",
+            "Time to make written batches durable (flush + fdatasync).",
         );
         let _ = writeln!(
             out,

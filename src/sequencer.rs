@@ -374,6 +374,13 @@ impl Sequencer {
 
     /// Decides, applies and writes one batch.
     fn process(&mut self, batch: Vec<Message>) -> Written {
+        let started = Instant::now();
+        let written = self.decide_and_write(batch);
+        self.metrics.write_seconds.observe(started.elapsed());
+        written
+    }
+
+    fn decide_and_write(&mut self, batch: Vec<Message>) -> Written {
         let now = self.now();
         let before = self.state.clone();
         let mut stamped: Vec<Stamped> = Vec::new();
