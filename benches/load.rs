@@ -45,10 +45,7 @@ impl Conn {
     async fn open(addr: std::net::SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            buf: Vec::with_capacity(64 * 1024),
-        }
+        Conn { stream, buf: Vec::with_capacity(64 * 1024) }
     }
 
     /// Sends one request and reads the whole response; returns the status and body length.
@@ -62,8 +59,7 @@ impl Conn {
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().unwrap())
+                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().unwrap())
                     })
                     .unwrap_or(0);
                 let total = end + 4 + len;
@@ -86,11 +82,7 @@ impl Conn {
 }
 
 fn post(path: &str, body: &str) -> Vec<u8> {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    format!("POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// What one scenario measured.
@@ -143,13 +135,7 @@ async fn drive(
             (lat, errors, bytes)
         }));
     }
-    let mut out = Outcome {
-        requests: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-        bytes: 0,
-    };
+    let mut out = Outcome { requests: 0, errors: 0, elapsed: Duration::ZERO, latencies_us: Vec::new(), bytes: 0 };
     for h in handles {
         let (lat, errors, bytes) = h.await.unwrap();
         out.requests += lat.len() as u64;
@@ -167,11 +153,7 @@ fn report(name: &str, connections: usize, runs: &mut [Outcome]) {
     let rate = |o: &Outcome| o.requests as f64 / o.elapsed.as_secs_f64();
     runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
     let median = &runs[runs.len() / 2];
-    let spread = runs
-        .iter()
-        .map(|o| format!("{:.0}", rate(o)))
-        .collect::<Vec<_>>()
-        .join(" / ");
+    let spread = runs.iter().map(|o| format!("{:.0}", rate(o))).collect::<Vec<_>>().join(" / ");
     let mut p99s: Vec<f64> = runs.iter().map(|o| o.percentile(0.99)).collect();
     p99s.sort_by(f64::total_cmp);
     println!(
@@ -192,13 +174,7 @@ async fn fill_board(addr: std::net::SocketAddr, n: u64, connections: usize) {
     let o = drive(addr, connections, 3600.0, move |c, i| {
         let k = c as u64 * per + i;
         (i < per && k < n).then(|| {
-            post(
-                "/tasks",
-                &format!(
-                    r#"{{"title":"task {k} of the benchmark board","priority":"P{}"}}"#,
-                    k % 4
-                ),
-            )
+            post("/tasks", &format!(r#"{{"title":"task {k} of the benchmark board","priority":"P{}"}}"#, k % 4))
         })
     })
     .await;
@@ -210,37 +186,20 @@ fn main() {
     let mut connections = vec![20, 64];
     let mut runs = 3;
     let mut target = None;
-    let mut scenarios = vec![
-        "create".to_owned(),
-        "claim".to_owned(),
-        "chat".to_owned(),
-        "board".to_owned(),
-    ];
+    let mut scenarios = vec!["create".to_owned(), "claim".to_owned(), "chat".to_owned(), "board".to_owned()];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
             "--runs" => runs = args.next().unwrap().parse().unwrap(),
             "--addr" => target = Some(args.next().unwrap().parse().unwrap()),
-            "--connections" => {
-                connections = args
-                    .next()
-                    .unwrap()
-                    .split(',')
-                    .map(|c| c.parse().unwrap())
-                    .collect()
-            }
-            "--scenarios" => {
-                scenarios = args.next().unwrap().split(',').map(str::to_owned).collect()
-            }
+            "--connections" => connections = args.next().unwrap().split(',').map(|c| c.parse().unwrap()).collect(),
+            "--scenarios" => scenarios = args.next().unwrap().split(',').map(str::to_owned).collect(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     println!(
         "| scenario | conns | req/s (median run) | p50 ms | p99 ms | median p99 of runs ms | p99.9 ms | req/s of each run | requests | errors |"
     );
@@ -265,59 +224,57 @@ fn run(
     target: Option<std::net::SocketAddr>,
 ) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let p = target
-        .is_none()
-        .then(|| common::Process::start(&dir.path().join("data"), &[], &[]));
+    let p = target.is_none().then(|| common::Process::start(&dir.path().join("data"), &[], &[]));
     let addr = target.unwrap_or_else(|| p.as_ref().unwrap().addr);
     let outcome = rt.block_on(async {
-                match scenario {
-                    "create" => {
-                        drive(addr, conns, seconds, |c, i| {
-                            Some(post("/tasks", &format!(r#"{{"title":"bench {c}-{i}","agent":"bench-{c}"}}"#)))
-                        })
-                        .await
+        match scenario {
+            "create" => {
+                drive(addr, conns, seconds, |c, i| {
+                    Some(post("/tasks", &format!(r#"{{"title":"bench {c}-{i}","agent":"bench-{c}"}}"#)))
+                })
+                .await
+            }
+            "claim" => {
+                // Enough distinct open tasks for the run at a generous rate.
+                let n = (seconds * 40_000.0) as u64;
+                fill_board(addr, n, 64).await;
+                drive(addr, conns, seconds, move |c, i| {
+                    let id = i * conns as u64 + c as u64 + 1;
+                    (id <= n).then(|| post(&format!("/tasks/T-{id}/claim"), &format!(r#"{{"agent":"bench-{c}"}}"#)))
+                })
+                .await
+            }
+            "chat" => {
+                drive(addr, conns, seconds, |c, i| {
+                    Some(post(
+                        "/chat/messages",
+                        &format!(
+                            r#"{{"from":"bench-{c}","content":"@bench-{} status update {i}","channel":"general"}}"#,
+                            (c + 1) % 64
+                        ),
+                    ))
+                })
+                .await
+            }
+            "board" | "board-gzip" | "board-etag" => {
+                fill_board(addr, 1000, 64).await;
+                let extra = match scenario {
+                    "board-gzip" => "Accept-Encoding: gzip\r\n".to_owned(),
+                    "board-etag" => {
+                        let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+                        let health: serde_json::Value = health.json().await.unwrap();
+                        format!("If-None-Match: \"{}-{}\"\r\n", health["epoch"].as_str().unwrap(), health["head"])
                     }
-                    "claim" => {
-                        // Enough distinct open tasks for the run at a generous rate.
-                        let n = (seconds * 40_000.0) as u64;
-                        fill_board(addr, n, 64).await;
-                        drive(addr, conns, seconds, move |c, i| {
-                            let id = i * conns as u64 + c as u64 + 1;
-                            (id <= n).then(|| post(&format!("/tasks/T-{id}/claim"), &format!(r#"{{"agent":"bench-{c}"}}"#)))
-                        })
-                        .await
-                    }
-                    "chat" => {
-                        drive(addr, conns, seconds, |c, i| {
-                            Some(post(
-                                "/chat/messages",
-                                &format!(r#"{{"from":"bench-{c}","content":"@bench-{} status update {i}","channel":"general"}}"#, (c + 1) % 64),
-                            ))
-                        })
-                        .await
-                    }
-                    "board" | "board-gzip" | "board-etag" => {
-                        fill_board(addr, 1000, 64).await;
-                        let extra = match scenario {
-                            "board-gzip" => "Accept-Encoding: gzip\r\n".to_owned(),
-                            "board-etag" => {
-                                let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
-                                let health: serde_json::Value = health.json().await.unwrap();
-                                format!("If-None-Match: \"{}-{}\"\r\n", health["epoch"].as_str().unwrap(), health["head"])
-                            }
-                            _ => String::new(),
-                        };
-                        let request = format!("GET /tasks HTTP/1.1\r\nHost: bench\r\n{extra}\r\n").into_bytes();
-                        drive(addr, conns, seconds, move |_, _| Some(request.clone())).await
-                    }
-                    other => panic!("unknown scenario {other}"),
-                }
-            });
+                    _ => String::new(),
+                };
+                let request = format!("GET /tasks HTTP/1.1\r\nHost: bench\r\n{extra}\r\n").into_bytes();
+                drive(addr, conns, seconds, move |_, _| Some(request.clone())).await
+            }
+            other => panic!("unknown scenario {other}"),
+        }
+    });
     if scenario.starts_with("board") {
-        eprintln!(
-            "  {scenario}: {} bytes per response",
-            outcome.bytes / outcome.requests.max(1)
-        );
+        eprintln!("  {scenario}: {} bytes per response", outcome.bytes / outcome.requests.max(1));
     }
     if let Some(p) = p {
         p.terminate();

@@ -36,6 +36,43 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub stuck_after: Duration,
 
+    /// After an agent's last WebSocket session closes, its claims wait this long for it to
+    /// come back before they are released.
+    #[arg(long, env = "MUSTER_CLAIM_GRACE", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub claim_grace: Duration,
+
+    /// An agent without a WebSocket session keeps its claims while it writes or sends a
+    /// heartbeat at least this often.
+    #[arg(long, env = "MUSTER_CLAIM_LEASE", default_value = "30m", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub claim_lease: Duration,
+
+    /// Most WebSocket and SSE connections at once (the process may open 20,000 files).
+    #[arg(long, env = "MUSTER_MAX_CONNECTIONS", default_value_t = 16_000)]
+    pub max_connections: usize,
+
+    /// Bytes of events and replies a connection may have waiting to be sent; beyond, it is
+    /// closed as a slow consumer (4008) and resumes from its last `seq`.
+    #[arg(long, env = "MUSTER_OUTBOX_BYTES", default_value_t = 1 << 20)]
+    pub outbox_bytes: usize,
+
+    /// The broker pings every WebSocket this often; a peer silent for two intervals is
+    /// dropped (and goes offline).
+    #[arg(long, env = "MUSTER_PING_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub ping_every: Duration,
+
+    /// A WebSocket must send `hello` within this time.
+    #[arg(long, env = "MUSTER_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+
+    /// How often leases are checked (claims of absent owners released).
+    #[arg(long, env = "MUSTER_TICK", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+
     /// Keep at most this many events in the log; older ones are trimmed (the board, chat
     /// and presence are kept whole: only resuming from an older `seq` is lost).
     #[arg(long, env = "MUSTER_RETAIN_EVENTS", default_value_t = 1_000_000)]
@@ -62,6 +99,13 @@ impl Config {
             idle_after: Duration::from_secs(5 * 60),
             offline_after: Duration::from_secs(30 * 60),
             stuck_after: Duration::from_secs(20 * 60),
+            claim_grace: Duration::from_secs(5 * 60),
+            claim_lease: Duration::from_secs(30 * 60),
+            max_connections: 16_000,
+            outbox_bytes: 1 << 20,
+            ping_every: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
+            tick: Duration::from_secs(1),
             retain_events: 1_000_000,
             retain_for: Duration::from_secs(7 * 24 * 3600),
         }
@@ -73,6 +117,8 @@ impl Config {
             idle_after: self.idle_after,
             offline_after: self.offline_after,
             stuck_after: self.stuck_after,
+            claim_grace: self.claim_grace,
+            claim_lease: self.claim_lease,
         }
     }
 
@@ -84,6 +130,12 @@ impl Config {
                 humantime::format_duration(self.idle_after),
                 humantime::format_duration(self.offline_after)
             ));
+        }
+        if self.ping_every.is_zero() || self.tick.is_zero() || self.hello_timeout.is_zero() {
+            return Err("--ping-every, --tick and --hello-timeout must be more than zero".into());
+        }
+        if self.outbox_bytes < 64 * 1024 {
+            return Err("--outbox-bytes must be at least 65536 (one large event must fit)".into());
         }
         if self.retain_events == 0 {
             return Err("--retain-events must be at least 1".into());

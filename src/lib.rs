@@ -56,11 +56,7 @@ pub enum ServeError {
 
 /// Serves the broker on `listener` until `shutdown` is cancelled, then stops accepting,
 /// lets in-flight requests finish, commits what the sequencer still holds and flushes.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
     let dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -68,8 +64,7 @@ pub async fn run(
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     let store = Arc::new(store);
     let metrics = Arc::new(Metrics::default());
-    let (sequencer, writer, reader) =
-        Sequencer::new(Arc::clone(&store), config.policy(), Arc::clone(&metrics))?;
+    let (sequencer, writer, reader) = Sequencer::new(Arc::clone(&store), config.policy(), Arc::clone(&metrics))?;
     tracing::info!(
         head = reader.snapshot().state.head,
         epoch = store.epoch(),
@@ -78,33 +73,17 @@ pub async fn run(
     );
     // The line users (and tests) wait for: printed only once the broker can answer.
     let addr = listener.local_addr()?;
-    tracing::info!(
-        "muster listening on http://{addr} (data dir {})",
-        config.data_dir.display()
-    );
+    tracing::info!("muster listening on http://{addr} (data dir {})", config.data_dir.display());
 
     let tracker = TaskTracker::new();
     // The sequencer stops after the HTTP server, so that in-flight writes are answered.
     tracker.spawn_blocking(move || sequencer.run());
     let stop = writer.clone();
-    tracker.spawn(retention(
-        Arc::clone(&store),
-        reader.clone(),
-        config.clone(),
-        shutdown.clone(),
-    ));
+    tracker.spawn(retention(Arc::clone(&store), reader.clone(), config.clone(), shutdown.clone()));
 
-    let state = AppState::new(
-        writer,
-        reader,
-        store,
-        Arc::new(config),
-        metrics,
-        shutdown.clone(),
-    );
-    let served = axum::serve(listener, http::app(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let state = AppState::new(writer, reader, store, Arc::new(config), metrics, shutdown.clone());
+    let served =
+        axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
 
     stop.stop().await;
     tracker.close();

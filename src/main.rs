@@ -12,11 +12,7 @@ use tokio_util::sync::CancellationToken;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "muster",
-    version,
-    about = "Coordination broker for teams of AI coding agents"
-)]
+#[command(name = "muster", version, about = "Coordination broker for teams of AI coding agents")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,10 +41,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Serve {
-            config,
-            print_config,
-        } => {
+        Command::Serve { config, print_config } => {
             if print_config {
                 match serde_json::to_string_pretty(&config) {
                     Ok(json) => println!("{json}"),

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 /// Upper bounds, in seconds, of the latency histogram buckets: from a fast `fdatasync`
 /// (a quarter millisecond) to a stalled disk (a second).
-const BUCKETS: [f64; 12] = [
-    0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
+const BUCKETS: [f64; 12] = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// A latency histogram with fixed buckets.
 #[derive(Default)]
@@ -40,11 +38,7 @@ impl Histogram {
         }
         let count = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Relaxed) as f64 / 1e6
-        );
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -75,10 +69,7 @@ pub struct Metrics {
 impl Metrics {
     /// Counts one HTTP response.
     pub fn http_response(&self, status: u16) {
-        if let Some(c) = self
-            .http_responses
-            .get(usize::from(status / 100).wrapping_sub(1))
-        {
+        if let Some(c) = self.http_responses.get(usize::from(status / 100).wrapping_sub(1)) {
             c.fetch_add(1, Relaxed);
         }
     }
@@ -87,25 +78,16 @@ impl Metrics {
     pub fn render(&self, extra: &[(&str, &str, String)]) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, labels: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {v}");
         };
         let _ = writeln!(
             out,
             "# HELP muster_commands_total Write commands by result.\n# TYPE muster_commands_total counter"
         );
-        for (result, c) in [
-            ("ok", &self.commands_ok),
-            ("refused", &self.commands_refused),
-            ("failed", &self.commands_failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "muster_commands_total{{result=\"{result}\"}} {}",
-                c.load(Relaxed)
-            );
+        for (result, c) in
+            [("ok", &self.commands_ok), ("refused", &self.commands_refused), ("failed", &self.commands_failed)]
+        {
+            let _ = writeln!(out, "muster_commands_total{{result=\"{result}\"}} {}", c.load(Relaxed));
         }
         counter(
             &mut out,
@@ -114,13 +96,7 @@ impl Metrics {
             "",
             self.idempotent_replays.load(Relaxed),
         );
-        counter(
-            &mut out,
-            "muster_events_total",
-            "Events appended to the log.",
-            "",
-            self.events.load(Relaxed),
-        );
+        counter(&mut out, "muster_events_total", "Events appended to the log.", "", self.events.load(Relaxed));
         counter(
             &mut out,
             "muster_batches_total",
@@ -143,12 +119,7 @@ impl Metrics {
             "# HELP muster_http_responses_total HTTP responses by status class.\n# TYPE muster_http_responses_total counter"
         );
         for (i, c) in self.http_responses.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "muster_http_responses_total{{class=\"{}xx\"}} {}",
-                i + 1,
-                c.load(Relaxed)
-            );
+            let _ = writeln!(out, "muster_http_responses_total{{class=\"{}xx\"}} {}", i + 1, c.load(Relaxed));
         }
         for (name, help, lines) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{lines}");

@@ -60,11 +60,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     fn new(state: State) -> Arc<Snapshot> {
-        Arc::new(Snapshot {
-            state,
-            board: OnceLock::new(),
-            board_gzip: OnceLock::new(),
-        })
+        Arc::new(Snapshot { state, board: OnceLock::new(), board_gzip: OnceLock::new() })
     }
 }
 
@@ -101,19 +97,12 @@ pub struct IdempotencyKey {
 }
 
 /// A caller's reply channel and what it will be told once its batch is durable.
-type Answer = (
-    oneshot::Sender<Result<Committed, WriteError>>,
-    Result<Committed, WriteError>,
-);
+type Answer = (oneshot::Sender<Result<Committed, WriteError>>, Result<Committed, WriteError>);
 
 // `Stop` is sent once; boxing the command instead would cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
 enum Message {
-    Command {
-        cmd: Command,
-        idempotency: Option<IdempotencyKey>,
-        reply: oneshot::Sender<Result<Committed, WriteError>>,
-    },
+    Command { cmd: Command, idempotency: Option<IdempotencyKey>, reply: oneshot::Sender<Result<Committed, WriteError>> },
     Stop,
 }
 
@@ -129,9 +118,7 @@ struct Recorded {
 fn fingerprint(cmd: &Command) -> u64 {
     // Commands are plain data; serializing them cannot fail.
     let bytes = serde_json::to_vec(cmd).expect("command serializes");
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The handle transports use to submit commands.
@@ -142,24 +129,14 @@ pub struct Writer {
 
 impl Writer {
     /// Submits a command and waits until it is durable (or refused).
-    pub async fn submit(
-        &self,
-        cmd: Command,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Committed, WriteError> {
+    pub async fn submit(&self, cmd: Command, idempotency: Option<IdempotencyKey>) -> Result<Committed, WriteError> {
         let (reply, rx) = oneshot::channel();
-        let message = Message::Command {
-            cmd,
-            idempotency,
-            reply,
-        };
+        let message = Message::Command { cmd, idempotency, reply };
         match tokio::time::timeout(SUBMIT_TIMEOUT, self.tx.send(message)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(stopping()),
             Err(_) => {
-                return Err(WriteError::Unavailable(
-                    "broker overloaded: the write queue stayed full; retry".into(),
-                ));
+                return Err(WriteError::Unavailable("broker overloaded: the write queue stayed full; retry".into()));
             }
         }
         rx.await.unwrap_or_else(|_| Err(stopping()))
@@ -281,23 +258,14 @@ impl Sequencer {
             metrics,
             unsynced: VecDeque::new(),
         };
-        Ok((
-            sequencer,
-            Writer { tx },
-            Reader {
-                snapshot: snapshot_rx,
-            },
-        ))
+        Ok((sequencer, Writer { tx }, Reader { snapshot: snapshot_rx }))
     }
 
     /// Runs the writer on this (blocking) thread and the syncer on a second one, until a
     /// [`Writer::stop`] (or every `Writer` is gone); answers what was queued before the
     /// stop, then flushes.
     pub fn run(mut self) {
-        let shared = Arc::new(Shared {
-            durable: AtomicU64::new(self.state.head),
-            failed: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared { durable: AtomicU64::new(self.state.head), failed: AtomicBool::new(false) });
         let (to_syncer, from_writer) = std_mpsc::sync_channel(PIPELINE);
         let syncer = Syncer {
             rx: from_writer,
@@ -306,9 +274,7 @@ impl Sequencer {
             shared: Arc::clone(&shared),
             metrics: Arc::clone(&self.metrics),
         };
-        let syncer = std::thread::Builder::new()
-            .name("muster-sync".into())
-            .spawn(move || syncer.run());
+        let syncer = std::thread::Builder::new().name("muster-sync".into()).spawn(move || syncer.run());
         let syncer = match syncer {
             Ok(handle) => handle,
             Err(error) => {
@@ -322,8 +288,7 @@ impl Sequencer {
             if shared.failed.load(Ordering::Acquire) {
                 self.recover(&shared, &to_syncer);
             }
-            self.unsynced
-                .retain(|u| u.head > shared.durable.load(Ordering::Acquire));
+            self.unsynced.retain(|u| u.head > shared.durable.load(Ordering::Acquire));
             if !batch.is_empty() {
                 let written = self.process(batch);
                 if to_syncer.send(ToSyncer::Batch(written)).is_err() {
@@ -366,8 +331,7 @@ impl Sequencer {
 
     /// Wall-clock time in milliseconds, never earlier than the last event's.
     fn now(&mut self) -> Timestamp {
-        let now =
-            Timestamp::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default();
+        let now = Timestamp::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default();
         self.last_now = self.last_now.max(now);
         self.last_now
     }
@@ -388,28 +352,18 @@ impl Sequencer {
         let mut answers: Vec<Answer> = Vec::new();
 
         for message in batch {
-            let Message::Command {
-                cmd,
-                idempotency,
-                reply,
-            } = message
-            else {
+            let Message::Command { cmd, idempotency, reply } = message else {
                 continue;
             };
             let fp = idempotency.as_ref().map(|_| fingerprint(&cmd));
             if let (Some(key), Some(fp)) = (&idempotency, fp) {
                 if let Some(recorded) = self.recorded.get(&key.key) {
                     let answer = if recorded.fingerprint == fp {
-                        self.metrics
-                            .idempotent_replays
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.idempotent_replays.fetch_add(1, Ordering::Relaxed);
                         recorded
                             .outcome
                             .clone()
-                            .map(|reply| Committed {
-                                reply,
-                                replayed: true,
-                            })
+                            .map(|reply| Committed { reply, replayed: true })
                             .map_err(WriteError::from)
                     } else {
                         Err(WriteError::IdempotencyMismatch(key.key.clone()))
@@ -421,11 +375,7 @@ impl Sequencer {
             let outcome = match decide(&self.state, &self.policy, &cmd, now) {
                 Ok(decision) => {
                     for kind in decision.events {
-                        let event = Event {
-                            seq: self.state.head + 1,
-                            at: now,
-                            kind,
-                        };
+                        let event = Event { seq: self.state.head + 1, at: now, kind };
                         apply(&mut self.state, &event);
                         stamped.push(Stamped::new(event));
                     }
@@ -434,28 +384,13 @@ impl Sequencer {
                 Err(refused) => Err(refused),
             };
             if let (Some(key), Some(fingerprint)) = (idempotency, fp) {
-                let record = Recorded {
-                    at: now,
-                    fingerprint,
-                    outcome: outcome.clone(),
-                };
+                let record = Recorded { at: now, fingerprint, outcome: outcome.clone() };
                 // Plain data; serializing cannot fail.
-                records.push((
-                    key.key.clone(),
-                    serde_json::to_vec(&record).expect("record serializes"),
-                ));
+                records.push((key.key.clone(), serde_json::to_vec(&record).expect("record serializes")));
                 self.expiry.push_back((now, key.key.clone()));
                 self.recorded.insert(key.key, record);
             }
-            answers.push((
-                reply,
-                outcome
-                    .map(|reply| Committed {
-                        reply,
-                        replayed: false,
-                    })
-                    .map_err(WriteError::from),
-            ));
+            answers.push((reply, outcome.map(|reply| Committed { reply, replayed: false }).map_err(WriteError::from)));
         }
 
         let expired = self.expire_idempotency(now);
@@ -472,30 +407,12 @@ impl Sequencer {
                 }
                 self.forget(&keys);
                 self.state = before;
-                let answers = answers
-                    .into_iter()
-                    .map(|(reply, _)| (reply, Err(unavailable(&error))))
-                    .collect();
-                return Written {
-                    state: self.state.clone(),
-                    events: Arc::from(Vec::new()),
-                    answers,
-                    wrote: false,
-                };
+                let answers = answers.into_iter().map(|(reply, _)| (reply, Err(unavailable(&error)))).collect();
+                return Written { state: self.state.clone(), events: Arc::from(Vec::new()), answers, wrote: false };
             }
-            self.unsynced.push_back(Unsynced {
-                head: self.state.head,
-                before,
-                events: Arc::clone(&events),
-                keys,
-            });
+            self.unsynced.push_back(Unsynced { head: self.state.head, before, events: Arc::clone(&events), keys });
         }
-        Written {
-            state: self.state.clone(),
-            events,
-            answers,
-            wrote,
-        }
+        Written { state: self.state.clone(), events, answers, wrote }
     }
 
     /// A sync failed: every batch not known durable has been (or will be) answered
@@ -506,25 +423,13 @@ impl Sequencer {
         self.unsynced.retain(|u| u.head > durable);
         if let Some(oldest) = self.unsynced.front() {
             let before = oldest.before.clone();
-            let events: Vec<Stamped> = self
-                .unsynced
-                .iter()
-                .flat_map(|u| u.events.iter().cloned())
-                .collect();
-            let keys: Vec<String> = self
-                .unsynced
-                .iter()
-                .flat_map(|u| u.keys.iter().cloned())
-                .collect();
+            let events: Vec<Stamped> = self.unsynced.iter().flat_map(|u| u.events.iter().cloned()).collect();
+            let keys: Vec<String> = self.unsynced.iter().flat_map(|u| u.keys.iter().cloned()).collect();
             if let Err(error) = self.store.revert(&events, &before, &keys) {
                 tracing::error!(%error, "rolling back unsynced batches failed");
             }
             self.forget(&keys);
-            tracing::warn!(
-                events = events.len(),
-                head = before.head,
-                "rolled back to the last durable state"
-            );
+            tracing::warn!(events = events.len(), head = before.head, "rolled back to the last durable state");
             self.state = before;
         }
         self.unsynced.clear();
@@ -589,11 +494,7 @@ impl Syncer {
                 continue;
             }
             let started = Instant::now();
-            let result = if batches.iter().any(|b| b.wrote) {
-                self.store.sync()
-            } else {
-                Ok(())
-            };
+            let result = if batches.iter().any(|b| b.wrote) { self.store.sync() } else { Ok(()) };
             self.metrics.commit_seconds.observe(started.elapsed());
             match result {
                 Ok(()) => self.publish(batches),
@@ -615,13 +516,10 @@ impl Syncer {
         let head = last.state.head;
         let events: usize = batches.iter().map(|b| b.events.len()).sum();
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .events
-            .fetch_add(events as u64, Ordering::Relaxed);
+        self.metrics.events.fetch_add(events as u64, Ordering::Relaxed);
         self.shared.durable.store(head, Ordering::Release);
         if events > 0 {
-            self.snapshot
-                .send_replace(Snapshot::new(last.state.clone()));
+            self.snapshot.send_replace(Snapshot::new(last.state.clone()));
         }
         for b in batches {
             for (reply, answer) in b.answers {

@@ -42,14 +42,10 @@ pub const TRIM_BATCH: u64 = 100_000;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the data dir.
-    #[error(
-        "data dir {0} is in use by another muster process (stop it, or pass --data-dir to use another directory)"
-    )]
+    #[error("data dir {0} is in use by another muster process (stop it, or pass --data-dir to use another directory)")]
     Locked(PathBuf),
     /// The data dir was written by a newer Muster.
-    #[error(
-        "data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster"
-    )]
+    #[error("data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster")]
     Schema {
         /// The data dir.
         dir: PathBuf,
@@ -90,11 +86,7 @@ impl Stamped {
         // Serializing our own types to a Vec cannot fail: no maps with non-string keys,
         // no failing Serialize impls.
         let json = serde_json::to_vec(&event).expect("event serializes");
-        Stamped {
-            event,
-            topics,
-            json: Bytes::from(json),
-        }
+        Stamped { event, topics, json: Bytes::from(json) }
     }
 }
 
@@ -182,14 +174,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("view serializes")
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(
-    tree: &'static str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        tree,
-        error: e.to_string(),
-    })
+fn from_json<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, error: e.to_string() })
 }
 
 /// Encodes a committed batch as one log value.
@@ -215,28 +201,18 @@ fn decode_batch(first: Seq, value: &[u8]) -> Result<Vec<LoggedEvent>, StoreError
     let mut rest = value;
     while !rest.is_empty() {
         let seq = first + out.len() as Seq;
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
         let len = u32::from_be_bytes(*len) as usize;
-        let record = tail
-            .get(..len)
-            .ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
-        let newline = record
-            .iter()
-            .position(|b| *b == b'\n')
-            .ok_or_else(|| corrupt(format!("entry {seq} has no topic line")))?;
+        let record = tail.get(..len).ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
+        let newline =
+            record.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt(format!("entry {seq} has no topic line")))?;
         let topics = std::str::from_utf8(&record[..newline])
             .map_err(|e| corrupt(e.to_string()))?
             .split(' ')
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
             .collect();
-        out.push(LoggedEvent {
-            seq,
-            topics,
-            json: Bytes::copy_from_slice(&record[newline + 1..]),
-        });
+        out.push(LoggedEvent { seq, topics, json: Bytes::copy_from_slice(&record[newline + 1..]) });
         rest = &tail[len..];
     }
     Ok(out)
@@ -301,10 +277,7 @@ impl Store {
         let meta = db.open_tree("meta")?;
         if let Some(found) = meta.get("schema")?.and_then(|v| be(&v)) {
             if found > SCHEMA {
-                return Err(StoreError::Schema {
-                    dir: dir.to_owned(),
-                    found,
-                });
+                return Err(StoreError::Schema { dir: dir.to_owned(), found });
             }
         }
         let epoch = match meta.get("epoch")? {
@@ -333,11 +306,7 @@ impl Store {
             db_file,
             blobs_synced: Mutex::new(0),
             epoch,
-            seen: Mutex::new(Checkpoint {
-                names: BTreeSet::new(),
-                at: std::time::Instant::now(),
-                seq: 0,
-            }),
+            seen: Mutex::new(Checkpoint { names: BTreeSet::new(), at: std::time::Instant::now(), seq: 0 }),
         })
     }
 
@@ -368,21 +337,13 @@ impl Store {
         let mut cursors = Vec::new();
         for entry in self.cursors.iter() {
             let (k, v) = entry?;
-            cursors.push((
-                String::from_utf8_lossy(&k).into_owned(),
-                be(&v).unwrap_or(0),
-            ));
+            cursors.push((String::from_utf8_lossy(&k).into_owned(), be(&v).unwrap_or(0)));
         }
         let mut state = State::from_views(head, last_message, tasks, agents, cursors, channels);
 
         // Re-apply from the agents checkpoint (idempotent for what the views hold) to
         // restore `lastSeenAt`, and apply what the views do not hold yet.
-        let agents_seq = self
-            .meta
-            .get("agents")?
-            .and_then(|v| be(&v))
-            .unwrap_or(0)
-            .min(head);
+        let agents_seq = self.meta.get("agents")?.and_then(|v| be(&v)).unwrap_or(0).min(head);
         let mut expected = agents_seq + 1;
         let mut replayed = Vec::new();
         let start = self.containing(expected)?;
@@ -393,36 +354,21 @@ impl Store {
                 // Trimmed before the checkpoint (retention): restore from what is left.
                 expected = first;
             } else if first > expected {
-                tracing::warn!(
-                    first,
-                    expected,
-                    "log has a gap after a crash; dropping the unacknowledged tail"
-                );
+                tracing::warn!(first, expected, "log has a gap after a crash; dropping the unacknowledged tail");
                 self.log.remove(k)?;
                 continue;
             }
             let from = expected;
-            for logged in decode_batch(first, &v)?
-                .into_iter()
-                .filter(|l| l.seq >= from)
-            {
+            for logged in decode_batch(first, &v)?.into_iter().filter(|l| l.seq >= from) {
                 let event: Event = from_json("log", &logged.json)?;
                 apply(&mut state, &event);
-                replayed.push(Stamped {
-                    event,
-                    topics: logged.topics,
-                    json: logged.json,
-                });
+                replayed.push(Stamped { event, topics: logged.topics, json: logged.json });
                 expected += 1;
             }
         }
         if !replayed.is_empty() {
             let new = replayed.iter().filter(|s| s.event.seq > head).count();
-            tracing::info!(
-                replayed = replayed.len(),
-                new,
-                "re-applied the log since the last checkpoint"
-            );
+            tracing::info!(replayed = replayed.len(), new, "re-applied the log since the last checkpoint");
             self.write_views(&replayed, &state)?;
         }
         self.checkpoint_agents(&state, true)?;
@@ -449,8 +395,7 @@ impl Store {
         forget: &[String],
     ) -> Result<(), StoreError> {
         if let Some(first) = events.first() {
-            self.log
-                .insert(first.event.seq.to_be_bytes(), encode_batch(events))?;
+            self.log.insert(first.event.seq.to_be_bytes(), encode_batch(events))?;
         }
         for (key, record) in idempotency {
             self.idempotency.insert(key.as_bytes(), record.as_slice())?;
@@ -476,12 +421,7 @@ impl Store {
     /// entries, messages and idempotency records, and restores every entity they touched
     /// to its value in `before` (the state before the first of them). Best effort: it runs
     /// when the disk is already failing.
-    pub fn revert(
-        &self,
-        events: &[Stamped],
-        before: &State,
-        idempotency: &[String],
-    ) -> Result<(), StoreError> {
+    pub fn revert(&self, events: &[Stamped], before: &State, idempotency: &[String]) -> Result<(), StoreError> {
         if let (Some(first), Some(last)) = (events.first(), events.last()) {
             let keys: Vec<_> = self
                 .log
@@ -522,21 +462,16 @@ impl Store {
         let touched = Touched::of(events);
         for message in &touched.messages {
             let json = to_json(message);
-            self.chat
-                .insert(key_chat(&message.channel, message.seq), json.as_slice())?;
+            self.chat.insert(key_chat(&message.channel, message.seq), json.as_slice())?;
             for agent in message.recipients() {
-                self.inbox
-                    .insert(key_chat(agent, message.seq), json.as_slice())?;
+                self.inbox.insert(key_chat(agent, message.seq), json.as_slice())?;
             }
         }
         self.write_entities(&touched, state)?;
-        self.lock_seen()
-            .names
-            .extend(touched.seen.iter().map(|a| (*a).to_owned()));
+        self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
         self.checkpoint_agents(state, false)?;
         // Last: the head the views now include.
-        self.meta
-            .insert("views", &encode_views_meta(state.head, state.last_message))?;
+        self.meta.insert("views", &encode_views_meta(state.head, state.last_message))?;
         Ok(())
     }
 
@@ -616,11 +551,7 @@ impl Store {
         let mut newest = *synced;
         for entry in entries {
             let entry = entry?;
-            let Some(lsn) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let Some(lsn) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
                 continue;
             };
             if lsn > *synced {
@@ -642,13 +573,7 @@ impl Store {
 
     /// The key of the log entry that holds `seq` (or would: `seq` itself).
     fn containing(&self, seq: Seq) -> Result<Seq, StoreError> {
-        Ok(self
-            .log
-            .range(..=seq.to_be_bytes())
-            .next_back()
-            .transpose()?
-            .and_then(|(k, _)| be(&k))
-            .unwrap_or(seq))
+        Ok(self.log.range(..=seq.to_be_bytes()).next_back().transpose()?.and_then(|(k, _)| be(&k)).unwrap_or(seq))
     }
 
     /// Up to `limit` events with `since < seq <= up_to` that match `topics`, oldest first.
@@ -685,23 +610,14 @@ impl Store {
 
     /// The oldest `seq` still in the log (the head + 1 when the log is empty).
     pub fn first_retained(&self, head: Seq) -> Result<Seq, StoreError> {
-        Ok(self
-            .log
-            .first()?
-            .and_then(|(k, _)| be(&k))
-            .unwrap_or(head + 1))
+        Ok(self.log.first()?.and_then(|(k, _)| be(&k)).unwrap_or(head + 1))
     }
 
     /// Trims the log to its retention: removes the oldest entries (whole batches) whose
     /// events all have `seq <= head - keep` or are all older than `older_than`, at most
     /// [`TRIM_BATCH`] events per call, never past `head`. The views do not depend on the
     /// log, so no state is lost.
-    pub fn trim(
-        &self,
-        head: Seq,
-        keep: u64,
-        older_than: muster_protocol::Timestamp,
-    ) -> Result<u64, StoreError> {
+    pub fn trim(&self, head: Seq, keep: u64, older_than: muster_protocol::Timestamp) -> Result<u64, StoreError> {
         #[derive(serde::Deserialize)]
         struct At {
             at: muster_protocol::Timestamp,
@@ -759,11 +675,7 @@ impl Store {
     /// Number of inbox entries of an agent after `seq`.
     pub fn inbox_count_after(&self, agent: &str, seq: Seq) -> Result<u64, StoreError> {
         let mut n = 0;
-        for key in self
-            .inbox
-            .range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX))
-            .keys()
-        {
+        for key in self.inbox.range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX)).keys() {
             key?;
             n += 1;
         }
@@ -789,15 +701,10 @@ impl Store {
         };
         let iter = tree.range(start..end).values();
         let mut out: Vec<Bytes> = if since.is_some() {
-            iter.take(limit)
-                .map(|v| v.map(|v| Bytes::copy_from_slice(&v)))
-                .collect::<Result<_, _>>()?
+            iter.take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<_, _>>()?
         } else {
-            let mut newest = iter
-                .rev()
-                .take(limit)
-                .map(|v| v.map(|v| Bytes::copy_from_slice(&v)))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut newest =
+                iter.rev().take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<Vec<_>, _>>()?;
             newest.reverse();
             newest
         };
@@ -809,10 +716,7 @@ impl Store {
     pub fn idempotency_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.idempotency
             .iter()
-            .map(|e| {
-                e.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
+            .map(|e| e.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())).map_err(StoreError::from))
             .collect()
     }
 
@@ -848,11 +752,7 @@ mod tests {
             let decision = decide(state, &Policy::default(), &cmd, now).unwrap();
             let mut stamped = Vec::new();
             for kind in decision.events {
-                let event = Event {
-                    seq: state.head + 1,
-                    at: now,
-                    kind,
-                };
+                let event = Event { seq: state.head + 1, at: now, kind };
                 apply(state, &event);
                 stamped.push(Stamped::new(event));
             }
@@ -871,10 +771,7 @@ mod tests {
             // written until the next agents checkpoint. Dropping the store without
             // `close` is a crash: load must restore it from the log.
             create_tasks(&store, &mut state, 3, "2026-11-25T10:02:00Z", true);
-            assert!(
-                !store.lock_seen().names.is_empty(),
-                "the test needs a pending checkpoint"
-            );
+            assert!(!store.lock_seen().names.is_empty(), "the test needs a pending checkpoint");
             (store.epoch().to_owned(), state)
         };
         let store = Store::open(dir.path()).unwrap();
@@ -888,10 +785,7 @@ mod tests {
         let _first = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).err().unwrap();
         assert!(matches!(err, StoreError::Locked(_)), "{err}");
-        assert!(
-            err.to_string().contains("in use by another muster process"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("in use by another muster process"), "{err}");
     }
 
     #[test]
@@ -907,30 +801,15 @@ mod tests {
         store.checkpoint_agents(&state, true).unwrap();
 
         // By count: keep the newest 8.
-        assert_eq!(
-            store
-                .trim(10, 8, "2000-01-01T00:00:00Z".parse().unwrap())
-                .unwrap(),
-            2
-        );
+        assert_eq!(store.trim(10, 8, "2000-01-01T00:00:00Z".parse().unwrap()).unwrap(), 2);
         assert_eq!(store.first_retained(10).unwrap(), 3);
         // By age: the first six are older than the cut.
         assert_eq!(store.trim(10, 1000, recent).unwrap(), 4);
         assert_eq!(store.first_retained(10).unwrap(), 7);
-        let left: Vec<Seq> = store
-            .events(0, 10, &all, 100)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let left: Vec<Seq> = store.events(0, 10, &all, 100).unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(left, [7, 8, 9, 10]);
         // Never past the head, whatever the retention says.
-        assert_eq!(
-            store
-                .trim(8, 0, "2100-01-01T00:00:00Z".parse().unwrap())
-                .unwrap(),
-            2
-        );
+        assert_eq!(store.trim(8, 0, "2100-01-01T00:00:00Z".parse().unwrap()).unwrap(), 2);
         assert_eq!(store.first_retained(10).unwrap(), 9);
         // The views do not depend on the log.
         drop(store);
@@ -949,42 +828,24 @@ mod tests {
         let mut ahead = state.clone();
         let mut tail = Vec::new();
         for seq in [4, 5] {
-            let cmd = Command::CreateTask(CreateTask {
-                title: format!("t{seq}"),
-                ..Default::default()
-            });
+            let cmd = Command::CreateTask(CreateTask { title: format!("t{seq}"), ..Default::default() });
             let now = "2026-11-25T10:00:01Z".parse().unwrap();
-            let kind = decide(&ahead, &Policy::default(), &cmd, now)
-                .unwrap()
-                .events
-                .remove(0);
+            let kind = decide(&ahead, &Policy::default(), &cmd, now).unwrap().events.remove(0);
             let event = Event { seq, at: now, kind };
             apply(&mut ahead, &event);
             tail.push(Stamped::new(event));
         }
-        store
-            .log
-            .insert(4u64.to_be_bytes(), encode_batch(&tail[..1]))
-            .unwrap();
+        store.log.insert(4u64.to_be_bytes(), encode_batch(&tail[..1])).unwrap();
         let mut six = tail[1].clone();
         six.event.seq = 6;
-        store
-            .log
-            .insert(6u64.to_be_bytes(), encode_batch(&[six]))
-            .unwrap();
+        store.log.insert(6u64.to_be_bytes(), encode_batch(&[six])).unwrap();
         store.sync().unwrap();
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(
-            loaded.head, 4,
-            "the contiguous entry is kept, the one after the gap is not"
-        );
+        assert_eq!(loaded.head, 4, "the contiguous entry is kept, the one after the gap is not");
         assert_eq!(loaded.tasks.len(), 4);
-        assert_eq!(
-            store.events(0, 10, &["*".to_owned()], 100).unwrap().len(),
-            4
-        );
+        assert_eq!(store.events(0, 10, &["*".to_owned()], 100).unwrap().len(), 4);
     }
 }

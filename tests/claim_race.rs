@@ -51,10 +51,7 @@ async fn direct_claims_have_exactly_one_winner_per_task() {
             match status {
                 200 => {
                     assert_eq!(body["task"]["claim"]["agent"], agent.as_str());
-                    assert_eq!(
-                        body["task"]["claim"]["token"], 1,
-                        "the first claim of a task gets token 1"
-                    );
+                    assert_eq!(body["task"]["claim"]["token"], 1, "the first claim of a task gets token 1");
                     winners.entry(t).or_default().push(agent);
                 }
                 409 => losers.push((t, agent, body)),
@@ -70,11 +67,7 @@ async fn direct_claims_have_exactly_one_winner_per_task() {
     for (t, agent, body) in losers {
         let owner = &winners[&t][0];
         assert_eq!(body["error"]["code"], "conflict");
-        assert_eq!(
-            body["error"]["message"],
-            format!("T-{t} is claimed by {owner}"),
-            "{agent} lost T-{t}"
-        );
+        assert_eq!(body["error"]["message"], format!("T-{t} is claimed by {owner}"), "{agent} lost T-{t}");
     }
     // The board agrees with what the winners were told.
     let (_, board) = s.get("/tasks").await;
@@ -89,11 +82,7 @@ async fn next_with_claim_never_hands_one_task_to_two_agents() {
     let s = Server::start().await;
     for i in 0..TASKS {
         let priority = format!("P{}", i % 4);
-        s.post(
-            "/tasks",
-            json!({"title": format!("task {i}"), "priority": priority}),
-        )
-        .await;
+        s.post("/tasks", json!({"title": format!("task {i}"), "priority": priority})).await;
     }
     let mut racers = Vec::new();
     for (a, http) in clients().into_iter().enumerate() {
@@ -104,10 +93,7 @@ async fn next_with_claim_never_hands_one_task_to_two_agents() {
             loop {
                 // Half the agents use GET ...&claim=true, half POST /tasks/next.
                 let r = if a % 2 == 0 {
-                    http.get(format!("{base}/tasks/next?agent={agent}&claim=true"))
-                        .send()
-                        .await
-                        .unwrap()
+                    http.get(format!("{base}/tasks/next?agent={agent}&claim=true")).send().await.unwrap()
                 } else {
                     http.post(format!("{base}/tasks/next"))
                         .body(json!({"agent": agent}).to_string())
@@ -139,11 +125,7 @@ async fn next_with_claim_never_hands_one_task_to_two_agents() {
         handed.extend(racer.await.unwrap());
     }
     let unique: HashSet<&String> = handed.iter().collect();
-    assert_eq!(
-        unique.len(),
-        handed.len(),
-        "a task was handed out twice: {handed:?}"
-    );
+    assert_eq!(unique.len(), handed.len(), "a task was handed out twice: {handed:?}");
     assert_eq!(handed.len(), TASKS, "every task was handed out");
     let (_, done) = s.get("/tasks?status=done").await;
     assert_eq!(done["tasks"].as_array().unwrap().len(), TASKS);

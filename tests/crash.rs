@@ -29,10 +29,7 @@ struct Acked {
 }
 
 async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let mut mine: Vec<(String, String, u64)> = Vec::new();
     for n in 0.. {
         let op = rand::rng().random_range(0..10);
@@ -40,19 +37,11 @@ async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) 
         let result = match op {
             0..=2 => {
                 let title = format!("r{round}-w{w}-{n}");
-                let r = http
-                    .post(format!("{base}/tasks"))
-                    .body(json!({"title": title}).to_string())
-                    .send()
-                    .await;
+                let r = http.post(format!("{base}/tasks")).body(json!({"title": title}).to_string()).send().await;
                 let Ok(r) = r else { return };
                 let (status, body) = split(r).await;
                 if status == 201 {
-                    acked
-                        .lock()
-                        .unwrap()
-                        .tasks
-                        .insert(body["task"]["id"].as_str().unwrap().to_owned(), title);
+                    acked.lock().unwrap().tasks.insert(body["task"]["id"].as_str().unwrap().to_owned(), title);
                 }
                 status
             }
@@ -74,11 +63,7 @@ async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) 
                 let (status, body) = split(r).await;
                 if status == 200 {
                     let token = body["task"]["claim"]["token"].as_u64().unwrap();
-                    acked
-                        .lock()
-                        .unwrap()
-                        .claims
-                        .push((id.clone(), agent.to_owned(), token));
+                    acked.lock().unwrap().claims.push((id.clone(), agent.to_owned(), token));
                     mine.push((id, agent.to_owned(), token));
                 }
                 status
@@ -110,19 +95,12 @@ async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) 
                 let Ok(r) = r else { return };
                 let (status, body) = split(r).await;
                 if status == 201 {
-                    acked
-                        .lock()
-                        .unwrap()
-                        .messages
-                        .insert(body["message"]["seq"].as_u64().unwrap(), content);
+                    acked.lock().unwrap().messages.insert(body["message"]["seq"].as_u64().unwrap(), content);
                 }
                 status
             }
         };
-        assert!(
-            matches!(result, 200 | 201 | 409 | 422),
-            "unexpected status {result}"
-        );
+        assert!(matches!(result, 200 | 201 | 409 | 422), "unexpected status {result}");
     }
 }
 
@@ -132,19 +110,11 @@ async fn check_log(http: &reqwest::Client, base: &str) -> u64 {
     let mut owner: HashMap<String, String> = HashMap::new();
     let mut last_token: HashMap<String, u64> = HashMap::new();
     loop {
-        let r = http
-            .get(format!("{base}/events?since={since}&limit=1000"))
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(format!("{base}/events?since={since}&limit=1000")).send().await.unwrap();
         let (_, page) = split(r).await;
         let events = page["events"].as_array().unwrap();
         if events.is_empty() {
-            assert_eq!(
-                since,
-                page["head"].as_u64().unwrap(),
-                "the log ends at the head"
-            );
+            assert_eq!(since, page["head"].as_u64().unwrap(), "the log ends at the head");
             return since;
         }
         for e in events {
@@ -158,16 +128,9 @@ async fn check_log(http: &reqwest::Client, base: &str) -> u64 {
             match e["type"].as_str().unwrap() {
                 "task.claimed" => {
                     let agent = e["data"]["agent"].as_str().unwrap();
-                    assert!(
-                        !owner.contains_key(id),
-                        "{id} claimed by {agent} while held by {}",
-                        owner[id]
-                    );
+                    assert!(!owner.contains_key(id), "{id} claimed by {agent} while held by {}", owner[id]);
                     let token = task["claim"]["token"].as_u64().unwrap();
-                    assert!(
-                        token > last_token.get(id).copied().unwrap_or(0),
-                        "{id}: token went back"
-                    );
+                    assert!(token > last_token.get(id).copied().unwrap_or(0), "{id}: token went back");
                     last_token.insert(id.to_owned(), token);
                     owner.insert(id.to_owned(), agent.to_owned());
                 }
@@ -184,72 +147,42 @@ async fn verify(p: &Process, acked: &Acked, last_head: u64) -> u64 {
     let http = reqwest::Client::new();
     let base = p.url("");
     let (_, board) = split(http.get(format!("{base}/tasks")).send().await.unwrap()).await;
-    let tasks: HashMap<&str, &Value> = board["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["id"].as_str().unwrap(), t))
-        .collect();
+    let tasks: HashMap<&str, &Value> =
+        board["tasks"].as_array().unwrap().iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
     for (id, title) in &acked.tasks {
-        let task = tasks
-            .get(id.as_str())
-            .unwrap_or_else(|| panic!("acknowledged task {id} is lost"));
+        let task = tasks.get(id.as_str()).unwrap_or_else(|| panic!("acknowledged task {id} is lost"));
         assert_eq!(task["title"], title.as_str());
     }
     for (id, agent, token) in &acked.claims {
         let last = tasks[id.as_str()]["lastToken"].as_u64().unwrap();
-        assert!(
-            last >= *token,
-            "acknowledged claim of {id} by {agent} (token {token}) is lost: lastToken {last}"
-        );
+        assert!(last >= *token, "acknowledged claim of {id} by {agent} (token {token}) is lost: lastToken {last}");
     }
     for id in &acked.completed {
-        assert_eq!(
-            tasks[id.as_str()]["status"],
-            "done",
-            "acknowledged completion of {id} is lost"
-        );
+        assert_eq!(tasks[id.as_str()]["status"], "done", "acknowledged completion of {id} is lost");
     }
     let mut stored: HashMap<u64, String> = HashMap::new();
     let mut since = 0;
     loop {
-        let r = http
-            .get(format!("{base}/chat/messages?since={since}&limit=500"))
-            .send()
-            .await
-            .unwrap();
+        let r = http.get(format!("{base}/chat/messages?since={since}&limit=500")).send().await.unwrap();
         let (_, page) = split(r).await;
         let msgs = page["messages"].as_array().unwrap();
         let Some(last) = msgs.last() else { break };
         since = last["seq"].as_u64().unwrap();
         for m in msgs {
-            stored.insert(
-                m["seq"].as_u64().unwrap(),
-                m["content"].as_str().unwrap().to_owned(),
-            );
+            stored.insert(m["seq"].as_u64().unwrap(), m["content"].as_str().unwrap().to_owned());
         }
     }
     for (seq, content) in &acked.messages {
-        assert_eq!(
-            stored.get(seq),
-            Some(content),
-            "acknowledged message {seq} is lost"
-        );
+        assert_eq!(stored.get(seq), Some(content), "acknowledged message {seq} is lost");
     }
     let head = check_log(&http, &base).await;
-    assert!(
-        head >= last_head,
-        "head went back from {last_head} to {head}"
-    );
+    assert!(head >= last_head, "head went back from {last_head} to {head}");
     head
 }
 
 #[test]
 fn acknowledged_writes_survive_kill_9() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let acked = Arc::new(Mutex::new(Acked::default()));
@@ -257,9 +190,7 @@ fn acknowledged_writes_survive_kill_9() {
     for round in 0..ROUNDS {
         let p = Process::start(&data, &[], &[]);
         head = rt.block_on(verify(&p, &acked.lock().unwrap(), head));
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|w| rt.spawn(writer(p.url(""), round, w, Arc::clone(&acked))))
-            .collect();
+        let writers: Vec<_> = (0..WRITERS).map(|w| rt.spawn(writer(p.url(""), round, w, Arc::clone(&acked)))).collect();
         let run_for = rand::rng().random_range(200..900);
         std::thread::sleep(Duration::from_millis(run_for));
         p.kill9();
@@ -278,29 +209,13 @@ fn acknowledged_writes_survive_kill_9() {
     let p = Process::start(&data, &[], &[]);
     let a = acked.lock().unwrap();
     let head = rt.block_on(verify(&p, &a, head));
-    assert!(
-        a.tasks.len() > 50 && !a.messages.is_empty(),
-        "the load generated too few writes to mean anything"
-    );
+    assert!(a.tasks.len() > 50 && !a.messages.is_empty(), "the load generated too few writes to mean anything");
     // The sequence continues after the last restart.
     rt.block_on(async {
         let http = reqwest::Client::new();
-        let (status, _) = split(
-            http.post(p.url("/tasks"))
-                .body(r#"{"title":"after"}"#)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, _) = split(http.post(p.url("/tasks")).body(r#"{"title":"after"}"#).send().await.unwrap()).await;
         assert_eq!(status, 201);
-        let (_, page) = split(
-            http.get(p.url(&format!("/events?since={head}")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (_, page) = split(http.get(p.url(&format!("/events?since={head}"))).send().await.unwrap()).await;
         assert_eq!(page["events"][0]["seq"].as_u64(), Some(head + 1));
     });
 }

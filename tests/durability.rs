@@ -12,10 +12,7 @@ use std::process::Command;
 use common::Process;
 
 fn strace_available() -> bool {
-    let ok = Command::new("strace")
-        .args(["-f", "-o", "/dev/null", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = Command::new("strace").args(["-f", "-o", "/dev/null", "true"]).status().is_ok_and(|s| s.success());
     if !ok {
         assert!(
             std::env::var_os("MUSTER_REQUIRE_STRACE").is_none(),
@@ -68,14 +65,8 @@ fn an_acknowledged_write_was_fdatasynced_before_the_ack() {
 
     let trace = std::fs::read_to_string(&trace).unwrap();
     let lines: Vec<&str> = trace.lines().collect();
-    let request_read = lines
-        .iter()
-        .position(|l| l.contains("POST /tasks"))
-        .expect("request read in the trace");
-    let ack = lines
-        .iter()
-        .position(|l| l.contains("HTTP/1.1 201"))
-        .expect("response write in the trace");
+    let request_read = lines.iter().position(|l| l.contains("POST /tasks")).expect("request read in the trace");
+    let ack = lines.iter().position(|l| l.contains("HTTP/1.1 201")).expect("response write in the trace");
     assert!(request_read < ack);
     // A completed fdatasync of sled's `db` file between reading the request and writing
     // the response. A blocking call shows as `fdatasync(fd</path/db> <unfinished ...>`
@@ -83,20 +74,14 @@ fn an_acknowledged_write_was_fdatasynced_before_the_ack() {
     let mut pending: Vec<String> = Vec::new();
     let mut synced = false;
     for line in &lines[request_read..ack] {
-        let pid = line
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let pid = line.split_whitespace().next().unwrap_or_default().to_owned();
         if line.contains("fdatasync(") && line.contains("/db>") {
             if line.contains("<unfinished") {
                 pending.push(pid);
             } else if line.trim_end().ends_with("= 0") {
                 synced = true;
             }
-        } else if line.contains("<... fdatasync resumed>")
-            && pending.contains(&pid)
-            && line.trim_end().ends_with("= 0")
+        } else if line.contains("<... fdatasync resumed>") && pending.contains(&pid) && line.trim_end().ends_with("= 0")
         {
             synced = true;
         }

@@ -14,12 +14,7 @@ async fn a_task_goes_from_todo_to_done_and_every_step_is_an_event() {
     let id = s.task("write the parser").await;
     assert_eq!(id, "T-1");
 
-    let (status, body) = s
-        .patch(
-            "/tasks/T-1",
-            json!({"priority": "P0", "tags": ["parser"], "agent": "kai"}),
-        )
-        .await;
+    let (status, body) = s.patch("/tasks/T-1", json!({"priority": "P0", "tags": ["parser"], "agent": "kai"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["task"]["priority"], "P0");
 
@@ -29,51 +24,18 @@ async fn a_task_goes_from_todo_to_done_and_every_step_is_an_event() {
     assert_eq!(body["task"]["claim"]["agent"], "link");
     let token = body["task"]["claim"]["token"].as_u64().unwrap();
 
-    let (status, body) = s
-        .patch(
-            "/tasks/T-1",
-            json!({"status": "review", "agent": "link", "token": token}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["task"]["status"].as_str()),
-        (200, Some("review")),
-        "{body}"
-    );
+    let (status, body) = s.patch("/tasks/T-1", json!({"status": "review", "agent": "link", "token": token})).await;
+    assert_eq!((status, body["task"]["status"].as_str()), (200, Some("review")), "{body}");
 
-    let (status, body) = s
-        .post(
-            "/tasks/T-1/complete",
-            json!({"agent": "link", "token": token}),
-        )
-        .await;
+    let (status, body) = s.post("/tasks/T-1/complete", json!({"agent": "link", "token": token})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["task"]["status"], "done");
     assert_eq!(body["task"]["claim"], Value::Null);
 
     let (_, page) = s.get("/events?topics=task:T-1").await;
-    let types: Vec<&str> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        types,
-        [
-            "task.created",
-            "task.updated",
-            "task.claimed",
-            "task.updated",
-            "task.completed"
-        ]
-    );
-    let seqs: Vec<u64> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let types: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["task.created", "task.updated", "task.claimed", "task.updated", "task.completed"]);
+    let seqs: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert!(page["head"].as_u64().unwrap() >= *seqs.last().unwrap());
 }
@@ -92,41 +54,21 @@ async fn refusals_say_who_holds_the_task_and_why() {
     // The claim is released and re-taken: link's old token is stale.
     s.post("/tasks/T-1/release", json!({"agent": "link"})).await;
     s.post("/tasks/T-1/claim", json!({"agent": "zelda"})).await;
-    let (status, body) = s
-        .post("/tasks/T-1/complete", json!({"agent": "link", "token": 1}))
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("stale_claim")),
-        "{body}"
-    );
+    let (status, body) = s.post("/tasks/T-1/complete", json!({"agent": "link", "token": 1})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("stale_claim")), "{body}");
 
-    let (status, body) = s
-        .post("/tasks", json!({"title": "b", "blockedBy": ["T-1"]}))
-        .await;
+    let (status, body) = s.post("/tasks", json!({"title": "b", "blockedBy": ["T-1"]})).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = s.post("/tasks/T-2/claim", json!({"agent": "kai"})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("blocked")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("blocked")), "{body}");
     assert_eq!(body["error"]["message"], "T-2 is blocked by T-1 (doing)");
 
-    s.post("/tasks/T-1/complete", json!({"agent": "zelda"}))
-        .await;
+    s.post("/tasks/T-1/complete", json!({"agent": "zelda"})).await;
     let (status, body) = s.post("/tasks/T-1/claim", json!({"agent": "kai"})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (422, Some("invalid_transition")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_transition")), "{body}");
     // T-2 became ready when its last blocker was done.
     let (_, page) = s.get("/events?topics=task:T-2").await;
-    assert_eq!(
-        page["events"].as_array().unwrap().last().unwrap()["type"],
-        "task.ready"
-    );
+    assert_eq!(page["events"].as_array().unwrap().last().unwrap()["type"], "task.ready");
     let (status, _) = s.post("/tasks/T-2/claim", json!({"agent": "kai"})).await;
     assert_eq!(status, 200);
 }
@@ -146,87 +88,17 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
     // (method, path, body, status, code, field)
     type Case<'a> = (&'a str, &'a str, String, u16, &'a str, Option<&'a str>);
     let cases: Vec<Case> = vec![
-        (
-            "POST",
-            "/tasks",
-            "{bad json".into(),
-            400,
-            "invalid",
-            Some("body"),
-        ),
+        ("POST", "/tasks", "{bad json".into(), 400, "invalid", Some("body")),
         ("POST", "/tasks", "".into(), 400, "invalid", Some("body")),
-        (
-            "POST",
-            "/tasks",
-            "[\"title\"]".into(),
-            400,
-            "invalid",
-            Some("body"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            "{\"title\":\"x\"} trailing".into(),
-            400,
-            "invalid",
-            Some("body"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            json!({}).to_string(),
-            400,
-            "invalid",
-            Some("title"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            json!({"title": 5}).to_string(),
-            400,
-            "invalid",
-            Some("title"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            json!({"title": "  "}).to_string(),
-            400,
-            "invalid",
-            Some("title"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            json!({"title": long}).to_string(),
-            400,
-            "invalid",
-            Some("title"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            json!({"title": "a\nb"}).to_string(),
-            400,
-            "invalid",
-            Some("title"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            json!({"title": "t", "priority": "P7"}).to_string(),
-            400,
-            "invalid",
-            Some("priority"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            json!({"title": "t", "asignee": "link"}).to_string(),
-            400,
-            "invalid",
-            Some("asignee"),
-        ),
+        ("POST", "/tasks", "[\"title\"]".into(), 400, "invalid", Some("body")),
+        ("POST", "/tasks", "{\"title\":\"x\"} trailing".into(), 400, "invalid", Some("body")),
+        ("POST", "/tasks", json!({}).to_string(), 400, "invalid", Some("title")),
+        ("POST", "/tasks", json!({"title": 5}).to_string(), 400, "invalid", Some("title")),
+        ("POST", "/tasks", json!({"title": "  "}).to_string(), 400, "invalid", Some("title")),
+        ("POST", "/tasks", json!({"title": long}).to_string(), 400, "invalid", Some("title")),
+        ("POST", "/tasks", json!({"title": "a\nb"}).to_string(), 400, "invalid", Some("title")),
+        ("POST", "/tasks", json!({"title": "t", "priority": "P7"}).to_string(), 400, "invalid", Some("priority")),
+        ("POST", "/tasks", json!({"title": "t", "asignee": "link"}).to_string(), 400, "invalid", Some("asignee")),
         (
             "POST",
             "/tasks",
@@ -251,22 +123,8 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             "invalid",
             Some("blockedBy[0]"),
         ),
-        (
-            "POST",
-            "/tasks",
-            json!({"title": "t", "tags": ["ok", ""]}).to_string(),
-            400,
-            "invalid",
-            Some("tags[1]"),
-        ),
-        (
-            "POST",
-            "/tasks",
-            json!({"title": "t", "description": huge}).to_string(),
-            413,
-            "too_large",
-            None,
-        ),
+        ("POST", "/tasks", json!({"title": "t", "tags": ["ok", ""]}).to_string(), 400, "invalid", Some("tags[1]")),
+        ("POST", "/tasks", json!({"title": "t", "description": huge}).to_string(), 413, "too_large", None),
         (
             "POST",
             "/tasks",
@@ -275,30 +133,9 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             "invalid",
             Some("description"),
         ),
-        (
-            "POST",
-            "/tasks/T-1/claim",
-            json!({"agent": ""}).to_string(),
-            400,
-            "invalid",
-            Some("agent"),
-        ),
-        (
-            "POST",
-            "/tasks/T-1/claim",
-            "".into(),
-            400,
-            "invalid",
-            Some("agent"),
-        ),
-        (
-            "POST",
-            "/tasks/T-1/claim",
-            json!({"agent": "x\u{7}"}).to_string(),
-            400,
-            "invalid",
-            Some("agent"),
-        ),
+        ("POST", "/tasks/T-1/claim", json!({"agent": ""}).to_string(), 400, "invalid", Some("agent")),
+        ("POST", "/tasks/T-1/claim", "".into(), 400, "invalid", Some("agent")),
+        ("POST", "/tasks/T-1/claim", json!({"agent": "x\u{7}"}).to_string(), 400, "invalid", Some("agent")),
         (
             "POST",
             "/tasks/T-1/claim",
@@ -307,87 +144,17 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             "invalid",
             Some("token"),
         ),
-        (
-            "POST",
-            "/tasks/T-9/claim",
-            json!({"agent": "link"}).to_string(),
-            404,
-            "not_found",
-            None,
-        ),
-        (
-            "POST",
-            "/tasks/banana/claim",
-            json!({"agent": "link"}).to_string(),
-            400,
-            "invalid",
-            Some("id"),
-        ),
+        ("POST", "/tasks/T-9/claim", json!({"agent": "link"}).to_string(), 404, "not_found", None),
+        ("POST", "/tasks/banana/claim", json!({"agent": "link"}).to_string(), 400, "invalid", Some("id")),
         ("GET", "/tasks/T-404", "".into(), 404, "not_found", None),
-        (
-            "PATCH",
-            "/tasks/T-1",
-            json!({"status": "paused"}).to_string(),
-            400,
-            "invalid",
-            Some("status"),
-        ),
-        (
-            "PATCH",
-            "/tasks/T-1",
-            json!({"status": "done"}).to_string(),
-            400,
-            "invalid",
-            Some("agent"),
-        ),
-        (
-            "GET",
-            "/tasks?status=todo,paused",
-            "".into(),
-            400,
-            "invalid",
-            Some("status"),
-        ),
-        (
-            "GET",
-            "/tasks?colour=red",
-            "".into(),
-            400,
-            "invalid",
-            Some("colour"),
-        ),
-        (
-            "GET",
-            "/tasks/next",
-            "".into(),
-            400,
-            "invalid",
-            Some("agent"),
-        ),
-        (
-            "POST",
-            "/chat/messages",
-            json!({"from": "kai"}).to_string(),
-            400,
-            "invalid",
-            Some("content"),
-        ),
-        (
-            "POST",
-            "/chat/messages",
-            json!({"from": "kai", "content": ""}).to_string(),
-            400,
-            "invalid",
-            Some("content"),
-        ),
-        (
-            "POST",
-            "/chat/messages",
-            json!({"from": "", "content": "hi"}).to_string(),
-            400,
-            "invalid",
-            Some("from"),
-        ),
+        ("PATCH", "/tasks/T-1", json!({"status": "paused"}).to_string(), 400, "invalid", Some("status")),
+        ("PATCH", "/tasks/T-1", json!({"status": "done"}).to_string(), 400, "invalid", Some("agent")),
+        ("GET", "/tasks?status=todo,paused", "".into(), 400, "invalid", Some("status")),
+        ("GET", "/tasks?colour=red", "".into(), 400, "invalid", Some("colour")),
+        ("GET", "/tasks/next", "".into(), 400, "invalid", Some("agent")),
+        ("POST", "/chat/messages", json!({"from": "kai"}).to_string(), 400, "invalid", Some("content")),
+        ("POST", "/chat/messages", json!({"from": "kai", "content": ""}).to_string(), 400, "invalid", Some("content")),
+        ("POST", "/chat/messages", json!({"from": "", "content": "hi"}).to_string(), 400, "invalid", Some("from")),
         (
             "POST",
             "/chat/messages",
@@ -404,92 +171,23 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             "invalid",
             Some("replyTo"),
         ),
-        (
-            "GET",
-            "/chat/messages?limit=0",
-            "".into(),
-            400,
-            "invalid",
-            Some("limit"),
-        ),
-        (
-            "POST",
-            "/presence/kai",
-            json!({"status": "Very Busy"}).to_string(),
-            400,
-            "invalid",
-            Some("status"),
-        ),
-        (
-            "POST",
-            "/presence/kai",
-            json!({"note": "n".repeat(300)}).to_string(),
-            400,
-            "invalid",
-            Some("note"),
-        ),
-        (
-            "POST",
-            "/inbox/kai/ack",
-            json!({"seq": 1_000_000}).to_string(),
-            400,
-            "invalid",
-            Some("seq"),
-        ),
-        (
-            "GET",
-            "/events?wait=61",
-            "".into(),
-            400,
-            "invalid",
-            Some("wait"),
-        ),
-        (
-            "GET",
-            "/events?since=-1",
-            "".into(),
-            400,
-            "invalid",
-            Some("since"),
-        ),
-        (
-            "GET",
-            "/events?topics=tasks,bogus",
-            "".into(),
-            400,
-            "invalid",
-            Some("topics"),
-        ),
-        (
-            "DELETE",
-            "/tasks/T-1",
-            "".into(),
-            405,
-            "method_not_allowed",
-            None,
-        ),
+        ("GET", "/chat/messages?limit=0", "".into(), 400, "invalid", Some("limit")),
+        ("POST", "/presence/kai", json!({"status": "Very Busy"}).to_string(), 400, "invalid", Some("status")),
+        ("POST", "/presence/kai", json!({"note": "n".repeat(300)}).to_string(), 400, "invalid", Some("note")),
+        ("POST", "/inbox/kai/ack", json!({"seq": 1_000_000}).to_string(), 400, "invalid", Some("seq")),
+        ("GET", "/events?wait=61", "".into(), 400, "invalid", Some("wait")),
+        ("GET", "/events?since=-1", "".into(), 400, "invalid", Some("since")),
+        ("GET", "/events?topics=tasks,bogus", "".into(), 400, "invalid", Some("topics")),
+        ("DELETE", "/tasks/T-1", "".into(), 405, "method_not_allowed", None),
         ("GET", "/no/such/route", "".into(), 404, "not_found", None),
     ];
     for (method, path, body, status, code, field) in &cases {
-        let r = s
-            .http
-            .request(method.parse().unwrap(), s.url(path))
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = s.http.request(method.parse().unwrap(), s.url(path)).body(body.clone()).send().await.unwrap();
         let (got, body) = split(r).await;
         let info = &body["error"];
-        assert_eq!(
-            (got, info["code"].as_str()),
-            (*status, Some(*code)),
-            "{method} {path}: {body}"
-        );
+        assert_eq!((got, info["code"].as_str()), (*status, Some(*code)), "{method} {path}: {body}");
         assert_eq!(info["field"].as_str(), *field, "{method} {path}: {body}");
-        assert!(
-            !info["message"].as_str().unwrap_or_default().is_empty(),
-            "{method} {path}: {body}"
-        );
+        assert!(!info["message"].as_str().unwrap_or_default().is_empty(), "{method} {path}: {body}");
     }
 
     // X-Agent and the body disagree: refused rather than guessed.
@@ -502,11 +200,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         .await
         .unwrap();
     let (status, body) = split(r).await;
-    assert_eq!(
-        (status, body["error"]["field"].as_str()),
-        (400, Some("agent")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("agent")), "{body}");
 
     // Nothing stored changed, and the broker still serves.
     let (_, after) = s.get("/tasks").await;
@@ -519,11 +213,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
 async fn an_idempotency_key_makes_a_retry_safe_even_across_a_restart() {
     let s = Server::start().await;
     let send = |key: &'static str, title: &'static str| {
-        let r = s
-            .http
-            .post(s.url("/tasks"))
-            .header("Idempotency-Key", key)
-            .body(json!({"title": title}).to_string());
+        let r = s.http.post(s.url("/tasks")).header("Idempotency-Key", key).body(json!({"title": title}).to_string());
         async move { r.send().await.unwrap() }
     };
     let first = send("create-login", "login page").await;
@@ -535,11 +225,7 @@ async fn an_idempotency_key_makes_a_retry_safe_even_across_a_restart() {
     let (status, again) = split(again).await;
     assert_eq!((status, &again), (201, &first));
     let (status, body) = split(send("create-login", "another title").await).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (422, Some("idempotency_mismatch")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("idempotency_mismatch")), "{body}");
 
     let dir = s.stop().await;
     let s = Server::start_in(dir, |_| {}).await;
@@ -554,11 +240,7 @@ async fn an_idempotency_key_makes_a_retry_safe_even_across_a_restart() {
     let (status, replayed) = split(r).await;
     assert_eq!((status, &replayed), (201, &first));
     let (_, list) = s.get("/tasks").await;
-    assert_eq!(
-        list["tasks"].as_array().unwrap().len(),
-        1,
-        "the retry created nothing"
-    );
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 1, "the retry created nothing");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -568,10 +250,7 @@ async fn long_poll_returns_at_once_when_events_exist_and_wakes_on_a_new_one() {
 
     let started = Instant::now();
     let (_, page) = s.get("/events?since=0&wait=30").await;
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "did not return at once"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "did not return at once");
     assert_eq!(page["events"].as_array().unwrap().len(), 1);
     let head = page["head"].as_u64().unwrap();
 
@@ -583,16 +262,11 @@ async fn long_poll_returns_at_once_when_events_exist_and_wakes_on_a_new_one() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!poll.is_finished(), "returned before any event");
-    s.task("not chat: must not wake the chat poll with a result")
-        .await;
+    s.task("not chat: must not wake the chat poll with a result").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!poll.is_finished(), "a task event answered a chat poll");
     let started = Instant::now();
-    s.post(
-        "/chat/messages",
-        json!({"from": "kai", "content": "wake up"}),
-    )
-    .await;
+    s.post("/chat/messages", json!({"from": "kai", "content": "wake up"})).await;
     let (status, page) = poll.await.unwrap();
     assert_eq!(status, 200);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -611,15 +285,11 @@ async fn long_poll_returns_at_once_when_events_exist_and_wakes_on_a_new_one() {
 async fn next_peeks_with_get_and_claims_only_when_asked() {
     let s = Server::start().await;
     s.task("low").await;
-    s.post("/tasks", json!({"title": "urgent", "priority": "P0"}))
-        .await;
+    s.post("/tasks", json!({"title": "urgent", "priority": "P0"})).await;
 
     let (_, peek) = s.get("/tasks/next?agent=link").await;
     assert_eq!(peek["task"]["id"], "T-2");
-    assert_eq!(
-        peek["task"]["status"], "todo",
-        "a GET without claim=true changes nothing"
-    );
+    assert_eq!(peek["task"]["status"], "todo", "a GET without claim=true changes nothing");
 
     let (status, claimed) = s.get("/tasks/next?agent=link&claim=true").await;
     assert_eq!((status, claimed["task"]["id"].as_str()), (200, Some("T-2")));
@@ -628,13 +298,7 @@ async fn next_peeks_with_get_and_claims_only_when_asked() {
     let (_, retry) = s.get("/tasks/next?agent=link&claim=true").await;
     assert_eq!(retry["task"]["id"], "T-2");
 
-    let r = s
-        .http
-        .post(s.url("/tasks/next"))
-        .header("X-Agent", "zelda")
-        .send()
-        .await
-        .unwrap();
+    let r = s.http.post(s.url("/tasks/next")).header("X-Agent", "zelda").send().await.unwrap();
     let (_, other) = split(r).await;
     assert_eq!(other["task"]["id"], "T-1");
     let (_, none) = s.post("/tasks/next", json!({"agent": "kai"})).await;
@@ -645,11 +309,7 @@ async fn next_peeks_with_get_and_claims_only_when_asked() {
 async fn get_requests_never_change_state() {
     let s = Server::start().await;
     s.task("a").await;
-    s.post(
-        "/chat/messages",
-        json!({"from": "kai", "content": "@link hi"}),
-    )
-    .await;
+    s.post("/chat/messages", json!({"from": "kai", "content": "@link hi"})).await;
     let (_, before) = s.get("/health").await;
     for path in [
         "/tasks",
@@ -674,39 +334,20 @@ async fn get_requests_never_change_state() {
     let (_, after) = s.get("/health").await;
     assert_eq!(before["head"], after["head"]);
     let (_, inbox) = s.get("/inbox/link").await;
-    assert_eq!(
-        inbox["unread"], 1,
-        "reading the inbox does not mark it read"
-    );
+    assert_eq!(inbox["unread"], 1, "reading the inbox does not mark it read");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mentions_land_in_the_inbox_until_acknowledged() {
     let s = Server::start().await;
-    s.post(
-        "/chat/messages",
-        json!({"from": "kai", "content": "@link @zelda standup?"}),
-    )
-    .await;
-    s.post(
-        "/chat/messages",
-        json!({"from": "zelda", "content": "ping", "to": "link"}),
-    )
-    .await;
-    s.post(
-        "/chat/messages",
-        json!({"from": "kai", "content": "no mention here"}),
-    )
-    .await;
+    s.post("/chat/messages", json!({"from": "kai", "content": "@link @zelda standup?"})).await;
+    s.post("/chat/messages", json!({"from": "zelda", "content": "ping", "to": "link"})).await;
+    s.post("/chat/messages", json!({"from": "kai", "content": "no mention here"})).await;
 
     let (_, inbox) = s.get("/inbox/link").await;
     assert_eq!(inbox["unread"], 2, "{inbox}");
-    let contents: Vec<&str> = inbox["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let contents: Vec<&str> =
+        inbox["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
     assert_eq!(contents, ["@link @zelda standup?", "ping"]);
     assert_eq!(inbox["messages"][1]["channel"], "dm:link,zelda");
 
@@ -717,24 +358,14 @@ async fn mentions_land_in_the_inbox_until_acknowledged() {
     assert_eq!(inbox["unread"], 1);
     let (_, cursor) = s.post("/inbox/link/ack", json!({})).await;
     let (_, inbox) = s.get("/inbox/link").await;
-    assert_eq!(
-        (inbox["unread"].as_u64(), inbox["cursor"].clone()),
-        (Some(0), cursor["cursor"].clone())
-    );
+    assert_eq!((inbox["unread"].as_u64(), inbox["cursor"].clone()), (Some(0), cursor["cursor"].clone()));
     let (_, all) = s.get("/inbox/link?all=true").await;
     assert_eq!(all["messages"].as_array().unwrap().len(), 2);
 
     let (_, general) = s.get("/chat/messages?channel=general").await;
-    assert_eq!(
-        general["messages"].as_array().unwrap().len(),
-        2,
-        "the direct message is not in general"
-    );
+    assert_eq!(general["messages"].as_array().unwrap().len(), 2, "the direct message is not in general");
     let (_, page) = s.get("/chat/messages?channel=general&limit=1").await;
-    assert_eq!(
-        page["messages"][0]["content"], "no mention here",
-        "without since: the newest"
-    );
+    assert_eq!(page["messages"][0]["content"], "no mention here", "without since: the newest");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -744,12 +375,7 @@ async fn presence_follows_heartbeats_and_silence() {
         c.offline_after = Duration::from_secs(3600);
     })
     .await;
-    let (status, body) = s
-        .post(
-            "/presence/link",
-            json!({"status": "busy", "note": "on the parser"}),
-        )
-        .await;
+    let (status, body) = s.post("/presence/link", json!({"status": "busy", "note": "on the parser"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["agent"]["status"], "busy");
     assert_eq!(body["agent"]["note"], "on the parser");
@@ -773,11 +399,7 @@ async fn state_and_sequence_survive_a_restart() {
     let s = Server::start().await;
     s.task("a").await;
     s.post("/tasks/T-1/claim", json!({"agent": "link"})).await;
-    s.post(
-        "/chat/messages",
-        json!({"from": "kai", "content": "@link hello"}),
-    )
-    .await;
+    s.post("/chat/messages", json!({"from": "kai", "content": "@link hello"})).await;
     s.post("/inbox/link/ack", json!({})).await;
     let (_, before_tasks) = s.get("/tasks").await;
     let (_, health) = s.get("/health").await;
@@ -799,12 +421,7 @@ async fn state_and_sequence_survive_a_restart() {
     let (_, page) = s.get(&format!("/events?since={head}")).await;
     assert_eq!(page["events"][0]["seq"].as_u64(), Some(head + 1));
     let (_, all) = s.get("/events?limit=1000").await;
-    let seqs: Vec<u64> = all["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> = all["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=head + 1).collect::<Vec<_>>(), "gap-free");
 }
 
@@ -816,39 +433,14 @@ async fn capabilities_and_openapi_describe_the_routes_that_exist() {
     assert!(routes.len() >= 20, "{caps}");
     for route in routes {
         let method = route["method"].as_str().unwrap();
-        let path = route["path"]
-            .as_str()
-            .unwrap()
-            .replace("{id}", "T-1")
-            .replace("{agent}", "link");
-        let r = s
-            .http
-            .request(method.parse().unwrap(), s.url(&path))
-            .send()
-            .await
-            .unwrap();
+        let path = route["path"].as_str().unwrap().replace("{id}", "T-1").replace("{agent}", "link");
+        let r = s.http.request(method.parse().unwrap(), s.url(&path)).send().await.unwrap();
         let (status, body) = split(r).await;
-        let unrouted = status == 404
-            && body["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("no route");
-        assert!(
-            !unrouted && status != 405,
-            "{method} {path} is listed but not served: {status} {body}"
-        );
+        let unrouted = status == 404 && body["error"]["message"].as_str().unwrap_or_default().starts_with("no route");
+        assert!(!unrouted && status != 405, "{method} {path} is listed but not served: {status} {body}");
     }
-    for listed in [
-        "/tasks/{id}/claim",
-        "/tasks/next",
-        "/presence",
-        "/chat/messages",
-        "/events",
-    ] {
-        assert!(
-            routes.iter().any(|r| r["path"] == listed),
-            "{listed} missing"
-        );
+    for listed in ["/tasks/{id}/claim", "/tasks/next", "/presence", "/chat/messages", "/events"] {
+        assert!(routes.iter().any(|r| r["path"] == listed), "{listed} missing");
     }
     let (_, api) = s.get("/openapi.json").await;
     assert!(api["openapi"].as_str().unwrap().starts_with("3."));
@@ -862,23 +454,9 @@ async fn metrics_count_what_happened() {
     s.task("a").await;
     s.post("/tasks/T-1/claim", json!({"agent": "link"})).await;
     s.post("/tasks/T-1/claim", json!({"agent": "zelda"})).await;
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.contains("muster_commands_total{result=\"ok\"} 2"),
-        "{text}"
-    );
-    assert!(
-        text.contains("muster_commands_total{result=\"refused\"} 1"),
-        "{text}"
-    );
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("muster_commands_total{result=\"ok\"} 2"), "{text}");
+    assert!(text.contains("muster_commands_total{result=\"refused\"} 1"), "{text}");
     assert!(text.contains("muster_tasks{status=\"doing\"} 1"), "{text}");
     assert!(text.contains("muster_commit_seconds_count"), "{text}");
 }
@@ -890,18 +468,9 @@ async fn a_graceful_stop_answers_or_refuses_every_write_and_loses_none() {
     for i in 0..64 {
         let (http, url) = (s.http.clone(), s.url("/tasks"));
         writers.push(tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .body(json!({"title": format!("t{i}")}).to_string())
-                .send()
-                .await;
+            let r = http.post(url).body(json!({"title": format!("t{i}")}).to_string()).send().await;
             match r {
-                Ok(r) if r.status() == 201 => Some(
-                    split(r).await.1["task"]["title"]
-                        .as_str()
-                        .unwrap()
-                        .to_owned(),
-                ),
+                Ok(r) if r.status() == 201 => Some(split(r).await.1["task"]["title"].as_str().unwrap().to_owned()),
                 _ => None,
             }
         }));
@@ -914,17 +483,9 @@ async fn a_graceful_stop_answers_or_refuses_every_write_and_loses_none() {
     }
     let s = Server::start_in(dir, |_| {}).await;
     let (_, list) = s.get("/tasks").await;
-    let stored: Vec<&str> = list["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["title"].as_str().unwrap())
-        .collect();
+    let stored: Vec<&str> = list["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
     for title in &acked {
-        assert!(
-            stored.contains(&title.as_str()),
-            "acknowledged {title} is lost"
-        );
+        assert!(stored.contains(&title.as_str()), "acknowledged {title} is lost");
     }
 }
 
@@ -940,53 +501,22 @@ async fn the_board_is_served_compressed_and_revalidated_with_an_etag() {
     assert!(plain.headers().get("content-encoding").is_none());
     let plain = plain.bytes().await.unwrap();
 
-    let zipped = s
-        .http
-        .get(s.url("/tasks"))
-        .header("Accept-Encoding", "br;q=1, gzip")
-        .send()
-        .await
-        .unwrap();
+    let zipped = s.http.get(s.url("/tasks")).header("Accept-Encoding", "br;q=1, gzip").send().await.unwrap();
     assert_eq!(zipped.headers()["content-encoding"], "gzip");
     let zipped = zipped.bytes().await.unwrap();
-    assert!(
-        zipped.len() < plain.len() / 3,
-        "{} vs {}",
-        zipped.len(),
-        plain.len()
-    );
+    assert!(zipped.len() < plain.len() / 3, "{} vs {}", zipped.len(), plain.len());
     let mut unzipped = Vec::new();
-    flate2::read::GzDecoder::new(&zipped[..])
-        .read_to_end(&mut unzipped)
-        .unwrap();
+    flate2::read::GzDecoder::new(&zipped[..]).read_to_end(&mut unzipped).unwrap();
     assert_eq!(unzipped, plain);
 
-    let refused = s
-        .http
-        .get(s.url("/tasks"))
-        .header("Accept-Encoding", "gzip;q=0")
-        .send()
-        .await
-        .unwrap();
+    let refused = s.http.get(s.url("/tasks")).header("Accept-Encoding", "gzip;q=0").send().await.unwrap();
     assert!(refused.headers().get("content-encoding").is_none());
 
-    let same = s
-        .http
-        .get(s.url("/tasks"))
-        .header("If-None-Match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let same = s.http.get(s.url("/tasks")).header("If-None-Match", &etag).send().await.unwrap();
     assert_eq!(same.status(), 304);
     assert!(same.bytes().await.unwrap().is_empty());
     s.task("one more").await;
-    let changed = s
-        .http
-        .get(s.url("/tasks"))
-        .header("If-None-Match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let changed = s.http.get(s.url("/tasks")).header("If-None-Match", &etag).send().await.unwrap();
     assert_eq!(changed.status(), 200);
     assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
 }

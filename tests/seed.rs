@@ -10,10 +10,7 @@ use serde_json::Value;
 /// Runs one of the article's commands through a shell, with `localhost:4445` pointed at
 /// the test broker.
 fn curl(server: &Server, command: &str) -> Value {
-    let command = command.replace(
-        "localhost:4445",
-        &format!("localhost:{}", server.addr.port()),
-    );
+    let command = command.replace("localhost:4445", &format!("localhost:{}", server.addr.port()));
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{command} -s -w '\\n%{{http_code}}'"))
@@ -63,14 +60,8 @@ async fn the_three_requests_of_the_article_work_verbatim() {
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0]["name"], "kai");
     assert_eq!(agents[0]["status"], "active");
-    assert!(
-        agents[0]["lastSeen"].as_str().unwrap().ends_with("s ago"),
-        "{presence}"
-    );
+    assert!(agents[0]["lastSeen"].as_str().unwrap().ends_with("s ago"), "{presence}");
     let (_, inbox) = server.get("/inbox/link").await;
     assert_eq!(inbox["unread"], 1);
-    assert_eq!(
-        inbox["messages"][0]["content"],
-        "@link PR #522 is green, merge it"
-    );
+    assert_eq!(inbox["messages"][0]["content"], "@link PR #522 is green, merge it");
 }

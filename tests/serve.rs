@@ -28,23 +28,13 @@ fn print_config_shows_flags_env_and_defaults() {
 fn contradictory_settings_are_refused_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(binary())
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--idle-after",
-            "1h",
-            "--data-dir",
-        ])
+        .args(["serve", "--addr", "127.0.0.1:0", "--idle-after", "1h", "--data-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--idle-after (1h) must be shorter than --offline-after (30m)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--idle-after (1h) must be shorter than --offline-after (30m)"), "{stderr}");
 }
 
 #[test]
@@ -53,21 +43,12 @@ fn a_second_broker_on_the_same_data_dir_or_port_says_what_is_wrong() {
     let data = dir.path().join("data");
     let first = Process::start(&data, &[], &[]);
 
-    let out = Command::new(binary())
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(binary()).args(["serve", "--addr", "127.0.0.1:0", "--data-dir"]).arg(&data).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("muster:"))
-        .unwrap_or_else(|| panic!("{stderr}"));
-    assert!(
-        line.contains("is in use by another muster process"),
-        "{line}"
-    );
+    let line = stderr.lines().find(|l| l.starts_with("muster:")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("is in use by another muster process"), "{line}");
     assert!(line.contains(data.to_str().unwrap()), "{line}");
 
     let other = dir.path().join("other");
@@ -78,10 +59,7 @@ fn a_second_broker_on_the_same_data_dir_or_port_says_what_is_wrong() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("address {} is already in use", first.addr)),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("address {} is already in use", first.addr)), "{stderr}");
 }
 
 #[test]
@@ -90,21 +68,12 @@ fn sigterm_stops_gracefully_and_keeps_what_was_written() {
     let data = dir.path().join("data");
     let p = Process::start(&data, &[], &[]);
     let http = reqwest::blocking::Client::new();
-    let r = http
-        .post(p.url("/tasks"))
-        .body(r#"{"title": "survives a restart"}"#)
-        .send()
-        .unwrap();
+    let r = http.post(p.url("/tasks")).body(r#"{"title": "survives a restart"}"#).send().unwrap();
     assert_eq!(r.status(), 201);
     let status = p.terminate();
     assert!(status.success(), "exit status {status:?}");
 
     let p = Process::start(&data, &[], &[]);
-    let r: serde_json::Value = http
-        .get(p.url("/tasks/T-1"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let r: serde_json::Value = http.get(p.url("/tasks/T-1")).send().unwrap().json().unwrap();
     assert_eq!(r["task"]["title"], "survives a restart");
 }

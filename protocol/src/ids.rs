@@ -107,16 +107,7 @@ mod tests {
         assert_eq!("t-12".parse::<TaskId>(), Ok(TaskId(12)));
         assert_eq!("12".parse::<TaskId>(), Ok(TaskId(12)));
         assert_eq!(TaskId(7).to_string(), "T-7");
-        for bad in [
-            "",
-            "T-",
-            "T-0",
-            "M-3",
-            "T-x",
-            "T--1",
-            "T-1.5",
-            "99999999999999999999999",
-        ] {
+        for bad in ["", "T-", "T-0", "M-3", "T-x", "T--1", "T-1.5", "99999999999999999999999"] {
             assert!(bad.parse::<TaskId>().is_err(), "{bad:?} should not parse");
         }
     }
@@ -124,10 +115,7 @@ mod tests {
     #[test]
     fn ids_are_strings_on_the_wire() {
         assert_eq!(serde_json::to_string(&MessageId(3)).unwrap(), "\"M-3\"");
-        assert_eq!(
-            serde_json::from_str::<TaskId>("\"T-9\"").unwrap(),
-            TaskId(9)
-        );
+        assert_eq!(serde_json::from_str::<TaskId>("\"T-9\"").unwrap(), TaskId(9));
         let err = serde_json::from_str::<TaskId>("\"nope\"").unwrap_err();
         assert!(err.to_string().contains("is not a task id"), "{err}");
     }

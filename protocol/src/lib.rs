@@ -10,6 +10,7 @@ mod ids;
 mod model;
 mod requests;
 mod responses;
+pub mod ws;
 
 pub use ids::{MessageId, ParseIdError, TaskId};
 pub use model::*;

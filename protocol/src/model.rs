@@ -14,19 +14,7 @@ pub type Timestamp = DateTime<Utc>;
 pub type Seq = u64;
 
 /// Where a task stands.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     /// Open: waiting for an agent to claim it.
@@ -80,18 +68,7 @@ impl fmt::Display for TaskStatus {
 
 /// Task priority, `P0` (most urgent) to `P3`. The default is `P2`.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
 )]
 pub enum Priority {
     /// Drop everything.
@@ -206,8 +183,29 @@ pub struct Agent {
     pub note: Option<String>,
     /// First contact.
     pub first_seen_at: DateTime<Utc>,
-    /// Last contact.
+    /// Last contact: the last write the agent made (a claim, a message, a heartbeat...).
     pub last_seen_at: DateTime<Utc>,
+    /// Open WebSocket sessions.
+    #[serde(default)]
+    pub connections: u32,
+    /// When its last session closed (it shows `offline` from then until its next contact).
+    #[serde(default)]
+    pub left_at: Option<DateTime<Utc>>,
+}
+
+impl Agent {
+    /// An agent seen for the first time at `at`.
+    pub fn new(name: &str, at: DateTime<Utc>) -> Agent {
+        Agent {
+            name: name.to_owned(),
+            status: None,
+            note: None,
+            first_seen_at: at,
+            last_seen_at: at,
+            connections: 0,
+            left_at: None,
+        }
+    }
 }
 
 /// An agent as `GET /presence` shows it, computed at the moment of the request.
@@ -230,6 +228,9 @@ pub struct Presence {
     pub note: Option<String>,
     /// Holds a `doing` task and has been silent longer than the stuck threshold.
     pub stuck: bool,
+    /// While it holds claims: when they are released if it stays away (null while it has
+    /// an open session).
+    pub claims_expire_at: Option<DateTime<Utc>>,
 }
 
 /// Why a claim ended without the task being completed.
@@ -462,14 +463,7 @@ mod tests {
     #[test]
     fn an_event_is_seq_type_at_data_on_the_wire() {
         let at: Timestamp = "2026-11-25T10:00:00.250Z".parse().unwrap();
-        let event = Event {
-            seq: 9,
-            at,
-            kind: EventKind::InboxAcked {
-                agent: "link".into(),
-                seq: 4,
-            },
-        };
+        let event = Event { seq: 9, at, kind: EventKind::InboxAcked { agent: "link".into(), seq: 4 } };
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(
             json,

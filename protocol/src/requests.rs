@@ -50,11 +50,7 @@ pub struct UpdateTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     /// New assignee; `null` removes it.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub assignee: Option<Option<String>>,
     /// New status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,11 +121,7 @@ pub struct Heartbeat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// A short note; `null` clears it.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub note: Option<Option<String>>,
 }
 
@@ -172,10 +164,6 @@ mod tests {
         let task: CreateTask = serde_json::from_str(body).unwrap();
         assert_eq!(task.priority, Some(Priority::P1));
         let typo = serde_json::from_str::<CreateTask>(r#"{"title": "x", "asignee": "link"}"#);
-        assert!(
-            typo.unwrap_err()
-                .to_string()
-                .contains("unknown field `asignee`")
-        );
+        assert!(typo.unwrap_err().to_string().contains("unknown field `asignee`"));
     }
 }

@@ -1,13 +1,13 @@
 //! `decide`: a command checked against the state becomes events, or is refused.
 
 use muster_protocol::{
-    Agent, ChatMessage, Claim, CreateTask, EventKind, Heartbeat, MessageId, PostMessage,
-    ReleaseReason, Seq, Task, TaskAction, TaskId, TaskStatus, Timestamp, UpdateTask,
+    Agent, ChatMessage, Claim, CreateTask, EventKind, Heartbeat, MessageId, PostMessage, ReleaseReason, Seq, Task,
+    TaskAction, TaskId, TaskStatus, Timestamp, UpdateTask,
 };
 
 use super::rules::{
-    MAX_BLOCKERS, require_agent, validate_agent, validate_channel, validate_note, validate_status,
-    validate_tags, validate_text, validate_title,
+    MAX_BLOCKERS, require_agent, validate_agent, validate_channel, validate_note, validate_status, validate_tags,
+    validate_text, validate_title,
 };
 use super::{DomainError, Policy, State, parse_mentions};
 
@@ -66,6 +66,20 @@ pub enum Command {
         /// The new cursor.
         seq: Option<Seq>,
     },
+    /// A WebSocket session of the agent opened.
+    Connect {
+        /// The agent.
+        agent: String,
+    },
+    /// A WebSocket session of the agent closed (cleanly or not).
+    Disconnect {
+        /// The agent.
+        agent: String,
+    },
+    /// The broker (re)started: no session survived; every agent with open sessions left.
+    ResetConnections,
+    /// Time passed: release the claims of owners that have been away too long.
+    Tick,
 }
 
 /// What the caller gets back for an accepted command.
@@ -80,6 +94,8 @@ pub enum Reply {
     Message(ChatMessage),
     /// The agent record after a heartbeat.
     Agent(Agent),
+    /// Nothing to report (connection bookkeeping, ticks).
+    Done,
     /// An inbox cursor.
     Cursor {
         /// Whose inbox.
@@ -102,18 +118,8 @@ pub struct Decision {
 ///
 /// The events of a decision get the sequence numbers `state.head + 1`, `+ 2`, ... in order
 /// (a chat message records its own `seq`).
-pub fn decide(
-    state: &State,
-    policy: &Policy,
-    cmd: &Command,
-    now: Timestamp,
-) -> Result<Decision, DomainError> {
-    let mut d = Decider {
-        state,
-        policy,
-        now,
-        events: Vec::new(),
-    };
+pub fn decide(state: &State, policy: &Policy, cmd: &Command, now: Timestamp) -> Result<Decision, DomainError> {
+    let mut d = Decider { state, policy, now, events: Vec::new() };
     let reply = match cmd {
         Command::CreateTask(create) => d.create(create)?,
         Command::UpdateTask { id, update } => d.update(*id, update)?,
@@ -152,29 +158,52 @@ pub fn decide(
             validate_agent("agent", agent)?;
             let seq = seq.unwrap_or(state.head);
             if seq > state.head {
-                return Err(DomainError::invalid(
-                    "seq",
-                    format!("{seq} is beyond the last event ({})", state.head),
-                ));
+                return Err(DomainError::invalid("seq", format!("{seq} is beyond the last event ({})", state.head)));
             }
             d.touch(agent);
             let cursor = state.cursor(agent);
             if seq > cursor {
-                d.events.push(EventKind::InboxAcked {
-                    agent: agent.clone(),
-                    seq,
-                });
+                d.events.push(EventKind::InboxAcked { agent: agent.clone(), seq });
             }
-            Reply::Cursor {
-                agent: agent.clone(),
-                seq: seq.max(cursor),
+            Reply::Cursor { agent: agent.clone(), seq: seq.max(cursor) }
+        }
+        Command::Connect { agent } => {
+            validate_agent("agent", agent)?;
+            let mut record = match state.agents.get(agent) {
+                Some(a) => Agent::clone(a),
+                None => Agent::new(agent, now),
+            };
+            record.connections += 1;
+            record.last_seen_at = now;
+            record.left_at = None;
+            record.status = record.status.filter(|s| s != "offline");
+            d.events.push(EventKind::PresenceChanged { agent: record.clone() });
+            Reply::Agent(record)
+        }
+        Command::Disconnect { agent } => {
+            if let Some(a) = state.agents.get(agent).filter(|a| a.connections > 0) {
+                let mut record = Agent::clone(a);
+                record.connections -= 1;
+                if record.connections == 0 {
+                    record.left_at = Some(now);
+                }
+                d.events.push(EventKind::PresenceChanged { agent: record });
             }
+            Reply::Done
+        }
+        Command::ResetConnections => {
+            for a in state.agents.values().filter(|a| a.connections > 0) {
+                let record = Agent { connections: 0, left_at: Some(now), ..Agent::clone(a) };
+                d.events.push(EventKind::PresenceChanged { agent: record });
+            }
+            Reply::Done
+        }
+        Command::Tick => {
+            d.release_expired_claims();
+            Reply::Done
         }
     };
-    Ok(Decision {
-        events: d.events,
-        reply,
-    })
+    Ok(Decision { events: d.events, reply })
 }
 
 /// The task `agent` should work on next: one it already holds (unfinished), else the open
@@ -185,10 +214,7 @@ pub fn next_for<'s>(state: &'s State, agent: &str) -> Option<&'s Task> {
     }
     state
         .open_tasks()
-        .find(|t| {
-            t.assignee.as_deref().is_none_or(|a| a == agent)
-                && state.unfinished_blockers(t).is_empty()
-        })
+        .find(|t| t.assignee.as_deref().is_none_or(|a| a == agent) && state.unfinished_blockers(t).is_empty())
         .map(|t| &**t)
 }
 
@@ -210,11 +236,7 @@ fn check_token(task: &Task, token: Option<u64>) -> Result<(), DomainError> {
 }
 
 fn list(tasks: &[&Task]) -> String {
-    tasks
-        .iter()
-        .map(|t| format!("{} ({})", t.id, t.status))
-        .collect::<Vec<_>>()
-        .join(", ")
+    tasks.iter().map(|t| format!("{} ({})", t.id, t.status)).collect::<Vec<_>>().join(", ")
 }
 
 /// One decision in progress: collects events, sees the state as it was before them.
@@ -230,9 +252,7 @@ impl<'a> Decider<'a> {
         self.state
             .task(id)
             .map(|t| &**t)
-            .ok_or_else(|| DomainError::NotFound {
-                message: format!("task {id} does not exist"),
-            })
+            .ok_or_else(|| DomainError::NotFound { message: format!("task {id} does not exist") })
     }
 
     /// Contact with `agent`: announce it when it is new or coming back (not `active` a
@@ -240,10 +260,7 @@ impl<'a> Decider<'a> {
     fn touch(&mut self, agent: &str) {
         let back = match self.state.agents.get(agent) {
             None => true,
-            Some(a) => matches!(
-                self.policy.status(a, 0, self.now).as_str(),
-                "idle" | "offline"
-            ),
+            Some(a) => matches!(self.policy.status(a, self.now).as_str(), "idle" | "offline"),
         };
         if back {
             let agent = match self.state.agents.get(agent) {
@@ -252,13 +269,7 @@ impl<'a> Decider<'a> {
                     status: a.status.clone().filter(|s| s != "offline"),
                     ..Agent::clone(a)
                 },
-                None => Agent {
-                    name: agent.to_owned(),
-                    status: None,
-                    note: None,
-                    first_seen_at: self.now,
-                    last_seen_at: self.now,
-                },
+                None => Agent::new(agent, self.now),
             };
             self.events.push(EventKind::PresenceChanged { agent });
         }
@@ -266,24 +277,15 @@ impl<'a> Decider<'a> {
 
     fn check_blockers(&self, id: TaskId, blockers: &[TaskId]) -> Result<Vec<TaskId>, DomainError> {
         if blockers.len() > MAX_BLOCKERS {
-            return Err(DomainError::invalid(
-                "blockedBy",
-                format!("has more than {MAX_BLOCKERS} tasks"),
-            ));
+            return Err(DomainError::invalid("blockedBy", format!("has more than {MAX_BLOCKERS} tasks")));
         }
         let mut out: Vec<TaskId> = Vec::new();
         for (i, b) in blockers.iter().enumerate() {
             if *b == id {
-                return Err(DomainError::invalid(
-                    format!("blockedBy[{i}]"),
-                    format!("{id} cannot wait on itself"),
-                ));
+                return Err(DomainError::invalid(format!("blockedBy[{i}]"), format!("{id} cannot wait on itself")));
             }
             if self.state.task(*b).is_none() {
-                return Err(DomainError::invalid(
-                    format!("blockedBy[{i}]"),
-                    format!("task {b} does not exist"),
-                ));
+                return Err(DomainError::invalid(format!("blockedBy[{i}]"), format!("task {b} does not exist")));
             }
             if self.depends_on(*b, id) {
                 return Err(DomainError::invalid(
@@ -346,8 +348,7 @@ impl<'a> Decider<'a> {
         if let Some(agent) = &c.agent {
             self.touch(agent);
         }
-        self.events
-            .push(EventKind::TaskCreated { task: task.clone() });
+        self.events.push(EventKind::TaskCreated { task: task.clone() });
         Ok(Reply::Task(task))
     }
 
@@ -357,18 +358,13 @@ impl<'a> Decider<'a> {
             if claim.agent == agent {
                 return Ok(task.clone());
             }
-            return Err(DomainError::Conflict {
-                message: format!("{} is claimed by {}", task.id, claim.agent),
-            });
+            return Err(DomainError::Conflict { message: format!("{} is claimed by {}", task.id, claim.agent) });
         }
         match task.status {
             TaskStatus::Todo => {}
             TaskStatus::Blocked => {
                 return Err(DomainError::InvalidTransition {
-                    message: format!(
-                        "{} is blocked: set its status to todo before claiming it",
-                        task.id
-                    ),
+                    message: format!("{} is blocked: set its status to todo before claiming it", task.id),
                 });
             }
             status => {
@@ -378,33 +374,22 @@ impl<'a> Decider<'a> {
             }
         }
         if let Some(assignee) = task.assignee.as_deref().filter(|a| *a != agent) {
-            return Err(DomainError::Conflict {
-                message: format!("{} is assigned to {assignee}", task.id),
-            });
+            return Err(DomainError::Conflict { message: format!("{} is assigned to {assignee}", task.id) });
         }
         let blockers = self.state.unfinished_blockers(task);
         if !blockers.is_empty() {
-            return Err(DomainError::Blocked {
-                message: format!("{} is blocked by {}", task.id, list(&blockers)),
-            });
+            return Err(DomainError::Blocked { message: format!("{} is blocked by {}", task.id, list(&blockers)) });
         }
         let token = task.last_token + 1;
         let task = Task {
             status: TaskStatus::Doing,
             assignee: Some(agent.to_owned()),
-            claim: Some(Claim {
-                agent: agent.to_owned(),
-                token,
-                at: self.now,
-            }),
+            claim: Some(Claim { agent: agent.to_owned(), token, at: self.now }),
             last_token: token,
             updated_at: self.now,
             ..task.clone()
         };
-        self.events.push(EventKind::TaskClaimed {
-            task: task.clone(),
-            agent: agent.to_owned(),
-        });
+        self.events.push(EventKind::TaskClaimed { task: task.clone(), agent: agent.to_owned() });
         Ok(task)
     }
 
@@ -426,13 +411,8 @@ impl<'a> Decider<'a> {
                 ),
             });
         };
-        let released = Task {
-            status: TaskStatus::Todo,
-            assignee: None,
-            claim: None,
-            updated_at: self.now,
-            ..task.clone()
-        };
+        let released =
+            Task { status: TaskStatus::Todo, assignee: None, claim: None, updated_at: self.now, ..task.clone() };
         self.events.push(EventKind::TaskReleased {
             task: released.clone(),
             agent: claim.agent.clone(),
@@ -449,32 +429,23 @@ impl<'a> Decider<'a> {
             TaskStatus::Done => return Ok(task.clone()),
             TaskStatus::Cancelled => {
                 return Err(DomainError::InvalidTransition {
-                    message: format!(
-                        "{} is cancelled: reopen it (status todo) before completing it",
-                        task.id
-                    ),
+                    message: format!("{} is cancelled: reopen it (status todo) before completing it", task.id),
                 });
             }
             _ => {}
         }
         match (&task.claim, task.assignee.as_deref()) {
             (Some(claim), _) if claim.agent != agent => {
-                return Err(DomainError::Conflict {
-                    message: format!("{} is claimed by {}", task.id, claim.agent),
-                });
+                return Err(DomainError::Conflict { message: format!("{} is claimed by {}", task.id, claim.agent) });
             }
             (None, Some(assignee)) if assignee != agent => {
-                return Err(DomainError::Conflict {
-                    message: format!("{} is assigned to {assignee}", task.id),
-                });
+                return Err(DomainError::Conflict { message: format!("{} is assigned to {assignee}", task.id) });
             }
             _ => {}
         }
         let blockers = self.state.unfinished_blockers(task);
         if !blockers.is_empty() {
-            return Err(DomainError::Blocked {
-                message: format!("{} is blocked by {}", task.id, list(&blockers)),
-            });
+            return Err(DomainError::Blocked { message: format!("{} is blocked by {}", task.id, list(&blockers)) });
         }
         let done = Task {
             status: TaskStatus::Done,
@@ -483,12 +454,35 @@ impl<'a> Decider<'a> {
             updated_at: self.now,
             ..task.clone()
         };
-        self.events.push(EventKind::TaskCompleted {
-            task: done.clone(),
-            by: Some(agent.to_owned()),
-        });
+        self.events.push(EventKind::TaskCompleted { task: done.clone(), by: Some(agent.to_owned()) });
         self.announce_ready(task.id);
         Ok(done)
+    }
+
+    /// Releases (`owner_gone`) every claim whose owner has been away longer than its
+    /// grace or lease.
+    fn release_expired_claims(&mut self) {
+        for agent in self.state.agents.values() {
+            let expired = self.policy.claims_expire_at(agent).is_some_and(|at| self.now >= at);
+            if !expired {
+                continue;
+            }
+            for task in self.state.held_by(&agent.name) {
+                let released = Task {
+                    status: TaskStatus::Todo,
+                    assignee: None,
+                    claim: None,
+                    updated_at: self.now,
+                    ..Task::clone(task)
+                };
+                self.events.push(EventKind::TaskReleased {
+                    task: released,
+                    agent: agent.name.clone(),
+                    by: None,
+                    reason: ReleaseReason::OwnerGone,
+                });
+            }
+        }
     }
 
     /// After `finished` was done or cancelled: `task.ready` for each dependent whose last
@@ -498,13 +492,12 @@ impl<'a> Decider<'a> {
             if dependent.status.is_finished() {
                 continue;
             }
-            let waiting = dependent.blocked_by.iter().any(|b| {
-                *b != finished && self.state.task(*b).is_some_and(|t| !t.status.is_finished())
-            });
+            let waiting = dependent
+                .blocked_by
+                .iter()
+                .any(|b| *b != finished && self.state.task(*b).is_some_and(|t| !t.status.is_finished()));
             if !waiting {
-                self.events.push(EventKind::TaskReady {
-                    task: Task::clone(dependent),
-                });
+                self.events.push(EventKind::TaskReady { task: Task::clone(dependent) });
             }
         }
     }
@@ -577,12 +570,8 @@ impl<'a> Decider<'a> {
             return Ok(Reply::Task(self.updated(task, actor, &changes)));
         };
         let need_actor = || {
-            require_agent("agent", actor).map_err(|_| {
-                DomainError::invalid(
-                    "agent",
-                    format!("is required to change the status to {status}"),
-                )
-            })
+            require_agent("agent", actor)
+                .map_err(|_| DomainError::invalid("agent", format!("is required to change the status to {status}")))
         };
         // The status change goes through the same rules as claim, release and complete;
         // the other field changes are folded into the same event.
@@ -599,23 +588,15 @@ impl<'a> Decider<'a> {
                 let agent = need_actor()?;
                 self.complete(&task, agent)?
             }
-            TaskStatus::Doing
-            | TaskStatus::Review
-            | TaskStatus::Blocked
-            | TaskStatus::Cancelled => {
+            TaskStatus::Doing | TaskStatus::Review | TaskStatus::Blocked | TaskStatus::Cancelled => {
                 let agent = need_actor()?;
                 if let Some(claim) = task.claim.as_ref().filter(|c| c.agent != agent) {
-                    return Err(DomainError::Conflict {
-                        message: format!("{id} is claimed by {}", claim.agent),
-                    });
+                    return Err(DomainError::Conflict { message: format!("{id} is claimed by {}", claim.agent) });
                 }
                 match (status, task.status, &task.claim) {
                     (TaskStatus::Review, _, None) => {
                         return Err(DomainError::InvalidTransition {
-                            message: format!(
-                                "{id} is {}: claim it before sending it to review",
-                                task.status
-                            ),
+                            message: format!("{id} is {}: claim it before sending it to review", task.status),
                         });
                     }
                     (TaskStatus::Blocked, from, None) if from.is_finished() => {
@@ -675,11 +656,7 @@ impl<'a> Decider<'a> {
         let channel = match (&p.channel, &p.to) {
             (Some(channel), _) => channel.clone(),
             (None, Some(to)) => {
-                let (a, b) = if p.from <= *to {
-                    (&p.from, to)
-                } else {
-                    (to, &p.from)
-                };
+                let (a, b) = if p.from <= *to { (&p.from, to) } else { (to, &p.from) };
                 format!("dm:{a},{b}")
             }
             (None, None) => "general".to_owned(),
@@ -687,10 +664,7 @@ impl<'a> Decider<'a> {
         validate_channel(&channel)?;
         if let Some(reply_to) = p.reply_to {
             if reply_to.0 > self.state.last_message {
-                return Err(DomainError::invalid(
-                    "replyTo",
-                    format!("message {reply_to} does not exist"),
-                ));
+                return Err(DomainError::invalid("replyTo", format!("message {reply_to} does not exist")));
             }
         }
         self.touch(&p.from);
@@ -705,9 +679,7 @@ impl<'a> Decider<'a> {
             reply_to: p.reply_to,
             at: self.now,
         };
-        self.events.push(EventKind::ChatMessage {
-            message: message.clone(),
-        });
+        self.events.push(EventKind::ChatMessage { message: message.clone() });
         Ok(Reply::Message(message))
     }
 
@@ -721,13 +693,7 @@ impl<'a> Decider<'a> {
         }
         let mut agent = match self.state.agents.get(name) {
             Some(a) => Agent::clone(a),
-            None => Agent {
-                name: name.to_owned(),
-                status: None,
-                note: None,
-                first_seen_at: self.now,
-                last_seen_at: self.now,
-            },
+            None => Agent::new(name, self.now),
         };
         agent.last_seen_at = self.now;
         match h.status.as_deref() {
@@ -739,9 +705,7 @@ impl<'a> Decider<'a> {
         if let Some(note) = &h.note {
             agent.note = note.clone().filter(|n| !n.is_empty());
         }
-        self.events.push(EventKind::PresenceChanged {
-            agent: agent.clone(),
-        });
+        self.events.push(EventKind::PresenceChanged { agent: agent.clone() });
         Ok(Reply::Agent(agent))
     }
 }

@@ -50,10 +50,7 @@ pub enum DomainError {
 impl DomainError {
     /// An invalid field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        DomainError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        DomainError::Invalid { field: field.into(), message: message.into() }
     }
 
     /// The wire error code.

@@ -1,4 +1,5 @@
-//! Presence as users see it: derived from the last contact and the time of the question.
+//! Presence as users see it: derived from sessions, the last contact and the time of the
+//! question; and how long a claim outlives its owner's absence.
 
 use std::time::Duration;
 
@@ -7,19 +8,27 @@ use serde::{Deserialize, Serialize};
 
 use super::State;
 
-/// The thresholds that turn "last seen" into a status.
+/// The thresholds that turn "last seen" into a status, and absence into released claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Policy {
-    /// Silent this long: `idle`.
+    /// Silent this long (and no open session): `idle`.
     #[serde(with = "humantime_serde")]
     pub idle_after: Duration,
-    /// Silent this long: `offline`.
+    /// Silent this long (and no open session): `offline`.
     #[serde(with = "humantime_serde")]
     pub offline_after: Duration,
     /// Holding a `doing` task and silent this long: `stuck`.
     #[serde(with = "humantime_serde")]
     pub stuck_after: Duration,
+    /// After an agent's last WebSocket session closes, its claims are kept this long for
+    /// it to come back, then released (`owner_gone`).
+    #[serde(with = "humantime_serde")]
+    pub claim_grace: Duration,
+    /// An agent without a session keeps its claims while it is in contact (any write, or a
+    /// heartbeat) at least this often; then they are released (`owner_gone`).
+    #[serde(with = "humantime_serde")]
+    pub claim_lease: Duration,
 }
 
 impl Default for Policy {
@@ -28,6 +37,8 @@ impl Default for Policy {
             idle_after: Duration::from_secs(5 * 60),
             offline_after: Duration::from_secs(30 * 60),
             stuck_after: Duration::from_secs(20 * 60),
+            claim_grace: Duration::from_secs(5 * 60),
+            claim_lease: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -48,29 +59,45 @@ pub fn last_seen_text(at: Timestamp, now: Timestamp) -> String {
     }
 }
 
+/// Whether the agent closed its last session and has not been in contact since.
+fn left(agent: &Agent) -> Option<Timestamp> {
+    agent.left_at.filter(|l| agent.connections == 0 && *l >= agent.last_seen_at)
+}
+
 impl Policy {
-    /// The status an agent shows at `now`: its own status (or `active`) while it is in
-    /// contact, then `idle`, then `offline` as the silence grows.
-    pub fn status(&self, agent: &Agent, connections: u32, now: Timestamp) -> String {
+    /// The status an agent shows at `now`: its own status (or `active`) while it has a
+    /// session or was in contact recently; `offline` from the moment its last session
+    /// closed; otherwise `idle`, then `offline`, as the silence grows.
+    pub fn status(&self, agent: &Agent, now: Timestamp) -> String {
         let silent = silence(agent.last_seen_at, now);
-        if connections > 0 || silent < self.idle_after {
-            agent.status.clone().unwrap_or_else(|| "active".to_owned())
-        } else if silent < self.offline_after {
-            "idle".to_owned()
-        } else {
+        let own = || agent.status.clone().unwrap_or_else(|| "active".to_owned());
+        if agent.connections > 0 {
+            own()
+        } else if left(agent).is_some() || silent >= self.offline_after {
             "offline".to_owned()
+        } else if silent < self.idle_after {
+            own()
+        } else {
+            "idle".to_owned()
         }
+    }
+
+    /// When the claims of `agent` expire if nothing changes: never while it has a
+    /// session; `claim_grace` after its last session closed; `claim_lease` after its last
+    /// contact otherwise.
+    pub fn claims_expire_at(&self, agent: &Agent) -> Option<Timestamp> {
+        if agent.connections > 0 {
+            return None;
+        }
+        Some(match left(agent) {
+            Some(left_at) => left_at + self.claim_grace,
+            None => agent.last_seen_at + self.claim_lease,
+        })
     }
 }
 
 /// The presence view of one agent at `now`.
-pub fn presence(
-    state: &State,
-    policy: &Policy,
-    agent: &Agent,
-    connections: u32,
-    now: Timestamp,
-) -> Presence {
+pub fn presence(state: &State, policy: &Policy, agent: &Agent, now: Timestamp) -> Presence {
     let mut held: Vec<_> = state.held_by(&agent.name).collect();
     // The task an agent is on: a `doing` one first, then the oldest it holds.
     held.sort_by_key(|t| (t.status != TaskStatus::Doing, t.id));
@@ -78,12 +105,13 @@ pub fn presence(
     let doing = held.iter().any(|t| t.status == TaskStatus::Doing);
     Presence {
         name: agent.name.clone(),
-        status: policy.status(agent, connections, now),
+        status: policy.status(agent, now),
         last_seen: last_seen_text(agent.last_seen_at, now),
         last_seen_at: agent.last_seen_at,
-        connections,
+        connections: agent.connections,
         task,
         note: agent.note.clone(),
         stuck: doing && silence(agent.last_seen_at, now) >= policy.stuck_after,
+        claims_expire_at: if held.is_empty() { None } else { policy.claims_expire_at(agent) },
     }
 }

@@ -41,10 +41,7 @@ pub fn validate_agent(field: &str, name: &str) -> Result<(), DomainError> {
     if ok {
         Ok(())
     } else if name.is_empty() {
-        Err(DomainError::invalid(
-            field,
-            "must not be empty: name the acting agent",
-        ))
+        Err(DomainError::invalid(field, "must not be empty: name the acting agent"))
     } else {
         Err(DomainError::invalid(
             field,
@@ -61,10 +58,9 @@ pub fn validate_agent(field: &str, name: &str) -> Result<(), DomainError> {
 pub fn require_agent<'a>(field: &str, name: Option<&'a str>) -> Result<&'a str, DomainError> {
     match name {
         Some(name) => validate_agent(field, name).map(|()| name),
-        None => Err(DomainError::invalid(
-            field,
-            "is required: name the acting agent in the body or the X-Agent header",
-        )),
+        None => {
+            Err(DomainError::invalid(field, "is required: name the acting agent in the body or the X-Agent header"))
+        }
     }
 }
 
@@ -74,16 +70,10 @@ pub fn validate_title(title: &str) -> Result<(), DomainError> {
         return Err(DomainError::invalid("title", "must not be empty"));
     }
     if title.chars().count() > MAX_TITLE {
-        return Err(DomainError::invalid(
-            "title",
-            format!("is longer than {MAX_TITLE} characters"),
-        ));
+        return Err(DomainError::invalid("title", format!("is longer than {MAX_TITLE} characters")));
     }
     if title.chars().any(char::is_control) {
-        return Err(DomainError::invalid(
-            "title",
-            "must be one line without control characters",
-        ));
+        return Err(DomainError::invalid("title", "must be one line without control characters"));
     }
     Ok(())
 }
@@ -92,15 +82,9 @@ pub fn validate_title(title: &str) -> Result<(), DomainError> {
 /// other than newline, tab and carriage return.
 pub fn validate_text(field: &str, text: &str) -> Result<(), DomainError> {
     if text.len() > MAX_TEXT {
-        return Err(DomainError::invalid(
-            field,
-            format!("is longer than {MAX_TEXT} bytes"),
-        ));
+        return Err(DomainError::invalid(field, format!("is longer than {MAX_TEXT} bytes")));
     }
-    if text
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
-    {
+    if text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
         return Err(DomainError::invalid(field, "contains control characters"));
     }
     Ok(())
@@ -109,17 +93,11 @@ pub fn validate_text(field: &str, text: &str) -> Result<(), DomainError> {
 /// Checks a tag list: at most 20 tags of 1 to 32 letters, digits or `. _ - : /`.
 pub fn validate_tags(tags: &[String]) -> Result<(), DomainError> {
     if tags.len() > MAX_TAGS {
-        return Err(DomainError::invalid(
-            "tags",
-            format!("has more than {MAX_TAGS} tags"),
-        ));
+        return Err(DomainError::invalid("tags", format!("has more than {MAX_TAGS} tags")));
     }
     for (i, tag) in tags.iter().enumerate() {
-        let ok = !tag.is_empty()
-            && tag.len() <= MAX_TAG
-            && tag
-                .chars()
-                .all(|c| is_name_char(c) || matches!(c, ':' | '/'));
+        let ok =
+            !tag.is_empty() && tag.len() <= MAX_TAG && tag.chars().all(|c| is_name_char(c) || matches!(c, ':' | '/'));
         if !ok {
             return Err(DomainError::invalid(
                 format!("tags[{i}]"),
@@ -137,9 +115,7 @@ pub fn validate_tags(tags: &[String]) -> Result<(), DomainError> {
 pub fn validate_channel(channel: &str) -> Result<(), DomainError> {
     let ok = !channel.is_empty()
         && channel.len() <= MAX_CHANNEL
-        && channel
-            .chars()
-            .all(|c| is_name_char(c) || matches!(c, ':' | ','));
+        && channel.chars().all(|c| is_name_char(c) || matches!(c, ':' | ','));
     if ok {
         Ok(())
     } else {
@@ -157,9 +133,7 @@ pub fn validate_channel(channel: &str) -> Result<(), DomainError> {
 pub fn validate_status(status: &str) -> Result<(), DomainError> {
     let ok = !status.is_empty()
         && status.len() <= MAX_STATUS
-        && status
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && status.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -176,16 +150,10 @@ pub fn validate_status(status: &str) -> Result<(), DomainError> {
 /// Checks a note: one line, at most 256 characters.
 pub fn validate_note(note: &str) -> Result<(), DomainError> {
     if note.chars().count() > MAX_NOTE {
-        return Err(DomainError::invalid(
-            "note",
-            format!("is longer than {MAX_NOTE} characters"),
-        ));
+        return Err(DomainError::invalid("note", format!("is longer than {MAX_NOTE} characters")));
     }
     if note.chars().any(char::is_control) {
-        return Err(DomainError::invalid(
-            "note",
-            "must be one line without control characters",
-        ));
+        return Err(DomainError::invalid("note", "must be one line without control characters"));
     }
     Ok(())
 }
@@ -218,16 +186,13 @@ pub fn parse_topic(topic: &str) -> Result<String, DomainError> {
     let bad = |why: String| DomainError::invalid("topics", why);
     match topic.split_once(':') {
         None if matches!(topic, "*" | "tasks" | "chat" | "presence") => Ok(topic.to_owned()),
-        Some(("task", id)) => id
-            .parse::<muster_protocol::TaskId>()
-            .map(|id| format!("task:{id}"))
-            .map_err(|e| bad(e.to_string())),
-        Some(("chat", channel)) => validate_channel(channel)
-            .map(|()| topic.to_owned())
-            .map_err(|e| bad(e.to_string())),
-        Some(("inbox", agent)) => validate_agent("agent", agent)
-            .map(|()| topic.to_owned())
-            .map_err(|e| bad(e.to_string())),
+        Some(("task", id)) => {
+            id.parse::<muster_protocol::TaskId>().map(|id| format!("task:{id}")).map_err(|e| bad(e.to_string()))
+        }
+        Some(("chat", channel)) => validate_channel(channel).map(|()| topic.to_owned()).map_err(|e| bad(e.to_string())),
+        Some(("inbox", agent)) => {
+            validate_agent("agent", agent).map(|()| topic.to_owned()).map_err(|e| bad(e.to_string()))
+        }
         _ => Err(bad(format!(
             "{:?} is not a topic (one of *, tasks, task:<id>, chat, chat:<channel>, presence, inbox:<agent>)",
             truncate(topic, 80)
@@ -238,11 +203,7 @@ pub fn parse_topic(topic: &str) -> Result<String, DomainError> {
 /// The first `max` characters of `s`, for echoing bad input back without echoing a
 /// megabyte of it.
 pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    }
+    if s.chars().count() <= max { s.to_owned() } else { format!("{}…", s.chars().take(max).collect::<String>()) }
 }
 
 #[cfg(test)]
@@ -251,22 +212,10 @@ mod tests {
 
     #[test]
     fn mentions_follow_what_people_write() {
-        assert_eq!(
-            parse_mentions("@link PR #522 is green, merge it"),
-            vec!["link"]
-        );
-        assert_eq!(
-            parse_mentions("thanks @zelda. @link, @zelda!"),
-            vec!["zelda", "link"]
-        );
-        assert_eq!(
-            parse_mentions("mail kai@example.com or @ nobody"),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            parse_mentions("(@agent-7) and @claude_2-"),
-            vec!["agent-7", "claude_2"]
-        );
+        assert_eq!(parse_mentions("@link PR #522 is green, merge it"), vec!["link"]);
+        assert_eq!(parse_mentions("thanks @zelda. @link, @zelda!"), vec!["zelda", "link"]);
+        assert_eq!(parse_mentions("mail kai@example.com or @ nobody"), Vec::<String>::new());
+        assert_eq!(parse_mentions("(@agent-7) and @claude_2-"), vec!["agent-7", "claude_2"]);
         assert_eq!(parse_mentions("@"), Vec::<String>::new());
     }
 
@@ -277,10 +226,7 @@ mod tests {
         }
         for bad in ["", "-x", "x.", "has space", "tab\t", "é", &"x".repeat(65)] {
             let err = validate_agent("agent", bad).unwrap_err();
-            assert!(
-                matches!(err, DomainError::Invalid { ref field, .. } if field == "agent"),
-                "{bad}"
-            );
+            assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "agent"), "{bad}");
         }
     }
 }

@@ -6,9 +6,7 @@
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
-use muster_protocol::{
-    Agent, Event, EventKind, Priority, Seq, Task, TaskId, TaskStatus, Timestamp,
-};
+use muster_protocol::{Agent, Event, EventKind, Priority, Seq, Task, TaskId, TaskStatus, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// What the broker knows about a chat channel (its messages live in the store).
@@ -62,18 +60,11 @@ impl State {
         cursors: impl IntoIterator<Item = (String, Seq)>,
         channels: impl IntoIterator<Item = Channel>,
     ) -> State {
-        let mut state = State {
-            head,
-            last_message,
-            ..State::default()
-        };
+        let mut state = State { head, last_message, ..State::default() };
         for task in tasks {
             state.put_task(task);
         }
-        state.agents = agents
-            .into_iter()
-            .map(|a| (a.name.clone(), Arc::new(a)))
-            .collect();
+        state.agents = agents.into_iter().map(|a| (a.name.clone(), Arc::new(a))).collect();
         state.cursors = cursors.into_iter().collect();
         state.channels = channels.into_iter().map(|c| (c.name.clone(), c)).collect();
         state
@@ -96,20 +87,12 @@ impl State {
 
     /// Tasks whose `blockedBy` names `id`.
     pub fn dependents(&self, id: TaskId) -> impl Iterator<Item = &Arc<Task>> + '_ {
-        self.dependents
-            .get(&id)
-            .into_iter()
-            .flatten()
-            .filter_map(|d| self.tasks.get(d))
+        self.dependents.get(&id).into_iter().flatten().filter_map(|d| self.tasks.get(d))
     }
 
     /// Tasks `agent` holds a claim on, oldest first.
     pub fn held_by(&self, agent: &str) -> impl Iterator<Item = &Arc<Task>> + '_ {
-        self.held
-            .get(agent)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.tasks.get(id))
+        self.held.get(agent).into_iter().flatten().filter_map(|id| self.tasks.get(id))
     }
 
     /// The unfinished tasks among `task`'s blockers.
@@ -166,9 +149,7 @@ impl State {
     /// Records contact with `name` at `at`, creating the agent on first contact.
     fn touch(&mut self, name: &str, at: Timestamp) {
         let agent = match self.agents.get(name) {
-            Some(agent)
-                if agent.last_seen_at >= at && agent.status.as_deref() != Some("offline") =>
-            {
+            Some(agent) if agent.last_seen_at >= at && agent.status.as_deref() != Some("offline") => {
                 return;
             }
             Some(agent) => Agent {
@@ -177,13 +158,7 @@ impl State {
                 status: agent.status.clone().filter(|s| s != "offline"),
                 ..Agent::clone(agent)
             },
-            None => Agent {
-                name: name.to_owned(),
-                status: None,
-                note: None,
-                first_seen_at: at,
-                last_seen_at: at,
-            },
+            None => Agent::new(name, at),
         };
         self.agents.insert(name.to_owned(), Arc::new(agent));
     }
@@ -218,15 +193,12 @@ pub fn apply(state: &mut State, event: &Event) {
         EventKind::TaskReady { .. } => {}
         EventKind::ChatMessage { message } => {
             state.last_message = state.last_message.max(message.id.0);
-            let channel = state
-                .channels
-                .entry(message.channel.clone())
-                .or_insert_with(|| Channel {
-                    name: message.channel.clone(),
-                    messages: 0,
-                    last_seq: 0,
-                    last_at: message.at,
-                });
+            let channel = state.channels.entry(message.channel.clone()).or_insert_with(|| Channel {
+                name: message.channel.clone(),
+                messages: 0,
+                last_seq: 0,
+                last_at: message.at,
+            });
             if message.seq > channel.last_seq {
                 channel.messages += 1;
                 channel.last_seq = message.seq;
@@ -234,9 +206,7 @@ pub fn apply(state: &mut State, event: &Event) {
             }
         }
         EventKind::PresenceChanged { agent } => {
-            state
-                .agents
-                .insert(agent.name.clone(), Arc::new(agent.clone()));
+            state.agents.insert(agent.name.clone(), Arc::new(agent.clone()));
         }
         EventKind::InboxAcked { agent, seq } => {
             let cursor = state.cursors.entry(agent.clone()).or_insert(0);

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use muster_protocol::{
-    CreateTask, Event, EventKind, Heartbeat, PostMessage, Priority, ReleaseReason, TaskAction,
-    TaskId, TaskStatus, Timestamp, UpdateTask,
+    CreateTask, Event, EventKind, Heartbeat, PostMessage, Priority, ReleaseReason, TaskAction, TaskId, TaskStatus,
+    Timestamp, UpdateTask,
 };
 use proptest::prelude::*;
 
@@ -33,11 +33,7 @@ impl Sim {
     fn run(&mut self, cmd: Command) -> Result<Reply, DomainError> {
         let decision = decide(&self.state, &self.policy, &cmd, self.now)?;
         for kind in decision.events {
-            let event = Event {
-                seq: self.state.head + 1,
-                at: self.now,
-                kind,
-            };
+            let event = Event { seq: self.state.head + 1, at: self.now, kind };
             apply(&mut self.state, &event);
             self.log.push(event);
         }
@@ -49,27 +45,18 @@ impl Sim {
     }
 
     fn create(&mut self, title: &str) -> TaskId {
-        match self.run(Command::CreateTask(CreateTask {
-            title: title.into(),
-            ..Default::default()
-        })) {
+        match self.run(Command::CreateTask(CreateTask { title: title.into(), ..Default::default() })) {
             Ok(Reply::Task(t)) => t.id,
             other => panic!("create failed: {other:?}"),
         }
     }
 
     fn act(agent: &str) -> TaskAction {
-        TaskAction {
-            agent: Some(agent.into()),
-            ..Default::default()
-        }
+        TaskAction { agent: Some(agent.into()), ..Default::default() }
     }
 
     fn claim(&mut self, id: TaskId, agent: &str) -> Result<Reply, DomainError> {
-        self.run(Command::Claim {
-            id,
-            action: Sim::act(agent),
-        })
+        self.run(Command::Claim { id, action: Sim::act(agent) })
     }
 
     fn types(&self) -> Vec<&'static str> {
@@ -100,12 +87,7 @@ fn a_claim_is_a_mutex_and_the_loser_learns_the_owner() {
     assert_eq!(won.status, TaskStatus::Doing);
     assert_eq!(won.claim.as_ref().unwrap().token, 1);
     let lost = sim.claim(id, "zelda").unwrap_err();
-    assert_eq!(
-        lost,
-        DomainError::Conflict {
-            message: "T-1 is claimed by link".into()
-        }
-    );
+    assert_eq!(lost, DomainError::Conflict { message: "T-1 is claimed by link".into() });
     // Claiming again as the owner is a no-op that returns the same token.
     let events = sim.log.len();
     assert_eq!(task(sim.claim(id, "link")).claim.unwrap().token, 1);
@@ -132,41 +114,15 @@ fn fencing_tokens_refuse_a_stale_owner() {
     let mut sim = Sim::new();
     let id = sim.create("t");
     sim.claim(id, "link").unwrap();
-    sim.run(Command::Release {
-        id,
-        action: Sim::act("link"),
-    })
-    .unwrap();
+    sim.run(Command::Release { id, action: Sim::act("link") }).unwrap();
     sim.claim(id, "zelda").unwrap();
     // link comes back with the token of its old claim.
-    let stale = sim.run(Command::Complete {
-        id,
-        action: TaskAction {
-            token: Some(1),
-            ..Sim::act("link")
-        },
-    });
-    assert!(
-        matches!(stale, Err(DomainError::StaleClaim { .. })),
-        "{stale:?}"
-    );
-    let update = UpdateTask {
-        title: Some("x".into()),
-        token: Some(1),
-        agent: Some("link".into()),
-        ..Default::default()
-    };
-    assert!(matches!(
-        sim.run(Command::UpdateTask { id, update }),
-        Err(DomainError::StaleClaim { .. })
-    ));
-    let ok = sim.run(Command::Complete {
-        id,
-        action: TaskAction {
-            token: Some(2),
-            ..Sim::act("zelda")
-        },
-    });
+    let stale = sim.run(Command::Complete { id, action: TaskAction { token: Some(1), ..Sim::act("link") } });
+    assert!(matches!(stale, Err(DomainError::StaleClaim { .. })), "{stale:?}");
+    let update =
+        UpdateTask { title: Some("x".into()), token: Some(1), agent: Some("link".into()), ..Default::default() };
+    assert!(matches!(sim.run(Command::UpdateTask { id, update }), Err(DomainError::StaleClaim { .. })));
+    let ok = sim.run(Command::Complete { id, action: TaskAction { token: Some(2), ..Sim::act("zelda") } });
     assert_eq!(task(ok).status, TaskStatus::Done);
 }
 
@@ -175,32 +131,16 @@ fn only_the_owner_releases_unless_forced() {
     let mut sim = Sim::new();
     let id = sim.create("t");
     sim.claim(id, "link").unwrap();
-    let err = sim
-        .run(Command::Release {
-            id,
-            action: Sim::act("zelda"),
-        })
-        .unwrap_err();
+    let err = sim.run(Command::Release { id, action: Sim::act("zelda") }).unwrap_err();
     assert!(matches!(err, DomainError::Conflict { .. }));
-    let forced = task(sim.run(Command::Release {
-        id,
-        action: TaskAction {
-            force: true,
-            ..Sim::act("human")
-        },
-    }));
+    let forced = task(sim.run(Command::Release { id, action: TaskAction { force: true, ..Sim::act("human") } }));
     assert_eq!(forced.status, TaskStatus::Todo);
     assert_eq!(forced.claim, None);
     let released = sim.log.iter().rev().find_map(|e| match &e.kind {
-        EventKind::TaskReleased {
-            reason, agent, by, ..
-        } => Some((*reason, agent.clone(), by.clone())),
+        EventKind::TaskReleased { reason, agent, by, .. } => Some((*reason, agent.clone(), by.clone())),
         _ => None,
     });
-    assert_eq!(
-        released,
-        Some((ReleaseReason::Forced, "link".into(), Some("human".into())))
-    );
+    assert_eq!(released, Some((ReleaseReason::Forced, "link".into(), Some("human".into()))));
 }
 
 #[test]
@@ -208,28 +148,14 @@ fn a_blocked_task_waits_and_the_last_blocker_announces_it_ready() {
     let mut sim = Sim::new();
     let a = sim.create("schema");
     let b = sim.create("api");
-    let reply = sim.run(Command::CreateTask(CreateTask {
-        title: "ui".into(),
-        blocked_by: vec![a, b],
-        ..Default::default()
-    }));
+    let reply =
+        sim.run(Command::CreateTask(CreateTask { title: "ui".into(), blocked_by: vec![a, b], ..Default::default() }));
     let c = task(reply).id;
-    assert_eq!(
-        sim.claim(c, "link").unwrap_err().to_string(),
-        "T-3 is blocked by T-1 (todo), T-2 (todo)"
-    );
+    assert_eq!(sim.claim(c, "link").unwrap_err().to_string(), "T-3 is blocked by T-1 (todo), T-2 (todo)");
     sim.claim(a, "link").unwrap();
-    sim.run(Command::Complete {
-        id: a,
-        action: Sim::act("link"),
-    })
-    .unwrap();
+    sim.run(Command::Complete { id: a, action: Sim::act("link") }).unwrap();
     assert!(!sim.types().contains(&"task.ready"), "T-2 is still open");
-    sim.run(Command::Complete {
-        id: b,
-        action: Sim::act("zelda"),
-    })
-    .unwrap();
+    sim.run(Command::Complete { id: b, action: Sim::act("zelda") }).unwrap();
     assert_eq!(sim.types().last(), Some(&"task.ready"));
     assert!(sim.claim(c, "link").is_ok());
 }
@@ -238,33 +164,15 @@ fn a_blocked_task_waits_and_the_last_blocker_announces_it_ready() {
 fn dependencies_cannot_form_a_cycle() {
     let mut sim = Sim::new();
     let a = sim.create("a");
-    let reply = sim.run(Command::CreateTask(CreateTask {
-        title: "b".into(),
-        blocked_by: vec![a],
-        ..Default::default()
-    }));
+    let reply =
+        sim.run(Command::CreateTask(CreateTask { title: "b".into(), blocked_by: vec![a], ..Default::default() }));
     let b = task(reply).id;
-    let update = UpdateTask {
-        blocked_by: Some(vec![b]),
-        ..Default::default()
-    };
+    let update = UpdateTask { blocked_by: Some(vec![b]), ..Default::default() };
     let err = sim.run(Command::UpdateTask { id: a, update }).unwrap_err();
-    assert_eq!(
-        err,
-        DomainError::invalid(
-            "blockedBy[0]",
-            "T-2 already waits on T-1: that would be a cycle"
-        )
-    );
-    let update = UpdateTask {
-        blocked_by: Some(vec![TaskId(9)]),
-        ..Default::default()
-    };
+    assert_eq!(err, DomainError::invalid("blockedBy[0]", "T-2 already waits on T-1: that would be a cycle"));
+    let update = UpdateTask { blocked_by: Some(vec![TaskId(9)]), ..Default::default() };
     let err = sim.run(Command::UpdateTask { id: a, update }).unwrap_err();
-    assert_eq!(
-        err,
-        DomainError::invalid("blockedBy[0]", "task T-9 does not exist")
-    );
+    assert_eq!(err, DomainError::invalid("blockedBy[0]", "task T-9 does not exist"));
 }
 
 #[test]
@@ -273,47 +181,25 @@ fn status_changes_follow_the_claim_rules() {
     let id = sim.create("t");
     let set = |status, agent: &str| Command::UpdateTask {
         id,
-        update: UpdateTask {
-            status: Some(status),
-            agent: Some(agent.into()),
-            ..Default::default()
-        },
+        update: UpdateTask { status: Some(status), agent: Some(agent.into()), ..Default::default() },
     };
     // review without a claim is refused with a reason
-    assert!(matches!(
-        sim.run(set(TaskStatus::Review, "link")),
-        Err(DomainError::InvalidTransition { .. })
-    ));
+    assert!(matches!(sim.run(set(TaskStatus::Review, "link")), Err(DomainError::InvalidTransition { .. })));
     // doing claims
     let t = task(sim.run(set(TaskStatus::Doing, "link")));
     assert_eq!(t.claim.unwrap().agent, "link");
     assert_eq!(sim.types().last(), Some(&"task.claimed"));
     // someone else cannot move it
-    assert!(matches!(
-        sim.run(set(TaskStatus::Review, "zelda")),
-        Err(DomainError::Conflict { .. })
-    ));
-    assert_eq!(
-        task(sim.run(set(TaskStatus::Review, "link"))).status,
-        TaskStatus::Review
-    );
+    assert!(matches!(sim.run(set(TaskStatus::Review, "zelda")), Err(DomainError::Conflict { .. })));
+    assert_eq!(task(sim.run(set(TaskStatus::Review, "link"))).status, TaskStatus::Review);
     // done completes; the claim ends
     let done = task(sim.run(set(TaskStatus::Done, "link")));
     assert_eq!((done.status, done.claim), (TaskStatus::Done, None));
-    assert!(matches!(
-        sim.claim(id, "zelda"),
-        Err(DomainError::InvalidTransition { .. })
-    ));
+    assert!(matches!(sim.claim(id, "zelda"), Err(DomainError::InvalidTransition { .. })));
     // reopening makes it claimable again by whoever it is assigned to, with a bigger token
     let reopened = task(sim.run(set(TaskStatus::Todo, "zelda")));
-    assert_eq!(
-        (reopened.status, reopened.assignee.as_deref()),
-        (TaskStatus::Todo, Some("link"))
-    );
-    assert_eq!(
-        sim.claim(id, "zelda").unwrap_err().to_string(),
-        "T-1 is assigned to link"
-    );
+    assert_eq!((reopened.status, reopened.assignee.as_deref()), (TaskStatus::Todo, Some("link")));
+    assert_eq!(sim.claim(id, "zelda").unwrap_err().to_string(), "T-1 is assigned to link");
     assert_eq!(task(sim.claim(id, "link")).claim.unwrap().token, 2);
 }
 
@@ -328,23 +214,13 @@ fn next_hands_out_by_priority_then_age_and_returns_a_held_task_first() {
     })))
     .id;
     sim.create("new p2");
-    let next = |sim: &mut Sim, agent: &str| {
-        task(sim.run(Command::ClaimNext {
-            agent: Some(agent.into()),
-        }))
-        .id
-    };
+    let next = |sim: &mut Sim, agent: &str| task(sim.run(Command::ClaimNext { agent: Some(agent.into()) })).id;
     assert_eq!(next(&mut sim, "link"), urgent);
     // A retry after a lost response gets the same task, not a second one.
     assert_eq!(next(&mut sim, "link"), urgent);
     assert_eq!(next(&mut sim, "zelda"), TaskId(1));
     assert_eq!(next(&mut sim, "kai"), TaskId(3));
-    assert_eq!(
-        sim.run(Command::ClaimNext {
-            agent: Some("ganon".into())
-        }),
-        Ok(Reply::MaybeTask(None))
-    );
+    assert_eq!(sim.run(Command::ClaimNext { agent: Some("ganon".into()) }), Ok(Reply::MaybeTask(None)));
 }
 
 #[test]
@@ -356,38 +232,15 @@ fn chat_mentions_and_direct_messages_name_their_recipients() {
         channel: Some("general".into()),
         ..Default::default()
     };
-    let Ok(Reply::Message(m)) = sim.run(Command::PostMessage(post)) else {
-        panic!()
-    };
-    assert_eq!(
-        (m.id.to_string(), m.mentions.clone()),
-        ("M-1".into(), vec!["link".to_owned()])
-    );
-    assert_eq!(
-        m.seq,
-        sim.log.last().unwrap().seq,
-        "a message records the seq of its event"
-    );
-    let dm = PostMessage {
-        from: "zelda".into(),
-        content: "psst".into(),
-        to: Some("kai".into()),
-        ..Default::default()
-    };
-    let Ok(Reply::Message(m)) = sim.run(Command::PostMessage(dm)) else {
-        panic!()
-    };
+    let Ok(Reply::Message(m)) = sim.run(Command::PostMessage(post)) else { panic!() };
+    assert_eq!((m.id.to_string(), m.mentions.clone()), ("M-1".into(), vec!["link".to_owned()]));
+    assert_eq!(m.seq, sim.log.last().unwrap().seq, "a message records the seq of its event");
+    let dm = PostMessage { from: "zelda".into(), content: "psst".into(), to: Some("kai".into()), ..Default::default() };
+    let Ok(Reply::Message(m)) = sim.run(Command::PostMessage(dm)) else { panic!() };
     assert_eq!(m.channel, "dm:kai,zelda");
     assert_eq!(m.recipients(), vec!["kai"]);
-    let empty = PostMessage {
-        from: "kai".into(),
-        content: "  ".into(),
-        ..Default::default()
-    };
-    assert_eq!(
-        sim.run(Command::PostMessage(empty)).unwrap_err(),
-        DomainError::invalid("content", "must not be empty")
-    );
+    let empty = PostMessage { from: "kai".into(), content: "  ".into(), ..Default::default() };
+    assert_eq!(sim.run(Command::PostMessage(empty)).unwrap_err(), DomainError::invalid("content", "must not be empty"));
 }
 
 #[test]
@@ -395,28 +248,10 @@ fn inbox_cursor_only_moves_forward_and_not_past_the_head() {
     let mut sim = Sim::new();
     sim.create("t");
     let head = sim.state.head;
-    let ack = |seq| Command::AckInbox {
-        agent: "link".into(),
-        seq,
-    };
-    assert!(matches!(
-        sim.run(ack(Some(head + 5))),
-        Err(DomainError::Invalid { .. })
-    ));
-    assert_eq!(
-        sim.run(ack(None)),
-        Ok(Reply::Cursor {
-            agent: "link".into(),
-            seq: head
-        })
-    );
-    assert_eq!(
-        sim.run(ack(Some(0))),
-        Ok(Reply::Cursor {
-            agent: "link".into(),
-            seq: head
-        })
-    );
+    let ack = |seq| Command::AckInbox { agent: "link".into(), seq };
+    assert!(matches!(sim.run(ack(Some(head + 5))), Err(DomainError::Invalid { .. })));
+    assert_eq!(sim.run(ack(None)), Ok(Reply::Cursor { agent: "link".into(), seq: head }));
+    assert_eq!(sim.run(ack(Some(0))), Ok(Reply::Cursor { agent: "link".into(), seq: head }));
     assert_eq!(sim.state.cursor("link"), head);
 }
 
@@ -427,25 +262,15 @@ fn presence_goes_idle_offline_and_stuck_with_silence() {
     sim.claim(id, "link").unwrap();
     let view = |sim: &Sim| {
         let agent = sim.state.agents.get("link").unwrap();
-        presence(&sim.state, &sim.policy, agent, 0, sim.now)
+        presence(&sim.state, &sim.policy, agent, sim.now)
     };
-    assert_eq!(
-        (view(&sim).status.as_str(), view(&sim).last_seen.as_str()),
-        ("active", "0s ago")
-    );
+    assert_eq!((view(&sim).status.as_str(), view(&sim).last_seen.as_str()), ("active", "0s ago"));
     assert_eq!(view(&sim).task, Some(id));
     sim.later(6 * 60);
-    assert_eq!(
-        (view(&sim).status.as_str(), view(&sim).stuck),
-        ("idle", false)
-    );
+    assert_eq!((view(&sim).status.as_str(), view(&sim).stuck), ("idle", false));
     sim.later(15 * 60);
     assert_eq!(
-        (
-            view(&sim).status.as_str(),
-            view(&sim).stuck,
-            view(&sim).last_seen.as_str()
-        ),
+        (view(&sim).status.as_str(), view(&sim).stuck, view(&sim).last_seen.as_str()),
         ("idle", true, "21m ago")
     );
     sim.later(10 * 60);
@@ -454,18 +279,80 @@ fn presence_goes_idle_offline_and_stuck_with_silence() {
     let before = sim.log.len();
     sim.run(Command::Heartbeat {
         agent: "link".into(),
-        heartbeat: Heartbeat {
-            status: Some("busy".into()),
-            note: Some(Some("on T-1".into())),
-        },
+        heartbeat: Heartbeat { status: Some("busy".into()), note: Some(Some("on T-1".into())) },
     })
     .unwrap();
     assert_eq!(sim.log.len(), before + 1);
-    assert_eq!(
-        (view(&sim).status.as_str(), view(&sim).stuck),
-        ("busy", false)
-    );
+    assert_eq!((view(&sim).status.as_str(), view(&sim).stuck), ("busy", false));
     assert_eq!(view(&sim).note.as_deref(), Some("on T-1"));
+}
+
+#[test]
+fn a_closed_session_goes_offline_at_once_and_its_claims_wait_out_the_grace() {
+    let mut sim = Sim::new();
+    let id = sim.create("t");
+    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.claim(id, "link").unwrap();
+    let status = |sim: &Sim| sim.policy.status(sim.state.agents.get("link").unwrap(), sim.now);
+    assert_eq!(status(&sim), "active");
+    sim.later(3600);
+    assert_eq!(status(&sim), "active", "a session keeps the agent present however quiet it is");
+    sim.run(Command::Tick).unwrap();
+    assert!(sim.state.task(id).unwrap().claim.is_some(), "a session holds the claim");
+
+    sim.run(Command::Disconnect { agent: "link".into() }).unwrap();
+    assert_eq!(status(&sim), "offline");
+    sim.later(4 * 60);
+    sim.run(Command::Tick).unwrap();
+    assert!(sim.state.task(id).unwrap().claim.is_some(), "still within the grace");
+    sim.later(61);
+    sim.run(Command::Tick).unwrap();
+    let task = sim.state.task(id).unwrap();
+    assert_eq!((task.status, task.claim.is_none()), (TaskStatus::Todo, true));
+    let last = &sim.log.last().unwrap().kind;
+    assert!(matches!(last, EventKind::TaskReleased { reason: ReleaseReason::OwnerGone, by: None, .. }), "{last:?}");
+}
+
+#[test]
+fn reconnecting_within_the_grace_keeps_the_claims() {
+    let mut sim = Sim::new();
+    let id = sim.create("t");
+    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.claim(id, "link").unwrap();
+    sim.run(Command::Disconnect { agent: "link".into() }).unwrap();
+    assert_eq!(sim.state.agents.get("link").unwrap().connections, 1, "one session is still open");
+    sim.run(Command::Disconnect { agent: "link".into() }).unwrap();
+    sim.later(4 * 60);
+    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.later(3600);
+    sim.run(Command::Tick).unwrap();
+    assert_eq!(sim.state.task(id).unwrap().claim.as_ref().unwrap().agent, "link");
+}
+
+#[test]
+fn an_owner_without_a_session_keeps_its_claims_by_staying_in_contact() {
+    let mut sim = Sim::new();
+    let id = sim.create("t");
+    sim.claim(id, "link").unwrap();
+    for _ in 0..3 {
+        sim.later(20 * 60);
+        sim.run(Command::Heartbeat { agent: "link".into(), heartbeat: Heartbeat::default() }).unwrap();
+        sim.run(Command::Tick).unwrap();
+    }
+    assert!(sim.state.task(id).unwrap().claim.is_some(), "heartbeats within the lease keep it");
+    sim.later(31 * 60);
+    sim.run(Command::Tick).unwrap();
+    assert!(sim.state.task(id).unwrap().claim.is_none(), "silence beyond the lease releases it");
+}
+
+#[test]
+fn after_a_restart_no_session_is_left_open() {
+    let mut sim = Sim::new();
+    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.run(Command::ResetConnections).unwrap();
+    let link = sim.state.agents.get("link").unwrap();
+    assert_eq!((link.connections, sim.policy.status(link, sim.now).as_str()), (0, "offline"));
 }
 
 // ---- properties ------------------------------------------------------------------------
@@ -474,39 +361,17 @@ const AGENTS: [&str; 4] = ["link", "zelda", "kai", "ganon"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create {
-        blocked_by: Vec<u64>,
-        assignee: Option<usize>,
-    },
-    Claim {
-        task: u64,
-        agent: usize,
-    },
-    Release {
-        task: u64,
-        agent: usize,
-        force: bool,
-    },
-    Complete {
-        task: u64,
-        agent: usize,
-        token: Option<u64>,
-    },
-    Status {
-        task: u64,
-        agent: usize,
-        status: TaskStatus,
-    },
-    Next {
-        agent: usize,
-    },
-    Post {
-        agent: usize,
-        to: Option<usize>,
-    },
-    Later {
-        secs: u64,
-    },
+    Create { blocked_by: Vec<u64>, assignee: Option<usize> },
+    Claim { task: u64, agent: usize },
+    Release { task: u64, agent: usize, force: bool },
+    Complete { task: u64, agent: usize, token: Option<u64> },
+    Status { task: u64, agent: usize, status: TaskStatus },
+    Next { agent: usize },
+    Post { agent: usize, to: Option<usize> },
+    Connect { agent: usize },
+    Disconnect { agent: usize },
+    Tick,
+    Later { secs: u64 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -521,7 +386,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (task.clone(), agent.clone(), proptest::option::of(0..4u64)).prop_map(|(task, agent, token)| Op::Complete { task, agent, token }),
         2 => (task, agent.clone(), status).prop_map(|(task, agent, status)| Op::Status { task, agent, status }),
         2 => agent.clone().prop_map(|agent| Op::Next { agent }),
-        1 => (agent.clone(), proptest::option::of(agent)).prop_map(|(agent, to)| Op::Post { agent, to }),
+        1 => (agent.clone(), proptest::option::of(agent.clone())).prop_map(|(agent, to)| Op::Post { agent, to }),
+        1 => agent.clone().prop_map(|agent| Op::Connect { agent }),
+        1 => agent.prop_map(|agent| Op::Disconnect { agent }),
+        1 => Just(Op::Tick),
         1 => (0..2000u64).prop_map(|secs| Op::Later { secs }),
     ]
 }
@@ -529,55 +397,34 @@ fn op() -> impl Strategy<Value = Op> {
 fn command(op: &Op) -> Option<Command> {
     let act = |agent: usize| Sim::act(AGENTS[agent]);
     Some(match op {
-        Op::Create {
-            blocked_by,
-            assignee,
-        } => Command::CreateTask(CreateTask {
+        Op::Create { blocked_by, assignee } => Command::CreateTask(CreateTask {
             title: "t".into(),
             blocked_by: blocked_by.iter().map(|b| TaskId(*b)).collect(),
             assignee: assignee.map(|a| AGENTS[a].to_owned()),
             agent: Some("planner".into()),
             ..Default::default()
         }),
-        Op::Claim { task, agent } => Command::Claim {
+        Op::Claim { task, agent } => Command::Claim { id: TaskId(*task), action: act(*agent) },
+        Op::Release { task, agent, force } => {
+            Command::Release { id: TaskId(*task), action: TaskAction { force: *force, ..act(*agent) } }
+        }
+        Op::Complete { task, agent, token } => {
+            Command::Complete { id: TaskId(*task), action: TaskAction { token: *token, ..act(*agent) } }
+        }
+        Op::Status { task, agent, status } => Command::UpdateTask {
             id: TaskId(*task),
-            action: act(*agent),
+            update: UpdateTask { status: Some(*status), agent: Some(AGENTS[*agent].into()), ..Default::default() },
         },
-        Op::Release { task, agent, force } => Command::Release {
-            id: TaskId(*task),
-            action: TaskAction {
-                force: *force,
-                ..act(*agent)
-            },
-        },
-        Op::Complete { task, agent, token } => Command::Complete {
-            id: TaskId(*task),
-            action: TaskAction {
-                token: *token,
-                ..act(*agent)
-            },
-        },
-        Op::Status {
-            task,
-            agent,
-            status,
-        } => Command::UpdateTask {
-            id: TaskId(*task),
-            update: UpdateTask {
-                status: Some(*status),
-                agent: Some(AGENTS[*agent].into()),
-                ..Default::default()
-            },
-        },
-        Op::Next { agent } => Command::ClaimNext {
-            agent: Some(AGENTS[*agent].into()),
-        },
+        Op::Next { agent } => Command::ClaimNext { agent: Some(AGENTS[*agent].into()) },
         Op::Post { agent, to } => Command::PostMessage(PostMessage {
             from: AGENTS[*agent].into(),
             content: "hello @link and @zelda".into(),
             to: to.map(|t| AGENTS[t].to_owned()),
             ..Default::default()
         }),
+        Op::Connect { agent } => Command::Connect { agent: AGENTS[*agent].into() },
+        Op::Disconnect { agent } => Command::Disconnect { agent: AGENTS[*agent].into() },
+        Op::Tick => Command::Tick,
         Op::Later { .. } => return None,
     })
 }

@@ -4,8 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use muster_protocol::{
-    AckInbox, ChannelInfo, ChannelList, Cursor, ErrorBody, Inbox, MessageEnvelope, MessageList,
-    PostMessage, Seq,
+    AckInbox, ChannelInfo, ChannelList, Cursor, ErrorBody, Inbox, MessageEnvelope, MessageList, PostMessage, Seq,
 };
 use serde::Deserialize;
 
@@ -21,10 +20,7 @@ fn page(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(PAGE),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        )),
+        Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
     }
 }
 
@@ -40,21 +36,13 @@ pub async fn post(
     idem: Idempotency,
     JsonBody(body): JsonBody<PostMessage>,
 ) -> Result<Response, ApiError> {
-    let committed = state
-        .writer
-        .submit(Command::PostMessage(body), idem.0)
-        .await?;
+    let committed = state.writer.submit(Command::PostMessage(body), idem.0).await?;
     let Reply::Message(message) = committed.reply else {
-        return Err(ApiError::new(
-            muster_protocol::ErrorCode::Internal,
-            "unexpected reply",
-        ));
+        return Err(ApiError::new(muster_protocol::ErrorCode::Internal, "unexpected reply"));
     };
     let mut response = json_response(StatusCode::CREATED, &MessageEnvelope { message });
     if committed.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -80,10 +68,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses((status = 200, body = MessageList), (status = 400, body = ErrorBody))
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
     let limit = page(q.limit)?;
     let channel = q.channel.unwrap_or_else(|| "general".to_owned());
     crate::core::validate_channel(&channel)?;
@@ -91,10 +76,7 @@ pub async fn list(
     let name = channel.clone();
     let messages = blocking(move || store.messages(&name, q.since, q.before, limit)).await?;
     let channel_json = serde_json::to_string(&channel).unwrap_or_default();
-    Ok(json_bytes(
-        StatusCode::OK,
-        json_list("messages", &messages, &[("channel", channel_json)]),
-    ))
+    Ok(json_bytes(StatusCode::OK, json_list("messages", &messages, &[("channel", channel_json)])))
 }
 
 /// Channels with messages.
@@ -105,11 +87,7 @@ pub async fn channels(State(state): State<AppState>) -> Response {
         .state
         .channels
         .values()
-        .map(|c| ChannelInfo {
-            name: c.name.clone(),
-            messages: c.messages,
-            last_seq: c.last_seq,
-        })
+        .map(|c| ChannelInfo { name: c.name.clone(), messages: c.messages, last_seq: c.last_seq })
         .collect();
     json_response(StatusCode::OK, &ChannelList { channels })
 }
@@ -145,10 +123,7 @@ pub async fn inbox(
     let name = agent.clone();
     let (messages, unread) = blocking(move || {
         let since = if q.all { None } else { Some(cursor) };
-        Ok((
-            store.inbox(&name, since, None, limit)?,
-            store.inbox_count_after(&name, cursor)?,
-        ))
+        Ok((store.inbox(&name, since, None, limit)?, store.inbox_count_after(&name, cursor)?))
     })
     .await?;
     let extra = [
@@ -156,10 +131,7 @@ pub async fn inbox(
         ("cursor", cursor.to_string()),
         ("unread", unread.to_string()),
     ];
-    Ok(json_bytes(
-        StatusCode::OK,
-        json_list("messages", &messages, &extra),
-    ))
+    Ok(json_bytes(StatusCode::OK, json_list("messages", &messages, &extra)))
 }
 
 /// Mark the inbox read up to `seq` (default: everything so far).
@@ -175,28 +147,15 @@ pub async fn ack(
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<AckInbox>,
 ) -> Result<Response, ApiError> {
-    let committed = state
-        .writer
-        .submit(
-            Command::AckInbox {
-                agent,
-                seq: body.seq,
-            },
-            idem.0,
-        )
-        .await?;
+    let committed = state.writer.submit(Command::AckInbox { agent, seq: body.seq }, idem.0).await?;
     let Reply::Cursor { agent, seq } = committed.reply else {
-        return Err(ApiError::new(
-            muster_protocol::ErrorCode::Internal,
-            "unexpected reply",
-        ));
+        return Err(ApiError::new(muster_protocol::ErrorCode::Internal, "unexpected reply"));
     };
     let mut response = json_response(StatusCode::OK, &Cursor { agent, cursor: seq });
     if committed.replayed {
-        response.headers_mut().insert(
-            header::HeaderName::from_static("idempotent-replayed"),
-            HeaderValue::from_static("true"),
-        );
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true"));
     }
     Ok(response)
 }

@@ -16,21 +16,13 @@ pub struct ApiError(pub ErrorInfo);
 impl ApiError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError(ErrorInfo {
-            code,
-            message: message.into(),
-            field: None,
-        })
+        ApiError(ErrorInfo { code, message: message.into(), field: None })
     }
 
     /// `400 invalid`, naming the field (or query parameter, or header) at fault.
     pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> ApiError {
         let field = field.into();
-        ApiError(ErrorInfo {
-            code: ErrorCode::Invalid,
-            message: format!("{field}: {message}"),
-            field: Some(field),
-        })
+        ApiError(ErrorInfo { code: ErrorCode::Invalid, message: format!("{field}: {message}"), field: Some(field) })
     }
 
     /// `404 not_found`.
@@ -44,13 +36,9 @@ impl ApiError {
             ErrorCode::Invalid => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Conflict | ErrorCode::StaleClaim | ErrorCode::Blocked => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::Conflict | ErrorCode::StaleClaim | ErrorCode::Blocked => StatusCode::CONFLICT,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::InvalidTransition | ErrorCode::IdempotencyMismatch => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ErrorCode::InvalidTransition | ErrorCode::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -65,9 +53,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = super::json_response(status, &ErrorBody { error: self.0 });
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
         }
         response
     }
@@ -83,9 +69,7 @@ impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {
             WriteError::Domain(e) => e.into(),
-            WriteError::IdempotencyMismatch(_) => {
-                ApiError::new(ErrorCode::IdempotencyMismatch, e.to_string())
-            }
+            WriteError::IdempotencyMismatch(_) => ApiError::new(ErrorCode::IdempotencyMismatch, e.to_string()),
             WriteError::Unavailable(message) => ApiError::new(ErrorCode::Unavailable, message),
         }
     }

@@ -43,33 +43,21 @@ pub struct PollQuery {
     params(PollQuery),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody))
 )]
-pub async fn poll(
-    State(state): State<AppState>,
-    Query(q): Query<PollQuery>,
-) -> Result<Response, ApiError> {
+pub async fn poll(State(state): State<AppState>, Query(q): Query<PollQuery>) -> Result<Response, ApiError> {
     let since = q.since.unwrap_or(0);
     let topics: Vec<String> = match q.topics.as_deref() {
         None | Some("") => vec!["*".to_owned()],
-        Some(list) => list
-            .split(',')
-            .map(|t| parse_topic(t.trim()))
-            .collect::<Result<_, _>>()?,
+        Some(list) => list.split(',').map(|t| parse_topic(t.trim())).collect::<Result<_, _>>()?,
     };
     let wait = q.wait.unwrap_or(0);
     if wait > MAX_WAIT {
-        return Err(ApiError::invalid(
-            "wait",
-            format!("must be at most {MAX_WAIT} seconds"),
-        ));
+        return Err(ApiError::invalid("wait", format!("must be at most {MAX_WAIT} seconds")));
     }
     let limit = match q.limit {
         None => PAGE,
         Some(n) if (1..=MAX_PAGE).contains(&n) => n,
         Some(_) => {
-            return Err(ApiError::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}"),
-            ));
+            return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
         }
     };
     let deadline = Instant::now() + Duration::from_secs(wait);
@@ -81,11 +69,7 @@ pub async fn poll(
         let store = state.store.clone();
         let filter = topics.clone();
         let (events, first) = blocking(move || {
-            let events = if scanned < head {
-                store.events(scanned, head, &filter, limit)?
-            } else {
-                Vec::new()
-            };
+            let events = if scanned < head { store.events(scanned, head, &filter, limit)? } else { Vec::new() };
             Ok((events, store.first_retained(head)?))
         })
         .await?;
@@ -101,16 +85,10 @@ pub async fn poll(
         }
         let json: Vec<Bytes> = events.into_iter().map(|e| e.json).collect();
         let extra = [
-            (
-                "epoch",
-                serde_json::to_string(state.store.epoch()).unwrap_or_default(),
-            ),
+            ("epoch", serde_json::to_string(state.store.epoch()).unwrap_or_default()),
             ("head", head.to_string()),
             ("truncated", truncated.to_string()),
         ];
-        return Ok(json_bytes(
-            StatusCode::OK,
-            json_list("events", &json, &extra),
-        ));
+        return Ok(json_bytes(StatusCode::OK, json_list("events", &json, &extra)));
     }
 }

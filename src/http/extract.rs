@@ -25,10 +25,7 @@ pub struct OptionalJsonBody<T>(pub T);
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::TooLarge,
-                format!("request body is larger than {} bytes", super::MAX_BODY),
-            )
+            ApiError::new(ErrorCode::TooLarge, format!("request body is larger than {} bytes", super::MAX_BODY))
         } else {
             ApiError::invalid("body", "could not be read")
         }
@@ -37,15 +34,13 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
 
 /// Parses a JSON object, naming the field at fault when it does not fit `T`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ApiError::invalid("body", format!("is not UTF-8 ({e})")))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| ApiError::invalid("body", format!("is not UTF-8 ({e})")))?;
     if !text.trim_start().starts_with('{') {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
-    de.end()
-        .map_err(|e| ApiError::invalid("body", format!("is not valid JSON: {e}")))?;
+    de.end().map_err(|e| ApiError::invalid("body", format!("is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -57,18 +52,14 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     }
     let message = inner.to_string();
     // serde_json appends " at line 1 column 42"; the field name says more.
-    let message = message
-        .rsplit_once(" at line ")
-        .map_or(message.as_str(), |(m, _)| m);
+    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(m, _)| m);
     ApiError::invalid(field_at(&path, message), message)
 }
 
 /// The field an error is about. serde reports a missing field at its parent's path, so
 /// the name is taken from the message then.
 fn field_at(path: &str, message: &str) -> String {
-    let missing = message
-        .strip_prefix("missing field `")
-        .and_then(|m| m.split('`').next());
+    let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
     match (missing, path) {
         (Some(name), "." | "") => name.to_owned(),
         (Some(name), parent) => format!("{parent}.{name}"),
@@ -110,17 +101,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
-        serde_path_to_error::deserialize(de)
-            .map(Query)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.into_inner().to_string();
-                let field = match field_at(&path, &message) {
-                    f if f == "body" => "query".to_owned(),
-                    f => f,
-                };
-                ApiError::invalid(field, message)
-            })
+        serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            let field = match field_at(&path, &message) {
+                f if f == "body" => "query".to_owned(),
+                f => f,
+            };
+            ApiError::invalid(field, message)
+        })
     }
 }
 
@@ -150,10 +139,9 @@ impl AgentHeader {
     /// is an error rather than a guess.
     pub fn resolve(self, field: &str, body: Option<String>) -> Result<Option<String>, ApiError> {
         match (body, self.0) {
-            (Some(b), Some(h)) if b != h => Err(ApiError::invalid(
-                field,
-                format!("the body says {b:?} but the X-Agent header says {h:?}"),
-            )),
+            (Some(b), Some(h)) if b != h => {
+                Err(ApiError::invalid(field, format!("the body says {b:?} but the X-Agent header says {h:?}")))
+            }
             (Some(b), _) => Ok(Some(b)),
             (None, h) => Ok(h),
         }
@@ -170,14 +158,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(Idempotency(None));
         };
-        let key = value
-            .to_str()
-            .ok()
-            .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+        let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
         match key {
-            Some(key) => Ok(Idempotency(Some(IdempotencyKey {
-                key: key.to_owned(),
-            }))),
+            Some(key) => Ok(Idempotency(Some(IdempotencyKey { key: key.to_owned() }))),
             None => Err(ApiError::invalid(
                 "Idempotency-Key",
                 format!("must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),

@@ -69,15 +69,7 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> AppState {
         let (_, api) = routes();
-        AppState {
-            writer,
-            reader,
-            store,
-            config,
-            metrics,
-            shutdown,
-            api: Arc::new(api),
-        }
+        AppState { writer, reader, store, config, metrics, shutdown, api: Arc::new(api) }
     }
 }
 
@@ -117,28 +109,19 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_responses,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!(
-        "no route {}; GET /capabilities lists them",
-        uri.path()
-    ))
+    ApiError::not_found(format!("no route {}; GET /capabilities lists them", uri.path()))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         ErrorCode::MethodNotAllowed,
-        format!(
-            "{method} is not allowed on {}; GET /capabilities lists the routes",
-            uri.path()
-        ),
+        format!("{method} is not allowed on {}; GET /capabilities lists the routes", uri.path()),
     )
 }
 
@@ -163,10 +146,7 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
 /// A JSON response from bytes already serialized.
 pub fn json_bytes(status: StatusCode, body: Bytes) -> Response {
     let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -196,9 +176,6 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(ApiError::from),
-        Err(e) => Err(ApiError::new(
-            ErrorCode::Internal,
-            format!("read failed: {e}"),
-        )),
+        Err(e) => Err(ApiError::new(ErrorCode::Internal, format!("read failed: {e}"))),
     }
 }

@@ -12,13 +12,7 @@ use crate::core::{Reply, State as Board, presence, validate_agent};
 
 fn view(state: &AppState, board: &Board, name: &str) -> Option<Presence> {
     let agent = board.agents.get(name)?;
-    Some(presence(
-        board,
-        &state.config.policy(),
-        agent,
-        0,
-        Utc::now(),
-    ))
+    Some(presence(board, &state.config.policy(), agent, Utc::now()))
 }
 
 /// Every agent seen, by name, with its status as of now.
@@ -26,12 +20,8 @@ fn view(state: &AppState, board: &Board, name: &str) -> Option<Presence> {
 pub async fn list(State(state): State<AppState>) -> Response {
     let snapshot = state.reader.snapshot();
     let now = Utc::now();
-    let agents = snapshot
-        .state
-        .agents
-        .values()
-        .map(|a| presence(&snapshot.state, &state.config.policy(), a, 0, now))
-        .collect();
+    let agents =
+        snapshot.state.agents.values().map(|a| presence(&snapshot.state, &state.config.policy(), a, now)).collect();
     json_response(StatusCode::OK, &PresenceList { agents })
 }
 
@@ -41,17 +31,12 @@ pub async fn list(State(state): State<AppState>) -> Response {
     params(("agent" = String, Path, description = "Agent name")),
     responses((status = 200, body = PresenceEnvelope), (status = 404, body = ErrorBody))
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     validate_agent("agent", &name)?;
     let snapshot = state.reader.snapshot();
     match view(&state, &snapshot.state, &name) {
         Some(agent) => Ok(json_response(StatusCode::OK, &PresenceEnvelope { agent })),
-        None => Err(ApiError::not_found(format!(
-            "agent {name} has not been seen"
-        ))),
+        None => Err(ApiError::not_found(format!("agent {name} has not been seen"))),
     }
 }
 
@@ -69,35 +54,16 @@ pub async fn heartbeat(
     idem: Idempotency,
     OptionalJsonBody(heartbeat): OptionalJsonBody<Heartbeat>,
 ) -> Result<Response, ApiError> {
-    let committed = state
-        .writer
-        .submit(
-            crate::core::Command::Heartbeat {
-                agent: name.clone(),
-                heartbeat,
-            },
-            idem.0,
-        )
-        .await?;
+    let committed =
+        state.writer.submit(crate::core::Command::Heartbeat { agent: name.clone(), heartbeat }, idem.0).await?;
     let Reply::Agent(agent) = committed.reply else {
-        return Err(ApiError::new(
-            muster_protocol::ErrorCode::Internal,
-            "unexpected reply",
-        ));
+        return Err(ApiError::new(muster_protocol::ErrorCode::Internal, "unexpected reply"));
     };
     let snapshot = state.reader.snapshot();
-    let view = presence(
-        &snapshot.state,
-        &state.config.policy(),
-        &agent,
-        0,
-        Utc::now(),
-    );
+    let view = presence(&snapshot.state, &state.config.policy(), &agent, Utc::now());
     let mut response = json_response(StatusCode::OK, &PresenceEnvelope { agent: view });
     if committed.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }

@@ -35,27 +35,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         by_status.push_str(&format!("muster_tasks{{status=\"{status}\"}} {n}\n"));
     }
     let extra = [
-        (
-            "muster_head_seq",
-            "Newest durable event sequence number.",
-            format!("muster_head_seq {}", board.head),
-        ),
-        (
-            "muster_tasks",
-            "Tasks on the board by status.",
-            by_status.trim_end().to_owned(),
-        ),
-        (
-            "muster_agents",
-            "Agents seen.",
-            format!("muster_agents {}", board.agents.len()),
-        ),
+        ("muster_head_seq", "Newest durable event sequence number.", format!("muster_head_seq {}", board.head)),
+        ("muster_tasks", "Tasks on the board by status.", by_status.trim_end().to_owned()),
+        ("muster_agents", "Agents seen.", format!("muster_agents {}", board.agents.len())),
     ];
     let mut response = state.metrics.render(&extra).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 

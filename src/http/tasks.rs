@@ -5,8 +5,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use muster_protocol::{
-    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, Task, TaskAction, TaskEnvelope,
-    TaskList, TaskStatus, UpdateTask,
+    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, Task, TaskAction, TaskEnvelope, TaskList, TaskStatus,
+    UpdateTask,
 };
 use serde::Deserialize;
 
@@ -28,12 +28,7 @@ struct OneTask<'a> {
 }
 
 /// Submits a command and answers with the task it returns.
-async fn submit(
-    state: &AppState,
-    cmd: Command,
-    idem: Idempotency,
-    status: StatusCode,
-) -> Result<Response, ApiError> {
+async fn submit(state: &AppState, cmd: Command, idem: Idempotency, status: StatusCode) -> Result<Response, ApiError> {
     let Committed { reply, replayed } = state.writer.submit(cmd, idem.0).await?;
     let mut response = match reply {
         Reply::Task(task) => {
@@ -47,16 +42,11 @@ async fn submit(
         }
         Reply::MaybeTask(task) => json_response(StatusCode::OK, &MaybeTaskEnvelope { task }),
         other => {
-            return Err(ApiError::new(
-                muster_protocol::ErrorCode::Internal,
-                format!("unexpected reply {other:?}"),
-            ));
+            return Err(ApiError::new(muster_protocol::ErrorCode::Internal, format!("unexpected reply {other:?}")));
         }
     };
     if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -117,8 +107,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let snapshot = state.reader.snapshot();
     let tasks = &snapshot.state.tasks;
-    let unfiltered =
-        q.status.is_none() && q.assignee.is_none() && q.priority.is_none() && q.tag.is_none();
+    let unfiltered = q.status.is_none() && q.assignee.is_none() && q.priority.is_none() && q.tag.is_none();
     if unfiltered {
         return Ok(board(&state, &snapshot, &headers));
     }
@@ -128,18 +117,19 @@ pub async fn list(
             list.split(',')
                 .map(|s| serde_json::from_value::<TaskStatus>(serde_json::Value::String(s.trim().to_owned())))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| ApiError::invalid("status", format!("{list:?} is not a list of todo, doing, review, blocked, done, cancelled")))?,
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "status",
+                        format!("{list:?} is not a list of todo, doing, review, blocked, done, cancelled"),
+                    )
+                })?,
         ),
     };
     let matching: Vec<&Task> = tasks
         .values()
         .map(|t| &**t)
         .filter(|t| statuses.as_ref().is_none_or(|s| s.contains(&t.status)))
-        .filter(|t| {
-            q.assignee
-                .as_ref()
-                .is_none_or(|a| t.assignee.as_ref() == Some(a))
-        })
+        .filter(|t| q.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
         .filter(|t| q.priority.is_none_or(|p| t.priority == p))
         .filter(|t| q.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
         .collect();
@@ -164,8 +154,7 @@ fn board(state: &AppState, snapshot: &Snapshot, headers: &HeaderMap) -> Response
         if accepts_gzip(headers) {
             let gzip = snapshot.board_gzip.get_or_init(|| gzip(json));
             let mut r = json_bytes(StatusCode::OK, gzip.clone());
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             r
         } else {
             json_bytes(StatusCode::OK, json.clone())
@@ -182,16 +171,11 @@ fn board(state: &AppState, snapshot: &Snapshot, headers: &HeaderMap) -> Response
 
 /// Whether the client accepts a gzip body (`Accept-Encoding: gzip`, unless `q=0`).
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    let codings = headers
-        .get_all(header::ACCEPT_ENCODING)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok());
+    let codings = headers.get_all(header::ACCEPT_ENCODING).into_iter().filter_map(|v| v.to_str().ok());
     codings.flat_map(|v| v.split(',')).any(|coding| {
         let mut parts = coding.split(';').map(str::trim);
         let gzip = parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"));
-        let q = parts
-            .find_map(|p| p.strip_prefix("q="))
-            .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
+        let q = parts.find_map(|p| p.strip_prefix("q=")).map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
         gzip && q > 0.0
     })
 }
@@ -199,10 +183,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 fn gzip(bytes: &[u8]) -> Bytes {
     use std::io::Write;
     // Fast level: a 1,000-task board shrinks about tenfold in a couple of milliseconds.
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 8),
-        flate2::Compression::fast(),
-    );
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 8), flate2::Compression::fast());
     // Writing to a Vec cannot fail.
     let _ = encoder.write_all(bytes);
     Bytes::from(encoder.finish().unwrap_or_default())
@@ -214,10 +195,7 @@ fn gzip(bytes: &[u8]) -> Bytes {
     params(("id" = String, Path, description = "Task id, e.g. T-12")),
     responses((status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody))
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     let snapshot = state.reader.snapshot();
     match snapshot.state.task(id) {
@@ -250,13 +228,7 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     body.agent = agent.resolve("agent", body.agent.take())?;
-    submit(
-        &state,
-        Command::UpdateTask { id, update: body },
-        idem,
-        StatusCode::OK,
-    )
-    .await
+    submit(&state, Command::UpdateTask { id, update: body }, idem, StatusCode::OK).await
 }
 
 async fn action(
@@ -290,10 +262,7 @@ pub async fn claim(
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| {
-        Command::Claim { id, action }
-    })
-    .await
+    action(&state, &id, agent, idem, body, |id, action| Command::Claim { id, action }).await
 }
 
 /// Release a claim; the task goes back to `todo`. `force` takes it from another owner.
@@ -310,10 +279,7 @@ pub async fn release(
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| {
-        Command::Release { id, action }
-    })
-    .await
+    action(&state, &id, agent, idem, body, |id, action| Command::Release { id, action }).await
 }
 
 /// Complete a task (as its owner, or when nobody holds it).
@@ -330,10 +296,7 @@ pub async fn complete(
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| {
-        Command::Complete { id, action }
-    })
-    .await
+    action(&state, &id, agent, idem, body, |id, action| Command::Complete { id, action }).await
 }
 
 /// Who asks for the next task, and whether to claim it.
@@ -363,17 +326,9 @@ pub async fn next(
 ) -> Result<Response, ApiError> {
     let name = agent.resolve("agent", q.agent)?;
     if q.claim {
-        return submit(
-            &state,
-            Command::ClaimNext { agent: name },
-            idem,
-            StatusCode::OK,
-        )
-        .await;
+        return submit(&state, Command::ClaimNext { agent: name }, idem, StatusCode::OK).await;
     }
-    let name = name.ok_or_else(|| {
-        ApiError::invalid("agent", "is required: ?agent=NAME or the X-Agent header")
-    })?;
+    let name = name.ok_or_else(|| ApiError::invalid("agent", "is required: ?agent=NAME or the X-Agent header"))?;
     validate_agent("agent", &name)?;
     let snapshot = state.reader.snapshot();
     let task = next_for(&snapshot.state, &name).cloned();
@@ -394,11 +349,5 @@ pub async fn claim_next(
     OptionalJsonBody(body): OptionalJsonBody<NextTask>,
 ) -> Result<Response, ApiError> {
     let name = agent.resolve("agent", body.agent)?;
-    submit(
-        &state,
-        Command::ClaimNext { agent: name },
-        idem,
-        StatusCode::OK,
-    )
-    .await
+    submit(&state, Command::ClaimNext { agent: name }, idem, StatusCode::OK).await
 }

@@ -39,13 +39,7 @@ impl Server {
         configure(&mut config);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(muster::run(listener, config, shutdown.clone()));
-        let server = Server {
-            addr,
-            http: reqwest::Client::new(),
-            shutdown,
-            handle: Some(handle),
-            dir: Some(dir),
-        };
+        let server = Server { addr, http: reqwest::Client::new(), shutdown, handle: Some(handle), dir: Some(dir) };
         server.wait_ready().await;
         server
     }
@@ -81,32 +75,18 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.post(self.url(path)).body(body.to_string()).send().await.unwrap();
         split(r).await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .patch(self.url(path))
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.patch(self.url(path)).body(body.to_string()).send().await.unwrap();
         split(r).await
     }
 
     /// Creates a task and returns its id.
     pub async fn task(&self, title: &str) -> String {
-        let (status, body) = self
-            .post("/tasks", serde_json::json!({ "title": title }))
-            .await;
+        let (status, body) = self.post("/tasks", serde_json::json!({ "title": title })).await;
         assert_eq!(status, 201, "{body}");
         body["task"]["id"].as_str().unwrap().to_owned()
     }
@@ -160,9 +140,7 @@ impl Process {
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = String::new();
         let addr = loop {
-            let Some(Ok(line)) = lines.next() else {
-                panic!("muster exited before listening:\n{seen}")
-            };
+            let Some(Ok(line)) = lines.next() else { panic!("muster exited before listening:\n{seen}") };
             seen.push_str(&line);
             seen.push('\n');
             if let Some(rest) = line.split("listening on http://").nth(1) {
@@ -201,8 +179,7 @@ impl Process {
     /// strace), then wait for the wrapper to exit.
     pub fn terminate_wrapped(mut self) -> std::process::ExitStatus {
         let id = self.child.id();
-        let children =
-            std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
+        let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap_or_default();
         for pid in children.split_whitespace() {
             signal("TERM", pid.parse().unwrap());
         }
@@ -212,11 +189,7 @@ impl Process {
 
 /// Sends a signal with the shell's `kill` (no extra package needed).
 pub fn signal(name: &str, pid: u32) {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -{name} {pid}"))
-        .status()
-        .unwrap();
+    Command::new("sh").arg("-c").arg(format!("kill -{name} {pid}")).status().unwrap();
 }
 
 impl Drop for Process {

@@ -1,0 +1,476 @@
+//! The WebSocket protocol (`GET /ws`, JSON text frames).
+//!
+//! Client → server: a [`Request`], `{"id": 7, "op": "task.claim", ...args}`. The first one
+//! must be `hello`. Every request is answered by a [`Reply`] carrying its `id` as `re`:
+//! `{"re": 7, "ok": true, "data": {...}}` or `{"re": 7, "ok": false, "error": {...}}`.
+//! Events arrive as [`Event`](crate::Event) frames, `{"seq", "type", "at", "data"}`, on the
+//! topics the client subscribed to.
+//!
+//! The arguments of each operation are the HTTP request bodies (`task.create` takes a
+//! [`CreateTask`], `task.claim` a [`TaskAction`] plus `task`, ...); the reply `data` is the
+//! HTTP response body. Unknown fields are refused, as over HTTP.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{
+    AckInbox, CreateTask, ErrorCode, ErrorInfo, Heartbeat, PostMessage, Priority, Seq, TaskAction, TaskId, TaskStatus,
+    UpdateTask,
+};
+
+/// Close code: the client did not read fast enough and its outbox overflowed; reconnect
+/// and resume from the last `seq` received.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code: no `hello` within the allowed time after connecting.
+pub const CLOSE_HELLO_TIMEOUT: u16 = 4001;
+/// Close code: the broker is shutting down (standard "going away").
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: a frame larger than the limit (standard "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// A client request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Request {
+    /// Chosen by the client; echoed as `re` in the reply.
+    pub id: u64,
+    /// The operation and its arguments (`op` on the wire).
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// Every operation, tagged by `op`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "op")]
+pub enum Op {
+    /// First frame: who is connecting, what to receive, where to resume.
+    #[serde(rename = "hello")]
+    Hello(Hello),
+    /// Receive more topics.
+    #[serde(rename = "subscribe")]
+    Subscribe(Topics),
+    /// Stop receiving topics.
+    #[serde(rename = "unsubscribe")]
+    Unsubscribe(Topics),
+    /// `POST /tasks`.
+    #[serde(rename = "task.create")]
+    TaskCreate(CreateTask),
+    /// `PATCH /tasks/{id}`.
+    #[serde(rename = "task.update")]
+    TaskUpdate(TaskUpdateArgs),
+    /// `POST /tasks/{id}/claim`.
+    #[serde(rename = "task.claim")]
+    TaskClaim(TaskActionArgs),
+    /// `POST /tasks/{id}/release`.
+    #[serde(rename = "task.release")]
+    TaskRelease(TaskActionArgs),
+    /// `POST /tasks/{id}/complete`.
+    #[serde(rename = "task.complete")]
+    TaskComplete(TaskActionArgs),
+    /// `GET /tasks/next` (with `claim`, `POST /tasks/next`).
+    #[serde(rename = "task.next")]
+    TaskNext(NextArgs),
+    /// `GET /tasks/{id}`.
+    #[serde(rename = "task.get")]
+    TaskGet(TaskRef),
+    /// `GET /tasks`.
+    #[serde(rename = "task.list")]
+    TaskList(ListArgs),
+    /// `POST /chat/messages`.
+    #[serde(rename = "chat.post")]
+    ChatPost(PostMessage),
+    /// `GET /chat/messages`.
+    #[serde(rename = "chat.read")]
+    ChatRead(ChatReadArgs),
+    /// `GET /chat/channels`.
+    #[serde(rename = "chat.channels")]
+    ChatChannels(Empty),
+    /// `GET /inbox/{agent}`.
+    #[serde(rename = "inbox.read")]
+    InboxRead(InboxReadArgs),
+    /// `POST /inbox/{agent}/ack`.
+    #[serde(rename = "inbox.ack")]
+    InboxAck(InboxAckArgs),
+    /// `GET /presence`.
+    #[serde(rename = "presence.list")]
+    PresenceList(Empty),
+    /// `POST /presence/{agent}`: set the session agent's status and note.
+    #[serde(rename = "presence.set")]
+    PresenceSet(Heartbeat),
+}
+
+impl Op {
+    /// Every operation name, as written on the wire.
+    pub const NAMES: [&'static str; 18] = [
+        "hello",
+        "subscribe",
+        "unsubscribe",
+        "task.create",
+        "task.update",
+        "task.claim",
+        "task.release",
+        "task.complete",
+        "task.next",
+        "task.get",
+        "task.list",
+        "chat.post",
+        "chat.read",
+        "chat.channels",
+        "inbox.read",
+        "inbox.ack",
+        "presence.list",
+        "presence.set",
+    ];
+}
+
+/// No arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `hello`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hello {
+    /// The agent this session acts as (absent for an observer, such as a dashboard). While
+    /// the session is open the agent is present, and its claims are held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Credential for the agent, where the broker requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Topics to receive (default: none; subscribe later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// Resume: replay every matching event after this `seq` before going live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Seq>,
+    /// The `epoch` the client last saw; a different one means a different history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+/// The answer to `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Welcome {
+    /// The broker's data dir epoch.
+    pub epoch: String,
+    /// The last `seq` before live events: events up to it were replayed (if resuming),
+    /// every event after it arrives live.
+    pub head: Seq,
+    /// Whether every event after `since` is replayed: false when `since` was not given,
+    /// the epoch differs, or `since` is older than the retained log — then re-read the
+    /// state and continue from `head`.
+    pub recovered: bool,
+    /// The session's agent.
+    pub agent: Option<String>,
+    /// The topics subscribed.
+    pub topics: Vec<String>,
+}
+
+/// `subscribe` / `unsubscribe`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Topics {
+    /// `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`.
+    pub topics: Vec<String>,
+}
+
+/// The task an operation is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRef {
+    /// The task.
+    pub task: TaskId,
+}
+
+/// `task.update`: the task and the changes (fields of [`UpdateTask`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskUpdateArgs {
+    /// The task.
+    pub task: TaskId,
+    /// The changes.
+    #[serde(flatten)]
+    pub update: UpdateTask,
+}
+
+/// `task.claim`, `task.release`, `task.complete`: the task and [`TaskAction`] fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskActionArgs {
+    /// The task.
+    pub task: TaskId,
+    /// Agent (default: the session's), token, force.
+    #[serde(flatten)]
+    pub action: TaskAction,
+}
+
+/// `task.next`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NextArgs {
+    /// The agent (default: the session's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Claim the task atomically.
+    #[serde(default)]
+    pub claim: bool,
+}
+
+/// `task.list` filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Only these statuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status: Vec<TaskStatus>,
+    /// Only tasks assigned to this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// Only this priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Only tasks with this tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// `chat.read`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatReadArgs {
+    /// Channel (default `general`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Only messages after this `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Seq>,
+    /// Only messages before this `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Seq>,
+    /// At most this many (default 50, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// `inbox.read`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboxReadArgs {
+    /// Whose inbox (default: the session's agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Include messages already read.
+    #[serde(default)]
+    pub all: bool,
+    /// At most this many (default 50, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// `inbox.ack`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InboxAckArgs {
+    /// Whose inbox (default: the session's agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The new cursor (default: everything).
+    #[serde(flatten)]
+    pub ack: AckInbox,
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    /// The request's `id` (null when the request was too broken to have one).
+    pub re: Option<u64>,
+    /// Whether the operation succeeded.
+    pub ok: bool,
+    /// On success: the result, shaped like the HTTP response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// On failure: what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+impl Reply {
+    /// A success.
+    pub fn ok(re: u64, data: Value) -> Reply {
+        Reply { re: Some(re), ok: true, data: Some(data), error: None }
+    }
+
+    /// A failure.
+    pub fn error(re: Option<u64>, error: ErrorInfo) -> Reply {
+        Reply { re, ok: false, data: None, error: Some(error) }
+    }
+}
+
+/// Anything the server sends: a reply or an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ServerFrame {
+    /// An answer (has `re`).
+    Reply(Reply),
+    /// An event (has `seq`).
+    Event(crate::Event),
+}
+
+/// A request that could not be parsed: answered with an `invalid` error, the connection
+/// stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// The request `id`, if it could be read.
+    pub id: Option<u64>,
+    /// The error to send back.
+    pub error: ErrorInfo,
+}
+
+fn frame_error(id: Option<u64>, field: &str, message: impl Into<String>) -> FrameError {
+    let message = message.into();
+    FrameError {
+        id,
+        error: ErrorInfo {
+            code: ErrorCode::Invalid,
+            message: format!("{field}: {message}"),
+            field: Some(field.to_owned()),
+        },
+    }
+}
+
+/// Decodes the arguments of an operation from what is left of the frame.
+fn args<T: DeserializeOwned>(id: u64, map: Map<String, Value>) -> Result<T, FrameError> {
+    serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let missing = message.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+        let field = match (missing, path.as_str()) {
+            (Some(name), "." | "") => name.to_owned(),
+            (Some(name), parent) => format!("{parent}.{name}"),
+            (None, "." | "") => "frame".to_owned(),
+            (None, path) => path.to_owned(),
+        };
+        frame_error(Some(id), &field, message)
+    })
+}
+
+/// Takes the `task` field out of the frame.
+fn take_task(id: u64, map: &mut Map<String, Value>) -> Result<TaskId, FrameError> {
+    match map.remove("task") {
+        Some(Value::String(s)) => {
+            s.parse().map_err(|e: crate::ParseIdError| frame_error(Some(id), "task", e.to_string()))
+        }
+        Some(_) => Err(frame_error(Some(id), "task", "must be a task id such as \"T-12\"")),
+        None => Err(frame_error(Some(id), "task", "is required")),
+    }
+}
+
+impl Request {
+    /// Parses a client frame strictly: a JSON object with a numeric `id`, a known `op`,
+    /// and only the fields that operation takes. The error names the field at fault and
+    /// carries the `id` when there was one.
+    pub fn parse(text: &str) -> Result<Request, FrameError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| frame_error(None, "frame", format!("is not valid JSON: {e}")))?;
+        let Value::Object(mut map) = value else {
+            return Err(frame_error(None, "frame", "must be a JSON object"));
+        };
+        let id = match map.remove("id") {
+            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or_default(),
+            Some(_) => return Err(frame_error(None, "id", "must be a non-negative integer")),
+            None => return Err(frame_error(None, "id", "is required")),
+        };
+        let op = match map.remove("op") {
+            Some(Value::String(op)) => op,
+            Some(_) => return Err(frame_error(Some(id), "op", "must be a string")),
+            None => return Err(frame_error(Some(id), "op", "is required")),
+        };
+        let op = match op.as_str() {
+            "hello" => Op::Hello(args(id, map)?),
+            "subscribe" => Op::Subscribe(args(id, map)?),
+            "unsubscribe" => Op::Unsubscribe(args(id, map)?),
+            "task.create" => Op::TaskCreate(args(id, map)?),
+            "task.update" => {
+                let task = take_task(id, &mut map)?;
+                Op::TaskUpdate(TaskUpdateArgs { task, update: args(id, map)? })
+            }
+            "task.claim" | "task.release" | "task.complete" => {
+                let task = take_task(id, &mut map)?;
+                let args = TaskActionArgs { task, action: args(id, map)? };
+                match op.as_str() {
+                    "task.claim" => Op::TaskClaim(args),
+                    "task.release" => Op::TaskRelease(args),
+                    _ => Op::TaskComplete(args),
+                }
+            }
+            "task.next" => Op::TaskNext(args(id, map)?),
+            "task.get" => Op::TaskGet(args(id, map)?),
+            "task.list" => Op::TaskList(args(id, map)?),
+            "chat.post" => Op::ChatPost(args(id, map)?),
+            "chat.read" => Op::ChatRead(args(id, map)?),
+            "chat.channels" => Op::ChatChannels(args(id, map)?),
+            "inbox.read" => Op::InboxRead(args(id, map)?),
+            "inbox.ack" => {
+                let agent = match map.remove("agent") {
+                    Some(Value::String(a)) => Some(a),
+                    Some(Value::Null) | None => None,
+                    Some(_) => return Err(frame_error(Some(id), "agent", "must be a string")),
+                };
+                Op::InboxAck(InboxAckArgs { agent, ack: args(id, map)? })
+            }
+            "presence.list" => Op::PresenceList(args(id, map)?),
+            "presence.set" => Op::PresenceSet(args(id, map)?),
+            other => {
+                let shown: String = other.chars().take(40).collect();
+                return Err(frame_error(
+                    Some(id),
+                    "op",
+                    format!("unknown op {shown:?} (one of {})", Op::NAMES.join(", ")),
+                ));
+            }
+        };
+        Ok(Request { id, op })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_frame_parses_and_round_trips() {
+        let text = r#"{"id": 7, "op": "task.claim", "task": "T-12", "agent": "link"}"#;
+        let request = Request::parse(text).unwrap();
+        assert_eq!(request.id, 7);
+        let Op::TaskClaim(args) = &request.op else { panic!("{request:?}") };
+        assert_eq!(args.task, TaskId(12));
+        assert_eq!(args.action.agent.as_deref(), Some("link"));
+        let back = serde_json::to_value(&request).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(text).unwrap());
+    }
+
+    #[test]
+    fn bad_frames_name_the_field_and_keep_the_id() {
+        let cases = [
+            ("nope", None, "frame"),
+            ("[1]", None, "frame"),
+            (r#"{"op": "hello"}"#, None, "id"),
+            (r#"{"id": -1, "op": "hello"}"#, None, "id"),
+            (r#"{"id": 3}"#, Some(3), "op"),
+            (r#"{"id": 3, "op": "task.clam", "task": "T-1"}"#, Some(3), "op"),
+            (r#"{"id": 4, "op": "task.claim"}"#, Some(4), "task"),
+            (r#"{"id": 4, "op": "task.claim", "task": "X"}"#, Some(4), "task"),
+            (r#"{"id": 5, "op": "task.claim", "task": "T-1", "agnet": "x"}"#, Some(5), "agnet"),
+            (r#"{"id": 6, "op": "task.create"}"#, Some(6), "title"),
+            (r#"{"id": 6, "op": "task.create", "title": "t", "priority": "P9"}"#, Some(6), "priority"),
+            (r#"{"id": 8, "op": "hello", "since": "yesterday"}"#, Some(8), "since"),
+        ];
+        for (text, id, field) in cases {
+            let err = Request::parse(text).unwrap_err();
+            assert_eq!(err.id, id, "{text}");
+            assert_eq!(err.error.field.as_deref(), Some(field), "{text}: {:?}", err.error);
+            assert_eq!(err.error.code, ErrorCode::Invalid);
+        }
+    }
+}
