@@ -314,7 +314,7 @@ pub enum ServerFrame {
     /// An answer (has `re`).
     Reply(Reply),
     /// An event (has `seq`).
-    Event(crate::Event),
+    Event(Box<crate::Event>),
 }
 
 /// A request that could not be parsed: answered with an `invalid` error, the connection
