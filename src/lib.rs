@@ -10,7 +10,9 @@
 //!   no IO, no clock.
 //! - [`sequencer`]: the single writer — batch → decide → store → flush → apply → reply.
 //! - [`store`]: sled — the event log, the materialized views, group commit with `fdatasync`.
+//! - [`hub`]: topics → subscribers, byte-bounded outboxes, the slow-consumer policy.
 //! - [`http`]: the HTTP API, one axum router (`app()` builds it without binding).
+//! - [`ws`]: the WebSocket transport (`/ws`): hello, subscriptions, resume, presence.
 //! - [`config`]: the one `Config`, from flags and `MUSTER_*` variables.
 //! - [`metrics`]: counters for `/metrics`.
 //!
@@ -19,9 +21,11 @@
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod hub;
 pub mod metrics;
 pub mod sequencer;
 pub mod store;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +36,10 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
+use crate::core::Command;
 use crate::http::AppState;
 use crate::metrics::Metrics;
-use crate::sequencer::{Reader, Sequencer};
+use crate::sequencer::{Reader, Sequencer, Writer};
 use crate::store::{Store, StoreError};
 
 /// How often the log is trimmed to its retention.
@@ -71,24 +76,48 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         tasks = reader.snapshot().state.tasks.len(),
         "state loaded"
     );
+    let tracker = TaskTracker::new();
+    // The sequencer stops after the HTTP server and the sessions, so that in-flight writes
+    // (and the sessions' goodbyes) are answered.
+    tracker.spawn_blocking(move || sequencer.run());
+    // No session survived the last stop: agents that had one are offline now.
+    writer.submit(Command::ResetConnections, None).await.map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    let stop = writer.clone();
+    tracker.spawn(retention(Arc::clone(&store), reader.clone(), config.clone(), shutdown.clone()));
+    tracker.spawn(tick(writer.clone(), config.tick, shutdown.clone()));
+
     // The line users (and tests) wait for: printed only once the broker can answer.
     let addr = listener.local_addr()?;
     tracing::info!("muster listening on http://{addr} (data dir {})", config.data_dir.display());
 
-    let tracker = TaskTracker::new();
-    // The sequencer stops after the HTTP server, so that in-flight writes are answered.
-    tracker.spawn_blocking(move || sequencer.run());
-    let stop = writer.clone();
-    tracker.spawn(retention(Arc::clone(&store), reader.clone(), config.clone(), shutdown.clone()));
-
     let state = AppState::new(writer, reader, store, Arc::new(config), metrics, shutdown.clone());
+    let sessions = state.sessions.clone();
     let served =
         axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
 
+    // axum does not wait for upgraded connections: the sessions see the shutdown token,
+    // close with 1001 and say goodbye; wait for them.
+    sessions.close();
+    sessions.wait().await;
     stop.stop().await;
     tracker.close();
     tracker.wait().await;
     served.map_err(ServeError::from)
+}
+
+/// Drives time-based rules (claims of absent owners) by sending `Tick` every `every`.
+async fn tick(writer: Writer, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(error) = writer.submit(Command::Tick, None).await {
+            tracing::warn!(%error, "tick failed");
+        }
+    }
 }
 
 /// Trims the event log to its retention, once a minute.

@@ -50,7 +50,7 @@ pub struct Metrics {
     pub commands_ok: AtomicU64,
     /// Commands refused by the domain (conflicts, invalid input).
     pub commands_refused: AtomicU64,
-    /// Commands that failed for lack of storage.
+    /// Commands decided but not stored (storage failed); they were answered `unavailable`.
     pub commands_failed: AtomicU64,
     /// Requests answered from an idempotency record.
     pub idempotent_replays: AtomicU64,

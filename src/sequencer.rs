@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Command, DomainError, Policy, Reply, State, apply, decide};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::{Stamped, Store, StoreError};
 
@@ -153,16 +154,22 @@ fn stopping() -> WriteError {
     WriteError::Unavailable("broker is shutting down; retry against the new instance".into())
 }
 
-/// The read side: the latest durable snapshot.
+/// The read side: the latest durable snapshot, and the hub that pushes durable events.
 #[derive(Clone)]
 pub struct Reader {
     snapshot: watch::Receiver<Arc<Snapshot>>,
+    hub: Arc<Hub>,
 }
 
 impl Reader {
     /// The state as of the last durable batch.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// The hub: subscribe to receive events as they become durable.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// A receiver that wakes whenever a new snapshot is published.
@@ -206,6 +213,7 @@ pub struct Sequencer {
     policy: Policy,
     store: Arc<Store>,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    hub: Arc<Hub>,
     recorded: HashMap<String, Recorded>,
     expiry: VecDeque<(Timestamp, String)>,
     last_now: Timestamp,
@@ -246,19 +254,21 @@ impl Sequencer {
         expiry.sort();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (snapshot, snapshot_rx) = watch::channel(Snapshot::new(state.clone()));
+        let hub = Hub::new(state.head);
         let sequencer = Sequencer {
             rx,
             state,
             policy,
             store,
             snapshot,
+            hub: Arc::clone(&hub),
             recorded,
             expiry: expiry.into(),
             last_now: Timestamp::default(),
             metrics,
             unsynced: VecDeque::new(),
         };
-        Ok((sequencer, Writer { tx }, Reader { snapshot: snapshot_rx }))
+        Ok((sequencer, Writer { tx }, Reader { snapshot: snapshot_rx, hub }))
     }
 
     /// Runs the writer on this (blocking) thread and the syncer on a second one, until a
@@ -271,6 +281,7 @@ impl Sequencer {
             rx: from_writer,
             store: Arc::clone(&self.store),
             snapshot: self.snapshot.clone(),
+            hub: Arc::clone(&self.hub),
             shared: Arc::clone(&shared),
             metrics: Arc::clone(&self.metrics),
         };
@@ -372,6 +383,7 @@ impl Sequencer {
                     continue;
                 }
             }
+            let internal = matches!(cmd, Command::Tick | Command::ResetConnections);
             let outcome = match decide(&self.state, &self.policy, &cmd, now) {
                 Ok(decision) => {
                     for kind in decision.events {
@@ -389,6 +401,10 @@ impl Sequencer {
                 records.push((key.key.clone(), serde_json::to_vec(&record).expect("record serializes")));
                 self.expiry.push_back((now, key.key.clone()));
                 self.recorded.insert(key.key, record);
+            }
+            if !internal {
+                let counter = if outcome.is_ok() { &self.metrics.commands_ok } else { &self.metrics.commands_refused };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             answers.push((reply, outcome.map(|reply| Committed { reply, replayed: false }).map_err(WriteError::from)));
         }
@@ -471,6 +487,7 @@ struct Syncer {
     rx: std_mpsc::Receiver<ToSyncer>,
     store: Arc<Store>,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    hub: Arc<Hub>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
 }
@@ -520,15 +537,12 @@ impl Syncer {
         self.shared.durable.store(head, Ordering::Release);
         if events > 0 {
             self.snapshot.send_replace(Snapshot::new(last.state.clone()));
+            for b in &batches {
+                self.hub.publish(&b.events);
+            }
         }
         for b in batches {
             for (reply, answer) in b.answers {
-                let counter = match &answer {
-                    Ok(_) => &self.metrics.commands_ok,
-                    Err(WriteError::Unavailable(_)) => &self.metrics.commands_failed,
-                    Err(_) => &self.metrics.commands_refused,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
                 // The caller may have gone away (client disconnected); the write stands.
                 let _ = reply.send(answer);
             }

@@ -585,9 +585,21 @@ impl Store {
         topics: &[String],
         limit: usize,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
+        self.events_scanned(since, up_to, topics, limit).map(|(events, _)| events)
+    }
+
+    /// [`Store::events`], and the `seq` up to which the log was examined: `up_to`, or the
+    /// last event returned when `limit` was reached. The next page starts after it.
+    pub fn events_scanned(
+        &self,
+        since: Seq,
+        up_to: Seq,
+        topics: &[String],
+        limit: usize,
+    ) -> Result<(Vec<LoggedEvent>, Seq), StoreError> {
         let mut out = Vec::new();
         if since >= up_to {
-            return Ok(out);
+            return Ok((out, up_to.max(since)));
         }
         let start = self.containing(since + 1)?;
         for entry in self.log.range(start.to_be_bytes()..) {
@@ -597,15 +609,19 @@ impl Store {
                 break;
             }
             for logged in decode_batch(first, &v)? {
-                if logged.seq > up_to || out.len() >= limit {
-                    return Ok(out);
+                if logged.seq > up_to {
+                    return Ok((out, up_to));
                 }
                 if logged.seq > since && logged.matches(topics) {
+                    let seq = logged.seq;
                     out.push(logged);
+                    if out.len() >= limit {
+                        return Ok((out, seq));
+                    }
                 }
             }
         }
-        Ok(out)
+        Ok((out, up_to))
     }
 
     /// The oldest `seq` still in the log (the head + 1 when the log is empty).

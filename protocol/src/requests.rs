@@ -98,7 +98,8 @@ pub struct NextTask {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostMessage {
-    /// Sender.
+    /// Sender (over a WebSocket, the session's agent when omitted).
+    #[serde(default)]
     pub from: String,
     /// Text; `@name` mentions land in that agent's inbox.
     pub content: String,

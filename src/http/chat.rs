@@ -69,14 +69,25 @@ pub struct ListQuery {
     responses((status = 200, body = MessageList), (status = 400, body = ErrorBody))
 )]
 pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Response, ApiError> {
-    let limit = page(q.limit)?;
-    let channel = q.channel.unwrap_or_else(|| "general".to_owned());
+    Ok(json_bytes(StatusCode::OK, read(&state, q.channel, q.since, q.before, q.limit).await?))
+}
+
+/// A page of a channel as a `MessageList` body.
+pub async fn read(
+    state: &AppState,
+    channel: Option<String>,
+    since: Option<Seq>,
+    before: Option<Seq>,
+    limit: Option<usize>,
+) -> Result<bytes::Bytes, ApiError> {
+    let limit = page(limit)?;
+    let channel = channel.unwrap_or_else(|| "general".to_owned());
     crate::core::validate_channel(&channel)?;
     let store = state.store.clone();
     let name = channel.clone();
-    let messages = blocking(move || store.messages(&name, q.since, q.before, limit)).await?;
+    let messages = blocking(move || store.messages(&name, since, before, limit)).await?;
     let channel_json = serde_json::to_string(&channel).unwrap_or_default();
-    Ok(json_bytes(StatusCode::OK, json_list("messages", &messages, &[("channel", channel_json)])))
+    Ok(json_list("messages", &messages, &[("channel", channel_json)]))
 }
 
 /// Channels with messages.
@@ -116,13 +127,23 @@ pub async fn inbox(
     Path(agent): Path<String>,
     Query(q): Query<InboxQuery>,
 ) -> Result<Response, ApiError> {
+    Ok(json_bytes(StatusCode::OK, read_inbox(&state, agent, q.all, q.limit).await?))
+}
+
+/// An agent's inbox as an `Inbox` body.
+pub async fn read_inbox(
+    state: &AppState,
+    agent: String,
+    all: bool,
+    limit: Option<usize>,
+) -> Result<bytes::Bytes, ApiError> {
     validate_agent("agent", &agent)?;
-    let limit = page(q.limit)?;
+    let limit = page(limit)?;
     let cursor = state.reader.snapshot().state.cursor(&agent);
     let store = state.store.clone();
     let name = agent.clone();
     let (messages, unread) = blocking(move || {
-        let since = if q.all { None } else { Some(cursor) };
+        let since = if all { None } else { Some(cursor) };
         Ok((store.inbox(&name, since, None, limit)?, store.inbox_count_after(&name, cursor)?))
     })
     .await?;
@@ -131,7 +152,7 @@ pub async fn inbox(
         ("cursor", cursor.to_string()),
         ("unread", unread.to_string()),
     ];
-    Ok(json_bytes(StatusCode::OK, json_list("messages", &messages, &extra)))
+    Ok(json_list("messages", &messages, &extra))
 }
 
 /// Mark the inbox read up to `seq` (default: everything so far).

@@ -5,13 +5,14 @@
 //! `utoipa-axum`, so `/openapi.json` and `/capabilities` are generated from the same table
 //! that serves requests.
 
-mod chat;
+pub mod chat;
 mod error;
 mod events;
 mod extract;
+pub mod ops;
 mod presence;
 mod system;
-mod tasks;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -56,6 +57,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The generated API description (`/openapi.json`, `/capabilities`).
     pub api: Arc<utoipa::openapi::OpenApi>,
+    /// Permits for WebSocket and SSE connections (`max-connections`).
+    pub connections: Arc<tokio::sync::Semaphore>,
+    /// Every WebSocket session, to wait for at shutdown (axum does not).
+    pub sessions: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
@@ -69,7 +74,9 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> AppState {
         let (_, api) = routes();
-        AppState { writer, reader, store, config, metrics, shutdown, api: Arc::new(api) }
+        let connections = crate::ws::limit(config.max_connections);
+        let sessions = tokio_util::task::TaskTracker::new();
+        AppState { writer, reader, store, config, metrics, shutdown, api: Arc::new(api), connections, sessions }
     }
 }
 
@@ -96,6 +103,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(chat::inbox))
         .routes(routes!(chat::ack))
         .routes(routes!(events::poll))
+        .routes(routes!(crate::ws::upgrade))
         .routes(routes!(system::health))
         .routes(routes!(system::metrics))
         .routes(routes!(system::capabilities))

@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use muster_protocol::ws::ListArgs;
 use muster_protocol::{
     CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, Task, TaskAction, TaskEnvelope, TaskList, TaskStatus,
     UpdateTask,
@@ -17,8 +18,9 @@ use crate::sequencer::{Committed, Snapshot};
 
 /// `{"tasks": [...]}` over borrowed tasks (the wire shape of `TaskList`).
 #[derive(serde::Serialize)]
-struct Tasks<'a> {
-    tasks: Vec<&'a Task>,
+pub struct Tasks<'a> {
+    /// The tasks.
+    pub tasks: Vec<&'a Task>,
 }
 
 /// `{"task": {...}}` over a borrowed task (the wire shape of `TaskEnvelope`).
@@ -106,34 +108,38 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let snapshot = state.reader.snapshot();
-    let tasks = &snapshot.state.tasks;
     let unfiltered = q.status.is_none() && q.assignee.is_none() && q.priority.is_none() && q.tag.is_none();
     if unfiltered {
         return Ok(board(&state, &snapshot, &headers));
     }
-    let statuses = match &q.status {
-        None => None,
-        Some(list) => Some(
-            list.split(',')
-                .map(|s| serde_json::from_value::<TaskStatus>(serde_json::Value::String(s.trim().to_owned())))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "status",
-                        format!("{list:?} is not a list of todo, doing, review, blocked, done, cancelled"),
-                    )
-                })?,
-        ),
+    let status = match &q.status {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|s| serde_json::from_value::<TaskStatus>(serde_json::Value::String(s.trim().to_owned())))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                ApiError::invalid(
+                    "status",
+                    format!("{list:?} is not a list of todo, doing, review, blocked, done, cancelled"),
+                )
+            })?,
     };
-    let matching: Vec<&Task> = tasks
+    let filter = ListArgs { status, assignee: q.assignee, priority: q.priority, tag: q.tag };
+    Ok(json_response(StatusCode::OK, &Tasks { tasks: filtered(&snapshot.state, &filter) }))
+}
+
+/// The tasks that pass a filter, in id order.
+pub fn filtered<'a>(state: &'a crate::core::State, f: &ListArgs) -> Vec<&'a Task> {
+    state
+        .tasks
         .values()
         .map(|t| &**t)
-        .filter(|t| statuses.as_ref().is_none_or(|s| s.contains(&t.status)))
-        .filter(|t| q.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
-        .filter(|t| q.priority.is_none_or(|p| t.priority == p))
-        .filter(|t| q.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
-        .collect();
-    Ok(json_response(StatusCode::OK, &Tasks { tasks: matching }))
+        .filter(|t| f.status.is_empty() || f.status.contains(&t.status))
+        .filter(|t| f.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
+        .filter(|t| f.priority.is_none_or(|p| t.priority == p))
+        .filter(|t| f.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
+        .collect()
 }
 
 /// The whole board: serialized (and compressed) once per durable change, then shared by

@@ -1,0 +1,335 @@
+//! The hub: topic → subscribers, and each subscriber's byte-bounded outbox.
+//!
+//! The sync thread publishes every durable batch here. An event is serialized once (by
+//! the writer) and its bytes are shared by every subscriber that receives it. Publishing
+//! never waits: an event goes into each matching outbox, and an outbox that would exceed
+//! its byte limit is marked overflowed instead — its connection then closes with 4008
+//! ("slow consumer") and the client resumes from its last `seq`. Other subscribers are
+//! not slowed down.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::ws::Utf8Bytes;
+use muster_protocol::Seq;
+use tokio::sync::Notify;
+
+use crate::store::Stamped;
+
+/// What an outbox holds: frames to send, and whether it can still take more.
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Utf8Bytes>,
+    bytes: usize,
+    overflowed: bool,
+    closed: bool,
+    /// While paused (a resume is being replayed), `take` hands out nothing.
+    paused: bool,
+}
+
+/// Why an outbox stopped taking frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It would have held more than its limit: the reader is too slow.
+    Overflowed,
+    /// The connection is going away.
+    Closed,
+}
+
+/// A connection's queue of frames to send, bounded in bytes. Filled by the hub (events)
+/// and by the connection itself (replies); emptied by the connection's writer task, which
+/// sends everything that is ready and flushes once.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    limit: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Outbox> {
+        Arc::new(Outbox { queue: Mutex::new(Queue::default()), ready: Notify::new(), limit })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A poisoned lock only means a pusher panicked; the queue is still consistent.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame. Returns false, and queues nothing, if the outbox is closed or
+    /// overflowed — or overflows now, in which case it is marked so and its writer woken
+    /// to close the connection.
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        let mut q = self.lock();
+        if q.overflowed || q.closed {
+            return false;
+        }
+        if q.bytes + frame.len() > self.limit {
+            q.overflowed = true;
+            q.frames.clear();
+            q.bytes = 0;
+        } else {
+            q.bytes += frame.len();
+            q.frames.push_back(frame);
+        }
+        let queued = !q.overflowed;
+        drop(q);
+        self.ready.notify_one();
+        queued
+    }
+
+    /// Moves every queued frame into `into` (nothing while paused); `Err` once the outbox
+    /// overflowed or was closed.
+    pub fn take(&self, into: &mut Vec<Utf8Bytes>) -> Result<(), Stopped> {
+        let mut q = self.lock();
+        if q.overflowed {
+            return Err(Stopped::Overflowed);
+        }
+        if q.closed {
+            return Err(Stopped::Closed);
+        }
+        if !q.paused {
+            into.extend(q.frames.drain(..));
+            q.bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Waits until something was pushed (or the state changed) since the last wait.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Holds frames back (they keep counting against the limit) until [`Outbox::resume`].
+    pub fn pause(&self) {
+        self.lock().paused = true;
+    }
+
+    /// Lets frames out again.
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        self.ready.notify_one();
+    }
+
+    /// Refuses further frames and wakes the writer.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    topics: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// `seq` of the last event published.
+    head: Seq,
+    next_id: u64,
+    subscribers: HashMap<u64, Subscriber>,
+    /// Topic → ids of the subscribers that receive it.
+    by_topic: HashMap<String, HashSet<u64>>,
+}
+
+/// The hub. Shared by the sync thread (publisher) and every connection.
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+/// A connection's place in the hub; leaving it (drop) unsubscribes.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    id: u64,
+}
+
+impl Hub {
+    /// A hub whose last published event is `head`.
+    pub fn new(head: Seq) -> Arc<Hub> {
+        Arc::new(Hub { inner: Mutex::new(Inner { head, ..Inner::default() }) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock only means a publisher panicked mid-way; the maps are valid.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `seq` of the last event published.
+    pub fn head(&self) -> Seq {
+        self.lock().head
+    }
+
+    /// Number of subscribers.
+    pub fn subscribers(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    /// Subscribes `outbox` to `topics`. Returns the subscription and the `seq` of the last
+    /// event published before it: every later event matching the topics will be pushed,
+    /// every earlier one is in the durable log — the seam a resume needs.
+    pub fn subscribe(self: &Arc<Self>, outbox: Arc<Outbox>, topics: &[String]) -> (Subscription, Seq) {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.subscribers.insert(id, Subscriber { outbox, topics: HashSet::new() });
+        add(&mut inner, id, topics);
+        (Subscription { hub: Arc::clone(self), id }, inner.head)
+    }
+
+    /// Publishes durable events to every subscriber of one of their topics (or of `*`),
+    /// each event once per subscriber.
+    pub fn publish(&self, events: &[Stamped]) {
+        let mut targets: Vec<u64> = Vec::new();
+        let mut inner = self.lock();
+        for stamped in events {
+            inner.head = inner.head.max(stamped.event.seq);
+            let frame = match Utf8Bytes::try_from(stamped.json.clone()) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    // Our own serializer produced it: cannot happen, but never panic here.
+                    tracing::error!(seq = stamped.event.seq, %error, "event is not UTF-8; not published");
+                    continue;
+                }
+            };
+            targets.clear();
+            let mut lists = 0;
+            for topic in stamped.topics.iter().map(String::as_str).chain(["*"]) {
+                if let Some(ids) = inner.by_topic.get(topic) {
+                    targets.extend(ids);
+                    lists += 1;
+                }
+            }
+            if lists > 1 {
+                targets.sort_unstable();
+                targets.dedup();
+            }
+            for id in &targets {
+                if let Some(subscriber) = inner.subscribers.get(id) {
+                    subscriber.outbox.push(frame.clone());
+                }
+            }
+        }
+    }
+}
+
+fn add(inner: &mut Inner, id: u64, topics: &[String]) {
+    for topic in topics {
+        if let Some(s) = inner.subscribers.get_mut(&id) {
+            if s.topics.insert(topic.clone()) {
+                inner.by_topic.entry(topic.clone()).or_default().insert(id);
+            }
+        }
+    }
+}
+
+impl Subscription {
+    /// Adds topics; returns every topic now subscribed, sorted.
+    pub fn add(&self, topics: &[String]) -> Vec<String> {
+        let mut inner = self.hub.lock();
+        add(&mut inner, self.id, topics);
+        sorted(&inner, self.id)
+    }
+
+    /// Removes topics; returns every topic still subscribed, sorted.
+    pub fn remove(&self, topics: &[String]) -> Vec<String> {
+        let mut inner = self.hub.lock();
+        for topic in topics {
+            if let Some(s) = inner.subscribers.get_mut(&self.id) {
+                s.topics.remove(topic);
+            }
+            if let Some(ids) = inner.by_topic.get_mut(topic) {
+                ids.remove(&self.id);
+                if ids.is_empty() {
+                    inner.by_topic.remove(topic);
+                }
+            }
+        }
+        sorted(&inner, self.id)
+    }
+}
+
+fn sorted(inner: &Inner, id: u64) -> Vec<String> {
+    let mut topics: Vec<String> =
+        inner.subscribers.get(&id).map(|s| s.topics.iter().cloned().collect()).unwrap_or_default();
+    topics.sort();
+    topics
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        if let Some(s) = inner.subscribers.remove(&self.id) {
+            for topic in s.topics {
+                if let Some(ids) = inner.by_topic.get_mut(&topic) {
+                    ids.remove(&self.id);
+                    if ids.is_empty() {
+                        inner.by_topic.remove(&topic);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use muster_protocol::{Event, EventKind};
+
+    use super::*;
+
+    fn event(seq: Seq, agent: &str) -> Stamped {
+        Stamped::new(Event { seq, at: Default::default(), kind: EventKind::InboxAcked { agent: agent.into(), seq } })
+    }
+
+    fn taken(outbox: &Outbox) -> Vec<String> {
+        let mut frames = Vec::new();
+        outbox.take(&mut frames).unwrap();
+        frames.iter().map(|f| f.as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn events_reach_the_subscribers_of_their_topics_once() {
+        let hub = Hub::new(0);
+        let (both, all, other) = (Outbox::new(1 << 20), Outbox::new(1 << 20), Outbox::new(1 << 20));
+        let (_a, head) = hub.subscribe(both.clone(), &["inbox:link".into(), "*".into()]);
+        let (_b, _) = hub.subscribe(all.clone(), &["*".into()]);
+        let (_c, _) = hub.subscribe(other.clone(), &["inbox:zelda".into()]);
+        assert_eq!(head, 0);
+        hub.publish(&[event(1, "link"), event(2, "kai")]);
+        assert_eq!(taken(&both).len(), 2, "subscribed twice, received once");
+        assert_eq!(taken(&all).len(), 2);
+        assert!(taken(&other).is_empty());
+        assert_eq!(hub.head(), 2);
+        let (_d, head) = hub.subscribe(Outbox::new(1 << 20), &[]);
+        assert_eq!(head, 2, "a new subscriber learns where live delivery starts");
+    }
+
+    #[test]
+    fn an_overflowing_outbox_is_marked_and_the_others_keep_receiving() {
+        let hub = Hub::new(0);
+        let one = event(1, "link");
+        let slow = Outbox::new(one.json.len() * 3);
+        let fast = Outbox::new(1 << 20);
+        let (_s, _) = hub.subscribe(slow.clone(), &["*".into()]);
+        let (_f, _) = hub.subscribe(fast.clone(), &["*".into()]);
+        let events: Vec<Stamped> = (1..=10).map(|s| event(s, "link")).collect();
+        hub.publish(&events);
+        assert_eq!(slow.take(&mut Vec::new()), Err(Stopped::Overflowed));
+        assert_eq!(taken(&fast).len(), 10);
+    }
+
+    #[test]
+    fn leaving_unsubscribes() {
+        let hub = Hub::new(0);
+        let outbox = Outbox::new(1 << 20);
+        let (sub, _) = hub.subscribe(outbox.clone(), &["tasks".into()]);
+        assert_eq!(sub.add(&["chat".into()]), ["chat", "tasks"]);
+        assert_eq!(sub.remove(&["tasks".into()]), ["chat"]);
+        drop(sub);
+        assert_eq!(hub.subscribers(), 0);
+        hub.publish(&[event(1, "x")]);
+        assert!(taken(&outbox).is_empty());
+    }
+}

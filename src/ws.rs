@@ -1,0 +1,392 @@
+//! `GET /ws`: the WebSocket transport.
+//!
+//! One fixed connection shape: a reader loop (this task) that `select!`s on the next frame,
+//! the ping timer, the hello deadline and shutdown; a writer task that owns the sink and
+//! sends everything ready in the connection's [`Outbox`] with one flush; one cleanup spot.
+//!
+//! `hello` subscribes the connection in the hub and learns the `seq` where live delivery
+//! starts; the writer sends the welcome, replays the log from the client's `since` up to
+//! that `seq`, and only then lets live events out: no gap, no duplicate at the seam.
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use muster_protocol::ws::{
+    CLOSE_GOING_AWAY, CLOSE_HELLO_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, Hello, Op, Reply, Request, Welcome,
+};
+use muster_protocol::{ErrorCode, ErrorInfo, Seq};
+use serde_json::json;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+
+use crate::core::{Command, parse_topic, validate_agent};
+use crate::http::{ApiError, AppState, ops};
+use crate::hub::{Outbox, Stopped, Subscription};
+
+/// Read buffer per connection: tungstenite's default of 128 KiB would make an idle
+/// connection cost over 130 KB; 4 KiB holds any ordinary request in one read.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes buffered before a write to the socket: a batch of a few dozen events goes out in
+/// one syscall, and an idle connection holds no buffer.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Largest frame a client may send; larger closes the connection with 1009.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Writes a connection may have in flight at once; further requests wait to be read.
+const IN_FLIGHT: usize = 32;
+/// Events read from the log per step of a replay.
+const REPLAY_CHUNK: usize = 1000;
+
+/// What the reader tells the writer.
+enum Control {
+    /// Send the welcome, replay `since..=head` from the log (if `since`), then resume.
+    Replay { welcome: Utf8Bytes, since: Option<Seq>, head: Seq, topics: Vec<String> },
+    /// Send a ping.
+    Ping,
+    /// Send a close frame and stop.
+    Close(u16, &'static str),
+}
+
+/// Upgrades to a WebSocket, within the connection limit.
+#[utoipa::path(
+    get, path = "/ws", tag = "events",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol (see protocol/schema)"),
+        (status = 503, description = "Too many connections", body = muster_protocol::ErrorBody),
+    )
+)]
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
+        return ApiError::new(ErrorCode::Unavailable, "too many connections; retry later").into_response();
+    };
+    let tracker = state.sessions.clone();
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| tracker.track_future(session(socket, state, permit)))
+}
+
+/// The connection limit, shared by WebSocket and SSE.
+pub fn limit(max: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max))
+}
+
+struct Session {
+    state: AppState,
+    outbox: Arc<Outbox>,
+    control: mpsc::Sender<Control>,
+    agent: Option<String>,
+    /// Set by `hello`.
+    subscription: Option<Subscription>,
+    in_flight: Arc<Semaphore>,
+}
+
+async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePermit) {
+    let (sink, mut stream) = socket.split();
+    let outbox = Outbox::new(state.config.outbox_bytes);
+    // Overflow policy: the reader waits for room (a handful of control messages at most).
+    let (control, control_rx) = mpsc::channel(8);
+    let writer = tokio::spawn(write_loop(sink, Arc::clone(&outbox), control_rx, state.clone()));
+    let mut s = Session {
+        state,
+        outbox,
+        control,
+        agent: None,
+        subscription: None,
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+    };
+    let span = tracing::debug_span!("ws", agent = tracing::field::Empty);
+    let close = s.read_loop(&mut stream, &span).await;
+    // The one cleanup spot.
+    drop(s.subscription.take());
+    if let Some(close) = close {
+        let _ = s.control.send(close).await;
+    }
+    drop(s.control);
+    let _ = writer.await;
+    if let Some(agent) = s.agent.take() {
+        // Presence goes offline now (if this was the agent's last session); its claims
+        // wait out the grace. Failing here (broker stopping) is covered by the reset at
+        // the next start.
+        let _ = s.state.writer.submit(Command::Disconnect { agent }, None).await;
+    }
+    tracing::debug!(parent: &span, "connection closed");
+}
+
+impl Session {
+    /// Reads frames until the connection ends; returns the close frame to send, if any.
+    async fn read_loop(
+        &mut self,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        span: &tracing::Span,
+    ) -> Option<Control> {
+        let every = self.state.config.ping_every;
+        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
+        let hello_deadline = tokio::time::sleep(self.state.config.hello_timeout);
+        tokio::pin!(hello_deadline);
+        let mut heard = Instant::now();
+        loop {
+            tokio::select! {
+                frame = stream.next() => {
+                    heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => self.handle(text.as_str(), span).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.reply(Reply::error(None, invalid("frame", "binary frames are not supported; send JSON text")));
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => return None,
+                        Some(Err(error)) => {
+                            let too_big = matches!(
+                                error.into_inner().downcast_ref::<tungstenite::Error>(),
+                                Some(tungstenite::Error::Capacity(_))
+                            );
+                            return too_big.then_some(Control::Close(CLOSE_TOO_BIG, "frame larger than 1 MiB"));
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() > every * 2 {
+                        tracing::info!(parent: span, "peer stopped answering pings; dropping it");
+                        return None;
+                    }
+                    let _ = self.control.send(Control::Ping).await;
+                }
+                () = &mut hello_deadline, if self.subscription.is_none() => {
+                    return Some(Control::Close(CLOSE_HELLO_TIMEOUT, "no hello in time"));
+                }
+                () = self.state.shutdown.cancelled() => {
+                    return Some(Control::Close(CLOSE_GOING_AWAY, "broker shutting down"));
+                }
+            }
+        }
+    }
+
+    fn reply(&self, reply: Reply) {
+        push_reply(&self.outbox, &reply);
+    }
+
+    async fn handle(&mut self, text: &str, span: &tracing::Span) {
+        let request = match Request::parse(text) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!(parent: span, message = %e.error.message, "bad frame");
+                return self.reply(Reply::error(e.id, e.error));
+            }
+        };
+        let id = request.id;
+        match request.op {
+            Op::Hello(hello) => {
+                if let Err(error) = self.hello(id, hello, span).await {
+                    self.reply(Reply::error(Some(id), error));
+                }
+            }
+            _ if self.subscription.is_none() => {
+                self.reply(Reply::error(Some(id), invalid("op", "send hello first")));
+            }
+            Op::Subscribe(t) | Op::Unsubscribe(t) if t.topics.is_empty() => {
+                self.reply(Reply::error(Some(id), invalid("topics", "name at least one topic")));
+            }
+            Op::Subscribe(t) => match topics(&t.topics) {
+                Ok(topics) => {
+                    let all = self.subscription.as_ref().map(|s| s.add(&topics)).unwrap_or_default();
+                    self.reply(Reply::ok(id, json!({ "topics": all })));
+                }
+                Err(error) => self.reply(Reply::error(Some(id), error)),
+            },
+            Op::Unsubscribe(t) => match topics(&t.topics) {
+                Ok(topics) => {
+                    let all = self.subscription.as_ref().map(|s| s.remove(&topics)).unwrap_or_default();
+                    self.reply(Reply::ok(id, json!({ "topics": all })));
+                }
+                Err(error) => self.reply(Reply::error(Some(id), error)),
+            },
+            op => {
+                // Writes wait for the disk: run them beside the reader, a bounded number
+                // at a time, so that one slow write does not stall the connection.
+                let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
+                let (state, outbox, agent) = (self.state.clone(), Arc::clone(&self.outbox), self.agent.clone());
+                tokio::spawn(async move {
+                    let reply = match ops::execute(&state, op, agent.as_deref()).await {
+                        Ok(data) => Reply::ok(id, data),
+                        Err(ApiError(error)) => Reply::error(Some(id), error),
+                    };
+                    push_reply(&outbox, &reply);
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// `hello`: become present as the agent, subscribe, and have the writer replay what the
+    /// client missed.
+    async fn hello(&mut self, id: u64, hello: Hello, span: &tracing::Span) -> Result<(), ErrorInfo> {
+        if self.subscription.is_some() {
+            return Err(invalid("op", "hello was already sent on this connection"));
+        }
+        let topics = topics(&hello.topics)?;
+        if let Some(agent) = &hello.agent {
+            validate_agent("agent", agent).map_err(|e| e.to_info())?;
+            self.state
+                .writer
+                .submit(Command::Connect { agent: agent.clone() }, None)
+                .await
+                .map_err(|e| ApiError::from(e).0)?;
+            span.record("agent", agent.as_str());
+        }
+        self.agent = hello.agent.clone();
+        // Nothing live goes out before the replay is done.
+        self.outbox.pause();
+        let (subscription, head) = self.state.reader.hub().subscribe(Arc::clone(&self.outbox), &topics);
+        self.subscription = Some(subscription);
+        let epoch = self.state.store.epoch().to_owned();
+        let store = Arc::clone(&self.state.store);
+        let first = tokio::task::spawn_blocking(move || store.first_retained(head))
+            .await
+            .map_err(|e| ErrorInfo { code: ErrorCode::Internal, message: e.to_string(), field: None })?
+            .map_err(|e| ApiError::from(e).0)?;
+        let same_history = hello.epoch.as_deref().is_none_or(|e| e == epoch);
+        let replay = hello.since.filter(|since| same_history && *since <= head && since + 1 >= first);
+        let welcome =
+            Welcome { epoch, head, recovered: replay.is_some(), agent: self.agent.clone(), topics: topics.clone() };
+        let welcome = serde_json::to_value(&welcome).map_err(|e| invalid("frame", e))?;
+        let frame = encode(&Reply::ok(id, welcome));
+        let control = Control::Replay { welcome: frame, since: replay, head, topics };
+        let _ = self.control.send(control).await;
+        Ok(())
+    }
+}
+
+/// Checks and normalizes topics.
+fn topics(raw: &[String]) -> Result<Vec<String>, ErrorInfo> {
+    if raw.len() > MAX_TOPICS {
+        return Err(invalid("topics", format!("at most {MAX_TOPICS} topics per request")));
+    }
+    raw.iter().map(|t| parse_topic(t).map_err(|e| e.to_info())).collect()
+}
+
+/// Most topics in one `hello` or `subscribe`.
+pub const MAX_TOPICS: usize = 256;
+
+fn invalid(field: &str, message: impl std::fmt::Display) -> ErrorInfo {
+    ApiError::invalid(field, message).0
+}
+
+fn encode(reply: &Reply) -> Utf8Bytes {
+    // A reply is plain data: serializing cannot fail.
+    Utf8Bytes::from(serde_json::to_string(reply).unwrap_or_default())
+}
+
+fn push_reply(outbox: &Outbox, reply: &Reply) {
+    // If the outbox overflowed or closed, the connection is going away anyway.
+    outbox.push(encode(reply));
+}
+
+/// The writer task: owns the sink; sends the welcome and replay, then everything the outbox
+/// holds, flushing once per batch; closes with 4008 when the outbox overflowed.
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    outbox: Arc<Outbox>,
+    mut control: mpsc::Receiver<Control>,
+    state: AppState,
+) {
+    let mut frames = Vec::new();
+    let result: Result<(), axum::Error> = async {
+        loop {
+            tokio::select! {
+                biased;
+                message = control.recv() => match message {
+                    Some(Control::Replay { welcome, since, head, topics }) => {
+                        sink.feed(Message::Text(welcome)).await?;
+                        if let Some(since) = since {
+                            replay(&mut sink, &state, since, head, &topics).await?;
+                        }
+                        sink.flush().await?;
+                        outbox.resume();
+                    }
+                    Some(Control::Ping) => sink.send(Message::Ping(Default::default())).await?,
+                    Some(Control::Close(code, reason)) => {
+                        drain(&mut sink, &outbox, &mut frames).await?;
+                        return close(&mut sink, code, reason).await;
+                    }
+                    None => return drain(&mut sink, &outbox, &mut frames).await,
+                },
+                () = outbox.ready() => match drain(&mut sink, &outbox, &mut frames).await {
+                    Ok(()) => {}
+                    Err(e) => return Err(e),
+                },
+            }
+            if matches!(outbox.take(&mut Vec::new()), Err(Stopped::Overflowed)) {
+                tracing::info!("slow consumer: outbox overflowed; closing with 4008");
+                return close(
+                    &mut sink,
+                    CLOSE_SLOW_CONSUMER,
+                    "slow consumer: outbox overflowed; resume from your last seq",
+                )
+                .await;
+            }
+        }
+    }
+    .await;
+    outbox.close();
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection write failed");
+    }
+}
+
+/// Sends everything ready, then flushes once.
+async fn drain(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    outbox: &Outbox,
+    frames: &mut Vec<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    if outbox.take(frames).is_err() {
+        return Ok(());
+    }
+    if frames.is_empty() {
+        return Ok(());
+    }
+    for frame in frames.drain(..) {
+        sink.feed(Message::Text(frame)).await?;
+    }
+    sink.flush().await
+}
+
+async fn close(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: &'static str,
+) -> Result<(), axum::Error> {
+    sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await?;
+    sink.close().await
+}
+
+/// Sends the logged events `since < seq <= head` that match `topics`, in chunks.
+async fn replay(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    state: &AppState,
+    mut since: Seq,
+    head: Seq,
+    topics: &[String],
+) -> Result<(), axum::Error> {
+    while since < head {
+        let store = Arc::clone(&state.store);
+        let filter = topics.to_vec();
+        let chunk = tokio::task::spawn_blocking(move || store.events_scanned(since, head, &filter, REPLAY_CHUNK)).await;
+        let (events, scanned) = match chunk {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(error)) => return Err(axum::Error::new(error)),
+            Err(error) => return Err(axum::Error::new(error)),
+        };
+        for event in events {
+            if let Ok(frame) = Utf8Bytes::try_from(event.json) {
+                sink.feed(Message::Text(frame)).await?;
+            }
+        }
+        sink.flush().await?;
+        since = scanned;
+    }
+    Ok(())
+}
