@@ -96,6 +96,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether the outbox overflowed (its connection must close as a slow consumer).
+    pub fn overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
     /// Waits until something was pushed (or the state changed) since the last wait.
     pub async fn ready(&self) {
         self.ready.notified().await;

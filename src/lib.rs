@@ -13,6 +13,7 @@
 //! - [`hub`]: topics → subscribers, byte-bounded outboxes, the slow-consumer policy.
 //! - [`http`]: the HTTP API, one axum router (`app()` builds it without binding).
 //! - [`ws`]: the WebSocket transport (`/ws`): hello, subscriptions, resume, presence.
+//! - [`sse`]: `/events/stream`, the same stream as Server-Sent Events.
 //! - [`config`]: the one `Config`, from flags and `MUSTER_*` variables.
 //! - [`metrics`]: counters for `/metrics`.
 //!
@@ -24,6 +25,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod sequencer;
+pub mod sse;
 pub mod store;
 pub mod ws;
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::core::{Command, parse_topic, validate_agent};
 use crate::http::{ApiError, AppState, ops};
-use crate::hub::{Outbox, Stopped, Subscription};
+use crate::hub::{Outbox, Subscription};
 
 /// Read buffer per connection: tungstenite's default of 128 KiB would make an idle
 /// connection cost over 130 KB; 4 KiB holds any ordinary request in one read.
@@ -318,7 +318,7 @@ async fn write_loop(
                     Err(e) => return Err(e),
                 },
             }
-            if matches!(outbox.take(&mut Vec::new()), Err(Stopped::Overflowed)) {
+            if outbox.overflowed() {
                 tracing::info!("slow consumer: outbox overflowed; closing with 4008");
                 return close(
                     &mut sink,

@@ -29,7 +29,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::ApiError;
-pub use extract::parse_json;
+pub use extract::{Query, parse_json};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -104,6 +104,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(chat::ack))
         .routes(routes!(events::poll))
         .routes(routes!(crate::ws::upgrade))
+        .routes(routes!(crate::sse::stream))
         .routes(routes!(system::health))
         .routes(routes!(system::metrics))
         .routes(routes!(system::capabilities))

@@ -198,3 +198,124 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// A WebSocket client speaking Muster's protocol, for tests.
+pub struct Ws {
+    pub stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+    /// Events received while waiting for a reply.
+    pub events: std::collections::VecDeque<Value>,
+}
+
+/// How long a test waits for a frame before failing.
+pub const FRAME_WAIT: Duration = Duration::from_secs(10);
+
+impl Ws {
+    pub async fn connect(addr: SocketAddr) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        Ws { stream, next_id: 1, events: Default::default() }
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.stream.send(tokio_tungstenite::tungstenite::Message::text(text)).await.unwrap();
+    }
+
+    /// Sends `op` (an object without `id`) and returns the id it got.
+    pub async fn send(&mut self, mut op: Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        op["id"] = id.into();
+        self.send_raw(&op.to_string()).await;
+        id
+    }
+
+    /// The next text frame as JSON; `None` when the connection closed. Panics after
+    /// [`FRAME_WAIT`].
+    pub async fn frame(&mut self) -> Option<Value> {
+        self.frame_within(FRAME_WAIT).await.expect("no frame in time")
+    }
+
+    /// The next text frame, or `Err` if none came within `wait`.
+    pub async fn frame_within(&mut self, wait: Duration) -> Result<Option<Value>, tokio::time::error::Elapsed> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        tokio::time::timeout(wait, async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads until the close frame; returns its code and reason.
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        tokio::time::timeout(FRAME_WAIT, async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => return Some((u16::from(f.code), f.reason.to_string())),
+                    Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return None,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await
+        .expect("no close in time")
+    }
+
+    /// Sends `op` and waits for its reply, keeping events that arrive meanwhile.
+    pub async fn request(&mut self, op: Value) -> Value {
+        let id = self.send(op).await;
+        loop {
+            let frame = self.frame().await.expect("closed while waiting for a reply");
+            if frame.get("re").is_some() {
+                assert_eq!(frame["re"], id, "reply to another request: {frame}");
+                return frame;
+            }
+            self.events.push_back(frame);
+        }
+    }
+
+    /// The `data` of a successful reply.
+    pub async fn ok(&mut self, op: Value) -> Value {
+        let reply = self.request(op).await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        reply["data"].clone()
+    }
+
+    /// `hello`; returns the welcome.
+    pub async fn hello(&mut self, hello: Value) -> Value {
+        let mut op = hello;
+        op["op"] = "hello".into();
+        self.ok(op).await
+    }
+
+    /// The next event.
+    pub async fn event(&mut self) -> Value {
+        if let Some(e) = self.events.pop_front() {
+            return e;
+        }
+        let frame = self.frame().await.expect("closed while waiting for an event");
+        assert!(frame.get("seq").is_some(), "expected an event, got {frame}");
+        frame
+    }
+
+    /// Events until one of type `kind` (inclusive).
+    pub async fn until(&mut self, kind: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let e = self.event().await;
+            let done = e["type"] == kind;
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
