@@ -99,7 +99,7 @@ pub struct NextTask {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostMessage {
     /// Sender (over a WebSocket, the session's agent when omitted).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub from: String,
     /// Text; `@name` mentions land in that agent's inbox.
     pub content: String,

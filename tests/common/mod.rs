@@ -199,6 +199,19 @@ impl Drop for Process {
     }
 }
 
+/// Every frame the broker sends must fit the checked-in JSON Schema
+/// (`protocol/schema/server-frame.schema.json`) that other clients are built against.
+pub fn assert_fits_schema(frame: &Value) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("protocol/schema/server-frame.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    });
+    let errors: Vec<String> = validator.iter_errors(frame).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "the broker sent a frame outside the schema: {frame}\n{errors:?}");
+}
+
 /// A WebSocket client speaking Muster's protocol, for tests.
 pub struct Ws {
     pub stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
@@ -243,7 +256,11 @@ impl Ws {
         tokio::time::timeout(wait, async {
             loop {
                 match self.stream.next().await {
-                    Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+                    Some(Ok(Message::Text(t))) => {
+                        let frame: Value = serde_json::from_str(t.as_str()).unwrap();
+                        assert_fits_schema(&frame);
+                        return Some(frame);
+                    }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
                     Some(Ok(_)) => {}
                 }
