@@ -94,6 +94,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
 
     let state = AppState::new(writer, reader, store, Arc::new(config), metrics, shutdown.clone());
     let sessions = state.sessions.clone();
+    // Small frames and replies go out at once: no Nagle delay waiting for the peer's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let served =
         axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
 
