@@ -60,12 +60,17 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// A Muster subscriber: hello on `chat`, then count frames and their latency.
-async fn muster_subscriber(addr: SocketAddr, start: Instant, received: Arc<Received>, ready: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+async fn muster_subscriber(
+    addr: SocketAddr,
+    start: Instant,
+    received: Arc<Received>,
+    ready: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
     ws.send(Message::text(r#"{"id":1,"op":"hello","topics":["chat"]}"#)).await.unwrap();
     let _welcome = ws.next().await;
     ready.fetch_add(1, Ordering::Relaxed);
-    let _ = stop;
     let mut lat = Vec::new();
     // No timer per message: the run ends with a message saying END.
     while let Some(Ok(message)) = ws.next().await {
@@ -83,10 +88,18 @@ async fn muster_subscriber(addr: SocketAddr, start: Instant, received: Arc<Recei
 }
 
 /// A NATS subscriber over WebSocket: `SUB chat`, then count `MSG`s.
-async fn nats_subscriber(addr: SocketAddr, start: Instant, received: Arc<Received>, ready: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+async fn nats_subscriber(
+    addr: SocketAddr,
+    start: Instant,
+    received: Arc<Received>,
+    ready: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
     let _info = ws.next().await;
-    ws.send(Message::binary(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB chat 1\r\nPING\r\n".to_vec())).await.unwrap();
+    ws.send(Message::binary(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB chat 1\r\nPING\r\n".to_vec()))
+        .await
+        .unwrap();
     // Wait for the PONG: the subscription is registered.
     loop {
         match ws.next().await {
@@ -96,7 +109,6 @@ async fn nats_subscriber(addr: SocketAddr, start: Instant, received: Arc<Receive
         }
     }
     ready.fetch_add(1, Ordering::Relaxed);
-    let _ = stop;
     let mut lat = Vec::new();
     'read: while let Some(Ok(message)) = ws.next().await {
         let data = message.into_data();
@@ -135,14 +147,16 @@ async fn muster_publish(addr: SocketAddr, start: Instant, conns: usize, rate: u6
             let mut buf = vec![0u8; 64 * 1024];
             let mut sent = 0u64;
             let interval = if rate == 0 { Duration::ZERO } else { Duration::from_secs_f64(conns as f64 / rate as f64) };
-            let mut next = tokio::time::Instant::now();
+            // Staggered, so that the publishers together send evenly spaced messages.
+            let mut next = tokio::time::Instant::now() + interval.mul_f64(c as f64 / conns as f64);
             while !stop.load(Ordering::Relaxed) {
                 if !interval.is_zero() {
                     tokio::time::sleep_until(next).await;
                     next += interval;
                 }
                 let body = format!(r#"{{"from":"pub-{c}","content":"{}","channel":"general"}}"#, payload(start, sent));
-                let req = format!("POST /chat/messages HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let req =
+                    format!("POST /chat/messages HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                 stream.write_all(req.as_bytes()).await.unwrap();
                 // Read one response (headers + body; the body is small).
                 let mut got = Vec::new();
@@ -178,7 +192,7 @@ async fn muster_publish(addr: SocketAddr, start: Instant, conns: usize, rate: u6
 /// Publishes to NATS over its TCP port, paced like [`muster_publish`].
 async fn nats_publish(addr: SocketAddr, start: Instant, conns: usize, rate: u64, stop: Arc<AtomicBool>) -> u64 {
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    for c in 0..conns {
         let stop = Arc::clone(&stop);
         tasks.push(tokio::spawn(async move {
             let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -188,7 +202,8 @@ async fn nats_publish(addr: SocketAddr, start: Instant, conns: usize, rate: u64,
             stream.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n").await.unwrap();
             let mut sent = 0u64;
             let interval = if rate == 0 { Duration::ZERO } else { Duration::from_secs_f64(conns as f64 / rate as f64) };
-            let mut next = tokio::time::Instant::now();
+            // Staggered, so that the publishers together send evenly spaced messages.
+            let mut next = tokio::time::Instant::now() + interval.mul_f64(c as f64 / conns as f64);
             while !stop.load(Ordering::Relaxed) {
                 if !interval.is_zero() {
                     tokio::time::sleep_until(next).await;
@@ -228,18 +243,24 @@ enum Target {
 }
 
 /// One fan-out run; returns (published, delivered/s, p50 ms, p99 ms).
-async fn fanout(target: Target, addr: SocketAddr, pub_addr: SocketAddr, subscribers: usize, seconds: f64, rate: u64) -> (u64, f64, f64, f64) {
+async fn fanout(
+    target: Target,
+    addr: SocketAddr,
+    pub_addr: SocketAddr,
+    subscribers: usize,
+    seconds: f64,
+    rate: u64,
+) -> (u64, f64, f64, f64) {
     let start = Instant::now();
     let received = Arc::new(Received::default());
     let ready = Arc::new(AtomicU64::new(0));
-    let stop_subs = Arc::new(AtomicBool::new(false));
     let mut subs = Vec::new();
     for i in 0..subscribers {
-        let (received, ready, stop) = (Arc::clone(&received), Arc::clone(&ready), Arc::clone(&stop_subs));
+        let (received, ready) = (Arc::clone(&received), Arc::clone(&ready));
         subs.push(tokio::spawn(async move {
             match target {
-                Target::Muster => muster_subscriber(addr, start, received, ready, stop).await,
-                Target::Nats => nats_subscriber(addr, start, received, ready, stop).await,
+                Target::Muster => muster_subscriber(addr, start, received, ready).await,
+                Target::Nats => nats_subscriber(addr, start, received, ready).await,
             }
         }));
         if i % 100 == 99 {
@@ -266,7 +287,6 @@ async fn fanout(target: Target, addr: SocketAddr, pub_addr: SocketAddr, subscrib
     let window = t0.elapsed().as_secs_f64();
     // The last message tells every subscriber to stop once it has read everything before.
     send_end(target, pub_addr).await;
-    stop_subs.store(true, Ordering::Relaxed);
     for s in subs {
         s.await.unwrap();
     }
@@ -309,7 +329,15 @@ async fn send_end(target: Target, addr: SocketAddr) {
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Starts nats-server with a WebSocket listener; returns (process, ws addr, tcp addr).
@@ -326,7 +354,7 @@ fn start_nats(dir: &std::path::Path) -> (std::process::Child, SocketAddr, Socket
         ),
     )
     .unwrap();
-    let child = std::process::Command::new("nats-server")
+    let mut child = std::process::Command::new("nats-server")
         .arg("-c")
         .arg(&conf)
         .stdout(std::process::Stdio::null())
@@ -339,6 +367,8 @@ fn start_nats(dir: &std::path::Path) -> (std::process::Child, SocketAddr, Socket
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("nats-server did not start");
 }
 
@@ -362,7 +392,8 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         match scenario.as_str() {
             "fanout" | "nats" => {
-                let (target, name) = if scenario == "fanout" { (Target::Muster, "muster") } else { (Target::Nats, "nats") };
+                let (target, name) =
+                    if scenario == "fanout" { (Target::Muster, "muster") } else { (Target::Nats, "nats") };
                 let (mut nats, muster, addr, pub_addr);
                 if target == Target::Muster {
                     muster = Some(common::Process::start(&dir.path().join("data"), &[], &[]));
@@ -383,7 +414,8 @@ fn main() {
                 );
                 max_rates.push((name, rate));
                 let half = (published as f64 / seconds / 2.0) as u64;
-                let (published, rate, p50, p99) = rt.block_on(fanout(target, addr, pub_addr, subscribers, seconds, half));
+                let (published, rate, p50, p99) =
+                    rt.block_on(fanout(target, addr, pub_addr, subscribers, seconds, half));
                 println!(
                     "| {name} fan-out, paced at half | {subscribers} | {:.0} published/s | {rate:.0} | {p50:.2} | {p99:.2} |",
                     published as f64 / seconds
@@ -405,7 +437,8 @@ fn main() {
                     let start = Instant::now();
                     let filler = tokio::spawn(muster_publish(addr, start, 64, 0, Arc::clone(&stop)));
                     loop {
-                        let h: serde_json::Value = reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
+                        let h: serde_json::Value =
+                            reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
                         if h["head"].as_u64().unwrap() >= 200_000 {
                             break;
                         }
@@ -413,7 +446,8 @@ fn main() {
                     }
                     stop.store(true, Ordering::Relaxed);
                     filler.await.unwrap();
-                    let h: serde_json::Value = reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
+                    let h: serde_json::Value =
+                        reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
                     let head = h["head"].as_u64().unwrap();
                     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
                     let t = Instant::now();
@@ -427,7 +461,10 @@ fn main() {
                         }
                     }
                     let secs = t.elapsed().as_secs_f64();
-                    println!("| single subscriber, replay of {head} events from since=0 | 1 | — | {:.0} | — | — |", n as f64 / secs);
+                    println!(
+                        "| single subscriber, replay of {head} events from since=0 | 1 | — | {:.0} | — | — |",
+                        n as f64 / secs
+                    );
                 });
                 let (published, rate, p50, p99) = rt.block_on(fanout(Target::Muster, addr, addr, 1, seconds, 0));
                 println!(

@@ -106,6 +106,11 @@ impl Outbox {
         self.ready.notified().await;
     }
 
+    /// Wakes the writer without queueing anything (it has something else to do).
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+
     /// Holds frames back (they keep counting against the limit) until [`Outbox::resume`].
     pub fn pause(&self) {
         self.lock().paused = true;

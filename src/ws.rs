@@ -17,17 +17,19 @@ use muster_protocol::ws::{
 };
 use muster_protocol::{ErrorCode, ErrorInfo, Seq};
 use serde_json::json;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::core::{Command, parse_topic, validate_agent};
 use crate::http::{ApiError, AppState, ops};
 use crate::hub::{Outbox, Subscription};
 
-/// Read buffer per connection: tungstenite's default of 128 KiB would make an idle
-/// connection cost over 130 KB; 4 KiB holds any ordinary request in one read.
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer per connection, allocated up front: tungstenite's default of 128 KiB would
+/// make an idle connection cost over 130 KB. Requests are a few hundred bytes; a larger
+/// frame is read in several steps.
+const READ_BUFFER: usize = 1024;
 /// Bytes buffered before a write to the socket: a batch of a few dozen events goes out in
 /// one syscall, and an idle connection holds no buffer.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -41,11 +43,33 @@ const REPLAY_CHUNK: usize = 1000;
 /// What the reader tells the writer.
 enum Control {
     /// Send the welcome, replay `since..=head` from the log (if `since`), then resume.
-    Replay { welcome: Utf8Bytes, since: Option<Seq>, head: Seq, topics: Vec<String> },
+    Replay(Box<Replay>),
     /// Send a ping.
     Ping,
-    /// Send a close frame and stop.
+    /// Send what is queued and a close frame, and stop.
     Close(u16, &'static str),
+    /// Send what is queued and stop (the peer is gone or closed).
+    Stop,
+}
+
+/// The reader's line to the writer: control messages beside the outbox, woken by the
+/// outbox's signal. (A channel would allocate its slots up front for every connection,
+/// and an idle connection must stay small.)
+struct Link {
+    outbox: Arc<Outbox>,
+    control: std::sync::Mutex<VecDeque<Control>>,
+}
+
+impl Link {
+    fn send(&self, control: Control) {
+        // A poisoned lock only means the other side panicked; the queue is still valid.
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).push_back(control);
+        self.outbox.wake();
+    }
+
+    fn next(&self) -> Option<Control> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
 }
 
 /// Upgrades to a WebSocket, within the connection limit.
@@ -73,10 +97,17 @@ pub fn limit(max: usize) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(max))
 }
 
+struct Replay {
+    welcome: Utf8Bytes,
+    since: Option<Seq>,
+    head: Seq,
+    topics: Vec<String>,
+}
+
 struct Session {
     state: AppState,
     outbox: Arc<Outbox>,
-    control: mpsc::Sender<Control>,
+    link: Arc<Link>,
     agent: Option<String>,
     /// Set by `hello`.
     subscription: Option<Subscription>,
@@ -86,13 +117,13 @@ struct Session {
 async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePermit) {
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(state.config.outbox_bytes);
-    // Overflow policy: the reader waits for room (a handful of control messages at most).
-    let (control, control_rx) = mpsc::channel(8);
-    let writer = tokio::spawn(write_loop(sink, Arc::clone(&outbox), control_rx, state.clone()));
+    // Bounded by construction: the reader sends a handful of control messages at most.
+    let link = Arc::new(Link { outbox: Arc::clone(&outbox), control: Default::default() });
+    let writer = tokio::spawn(write_loop(sink, Arc::clone(&link), state.clone()));
     let mut s = Session {
         state,
         outbox,
-        control,
+        link,
         agent: None,
         subscription: None,
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
@@ -101,10 +132,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     let close = s.read_loop(&mut stream, &span).await;
     // The one cleanup spot.
     drop(s.subscription.take());
-    if let Some(close) = close {
-        let _ = s.control.send(close).await;
-    }
-    drop(s.control);
+    s.link.send(close.unwrap_or(Control::Stop));
     let _ = writer.await;
     if let Some(agent) = s.agent.take() {
         // Presence goes offline now (if this was the agent's last session); its claims
@@ -152,7 +180,7 @@ impl Session {
                         tracing::info!(parent: span, "peer stopped answering pings; dropping it");
                         return None;
                     }
-                    let _ = self.control.send(Control::Ping).await;
+                    self.link.send(Control::Ping);
                 }
                 () = &mut hello_deadline, if self.subscription.is_none() => {
                     return Some(Control::Close(CLOSE_HELLO_TIMEOUT, "no hello in time"));
@@ -253,8 +281,8 @@ impl Session {
             Welcome { epoch, head, recovered: replay.is_some(), agent: self.agent.clone(), topics: topics.clone() };
         let welcome = serde_json::to_value(&welcome).map_err(|e| invalid("frame", e))?;
         let frame = encode(&Reply::ok(id, welcome));
-        let control = Control::Replay { welcome: frame, since: replay, head, topics };
-        let _ = self.control.send(control).await;
+        let control = Control::Replay(Box::new(Replay { welcome: frame, since: replay, head, topics }));
+        self.link.send(control);
         Ok(())
     }
 }
@@ -286,19 +314,16 @@ fn push_reply(outbox: &Outbox, reply: &Reply) {
 
 /// The writer task: owns the sink; sends the welcome and replay, then everything the outbox
 /// holds, flushing once per batch; closes with 4008 when the outbox overflowed.
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    outbox: Arc<Outbox>,
-    mut control: mpsc::Receiver<Control>,
-    state: AppState,
-) {
+async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, link: Arc<Link>, state: AppState) {
+    let outbox = &link.outbox;
     let mut frames = Vec::new();
     let result: Result<(), axum::Error> = async {
         loop {
-            tokio::select! {
-                biased;
-                message = control.recv() => match message {
-                    Some(Control::Replay { welcome, since, head, topics }) => {
+            outbox.ready().await;
+            while let Some(control) = link.next() {
+                match control {
+                    Control::Replay(r) => {
+                        let Replay { welcome, since, head, topics } = *r;
                         sink.feed(Message::Text(welcome)).await?;
                         if let Some(since) = since {
                             replay(&mut sink, &state, since, head, &topics).await?;
@@ -306,18 +331,15 @@ async fn write_loop(
                         sink.flush().await?;
                         outbox.resume();
                     }
-                    Some(Control::Ping) => sink.send(Message::Ping(Default::default())).await?,
-                    Some(Control::Close(code, reason)) => {
-                        drain(&mut sink, &outbox, &mut frames).await?;
+                    Control::Ping => sink.send(Message::Ping(Default::default())).await?,
+                    Control::Close(code, reason) => {
+                        drain(&mut sink, outbox, &mut frames).await?;
                         return close(&mut sink, code, reason).await;
                     }
-                    None => return drain(&mut sink, &outbox, &mut frames).await,
-                },
-                () = outbox.ready() => match drain(&mut sink, &outbox, &mut frames).await {
-                    Ok(()) => {}
-                    Err(e) => return Err(e),
-                },
+                    Control::Stop => return drain(&mut sink, outbox, &mut frames).await,
+                }
             }
+            drain(&mut sink, outbox, &mut frames).await?;
             if outbox.overflowed() {
                 tracing::info!("slow consumer: outbox overflowed; closing with 4008");
                 return close(
