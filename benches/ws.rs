@@ -60,13 +60,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// A Muster subscriber: hello on `chat`, then count frames and their latency.
-async fn muster_subscriber(
-    addr: SocketAddr,
-    start: Instant,
-    received: Arc<Received>,
-    ready: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) {
+async fn muster_subscriber(addr: SocketAddr, start: Instant, received: Arc<Received>, ready: Arc<AtomicU64>) {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
     ws.send(Message::text(r#"{"id":1,"op":"hello","topics":["chat"]}"#)).await.unwrap();
     let _welcome = ws.next().await;
@@ -88,13 +82,7 @@ async fn muster_subscriber(
 }
 
 /// A NATS subscriber over WebSocket: `SUB chat`, then count `MSG`s.
-async fn nats_subscriber(
-    addr: SocketAddr,
-    start: Instant,
-    received: Arc<Received>,
-    ready: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) {
+async fn nats_subscriber(addr: SocketAddr, start: Instant, received: Arc<Received>, ready: Arc<AtomicU64>) {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
     let _info = ws.next().await;
     ws.send(Message::binary(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB chat 1\r\nPING\r\n".to_vec()))
