@@ -412,3 +412,24 @@ async fn server_sent_events_resume_from_last_event_id() {
         split(s.http.get(s.url("/events/stream")).header("Last-Event-ID", "soon").send().await.unwrap()).await;
     assert_eq!((status, body["error"]["field"].as_str()), (400, Some("Last-Event-ID")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_broker_closes_sessions_with_going_away_and_waits_for_them() {
+    let s = Server::start().await;
+    let mut ws = Ws::connect(s.addr).await;
+    ws.hello(json!({"agent": "link"})).await;
+    let reader = tokio::spawn(async move { ws.close_frame().await });
+    let dir = tokio::time::timeout(Duration::from_secs(10), s.stop()).await.expect("the stop finished in time");
+    let (code, reason) = reader.await.unwrap().expect("a close frame");
+    assert_eq!((code, reason.as_str()), (1001, "broker shutting down"));
+    let stopped_at = chrono::Utc::now();
+    // The session said goodbye before the sequencer stopped (not only the reset at the next
+    // start): link left before the stop returned.
+    let s = Server::start_in(dir, |_| {}).await;
+    let (_, p) = s.get("/presence/link").await;
+    assert_eq!((p["agent"]["status"].as_str(), p["agent"]["connections"].as_u64()), (Some("offline"), Some(0)));
+    let (_, events) = s.get("/events?topics=presence").await;
+    let last = events["events"].as_array().unwrap().last().unwrap().clone();
+    let left: chrono::DateTime<chrono::Utc> = last["data"]["agent"]["leftAt"].as_str().unwrap().parse().unwrap();
+    assert!(left <= stopped_at, "left at {left}, stopped at {stopped_at}: {last}");
+}
