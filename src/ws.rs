@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::core::{Command, parse_topic, validate_agent};
 use crate::http::{ApiError, AppState, ops};
@@ -39,6 +40,8 @@ pub const MAX_FRAME: usize = 1 << 20;
 const IN_FLIGHT: usize = 32;
 /// Events read from the log per step of a replay.
 const REPLAY_CHUNK: usize = 1000;
+/// How long closing may wait on a peer that does not read.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the reader tells the writer.
 enum Control {
@@ -58,6 +61,9 @@ enum Control {
 struct Link {
     outbox: Arc<Outbox>,
     control: std::sync::Mutex<VecDeque<Control>>,
+    /// Cancelled when the writer stops (the socket failed, or it closed the connection):
+    /// the reader stops too.
+    writer_done: CancellationToken,
 }
 
 impl Link {
@@ -118,8 +124,12 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(state.config.outbox_bytes);
     // Bounded by construction: the reader sends a handful of control messages at most.
-    let link = Arc::new(Link { outbox: Arc::clone(&outbox), control: Default::default() });
-    let writer = tokio::spawn(write_loop(sink, Arc::clone(&link), state.clone()));
+    let link = Arc::new(Link {
+        outbox: Arc::clone(&outbox),
+        control: Default::default(),
+        writer_done: CancellationToken::new(),
+    });
+    let mut writer = tokio::spawn(write_loop(sink, Arc::clone(&link), state.clone()));
     let mut s = Session {
         state,
         outbox,
@@ -133,7 +143,11 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     // The one cleanup spot.
     drop(s.subscription.take());
     s.link.send(close.unwrap_or(Control::Stop));
-    let _ = writer.await;
+    // A writer stuck on a peer that reads nothing (a full TCP buffer, a half-open
+    // connection) is given a moment, then dropped with the socket.
+    if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+        writer.abort();
+    }
     if let Some(agent) = s.agent.take() {
         // Presence goes offline now (if this was the agent's last session); its claims
         // wait out the grace. Failing here (broker stopping) is covered by the reset at
@@ -188,6 +202,7 @@ impl Session {
                 () = self.state.shutdown.cancelled() => {
                     return Some(Control::Close(CLOSE_GOING_AWAY, "broker shutting down"));
                 }
+                () = self.link.writer_done.cancelled() => return None,
             }
         }
     }
@@ -353,6 +368,7 @@ async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message
     }
     .await;
     outbox.close();
+    link.writer_done.cancel();
     if let Err(error) = result {
         tracing::debug!(%error, "connection write failed");
     }
@@ -376,13 +392,22 @@ async fn drain(
     sink.flush().await
 }
 
+/// Sends a close frame, giving up after [`CLOSE_WAIT`] (a slow consumer may not read it).
 async fn close(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     code: u16,
     reason: &'static str,
 ) -> Result<(), axum::Error> {
-    sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await?;
-    sink.close().await
+    let frame = Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }));
+    match tokio::time::timeout(CLOSE_WAIT, async {
+        sink.send(frame).await?;
+        sink.close().await
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(axum::Error::new("the peer did not take the close frame in time")),
+    }
 }
 
 /// Sends the logged events `since < seq <= head` that match `topics`, in chunks.

@@ -433,3 +433,27 @@ async fn a_stopping_broker_closes_sessions_with_going_away_and_waits_for_them() 
     let left: chrono::DateTime<chrono::Utc> = last["data"]["agent"]["leftAt"].as_str().unwrap().parse().unwrap();
     assert!(left <= stopped_at, "left at {left}, stopped at {stopped_at}: {last}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reads_nothing_does_not_hold_up_a_stop() {
+    let s = Server::start_with(|c| c.outbox_bytes = 64 * 1024).await;
+    let mut stuck = Ws::connect(s.addr).await;
+    stuck.hello(json!({"topics": ["chat"]})).await;
+    // Fill the socket buffers of the stuck client (it never reads again) and its outbox.
+    let content = "y".repeat(7000);
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (http, url, content) = (s.http.clone(), s.url("/chat/messages"), content.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..300 {
+                let body = json!({"from": "kai", "content": format!("{w}-{i} {content}")});
+                http.post(&url).body(body.to_string()).send().await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(20), s.stop()).await.expect("the stop finished in time");
+    drop(stuck);
+}

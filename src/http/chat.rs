@@ -93,14 +93,18 @@ pub async fn read(
 /// Channels with messages.
 #[utoipa::path(get, path = "/chat/channels", tag = "chat", responses((status = 200, body = ChannelList)))]
 pub async fn channels(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &channel_list(&state))
+}
+
+/// Channels with messages, by name.
+pub fn channel_list(state: &AppState) -> ChannelList {
     let snapshot = state.reader.snapshot();
-    let channels = snapshot
-        .state
-        .channels
-        .values()
-        .map(|c| ChannelInfo { name: c.name.clone(), messages: c.messages, last_seq: c.last_seq })
-        .collect();
-    json_response(StatusCode::OK, &ChannelList { channels })
+    let channels = snapshot.state.channels.values();
+    ChannelList {
+        channels: channels
+            .map(|c| ChannelInfo { name: c.name.clone(), messages: c.messages, last_seq: c.last_seq })
+            .collect(),
+    }
 }
 
 /// Which inbox entries to read.

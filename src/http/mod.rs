@@ -10,7 +10,7 @@ mod error;
 mod events;
 mod extract;
 pub mod ops;
-mod presence;
+pub mod presence;
 mod system;
 pub mod tasks;
 

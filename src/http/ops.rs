@@ -3,10 +3,7 @@
 
 use chrono::Utc;
 use muster_protocol::ws::Op;
-use muster_protocol::{
-    ChannelInfo, ChannelList, Cursor, ErrorCode, MaybeTaskEnvelope, MessageEnvelope, PresenceEnvelope, PresenceList,
-    TaskEnvelope,
-};
+use muster_protocol::{Cursor, ErrorCode, MaybeTaskEnvelope, MessageEnvelope, PresenceEnvelope, TaskEnvelope};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, chat};
@@ -100,16 +97,7 @@ pub async fn execute(state: &AppState, op: Op, session: Option<&str>) -> Result<
             let body = chat::read(state, args.channel, args.since, args.before, args.limit).await?;
             serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
         }
-        Op::ChatChannels(_) => {
-            let snapshot = state.reader.snapshot();
-            let channels = snapshot
-                .state
-                .channels
-                .values()
-                .map(|c| ChannelInfo { name: c.name.clone(), messages: c.messages, last_seq: c.last_seq })
-                .collect();
-            to_value(&ChannelList { channels })
-        }
+        Op::ChatChannels(_) => to_value(&chat::channel_list(state)),
         Op::InboxRead(args) => {
             let agent = require(actor(args.agent, session))?;
             let body = chat::read_inbox(state, agent, args.all, args.limit).await?;
@@ -119,13 +107,7 @@ pub async fn execute(state: &AppState, op: Op, session: Option<&str>) -> Result<
             let agent = require(actor(args.agent, session))?;
             submit(state, Command::AckInbox { agent, seq: args.ack.seq }).await
         }
-        Op::PresenceList(_) => {
-            let snapshot = state.reader.snapshot();
-            let policy = state.config.policy();
-            let now = Utc::now();
-            let agents = snapshot.state.agents.values().map(|a| presence(&snapshot.state, &policy, a, now)).collect();
-            to_value(&PresenceList { agents })
-        }
+        Op::PresenceList(_) => to_value(&super::presence::everyone(state)),
         Op::PresenceSet(heartbeat) => {
             let agent = require(session.map(str::to_owned))?;
             submit(state, Command::Heartbeat { agent, heartbeat }).await

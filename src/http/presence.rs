@@ -18,11 +18,16 @@ fn view(state: &AppState, board: &Board, name: &str) -> Option<Presence> {
 /// Every agent seen, by name, with its status as of now.
 #[utoipa::path(get, path = "/presence", tag = "presence", responses((status = 200, body = PresenceList)))]
 pub async fn list(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &everyone(&state))
+}
+
+/// Every agent seen, by name, as of now.
+pub fn everyone(state: &AppState) -> PresenceList {
     let snapshot = state.reader.snapshot();
-    let now = Utc::now();
-    let agents =
-        snapshot.state.agents.values().map(|a| presence(&snapshot.state, &state.config.policy(), a, now)).collect();
-    json_response(StatusCode::OK, &PresenceList { agents })
+    let (policy, now) = (state.config.policy(), Utc::now());
+    PresenceList {
+        agents: snapshot.state.agents.values().map(|a| presence(&snapshot.state, &policy, a, now)).collect(),
+    }
 }
 
 /// One agent.
