@@ -44,6 +44,9 @@ use crate::metrics::Metrics;
 use crate::sequencer::{Reader, Sequencer, Writer};
 use crate::store::{Store, StoreError};
 
+/// How long in-flight HTTP requests may take to finish once a stop was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// How often the log is trimmed to its retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -100,8 +103,20 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    let served =
-        axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let serve = axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // In-flight requests get a bounded time to finish: a client that stopped reading an
+    // event stream must not keep the broker from stopping.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = serve.into_future() => served,
+        () = deadline => {
+            tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping without them");
+            Ok(())
+        }
+    };
 
     // axum does not wait for upgraded connections: the sessions see the shutdown token,
     // close with 1001 and say goodbye; wait for them.
