@@ -14,15 +14,19 @@
 //! - [`http`]: the HTTP API, one axum router (`app()` builds it without binding).
 //! - [`ws`]: the WebSocket transport (`/ws`): hello, subscriptions, resume, presence.
 //! - [`sse`]: `/events/stream`, the same stream as Server-Sent Events.
+//! - [`cli`]: the client subcommands (`muster task|chat|inbox|who|status|watch|wait`).
+//! - [`mcp`]: `muster mcp`, an MCP server over stdio holding one agent's session.
 //! - [`config`]: the one `Config`, from flags and `MUSTER_*` variables.
 //! - [`metrics`]: counters for `/metrics`.
 //!
 //! [`run`] wires them together on a bound listener until the shutdown token is cancelled.
 
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod http;
 pub mod hub;
+pub mod mcp;
 pub mod metrics;
 pub mod sequencer;
 pub mod sse;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use muster::Config;
+use muster::{Config, cli};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc: the broker allocates many small, short-lived buffers per request (JSON,
@@ -14,12 +14,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "muster", version, about = "Coordination broker for teams of AI coding agents")]
 struct Cli {
+    #[command(flatten)]
+    global: cli::Global,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Client(cli::Command),
+    /// Serve MCP over stdio for one agent (Claude Code, Codex, Cursor...).
+    Mcp,
     /// Run the broker.
     Serve {
         #[command(flatten)]
@@ -51,7 +57,30 @@ fn main() -> ExitCode {
             }
             serve(config)
         }
+        Command::Client(command) => client(cli.global, command),
+        Command::Mcp => match cli.global.agent.clone() {
+            Some(agent) => block_on(muster::mcp::serve(cli.global.url.clone(), agent)),
+            None => {
+                eprintln!("muster: name the agent this MCP server acts as: muster mcp --as NAME (or MUSTER_AGENT)");
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+/// Runs a future on a small runtime: client commands do little at once.
+fn block_on<F: std::future::Future<Output = ExitCode>>(future: F) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(future),
+        Err(e) => {
+            eprintln!("muster: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(global: cli::Global, command: cli::Command) -> ExitCode {
+    block_on(cli::run(global, command))
 }
 
 fn serve(config: Config) -> ExitCode {

@@ -60,6 +60,18 @@ impl TaskStatus {
     }
 }
 
+impl std::str::FromStr for TaskStatus {
+    type Err = String;
+
+    /// Parses `todo`, `doing`, ... in any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskStatus::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{s:?} is not a status (todo, doing, review, blocked, done, cancelled)"))
+    }
+}
+
 impl fmt::Display for TaskStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -80,6 +92,21 @@ pub enum Priority {
     P2,
     /// Whenever.
     P3,
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+
+    /// Parses `P0`..`P3` (or `p0`..`p3`, or `0`..`3`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().trim_start_matches(['P', 'p']) {
+            "0" => Ok(Priority::P0),
+            "1" => Ok(Priority::P1),
+            "2" => Ok(Priority::P2),
+            "3" => Ok(Priority::P3),
+            _ => Err(format!("{s:?} is not a priority (P0, P1, P2 or P3)")),
+        }
+    }
 }
 
 impl fmt::Display for Priority {

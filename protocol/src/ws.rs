@@ -94,9 +94,9 @@ pub enum Op {
     /// `GET /presence`.
     #[serde(rename = "presence.list")]
     PresenceList(Empty),
-    /// `POST /presence/{agent}`: set the session agent's status and note.
+    /// `POST /presence/{agent}`: a heartbeat, with a status and note.
     #[serde(rename = "presence.set")]
-    PresenceSet(Heartbeat),
+    PresenceSet(PresenceSetArgs),
 }
 
 impl Op {
@@ -279,6 +279,17 @@ pub struct InboxAckArgs {
     pub ack: AckInbox,
 }
 
+/// `presence.set`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PresenceSetArgs {
+    /// The agent (default: the session's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Status and note.
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -355,6 +366,15 @@ fn args<T: DeserializeOwned>(id: u64, map: Map<String, Value>) -> Result<T, Fram
     })
 }
 
+/// Takes the optional `agent` field out of the frame.
+fn take_agent(id: u64, map: &mut Map<String, Value>) -> Result<Option<String>, FrameError> {
+    match map.remove("agent") {
+        Some(Value::String(a)) => Ok(Some(a)),
+        Some(Value::Null) | None => Ok(None),
+        Some(_) => Err(frame_error(Some(id), "agent", "must be a string")),
+    }
+}
+
 /// Takes the `task` field out of the frame.
 fn take_task(id: u64, map: &mut Map<String, Value>) -> Result<TaskId, FrameError> {
     match map.remove("task") {
@@ -412,15 +432,14 @@ impl Request {
             "chat.channels" => Op::ChatChannels(args(id, map)?),
             "inbox.read" => Op::InboxRead(args(id, map)?),
             "inbox.ack" => {
-                let agent = match map.remove("agent") {
-                    Some(Value::String(a)) => Some(a),
-                    Some(Value::Null) | None => None,
-                    Some(_) => return Err(frame_error(Some(id), "agent", "must be a string")),
-                };
+                let agent = take_agent(id, &mut map)?;
                 Op::InboxAck(InboxAckArgs { agent, ack: args(id, map)? })
             }
             "presence.list" => Op::PresenceList(args(id, map)?),
-            "presence.set" => Op::PresenceSet(args(id, map)?),
+            "presence.set" => {
+                let agent = take_agent(id, &mut map)?;
+                Op::PresenceSet(PresenceSetArgs { agent, heartbeat: args(id, map)? })
+            }
             other => {
                 let shown: String = other.chars().take(40).collect();
                 return Err(frame_error(

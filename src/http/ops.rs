@@ -108,9 +108,9 @@ pub async fn execute(state: &AppState, op: Op, session: Option<&str>) -> Result<
             submit(state, Command::AckInbox { agent, seq: args.ack.seq }).await
         }
         Op::PresenceList(_) => to_value(&super::presence::everyone(state)),
-        Op::PresenceSet(heartbeat) => {
-            let agent = require(session.map(str::to_owned))?;
-            submit(state, Command::Heartbeat { agent, heartbeat }).await
+        Op::PresenceSet(args) => {
+            let agent = require(actor(args.agent, session))?;
+            submit(state, Command::Heartbeat { agent, heartbeat: args.heartbeat }).await
         }
     }
 }

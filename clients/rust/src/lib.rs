@@ -1,0 +1,531 @@
+//! # muster-client — the Rust client of the Muster broker
+//!
+//! One WebSocket session to the broker: typed request/reply for every operation, a stream
+//! of events, and automatic reconnection with backoff that resumes from the last `seq`
+//! received — no gap, no duplicate — and says so when resuming was not possible.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), muster_client::Error> {
+//! use muster_client::{Client, Notice, Options};
+//! use muster_client::protocol::CreateTask;
+//!
+//! let (client, mut events) = Client::connect(Options::new("http://127.0.0.1:4445").agent("link").topics(["tasks"])).await?;
+//! let task = client.create_task(CreateTask { title: "Fix auth redirect".into(), ..Default::default() }).await?;
+//! client.claim(task.id, Default::default()).await?;
+//! while let Some(Notice::Event(event)) = events.next().await {
+//!     println!("{} {}", event.seq, event.kind.type_name());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A session that names an `agent` makes it present while connected and holds its claims
+//! (see the broker's lease rules); without an agent the session is an observer and each
+//! operation names its agent.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+pub use muster_protocol as protocol;
+use muster_protocol::ws::{
+    ChatReadArgs, Empty, Hello, InboxAckArgs, InboxReadArgs, ListArgs, NextArgs, Op, PresenceSetArgs, Reply, Request,
+    ServerFrame, TaskActionArgs, TaskRef, TaskUpdateArgs, Topics, Welcome,
+};
+use muster_protocol::{
+    AckInbox, ChannelInfo, ChannelList, ChatMessage, CreateTask, Cursor, ErrorInfo, Event, Heartbeat, Inbox,
+    MaybeTaskEnvelope, MessageEnvelope, MessageList, PostMessage, Presence, PresenceEnvelope, PresenceList, Seq, Task,
+    TaskAction, TaskEnvelope, TaskId, TaskList, UpdateTask,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Events waiting for the application. When it does not read them, the session stops
+/// reading the socket, the broker closes it as a slow consumer, and the client resumes.
+const EVENT_BUFFER: usize = 1024;
+/// Requests waiting to be sent.
+const CALL_BUFFER: usize = 64;
+/// First and longest wait between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The broker: `http://127.0.0.1:4445` (or `ws://...`).
+    pub url: String,
+    /// The agent this session acts as; `None` for an observer.
+    pub agent: Option<String>,
+    /// Topics to receive from the start.
+    pub topics: Vec<String>,
+    /// Resume after this `seq` on the first connection (later ones resume from the last
+    /// event received).
+    pub since: Option<Seq>,
+    /// The epoch `since` belongs to.
+    pub epoch: Option<String>,
+    /// Reconnect when the connection is lost (default: yes).
+    pub reconnect: bool,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl Options {
+    /// Options for the broker at `url`, as an observer, reconnecting.
+    pub fn new(url: impl Into<String>) -> Options {
+        Options {
+            url: url.into(),
+            agent: None,
+            topics: Vec::new(),
+            since: None,
+            epoch: None,
+            reconnect: true,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Acts as `agent`.
+    pub fn agent(mut self, agent: impl Into<String>) -> Options {
+        self.agent = Some(agent.into());
+        self
+    }
+
+    /// Receives `topics`.
+    pub fn topics<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Options {
+        self.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Resumes after `since` in `epoch`.
+    pub fn resume(mut self, since: Seq, epoch: Option<String>) -> Options {
+        self.since = Some(since);
+        self.epoch = epoch;
+        self
+    }
+
+    /// Does not reconnect: the event stream ends when the connection does.
+    pub fn once(mut self) -> Options {
+        self.reconnect = false;
+        self
+    }
+
+    /// The WebSocket URL.
+    fn ws_url(&self) -> String {
+        let base = self.url.trim_end_matches('/');
+        let base = base.strip_prefix("http://").map(|b| format!("ws://{b}")).unwrap_or_else(|| base.to_owned());
+        let base = base.strip_prefix("https://").map(|b| format!("wss://{b}")).unwrap_or(base);
+        if base.ends_with("/ws") { base } else { format!("{base}/ws") }
+    }
+}
+
+/// What can go wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// No broker answers at the URL.
+    #[error("broker not reachable at {url}: {reason}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The broker refused the operation (conflict, not found, invalid...).
+    #[error("{}", .0.message)]
+    Api(ErrorInfo),
+    /// The connection was lost before the answer came: the operation may or may not have
+    /// been applied.
+    #[error("connection to the broker lost before it answered; the operation may or may not have happened")]
+    Disconnected,
+    /// The client was shut down.
+    #[error("the client is closed")]
+    Closed,
+    /// The broker answered something this client does not understand.
+    #[error("unexpected answer from the broker: {0}")]
+    Protocol(String),
+}
+
+/// What the event stream carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// An event, in `seq` order, each once.
+    Event(Box<Event>),
+    /// The session (re)connected and every event since the last one received was
+    /// replayed: nothing was missed.
+    Resumed {
+        /// The broker's head when the session started.
+        head: Seq,
+    },
+    /// The session (re)connected but could not replay what was missed (the broker's data
+    /// was replaced, or the events are no longer retained): re-read the state you need.
+    Resync {
+        /// The broker's epoch now.
+        epoch: String,
+        /// Live events continue after this `seq`.
+        head: Seq,
+    },
+}
+
+/// The event stream of a client.
+pub struct Events {
+    rx: mpsc::Receiver<Notice>,
+}
+
+impl Events {
+    /// The next notice; `None` once the client is closed (or, with [`Options::once`], the
+    /// connection is lost).
+    pub async fn next(&mut self) -> Option<Notice> {
+        self.rx.recv().await
+    }
+}
+
+/// Where the session stands, shared with the handle.
+#[derive(Debug, Default)]
+struct Position {
+    epoch: Option<String>,
+    last_seq: Option<Seq>,
+}
+
+struct Call {
+    op: Op,
+    reply: oneshot::Sender<Result<Value, Error>>,
+}
+
+/// A connection to the broker. Cheap to clone; the session ends when every clone is gone.
+#[derive(Clone)]
+pub struct Client {
+    calls: mpsc::Sender<Call>,
+    position: Arc<Mutex<Position>>,
+}
+
+impl Client {
+    /// Connects and says hello. Fails with [`Error::Unreachable`] when the first connection
+    /// cannot be made; later losses are repaired in the background.
+    pub async fn connect(options: Options) -> Result<(Client, Events), Error> {
+        let (calls, calls_rx) = mpsc::channel(CALL_BUFFER);
+        let (events, events_rx) = mpsc::channel(EVENT_BUFFER);
+        let position = Arc::new(Mutex::new(Position { epoch: options.epoch.clone(), last_seq: options.since }));
+        let (first, first_rx) = oneshot::channel();
+        let topics = options.topics.iter().cloned().collect();
+        let session = Session { options, calls: calls_rx, events, position: Arc::clone(&position), topics };
+        tokio::spawn(session.run(first));
+        match first_rx.await {
+            Ok(Ok(())) => Ok((Client { calls, position }, Events { rx: events_rx })),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// The broker's epoch, once connected.
+    pub fn epoch(&self) -> Option<String> {
+        self.lock().epoch.clone()
+    }
+
+    /// The `seq` of the last event received (or the head at connection).
+    pub fn last_seq(&self) -> Option<Seq> {
+        self.lock().last_seq
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Position> {
+        // A poisoned lock only means the session task panicked; the value is still valid.
+        self.position.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends any operation; returns the reply's `data`.
+    pub async fn call(&self, op: Op) -> Result<Value, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.calls.send(Call { op, reply }).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Disconnected)?
+    }
+
+    async fn call_as<T: DeserializeOwned>(&self, op: Op) -> Result<T, Error> {
+        let data = self.call(op).await?;
+        serde_json::from_value(data).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// Creates a task.
+    pub async fn create_task(&self, create: CreateTask) -> Result<Task, Error> {
+        Ok(self.call_as::<TaskEnvelope>(Op::TaskCreate(create)).await?.task)
+    }
+
+    /// Changes fields (and possibly the status) of a task.
+    pub async fn update_task(&self, task: TaskId, update: UpdateTask) -> Result<Task, Error> {
+        Ok(self.call_as::<TaskEnvelope>(Op::TaskUpdate(TaskUpdateArgs { task, update })).await?.task)
+    }
+
+    /// Claims a task (the session's agent unless `action.agent` names one).
+    pub async fn claim(&self, task: TaskId, action: TaskAction) -> Result<Task, Error> {
+        Ok(self.call_as::<TaskEnvelope>(Op::TaskClaim(TaskActionArgs { task, action })).await?.task)
+    }
+
+    /// Releases a claim (`force` takes it from another owner).
+    pub async fn release(&self, task: TaskId, action: TaskAction) -> Result<Task, Error> {
+        Ok(self.call_as::<TaskEnvelope>(Op::TaskRelease(TaskActionArgs { task, action })).await?.task)
+    }
+
+    /// Completes a task.
+    pub async fn complete(&self, task: TaskId, action: TaskAction) -> Result<Task, Error> {
+        Ok(self.call_as::<TaskEnvelope>(Op::TaskComplete(TaskActionArgs { task, action })).await?.task)
+    }
+
+    /// The next task for `agent` (the session's by default); with `claim`, claimed.
+    pub async fn next(&self, agent: Option<String>, claim: bool) -> Result<Option<Task>, Error> {
+        Ok(self.call_as::<MaybeTaskEnvelope>(Op::TaskNext(NextArgs { agent, claim })).await?.task)
+    }
+
+    /// One task.
+    pub async fn task(&self, task: TaskId) -> Result<Task, Error> {
+        Ok(self.call_as::<TaskEnvelope>(Op::TaskGet(TaskRef { task })).await?.task)
+    }
+
+    /// The board, filtered.
+    pub async fn tasks(&self, filter: ListArgs) -> Result<Vec<Task>, Error> {
+        Ok(self.call_as::<TaskList>(Op::TaskList(filter)).await?.tasks)
+    }
+
+    /// Posts a chat message (from the session's agent unless `from` is set).
+    pub async fn post(&self, post: PostMessage) -> Result<ChatMessage, Error> {
+        Ok(self.call_as::<MessageEnvelope>(Op::ChatPost(post)).await?.message)
+    }
+
+    /// Reads a channel.
+    pub async fn messages(&self, args: ChatReadArgs) -> Result<MessageList, Error> {
+        self.call_as(Op::ChatRead(args)).await
+    }
+
+    /// Channels with messages.
+    pub async fn channels(&self) -> Result<Vec<ChannelInfo>, Error> {
+        Ok(self.call_as::<ChannelList>(Op::ChatChannels(Empty {})).await?.channels)
+    }
+
+    /// An inbox (the session's agent's by default).
+    pub async fn inbox(&self, args: InboxReadArgs) -> Result<Inbox, Error> {
+        self.call_as(Op::InboxRead(args)).await
+    }
+
+    /// Marks an inbox read up to `seq` (default: everything).
+    pub async fn ack(&self, agent: Option<String>, seq: Option<Seq>) -> Result<Cursor, Error> {
+        self.call_as(Op::InboxAck(InboxAckArgs { agent, ack: AckInbox { seq } })).await
+    }
+
+    /// Every agent seen.
+    pub async fn presence(&self) -> Result<Vec<Presence>, Error> {
+        Ok(self.call_as::<PresenceList>(Op::PresenceList(Empty {})).await?.agents)
+    }
+
+    /// A heartbeat for `agent` (the session's by default), with a status and note.
+    pub async fn set_status(&self, agent: Option<String>, heartbeat: Heartbeat) -> Result<Presence, Error> {
+        Ok(self.call_as::<PresenceEnvelope>(Op::PresenceSet(PresenceSetArgs { agent, heartbeat })).await?.agent)
+    }
+
+    /// Receives more topics (kept across reconnections); returns every topic subscribed.
+    pub async fn subscribe(&self, topics: Vec<String>) -> Result<Vec<String>, Error> {
+        Ok(self.call_as::<Topics>(Op::Subscribe(Topics { topics })).await?.topics)
+    }
+
+    /// Stops receiving topics; returns the topics still subscribed.
+    pub async fn unsubscribe(&self, topics: Vec<String>) -> Result<Vec<String>, Error> {
+        Ok(self.call_as::<Topics>(Op::Unsubscribe(Topics { topics })).await?.topics)
+    }
+}
+
+/// Why a session ended.
+enum End {
+    /// Every handle is gone.
+    Closed,
+    /// The connection failed or was lost.
+    Lost(String),
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The background task: one connection at a time, reconnecting with backoff.
+struct Session {
+    options: Options,
+    calls: mpsc::Receiver<Call>,
+    events: mpsc::Sender<Notice>,
+    position: Arc<Mutex<Position>>,
+    /// Topics to subscribe to on every (re)connection.
+    topics: BTreeSet<String>,
+}
+
+impl Session {
+    async fn run(mut self, first: oneshot::Sender<Result<(), Error>>) {
+        let mut first = Some(first);
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let reason = match self.connect().await {
+                Ok(socket) => {
+                    backoff = BACKOFF_MIN;
+                    if let Some(first) = first.take() {
+                        let _ = first.send(Ok(()));
+                    }
+                    match self.serve(socket).await {
+                        End::Closed => return,
+                        End::Lost(reason) => reason,
+                    }
+                }
+                Err(reason) => reason,
+            };
+            if let Some(first) = first.take() {
+                let _ = first.send(Err(Error::Unreachable { url: self.options.url.clone(), reason }));
+                return;
+            }
+            if !self.options.reconnect {
+                return;
+            }
+            tracing::debug!(%reason, ?backoff, "connection to the broker lost; reconnecting");
+            // Requests made while disconnected fail at once rather than wait.
+            let sleep = tokio::time::sleep(backoff);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    call = self.calls.recv() => match call {
+                        Some(call) => {
+                            let _ = call.reply.send(Err(Error::Disconnected));
+                        }
+                        None => return,
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn position(&self) -> std::sync::MutexGuard<'_, Position> {
+        self.position.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connects and says hello, resuming from where the last session stopped.
+    async fn connect(&mut self) -> Result<Socket, String> {
+        let url = self.options.ws_url();
+        let connecting = tokio_tungstenite::connect_async(url.as_str());
+        let (mut socket, _) = match tokio::time::timeout(self.options.connect_timeout, connecting).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("timed out".into()),
+        };
+        let (since, epoch) = {
+            let p = self.position();
+            (p.last_seq, p.epoch.clone())
+        };
+        let hello = Hello {
+            agent: self.options.agent.clone(),
+            token: None,
+            topics: self.topics.iter().cloned().collect(),
+            since,
+            epoch,
+        };
+        let frame = serde_json::to_string(&Request { id: 0, op: Op::Hello(hello) }).map_err(|e| e.to_string())?;
+        socket.send(Message::text(frame)).await.map_err(|e| e.to_string())?;
+        let welcome: Welcome = loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<Reply>(text.as_str()) {
+                    Ok(Reply { ok: true, data: Some(data), .. }) => {
+                        break serde_json::from_value(data).map_err(|e| e.to_string())?;
+                    }
+                    Ok(Reply { error: Some(error), .. }) => return Err(error.message),
+                    _ => return Err(format!("unexpected first frame: {}", text.as_str())),
+                },
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("closed before the welcome".into()),
+            }
+        };
+        let notice = {
+            let mut p = self.position();
+            p.epoch = Some(welcome.epoch.clone());
+            match (since, welcome.recovered) {
+                (Some(_), true) => Notice::Resumed { head: welcome.head },
+                (None, _) => {
+                    p.last_seq = Some(welcome.head);
+                    Notice::Resumed { head: welcome.head }
+                }
+                (Some(_), false) => {
+                    p.last_seq = Some(welcome.head);
+                    Notice::Resync { epoch: welcome.epoch.clone(), head: welcome.head }
+                }
+            }
+        };
+        // The application may not listen to events at all.
+        let _ = self.events.send(notice).await;
+        Ok(socket)
+    }
+
+    /// Carries requests and events until the connection ends.
+    async fn serve(&mut self, mut socket: Socket) -> End {
+        let mut pending: HashMap<u64, oneshot::Sender<Result<Value, Error>>> = HashMap::new();
+        let mut next_id = 1u64;
+        let end = loop {
+            tokio::select! {
+                call = self.calls.recv() => {
+                    let Some(Call { op, reply }) = call else {
+                        let _ = socket.close(None).await;
+                        break End::Closed;
+                    };
+                    match &op {
+                        Op::Subscribe(t) => self.topics.extend(t.topics.iter().cloned()),
+                        Op::Unsubscribe(t) => t.topics.iter().for_each(|topic| { self.topics.remove(topic); }),
+                        _ => {}
+                    }
+                    let id = next_id;
+                    next_id += 1;
+                    let frame = match serde_json::to_string(&Request { id, op }) {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            let _ = reply.send(Err(Error::Protocol(e.to_string())));
+                            continue;
+                        }
+                    };
+                    if let Err(e) = socket.send(Message::text(frame)).await {
+                        let _ = reply.send(Err(Error::Disconnected));
+                        break End::Lost(e.to_string());
+                    }
+                    pending.insert(id, reply);
+                }
+                frame = socket.next() => match frame {
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                        Ok(ServerFrame::Reply(reply)) => {
+                            let Some(waiting) = reply.re.and_then(|re| pending.remove(&re)) else { continue };
+                            let answer = match (reply.ok, reply.data, reply.error) {
+                                (true, Some(data), _) => Ok(data),
+                                (false, _, Some(error)) => Err(Error::Api(error)),
+                                _ => Err(Error::Protocol("a reply without data or error".into())),
+                            };
+                            let _ = waiting.send(answer);
+                        }
+                        Ok(ServerFrame::Event(event)) => {
+                            self.position().last_seq = Some(event.seq);
+                            let _ = self.events.send(Notice::Event(event)).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "frame not understood"),
+                    },
+                    Some(Ok(Message::Close(frame))) => {
+                        break End::Lost(frame.map_or_else(|| "closed".to_owned(), |f| format!("closed {}: {}", u16::from(f.code), f.reason)));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break End::Lost(e.to_string()),
+                    None => break End::Lost("connection closed".into()),
+                },
+            }
+        };
+        for (_, waiting) in pending {
+            let _ = waiting.send(Err(Error::Disconnected));
+        }
+        end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_become_websocket_urls() {
+        assert_eq!(Options::new("http://127.0.0.1:4445").ws_url(), "ws://127.0.0.1:4445/ws");
+        assert_eq!(Options::new("http://localhost:4445/").ws_url(), "ws://localhost:4445/ws");
+        assert_eq!(Options::new("ws://h:1/ws").ws_url(), "ws://h:1/ws");
+        assert_eq!(Options::new("https://h").ws_url(), "wss://h/ws");
+    }
+}

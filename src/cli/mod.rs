@@ -1,0 +1,624 @@
+//! The client subcommands of `muster`: what an agent in a shell (or a human) types.
+//!
+//! Each command opens one session with [`muster_client`] as an observer and names the
+//! acting agent (`--as`) in its operation, so a command counts as contact for that agent
+//! without opening and closing a presence session every time. `watch` and `wait` keep the
+//! session open and follow events. Output is for humans by default; `--json` prints one JSON
+//! object per line. Exit codes are stable, for scripts (see [`Exit`]).
+
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use muster_client::protocol::ws::{ChatReadArgs, InboxReadArgs, ListArgs};
+use muster_client::protocol::{
+    CreateTask, ErrorCode, Event, EventKind, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskId,
+    TaskStatus, UpdateTask,
+};
+use muster_client::{Client, Error, Notice, Options};
+use serde::Serialize;
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The broker.
+    #[arg(long, env = "MUSTER_URL", default_value = "http://127.0.0.1:4445", global = true)]
+    pub url: String,
+    /// The agent you act as.
+    #[arg(long = "as", env = "MUSTER_AGENT", global = true, value_name = "AGENT")]
+    pub agent: Option<String>,
+    /// Print JSON, one object per line, instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The client commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The task board: add, list, show, claim, next, release, done, update.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Team chat: post, read.
+    #[command(subcommand)]
+    Chat(ChatCommand),
+    /// Your inbox: unread mentions and direct messages.
+    Inbox {
+        /// Include messages already read.
+        #[arg(long)]
+        all: bool,
+        /// Mark them read.
+        #[arg(long)]
+        ack: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Who is here: status, last seen, task, stuck.
+    Who,
+    /// Your own status.
+    #[command(subcommand)]
+    Status(StatusCommand),
+    /// Print events as they happen (default: every topic), until interrupted.
+    Watch {
+        /// Topics: tasks, task:T-3, chat, chat:ops, presence, inbox:NAME, * (default).
+        topics: Vec<String>,
+        /// Replay events after this seq first.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Block until something relevant happens, print it and exit 0 (7 on timeout).
+    Wait {
+        /// A message that mentions you or is addressed to you (an unread one counts).
+        #[arg(long)]
+        mention: bool,
+        /// A change to this task.
+        #[arg(long, value_name = "ID")]
+        task: Option<String>,
+        /// With --task: until it has this status (todo, doing, review, blocked, done, cancelled).
+        #[arg(long, requires = "task")]
+        until: Option<TaskStatus>,
+        /// Any event on this topic.
+        #[arg(long)]
+        topic: Vec<String>,
+        /// Give up after this long (e.g. 30s, 10m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// With --mention: mark the message read.
+        #[arg(long, requires = "mention")]
+        ack: bool,
+    },
+}
+
+/// `muster task ...`
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Add a task.
+    Add {
+        /// One line.
+        title: String,
+        /// Free text.
+        #[arg(long, short)]
+        description: Option<String>,
+        /// P0 (urgent) to P3; default P2.
+        #[arg(long, short)]
+        priority: Option<Priority>,
+        /// Reserve it for this agent.
+        #[arg(long)]
+        assign: Option<String>,
+        /// Tasks that must be done first (T-1,T-2).
+        #[arg(long, value_delimiter = ',')]
+        after: Vec<String>,
+        /// Labels.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// List the board.
+    List {
+        /// Only these statuses (todo,doing).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<TaskStatus>,
+        /// Only tasks assigned to this agent.
+        #[arg(long)]
+        assignee: Option<String>,
+        /// Only your tasks.
+        #[arg(long, conflicts_with = "assignee")]
+        mine: bool,
+        /// Only this priority.
+        #[arg(long)]
+        priority: Option<Priority>,
+        /// Only tasks with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Show one task.
+    Show {
+        /// T-3
+        id: String,
+    },
+    /// Claim a task: exactly one agent gets it.
+    Claim {
+        /// T-3
+        id: String,
+    },
+    /// The task to do next (one you hold, else the most urgent open one).
+    Next {
+        /// Claim it.
+        #[arg(long)]
+        claim: bool,
+    },
+    /// Give a task back (with --force, take it away from its owner).
+    Release {
+        /// T-3
+        id: String,
+        /// Release someone else's claim.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mark a task done.
+    Done {
+        /// T-3
+        id: String,
+        /// The fencing token of your claim (refused if the claim changed hands since).
+        #[arg(long)]
+        token: Option<u64>,
+    },
+    /// Change a task.
+    Update {
+        /// T-3
+        id: String,
+        /// New title.
+        #[arg(long)]
+        title: Option<String>,
+        /// New description.
+        #[arg(long, short)]
+        description: Option<String>,
+        /// New priority.
+        #[arg(long, short)]
+        priority: Option<Priority>,
+        /// New status (doing claims, todo releases, done completes).
+        #[arg(long)]
+        status: Option<TaskStatus>,
+        /// Reserve it for this agent.
+        #[arg(long, conflicts_with = "unassign")]
+        assign: Option<String>,
+        /// Remove the reservation.
+        #[arg(long)]
+        unassign: bool,
+        /// Replace the tasks it waits for (T-1,T-2; empty for none).
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        after: Option<Vec<String>>,
+        /// Replace the tags.
+        #[arg(long = "tag")]
+        tags: Option<Vec<String>>,
+        /// The fencing token of your claim.
+        #[arg(long)]
+        token: Option<u64>,
+    },
+}
+
+/// `muster chat ...`
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Post a message; @name mentions reach that agent's inbox.
+    Post {
+        /// The text.
+        content: String,
+        /// Channel (default general).
+        #[arg(long, short)]
+        channel: Option<String>,
+        /// A direct message to this agent.
+        #[arg(long)]
+        to: Option<String>,
+        /// Answer to this message (M-12).
+        #[arg(long)]
+        reply_to: Option<String>,
+    },
+    /// Read a channel (newest messages last).
+    Read {
+        /// Channel (default general).
+        #[arg(long, short)]
+        channel: Option<String>,
+        /// Only messages after this seq.
+        #[arg(long)]
+        since: Option<u64>,
+        /// At most this many (default 50).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+/// `muster status ...`
+#[derive(Debug, Subcommand)]
+pub enum StatusCommand {
+    /// Set your status (busy, reviewing...; active clears it) and an optional note.
+    Set {
+        /// The status.
+        status: String,
+        /// A short note (what you are doing).
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+/// Exit codes, for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Done.
+    Ok = 0,
+    /// Something else went wrong.
+    Failed = 1,
+    /// (clap) bad usage.
+    Usage = 2,
+    /// No broker at the URL.
+    Unreachable = 3,
+    /// No such task (or message, or agent).
+    NotFound = 4,
+    /// Someone else holds the task, the token is stale, or it waits on other tasks.
+    Conflict = 5,
+    /// Invalid input, or a status change that is not allowed.
+    Invalid = 6,
+    /// `wait` timed out.
+    Timeout = 7,
+    /// The broker cannot take writes now (retry), or the connection was lost.
+    Unavailable = 8,
+    /// `task next` found nothing to do.
+    NothingToDo = 9,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A failed command: what to say and how to exit.
+struct Failure {
+    exit: Exit,
+    message: String,
+    code: Option<ErrorCode>,
+}
+
+impl Failure {
+    fn new(exit: Exit, message: impl Into<String>) -> Failure {
+        Failure { exit, message: message.into(), code: None }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        match e {
+            Error::Unreachable { url, reason } => Failure::new(
+                Exit::Unreachable,
+                format!(
+                    "broker not running at {url} (start it with `muster serve`, or set --url / MUSTER_URL): {reason}"
+                ),
+            ),
+            Error::Api(info) => {
+                let exit = match info.code {
+                    ErrorCode::NotFound => Exit::NotFound,
+                    ErrorCode::Conflict | ErrorCode::StaleClaim | ErrorCode::Blocked => Exit::Conflict,
+                    ErrorCode::Invalid
+                    | ErrorCode::InvalidTransition
+                    | ErrorCode::IdempotencyMismatch
+                    | ErrorCode::TooLarge
+                    | ErrorCode::MethodNotAllowed => Exit::Invalid,
+                    ErrorCode::Unavailable => Exit::Unavailable,
+                    ErrorCode::Internal => Exit::Failed,
+                };
+                Failure { exit, message: info.message, code: Some(info.code) }
+            }
+            Error::Disconnected | Error::Closed => Failure::new(Exit::Unavailable, e.to_string()),
+            Error::Protocol(_) => Failure::new(Exit::Failed, e.to_string()),
+        }
+    }
+}
+
+/// What a command prints: text for humans, a value for `--json`.
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn show<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+        if self.json {
+            match serde_json::to_string(value) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("muster: {e}"),
+            }
+        } else {
+            println!("{}", text());
+        }
+    }
+}
+
+fn task_id(raw: &str) -> Result<TaskId, Failure> {
+    raw.parse().map_err(|e: muster_client::protocol::ParseIdError| Failure::new(Exit::Invalid, e.to_string()))
+}
+
+/// A topic as the broker writes it (`task:12` → `task:T-12`).
+fn topic(raw: &str) -> Result<String, Failure> {
+    crate::core::parse_topic(raw).map_err(|e| Failure::new(Exit::Invalid, e.to_string()))
+}
+
+fn require_agent(global: &Global) -> Result<String, Failure> {
+    global.agent.clone().ok_or_else(|| Failure::new(Exit::Invalid, "name yourself: --as NAME or MUSTER_AGENT=NAME"))
+}
+
+/// Runs a client command; returns the exit code.
+pub async fn run(global: Global, command: Command) -> ExitCode {
+    let out = Out { json: global.json };
+    match execute(&global, command, &out).await {
+        Ok(exit) => exit.into(),
+        Err(failure) => {
+            if global.json {
+                let error = serde_json::json!({ "error": { "code": failure.code, "message": failure.message } });
+                println!("{error}");
+            } else {
+                eprintln!("muster: {}", failure.message);
+            }
+            failure.exit.into()
+        }
+    }
+}
+
+async fn connect(
+    global: &Global,
+    topics: Vec<String>,
+    since: Option<u64>,
+) -> Result<(Client, muster_client::Events), Failure> {
+    let mut options = Options::new(global.url.clone()).topics(topics).once();
+    options.since = since;
+    Ok(Client::connect(options).await?)
+}
+
+async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, Failure> {
+    match command {
+        Command::Watch { topics, since } => return watch(global, topics, since, out).await,
+        Command::Wait { mention, task, until, topic, timeout, ack } => {
+            return wait(global, Wait { mention, task, until, topics: topic, ack }, timeout, out).await;
+        }
+        _ => {}
+    }
+    let (client, _events) = connect(global, Vec::new(), None).await?;
+    match command {
+        Command::Task(task) => return task_command(&client, global, task, out).await,
+        Command::Chat(ChatCommand::Post { content, channel, to, reply_to }) => {
+            let from = require_agent(global)?;
+            let reply_to = match reply_to {
+                Some(id) => Some(id.parse::<MessageId>().map_err(|e| Failure::new(Exit::Invalid, e.to_string()))?),
+                None => None,
+            };
+            let message = client.post(PostMessage { from, content, channel, to, reply_to }).await?;
+            out.show(&message, || format!("posted {} to #{}", message.id, message.channel));
+        }
+        Command::Chat(ChatCommand::Read { channel, since, limit }) => {
+            let list = client.messages(ChatReadArgs { channel, since, before: None, limit }).await?;
+            if out.json {
+                list.messages.iter().for_each(|m| out.show(m, String::new));
+            } else if list.messages.is_empty() {
+                println!("no messages in #{}", list.channel);
+            } else {
+                list.messages.iter().for_each(|m| println!("{}", output::message(m)));
+            }
+        }
+        Command::Inbox { all, ack, limit } => {
+            let agent = require_agent(global)?;
+            let inbox = client.inbox(InboxReadArgs { agent: Some(agent.clone()), all, limit }).await?;
+            if out.json {
+                out.show(&inbox, String::new);
+            } else if inbox.messages.is_empty() {
+                println!("no unread messages for {agent}");
+            } else {
+                inbox.messages.iter().for_each(|m| println!("{}", output::message(m)));
+            }
+            if ack {
+                if let Some(last) = inbox.messages.last() {
+                    client.ack(Some(agent), Some(last.seq)).await?;
+                }
+            }
+        }
+        Command::Who => {
+            let agents = client.presence().await?;
+            if out.json {
+                agents.iter().for_each(|a| out.show(a, String::new));
+            } else {
+                println!("{}", output::who(&agents));
+            }
+        }
+        Command::Status(StatusCommand::Set { status, note }) => {
+            let agent = require_agent(global)?;
+            let heartbeat = Heartbeat { status: Some(status), note: note.map(Some) };
+            let presence = client.set_status(Some(agent), heartbeat).await?;
+            out.show(&presence, || format!("{} is {}", presence.name, presence.status));
+        }
+        Command::Watch { .. } | Command::Wait { .. } => {}
+    }
+    Ok(Exit::Ok)
+}
+
+async fn task_command(client: &Client, global: &Global, command: TaskCommand, out: &Out) -> Result<Exit, Failure> {
+    let me = global.agent.clone();
+    let action = || TaskAction { agent: me.clone(), ..Default::default() };
+    let task = match command {
+        TaskCommand::Add { title, description, priority, assign, after, tags } => {
+            let blocked_by = after.iter().map(|a| task_id(a)).collect::<Result<_, _>>()?;
+            let create = CreateTask { title, description, priority, assignee: assign, blocked_by, tags, agent: me };
+            let task = client.create_task(create).await?;
+            out.show(&task, || format!("added {}: {} [{}]", task.id, task.title, task.priority));
+            return Ok(Exit::Ok);
+        }
+        TaskCommand::List { status, assignee, mine, priority, tag } => {
+            let assignee = if mine { Some(require_agent(global)?) } else { assignee };
+            let tasks = client.tasks(ListArgs { status, assignee, priority, tag }).await?;
+            if out.json {
+                tasks.iter().for_each(|t| out.show(t, String::new));
+            } else {
+                println!("{}", output::tasks(&tasks));
+            }
+            return Ok(Exit::Ok);
+        }
+        TaskCommand::Show { id } => client.task(task_id(&id)?).await?,
+        TaskCommand::Claim { id } => {
+            require_agent(global)?;
+            let task = client.claim(task_id(&id)?, action()).await?;
+            let token = task.claim.as_ref().map_or(0, |c| c.token);
+            out.show(&task, || format!("{} is yours (token {token}): {}", task.id, task.title));
+            return Ok(Exit::Ok);
+        }
+        TaskCommand::Next { claim } => {
+            let agent = require_agent(global)?;
+            match client.next(Some(agent), claim).await? {
+                Some(task) => task,
+                None => {
+                    out.show(&serde_json::json!({ "task": null }), || "nothing to do".to_owned());
+                    return Ok(Exit::NothingToDo);
+                }
+            }
+        }
+        TaskCommand::Release { id, force } => {
+            require_agent(global)?;
+            let task = client.release(task_id(&id)?, TaskAction { force, ..action() }).await?;
+            out.show(&task, || format!("{} released: {}", task.id, task.title));
+            return Ok(Exit::Ok);
+        }
+        TaskCommand::Done { id, token } => {
+            require_agent(global)?;
+            let task = client.complete(task_id(&id)?, TaskAction { token, ..action() }).await?;
+            out.show(&task, || format!("{} done: {}", task.id, task.title));
+            return Ok(Exit::Ok);
+        }
+        TaskCommand::Update { id, title, description, priority, status, assign, unassign, after, tags, token } => {
+            let blocked_by = match after {
+                Some(list) => {
+                    Some(list.iter().filter(|a| !a.is_empty()).map(|a| task_id(a)).collect::<Result<_, _>>()?)
+                }
+                None => None,
+            };
+            let assignee = if unassign { Some(None) } else { assign.map(Some) };
+            let update =
+                UpdateTask { title, description, priority, assignee, status, blocked_by, tags, agent: me, token };
+            client.update_task(task_id(&id)?, update).await?
+        }
+    };
+    out.show(&task, || output::task(&task));
+    Ok(Exit::Ok)
+}
+
+/// Prints events until interrupted (or the broker goes away for good).
+async fn watch(global: &Global, topics: Vec<String>, since: Option<u64>, out: &Out) -> Result<Exit, Failure> {
+    let topics = if topics.is_empty() {
+        vec!["*".to_owned()]
+    } else {
+        topics.iter().map(|t| topic(t)).collect::<Result<_, _>>()?
+    };
+    let mut options = Options::new(global.url.clone()).topics(topics);
+    options.since = since;
+    let (_client, mut events) = Client::connect(options).await?;
+    while let Some(notice) = events.next().await {
+        match notice {
+            Notice::Event(event) => out.show(&*event, || output::event(&event)),
+            Notice::Resync { head, .. } if !out.json => {
+                eprintln!("muster: reconnected, but events before #{head} could not be replayed")
+            }
+            Notice::Resync { .. } | Notice::Resumed { .. } => {}
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// What `wait` waits for.
+struct Wait {
+    mention: bool,
+    task: Option<String>,
+    until: Option<TaskStatus>,
+    topics: Vec<String>,
+    ack: bool,
+}
+
+async fn wait(global: &Global, w: Wait, timeout: Option<Duration>, out: &Out) -> Result<Exit, Failure> {
+    let me = if w.mention { Some(require_agent(global)?) } else { None };
+    let task = w.task.as_deref().map(task_id).transpose()?;
+    let until = w.until;
+    let wanted: Vec<String> = w.topics.iter().map(|t| topic(t)).collect::<Result<_, _>>()?;
+    let mut topics = wanted.clone();
+    if let Some(me) = &me {
+        topics.push(format!("inbox:{me}"));
+    }
+    if let Some(id) = task {
+        topics.push(format!("task:{id}"));
+    }
+    if topics.is_empty() {
+        return Err(Failure::new(Exit::Invalid, "wait for what? --mention, --task ID or --topic TOPIC"));
+    }
+    // Subscribe first, then look at the current state: nothing can slip between the two.
+    let (client, mut events) = Client::connect(Options::new(global.url.clone()).topics(topics)).await?;
+    if let Some(me) = &me {
+        let inbox = client.inbox(InboxReadArgs { agent: Some(me.clone()), all: false, limit: Some(1) }).await?;
+        if let Some(message) = inbox.messages.first() {
+            out.show(message, || output::message(message));
+            if w.ack {
+                client.ack(Some(me.clone()), Some(message.seq)).await?;
+            }
+            return Ok(Exit::Ok);
+        }
+    }
+    if let (Some(id), Some(status)) = (task, until) {
+        let current = client.task(id).await?;
+        if current.status == status {
+            out.show(&current, || format!("{} is {status}: {}", current.id, current.title));
+            return Ok(Exit::Ok);
+        }
+    }
+    let found = async {
+        while let Some(notice) = events.next().await {
+            let Notice::Event(event) = notice else { continue };
+            if relevant(&event, me.as_deref(), task, until, &wanted) {
+                return Some(event);
+            }
+        }
+        None
+    };
+    let event = match timeout {
+        Some(t) => match tokio::time::timeout(t, found).await {
+            Ok(event) => event,
+            Err(_) => {
+                return Err(Failure::new(
+                    Exit::Timeout,
+                    format!("nothing happened within {}", humantime::format_duration(t)),
+                ));
+            }
+        },
+        None => found.await,
+    };
+    let Some(event) = event else {
+        return Err(Failure::new(Exit::Unavailable, "the connection to the broker ended"));
+    };
+    out.show(&*event, || output::event(&event));
+    if let (true, Some(me), EventKind::ChatMessage { message }) = (w.ack, &me, &event.kind) {
+        client.ack(Some(me.clone()), Some(message.seq)).await?;
+    }
+    Ok(Exit::Ok)
+}
+
+/// Whether an event is what `wait` waits for.
+fn relevant(
+    event: &Event,
+    me: Option<&str>,
+    task: Option<TaskId>,
+    until: Option<TaskStatus>,
+    topics: &[String],
+) -> bool {
+    let mention = me.is_some_and(
+        |me| matches!(&event.kind, EventKind::ChatMessage { message } if message.recipients().contains(&me)),
+    );
+    let task_change = match (task, event.kind.task()) {
+        (Some(id), Some(t)) if t.id == id => until.is_none_or(|s| t.status == s),
+        _ => false,
+    };
+    let on_topic =
+        !topics.is_empty() && event.kind.topics().iter().any(|t| topics.contains(t)) || topics.iter().any(|t| t == "*");
+    mention || task_change || on_topic
+}

@@ -1,0 +1,195 @@
+//! How the CLI shows things to humans: aligned tables, relative times, one line per event.
+
+use chrono::Utc;
+use muster_protocol::{ChatMessage, Event, EventKind, Presence, Task, Timestamp};
+
+use crate::core::last_seen_text;
+
+/// Aligns rows under a header, two spaces between columns; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            out.push_str(cell);
+            if i < last {
+                out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `3m ago` for a time in the past.
+pub fn ago(at: Timestamp) -> String {
+    last_seen_text(at, Utc::now())
+}
+
+/// The board as a table.
+pub fn tasks(tasks: &[Task]) -> String {
+    if tasks.is_empty() {
+        return "no tasks".to_owned();
+    }
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let holder = match (&t.claim, &t.assignee) {
+                (Some(c), _) => format!("{} ({})", c.agent, ago(c.at)),
+                (None, Some(a)) => a.clone(),
+                (None, None) => "-".to_owned(),
+            };
+            let blocked = if t.blocked_by.is_empty() {
+                String::new()
+            } else {
+                format!(" [after {}]", t.blocked_by.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+            };
+            vec![
+                t.id.to_string(),
+                t.priority.to_string(),
+                t.status.to_string(),
+                holder,
+                format!("{}{blocked}", t.title),
+            ]
+        })
+        .collect();
+    table(&["ID", "PRI", "STATUS", "ASSIGNEE", "TITLE"], &rows)
+}
+
+/// One task, in full.
+pub fn task(t: &Task) -> String {
+    let mut out = format!("{}  {}\n", t.id, t.title);
+    out.push_str(&format!("status:    {}\npriority:  {}\n", t.status, t.priority));
+    out.push_str(&format!("assignee:  {}\n", t.assignee.as_deref().unwrap_or("-")));
+    if let Some(c) = &t.claim {
+        out.push_str(&format!("claim:     {} since {} (token {})\n", c.agent, ago(c.at), c.token));
+    }
+    if !t.blocked_by.is_empty() {
+        let ids: Vec<String> = t.blocked_by.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("after:     {}\n", ids.join(", ")));
+    }
+    if !t.tags.is_empty() {
+        out.push_str(&format!("tags:      {}\n", t.tags.join(", ")));
+    }
+    out.push_str(&format!("created:   {} by {}\n", ago(t.created_at), t.created_by.as_deref().unwrap_or("-")));
+    out.push_str(&format!("updated:   {}", ago(t.updated_at)));
+    if !t.description.is_empty() {
+        out.push_str(&format!("\n\n{}", t.description));
+    }
+    out
+}
+
+/// The team as a table.
+pub fn who(agents: &[Presence]) -> String {
+    if agents.is_empty() {
+        return "nobody has been seen yet".to_owned();
+    }
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.status.clone(),
+                a.last_seen.clone(),
+                a.task.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                if a.stuck { "STUCK".to_owned() } else { String::new() },
+                a.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATUS", "LAST SEEN", "TASK", "STUCK", "NOTE"], &rows)
+}
+
+/// A chat message on one line.
+pub fn message(m: &ChatMessage) -> String {
+    let place = match &m.to {
+        Some(to) => format!("{} → {to}", m.from),
+        None => format!("#{} {}", m.channel, m.from),
+    };
+    format!("{} {} {place}: {}", m.id, ago(m.at), m.content)
+}
+
+/// An event on one line, for `watch` and `wait`.
+pub fn event(e: &Event) -> String {
+    let what = match &e.kind {
+        EventKind::TaskCreated { task } => {
+            format!(
+                "{} created by {}: {} [{}]",
+                task.id,
+                task.created_by.as_deref().unwrap_or("-"),
+                task.title,
+                task.priority
+            )
+        }
+        EventKind::TaskUpdated { task, by, changes } => {
+            format!(
+                "{} {} by {} ({}): {}",
+                task.id,
+                task.status,
+                by.as_deref().unwrap_or("-"),
+                changes.join(", "),
+                task.title
+            )
+        }
+        EventKind::TaskClaimed { task, agent } => {
+            format!("{} claimed by {agent} (token {}): {}", task.id, task.last_token, task.title)
+        }
+        EventKind::TaskReleased { task, agent, reason, by } => {
+            let reason =
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            format!(
+                "{} released from {agent} by {} ({reason}): {}",
+                task.id,
+                by.as_deref().unwrap_or("the broker"),
+                task.title
+            )
+        }
+        EventKind::TaskCompleted { task, by } => {
+            format!("{} done by {}: {}", task.id, by.as_deref().unwrap_or("-"), task.title)
+        }
+        EventKind::TaskReady { task } => format!("{} is ready (its blockers are done): {}", task.id, task.title),
+        EventKind::ChatMessage { message } => {
+            let place = match &message.to {
+                Some(to) => format!("{} → {to}", message.from),
+                None => format!("#{} {}", message.channel, message.from),
+            };
+            format!("{place}: {}", message.content)
+        }
+        EventKind::PresenceChanged { agent } => {
+            let state = if agent.connections > 0 {
+                format!("connected ({} session{})", agent.connections, if agent.connections == 1 { "" } else { "s" })
+            } else if agent.left_at.is_some() {
+                "left".to_owned()
+            } else {
+                agent.status.clone().unwrap_or_else(|| "active".to_owned())
+            };
+            format!("{} {state}{}", agent.name, agent.note.as_ref().map(|n| format!(" — {n}")).unwrap_or_default())
+        }
+        EventKind::InboxAcked { agent, seq } => format!("{agent} read their inbox up to {seq}"),
+    };
+    format!("{} #{:<6} {:<16} {what}", e.at.format("%H:%M:%S"), e.seq, e.kind.type_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_trim_the_last() {
+        let t = table(&["ID", "TITLE"], &[vec!["T-1".into(), "short".into()], vec!["T-100".into(), "x".into()]]);
+        assert_eq!(t, "ID     TITLE\nT-1    short\nT-100  x");
+    }
+}
