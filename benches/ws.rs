@@ -442,10 +442,10 @@ fn main() {
                     ws.send(Message::text(r#"{"id":1,"op":"hello","topics":["*"],"since":0}"#)).await.unwrap();
                     let mut n = 0u64;
                     while n < head {
-                        if let Some(Ok(Message::Text(text))) = ws.next().await {
-                            if text.as_str().starts_with("{\"seq\"") {
-                                n += 1;
-                            }
+                        if let Some(Ok(Message::Text(text))) = ws.next().await
+                            && text.as_str().starts_with("{\"seq\"")
+                        {
+                            n += 1;
                         }
                     }
                     let secs = t.elapsed().as_secs_f64();

@@ -226,10 +226,10 @@ impl Hub {
 
 fn add(inner: &mut Inner, id: u64, topics: &[String]) {
     for topic in topics {
-        if let Some(s) = inner.subscribers.get_mut(&id) {
-            if s.topics.insert(topic.clone()) {
-                inner.by_topic.entry(topic.clone()).or_default().insert(id);
-            }
+        if let Some(s) = inner.subscribers.get_mut(&id)
+            && s.topics.insert(topic.clone())
+        {
+            inner.by_topic.entry(topic.clone()).or_default().insert(id);
         }
     }
 }

@@ -426,10 +426,10 @@ impl Muster {
         let mut rx = self.events.subscribe();
         let mut topics: Vec<String> = topic.iter().cloned().collect();
         topics.extend(task.map(|id| format!("task:{id}")));
-        if !topics.is_empty() {
-            if let Err(e) = self.client.subscribe(topics).await {
-                return refused(e);
-            }
+        if !topics.is_empty()
+            && let Err(e) = self.client.subscribe(topics).await
+        {
+            return refused(e);
         }
         let wanted = |e: &Event| {
             let mention = a.mention

@@ -367,21 +367,17 @@ impl Sequencer {
                 continue;
             };
             let fp = idempotency.as_ref().map(|_| fingerprint(&cmd));
-            if let (Some(key), Some(fp)) = (&idempotency, fp) {
-                if let Some(recorded) = self.recorded.get(&key.key) {
-                    let answer = if recorded.fingerprint == fp {
-                        self.metrics.idempotent_replays.fetch_add(1, Ordering::Relaxed);
-                        recorded
-                            .outcome
-                            .clone()
-                            .map(|reply| Committed { reply, replayed: true })
-                            .map_err(WriteError::from)
-                    } else {
-                        Err(WriteError::IdempotencyMismatch(key.key.clone()))
-                    };
-                    answers.push((reply, answer));
-                    continue;
-                }
+            if let (Some(key), Some(fp)) = (&idempotency, fp)
+                && let Some(recorded) = self.recorded.get(&key.key)
+            {
+                let answer = if recorded.fingerprint == fp {
+                    self.metrics.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+                    recorded.outcome.clone().map(|reply| Committed { reply, replayed: true }).map_err(WriteError::from)
+                } else {
+                    Err(WriteError::IdempotencyMismatch(key.key.clone()))
+                };
+                answers.push((reply, answer));
+                continue;
             }
             let internal = matches!(cmd, Command::Tick | Command::ResetConnections);
             let outcome = match decide(&self.state, &self.policy, &cmd, now) {

@@ -275,10 +275,10 @@ impl Store {
         // The directory entries of sled's files must be durable too.
         File::open(dir)?.sync_all()?;
         let meta = db.open_tree("meta")?;
-        if let Some(found) = meta.get("schema")?.and_then(|v| be(&v)) {
-            if found > SCHEMA {
-                return Err(StoreError::Schema { dir: dir.to_owned(), found });
-            }
+        if let Some(found) = meta.get("schema")?.and_then(|v| be(&v))
+            && found > SCHEMA
+        {
+            return Err(StoreError::Schema { dir: dir.to_owned(), found });
         }
         let epoch = match meta.get("epoch")? {
             Some(epoch) => String::from_utf8_lossy(&epoch).into_owned(),

@@ -414,10 +414,8 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             } else {
                 inbox.messages.iter().for_each(|m| println!("{}", output::message(m)));
             }
-            if ack {
-                if let Some(last) = inbox.messages.last() {
-                    client.ack(Some(agent), Some(last.seq)).await?;
-                }
+            if ack && let Some(last) = inbox.messages.last() {
+                client.ack(Some(agent), Some(last.seq)).await?;
             }
         }
         Command::Who => {

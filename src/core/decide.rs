@@ -308,10 +308,10 @@ impl<'a> Decider<'a> {
             if id == target {
                 return true;
             }
-            if seen.insert(id) {
-                if let Some(t) = self.state.task(id) {
-                    stack.extend(t.blocked_by.iter().copied());
-                }
+            if seen.insert(id)
+                && let Some(t) = self.state.task(id)
+            {
+                stack.extend(t.blocked_by.iter().copied());
             }
         }
         false
@@ -525,11 +525,11 @@ impl<'a> Decider<'a> {
                 changes.push("description");
             }
         }
-        if let Some(priority) = u.priority {
-            if task.priority != priority {
-                task.priority = priority;
-                changes.push("priority");
-            }
+        if let Some(priority) = u.priority
+            && task.priority != priority
+        {
+            task.priority = priority;
+            changes.push("priority");
         }
         if let Some(tags) = &u.tags {
             validate_tags(tags)?;
@@ -662,10 +662,10 @@ impl<'a> Decider<'a> {
             (None, None) => "general".to_owned(),
         };
         validate_channel(&channel)?;
-        if let Some(reply_to) = p.reply_to {
-            if reply_to.0 > self.state.last_message {
-                return Err(DomainError::invalid("replyTo", format!("message {reply_to} does not exist")));
-            }
+        if let Some(reply_to) = p.reply_to
+            && reply_to.0 > self.state.last_message
+        {
+            return Err(DomainError::invalid("replyTo", format!("message {reply_to} does not exist")));
         }
         self.touch(&p.from);
         let message = ChatMessage {

@@ -126,12 +126,12 @@ impl State {
                     }
                 }
             }
-            if let Some(claim) = &old.claim {
-                if let Some(set) = self.held.get_mut(&claim.agent) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.held.remove(&claim.agent);
-                    }
+            if let Some(claim) = &old.claim
+                && let Some(set) = self.held.get_mut(&claim.agent)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.held.remove(&claim.agent);
                 }
             }
         }

@@ -35,10 +35,10 @@ async fn submit(state: &AppState, cmd: Command, idem: Idempotency, status: Statu
     let mut response = match reply {
         Reply::Task(task) => {
             let mut r = json_response(status, &TaskEnvelope { task: task.clone() });
-            if status == StatusCode::CREATED {
-                if let Ok(location) = HeaderValue::from_str(&format!("/tasks/{}", task.id)) {
-                    r.headers_mut().insert(header::LOCATION, location);
-                }
+            if status == StatusCode::CREATED
+                && let Ok(location) = HeaderValue::from_str(&format!("/tasks/{}", task.id))
+            {
+                r.headers_mut().insert(header::LOCATION, location);
             }
             r
         }

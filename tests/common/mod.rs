@@ -46,10 +46,10 @@ impl Server {
 
     async fn wait_ready(&self) {
         for _ in 0..200 {
-            if let Ok(r) = self.http.get(self.url("/health")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.http.get(self.url("/health")).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
