@@ -512,9 +512,11 @@ async fn watch(global: &Global, topics: Vec<String>, since: Option<u64>, out: &O
     } else {
         topics.iter().map(|t| topic(t)).collect::<Result<_, _>>()?
     };
-    let mut options = Options::new(global.url.clone()).topics(topics);
+    let mut options = Options::new(global.url.clone()).topics(topics.clone());
     options.since = since;
     let (_client, mut events) = Client::connect(options).await?;
+    // On stderr, so stdout stays one event per line; scripts and tests wait for it.
+    eprintln!("muster: watching {} (Ctrl-C to stop)", topics.join(" "));
     while let Some(notice) = events.next().await {
         match notice {
             Notice::Event(event) => out.show(&*event, || output::event(&event)),
@@ -552,7 +554,8 @@ async fn wait(global: &Global, w: Wait, timeout: Option<Duration>, out: &Out) ->
         return Err(Failure::new(Exit::Invalid, "wait for what? --mention, --task ID or --topic TOPIC"));
     }
     // Subscribe first, then look at the current state: nothing can slip between the two.
-    let (client, mut events) = Client::connect(Options::new(global.url.clone()).topics(topics)).await?;
+    let (client, mut events) = Client::connect(Options::new(global.url.clone()).topics(topics.clone())).await?;
+    eprintln!("muster: waiting on {}", topics.join(" "));
     if let Some(me) = &me {
         let inbox = client.inbox(InboxReadArgs { agent: Some(me.clone()), all: false, limit: Some(1) }).await?;
         if let Some(message) = inbox.messages.first() {

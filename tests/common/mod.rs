@@ -120,6 +120,12 @@ impl Process {
     /// Starts `muster serve` on 127.0.0.1:0 in `dir`, wrapped by `wrapper` if given (e.g.
     /// strace), and reads the bound address from its startup line.
     pub fn start(dir: &Path, wrapper: &[&str], extra: &[&str]) -> Process {
+        Process::start_at(dir, "127.0.0.1:0", wrapper, extra)
+    }
+
+    /// Starts `muster serve` on `addr` (a fixed port lets a restarted broker take over the
+    /// address its clients reconnect to).
+    pub fn start_at(dir: &Path, addr: &str, wrapper: &[&str], extra: &[&str]) -> Process {
         let log = dir.with_extension("log");
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -129,7 +135,7 @@ impl Process {
             }
             None => Command::new(binary()),
         };
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["serve", "--addr", addr, "--data-dir"])
             .arg(dir)
             .args(extra)
             .env("MUSTER_LOG", "muster=info")
@@ -185,6 +191,11 @@ impl Process {
         }
         self.child.wait().unwrap()
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Sends a signal with the shell's `kill` (no extra package needed).
