@@ -247,7 +247,7 @@ pub struct WaitArgs {
     pub task: Option<String>,
     /// With task: until it has this status (e.g. "done").
     pub until: Option<String>,
-    /// Wait for any event on this topic (tasks, chat, chat:<channel>, presence, ...).
+    /// Wait for any event on this topic (tasks, task:T-12, chat, chat:NAME, presence, or *).
     pub topic: Option<String>,
     /// Give up after this many seconds (default 60, at most 600).
     pub timeout_seconds: Option<u64>,
