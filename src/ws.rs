@@ -270,11 +270,14 @@ impl Session {
             return Err(invalid("op", "hello was already sent on this connection"));
         }
         let topics = topics(&hello.topics)?;
+        if hello.human && hello.agent.is_none() {
+            return Err(invalid("human", "a human session needs a name: set agent"));
+        }
         if let Some(agent) = &hello.agent {
             validate_agent("agent", agent).map_err(|e| e.to_info())?;
             self.state
                 .writer
-                .submit(Command::Connect { agent: agent.clone() }, None)
+                .submit(Command::Connect { agent: agent.clone(), human: hello.human }, None)
                 .await
                 .map_err(|e| ApiError::from(e).0)?;
             span.record("agent", agent.as_str());

@@ -238,6 +238,34 @@ async fn presence_is_active_on_hello_and_offline_on_close() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_human_session_is_recorded_as_a_human() {
+    let s = Server::start().await;
+    let mut nobody = Ws::connect(s.addr).await;
+    let reply = nobody.request(json!({"op": "hello", "human": true})).await;
+    assert_eq!((reply["ok"].as_bool(), reply["error"]["field"].as_str()), (Some(false), Some("human")), "{reply}");
+
+    let mut watcher = Ws::connect(s.addr).await;
+    watcher.hello(json!({"topics": ["presence"]})).await;
+    let mut alice = Ws::connect(s.addr).await;
+    alice.hello(json!({"agent": "alice", "human": true})).await;
+    let e = watcher.event().await;
+    assert_eq!((e["data"]["agent"]["name"].as_str(), e["data"]["agent"]["human"].as_bool()), (Some("alice"), Some(true)));
+    let (_, p) = s.get("/presence/alice").await;
+    assert_eq!(p["agent"]["human"], true, "{p}");
+    // What alice does is by a human, in the durable record, after she has gone too.
+    s.task("Triage").await;
+    alice.ok(json!({"op": "task.claim", "task": "T-1", "agent": "alice"})).await;
+    drop(alice);
+    let restarted = Server::start_in(s.stop().await, |_| {}).await;
+    let (_, p) = restarted.get("/presence/alice").await;
+    assert_eq!(p["agent"]["human"], true, "{p}");
+    // Agents are not.
+    restarted.post("/presence/link", json!({})).await;
+    let (_, p) = restarted.get("/presence/link").await;
+    assert!(p["agent"].get("human").is_none(), "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_peer_that_stops_answering_pings_goes_offline() {
     let s = Server::start_with(|c| c.ping_every = Duration::from_millis(200)).await;
     let mut ghost = Ws::connect(s.addr).await;

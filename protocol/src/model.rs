@@ -218,6 +218,9 @@ pub struct Agent {
     /// When its last session closed (it shows `offline` from then until its next contact).
     #[serde(default)]
     pub left_at: Option<DateTime<Utc>>,
+    /// A person (a dashboard session said so), not an AI agent. Once set, it stays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub human: bool,
 }
 
 impl Agent {
@@ -231,6 +234,7 @@ impl Agent {
             last_seen_at: at,
             connections: 0,
             left_at: None,
+            human: false,
         }
     }
 }
@@ -258,6 +262,9 @@ pub struct Presence {
     /// While it holds claims: when they are released if it stays away (null while it has
     /// an open session).
     pub claims_expire_at: Option<DateTime<Utc>>,
+    /// A person using the dashboard, not an AI agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub human: bool,
 }
 
 /// Why a claim ended without the task being completed.

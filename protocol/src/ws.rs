@@ -148,6 +148,10 @@ pub struct Hello {
     /// The `epoch` the client last saw; a different one means a different history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// The session is a person (the dashboard), not an AI agent. Needs `agent`; the broker
+    /// records the name as a human's, and presence shows it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub human: bool,
 }
 
 /// The answer to `hello`.

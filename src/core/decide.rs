@@ -70,6 +70,8 @@ pub enum Command {
     Connect {
         /// The agent.
         agent: String,
+        /// The session is a person's (see `Hello::human`).
+        human: bool,
     },
     /// A WebSocket session of the agent closed (cleanly or not).
     Disconnect {
@@ -167,13 +169,14 @@ pub fn decide(state: &State, policy: &Policy, cmd: &Command, now: Timestamp) -> 
             }
             Reply::Cursor { agent: agent.clone(), seq: seq.max(cursor) }
         }
-        Command::Connect { agent } => {
+        Command::Connect { agent, human } => {
             validate_agent("agent", agent)?;
             let mut record = match state.agents.get(agent) {
                 Some(a) => Agent::clone(a),
                 None => Agent::new(agent, now),
             };
             record.connections += 1;
+            record.human |= *human;
             record.last_seen_at = now;
             record.left_at = None;
             record.status = record.status.filter(|s| s != "offline");

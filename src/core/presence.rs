@@ -113,5 +113,6 @@ pub fn presence(state: &State, policy: &Policy, agent: &Agent, now: Timestamp) -
         note: agent.note.clone(),
         stuck: doing && silence(agent.last_seen_at, now) >= policy.stuck_after,
         claims_expire_at: if held.is_empty() { None } else { policy.claims_expire_at(agent) },
+        human: agent.human,
     }
 }

@@ -291,7 +291,7 @@ fn presence_goes_idle_offline_and_stuck_with_silence() {
 fn a_closed_session_goes_offline_at_once_and_its_claims_wait_out_the_grace() {
     let mut sim = Sim::new();
     let id = sim.create("t");
-    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
     sim.claim(id, "link").unwrap();
     let status = |sim: &Sim| sim.policy.status(sim.state.agents.get("link").unwrap(), sim.now);
     assert_eq!(status(&sim), "active");
@@ -317,14 +317,14 @@ fn a_closed_session_goes_offline_at_once_and_its_claims_wait_out_the_grace() {
 fn reconnecting_within_the_grace_keeps_the_claims() {
     let mut sim = Sim::new();
     let id = sim.create("t");
-    sim.run(Command::Connect { agent: "link".into() }).unwrap();
-    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
     sim.claim(id, "link").unwrap();
     sim.run(Command::Disconnect { agent: "link".into() }).unwrap();
     assert_eq!(sim.state.agents.get("link").unwrap().connections, 1, "one session is still open");
     sim.run(Command::Disconnect { agent: "link".into() }).unwrap();
     sim.later(4 * 60);
-    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
     sim.later(3600);
     sim.run(Command::Tick).unwrap();
     assert_eq!(sim.state.task(id).unwrap().claim.as_ref().unwrap().agent, "link");
@@ -349,7 +349,7 @@ fn an_owner_without_a_session_keeps_its_claims_by_staying_in_contact() {
 #[test]
 fn after_a_restart_no_session_is_left_open() {
     let mut sim = Sim::new();
-    sim.run(Command::Connect { agent: "link".into() }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
     sim.run(Command::ResetConnections).unwrap();
     let link = sim.state.agents.get("link").unwrap();
     assert_eq!((link.connections, sim.policy.status(link, sim.now).as_str()), (0, "offline"));
@@ -422,7 +422,7 @@ fn command(op: &Op) -> Option<Command> {
             to: to.map(|t| AGENTS[t].to_owned()),
             ..Default::default()
         }),
-        Op::Connect { agent } => Command::Connect { agent: AGENTS[*agent].into() },
+        Op::Connect { agent } => Command::Connect { agent: AGENTS[*agent].into(), human: false },
         Op::Disconnect { agent } => Command::Disconnect { agent: AGENTS[*agent].into() },
         Op::Tick => Command::Tick,
         Op::Later { .. } => return None,

@@ -58,6 +58,8 @@ pub struct Options {
     pub url: String,
     /// The agent this session acts as; `None` for an observer.
     pub agent: Option<String>,
+    /// The session is a person's, not an AI agent's (needs `agent`).
+    pub human: bool,
     /// Topics to receive from the start.
     pub topics: Vec<String>,
     /// Resume after this `seq` on the first connection (later ones resume from the last
@@ -77,6 +79,7 @@ impl Options {
         Options {
             url: url.into(),
             agent: None,
+            human: false,
             topics: Vec::new(),
             since: None,
             epoch: None,
@@ -416,6 +419,7 @@ impl Session {
             topics: self.topics.iter().cloned().collect(),
             since,
             epoch,
+            human: self.options.human,
         };
         let frame = serde_json::to_string(&Request { id: 0, op: Op::Hello(hello) }).map_err(|e| e.to_string())?;
         socket.send(Message::text(frame)).await.map_err(|e| e.to_string())?;
