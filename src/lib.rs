@@ -14,6 +14,7 @@
 //! - [`http`]: the HTTP API, one axum router (`app()` builds it without binding).
 //! - [`ws`]: the WebSocket transport (`/ws`): hello, subscriptions, resume, presence.
 //! - [`sse`]: `/events/stream`, the same stream as Server-Sent Events.
+//! - [`dashboard`]: `/dashboard` and `/client.js`, static files embedded in the binary.
 //! - [`cli`]: the client subcommands (`muster task|chat|inbox|who|status|watch|wait`).
 //! - [`mcp`]: `muster mcp`, an MCP server over stdio holding one agent's session.
 //! - [`config`]: the one `Config`, from flags and `MUSTER_*` variables.
@@ -24,6 +25,7 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod dashboard;
 pub mod http;
 pub mod hub;
 pub mod mcp;

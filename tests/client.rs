@@ -114,3 +114,28 @@ async fn a_client_that_cannot_reach_the_broker_is_told_so_at_once() {
         Ok(_) => panic!("connected to nothing"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_subscribe_does_not_poison_later_reconnections() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{addr}");
+    let broker = Process::start_at(&data, &addr, &[], &[]);
+    let (client, mut events) = Client::connect(Options::new(&url)).await.unwrap();
+    next(&mut events).await;
+    match client.subscribe(vec!["no-such-topic".into()]).await {
+        Err(Error::Api(info)) => assert!(info.message.contains("no-such-topic"), "{info:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(client.subscribe(vec!["tasks".into()]).await.unwrap(), vec!["tasks".to_owned()]);
+
+    broker.kill9();
+    let broker = Process::start_at(&data, &addr, &[], &[]);
+    // The next hello repeats only the accepted topic, so the broker takes it.
+    assert!(matches!(next(&mut events).await, Notice::Resumed { .. }));
+    create_over_http(&url, "after the restart").await;
+    let e = event(&mut events).await;
+    assert_eq!(created_title(&e), "after the restart");
+    broker.kill9();
+}

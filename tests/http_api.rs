@@ -524,3 +524,35 @@ async fn the_board_is_served_compressed_and_revalidated_with_an_etag() {
     assert_eq!(changed.status(), 200);
     assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
 }
+
+#[tokio::test]
+async fn the_dashboard_and_the_js_client_are_served_from_the_binary() {
+    let s = Server::start().await;
+    let page = s.http.get(s.url("/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/dashboard/app.js">"#), "{html}");
+    assert!(!html.contains("<script>"), "no inline script: the CSP would block it");
+
+    let client = s.http.get(s.url("/client.js")).send().await.unwrap();
+    assert!(client.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let served = client.text().await.unwrap();
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js/muster.js")).unwrap();
+    assert_eq!(served, source, "/client.js is clients/js/muster.js");
+    let app = s.http.get(s.url("/dashboard/app.js")).send().await.unwrap().text().await.unwrap();
+    assert!(app.contains("from '/client.js'"), "the dashboard uses the JS client");
+    let css = s.http.get(s.url("/dashboard/style.css")).send().await.unwrap();
+    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let root = no_redirects.get(s.url("/")).send().await.unwrap();
+    assert_eq!((root.status().as_u16(), root.headers()["location"].to_str().unwrap()), (303, "/dashboard"));
+    // They are routes like the others.
+    let (_, caps) = s.get("/capabilities").await;
+    assert!(caps.to_string().contains("/dashboard"), "{caps}");
+}

@@ -249,7 +249,10 @@ async fn a_human_session_is_recorded_as_a_human() {
     let mut alice = Ws::connect(s.addr).await;
     alice.hello(json!({"agent": "alice", "human": true})).await;
     let e = watcher.event().await;
-    assert_eq!((e["data"]["agent"]["name"].as_str(), e["data"]["agent"]["human"].as_bool()), (Some("alice"), Some(true)));
+    assert_eq!(
+        (e["data"]["agent"]["name"].as_str(), e["data"]["agent"]["human"].as_bool()),
+        (Some("alice"), Some(true))
+    );
     let (_, p) = s.get("/presence/alice").await;
     assert_eq!(p["agent"]["human"], true, "{p}");
     // What alice does is by a human, in the durable record, after she has gone too.
@@ -484,4 +487,34 @@ async fn a_client_that_reads_nothing_does_not_hold_up_a_stop() {
     }
     tokio::time::timeout(Duration::from_secs(20), s.stop()).await.expect("the stop finished in time");
     drop(stuck);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_from_another_origin_cannot_open_the_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = Server::start().await;
+    let attempt = |origin: Option<String>| {
+        let mut request = format!("ws://{}/ws", s.addr).into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    for evil in ["http://evil.example", "null", "http://127.0.0.1:1", &format!("https://{}.evil.example", s.addr)] {
+        match attempt(Some(evil.to_owned())).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403, "{evil}");
+                let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["error"]["code"], "forbidden", "{body}");
+                assert!(body["error"]["message"].as_str().unwrap().contains("cross-origin"), "{body}");
+            }
+            other => panic!("{evil}: expected 403, got {:?}", other.map(|(_, r)| r.status())),
+        }
+    }
+    // The dashboard's own origin, and clients that are not browsers (no Origin), are welcome.
+    for origin in [Some(format!("http://{}", s.addr)), None] {
+        let (mut stream, _) = attempt(origin).await.unwrap();
+        use futures_util::SinkExt;
+        stream.send(tokio_tungstenite::tungstenite::Message::text(r#"{"id":1,"op":"hello"}"#)).await.unwrap();
+    }
 }

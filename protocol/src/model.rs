@@ -426,6 +426,8 @@ impl EventKind {
 pub enum ErrorCode {
     /// 400: the request is malformed or a field is invalid (`field` names it).
     Invalid,
+    /// 403: the request is not allowed from where it came (another site's page).
+    Forbidden,
     /// 404: no such task, route or resource.
     NotFound,
     /// 405: the route exists but not with this method.
@@ -455,6 +457,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Invalid => "invalid",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",

@@ -306,7 +306,7 @@ impl From<Error> for Failure {
                     | ErrorCode::TooLarge
                     | ErrorCode::MethodNotAllowed => Exit::Invalid,
                     ErrorCode::Unavailable => Exit::Unavailable,
-                    ErrorCode::Internal => Exit::Failed,
+                    ErrorCode::Internal | ErrorCode::Forbidden => Exit::Failed,
                 };
                 Failure { exit, message: info.message, code: Some(info.code) }
             }

@@ -34,6 +34,7 @@ impl ApiError {
     pub fn status(code: ErrorCode) -> StatusCode {
         match code {
             ErrorCode::Invalid => StatusCode::BAD_REQUEST,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict | ErrorCode::StaleClaim | ErrorCode::Blocked => StatusCode::CONFLICT,

@@ -109,6 +109,11 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(system::metrics))
         .routes(routes!(system::capabilities))
         .routes(routes!(system::openapi))
+        .routes(routes!(crate::dashboard::root))
+        .routes(routes!(crate::dashboard::page))
+        .routes(routes!(crate::dashboard::app))
+        .routes(routes!(crate::dashboard::style))
+        .routes(routes!(crate::dashboard::client))
         .split_for_parts()
 }
 

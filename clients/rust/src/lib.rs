@@ -459,7 +459,9 @@ impl Session {
 
     /// Carries requests and events until the connection ends.
     async fn serve(&mut self, mut socket: Socket) -> End {
-        let mut pending: HashMap<u64, oneshot::Sender<Result<Value, Error>>> = HashMap::new();
+        // With each waiting request: whether its answer is the new set of topics (subscribe,
+        // unsubscribe), which later hellos must repeat. Only an accepted change counts.
+        let mut pending: HashMap<u64, (oneshot::Sender<Result<Value, Error>>, bool)> = HashMap::new();
         let mut next_id = 1u64;
         let end = loop {
             tokio::select! {
@@ -468,11 +470,7 @@ impl Session {
                         let _ = socket.close(None).await;
                         break End::Closed;
                     };
-                    match &op {
-                        Op::Subscribe(t) => self.topics.extend(t.topics.iter().cloned()),
-                        Op::Unsubscribe(t) => t.topics.iter().for_each(|topic| { self.topics.remove(topic); }),
-                        _ => {}
-                    }
+                    let sets_topics = matches!(op, Op::Subscribe(_) | Op::Unsubscribe(_));
                     let id = next_id;
                     next_id += 1;
                     let frame = match serde_json::to_string(&Request { id, op }) {
@@ -486,21 +484,33 @@ impl Session {
                         let _ = reply.send(Err(Error::Disconnected));
                         break End::Lost(e.to_string());
                     }
-                    pending.insert(id, reply);
+                    pending.insert(id, (reply, sets_topics));
                 }
                 frame = socket.next() => match frame {
                     Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(text.as_str()) {
                         Ok(ServerFrame::Reply(reply)) => {
-                            let Some(waiting) = reply.re.and_then(|re| pending.remove(&re)) else { continue };
+                            let Some((waiting, sets_topics)) = reply.re.and_then(|re| pending.remove(&re)) else { continue };
                             let answer = match (reply.ok, reply.data, reply.error) {
-                                (true, Some(data), _) => Ok(data),
+                                (true, Some(data), _) => {
+                                    if sets_topics && let Ok(now) = serde_json::from_value::<Topics>(data.clone()) {
+                                        self.topics = now.topics.into_iter().collect();
+                                    }
+                                    Ok(data)
+                                }
                                 (false, _, Some(error)) => Err(Error::Api(error)),
                                 _ => Err(Error::Protocol("a reply without data or error".into())),
                             };
                             let _ = waiting.send(answer);
                         }
                         Ok(ServerFrame::Event(event)) => {
-                            self.position().last_seq = Some(event.seq);
+                            {
+                                let mut position = self.position();
+                                // Each event once, even if a broker ever sent one again.
+                                if position.last_seq.is_some_and(|last| event.seq <= last) {
+                                    continue;
+                                }
+                                position.last_seq = Some(event.seq);
+                            }
                             let _ = self.events.send(Notice::Event(event)).await;
                         }
                         Err(e) => tracing::warn!(error = %e, "frame not understood"),
@@ -514,7 +524,7 @@ impl Session {
                 },
             }
         };
-        for (_, waiting) in pending {
+        for (_, (waiting, _)) in pending {
             let _ = waiting.send(Err(Error::Disconnected));
         }
         end

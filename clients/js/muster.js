@@ -1,0 +1,794 @@
+// @ts-check
+/**
+ * @file muster.js — the JavaScript client of the Muster broker.
+ *
+ * One WebSocket session to the broker: a typed call per operation, a stream of events in
+ * `seq` order, and automatic reconnection with backoff that resumes from the last `seq`
+ * received (no gap, no duplicate), or says `resync` when it cannot.
+ *
+ * One plain ES module without dependencies. It runs unchanged in a browser (the broker
+ * serves this file at `/client.js`) and in Node 20+, where the caller passes a WebSocket
+ * class (`import WebSocket from 'ws'`). Only the browser WebSocket API is used.
+ *
+ * The protocol is described in the broker's `protocol/` crate (`ws.rs`) and its golden
+ * frames under `protocol/examples/`.
+ *
+ * @example
+ * import { MusterClient } from './muster.js';
+ * const client = new MusterClient({ url: 'http://127.0.0.1:4445', agent: 'link', topics: ['tasks'] });
+ * client.on('event', (e) => console.log(e.seq, e.type));
+ * await client.ready();
+ * const task = await client.createTask({ title: 'Fix auth redirect', priority: 'P1' });
+ * await client.claim(task.id);
+ */
+
+// ---------------------------------------------------------------------------------------
+// Wire types (camelCase, as the broker sends them)
+// ---------------------------------------------------------------------------------------
+
+/** @typedef {'todo' | 'doing' | 'review' | 'blocked' | 'done' | 'cancelled'} TaskStatus */
+/** @typedef {'P0' | 'P1' | 'P2' | 'P3'} Priority */
+
+/**
+ * Who holds a task.
+ * @typedef {object} Claim
+ * @property {string} agent The owner.
+ * @property {number} token Fencing token: grows with every claim of the task.
+ * @property {string} at When the claim was taken (RFC 3339).
+ */
+
+/**
+ * A unit of work on the board.
+ * @typedef {object} Task
+ * @property {string} id `T-1`, `T-2`, ...
+ * @property {string} title
+ * @property {string} description
+ * @property {TaskStatus} status
+ * @property {Priority} priority
+ * @property {string | null} assignee
+ * @property {string[]} blockedBy Task ids that must be finished first.
+ * @property {string[]} tags
+ * @property {string | null} createdBy
+ * @property {string} createdAt
+ * @property {string} updatedAt
+ * @property {Claim | null} claim The current claim, while someone holds the task.
+ * @property {number} lastToken The last fencing token issued (0: never claimed).
+ */
+
+/**
+ * A chat message.
+ * @typedef {object} ChatMessage
+ * @property {string} id `M-1`, `M-2`, ...
+ * @property {number} seq The `seq` of the `chat.message` event that carried it.
+ * @property {string} channel
+ * @property {string} from
+ * @property {string} content
+ * @property {string[]} mentions
+ * @property {string | null} to Recipient of a direct message.
+ * @property {string | null} replyTo
+ * @property {string} at
+ */
+
+/**
+ * A channel with messages.
+ * @typedef {object} ChannelInfo
+ * @property {string} name
+ * @property {number} messages Messages posted.
+ * @property {number} lastSeq `seq` of the newest message.
+ */
+
+/**
+ * `{channel, messages}`, oldest first.
+ * @typedef {object} MessageList
+ * @property {string} channel
+ * @property {ChatMessage[]} messages
+ */
+
+/**
+ * An agent's inbox: messages that mention it or are addressed to it.
+ * @typedef {object} Inbox
+ * @property {string} agent
+ * @property {number} cursor Read up to this `seq`.
+ * @property {number} unread Messages after the cursor.
+ * @property {ChatMessage[]} messages Unread ones (all with `all: true`), oldest first.
+ */
+
+/**
+ * An inbox read cursor.
+ * @typedef {object} Cursor
+ * @property {string} agent
+ * @property {number} cursor
+ */
+
+/**
+ * An agent as presence shows it.
+ * @typedef {object} Presence
+ * @property {string} name
+ * @property {string} status `active`, `idle`, `offline`, or one the agent set (`busy`).
+ * @property {string} lastSeen For humans: `2s ago`.
+ * @property {string} lastSeenAt
+ * @property {number} connections Open WebSocket sessions.
+ * @property {string | null} task The task it holds, if any.
+ * @property {string | null} note
+ * @property {boolean} stuck
+ * @property {string | null} claimsExpireAt
+ * @property {boolean} [human] A person using the dashboard (absent for AI agents).
+ */
+
+/**
+ * One entry of the broker's event log. `data` depends on `type`: `task.*` carry `task`
+ * (and `agent`, `by`, `changes`, `reason`), `chat.message` carries `message`,
+ * `presence.changed` carries `agent` (the agent record), `inbox.acked` `agent` and `seq`.
+ * @typedef {object} MusterEvent
+ * @property {number} seq Global sequence number: gap-free, never reused.
+ * @property {string} type `task.created`, `task.claimed`, `chat.message`, ...
+ * @property {string} at
+ * @property {any} data
+ */
+
+/**
+ * An error as the broker describes it.
+ * @typedef {object} ErrorInfo
+ * @property {string} code `conflict`, `not_found`, `invalid`, ...
+ * @property {string} message
+ * @property {string} [field] The request field at fault, for `invalid`.
+ */
+
+// ---------------------------------------------------------------------------------------
+// Client types
+// ---------------------------------------------------------------------------------------
+
+/**
+ * A class with the browser WebSocket API (the browser's own, or `ws` in Node).
+ * @typedef {new (url: string) => WebSocket} WebSocketClass
+ */
+
+/**
+ * @typedef {object} MusterOptions
+ * @property {string} [url] The broker: `http://127.0.0.1:4445` (or `ws://...`). In a
+ *   browser, the page's origin by default.
+ * @property {string} [agent] Act as this agent: it is present while the session is open,
+ *   and its claims are held.
+ * @property {boolean} [human] The session is a person (the dashboard); needs `agent`.
+ * @property {string[]} [topics] Topics received from every (re)connection: `*`, `tasks`,
+ *   `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`.
+ * @property {number} [since] Resume after this `seq` on the first connection.
+ * @property {string} [epoch] The broker epoch `since` belongs to.
+ * @property {boolean} [reconnect] Reconnect when the connection is lost (default true).
+ * @property {WebSocketClass} [WebSocket] WebSocket implementation (default
+ *   `globalThis.WebSocket`; in Node 20, pass the `ws` package's class).
+ */
+
+/** @typedef {'connecting' | 'open' | 'reconnecting' | 'closed'} Status */
+
+/**
+ * Emitted after each hello.
+ * @typedef {object} WelcomeInfo
+ * @property {string} epoch The broker's data dir epoch.
+ * @property {number} head Events after this `seq` arrive live.
+ * @property {boolean} recovered The broker replayed every event after the `since` sent.
+ * @property {boolean} resumed Events after the previous `lastSeq` were replayed: nothing
+ *   was missed.
+ */
+
+/**
+ * Emitted when a (re)connection could not replay what was missed: re-read the state.
+ * @typedef {object} ResyncInfo
+ * @property {string} epoch The broker's epoch now.
+ * @property {number} head Live events continue after this `seq`.
+ */
+
+/**
+ * @typedef {object} EventMap
+ * @property {MusterEvent} event
+ * @property {Status} status
+ * @property {WelcomeInfo} welcome
+ * @property {ResyncInfo} resync
+ */
+
+/** First and longest wait between reconnection attempts, in ms. */
+const BACKOFF_MIN = 100;
+const BACKOFF_MAX = 5000;
+/** How long opening a socket and getting the welcome may take, in ms. */
+const CONNECT_TIMEOUT = 10000;
+/** The hello always uses this id: no call can be pending before the welcome. */
+const HELLO_ID = 0;
+/** `WebSocket.OPEN`, which a custom implementation may not define as a static. */
+const OPEN = 1;
+
+/** An error from the broker (its `code`), or from the client: `unreachable`,
+ * `disconnected`, `closed`, `protocol`. */
+export class MusterError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   * @param {string} [field] The request field at fault, for `invalid`.
+   */
+  constructor(code, message, field) {
+    super(message);
+    this.name = 'MusterError';
+    /** @type {string} */
+    this.code = code;
+    /** @type {string | undefined} */
+    this.field = field;
+  }
+}
+
+/**
+ * The WebSocket URL of a broker: `http` → `ws`, `https` → `wss`, path `/ws`.
+ * @param {string} url
+ * @returns {string}
+ */
+function wsUrl(url) {
+  let base = url.replace(/\/+$/, '');
+  base = base.replace(/^http(s?):\/\//, 'ws$1://');
+  return base.endsWith('/ws') ? base : `${base}/ws`;
+}
+
+/**
+ * The HTTP URL of a broker (for `history`): `ws` → `http`, without `/ws`.
+ * @param {string} url
+ * @returns {string}
+ */
+function httpUrl(url) {
+  let base = url.replace(/\/+$/, '');
+  base = base.replace(/^ws(s?):\/\//, 'http$1://');
+  return base.endsWith('/ws') ? base.slice(0, -3) : base;
+}
+
+/** One WebSocket session to the broker, kept alive across connection losses. */
+export class MusterClient {
+  /** @type {Status} */
+  #status = 'connecting';
+  /** @type {number | null} */
+  #lastSeq = null;
+  /** @type {string | null} */
+  #epoch = null;
+  /** Topics sent in every hello; follows subscribe/unsubscribe. @type {string[]} */
+  #topics;
+  /** @type {{[K in keyof EventMap]: Set<(value: EventMap[K]) => void>}} */
+  #listeners = { event: new Set(), status: new Set(), welcome: new Set(), resync: new Set() };
+  /** Calls sent on the current connection, waiting for their reply, by id.
+   * @type {Map<number, {resolve: (data: any) => void, reject: (error: MusterError) => void}>} */
+  #pending = new Map();
+  #nextId = HELLO_ID + 1;
+  /** The current connection (null between attempts). @type {WebSocket | null} */
+  #socket = null;
+  /** Whether the current connection got its welcome. */
+  #welcomed = false;
+  #backoff = BACKOFF_MIN;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #timer;
+  #everConnected = false;
+  /** @type {Promise<void>} */
+  #ready;
+  /** @type {() => void} */
+  #resolveReady = () => {};
+  /** @type {(error: MusterError) => void} */
+  #rejectReady = () => {};
+
+  #url;
+  #agent;
+  #human;
+  #reconnect;
+  #WebSocket;
+
+  /**
+   * Starts connecting at once; `await client.ready()` for the first welcome.
+   * @param {MusterOptions} [options]
+   */
+  constructor(options = {}) {
+    const Impl = options.WebSocket ?? globalThis.WebSocket;
+    if (!Impl) {
+      throw new Error(
+        'No WebSocket implementation: Node 20 has no global WebSocket. ' +
+          "Install the `ws` package and pass its class: import WebSocket from 'ws'; " +
+          'new MusterClient({ url, WebSocket })',
+      );
+    }
+    const url = options.url ?? globalThis.location?.origin;
+    if (!url) throw new Error('MusterClient: `url` is required (e.g. http://127.0.0.1:4445)');
+    this.#url = url;
+    this.#agent = options.agent;
+    this.#human = options.human === true;
+    this.#reconnect = options.reconnect ?? true;
+    this.#WebSocket = Impl;
+    this.#topics = [...(options.topics ?? [])];
+    this.#lastSeq = options.since ?? null;
+    this.#epoch = options.epoch ?? null;
+    this.#ready = new Promise((resolve, reject) => {
+      this.#resolveReady = resolve;
+      this.#rejectReady = reject;
+    });
+    // Nobody has to call ready(): an unobserved failure must not be reported as unhandled.
+    this.#ready.catch(() => {});
+    this.#connect();
+  }
+
+  /** `connecting`, `open`, `reconnecting` or `closed`. @returns {Status} */
+  get status() {
+    return this.#status;
+  }
+
+  /** The `seq` of the last event received (or the broker's head at the last hello that
+   * could not resume); `null` before the first welcome unless `since` was given.
+   * @returns {number | null} */
+  get lastSeq() {
+    return this.#lastSeq;
+  }
+
+  /** The broker's data dir epoch, once connected. @returns {string | null} */
+  get epoch() {
+    return this.#epoch;
+  }
+
+  /**
+   * Resolves at the first welcome. Rejects with `unreachable` when the first connection
+   * fails (the client is then closed), with the broker's error when it refuses the hello,
+   * or with `closed` when `close()` came first.
+   * @returns {Promise<void>}
+   */
+  ready() {
+    return this.#ready;
+  }
+
+  /**
+   * Listens to `event` (each event once, in `seq` order), `status`, `welcome` or `resync`.
+   * @template {keyof EventMap} K
+   * @param {K} name
+   * @param {(value: EventMap[K]) => void} fn
+   * @returns {this}
+   */
+  on(name, fn) {
+    this.#listeners[name].add(fn);
+    return this;
+  }
+
+  /**
+   * Stops listening.
+   * @template {keyof EventMap} K
+   * @param {K} name
+   * @param {(value: EventMap[K]) => void} fn
+   * @returns {this}
+   */
+  off(name, fn) {
+    this.#listeners[name].delete(fn);
+    return this;
+  }
+
+  /**
+   * @template {keyof EventMap} K
+   * @param {K} name
+   * @param {EventMap[K]} value
+   */
+  #emit(name, value) {
+    for (const fn of [...this.#listeners[name]]) {
+      // One faulty listener must not stop the others, nor the frames after this one.
+      try {
+        fn(value);
+      } catch (error) {
+        console.error(`muster: a '${name}' listener threw`, error);
+      }
+    }
+  }
+
+  /** @param {Status} status */
+  #setStatus(status) {
+    if (this.#status === status) return;
+    this.#status = status;
+    this.#emit('status', status);
+  }
+
+  /** Opens a connection and says hello, resuming after `lastSeq`. */
+  #connect() {
+    this.#welcomed = false;
+    let socket;
+    try {
+      socket = new this.#WebSocket(wsUrl(this.#url));
+    } catch (error) {
+      // A malformed URL throws at once; the broker can never be reached at it.
+      this.#socket = null;
+      this.#lost(null, String(error));
+      return;
+    }
+    this.#socket = socket;
+    // A socket can hang in CONNECTING (a silent firewall) or wait forever for a welcome.
+    this.#timer = setTimeout(() => this.#lost(socket, 'timed out'), CONNECT_TIMEOUT);
+    socket.onopen = () => {
+      if (socket !== this.#socket) return;
+      // JSON.stringify leaves out `undefined` fields: the broker refuses fields it does not
+      // know (an older one refuses `human`), and `null` would mean something else.
+      const hello = {
+        id: HELLO_ID,
+        op: 'hello',
+        agent: this.#agent,
+        human: this.#human ? true : undefined,
+        topics: this.#topics.length > 0 ? this.#topics : undefined,
+        since: this.#lastSeq ?? undefined,
+        epoch: this.#lastSeq !== null ? (this.#epoch ?? undefined) : undefined,
+      };
+      socket.send(JSON.stringify(hello));
+    };
+    socket.onmessage = (message) => {
+      if (socket !== this.#socket) return;
+      let frame;
+      try {
+        frame = JSON.parse(String(message.data));
+      } catch {
+        console.error('muster: a frame that is not JSON', message.data);
+        return;
+      }
+      if (this.#welcomed) this._handleFrame(frame);
+      else this.#welcome(socket, frame);
+    };
+    // Browsers follow an error with a close event, but some implementations (Node 20's
+    // experimental WebSocket) only report the error of a failed connection.
+    socket.onerror = (event) => this.#lost(socket, /** @type {any} */ (event).message || 'connection error');
+    socket.onclose = (event) => {
+      const reason = event.reason ? `closed ${event.code}: ${event.reason}` : `closed ${event.code}`;
+      this.#lost(socket, reason);
+    };
+  }
+
+  /**
+   * The first frame of a connection: the answer to hello.
+   * @param {WebSocket} socket
+   * @param {any} frame
+   */
+  #welcome(socket, frame) {
+    if (frame?.re !== HELLO_ID) return;
+    if (!frame.ok) {
+      const error = frame.error ?? { code: 'protocol', message: 'hello refused without an error' };
+      const refused = new MusterError(error.code, `the broker refused hello: ${error.message}`, error.field);
+      if (!this.#everConnected) {
+        // A refused first hello is a mistake in the options; retrying cannot fix it.
+        this.#rejectReady(refused);
+        this.close();
+      } else {
+        this.#lost(socket, refused.message);
+      }
+      return;
+    }
+    clearTimeout(this.#timer);
+    const { epoch, head, recovered } = frame.data;
+    const since = this.#lastSeq;
+    const epochChanged = this.#epoch !== null && this.#epoch !== epoch;
+    const resumed = since !== null && recovered && !epochChanged;
+    this.#welcomed = true;
+    this.#everConnected = true;
+    this.#backoff = BACKOFF_MIN;
+    this.#epoch = epoch;
+    // Without a replay, live events continue after head: what came before is not coming.
+    if (!resumed) this.#lastSeq = head;
+    this.#setStatus('open');
+    this.#emit('welcome', { epoch, head, recovered, resumed });
+    if (since !== null && !resumed) this.#emit('resync', { epoch, head });
+    this.#resolveReady();
+  }
+
+  /**
+   * INTERNAL (exposed for tests): handles one parsed server frame after the welcome — a
+   * reply (has `re`) settles its pending call, an event (has `seq`) is emitted once.
+   * @param {any} frame
+   */
+  _handleFrame(frame) {
+    if (frame === null || typeof frame !== 'object') return;
+    if ('re' in frame) {
+      // `re: null` answers a frame too broken to have an id: nothing waits for it.
+      const waiting = this.#pending.get(frame.re);
+      if (!waiting) return;
+      this.#pending.delete(frame.re);
+      if (frame.ok) waiting.resolve(frame.data);
+      else {
+        const error = frame.error ?? { code: 'protocol', message: 'a reply without data or error' };
+        waiting.reject(new MusterError(error.code, error.message, error.field));
+      }
+    } else if (typeof frame.seq === 'number') {
+      // A replay after a reconnection may overlap what was already seen.
+      if (this.#lastSeq !== null && frame.seq <= this.#lastSeq) return;
+      this.#lastSeq = frame.seq;
+      this.#emit('event', frame);
+    }
+  }
+
+  /**
+   * The connection `socket` failed or ended: fail its calls, then retry or give up.
+   * @param {WebSocket | null} socket
+   * @param {string} reason
+   */
+  #lost(socket, reason) {
+    if (socket !== this.#socket || this.#status === 'closed') return;
+    clearTimeout(this.#timer);
+    this.#socket = null;
+    if (socket) this.#detach(socket);
+    this.#failPending('disconnected', `connection to the broker lost before it answered (${reason}); the operation may or may not have happened`);
+    if (!this.#everConnected) {
+      this.#rejectReady(new MusterError('unreachable', `broker not reachable at ${this.#url}: ${reason}`));
+      this.#setStatus('closed');
+      return;
+    }
+    if (!this.#reconnect) {
+      this.#setStatus('closed');
+      return;
+    }
+    this.#setStatus('reconnecting');
+    // Jitter spreads the reconnections of many clients after a broker restart.
+    const delay = Math.min(this.#backoff * (0.75 + Math.random() / 2), BACKOFF_MAX);
+    this.#backoff = Math.min(this.#backoff * 2, BACKOFF_MAX);
+    this.#timer = setTimeout(() => this.#connect(), delay);
+  }
+
+  /**
+   * Silences and closes a socket we are done with.
+   * @param {WebSocket} socket
+   */
+  #detach(socket) {
+    socket.onopen = socket.onmessage = socket.onclose = null;
+    // Keep an error handler: `ws` throws on an 'error' event nobody listens to.
+    socket.onerror = () => {};
+    try {
+      socket.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  /**
+   * @param {string} code
+   * @param {string} message
+   */
+  #failPending(code, message) {
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const { reject } of pending) reject(new MusterError(code, message));
+  }
+
+  /**
+   * Ends the session: status `closed`, no reconnection, pending calls reject (`closed`).
+   */
+  close() {
+    if (this.#status === 'closed') return;
+    clearTimeout(this.#timer);
+    const socket = this.#socket;
+    this.#socket = null;
+    if (socket) this.#detach(socket);
+    this.#failPending('closed', 'the client was closed before the broker answered');
+    this.#rejectReady(new MusterError('closed', 'the client was closed'));
+    this.#setStatus('closed');
+  }
+
+  /**
+   * Sends any operation; resolves to the reply's `data`. Rejects with the broker's error,
+   * or `disconnected` when the connection is down or lost before the answer (requests are
+   * never queued: the caller decides whether to retry), or `closed`.
+   * @param {string} op `task.claim`, `chat.post`, ... (see the protocol's `Op`)
+   * @param {Record<string, any>} [args] The operation's fields; `undefined` ones are left out.
+   * @returns {Promise<any>}
+   */
+  call(op, args = {}) {
+    if (this.#status === 'closed') {
+      return Promise.reject(new MusterError('closed', 'the client is closed'));
+    }
+    const socket = this.#socket;
+    if (!socket || !this.#welcomed || socket.readyState !== OPEN) {
+      return Promise.reject(new MusterError('disconnected', 'not connected to the broker; retry when the status is open'));
+    }
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      try {
+        // `id` and `op` first for readable frames, but never overridden by an argument.
+        // JSON.stringify leaves out `undefined` arguments (the broker refuses unknown
+        // fields, and `null` means "clear" for some).
+        const frame = { id, op, ...args };
+        frame.id = id;
+        frame.op = op;
+        socket.send(JSON.stringify(frame));
+      } catch (error) {
+        this.#pending.delete(id);
+        reject(new MusterError('disconnected', `could not send: ${error}`));
+      }
+    });
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Typed calls: the arguments are the HTTP bodies; each returns the useful part of data.
+  // -------------------------------------------------------------------------------------
+
+  /**
+   * Creates a task (`task.create`).
+   * @param {{title: string, description?: string, priority?: Priority, assignee?: string,
+   *   blockedBy?: string[], tags?: string[], agent?: string}} task
+   * @returns {Promise<Task>}
+   */
+  async createTask(task) {
+    return (await this.call('task.create', task)).task;
+  }
+
+  /**
+   * Changes fields of a task (`task.update`); `assignee: null` unassigns. A status change
+   * follows the rules of the dedicated operations (`doing` claims, `done` completes).
+   * @param {string} id
+   * @param {{title?: string, description?: string, priority?: Priority,
+   *   assignee?: string | null, status?: TaskStatus, blockedBy?: string[], tags?: string[],
+   *   agent?: string, token?: number}} changes
+   * @returns {Promise<Task>}
+   */
+  async updateTask(id, changes) {
+    return (await this.call('task.update', { task: id, ...changes })).task;
+  }
+
+  /**
+   * Claims a task (`task.claim`), as the session's agent unless `agent` names one.
+   * @param {string} id
+   * @param {{agent?: string, token?: number}} [options]
+   * @returns {Promise<Task>} The task; `claim.token` is the fencing token.
+   */
+  async claim(id, options = {}) {
+    return (await this.call('task.claim', { task: id, ...options })).task;
+  }
+
+  /**
+   * Releases a claim (`task.release`); `force` takes it from another owner.
+   * @param {string} id
+   * @param {{agent?: string, force?: boolean, token?: number}} [options]
+   * @returns {Promise<Task>}
+   */
+  async release(id, options = {}) {
+    return (await this.call('task.release', { task: id, ...options })).task;
+  }
+
+  /**
+   * Completes a task (`task.complete`).
+   * @param {string} id
+   * @param {{agent?: string, token?: number}} [options]
+   * @returns {Promise<Task>}
+   */
+  async complete(id, options = {}) {
+    return (await this.call('task.complete', { task: id, ...options })).task;
+  }
+
+  /**
+   * The next open task for an agent (`task.next`); with `claim: true`, claimed atomically.
+   * @param {{agent?: string, claim?: boolean}} [options]
+   * @returns {Promise<Task | null>} `null` when there is nothing to do.
+   */
+  async next(options = {}) {
+    return (await this.call('task.next', options)).task;
+  }
+
+  /**
+   * One task (`task.get`).
+   * @param {string} id
+   * @returns {Promise<Task>}
+   */
+  async task(id) {
+    return (await this.call('task.get', { task: id })).task;
+  }
+
+  /**
+   * The board, filtered (`task.list`), in id order.
+   * @param {{status?: TaskStatus | TaskStatus[], assignee?: string, priority?: Priority,
+   *   tag?: string}} [filter]
+   * @returns {Promise<Task[]>}
+   */
+  async tasks(filter = {}) {
+    const status = typeof filter.status === 'string' ? [filter.status] : filter.status;
+    return (await this.call('task.list', { ...filter, status })).tasks;
+  }
+
+  /**
+   * Posts a chat message (`chat.post`), from the session's agent unless `from` is set.
+   * `@name` mentions and `to` land in inboxes.
+   * @param {{from?: string, content: string, channel?: string, to?: string,
+   *   replyTo?: string}} message
+   * @returns {Promise<ChatMessage>}
+   */
+  async post(message) {
+    return (await this.call('chat.post', message)).message;
+  }
+
+  /**
+   * Reads a channel (`chat.read`; `general` by default), oldest first.
+   * @param {{channel?: string, since?: number, before?: number, limit?: number}} [options]
+   * @returns {Promise<MessageList>}
+   */
+  async messages(options = {}) {
+    return this.call('chat.read', options);
+  }
+
+  /**
+   * Channels with messages (`chat.channels`).
+   * @returns {Promise<ChannelInfo[]>}
+   */
+  async channels() {
+    return (await this.call('chat.channels')).channels;
+  }
+
+  /**
+   * An agent's inbox (`inbox.read`; the session's agent by default).
+   * @param {{agent?: string, all?: boolean, limit?: number}} [options]
+   * @returns {Promise<Inbox>}
+   */
+  async inbox(options = {}) {
+    return this.call('inbox.read', options);
+  }
+
+  /**
+   * Marks an inbox read up to `seq` (`inbox.ack`; default: everything).
+   * @param {{agent?: string, seq?: number}} [options]
+   * @returns {Promise<Cursor>}
+   */
+  async ack(options = {}) {
+    return this.call('inbox.ack', options);
+  }
+
+  /**
+   * Every agent seen (`presence.list`), by name.
+   * @returns {Promise<Presence[]>}
+   */
+  async presence() {
+    return (await this.call('presence.list')).agents;
+  }
+
+  /**
+   * A heartbeat with a status and note (`presence.set`); `note: null` clears the note,
+   * `status: 'active'` clears the status.
+   * @param {{agent?: string, status?: string, note?: string | null}} [options]
+   * @returns {Promise<Presence>}
+   */
+  async setStatus(options = {}) {
+    return (await this.call('presence.set', options)).agent;
+  }
+
+  /**
+   * Receives more topics, now and after every reconnection.
+   * @param {string[]} topics
+   * @returns {Promise<string[]>} Every topic subscribed now.
+   */
+  async subscribe(topics) {
+    const now = (await this.call('subscribe', { topics })).topics;
+    // Only what the broker accepted is re-sent on reconnection: a refused topic would make
+    // every later hello fail.
+    this.#topics = [...now];
+    return now;
+  }
+
+  /**
+   * Stops receiving topics.
+   * @param {string[]} topics
+   * @returns {Promise<string[]>} The topics still subscribed.
+   */
+  async unsubscribe(topics) {
+    const now = (await this.call('unsubscribe', { topics })).topics;
+    this.#topics = [...now];
+    return now;
+  }
+
+  /**
+   * Past events from the broker's log over HTTP (`GET /events`), oldest first: e.g. a
+   * task's history with `history(['task:T-12'])`. One page: at most `limit` events
+   * (broker default 100, at most 1000); page on with `since` = the last `seq`. Works
+   * whether or not the WebSocket is connected.
+   * @param {string[]} topics
+   * @param {{since?: number, limit?: number}} [options]
+   * @returns {Promise<MusterEvent[]>}
+   */
+  async history(topics, { since = 0, limit } = {}) {
+    const query = new URLSearchParams({ since: String(since), topics: topics.join(',') });
+    if (limit !== undefined) query.set('limit', String(limit));
+    const url = `${httpUrl(this.#url)}/events?${query}`;
+    let response;
+    try {
+      response = await fetch(url);
+    } catch (error) {
+      throw new MusterError('unreachable', `broker not reachable at ${url}: ${error}`);
+    }
+    const body = await response.json().catch(() => null);
+    if (!response.ok) {
+      const error = body?.error ?? { code: 'protocol', message: `HTTP ${response.status}` };
+      throw new MusterError(error.code, error.message, error.field);
+    }
+    return body.events;
+  }
+}

@@ -1,0 +1,853 @@
+// The Muster dashboard. Everything it shows comes from the broker through Muster's
+// JavaScript client (/client.js) over this page's own WebSocket; everything a human does here
+// goes through the same operations agents use, under the human's name (a `human` session).
+//
+// Rendering is incremental: each task, agent and message has one element, kept in a Map and
+// updated in place when an event about it arrives; nothing re-renders the whole page per
+// event. When the connection drops the page says so and greys out until the client has
+// resumed from its last seq; if the broker could not replay what was missed, the page reloads
+// its state instead of showing stale data.
+
+import { MusterClient } from '/client.js';
+
+const STATUSES = ['todo', 'doing', 'review', 'blocked', 'done', 'cancelled'];
+const FINISHED = new Set(['done', 'cancelled']);
+/** Events kept in the activity feed. */
+const ACTIVITY_MAX = 300;
+/** Messages kept on screen for the open channel. */
+const MESSAGES_MAX = 300;
+/** Idle, offline and stuck come from silence, which no event announces: re-read presence. */
+const PRESENCE_REFRESH_MS = 15000;
+const NAME_PATTERN = /^[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$/;
+
+const $ = (id) => document.getElementById(id);
+
+/** Creates an element with attributes and children (strings become text, never HTML). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'dataset') Object.assign(el.dataset, value);
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+/** "3s ago", "5m ago", "2h ago", "4d ago". */
+function ago(iso) {
+  if (!iso) return '';
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (seconds < 60) return `${seconds}s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ago`;
+  return `${Math.floor(seconds / 86400)}d ago`;
+}
+
+const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+const idNumber = (id) => Number(String(id).slice(2));
+
+// ---------------------------------------------------------------------------------------
+// State
+
+const state = {
+  /** @type {Map<string, any>} task id → task */
+  tasks: new Map(),
+  /** @type {Map<string, any>} name → presence (as GET /presence gives it) */
+  agents: new Map(),
+  /** @type {Map<string, {name: string, lastSeq: number, unread: number}>} */
+  channels: new Map(),
+  channel: localStorage.getItem('muster.channel') || 'general',
+  me: localStorage.getItem('muster.me') || '',
+  epoch: null,
+  loaded: false,
+  /** The task whose detail is open. */
+  detail: null,
+};
+
+/** @type {MusterClient} */
+let client;
+
+// ---------------------------------------------------------------------------------------
+// Connection
+
+function connect() {
+  if (client) client.close();
+  const options = { url: location.origin, topics: ['*'] };
+  if (state.me) Object.assign(options, { agent: state.me, human: true });
+  client = new MusterClient(options);
+  client.on('status', showConnection);
+  client.on('welcome', (welcome) => {
+    // A fresh start, or a reconnection that could not replay what was missed: re-read.
+    if (!state.loaded || !welcome.resumed) loadAll().catch(showLoadError);
+    showConnection(client.status);
+  });
+  client.on('event', onEvent);
+  const attempt = client;
+  attempt.ready().catch((error) => {
+    // The client gives up when its first connection fails; the page keeps trying.
+    if (attempt !== client) return;
+    showConnection('reconnecting');
+    $('connection').textContent = `No broker at ${location.origin} (${error.message}); retrying…`;
+    setTimeout(() => attempt === client && connect(), 2000);
+  });
+}
+
+function showConnection(status) {
+  document.body.dataset.connection = status;
+  const text = {
+    connecting: 'Connecting…',
+    open: `Live · #${client?.lastSeq ?? 0}`,
+    reconnecting: 'Reconnecting… what you see may be out of date',
+    closed: 'Disconnected: reload the page to reconnect',
+  }[status] ?? status;
+  $('connection').textContent = text;
+}
+
+function showLoadError(error) {
+  $('connection').textContent = `Could not load the board: ${error.message}`;
+}
+
+async function loadAll() {
+  if (state.epoch && client.epoch !== state.epoch) {
+    // Another data dir behind the same address: nothing we hold is valid.
+    state.tasks.clear();
+    state.agents.clear();
+    state.channels.clear();
+  }
+  state.epoch = client.epoch;
+  const [tasks, agents, channels] = await Promise.all([client.tasks({}), client.presence(), client.channels()]);
+  for (const task of tasks) {
+    // An event may already have brought a newer version of this task.
+    const known = state.tasks.get(task.id);
+    if (!known || known.updatedAt <= task.updatedAt) state.tasks.set(task.id, task);
+  }
+  state.agents = new Map(agents.map((a) => [a.name, a]));
+  for (const c of channels) {
+    const known = state.channels.get(c.name);
+    state.channels.set(c.name, { name: c.name, lastSeq: c.lastSeq, unread: known?.unread ?? 0 });
+  }
+  if (!state.channels.has('general')) state.channels.set('general', { name: 'general', lastSeq: 0, unread: 0 });
+  state.loaded = true;
+  renderBoard();
+  renderTeam();
+  await Promise.all([countUnread(), openChannel(state.channel), loadActivity()]);
+  showConnection(client.status);
+}
+
+function onEvent(event) {
+  const data = event.data;
+  if (event.type.startsWith('task.')) {
+    const known = state.tasks.get(data.task.id);
+    if (!known || known.updatedAt <= data.task.updatedAt) upsertTask(data.task, true);
+    if (state.detail === data.task.id) {
+      renderDetail();
+      $('task-history').append(historyItem(event));
+    }
+  } else if (event.type === 'chat.message') {
+    onMessage(data.message);
+  } else if (event.type === 'presence.changed') {
+    onAgentRecord(data.agent);
+  }
+  addActivity(event, true);
+  if (client.status === 'open') $('connection').textContent = `Live · #${event.seq}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// Board
+
+/** @type {Map<string, HTMLElement>} status → the <ol> of that column */
+const columns = new Map();
+/** @type {Map<string, HTMLLIElement>} task id → its card */
+const cards = new Map();
+
+function buildColumns() {
+  const board = $('board');
+  for (const status of STATUSES) {
+    const list = h('ol', { 'aria-label': `${status} tasks` });
+    const count = h('span', { class: 'count' });
+    const column = h('section', { class: 'column', dataset: { status } }, h('h3', {}, status, count), list);
+    list.count = count;
+    columns.set(status, list);
+    board.append(column);
+  }
+}
+
+/** Where a task sits in its column: open work by priority then age, finished work newest first. */
+function before(a, b) {
+  if (FINISHED.has(a.status)) return a.updatedAt > b.updatedAt || (a.updatedAt === b.updatedAt && idNumber(a.id) > idNumber(b.id));
+  if (a.priority !== b.priority) return a.priority < b.priority;
+  return idNumber(a.id) < idNumber(b.id);
+}
+
+function holder(task) {
+  return task.claim?.agent ?? task.assignee ?? null;
+}
+
+function unfinishedBlockers(task) {
+  return (task.blockedBy ?? []).filter((id) => {
+    const blocker = state.tasks.get(id);
+    return !blocker || !FINISHED.has(blocker.status);
+  });
+}
+
+function cardContent(task) {
+  const who = holder(task);
+  const blockers = unfinishedBlockers(task);
+  const label = [task.id, task.title, task.priority, task.status, who ? `assigned to ${who}` : 'unassigned'].join(', ');
+  return h(
+    'button',
+    { type: 'button', class: 'card', dataset: { priority: task.priority }, 'aria-label': label },
+    h(
+      'span',
+      { class: 'line' },
+      h('span', { class: 'id' }, task.id),
+      h('span', { class: `prio ${task.priority}` }, task.priority),
+      who && h('span', { class: 'assignee' }, who),
+      task.claim && h('span', { class: 'age', dataset: { since: task.claim.at }, title: 'claimed' }, ago(task.claim.at)),
+    ),
+    h('span', { class: 'title' }, task.title),
+    blockers.length > 0 && h('span', { class: 'line blocked' }, `after ${blockers.join(', ')}`),
+    (task.tags ?? []).length > 0 && h('span', { class: 'line' }, task.tags.map((t) => h('span', { class: 'tag' }, t))),
+  );
+}
+
+function placeCard(li, task) {
+  const list = columns.get(task.status);
+  let next = null;
+  for (const other of list.children) {
+    const t = state.tasks.get(other.dataset.id);
+    if (other !== li && t && before(task, t)) {
+      next = other;
+      break;
+    }
+  }
+  if (li.parentElement !== list || li.nextElementSibling !== next) list.insertBefore(li, next);
+}
+
+/** Adds or updates one card; the rest of the board is untouched. */
+function upsertTask(task, live) {
+  const previous = state.tasks.get(task.id);
+  state.tasks.set(task.id, task);
+  let li = cards.get(task.id);
+  if (!li) {
+    li = h('li', { dataset: { id: task.id } });
+    cards.set(task.id, li);
+  }
+  li.replaceChildren(cardContent(task));
+  li.hidden = !matchesFilters(task);
+  placeCard(li, task);
+  if (live) li.firstElementChild.classList.add('flash');
+  // Tasks waiting on this one show their blockers: refresh them when it finishes.
+  if (previous && previous.status !== task.status) {
+    for (const other of state.tasks.values()) {
+      if (other.blockedBy?.includes(task.id)) cards.get(other.id)?.replaceChildren(cardContent(other));
+    }
+  }
+  if (!previous || previous.status !== task.status || holder(previous) !== holder(task)) {
+    updateCounts();
+    renderTeamSoon();
+  }
+}
+
+function renderBoard() {
+  for (const list of columns.values()) list.replaceChildren();
+  cards.clear();
+  const sorted = [...state.tasks.values()].sort((a, b) => (before(a, b) ? -1 : before(b, a) ? 1 : 0));
+  const fragments = new Map(STATUSES.map((s) => [s, document.createDocumentFragment()]));
+  for (const task of sorted) {
+    const li = h('li', { dataset: { id: task.id } }, cardContent(task));
+    li.hidden = !matchesFilters(task);
+    cards.set(task.id, li);
+    fragments.get(task.status)?.append(li);
+  }
+  for (const [status, fragment] of fragments) columns.get(status).append(fragment);
+  updateCounts();
+  updateAgentFilter();
+}
+
+function updateCounts() {
+  const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
+  for (const task of state.tasks.values()) counts[task.status] += 1;
+  for (const [status, list] of columns) list.count.textContent = String(counts[status]);
+}
+
+// Filters
+
+function matchesFilters(task) {
+  const agent = $('filter-agent').value;
+  const priority = $('filter-priority').value;
+  const text = $('filter-text').value.trim().toLowerCase();
+  if (agent && holder(task) !== agent) return false;
+  if (priority && task.priority !== priority) return false;
+  if (text) {
+    const haystack = `${task.id} ${task.title} ${(task.tags ?? []).join(' ')}`.toLowerCase();
+    if (!haystack.includes(text)) return false;
+  }
+  return true;
+}
+
+function applyFilters() {
+  for (const [id, li] of cards) li.hidden = !matchesFilters(state.tasks.get(id));
+}
+
+function updateAgentFilter() {
+  const select = $('filter-agent');
+  const names = new Set([...state.agents.keys()]);
+  for (const task of state.tasks.values()) if (holder(task)) names.add(holder(task));
+  const current = select.value;
+  const sorted = [...names].sort();
+  const existing = [...select.options].slice(1).map((o) => o.value);
+  if (existing.join('\n') !== sorted.join('\n')) {
+    select.replaceChildren(h('option', { value: '' }, 'everyone'), ...sorted.map((n) => h('option', { value: n }, n)));
+    select.value = current;
+  }
+  const datalist = $('agent-names');
+  if (datalist.options.length !== sorted.length) datalist.replaceChildren(...sorted.map((n) => h('option', { value: n })));
+}
+
+// ---------------------------------------------------------------------------------------
+// Team
+
+/** @type {Map<string, HTMLLIElement>} */
+const rows = new Map();
+let teamTimer = null;
+
+/** The status a presence.changed record means, before the broker's next full answer. */
+function statusOf(agent) {
+  if (agent.connections > 0) return agent.status ?? 'active';
+  if (agent.leftAt) return 'offline';
+  return agent.status ?? 'active';
+}
+
+function onAgentRecord(record) {
+  const known = state.agents.get(record.name) ?? {};
+  state.agents.set(record.name, {
+    ...known,
+    name: record.name,
+    status: statusOf(record),
+    note: record.note,
+    connections: record.connections,
+    lastSeenAt: record.lastSeenAt,
+    human: record.human ?? known.human ?? false,
+    stuck: record.connections > 0 ? false : known.stuck ?? false,
+  });
+  renderTeamSoon();
+  refreshPresenceSoon();
+}
+
+let presenceTimer = null;
+function refreshPresenceSoon() {
+  clearTimeout(presenceTimer);
+  presenceTimer = setTimeout(refreshPresence, 300);
+}
+
+async function refreshPresence() {
+  if (client.status !== 'open') return;
+  try {
+    const agents = await client.presence();
+    state.agents = new Map(agents.map((a) => [a.name, a]));
+    renderTeam();
+  } catch {
+    // The next refresh or reconnection brings it.
+  }
+}
+
+/** The task an agent is on: one it holds in `doing`, else any it holds. */
+function currentTask(name) {
+  let found = null;
+  for (const task of state.tasks.values()) {
+    if (task.claim?.agent !== name) continue;
+    if (task.status === 'doing') return task;
+    found ??= task;
+  }
+  return found;
+}
+
+function renderTeamSoon() {
+  if (teamTimer) return;
+  teamTimer = requestAnimationFrame(() => {
+    teamTimer = null;
+    renderTeam();
+  });
+}
+
+function agentRow(agent) {
+  const task = currentTask(agent.name);
+  const li = rows.get(agent.name) ?? h('li', { class: 'agent' });
+  li.dataset.status = agent.status;
+  li.dataset.name = agent.name;
+  li.classList.toggle('is-stuck', Boolean(agent.stuck));
+  li.replaceChildren(
+    h('span', { class: 'dot', 'aria-hidden': 'true' }),
+    h('span', { class: 'name' }, agent.name),
+    h('span', { class: 'seen', dataset: { at: agent.lastSeenAt }, title: agent.lastSeenAt }, ago(agent.lastSeenAt)),
+    h(
+      'span',
+      { class: 'sub' },
+      h('span', { class: 'status' }, agent.status),
+      task && h('span', { class: 'task' }, `${task.id} ${task.title}`),
+      agent.connections > 1 && h('span', {}, `${agent.connections} connections`),
+      agent.note && h('span', { class: 'note' }, `“${agent.note}”`),
+      agent.stuck && h('span', { class: 'stuck' }, 'STUCK'),
+      agent.human && h('span', { class: 'tag' }, 'human'),
+    ),
+  );
+  rows.set(agent.name, li);
+  return li;
+}
+
+function renderTeam() {
+  const order = { active: 0, idle: 2, offline: 3 };
+  const agents = [...state.agents.values()].sort(
+    (a, b) => (b.stuck ? 1 : 0) - (a.stuck ? 1 : 0) || (order[a.status] ?? 1) - (order[b.status] ?? 1) || a.name.localeCompare(b.name),
+  );
+  const list = $('team');
+  agents.forEach((agent, i) => {
+    const li = agentRow(agent);
+    if (list.children[i] !== li) list.insertBefore(li, list.children[i] ?? null);
+  });
+  for (const [name, li] of rows) {
+    if (!state.agents.has(name)) {
+      li.remove();
+      rows.delete(name);
+    }
+  }
+  const online = agents.filter((a) => a.status !== 'offline').length;
+  $('team-count').textContent = `${online} of ${agents.length} here`;
+  updateAgentFilter();
+}
+
+function tick() {
+  for (const el of document.querySelectorAll('.seen[data-at]')) el.textContent = ago(el.dataset.at);
+}
+
+function tickCards() {
+  for (const el of document.querySelectorAll('.age[data-since]')) el.textContent = ago(el.dataset.since);
+}
+
+// ---------------------------------------------------------------------------------------
+// Chat
+
+const readKey = (channel) => `muster.read.${channel}`;
+const lastRead = (channel) => Number(localStorage.getItem(readKey(channel)) || 0);
+
+function markRead(channel, seq) {
+  if (seq > lastRead(channel)) localStorage.setItem(readKey(channel), String(seq));
+  const c = state.channels.get(channel);
+  if (c) c.unread = 0;
+  renderChannels();
+}
+
+async function countUnread() {
+  const pending = [...state.channels.values()].filter((c) => c.name !== state.channel && c.lastSeq > lastRead(c.name));
+  await Promise.all(
+    pending.slice(0, 30).map(async (c) => {
+      const page = await client.messages({ channel: c.name, since: lastRead(c.name), limit: 100 });
+      c.unread = page.messages.length;
+    }),
+  );
+  renderChannels();
+}
+
+function renderChannels() {
+  const nav = $('channels');
+  const names = [...state.channels.keys()].sort((a, b) => (a === 'general' ? -1 : b === 'general' ? 1 : a.localeCompare(b)));
+  nav.replaceChildren(
+    ...names.map((name) => {
+      const c = state.channels.get(name);
+      const unread = c.unread > 0 ? ` ${c.unread > 99 ? '99+' : c.unread}` : '';
+      const button = h(
+        'button',
+        { type: 'button', 'aria-current': name === state.channel ? 'true' : 'false', dataset: { channel: name } },
+        `#${name}`,
+        unread && h('span', { class: 'badge', 'aria-label': `${c.unread} unread` }, unread.trim()),
+      );
+      button.addEventListener('click', () => openChannel(name));
+      return button;
+    }),
+  );
+  const total = [...state.channels.values()].reduce((sum, c) => sum + c.unread, 0);
+  const badge = $('chat-unread');
+  badge.hidden = total === 0;
+  badge.textContent = String(total);
+}
+
+/** Message text with @mentions highlighted, built from text nodes (never HTML). */
+function withMentions(content) {
+  return content.split(/(@[A-Za-z0-9_][A-Za-z0-9._-]*)/).map((part, i) => (i % 2 ? h('span', { class: 'mention' }, part) : part));
+}
+
+function messageItem(m) {
+  const from = m.to ? `${m.from} → ${m.to}` : m.from;
+  const human = state.agents.get(m.from)?.human;
+  return h(
+    'li',
+    { class: 'message', dataset: { seq: m.seq, id: m.id } },
+    h('span', { class: 'from' }, from),
+    human && h('span', { class: 'tag' }, 'human'),
+    h('time', { datetime: m.at, title: m.at }, clock(m.at)),
+    h('div', { class: 'content' }, withMentions(m.content)),
+  );
+}
+
+async function openChannel(name) {
+  state.channel = name;
+  localStorage.setItem('muster.channel', name);
+  $('post-text').placeholder = `Message #${name} — @name to mention`;
+  const page = await client.messages({ channel: name, limit: 100 });
+  if (state.channel !== name) return;
+  const list = $('messages');
+  list.replaceChildren(...page.messages.map(messageItem));
+  list.scrollTop = list.scrollHeight;
+  const last = page.messages.at(-1)?.seq ?? 0;
+  markRead(name, last);
+}
+
+function onMessage(message) {
+  const c = state.channels.get(message.channel) ?? { name: message.channel, lastSeq: 0, unread: 0 };
+  c.lastSeq = Math.max(c.lastSeq, message.seq);
+  state.channels.set(message.channel, c);
+  const chatVisible = !$('chat-panel').hidden;
+  if (message.channel === state.channel) {
+    const list = $('messages');
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    if (!list.querySelector(`[data-seq="${message.seq}"]`)) list.append(messageItem(message));
+    while (list.children.length > MESSAGES_MAX) list.firstElementChild.remove();
+    if (atBottom) list.scrollTop = list.scrollHeight;
+    if (chatVisible && document.visibilityState === 'visible') {
+      markRead(message.channel, message.seq);
+      return;
+    }
+  }
+  c.unread += 1;
+  renderChannels();
+}
+
+async function postMessage(event) {
+  event.preventDefault();
+  const text = $('post-text');
+  const content = text.value.trim();
+  if (!content) return;
+  const me = await ensureMe();
+  if (!me) return;
+  try {
+    await client.post({ from: me, content, channel: state.channel });
+    text.value = '';
+    text.setCustomValidity('');
+  } catch (error) {
+    text.setCustomValidity(error.message);
+    text.reportValidity();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Activity
+
+function describe(event) {
+  const d = event.data;
+  const by = (name, nobody = 'the broker') => (name ? `${name}${state.agents.get(name)?.human ? ' (human)' : ''}` : nobody);
+  switch (event.type) {
+    case 'task.created':
+      return `${d.task.id} created by ${by(d.task.createdBy, 'someone unnamed')}: ${d.task.title}`;
+    case 'task.claimed':
+      return `${d.task.id} claimed by ${by(d.agent)}`;
+    case 'task.released':
+      return `${d.task.id} released from ${d.agent} by ${by(d.by)} (${d.reason})`;
+    case 'task.completed':
+      return `${d.task.id} done by ${by(d.by, 'someone unnamed')}`;
+    case 'task.updated':
+      return `${d.task.id} ${d.changes?.join(', ')} changed by ${by(d.by, 'someone unnamed')}: now ${d.task.status}, ${d.task.priority}${d.task.assignee ? `, ${d.task.assignee}` : ''}`;
+    case 'task.ready':
+      return `${d.task.id} is ready: its blockers are done`;
+    case 'chat.message':
+      return `${d.message.from} in #${d.message.channel}: ${d.message.content}`;
+    case 'presence.changed':
+      return `${d.agent.name} ${d.agent.connections > 0 ? `connected (${d.agent.connections})` : d.agent.leftAt ? 'left' : d.agent.status ?? 'active'}`;
+    case 'inbox.acked':
+      return `${d.agent} read their inbox`;
+    default:
+      return event.type;
+  }
+}
+
+function activityItem(event) {
+  return h(
+    'li',
+    { class: 'event', dataset: { seq: event.seq } },
+    h('span', { class: 'type' }, event.type),
+    h('time', { datetime: event.at }, clock(event.at)),
+    h('div', {}, describe(event)),
+  );
+}
+
+function addActivity(event, live) {
+  const list = $('activity');
+  if (list.querySelector(`[data-seq="${event.seq}"]`)) return;
+  if (live) list.prepend(activityItem(event));
+  else list.append(activityItem(event));
+  while (list.children.length > ACTIVITY_MAX) list.lastElementChild.remove();
+}
+
+async function loadActivity() {
+  const since = Math.max(0, (client.lastSeq ?? 0) - 100);
+  const events = await client.history(['*'], { since, limit: 100 });
+  const list = $('activity');
+  list.replaceChildren(...events.reverse().map(activityItem));
+}
+
+// ---------------------------------------------------------------------------------------
+// Task detail and control
+
+function historyItem(event) {
+  return h('li', { class: 'event' }, h('span', { class: 'type' }, event.type), h('time', { datetime: event.at }, clock(event.at)), h('div', {}, describe(event)));
+}
+
+function renderDetail() {
+  const task = state.tasks.get(state.detail);
+  if (!task) return;
+  $('task-dialog-title').textContent = `${task.id} ${task.title}`;
+  const row = (term, ...value) => [h('dt', {}, term), h('dd', {}, ...value)];
+  $('task-detail').replaceChildren(
+    h(
+      'dl',
+      { class: 'detail' },
+      row('Status', task.status),
+      row('Priority', task.priority),
+      row('Assignee', task.assignee ?? '—'),
+      row('Claim', task.claim ? `${task.claim.agent}, ${ago(task.claim.at)} (token ${task.claim.token})` : '—'),
+      row('After', task.blockedBy?.length ? task.blockedBy.join(', ') : '—'),
+      row('Tags', task.tags?.length ? task.tags.join(', ') : '—'),
+      row('Created', `${ago(task.createdAt)} by ${task.createdBy ?? '—'}`),
+      row('Updated', ago(task.updatedAt)),
+      task.description && h('p', { class: 'description' }, task.description),
+    ),
+  );
+  $('detail-priority').value = task.priority;
+  $('detail-release').disabled = !task.claim;
+  $('detail-cancel').disabled = FINISHED.has(task.status);
+}
+
+async function openDetail(id) {
+  state.detail = id;
+  $('detail-error').textContent = '';
+  $('detail-assignee').value = state.tasks.get(id)?.assignee ?? '';
+  renderDetail();
+  $('task-history').replaceChildren();
+  const dialog = $('task-dialog');
+  if (!dialog.open) dialog.showModal();
+  try {
+    const events = await client.history([`task:${id}`], { since: 0, limit: 500 });
+    if (state.detail === id) $('task-history').replaceChildren(...events.map(historyItem));
+  } catch (error) {
+    $('detail-error').textContent = `History unavailable: ${error.message}`;
+  }
+}
+
+/** Asks before a destructive action; resolves to true if the human confirms. */
+function confirmAction(text) {
+  const dialog = $('confirm-dialog');
+  $('confirm-text').textContent = text;
+  dialog.returnValue = '';
+  dialog.showModal();
+  return new Promise((resolve) => dialog.addEventListener('close', () => resolve(dialog.returnValue === 'yes'), { once: true }));
+}
+
+/** Runs a control action for the open task as the human, showing any refusal. */
+async function control(action) {
+  const id = state.detail;
+  const me = await ensureMe();
+  if (!me || !id) return;
+  $('detail-error').textContent = '';
+  try {
+    await action(id, me, state.tasks.get(id));
+  } catch (error) {
+    $('detail-error').textContent = error.message;
+  }
+}
+
+async function changePriority() {
+  await control((id, me) => client.updateTask(id, { priority: $('detail-priority').value, agent: me }));
+}
+
+async function reassign() {
+  await control(async (id, me, task) => {
+    const to = $('detail-assignee').value.trim();
+    if (to && !NAME_PATTERN.test(to)) throw new Error(`"${to}" is not a valid agent name`);
+    if (task.claim && task.claim.agent !== to) {
+      const ok = await confirmAction(`${id} is held by ${task.claim.agent}. Take it from ${task.claim.agent} and ${to ? `assign it to ${to}` : 'leave it unassigned'}?`);
+      if (!ok) return;
+      await client.release(id, { agent: me, force: true });
+    }
+    await client.updateTask(id, { assignee: to || null, agent: me });
+  });
+}
+
+async function forceRelease() {
+  await control(async (id, me, task) => {
+    if (!task.claim) return;
+    const ok = await confirmAction(`Force-release ${id} from ${task.claim.agent}? It goes back to the board for anyone to claim.`);
+    if (ok) await client.release(id, { agent: me, force: true });
+  });
+}
+
+async function cancelTask() {
+  await control(async (id, me, task) => {
+    const held = task.claim ? ` ${task.claim.agent} holds it and will lose it.` : '';
+    const ok = await confirmAction(`Cancel ${id} “${task.title}”?${held}`);
+    if (!ok) return;
+    if (task.claim) await client.release(id, { agent: me, force: true });
+    await client.updateTask(id, { status: 'cancelled', agent: me });
+  });
+}
+
+// Creating a task
+
+async function createTask(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const error = form.querySelector('.error');
+  const me = await ensureMe();
+  if (!me) return;
+  const data = new FormData(form);
+  const task = { title: String(data.get('title')).trim(), priority: data.get('priority'), agent: me };
+  const description = String(data.get('description')).trim();
+  const assignee = String(data.get('assignee')).trim();
+  const blockedBy = String(data.get('blockedBy')).split(/[\s,]+/).filter(Boolean).map((id) => (/^\d+$/.test(id) ? `T-${id}` : id.toUpperCase()));
+  if (description) task.description = description;
+  if (assignee) task.assignee = assignee;
+  if (blockedBy.length) task.blockedBy = blockedBy;
+  try {
+    await client.createTask(task);
+    form.reset();
+    error.textContent = '';
+    $('create-dialog').close();
+  } catch (e) {
+    error.textContent = e.message;
+  }
+}
+
+// Who the human is
+
+function ensureMe() {
+  if (state.me) return Promise.resolve(state.me);
+  const dialog = $('name-dialog');
+  dialog.showModal();
+  return new Promise((resolve) => dialog.addEventListener('close', () => resolve(state.me || null), { once: true }));
+}
+
+function setMe(name) {
+  name = name.trim();
+  if (name === state.me) return;
+  if (name && !NAME_PATTERN.test(name)) {
+    $('me').setCustomValidity('Letters, digits, . _ - (up to 64)');
+    $('me').reportValidity();
+    return;
+  }
+  $('me').setCustomValidity('');
+  state.me = name;
+  $('me').value = name;
+  if (name) localStorage.setItem('muster.me', name);
+  else localStorage.removeItem('muster.me');
+  // The session now acts as this person (or as an observer again).
+  connect();
+}
+
+// ---------------------------------------------------------------------------------------
+// Wiring
+
+function setTheme(theme) {
+  if (theme) document.documentElement.dataset.theme = theme;
+  else delete document.documentElement.dataset.theme;
+}
+
+function selectTab(tab) {
+  for (const t of document.querySelectorAll('[role="tab"]')) {
+    const selected = t === tab;
+    t.setAttribute('aria-selected', String(selected));
+    t.tabIndex = selected ? 0 : -1;
+    $(t.getAttribute('aria-controls')).hidden = !selected;
+  }
+  if (tab.id === 'tab-chat') {
+    const c = state.channels.get(state.channel);
+    if (c) markRead(state.channel, c.lastSeq);
+  }
+}
+
+function wire() {
+  buildColumns();
+  $('me').value = state.me;
+  $('me').addEventListener('change', (e) => setMe(e.target.value));
+  $('theme').addEventListener('click', () => {
+    const dark = document.documentElement.dataset.theme
+      ? document.documentElement.dataset.theme === 'dark'
+      : matchMedia('(prefers-color-scheme: dark)').matches;
+    const theme = dark ? 'light' : 'dark';
+    localStorage.setItem('muster.theme', theme);
+    setTheme(theme);
+  });
+  setTheme(localStorage.getItem('muster.theme'));
+
+  $('filters').addEventListener('input', applyFilters);
+  $('filters').addEventListener('submit', (e) => e.preventDefault());
+  $('board').addEventListener('click', (e) => {
+    const li = e.target.closest('li[data-id]');
+    if (li) openDetail(li.dataset.id);
+  });
+  $('task-dialog').addEventListener('close', () => {
+    state.detail = null;
+  });
+  $('detail-priority').addEventListener('change', changePriority);
+  $('detail-assign').addEventListener('click', reassign);
+  $('detail-release').addEventListener('click', forceRelease);
+  $('detail-cancel').addEventListener('click', cancelTask);
+
+  $('new-task').addEventListener('click', () => $('create-dialog').showModal());
+  $('create-form').addEventListener('submit', createTask);
+  $('create-form').querySelector('.close').addEventListener('click', () => $('create-dialog').close());
+
+  $('name-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const name = new FormData(e.currentTarget).get('name');
+    setMe(String(name));
+    $('name-dialog').close();
+  });
+  $('name-form').querySelector('.close').addEventListener('click', () => $('name-dialog').close());
+
+  $('post').addEventListener('submit', postMessage);
+  $('post-text').addEventListener('input', (e) => e.target.setCustomValidity(''));
+  $('post-text').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey) {
+      e.preventDefault();
+      $('post').requestSubmit();
+    }
+  });
+
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  for (const tab of tabs) {
+    tab.addEventListener('click', () => selectTab(tab));
+    tab.addEventListener('keydown', (e) => {
+      if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
+      const next = tabs[(tabs.indexOf(tab) + (e.key === 'ArrowRight' ? 1 : tabs.length - 1)) % tabs.length];
+      selectTab(next);
+      next.focus();
+    });
+  }
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible' && !$('chat-panel').hidden) {
+      const c = state.channels.get(state.channel);
+      if (c) markRead(state.channel, c.lastSeq);
+    }
+  });
+
+  setInterval(tick, 1000);
+  setInterval(tickCards, 5000);
+  setInterval(refreshPresence, PRESENCE_REFRESH_MS);
+}
+
+wire();
+connect();

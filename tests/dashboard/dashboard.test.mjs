@@ -1,0 +1,240 @@
+// The dashboard in a real headless Chromium, against the real broker binary. It checks what a
+// human sees, without ever reloading the page: changes made with curl and by WebSocket
+// agents appear by push, a message posted from the page reaches an agent, a force-release
+// from the page frees the task, and a broker restart shows "reconnecting" and then resumes.
+//
+// Run by `cargo test` (tests/js.rs) with MUSTER_BIN set; by hand:
+//   cargo build && cd tests/dashboard && npm ci && MUSTER_BIN=../../target/debug/muster npm test
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import WebSocket from 'ws';
+import { MusterClient } from '../../clients/js/muster.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const MUSTER = resolve(here, process.env.MUSTER_BIN ?? '../../target/debug/muster');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = resolve(here, process.env.MUSTER_ARTIFACTS ?? '../../target/artifacts');
+/** How long to wait for something to show on the page. */
+const SHOWS = 10_000;
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => ok(port));
+    });
+  });
+}
+
+/** Starts `muster serve` and resolves once it listens. */
+function startBroker(dataDir, addr) {
+  const child = spawn(MUSTER, ['serve', '--addr', addr, '--data-dir', dataDir], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, MUSTER_LOG: 'muster=info' },
+  });
+  return new Promise((ok, fail) => {
+    let seen = '';
+    const timer = setTimeout(() => fail(new Error(`broker did not start:\n${seen}`)), 15_000);
+    child.stderr.on('data', (chunk) => {
+      seen += chunk;
+      if (seen.includes('listening on http://')) {
+        clearTimeout(timer);
+        ok(child);
+      }
+    });
+    child.once('exit', (code) => fail(new Error(`broker exited (${code}):\n${seen}`)));
+  });
+}
+
+function stop(child) {
+  return new Promise((ok) => {
+    if (child.exitCode !== null || child.signalCode !== null) return ok();
+    child.once('exit', ok);
+    child.kill('SIGKILL');
+  });
+}
+
+/** The literal curl a user would type; returns the parsed JSON body. */
+function curl(base, method, path, body) {
+  const args = ['-sS', '-X', method, `${base}${path}`];
+  if (body) args.push('-d', JSON.stringify(body));
+  return JSON.parse(execFileSync('curl', args, { encoding: 'utf8' }));
+}
+
+function agent(base, options) {
+  return new MusterClient({ url: base, WebSocket, reconnect: false, ...options });
+}
+
+/** Resolves with the first event on `client` that `match` accepts. */
+function nextEvent(client, match, what) {
+  return new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`no ${what} within ${SHOWS} ms`)), SHOWS);
+    const listener = (event) => {
+      if (!match(event)) return;
+      clearTimeout(timer);
+      client.off('event', listener);
+      ok(event);
+    };
+    client.on('event', listener);
+  });
+}
+
+test('the dashboard shows the team working, live, and lets a human step in', { timeout: 120_000 }, async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'muster-dashboard-'));
+  const port = await freePort();
+  const addr = `127.0.0.1:${port}`;
+  const base = `http://${addr}`;
+  let broker = await startBroker(join(root, 'data'), addr);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
+  const clients = [];
+  t.after(async () => {
+    clients.forEach((c) => c.close());
+    await browser.close();
+    await stop(broker);
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  // Any script error or Content-Security-Policy violation on the page fails the test.
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
+  });
+  const response = await page.goto(`${base}/dashboard`);
+  assert.match(response.headers()['content-security-policy'], /script-src 'self'/);
+  await page.waitForSelector('body[data-connection="open"]', { timeout: SHOWS });
+
+  await t.test('a task created with curl appears', async () => {
+    const created = curl(base, 'POST', '/tasks', { title: 'Fix auth redirect', assignee: 'link', priority: 'P1' });
+    assert.equal(created.task.id, 'T-1');
+    const card = page.locator('[data-status="todo"] li[data-id="T-1"]');
+    await card.waitFor({ timeout: SHOWS });
+    assert.match(await card.innerText(), /Fix auth redirect/);
+    assert.match(await card.innerText(), /P1/);
+  });
+
+  await t.test('a claim made with curl moves the card and shows the assignee', async () => {
+    curl(base, 'POST', '/tasks/T-1/claim', { agent: 'link' });
+    const card = page.locator('[data-status="doing"] li[data-id="T-1"]');
+    await card.waitFor({ timeout: SHOWS });
+    assert.equal(await card.locator('.assignee').innerText(), 'link');
+    assert.equal(await page.locator('[data-status="todo"] li[data-id="T-1"]').count(), 0);
+  });
+
+  await t.test('an agent connecting over WebSocket appears online, then offline when it leaves', async () => {
+    const zelda = agent(base, { agent: 'zelda' });
+    await zelda.ready();
+    const row = page.locator('#team li[data-name="zelda"]');
+    await page.locator('#team li[data-name="zelda"][data-status="active"]').waitFor({ timeout: SHOWS });
+    zelda.close();
+    await page.locator('#team li[data-name="zelda"][data-status="offline"]').waitFor({ timeout: SHOWS });
+    assert.equal(await row.count(), 1);
+  });
+
+  await t.test('a message posted from the page reaches a WebSocket subscriber', async () => {
+    const listener = agent(base, { agent: 'link', topics: ['chat'] });
+    clients.push(listener);
+    await listener.ready();
+    // The human names themself once; the page reconnects as that person.
+    await page.fill('#me', 'alice');
+    await page.press('#me', 'Enter');
+    await page.waitForSelector('body[data-connection="open"]', { timeout: SHOWS });
+    const heard = nextEvent(listener, (e) => e.type === 'chat.message', 'chat message');
+    await page.fill('#post-text', '@link T-1 looks stuck, can you check?');
+    await page.click('#post button[type="submit"]');
+    const event = await heard;
+    assert.equal(event.data.message.from, 'alice');
+    assert.equal(event.data.message.content, '@link T-1 looks stuck, can you check?');
+    assert.deepEqual(event.data.message.mentions, ['link']);
+    // On the page the mention is highlighted, and the broker knows alice is a person.
+    await page.locator('#messages .mention', { hasText: '@link' }).waitFor({ timeout: SHOWS });
+    const alice = curl(base, 'GET', '/presence/alice');
+    assert.equal(alice.agent.human, true);
+  });
+
+  await t.test('a force-release from the page frees the task, recorded as the human', async () => {
+    const watcher = agent(base, { topics: ['task:T-1'] });
+    clients.push(watcher);
+    await watcher.ready();
+    const released = nextEvent(watcher, (e) => e.type === 'task.released', 'task.released');
+    await page.click('li[data-id="T-1"] .card');
+    await page.locator('#task-dialog[open]').waitFor({ timeout: SHOWS });
+    await page.locator('#task-history li', { hasText: 'claimed by link' }).waitFor({ timeout: SHOWS });
+    await page.click('#detail-release');
+    // Destructive: the page asks first.
+    await page.locator('#confirm-dialog[open]').waitFor({ timeout: SHOWS });
+    assert.match(await page.locator('#confirm-text').innerText(), /link/);
+    await page.click('#confirm-yes');
+    const event = await released;
+    assert.equal(event.data.by, 'alice');
+    assert.equal(event.data.reason, 'forced');
+    assert.equal(curl(base, 'GET', '/tasks/T-1').task.claim, null);
+    await page.locator('[data-status="todo"] li[data-id="T-1"]').waitFor({ timeout: SHOWS });
+    await page.locator('#task-history li', { hasText: 'released from link by alice (human)' }).waitFor({ timeout: SHOWS });
+    await page.keyboard.press('Escape');
+  });
+
+  await t.test('a broker restart shows "reconnecting", then the page resumes and catches up', async () => {
+    await stop(broker);
+    await page.waitForSelector('body[data-connection="reconnecting"]', { timeout: SHOWS });
+    assert.match(await page.locator('#connection').innerText(), /Reconnecting/);
+    broker = await startBroker(join(root, 'data'), addr);
+    curl(base, 'POST', '/tasks', { title: 'Written while the page was away', priority: 'P0' });
+    await page.waitForSelector('body[data-connection="open"]', { timeout: 15_000 });
+    await page.locator('[data-status="todo"] li[data-id="T-2"]').waitFor({ timeout: SHOWS });
+    // Nothing from before the restart is lost or doubled.
+    assert.equal(await page.locator('li[data-id="T-1"]').count(), 1);
+  });
+
+  await t.test('a populated board, for the README', async () => {
+    const names = ['link', 'zelda', 'kai', 'mira', 'otto'];
+    const work = [
+      ['Fix flaky login test', 'P1'],
+      ['Migrate sessions table to UUIDs', 'P2'],
+      ['Write release notes for 0.4', 'P3'],
+      ['Rate-limit the export endpoint', 'P0'],
+      ['Profile cold start', 'P2'],
+      ['Add retry to webhook sender', 'P2'],
+      ['Document the MCP setup', 'P3'],
+    ];
+    for (const [title, priority] of work) curl(base, 'POST', '/tasks', { title, priority, tags: ['backend'] });
+    const sessions = [];
+    for (const name of names.slice(0, 4)) {
+      const s = agent(base, { agent: name });
+      await s.ready();
+      sessions.push(s);
+      clients.push(s);
+    }
+    curl(base, 'POST', '/tasks/T-4/claim', { agent: 'zelda' });
+    curl(base, 'POST', '/tasks/T-6/claim', { agent: 'kai' });
+    curl(base, 'POST', '/tasks/T-3/claim', { agent: 'mira' });
+    curl(base, 'POST', '/tasks/T-3/complete', { agent: 'mira' });
+    curl(base, 'POST', '/tasks/T-1/claim', { agent: 'link' });
+    curl(base, 'POST', '/presence/otto', { status: 'busy', note: 'reviewing PR #522' });
+    curl(base, 'POST', '/chat/messages', { from: 'zelda', content: '@kai T-4 touches your webhook code, heads up' });
+    curl(base, 'POST', '/chat/messages', { from: 'kai', content: 'thanks @zelda, I will rebase after you merge' });
+    await page.locator('[data-status="doing"] li').nth(2).waitFor({ timeout: SHOWS });
+    await page.locator('#messages li', { hasText: 'rebase' }).waitFor({ timeout: SHOWS });
+    // Let the highlight of just-changed cards fade.
+    await new Promise((ok) => setTimeout(ok, 1200));
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png') });
+  });
+
+  assert.deepEqual(problems, []);
+});
