@@ -440,7 +440,15 @@ function markRead(channel, seq) {
   if (seq > lastRead(channel)) localStorage.setItem(readKey(channel), String(seq));
   const c = state.channels.get(channel);
   if (c) c.unread = 0;
-  renderChannels();
+  renderChannelsSoon();
+}
+
+let channelsFrame = null;
+function renderChannelsSoon() {
+  channelsFrame ??= requestAnimationFrame(() => {
+    channelsFrame = null;
+    renderChannels();
+  });
 }
 
 async function countUnread() {
@@ -503,6 +511,7 @@ async function openChannel(name) {
   if (state.channel !== name) return;
   const list = $('messages');
   list.replaceChildren(...page.messages.map(messageItem));
+  chatAtBottom = true;
   list.scrollTop = list.scrollHeight;
   const last = page.messages.at(-1)?.seq ?? 0;
   markRead(name, last);
@@ -515,17 +524,30 @@ function onMessage(message) {
   const chatVisible = !$('chat-panel').hidden;
   if (message.channel === state.channel) {
     const list = $('messages');
-    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     if (!list.querySelector(`[data-seq="${message.seq}"]`)) list.append(messageItem(message));
     while (list.children.length > MESSAGES_MAX) list.firstElementChild.remove();
-    if (atBottom) list.scrollTop = list.scrollHeight;
+    followChatSoon();
     if (chatVisible && document.visibilityState === 'visible') {
       markRead(message.channel, message.seq);
       return;
     }
   }
   c.unread += 1;
-  renderChannels();
+  renderChannelsSoon();
+}
+
+// Reading the scroll position forces a layout of the whole page: never once per message.
+// The list follows new messages while the reader is at its bottom (tracked on scroll), and
+// scrolls at most once per frame.
+let chatAtBottom = true;
+let chatFollow = null;
+function followChatSoon() {
+  if (chatFollow || !chatAtBottom) return;
+  chatFollow = requestAnimationFrame(() => {
+    chatFollow = null;
+    const list = $('messages');
+    list.scrollTop = list.scrollHeight;
+  });
 }
 
 async function postMessage(event) {
@@ -819,6 +841,10 @@ function wire() {
   $('name-form').querySelector('.close').addEventListener('click', () => $('name-dialog').close());
 
   $('post').addEventListener('submit', postMessage);
+  $('messages').addEventListener('scroll', (e) => {
+    const list = e.currentTarget;
+    chatAtBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  });
   $('post-text').addEventListener('input', (e) => e.target.setCustomValidity(''));
   $('post-text').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey) {
