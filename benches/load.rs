@@ -82,7 +82,7 @@ impl Conn {
 }
 
 fn post(path: &str, body: &str) -> Vec<u8> {
-    format!("POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 /// What one scenario measured.
@@ -267,7 +267,7 @@ fn run(
                     }
                     _ => String::new(),
                 };
-                let request = format!("GET /tasks HTTP/1.1\r\nHost: bench\r\n{extra}\r\n").into_bytes();
+                let request = format!("GET /tasks HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").into_bytes();
                 drive(addr, conns, seconds, move |_, _| Some(request.clone())).await
             }
             other => panic!("unknown scenario {other}"),

@@ -82,6 +82,19 @@ pub struct Config {
     #[arg(long, env = "MUSTER_RETAIN_FOR", default_value = "7d", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub retain_for: Duration,
+
+    /// Other names this broker is reached by (the `Host` header), besides localhost, its
+    /// loopback addresses and the address it listens on. Any other `Host` is refused (403):
+    /// that stops DNS rebinding.
+    #[arg(long = "host-name", env = "MUSTER_HOST_NAMES", value_delimiter = ',')]
+    #[serde(default)]
+    pub host_names: Vec<String>,
+
+    /// Web origins (e.g. `https://tools.example`) whose pages may make state-changing
+    /// requests and open the WebSocket, besides the broker's own. Never `*`.
+    #[arg(long = "allow-origin", env = "MUSTER_ALLOW_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
 }
 
 /// `~/.local/share/muster` on Linux, the equivalent elsewhere; `./muster-data` if the
@@ -108,6 +121,8 @@ impl Config {
             tick: Duration::from_secs(1),
             retain_events: 1_000_000,
             retain_for: Duration::from_secs(7 * 24 * 3600),
+            host_names: Vec::new(),
+            allow_origins: Vec::new(),
         }
     }
 
@@ -136,6 +151,9 @@ impl Config {
         }
         if self.outbox_bytes < 64 * 1024 {
             return Err("--outbox-bytes must be at least 65536 (one large event must fit)".into());
+        }
+        if let Some(bad) = self.allow_origins.iter().find(|o| !crate::http::guard::is_origin(o)) {
+            return Err(format!("--allow-origin {bad:?} is not an origin like https://tools.example (no path, no *)"));
         }
         if self.retain_events == 0 {
             return Err("--retain-events must be at least 1".into());

@@ -10,7 +10,6 @@
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use muster_protocol::ws::{
@@ -84,14 +83,11 @@ impl Link {
     get, path = "/ws", tag = "events",
     responses(
         (status = 101, description = "Switching to the WebSocket protocol (see protocol/schema)"),
-        (status = 403, description = "A browser page from another origin", body = muster_protocol::ErrorBody),
+        (status = 403, description = "A browser page from another origin (see http::guard)", body = muster_protocol::ErrorBody),
         (status = 503, description = "Too many connections", body = muster_protocol::ErrorBody),
     )
 )]
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if let Err(refusal) = same_origin(&headers) {
-        return refusal.into_response();
-    }
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
         return ApiError::new(ErrorCode::Unavailable, "too many connections; retry later").into_response();
     };
@@ -101,24 +97,6 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| tracker.track_future(session(socket, state, permit)))
-}
-
-/// A browser opens the WebSocket with an `Origin` header: only a page served by this broker
-/// (the dashboard) may, so that no other site the user visits can drive the broker with the
-/// user's local access (cross-site WebSocket hijacking). Clients that are not browsers send
-/// no `Origin`.
-fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
-    let origin = origin.to_str().unwrap_or("");
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-    match authority {
-        Some(authority) if !host.is_empty() && authority.eq_ignore_ascii_case(host) => Ok(()),
-        _ => Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!("cross-origin WebSocket refused: a page from {origin} may not connect to this broker ({host})"),
-        )),
-    }
 }
 
 /// The connection limit, shared by WebSocket and SSE.

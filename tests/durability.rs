@@ -56,7 +56,7 @@ fn an_acknowledged_write_was_fdatasynced_before_the_ack() {
     let response = request(
         p.addr,
         &format!(
-            "POST /tasks HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /tasks HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
     );

@@ -9,6 +9,7 @@ pub mod chat;
 mod error;
 mod events;
 mod extract;
+pub mod guard;
 pub mod ops;
 pub mod presence;
 mod system;
@@ -123,6 +124,7 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(middleware::from_fn_with_state(state.clone(), count_responses))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

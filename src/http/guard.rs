@@ -1,0 +1,130 @@
+//! Who may drive the broker from a browser: a local server is reachable by every web page
+//! the user opens, so two checks run before any handler.
+//!
+//! - **Host** must be one of the broker's names: `localhost`, a loopback address, the
+//!   address it listens on, or a `--host-name`. A page on `evil.example` whose DNS now
+//!   points at 127.0.0.1 (DNS rebinding) sends `Host: evil.example` and is refused.
+//! - **Origin**: a browser names the page's origin on state-changing requests and WebSocket
+//!   upgrades. Only the broker's own origin (the dashboard) and `--allow-origin` entries
+//!   may write or open `/ws`; a request a browser marks `Sec-Fetch-Site: cross-site` (or
+//!   `same-site`) without an allowed Origin is refused too. `GET /tasks/next?claim=true`,
+//!   the one GET that writes, counts as state-changing.
+//!
+//! Clients that are not browsers (curl, agents, the CLI) send no Origin and pass. The
+//! broker sends no CORS headers, so no other origin can read its answers either.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use muster_protocol::ErrorCode;
+
+use super::{ApiError, AppState};
+
+/// Whether `s` is a web origin: `http(s)://host[:port]`, nothing after it.
+pub fn is_origin(s: &str) -> bool {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '*', '?', '#', ' ']))
+}
+
+/// The host part of `host[:port]` / `[v6]:port`, lowercased.
+fn hostname(authority: &str) -> String {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { authority }),
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn forbidden(message: String) -> Response {
+    ApiError::new(ErrorCode::Forbidden, message).into_response()
+}
+
+/// Whether the request changes state (or opens the WebSocket, from which it can).
+fn writes(request: &Request) -> bool {
+    let uri = request.uri();
+    match *request.method() {
+        Method::GET | Method::HEAD | Method::OPTIONS => {
+            uri.path() == "/ws"
+                || (uri.path() == "/tasks/next" && uri.query().is_some_and(|q| q.contains("claim=true")))
+        }
+        _ => true,
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
+}
+
+/// The middleware: Host first, then Origin for requests that write.
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = header_str(headers, header::HOST).unwrap_or("");
+    if !host.is_empty() {
+        let name = hostname(host);
+        let listening = state.config.addr.ip().to_string();
+        let ours = name == "localhost"
+            || name == "127.0.0.1"
+            || name == "::1"
+            || name == listening
+            || state.config.host_names.iter().any(|n| n.eq_ignore_ascii_case(&name));
+        if !ours {
+            return forbidden(format!(
+                "Host {host:?} is not a name of this broker (localhost, 127.0.0.1, [::1], {listening}); \
+                 if you reach it by that name, start it with --host-name {name}"
+            ));
+        }
+    }
+    if writes(&request) {
+        let own = |origin: &str| {
+            let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+            authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host))
+                || state.config.allow_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+        };
+        match header_str(headers, header::ORIGIN) {
+            Some(origin) if !own(origin) => {
+                return forbidden(format!(
+                    "cross-origin request refused: a page from {origin} may not change this broker's state \
+                     or open its WebSocket (allow it with --allow-origin)"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(site @ ("cross-site" | "same-site")) =
+                    header_str(headers, header::HeaderName::from_static("sec-fetch-site"))
+                {
+                    return forbidden(format!(
+                        "cross-site request refused (Sec-Fetch-Site: {site}) without an allowed Origin"
+                    ));
+                }
+            }
+        }
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_drop_the_port_and_brackets() {
+        assert_eq!(hostname("localhost:4445"), "localhost");
+        assert_eq!(hostname("LocalHost"), "localhost");
+        assert_eq!(hostname("[::1]:4445"), "::1");
+        assert_eq!(hostname("127.0.0.1"), "127.0.0.1");
+        assert_eq!(hostname("evil.example.:80"), "evil.example");
+    }
+
+    #[test]
+    fn origins_are_scheme_and_authority_only() {
+        assert!(is_origin("https://tools.example"));
+        assert!(is_origin("http://127.0.0.1:8080"));
+        assert!(!is_origin("*"));
+        assert!(!is_origin("https://tools.example/app"));
+        assert!(!is_origin("tools.example"));
+        assert!(!is_origin("https://"));
+    }
+}
