@@ -95,6 +95,16 @@ pub struct Config {
     #[arg(long = "allow-origin", env = "MUSTER_ALLOW_ORIGINS", value_delimiter = ',')]
     #[serde(default)]
     pub allow_origins: Vec<String>,
+
+    /// Refuse writes (507) while the data dir's disk has less than this many MiB free, so
+    /// the database never runs out of space mid-write; 0 turns the floor off.
+    #[arg(long, env = "MUSTER_MIN_FREE_MB", default_value_t = 32)]
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
+}
+
+fn default_min_free_mb() -> u64 {
+    32
 }
 
 /// `~/.local/share/muster` on Linux, the equivalent elsewhere; `./muster-data` if the
@@ -123,6 +133,7 @@ impl Config {
             retain_for: Duration::from_secs(7 * 24 * 3600),
             host_names: Vec::new(),
             allow_origins: Vec::new(),
+            min_free_mb: default_min_free_mb(),
         }
     }
 

@@ -80,7 +80,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     let store = Arc::new(store);
     let metrics = Arc::new(Metrics::default());
-    let (sequencer, writer, reader) = Sequencer::new(Arc::clone(&store), config.policy(), Arc::clone(&metrics))?;
+    let (sequencer, writer, reader) =
+        Sequencer::new(Arc::clone(&store), config.policy(), config.min_free_mb << 20, Arc::clone(&metrics))?;
     tracing::info!(
         head = reader.snapshot().state.head,
         epoch = store.epoch(),

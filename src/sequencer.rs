@@ -20,6 +20,7 @@
 //! channel, which also wakes long-polls when the head moves.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
@@ -78,6 +79,10 @@ pub enum WriteError {
     /// stopping. Safe to retry.
     #[error("{0}")]
     Unavailable(String),
+    /// Nothing was written: the disk holding the data dir is (nearly) full. Safe to retry
+    /// once space is freed.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// An accepted, durable command.
@@ -220,6 +225,7 @@ pub struct Sequencer {
     metrics: Arc<Metrics>,
     /// Batches written but not known durable: what a rollback must undo.
     unsynced: VecDeque<Unsynced>,
+    floor: DiskFloor,
 }
 
 /// What undoing a written batch needs.
@@ -235,6 +241,7 @@ impl Sequencer {
     pub fn new(
         store: Arc<Store>,
         policy: Policy,
+        min_free_bytes: u64,
         metrics: Arc<Metrics>,
     ) -> Result<(Sequencer, Writer, Reader), StoreError> {
         let state = store.load()?;
@@ -255,6 +262,7 @@ impl Sequencer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (snapshot, snapshot_rx) = watch::channel(Snapshot::new(state.clone()));
         let hub = Hub::new(state.head);
+        let floor = DiskFloor { dir: store.dir().to_owned(), min_free: min_free_bytes };
         let sequencer = Sequencer {
             rx,
             state,
@@ -267,6 +275,7 @@ impl Sequencer {
             last_now: Timestamp::default(),
             metrics,
             unsynced: VecDeque::new(),
+            floor,
         };
         Ok((sequencer, Writer { tx }, Reader { snapshot: snapshot_rx, hub }))
     }
@@ -361,6 +370,7 @@ impl Sequencer {
         let mut stamped: Vec<Stamped> = Vec::new();
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
         let mut answers: Vec<Answer> = Vec::new();
+        let low_on_disk = self.floor.check();
 
         for message in batch {
             let Message::Command { cmd, idempotency, reply } = message else {
@@ -377,6 +387,11 @@ impl Sequencer {
                     Err(WriteError::IdempotencyMismatch(key.key.clone()))
                 };
                 answers.push((reply, answer));
+                continue;
+            }
+            if let Some(refusal) = low_on_disk.as_ref().filter(|_| !essential(&cmd)) {
+                self.metrics.commands_failed.fetch_add(1, Ordering::Relaxed);
+                answers.push((reply, Err(refusal.clone())));
                 continue;
             }
             let internal = matches!(cmd, Command::Tick | Command::ResetConnections);
@@ -419,7 +434,8 @@ impl Sequencer {
                 }
                 self.forget(&keys);
                 self.state = before;
-                let answers = answers.into_iter().map(|(reply, _)| (reply, Err(unavailable(&error)))).collect();
+                let failed = store_failed(&error, &self.floor.dir);
+                let answers = answers.into_iter().map(|(reply, _)| (reply, Err(failed.clone()))).collect();
                 return Written { state: self.state.clone(), events: Arc::from(Vec::new()), answers, wrote: false };
             }
             self.unsynced.push_back(Unsynced { head: self.state.head, before, events: Arc::clone(&events), keys });
@@ -478,6 +494,58 @@ fn unavailable(error: &dyn std::fmt::Display) -> WriteError {
     WriteError::Unavailable(format!("write not stored: {error}; retry later"))
 }
 
+/// What a caller is told when storing its batch failed.
+fn store_failed(error: &StoreError, dir: &Path) -> WriteError {
+    if error.is_disk_full() {
+        WriteError::DiskFull(format!(
+            "write not stored: the disk holding {} is full; free space there and retry (reads still work)",
+            dir.display()
+        ))
+    } else {
+        unavailable(error)
+    }
+}
+
+/// Writes are refused while the data dir's disk has less than `min_free` bytes free, so
+/// that sled never runs out of space mid-write (its I/O errors are sticky until a restart).
+/// Presence and lease bookkeeping still pass: they are small, and the margin is theirs.
+struct DiskFloor {
+    dir: PathBuf,
+    min_free: u64,
+}
+
+impl DiskFloor {
+    /// `Some(refusal)` when free space is below the floor.
+    fn check(&self) -> Option<WriteError> {
+        if self.min_free == 0 {
+            return None;
+        }
+        // If the file system cannot say, do not refuse: sled's own errors still surface.
+        let free = fs2::available_space(&self.dir).ok()?;
+        (free < self.min_free).then(|| {
+            WriteError::DiskFull(format!(
+                "disk nearly full: {} MiB free where {} is, below the {} MiB floor (--min-free-mb); \
+                 free space and retry (reads still work)",
+                free >> 20,
+                self.dir.display(),
+                self.min_free >> 20
+            ))
+        })
+    }
+}
+
+/// Commands that pass the disk floor: presence and leases, which must keep working.
+fn essential(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Tick
+            | Command::ResetConnections
+            | Command::Connect { .. }
+            | Command::Disconnect { .. }
+            | Command::Heartbeat { .. }
+    )
+}
+
 /// The second half of the pipeline: one sync for everything written so far.
 struct Syncer {
     rx: std_mpsc::Receiver<ToSyncer>,
@@ -498,7 +566,7 @@ impl Syncer {
             while let Some(message) = next.take() {
                 match message {
                     ToSyncer::Recovered => failed = false,
-                    ToSyncer::Batch(b) if failed => self.refuse(b, &"an earlier write failed"),
+                    ToSyncer::Batch(b) if failed => self.refuse(b, unavailable(&"an earlier write failed")),
                     ToSyncer::Batch(b) => batches.push(b),
                 }
                 next = self.rx.try_recv().ok();
@@ -516,7 +584,7 @@ impl Syncer {
                     failed = true;
                     self.shared.failed.store(true, Ordering::Release);
                     for b in batches {
-                        self.refuse(b, &error);
+                        self.refuse(b, store_failed(&error, self.store.dir()));
                     }
                 }
             }
@@ -546,10 +614,10 @@ impl Syncer {
     }
 
     /// Answers every caller of a batch that will not be made durable.
-    fn refuse(&self, batch: Written, error: &dyn std::fmt::Display) {
+    fn refuse(&self, batch: Written, error: WriteError) {
         for (reply, _) in batch.answers {
             self.metrics.commands_failed.fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(Err(unavailable(error)));
+            let _ = reply.send(Err(error.clone()));
         }
     }
 }

@@ -68,6 +68,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the disk is full (`ENOSPC`), rather than broken.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StoreError::Sled(sled::Error::Io(e)) | StoreError::Io(e) => e,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull
+    }
+}
+
 /// An event as it goes to disk and to subscribers: serialized once.
 #[derive(Debug, Clone)]
 pub struct Stamped {

@@ -445,6 +445,9 @@ pub enum ErrorCode {
     InvalidTransition,
     /// 422: the `Idempotency-Key` was already used for a different request.
     IdempotencyMismatch,
+    /// 507: the disk holding the data dir is (nearly) full; writes resume once space is
+    /// freed. Reads and subscriptions keep working.
+    InsufficientStorage,
     /// 503: the broker cannot accept writes right now (storage failure, shutting down,
     /// overloaded); retry later.
     Unavailable,
@@ -466,6 +469,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

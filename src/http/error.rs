@@ -40,6 +40,7 @@ impl ApiError {
             ErrorCode::Conflict | ErrorCode::StaleClaim | ErrorCode::Blocked => StatusCode::CONFLICT,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidTransition | ErrorCode::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,6 +73,7 @@ impl From<WriteError> for ApiError {
             WriteError::Domain(e) => e.into(),
             WriteError::IdempotencyMismatch(_) => ApiError::new(ErrorCode::IdempotencyMismatch, e.to_string()),
             WriteError::Unavailable(message) => ApiError::new(ErrorCode::Unavailable, message),
+            WriteError::DiskFull(message) => ApiError::new(ErrorCode::InsufficientStorage, message),
         }
     }
 }
