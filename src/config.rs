@@ -101,6 +101,16 @@ pub struct Config {
     #[arg(long, env = "MUSTER_MIN_FREE_MB", default_value_t = 32)]
     #[serde(default = "default_min_free_mb")]
     pub min_free_mb: u64,
+
+    /// Frames one WebSocket may send per second (and at once); beyond, each gets a
+    /// `rate_limited` error, and a connection that keeps flooding is closed (1008).
+    #[arg(long, env = "MUSTER_MAX_FRAMES_PER_SECOND", default_value_t = 1000)]
+    #[serde(default = "default_max_frames_per_second")]
+    pub max_frames_per_second: u32,
+}
+
+fn default_max_frames_per_second() -> u32 {
+    1000
 }
 
 fn default_min_free_mb() -> u64 {
@@ -134,6 +144,7 @@ impl Config {
             host_names: Vec::new(),
             allow_origins: Vec::new(),
             min_free_mb: default_min_free_mb(),
+            max_frames_per_second: default_max_frames_per_second(),
         }
     }
 
@@ -165,6 +176,9 @@ impl Config {
         }
         if let Some(bad) = self.allow_origins.iter().find(|o| !crate::http::guard::is_origin(o)) {
             return Err(format!("--allow-origin {bad:?} is not an origin like https://tools.example (no path, no *)"));
+        }
+        if self.max_frames_per_second == 0 {
+            return Err("--max-frames-per-second must be at least 1".into());
         }
         if self.retain_events == 0 {
             return Err("--retain-events must be at least 1".into());

@@ -242,6 +242,16 @@ impl Subscription {
         sorted(&inner, self.id)
     }
 
+    /// How many topics are subscribed.
+    pub fn len(&self) -> usize {
+        self.hub.lock().subscribers.get(&self.id).map_or(0, |s| s.topics.len())
+    }
+
+    /// Whether no topic is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Removes topics; returns every topic still subscribed, sorted.
     pub fn remove(&self, topics: &[String]) -> Vec<String> {
         let mut inner = self.hub.lock();

@@ -13,7 +13,8 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use muster_protocol::ws::{
-    CLOSE_GOING_AWAY, CLOSE_HELLO_TIMEOUT, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, Hello, Op, Reply, Request, Welcome,
+    CLOSE_GOING_AWAY, CLOSE_HELLO_TIMEOUT, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, Hello, Op, Reply, Request,
+    Welcome,
 };
 use muster_protocol::{ErrorCode, ErrorInfo, Seq};
 use serde_json::json;
@@ -119,6 +120,7 @@ struct Session {
     /// Set by `hello`.
     subscription: Option<Subscription>,
     in_flight: Arc<Semaphore>,
+    bucket: Bucket,
 }
 
 async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePermit) {
@@ -131,6 +133,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
         writer_done: CancellationToken::new(),
     });
     let mut writer = tokio::spawn(write_loop(sink, Arc::clone(&link), state.clone()));
+    let state_rate = state.config.max_frames_per_second;
     let mut s = Session {
         state,
         outbox,
@@ -138,6 +141,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
         agent: None,
         subscription: None,
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+        bucket: Bucket::new(state_rate),
     };
     let span = tracing::debug_span!("ws", agent = tracing::field::Empty);
     let close = s.read_loop(&mut stream, &span).await;
@@ -175,6 +179,19 @@ impl Session {
                 frame = stream.next() => {
                     heard = Instant::now();
                     match frame {
+                        Some(Ok(Message::Text(_) | Message::Binary(_))) if !self.bucket.take() => {
+                            if self.bucket.flooding() {
+                                tracing::warn!(parent: span, "peer kept flooding past the frame rate; closing");
+                                return Some(Control::Close(CLOSE_POLICY, "rate limit exceeded"));
+                            }
+                            let limit = self.state.config.max_frames_per_second;
+                            let error = ErrorInfo {
+                                code: ErrorCode::RateLimited,
+                                message: format!("too many frames: at most {limit} per second; this one was dropped"),
+                                field: None,
+                            };
+                            self.reply(Reply::error(None, error));
+                        }
                         Some(Ok(Message::Text(text))) => self.handle(text.as_str(), span).await,
                         Some(Ok(Message::Binary(_))) => {
                             self.reply(Reply::error(None, invalid("frame", "binary frames are not supported; send JSON text")));
@@ -234,6 +251,18 @@ impl Session {
                 self.reply(Reply::error(Some(id), invalid("topics", "name at least one topic")));
             }
             Op::Subscribe(t) => match topics(&t.topics) {
+                Ok(topics)
+                    if self.subscription.as_ref().map_or(0, Subscription::len) + topics.len()
+                        > MAX_TOPICS_PER_CONNECTION =>
+                {
+                    let error = invalid(
+                        "topics",
+                        format!(
+                            "at most {MAX_TOPICS_PER_CONNECTION} topics per connection; subscribe to `tasks` or `*` instead of many single ones"
+                        ),
+                    );
+                    self.reply(Reply::error(Some(id), error));
+                }
                 Ok(topics) => {
                     let all = self.subscription.as_ref().map(|s| s.add(&topics)).unwrap_or_default();
                     self.reply(Reply::ok(id, json!({ "topics": all })));
@@ -316,6 +345,45 @@ fn topics(raw: &[String]) -> Result<Vec<String>, ErrorInfo> {
 
 /// Most topics in one `hello` or `subscribe`.
 pub const MAX_TOPICS: usize = 256;
+/// Most topics one connection may hold: each costs a hub entry, and a client following
+/// more tasks than this should subscribe to `tasks`.
+pub const MAX_TOPICS_PER_CONNECTION: usize = 1024;
+
+/// Frames a connection may send: `rate` per second, up to `rate` at once. A connection
+/// that keeps sending a full second's worth of frames past the limit is closed.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    last: Instant,
+    /// Frames refused since the last one accepted.
+    refused: u32,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        Bucket { tokens: f64::from(rate), rate: f64::from(rate), last: Instant::now(), refused: 0 }
+    }
+
+    /// Takes one frame's token; false when the connection is over its rate.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused = 0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// A second's worth of frames refused in a row: the peer is flooding, not bursting.
+    fn flooding(&self) -> bool {
+        f64::from(self.refused) >= self.rate
+    }
+}
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> ErrorInfo {
     ApiError::invalid(field, message).0

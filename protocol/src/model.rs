@@ -448,6 +448,8 @@ pub enum ErrorCode {
     /// 507: the disk holding the data dir is (nearly) full; writes resume once space is
     /// freed. Reads and subscriptions keep working.
     InsufficientStorage,
+    /// 429: too many requests or frames from one connection; slow down.
+    RateLimited,
     /// 503: the broker cannot accept writes right now (storage failure, shutting down,
     /// overloaded); retry later.
     Unavailable,
@@ -470,6 +472,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
             ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -28,6 +28,9 @@ pub const CLOSE_HELLO_TIMEOUT: u16 = 4001;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: a frame larger than the limit (standard "message too big").
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code: the client kept sending frames past the rate limit (standard "policy
+/// violation").
+pub const CLOSE_POLICY: u16 = 1008;
 
 /// A client request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -305,7 +305,9 @@ impl From<Error> for Failure {
                     | ErrorCode::IdempotencyMismatch
                     | ErrorCode::TooLarge
                     | ErrorCode::MethodNotAllowed => Exit::Invalid,
-                    ErrorCode::Unavailable | ErrorCode::InsufficientStorage => Exit::Unavailable,
+                    ErrorCode::Unavailable | ErrorCode::InsufficientStorage | ErrorCode::RateLimited => {
+                        Exit::Unavailable
+                    }
                     ErrorCode::Internal | ErrorCode::Forbidden => Exit::Failed,
                 };
                 Failure { exit, message: info.message, code: Some(info.code) }

@@ -41,6 +41,7 @@ impl ApiError {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::InvalidTransition | ErrorCode::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
