@@ -107,6 +107,12 @@ pub struct Config {
     #[arg(long, env = "MUSTER_MAX_FRAMES_PER_SECOND", default_value_t = 1000)]
     #[serde(default = "default_max_frames_per_second")]
     pub max_frames_per_second: u32,
+
+    /// Allow listening on a non-loopback address without tokens (anyone who can reach it
+    /// can act as any agent).
+    #[arg(long)]
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_max_frames_per_second() -> u32 {
@@ -145,6 +151,7 @@ impl Config {
             allow_origins: Vec::new(),
             min_free_mb: default_min_free_mb(),
             max_frames_per_second: default_max_frames_per_second(),
+            insecure: false,
         }
     }
 

@@ -17,11 +17,13 @@
 //! - [`dashboard`]: `/dashboard` and `/client.js`, static files embedded in the binary.
 //! - [`cli`]: the client subcommands (`muster task|chat|inbox|who|status|watch|wait`).
 //! - [`mcp`]: `muster mcp`, an MCP server over stdio holding one agent's session.
+//! - [`auth`]: optional tokens binding a caller to one agent identity.
 //! - [`config`]: the one `Config`, from flags and `MUSTER_*` variables.
 //! - [`metrics`]: counters for `/metrics`.
 //!
 //! [`run`] wires them together on a bound listener until the shutdown token is cancelled.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod core;
@@ -74,6 +76,8 @@ pub enum ServeError {
 /// lets in-flight requests finish, commits what the sequencer still holds and flushes.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
+    let tokens = Arc::new(auth::Tokens::open(&config.data_dir)?);
+    exposure(listener.local_addr()?, &config, &tokens)?;
     let dir = config.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
         .await
@@ -102,7 +106,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let addr = listener.local_addr()?;
     tracing::info!("muster listening on http://{addr} (data dir {})", config.data_dir.display());
 
-    let state = AppState::new(writer, reader, store, Arc::new(config), metrics, shutdown.clone());
+    if tokens.enabled() {
+        tracing::info!("tokens are on: every request must carry one");
+    }
+    let state = AppState::new(writer, reader, store, Arc::new(config), metrics, shutdown.clone(), tokens);
     let sessions = state.sessions.clone();
     // Small frames and replies go out at once: no Nagle delay waiting for the peer's ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -133,6 +140,19 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     tracker.close();
     tracker.wait().await;
     served.map_err(ServeError::from)
+}
+
+/// Refuses to listen beyond loopback without tokens, unless `--insecure`: anyone who can
+/// reach the port could act as any agent. `muster serve` checks before it binds.
+pub fn exposure(addr: std::net::SocketAddr, config: &Config, tokens: &auth::Tokens) -> Result<(), ServeError> {
+    if addr.ip().is_loopback() || tokens.enabled() || config.insecure {
+        return Ok(());
+    }
+    Err(ServeError::Config(format!(
+        "{addr} is reachable from the network, and no token is issued: anyone could act as any agent. \
+         Issue tokens first (muster token add NAME --data-dir {}), or pass --insecure if you really mean it",
+        config.data_dir.display()
+    )))
 }
 
 /// Drives time-based rules (claims of absent owners) by sending `Tick` every `every`.

@@ -26,6 +26,9 @@ enum Command {
     Client(cli::Command),
     /// Serve MCP over stdio for one agent (Claude Code, Codex, Cursor...).
     Mcp,
+    /// Issue, list and revoke tokens (only their hashes are stored, in the data dir).
+    #[command(subcommand)]
+    Token(cli::token::TokenCommand),
     /// Run the broker.
     Serve {
         #[command(flatten)]
@@ -58,8 +61,9 @@ fn main() -> ExitCode {
             serve(config)
         }
         Command::Client(command) => client(cli.global, command),
+        Command::Token(command) => cli::token::run(command),
         Command::Mcp => match cli.global.agent.clone() {
-            Some(agent) => block_on(muster::mcp::serve(cli.global.url.clone(), agent)),
+            Some(agent) => block_on(muster::mcp::serve(cli.global.url.clone(), agent, cli.global.token.clone())),
             None => {
                 eprintln!("muster: name the agent this MCP server acts as: muster mcp --as NAME (or MUSTER_AGENT)");
                 ExitCode::from(2)
@@ -92,6 +96,14 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before binding: a refused address must not be exposed even for a moment.
+        let checked = muster::auth::Tokens::open(&config.data_dir)
+            .map_err(muster::ServeError::from)
+            .and_then(|tokens| muster::exposure(config.addr, &config, &tokens));
+        if let Err(e) = checked {
+            eprintln!("muster: {e}");
+            return ExitCode::FAILURE;
+        }
         let listener = match tokio::net::TcpListener::bind(config.addr).await {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {

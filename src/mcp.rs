@@ -29,8 +29,9 @@ const EVENT_BACKLOG: usize = 1024;
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Runs the MCP server on stdin/stdout until the client closes it.
-pub async fn serve(url: String, agent: String) -> ExitCode {
-    let options = Options::new(url.clone()).agent(agent.clone()).topics([format!("inbox:{agent}")]);
+pub async fn serve(url: String, agent: String, token: Option<muster_client::protocol::ws::Secret>) -> ExitCode {
+    let mut options = Options::new(url.clone()).agent(agent.clone()).topics([format!("inbox:{agent}")]);
+    options.token = token;
     let (client, mut notices) = match Client::connect(options).await {
         Ok(pair) => pair,
         Err(e) => {

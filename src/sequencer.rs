@@ -83,6 +83,9 @@ pub enum WriteError {
     /// once space is freed.
     #[error("{0}")]
     DiskFull(String),
+    /// The caller's token is another agent's.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// An accepted, durable command.
@@ -135,7 +138,9 @@ pub struct Writer {
 
 impl Writer {
     /// Submits a command and waits until it is durable (or refused).
-    pub async fn submit(&self, cmd: Command, idempotency: Option<IdempotencyKey>) -> Result<Committed, WriteError> {
+    pub async fn submit(&self, mut cmd: Command, idempotency: Option<IdempotencyKey>) -> Result<Committed, WriteError> {
+        // With tokens on, a caller acts only as its own agent.
+        crate::auth::bind(&mut cmd).map_err(WriteError::Forbidden)?;
         let (reply, rx) = oneshot::channel();
         let message = Message::Command { cmd, idempotency, reply };
         match tokio::time::timeout(SUBMIT_TIMEOUT, self.tx.send(message)).await {

@@ -121,6 +121,8 @@ struct Session {
     subscription: Option<Subscription>,
     in_flight: Arc<Semaphore>,
     bucket: Bucket,
+    /// With tokens on: the agent this connection's token belongs to.
+    identity: Option<String>,
 }
 
 async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePermit) {
@@ -142,6 +144,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
         subscription: None,
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         bucket: Bucket::new(state_rate),
+        identity: None,
     };
     let span = tracing::debug_span!("ws", agent = tracing::field::Empty);
     let close = s.read_loop(&mut stream, &span).await;
@@ -281,8 +284,14 @@ impl Session {
                 // at a time, so that one slow write does not stall the connection.
                 let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
                 let (state, outbox, agent) = (self.state.clone(), Arc::clone(&self.outbox), self.agent.clone());
+                let identity = self.identity.clone();
                 tokio::spawn(async move {
-                    let reply = match ops::execute(&state, op, agent.as_deref()).await {
+                    let run = ops::execute(&state, op, agent.as_deref());
+                    let result = match identity {
+                        Some(me) => crate::auth::ACTOR.scope(me, run).await,
+                        None => run.await,
+                    };
+                    let reply = match result {
                         Ok(data) => Reply::ok(id, data),
                         Err(ApiError(error)) => Reply::error(Some(id), error),
                     };
@@ -295,9 +304,32 @@ impl Session {
 
     /// `hello`: become present as the agent, subscribe, and have the writer replay what the
     /// client missed.
-    async fn hello(&mut self, id: u64, hello: Hello, span: &tracing::Span) -> Result<(), ErrorInfo> {
+    async fn hello(&mut self, id: u64, mut hello: Hello, span: &tracing::Span) -> Result<(), ErrorInfo> {
         if self.subscription.is_some() {
             return Err(invalid("op", "hello was already sent on this connection"));
+        }
+        if self.state.tokens.enabled() {
+            let Some(identity) = hello.token.as_ref().and_then(|t| self.state.tokens.verify(t.expose())) else {
+                let message = if hello.token.is_some() {
+                    "the token is not valid (revoked, or from another broker)"
+                } else {
+                    "this broker requires a token: send it in hello (token)"
+                };
+                return Err(ErrorInfo {
+                    code: ErrorCode::Unauthorized,
+                    message: message.into(),
+                    field: Some("token".into()),
+                });
+            };
+            if let Some(agent) = hello.agent.as_ref().filter(|a| **a != identity.agent) {
+                return Err(ErrorInfo {
+                    code: ErrorCode::Forbidden,
+                    message: format!("your token is {}'s: you may not act as {agent}", identity.agent),
+                    field: Some("agent".into()),
+                });
+            }
+            hello.human |= identity.human;
+            self.identity = Some(identity.agent);
         }
         let topics = topics(&hello.topics)?;
         if hello.human && hello.agent.is_none() {

@@ -1,6 +1,9 @@
-//! Crash safety with the real binary: concurrent acknowledged writes, `kill -9` at a random
-//! moment, restart on the same data dir, and check that nothing acknowledged is missing,
-//! no task ever had two owners, and `seq` continues without a gap. Several rounds.
+//! Crash safety with the real binary: concurrent acknowledged writes (tasks, claims,
+//! completions, releases, chat, presence) and a WebSocket subscriber, `kill -9` at a random
+//! moment, restart on the same data dir and address, and check that nothing acknowledged
+//! is missing, no task ever had two owners, fencing tokens never went back, `seq` continues
+//! without a gap, and the subscriber, resuming after every restart, saw every event exactly
+//! once. Six rounds by default; `MUSTER_CRASH_ROUNDS=100` for the long run.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,10 +12,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Process, split};
+use common::{Process, free_port, split};
+use muster_client::{Client, Notice, Options};
 use rand::Rng;
 use serde_json::{Value, json};
 
+/// Kill rounds unless `MUSTER_CRASH_ROUNDS` says otherwise.
 const ROUNDS: usize = 6;
 const WRITERS: usize = 16;
 const AGENTS: [&str; 6] = ["link", "zelda", "kai", "ganon", "impa", "navi"];
@@ -32,7 +37,7 @@ async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let mut mine: Vec<(String, String, u64)> = Vec::new();
     for n in 0.. {
-        let op = rand::rng().random_range(0..10);
+        let op = rand::rng().random_range(0..11);
         let agent = AGENTS[rand::rng().random_range(0..AGENTS.len())];
         let result = match op {
             0..=2 => {
@@ -84,6 +89,15 @@ async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) 
                     acked.lock().unwrap().completed.insert(id);
                 }
                 status
+            }
+            10 => {
+                let r = http
+                    .post(format!("{base}/presence/{agent}"))
+                    .body(json!({"status": "busy", "note": format!("r{round} n{n}")}).to_string())
+                    .send()
+                    .await;
+                let Ok(r) = r else { return };
+                r.status().as_u16()
             }
             _ => {
                 let content = format!("@{agent} r{round} w{w} n{n}");
@@ -180,15 +194,35 @@ async fn verify(p: &Process, acked: &Acked, last_head: u64) -> u64 {
     head
 }
 
+/// A client subscribed to everything for the whole run, resuming after each restart; keeps
+/// the `seq` of every event it receives.
+async fn subscribe_all(url: String, seen: Arc<Mutex<Vec<u64>>>) {
+    let (_client, mut events) = Client::connect(Options::new(url).topics(["*"])).await.unwrap();
+    while let Some(notice) = events.next().await {
+        match notice {
+            Notice::Event(e) => seen.lock().unwrap().push(e.seq),
+            Notice::Resumed { .. } => {}
+            Notice::Resync { head, .. } => panic!("the subscriber could not resume (head {head})"),
+        }
+    }
+}
+
 #[test]
 fn acknowledged_writes_survive_kill_9() {
+    let rounds = std::env::var("MUSTER_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // One address for every restart, so that the subscriber reconnects by itself.
+    let addr = format!("127.0.0.1:{}", free_port());
     let acked = Arc::new(Mutex::new(Acked::default()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let mut head = 0;
-    for round in 0..ROUNDS {
-        let p = Process::start(&data, &[], &[]);
+    for round in 0..rounds {
+        let p = Process::start_at(&data, &addr, &[], &[]);
+        if round == 0 {
+            rt.spawn(subscribe_all(p.url(""), Arc::clone(&seen)));
+        }
         head = rt.block_on(verify(&p, &acked.lock().unwrap(), head));
         let writers: Vec<_> = (0..WRITERS).map(|w| rt.spawn(writer(p.url(""), round, w, Arc::clone(&acked)))).collect();
         let run_for = rand::rng().random_range(200..900);
@@ -206,9 +240,28 @@ fn acknowledged_writes_survive_kill_9() {
             a.messages.len()
         );
     }
-    let p = Process::start(&data, &[], &[]);
+    let p = Process::start_at(&data, &addr, &[], &[]);
     let a = acked.lock().unwrap();
     let head = rt.block_on(verify(&p, &a, head));
+    // The subscriber caught up: every event of the log, once each, in order.
+    for _ in 0..200 {
+        if seen.lock().unwrap().last().copied().unwrap_or(0) >= head {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = seen.lock().unwrap().clone();
+    let expected: Vec<u64> = (1..=head).collect();
+    assert!(seen.len() >= expected.len(), "the subscriber saw {} of {head} events", seen.len());
+    assert_eq!(&seen[..expected.len()], &expected[..], "the subscriber missed or repeated events");
+    eprintln!(
+        "{rounds} kills survived; checked {} tasks, {} claims, {} completions, {} messages, {head} events \
+         (the subscriber saw each once)",
+        a.tasks.len(),
+        a.claims.len(),
+        a.completed.len(),
+        a.messages.len()
+    );
     assert!(a.tasks.len() > 50 && !a.messages.is_empty(), "the load generated too few writes to mean anything");
     // The sequence continues after the last restart.
     rt.block_on(async {

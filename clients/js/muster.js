@@ -150,6 +150,8 @@
  * @property {string} [agent] Act as this agent: it is present while the session is open,
  *   and its claims are held.
  * @property {boolean} [human] The session is a person (the dashboard); needs `agent`.
+ * @property {string} [token] The token the broker issued (where tokens are on): sent in
+ *   `hello`, and as `Authorization: Bearer` by `history()`.
  * @property {string[]} [topics] Topics received from every (re)connection: `*`, `tasks`,
  *   `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`.
  * @property {number} [since] Resume after this `seq` on the first connection.
@@ -270,6 +272,7 @@ export class MusterClient {
   #url;
   #agent;
   #human;
+  #token;
   #reconnect;
   #WebSocket;
 
@@ -291,6 +294,7 @@ export class MusterClient {
     this.#url = url;
     this.#agent = options.agent;
     this.#human = options.human === true;
+    this.#token = options.token || undefined;
     this.#reconnect = options.reconnect ?? true;
     this.#WebSocket = Impl;
     this.#topics = [...(options.topics ?? [])];
@@ -403,6 +407,7 @@ export class MusterClient {
         op: 'hello',
         agent: this.#agent,
         human: this.#human ? true : undefined,
+        token: this.#token,
         topics: this.#topics.length > 0 ? this.#topics : undefined,
         since: this.#lastSeq ?? undefined,
         epoch: this.#lastSeq !== null ? (this.#epoch ?? undefined) : undefined,
@@ -780,7 +785,7 @@ export class MusterClient {
     const url = `${httpUrl(this.#url)}/events?${query}`;
     let response;
     try {
-      response = await fetch(url);
+      response = await fetch(url, this.#token ? { headers: { Authorization: `Bearer ${this.#token}` } } : undefined);
     } catch (error) {
       throw new MusterError('unreachable', `broker not reachable at ${url}: ${error}`);
     }

@@ -426,7 +426,10 @@ impl EventKind {
 pub enum ErrorCode {
     /// 400: the request is malformed or a field is invalid (`field` names it).
     Invalid,
-    /// 403: the request is not allowed from where it came (another site's page).
+    /// 401: this broker requires a token, and none (or an unknown one) was given.
+    Unauthorized,
+    /// 403: the request is not allowed: from another site's page, or acting as an agent
+    /// the caller's token does not belong to.
     Forbidden,
     /// 404: no such task, route or resource.
     NotFound,
@@ -462,6 +465,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Invalid => "invalid",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",

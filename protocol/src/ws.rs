@@ -141,7 +141,7 @@ pub struct Hello {
     pub agent: Option<String>,
     /// Credential for the agent, where the broker requires one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Topics to receive (default: none; subscribe later).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<String>,
@@ -155,6 +155,31 @@ pub struct Hello {
     /// records the name as a human's, and presence shows it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub human: bool,
+}
+
+/// A credential (a token). Its `Debug` output hides it, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The credential itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 /// The answer to `hello`.

@@ -7,6 +7,7 @@
 //! object per line. Exit codes are stable, for scripts (see [`Exit`]).
 
 mod output;
+pub mod token;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +33,9 @@ pub struct Global {
     /// Print JSON, one object per line, instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The token the broker issued to you (where tokens are on).
+    #[arg(long, env = "MUSTER_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<muster_client::protocol::ws::Secret>,
 }
 
 /// The client commands.
@@ -266,6 +270,8 @@ pub enum Exit {
     Unavailable = 8,
     /// `task next` found nothing to do.
     NothingToDo = 9,
+    /// A token is required, is wrong, or belongs to another agent.
+    NotAllowed = 10,
 }
 
 impl From<Exit> for ExitCode {
@@ -308,7 +314,8 @@ impl From<Error> for Failure {
                     ErrorCode::Unavailable | ErrorCode::InsufficientStorage | ErrorCode::RateLimited => {
                         Exit::Unavailable
                     }
-                    ErrorCode::Internal | ErrorCode::Forbidden => Exit::Failed,
+                    ErrorCode::Internal => Exit::Failed,
+                    ErrorCode::Unauthorized | ErrorCode::Forbidden => Exit::NotAllowed,
                 };
                 Failure { exit, message: info.message, code: Some(info.code) }
             }
@@ -373,6 +380,7 @@ async fn connect(
 ) -> Result<(Client, muster_client::Events), Failure> {
     let mut options = Options::new(global.url.clone()).topics(topics).once();
     options.since = since;
+    options.token = global.token.clone();
     Ok(Client::connect(options).await?)
 }
 
@@ -516,6 +524,7 @@ async fn watch(global: &Global, topics: Vec<String>, since: Option<u64>, out: &O
     };
     let mut options = Options::new(global.url.clone()).topics(topics.clone());
     options.since = since;
+    options.token = global.token.clone();
     let (_client, mut events) = Client::connect(options).await?;
     // On stderr, so stdout stays one event per line; scripts and tests wait for it.
     eprintln!("muster: watching {} (Ctrl-C to stop)", topics.join(" "));
@@ -556,7 +565,9 @@ async fn wait(global: &Global, w: Wait, timeout: Option<Duration>, out: &Out) ->
         return Err(Failure::new(Exit::Invalid, "wait for what? --mention, --task ID or --topic TOPIC"));
     }
     // Subscribe first, then look at the current state: nothing can slip between the two.
-    let (client, mut events) = Client::connect(Options::new(global.url.clone()).topics(topics.clone())).await?;
+    let mut options = Options::new(global.url.clone()).topics(topics.clone());
+    options.token = global.token.clone();
+    let (client, mut events) = Client::connect(options).await?;
     eprintln!("muster: waiting on {}", topics.join(" "));
     if let Some(me) = &me {
         let inbox = client.inbox(InboxReadArgs { agent: Some(me.clone()), all: false, limit: Some(1) }).await?;

@@ -63,6 +63,7 @@ const state = {
   channels: new Map(),
   channel: localStorage.getItem('muster.channel') || 'general',
   me: localStorage.getItem('muster.me') || '',
+  token: localStorage.getItem('muster.token') || '',
   epoch: null,
   loaded: false,
   /** The task whose detail is open. */
@@ -79,6 +80,7 @@ function connect() {
   if (client) client.close();
   const options = { url: location.origin, topics: ['*'] };
   if (state.me) Object.assign(options, { agent: state.me, human: true });
+  if (state.token) options.token = state.token;
   client = new MusterClient(options);
   client.on('status', showConnection);
   client.on('welcome', (welcome) => {
@@ -91,6 +93,13 @@ function connect() {
   attempt.ready().catch((error) => {
     // The client gives up when its first connection fails; the page keeps trying.
     if (attempt !== client) return;
+    if (error.code === 'unauthorized' || error.code === 'forbidden') {
+      // Tokens are on: ask for one (and the name it belongs to) instead of retrying.
+      showConnection('closed');
+      $('connection').textContent = 'A token is needed';
+      askForToken(error.message);
+      return;
+    }
     showConnection('reconnecting');
     $('connection').textContent = `No broker at ${location.origin} (${error.message}); retrying…`;
     setTimeout(() => attempt === client && connect(), 2000);
@@ -779,6 +788,13 @@ function setMe(name) {
   connect();
 }
 
+function askForToken(why) {
+  const dialog = $('token-dialog');
+  $('token-why').textContent = `${why}. Ask whoever runs the broker for one: muster token add NAME --human.`;
+  dialog.querySelector('[name="name"]').value = state.me;
+  if (!dialog.open) dialog.showModal();
+}
+
 // ---------------------------------------------------------------------------------------
 // Wiring
 
@@ -840,6 +856,15 @@ function wire() {
   });
   $('name-form').querySelector('.close').addEventListener('click', () => $('name-dialog').close());
 
+  $('token-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const data = new FormData(e.currentTarget);
+    state.token = String(data.get('token')).trim();
+    localStorage.setItem('muster.token', state.token);
+    $('token-dialog').close();
+    state.me = '';
+    setMe(String(data.get('name')));
+  });
   $('post').addEventListener('submit', postMessage);
   $('messages').addEventListener('scroll', (e) => {
     const list = e.currentTarget;

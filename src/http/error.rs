@@ -34,6 +34,7 @@ impl ApiError {
     pub fn status(code: ErrorCode) -> StatusCode {
         match code {
             ErrorCode::Invalid => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -75,6 +76,7 @@ impl From<WriteError> for ApiError {
             WriteError::IdempotencyMismatch(_) => ApiError::new(ErrorCode::IdempotencyMismatch, e.to_string()),
             WriteError::Unavailable(message) => ApiError::new(ErrorCode::Unavailable, message),
             WriteError::DiskFull(message) => ApiError::new(ErrorCode::InsufficientStorage, message),
+            WriteError::Forbidden(message) => ApiError::new(ErrorCode::Forbidden, message),
         }
     }
 }

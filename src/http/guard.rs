@@ -12,6 +12,10 @@
 //!
 //! Clients that are not browsers (curl, agents, the CLI) send no Origin and pass. The
 //! broker sends no CORS headers, so no other origin can read its answers either.
+//!
+//! - **Token**: with tokens on ([`crate::auth`]), every request but the health check, the
+//!   dashboard's files and the WebSocket upgrade (whose `hello` carries the token) needs
+//!   `Authorization: Bearer …`; the handler then runs as the token's agent.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -102,7 +106,28 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             }
         }
     }
-    next.run(request).await
+    if !state.tokens.enabled() || open_without_token(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let bearer = header_str(request.headers(), header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    match bearer.and_then(|token| state.tokens.verify(token.trim())) {
+        Some(identity) => crate::auth::ACTOR.scope(identity.agent, next.run(request)).await,
+        None => ApiError::new(
+            ErrorCode::Unauthorized,
+            if bearer.is_some() {
+                "the token is not valid (revoked, or from another broker)"
+            } else {
+                "this broker requires a token: send Authorization: Bearer <token> (issued by muster token add NAME)"
+            },
+        )
+        .into_response(),
+    }
+}
+
+/// What anyone may fetch with tokens on: the health check, and the dashboard's files (the
+/// page asks for a token before it reads anything). `/ws` checks the token in `hello`.
+fn open_without_token(path: &str) -> bool {
+    matches!(path, "/" | "/health" | "/dashboard" | "/dashboard/app.js" | "/dashboard/style.css" | "/client.js" | "/ws")
 }
 
 #[cfg(test)]

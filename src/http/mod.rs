@@ -62,6 +62,8 @@ pub struct AppState {
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Every WebSocket session, to wait for at shutdown (axum does not).
     pub sessions: tokio_util::task::TaskTracker,
+    /// Issued tokens (none: tokens are off).
+    pub tokens: Arc<crate::auth::Tokens>,
 }
 
 impl AppState {
@@ -73,11 +75,12 @@ impl AppState {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        tokens: Arc<crate::auth::Tokens>,
     ) -> AppState {
         let (_, api) = routes();
         let connections = crate::ws::limit(config.max_connections);
         let sessions = tokio_util::task::TaskTracker::new();
-        AppState { writer, reader, store, config, metrics, shutdown, api: Arc::new(api), connections, sessions }
+        AppState { writer, reader, store, config, metrics, shutdown, api: Arc::new(api), connections, sessions, tokens }
     }
 }
 

@@ -271,3 +271,34 @@ test('the dashboard shows the team working, live, and lets a human step in', { t
 
   assert.deepEqual(problems, []);
 });
+
+test('with tokens on, the page asks for one and then acts as its owner', { timeout: 60_000 }, async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'muster-dashboard-tokens-'));
+  const data = join(root, 'data');
+  const token = execFileSync(MUSTER, ['token', 'add', 'alice', '--human', '--data-dir', data], { encoding: 'utf8' }).trim();
+  const addr = `127.0.0.1:${await freePort()}`;
+  const base = `http://${addr}`;
+  const broker = await startBroker(data, addr);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+  t.after(async () => {
+    await browser.close();
+    await stop(broker);
+    rmSync(root, { recursive: true, force: true });
+  });
+  const page = await browser.newPage();
+  await page.goto(`${base}/dashboard`);
+  await page.locator('#token-dialog[open]').waitFor({ timeout: SHOWS });
+  await page.fill('#token-form [name="name"]', 'alice');
+  await page.fill('#token-form [name="token"]', token);
+  await page.click('#token-form button[type="submit"]');
+  await page.waitForSelector('body[data-connection="open"]', { timeout: SHOWS });
+  await page.click('#new-task');
+  await page.fill('#create-form [name="title"]', 'Made with a token');
+  await page.click('#create-form button[type="submit"]');
+  await page.locator('li[data-id="T-1"]').waitFor({ timeout: SHOWS });
+  // The broker took it as alice's; without a token nobody reads it.
+  const denied = JSON.parse(execFileSync('curl', ['-sS', `${base}/tasks/T-1`], { encoding: 'utf8' }));
+  assert.equal(denied.error.code, 'unauthorized');
+  const task = JSON.parse(execFileSync('curl', ['-sS', '-H', `Authorization: Bearer ${token}`, `${base}/tasks/T-1`], { encoding: 'utf8' }));
+  assert.equal(task.task.createdBy, 'alice');
+});

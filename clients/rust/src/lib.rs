@@ -60,6 +60,8 @@ pub struct Options {
     pub agent: Option<String>,
     /// The session is a person's, not an AI agent's (needs `agent`).
     pub human: bool,
+    /// The token the broker issued (where tokens are on).
+    pub token: Option<muster_protocol::ws::Secret>,
     /// Topics to receive from the start.
     pub topics: Vec<String>,
     /// Resume after this `seq` on the first connection (later ones resume from the last
@@ -80,6 +82,7 @@ impl Options {
             url: url.into(),
             agent: None,
             human: false,
+            token: None,
             topics: Vec::new(),
             since: None,
             epoch: None,
@@ -332,6 +335,14 @@ impl Client {
     }
 }
 
+/// Why a connection attempt failed.
+enum Failed {
+    /// No broker, or the connection broke.
+    Unreachable(String),
+    /// The broker refused the hello.
+    Refused(ErrorInfo),
+}
+
 /// Why a session ended.
 enum End {
     /// Every handle is gone.
@@ -368,7 +379,16 @@ impl Session {
                         End::Lost(reason) => reason,
                     }
                 }
-                Err(reason) => reason,
+                Err(Failed::Unreachable(reason)) => reason,
+                Err(Failed::Refused(info)) => {
+                    // A refused first hello (a missing token, a bad name) is the caller's to
+                    // fix; retrying cannot help. Later, it counts as a lost connection.
+                    if let Some(first) = first.take() {
+                        let _ = first.send(Err(Error::Api(info)));
+                        return;
+                    }
+                    info.message
+                }
             };
             if let Some(first) = first.take() {
                 let _ = first.send(Err(Error::Unreachable { url: self.options.url.clone(), reason }));
@@ -401,13 +421,13 @@ impl Session {
     }
 
     /// Connects and says hello, resuming from where the last session stopped.
-    async fn connect(&mut self) -> Result<Socket, String> {
+    async fn connect(&mut self) -> Result<Socket, Failed> {
         let url = self.options.ws_url();
         let connecting = tokio_tungstenite::connect_async(url.as_str());
         let (mut socket, _) = match tokio::time::timeout(self.options.connect_timeout, connecting).await {
             Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("timed out".into()),
+            Ok(Err(e)) => return Err(Failed::Unreachable(e.to_string())),
+            Err(_) => return Err(Failed::Unreachable("timed out".into())),
         };
         let (since, epoch) = {
             let p = self.position();
@@ -415,26 +435,27 @@ impl Session {
         };
         let hello = Hello {
             agent: self.options.agent.clone(),
-            token: None,
+            token: self.options.token.clone(),
             topics: self.topics.iter().cloned().collect(),
             since,
             epoch,
             human: self.options.human,
         };
-        let frame = serde_json::to_string(&Request { id: 0, op: Op::Hello(hello) }).map_err(|e| e.to_string())?;
-        socket.send(Message::text(frame)).await.map_err(|e| e.to_string())?;
+        let frame = serde_json::to_string(&Request { id: 0, op: Op::Hello(hello) })
+            .map_err(|e| Failed::Unreachable(e.to_string()))?;
+        socket.send(Message::text(frame)).await.map_err(|e| Failed::Unreachable(e.to_string()))?;
         let welcome: Welcome = loop {
             match socket.next().await {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<Reply>(text.as_str()) {
                     Ok(Reply { ok: true, data: Some(data), .. }) => {
-                        break serde_json::from_value(data).map_err(|e| e.to_string())?;
+                        break serde_json::from_value(data).map_err(|e| Failed::Unreachable(e.to_string()))?;
                     }
-                    Ok(Reply { error: Some(error), .. }) => return Err(error.message),
-                    _ => return Err(format!("unexpected first frame: {}", text.as_str())),
+                    Ok(Reply { error: Some(error), .. }) => return Err(Failed::Refused(error)),
+                    _ => return Err(Failed::Unreachable(format!("unexpected first frame: {}", text.as_str()))),
                 },
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("closed before the welcome".into()),
+                Some(Err(e)) => return Err(Failed::Unreachable(e.to_string())),
+                None => return Err(Failed::Unreachable("closed before the welcome".into())),
             }
         };
         let notice = {

@@ -1,0 +1,260 @@
+//! Optional tokens that bind a caller to an agent identity.
+//!
+//! `muster token add NAME` issues a token for NAME and stores only its SHA-256 in
+//! `tokens.json` in the data dir; the token itself is printed once and never stored or
+//! logged. While the file holds at least one token, every request needs one
+//! (`Authorization: Bearer …` over HTTP, `token` in the WebSocket `hello`), except the
+//! health check and the dashboard's static files, and a caller can act only as its own
+//! agent: a write naming another agent is refused (403), one naming nobody is done as the
+//! token's agent. The broker re-reads the file when it changes, so tokens added or removed
+//! while it runs take effect within a second.
+//!
+//! The identity of the request being served travels in a task-local ([`ACTOR`]), set by
+//! the HTTP guard and by the WebSocket session around each operation, and is checked where
+//! every write enters the sequencer ([`bind`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::core::Command;
+
+/// The file, in the data dir.
+pub const FILE: &str = "tokens.json";
+/// How often the broker looks at the file for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// The agent the current request is authenticated as (tokens on), if any.
+    pub static ACTOR: String;
+}
+
+/// One issued token, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored {
+    /// The agent the token acts as.
+    pub agent: String,
+    /// A person's token (the dashboard), not an AI agent's.
+    #[serde(default)]
+    pub human: bool,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+    /// When it was issued.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TokenFile {
+    tokens: Vec<Stored>,
+}
+
+/// Who a valid token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The agent.
+    pub agent: String,
+    /// A person.
+    pub human: bool,
+}
+
+fn digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE)
+}
+
+fn read(data_dir: &Path) -> std::io::Result<TokenFile> {
+    match std::fs::read(path(data_dir)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", FILE))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenFile::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the file whole (temp file + rename), readable by its owner only.
+fn write(data_dir: &Path, file: &TokenFile) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
+    let tmp = data_dir.join(format!("{FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(tmp, path(data_dir))
+}
+
+/// Issues a token for `agent`; returns it (the only time it is seen).
+pub fn add(data_dir: &Path, agent: &str, human: bool) -> Result<String, String> {
+    crate::core::validate_agent("NAME", agent).map_err(|e| e.to_string())?;
+    let mut bytes = [0u8; 24];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    let token = format!("mst_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let mut file = read(data_dir).map_err(|e| e.to_string())?;
+    file.tokens.push(Stored { agent: agent.to_owned(), human, sha256: digest(&token), created_at: chrono::Utc::now() });
+    write(data_dir, &file).map_err(|e| e.to_string())?;
+    Ok(token)
+}
+
+/// Revokes every token of `agent`; returns how many there were.
+pub fn remove(data_dir: &Path, agent: &str) -> Result<usize, String> {
+    let mut file = read(data_dir).map_err(|e| e.to_string())?;
+    let before = file.tokens.len();
+    file.tokens.retain(|t| t.agent != agent);
+    write(data_dir, &file).map_err(|e| e.to_string())?;
+    Ok(before - file.tokens.len())
+}
+
+/// The issued tokens (their hashes, not the tokens).
+pub fn list(data_dir: &Path) -> Result<Vec<Stored>, String> {
+    read(data_dir).map(|f| f.tokens).map_err(|e| e.to_string())
+}
+
+/// The broker's view of the token file, re-read when it changes.
+pub struct Tokens {
+    data_dir: PathBuf,
+    loaded: Mutex<Loaded>,
+}
+
+struct Loaded {
+    modified: Option<SystemTime>,
+    checked: Instant,
+    by_hash: HashMap<String, Identity>,
+}
+
+impl Tokens {
+    /// Reads the token file of `data_dir` (none is fine: tokens are off).
+    pub fn open(data_dir: &Path) -> std::io::Result<Tokens> {
+        let tokens = Tokens {
+            data_dir: data_dir.to_owned(),
+            loaded: Mutex::new(Loaded { modified: None, checked: Instant::now(), by_hash: HashMap::new() }),
+        };
+        tokens.reload(&mut tokens.lock())?;
+        Ok(tokens)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        // The map is replaced whole; a panic elsewhere cannot leave it half-built.
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reload(&self, loaded: &mut Loaded) -> std::io::Result<()> {
+        let modified = std::fs::metadata(path(&self.data_dir)).and_then(|m| m.modified()).ok();
+        if modified != loaded.modified || loaded.modified.is_none() {
+            let file = read(&self.data_dir)?;
+            loaded.by_hash =
+                file.tokens.into_iter().map(|t| (t.sha256, Identity { agent: t.agent, human: t.human })).collect();
+            loaded.modified = modified;
+        }
+        loaded.checked = Instant::now();
+        Ok(())
+    }
+
+    fn fresh(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        let mut loaded = self.lock();
+        if loaded.checked.elapsed() >= RELOAD_EVERY
+            && let Err(error) = self.reload(&mut loaded)
+        {
+            // Keep the tokens we had rather than open the broker up.
+            tracing::error!(%error, "cannot re-read the token file; keeping the tokens loaded before");
+        }
+        loaded
+    }
+
+    /// Whether tokens are required (at least one is issued).
+    pub fn enabled(&self) -> bool {
+        !self.fresh().by_hash.is_empty()
+    }
+
+    /// Who `token` belongs to, if anyone.
+    pub fn verify(&self, token: &str) -> Option<Identity> {
+        self.fresh().by_hash.get(&digest(token)).cloned()
+    }
+}
+
+/// Checks a write against the authenticated agent of the current request, if any: a
+/// command naming another agent is refused; one naming nobody is done as that agent.
+pub fn bind(cmd: &mut Command) -> Result<(), String> {
+    let Ok(me) = ACTOR.try_with(Clone::clone) else { return Ok(()) };
+    let named: Vec<&mut Option<String>> = match cmd {
+        Command::CreateTask(c) => vec![&mut c.agent],
+        Command::UpdateTask { update, .. } => vec![&mut update.agent],
+        Command::Claim { action, .. } | Command::Release { action, .. } | Command::Complete { action, .. } => {
+            vec![&mut action.agent]
+        }
+        Command::ClaimNext { agent } => vec![agent],
+        Command::PostMessage(p) => return same(&p.from, &me),
+        Command::Heartbeat { agent, .. }
+        | Command::AckInbox { agent, .. }
+        | Command::Connect { agent, .. }
+        | Command::Disconnect { agent } => return same(agent, &me),
+        Command::ResetConnections | Command::Tick => return Ok(()),
+    };
+    for slot in named {
+        match slot {
+            Some(name) => same(name, &me)?,
+            None => *slot = Some(me.clone()),
+        }
+    }
+    Ok(())
+}
+
+fn same(named: &str, me: &str) -> Result<(), String> {
+    if named == me { Ok(()) } else { Err(format!("your token is {me}'s: you may not act as {named}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_stored_hashed_and_verified() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tokens = Tokens::open(dir.path()).expect("open");
+        assert!(!tokens.enabled());
+        let token = add(dir.path(), "link", false).expect("add");
+        assert!(token.starts_with("mst_") && token.len() == 52, "{token}");
+        let stored = std::fs::read_to_string(dir.path().join(FILE)).expect("file");
+        assert!(!stored.contains(&token), "the token itself must not be stored");
+        let tokens = Tokens::open(dir.path()).expect("open");
+        assert!(tokens.enabled());
+        assert_eq!(tokens.verify(&token), Some(Identity { agent: "link".into(), human: false }));
+        assert_eq!(tokens.verify("mst_wrong"), None);
+        assert_eq!(remove(dir.path(), "link"), Ok(1));
+        assert!(!Tokens::open(dir.path()).expect("open").enabled());
+    }
+
+    #[tokio::test]
+    async fn a_write_binds_to_the_token_agent() {
+        use muster_protocol::{PostMessage, TaskAction, TaskId};
+        let id: TaskId = "T-1".parse().expect("id");
+        ACTOR
+            .scope("link".to_owned(), async {
+                let mut claim = Command::Claim { id, action: TaskAction::default() };
+                assert_eq!(bind(&mut claim), Ok(()));
+                let Command::Claim { action, .. } = claim else { unreachable!() };
+                assert_eq!(action.agent.as_deref(), Some("link"));
+                let mut other =
+                    Command::Claim { id, action: TaskAction { agent: Some("zelda".into()), ..Default::default() } };
+                assert!(bind(&mut other).is_err_and(|e| e.contains("zelda")));
+                let mut post = Command::PostMessage(PostMessage { from: "zelda".into(), ..Default::default() });
+                assert!(bind(&mut post).is_err());
+            })
+            .await;
+        // Without tokens, nothing is checked.
+        let mut post = Command::PostMessage(PostMessage { from: "zelda".into(), ..Default::default() });
+        assert_eq!(bind(&mut post), Ok(()));
+    }
+}

@@ -1,0 +1,74 @@
+//! `muster token add|list|remove`: issue and revoke tokens in a data dir (see
+//! [`crate::auth`]). Works whether or not the broker runs; a running broker picks the
+//! change up within a second.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::auth;
+use crate::config::default_data_dir;
+
+/// `muster token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token acting as NAME; it is printed once, and only its hash is stored.
+    Add {
+        /// The agent (or person) the token acts as.
+        name: String,
+        /// For a person using the dashboard.
+        #[arg(long)]
+        human: bool,
+        /// The broker's data dir.
+        #[arg(long, env = "MUSTER_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+    },
+    /// The names tokens are issued to (never the tokens).
+    List {
+        /// The broker's data dir.
+        #[arg(long, env = "MUSTER_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+    },
+    /// Revoke every token of NAME.
+    Remove {
+        /// The agent.
+        name: String,
+        /// The broker's data dir.
+        #[arg(long, env = "MUSTER_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+    },
+}
+
+/// Runs a token command.
+pub fn run(command: TokenCommand) -> ExitCode {
+    let result = match command {
+        TokenCommand::Add { name, human, data_dir } => auth::add(&data_dir, &name, human).map(|token| {
+            // The token alone on stdout, for `export MUSTER_TOKEN=$(muster token add ...)`.
+            println!("{token}");
+            eprintln!(
+                "muster: token for {name} issued; it is shown only now. Tokens are on for {}",
+                data_dir.display()
+            );
+        }),
+        TokenCommand::List { data_dir } => auth::list(&data_dir).map(|tokens| {
+            if tokens.is_empty() {
+                println!("no tokens: tokens are off");
+            }
+            for t in tokens {
+                let kind = if t.human { " (human)" } else { "" };
+                println!("{}{kind}  issued {}", t.agent, t.created_at.format("%Y-%m-%d %H:%M UTC"));
+            }
+        }),
+        TokenCommand::Remove { name, data_dir } => auth::remove(&data_dir, &name).map(|n| {
+            println!("revoked {n} token(s) of {name}");
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("muster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
