@@ -138,7 +138,7 @@ impl Stream {
                     let store = Arc::clone(&self.state.store);
                     let topics = self.topics.clone();
                     let chunk =
-                        tokio::task::spawn_blocking(move || store.events_scanned(since, head, &topics, REPLAY_CHUNK))
+                        crate::http::read_blocking(move || store.events_scanned(since, head, &topics, REPLAY_CHUNK))
                             .await;
                     let Ok(Ok((events, scanned))) = chunk else {
                         self.phase = Phase::Done;

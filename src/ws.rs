@@ -351,7 +351,7 @@ impl Session {
         self.subscription = Some(subscription);
         let epoch = self.state.store.epoch().to_owned();
         let store = Arc::clone(&self.state.store);
-        let first = tokio::task::spawn_blocking(move || store.first_retained(head))
+        let first = crate::http::read_blocking(move || store.first_retained(head))
             .await
             .map_err(|e| ErrorInfo { code: ErrorCode::Internal, message: e.to_string(), field: None })?
             .map_err(|e| ApiError::from(e).0)?;
@@ -382,18 +382,21 @@ pub const MAX_TOPICS: usize = 256;
 pub const MAX_TOPICS_PER_CONNECTION: usize = 1024;
 
 /// Frames a connection may send: `rate` per second, up to `rate` at once. A connection
-/// that keeps sending a full second's worth of frames past the limit is closed.
+/// that has a second's worth of frames refused within one second is flooding, not
+/// bursting, and is closed.
 struct Bucket {
     tokens: f64,
     rate: f64,
     last: Instant,
-    /// Frames refused since the last one accepted.
+    /// Frames refused since `window` began; the window restarts a second later.
     refused: u32,
+    window: Instant,
 }
 
 impl Bucket {
     fn new(rate: u32) -> Bucket {
-        Bucket { tokens: f64::from(rate), rate: f64::from(rate), last: Instant::now(), refused: 0 }
+        let now = Instant::now();
+        Bucket { tokens: f64::from(rate), rate: f64::from(rate), last: now, refused: 0, window: now }
     }
 
     /// Takes one frame's token; false when the connection is over its rate.
@@ -403,15 +406,18 @@ impl Bucket {
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.refused = 0;
             true
         } else {
+            if now.duration_since(self.window) > std::time::Duration::from_secs(1) {
+                self.window = now;
+                self.refused = 0;
+            }
             self.refused += 1;
             false
         }
     }
 
-    /// A second's worth of frames refused in a row: the peer is flooding, not bursting.
+    /// A second's worth of frames refused within a second: the peer is flooding.
     fn flooding(&self) -> bool {
         f64::from(self.refused) >= self.rate
     }
@@ -525,7 +531,7 @@ async fn replay(
     while since < head {
         let store = Arc::clone(&state.store);
         let filter = topics.to_vec();
-        let chunk = tokio::task::spawn_blocking(move || store.events_scanned(since, head, &filter, REPLAY_CHUNK)).await;
+        let chunk = crate::http::read_blocking(move || store.events_scanned(since, head, &filter, REPLAY_CHUNK)).await;
         let (events, scanned) = match chunk {
             Ok(Ok(chunk)) => chunk,
             Ok(Err(error)) => return Err(axum::Error::new(error)),
