@@ -382,8 +382,8 @@ pub const MAX_TOPICS: usize = 256;
 pub const MAX_TOPICS_PER_CONNECTION: usize = 1024;
 
 /// Frames a connection may send: `rate` per second, up to `rate` at once. A connection
-/// that has a second's worth of frames refused within one second is flooding, not
-/// bursting, and is closed.
+/// that has half a second's worth of frames refused within one second (it keeps sending
+/// at 1.5 times the rate or more, whatever the errors say) is flooding, and is closed.
 struct Bucket {
     tokens: f64,
     rate: f64,
@@ -417,9 +417,9 @@ impl Bucket {
         }
     }
 
-    /// A second's worth of frames refused within a second: the peer is flooding.
+    /// Half a second's worth of frames refused within a second: the peer is flooding.
     fn flooding(&self) -> bool {
-        f64::from(self.refused) >= self.rate
+        f64::from(self.refused) >= self.rate / 2.0
     }
 }
 

@@ -151,3 +151,32 @@ async fn a_flood_of_frames_is_refused_then_closed_and_others_are_not_slowed() {
     let agents = other.ok(json!({"op": "presence.list"})).await;
     assert!(agents["agents"].is_array(), "{agents}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_steady_flood_at_twice_the_rate_is_closed_too() {
+    // Paced, not a burst: some frames always get through as the bucket refills, and the
+    // flood must still be recognised (refusals are counted per second, not in a row).
+    let s = Server::start_with(|c| c.max_frames_per_second = 100).await;
+    let ws = Ws::connect(s.addr).await;
+    let (mut sink, mut stream) = ws.stream.split();
+    sink.send(Message::text(r#"{"id":0,"op":"hello"}"#)).await.unwrap();
+    let sender = tokio::spawn(async move {
+        for id in 1..=2000 {
+            if sink.send(Message::text(format!(r#"{{"id":{id},"op":"presence.list"}}"#))).await.is_err() {
+                return id;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        2000
+    });
+    let mut close = None;
+    // Bounded: the whole run of the sender is 2000 frames, a few seconds.
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(std::time::Duration::from_secs(3), stream.next()).await {
+        if let Message::Close(frame) = frame {
+            close = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    sender.abort();
+    assert_eq!(close, Some(1008), "a steady flood of about 400 frames/s against a limit of 100/s was not closed");
+}
