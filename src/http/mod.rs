@@ -195,7 +195,7 @@ pub fn json_list(key: &str, items: &[Bytes], extra: &[(&str, String)]) -> Bytes 
 const READ_THREADS: usize = 16;
 static READERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READ_THREADS);
 
-/// Runs a blocking store read off the async workers, at most [`READ_THREADS`] at once.
+/// Runs a blocking store read off the async workers, at most 16 at once.
 pub async fn read_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, tokio::task::JoinError> {
