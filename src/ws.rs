@@ -135,7 +135,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
         writer_done: CancellationToken::new(),
     });
     let mut writer = tokio::spawn(write_loop(sink, Arc::clone(&link), state.clone()));
-    let state_rate = state.config.max_frames_per_second;
+    let frame_rate = state.config.max_frames_per_second;
     let mut s = Session {
         state,
         outbox,
@@ -143,7 +143,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
         agent: None,
         subscription: None,
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
-        bucket: Bucket::new(state_rate),
+        bucket: Bucket::new(frame_rate),
         identity: None,
     };
     let span = tracing::debug_span!("ws", agent = tracing::field::Empty);
@@ -328,7 +328,8 @@ impl Session {
                     field: Some("agent".into()),
                 });
             }
-            hello.human |= identity.human;
+            // A person's token makes a named session a person's; unnamed, it stays an observer.
+            hello.human |= identity.human && hello.agent.is_some();
             self.identity = Some(identity.agent);
         }
         let topics = topics(&hello.topics)?;
