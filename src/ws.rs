@@ -150,10 +150,25 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     let close = s.read_loop(&mut stream, &span).await;
     // The one cleanup spot.
     drop(s.subscription.take());
+    let closing = close.is_some();
     s.link.send(close.unwrap_or(Control::Stop));
+    let deadline = Instant::now() + CLOSE_WAIT;
+    if closing {
+        // The broker closes (a flood, a timeout, a stop): read and drop what the peer still
+        // sends until it answers the close. A socket closed with unread data is reset, and
+        // the reset would destroy the close frame before the peer reads it.
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     // A writer stuck on a peer that reads nothing (a full TCP buffer, a half-open
     // connection) is given a moment, then dropped with the socket.
-    if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+    if tokio::time::timeout_at(deadline, &mut writer).await.is_err() {
         writer.abort();
     }
     if let Some(agent) = s.agent.take() {
