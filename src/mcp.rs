@@ -32,11 +32,17 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 pub async fn serve(url: String, agent: String, token: Option<muster_client::protocol::ws::Secret>) -> ExitCode {
     let mut options = Options::new(url.clone()).agent(agent.clone()).topics([format!("inbox:{agent}")]);
     options.token = token;
-    let (client, mut notices) = match Client::connect(options).await {
+    let (client, mut notices) = match Client::connect(options.clone()).await {
         Ok(pair) => pair,
+        Err(Error::Unreachable { reason, .. }) => {
+            // An editor may start its MCP servers before the broker: serve anyway, connect
+            // when the broker comes up; until then, tools say what is wrong.
+            eprintln!("muster mcp: broker not running at {url} yet ({reason}); connecting as soon as it is up");
+            Client::start(options)
+        }
         Err(e) => {
-            eprintln!("muster mcp: broker not running at {url} (start it with `muster serve`): {e}");
-            return ExitCode::from(3);
+            eprintln!("muster mcp: the broker at {url} refused the session: {e}");
+            return ExitCode::from(10);
         }
     };
     let (events, _) = broadcast::channel(EVENT_BACKLOG);
@@ -84,6 +90,11 @@ fn ok<T: Serialize>(value: &T) -> Result<CallToolResult, ErrorData> {
 fn refused(e: Error) -> Result<CallToolResult, ErrorData> {
     let text = match &e {
         Error::Api(info) => format!("{} ({})", info.message, info.code.as_str()),
+        Error::Disconnected => {
+            "not connected to the Muster broker right now (is `muster serve` running?); the operation \
+             may not have happened: check, then retry"
+                .to_owned()
+        }
         other => other.to_string(),
     };
     Ok(CallToolResult::error(vec![ContentBlock::text(text)]))

@@ -220,3 +220,27 @@ async fn wait_for_returns_a_mention_posted_by_another_agent() {
     let (_, inbox) = zelda.call("read_inbox", json!({})).await;
     assert_eq!(serde_json::from_str::<Value>(&inbox).unwrap()["messages"], json!([]), "{inbox}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_server_started_before_the_broker_connects_when_it_comes_up() {
+    let root = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let url = format!("http://{addr}");
+    let mut link = Mcp::spawn(&url, "link");
+    link.initialize().await;
+    let (error, says) = link.call("list_tasks", json!({})).await;
+    assert!(error && says.contains("muster serve"), "{says}");
+
+    let broker = common::Process::start_at(&root.path().join("data"), &addr, &[], &[]);
+    let mut answer = (true, String::new());
+    for _ in 0..100 {
+        answer = link.call("list_tasks", json!({})).await;
+        if !answer.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!answer.0, "still not connected: {}", answer.1);
+    let presence: Value = reqwest::get(broker.url("/presence/link")).await.unwrap().json().await.unwrap();
+    assert_eq!(presence["agent"]["status"], "active", "{presence}");
+}

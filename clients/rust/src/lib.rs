@@ -208,18 +208,30 @@ impl Client {
     /// Connects and says hello. Fails with [`Error::Unreachable`] when the first connection
     /// cannot be made; later losses are repaired in the background.
     pub async fn connect(options: Options) -> Result<(Client, Events), Error> {
-        let (calls, calls_rx) = mpsc::channel(CALL_BUFFER);
-        let (events, events_rx) = mpsc::channel(EVENT_BUFFER);
-        let position = Arc::new(Mutex::new(Position { epoch: options.epoch.clone(), last_seq: options.since }));
         let (first, first_rx) = oneshot::channel();
-        let topics = options.topics.iter().cloned().collect();
-        let session = Session { options, calls: calls_rx, events, position: Arc::clone(&position), topics };
-        tokio::spawn(session.run(first));
+        let pair = Client::spawn(options, Some(first));
         match first_rx.await {
-            Ok(Ok(())) => Ok((Client { calls, position }, Events { rx: events_rx })),
+            Ok(Ok(())) => Ok(pair),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::Closed),
         }
+    }
+
+    /// Starts the session without waiting for the broker: it connects, and reconnects, in
+    /// the background; until it is up, calls fail with [`Error::Disconnected`]. For a
+    /// process that must start before the broker (an MCP server launched by an editor).
+    pub fn start(options: Options) -> (Client, Events) {
+        Client::spawn(options, None)
+    }
+
+    fn spawn(options: Options, first: Option<oneshot::Sender<Result<(), Error>>>) -> (Client, Events) {
+        let (calls, calls_rx) = mpsc::channel(CALL_BUFFER);
+        let (events, events_rx) = mpsc::channel(EVENT_BUFFER);
+        let position = Arc::new(Mutex::new(Position { epoch: options.epoch.clone(), last_seq: options.since }));
+        let topics = options.topics.iter().cloned().collect();
+        let session = Session { options, calls: calls_rx, events, position: Arc::clone(&position), topics };
+        tokio::spawn(session.run(first));
+        (Client { calls, position }, Events { rx: events_rx })
     }
 
     /// The broker's epoch, once connected.
@@ -364,8 +376,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, first: oneshot::Sender<Result<(), Error>>) {
-        let mut first = Some(first);
+    async fn run(mut self, mut first: Option<oneshot::Sender<Result<(), Error>>>) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let reason = match self.connect().await {
