@@ -231,7 +231,16 @@ pub struct Sequencer {
     /// Batches written but not known durable: what a rollback must undo.
     unsynced: VecDeque<Unsynced>,
     floor: DiskFloor,
+    /// Since when the store has been failing (sled keeps an I/O error until it is
+    /// reopened); `None` while it works.
+    broken: Option<Instant>,
 }
+
+/// How often a failing store is reopened.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// Free space needed before a failing store is reopened: with less, the fresh instance
+/// would fail at once (whatever `--min-free-mb` says).
+const REOPEN_MIN_FREE: u64 = 4 << 20;
 
 /// What undoing a written batch needs.
 struct Unsynced {
@@ -281,6 +290,7 @@ impl Sequencer {
             metrics,
             unsynced: VecDeque::new(),
             floor,
+            broken: None,
         };
         Ok((sequencer, Writer { tx }, Reader { snapshot: snapshot_rx, hub }))
     }
@@ -314,6 +324,9 @@ impl Sequencer {
                 self.recover(&shared, &to_syncer);
             }
             self.unsynced.retain(|u| u.head > shared.durable.load(Ordering::Acquire));
+            if self.broken.is_some_and(|since| since.elapsed() >= REOPEN_EVERY) && self.unsynced.is_empty() {
+                self.reopen_store(&to_syncer);
+            }
             if !batch.is_empty() {
                 let written = self.process(batch);
                 if to_syncer.send(ToSyncer::Batch(written)).is_err() {
@@ -434,6 +447,7 @@ impl Sequencer {
                 // Nothing of this batch is answered as done; the syncer will not be asked
                 // to make it durable. Undo what may have reached sled, and the state.
                 tracing::error!(%error, "writing a batch failed; it is rolled back");
+                self.broken.get_or_insert_with(Instant::now);
                 if let Err(e) = self.store.revert(&events, &before, &keys) {
                     tracing::error!(error = %e, "rolling back the failed batch failed too");
                 }
@@ -466,9 +480,49 @@ impl Sequencer {
             self.state = before;
         }
         self.unsynced.clear();
+        self.broken.get_or_insert_with(Instant::now);
         shared.failed.store(false, Ordering::Release);
         // If the syncer is gone, the next send of a batch reports it.
         let _ = to_syncer.send(ToSyncer::Recovered);
+    }
+
+    /// The store has been failing: once there is space again, reopen it and reload the
+    /// state from what is on disk, as after a crash. Events the failed batches left in the
+    /// log (written, never acknowledged) are part of that state now, so they are published
+    /// like any others: subscribers see no gap.
+    fn reopen_store(&mut self, to_syncer: &std_mpsc::SyncSender<ToSyncer>) {
+        self.broken = Some(Instant::now());
+        let free = fs2::available_space(&self.floor.dir).unwrap_or(u64::MAX);
+        if self.floor.check().is_some() || free < REOPEN_MIN_FREE {
+            return;
+        }
+        let reloaded = self.store.reopen().and_then(|()| self.store.load()).and_then(|state| {
+            let missing = if state.head > self.state.head {
+                self.store.stamped(self.state.head, state.head)?
+            } else {
+                Vec::new()
+            };
+            Ok((state, missing))
+        });
+        match reloaded {
+            Ok((state, missing)) => {
+                if state.head < self.state.head {
+                    tracing::error!(
+                        disk = state.head,
+                        memory = self.state.head,
+                        "the reopened store is behind; using it"
+                    );
+                }
+                tracing::info!(head = state.head, unacknowledged = missing.len(), "storage works again");
+                self.state = state.clone();
+                self.broken = None;
+                if !missing.is_empty() {
+                    let written = Written { state, events: Arc::from(missing), answers: Vec::new(), wrote: false };
+                    let _ = to_syncer.send(ToSyncer::Batch(written));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "storage still failing; retrying in a second"),
+        }
     }
 
     /// Forgets idempotency records that were never made durable.

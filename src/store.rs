@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use muster_protocol::{Agent, ChatMessage, Event, EventKind, Seq, Task, TaskId};
@@ -58,6 +58,9 @@ pub enum StoreError {
     /// A file operation failed.
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The database is being reopened after an I/O error (see [`Store::reopen`]).
+    #[error("storage is being reopened after an I/O error; retry")]
+    Reopening,
     /// A stored value does not decode: the data dir is damaged.
     #[error("corrupt value in tree {tree}: {error}")]
     Corrupt {
@@ -237,9 +240,20 @@ fn encode_views_meta(head: Seq, last_message: u64) -> [u8; 16] {
     v
 }
 
-/// The sled database and a second handle on its data file, for `fdatasync`.
+/// The sled database, reopened whole after an I/O error (see [`Store::reopen`]).
 pub struct Store {
     dir: PathBuf,
+    /// `None` only while [`Store::reopen`] swaps the database.
+    handles: RwLock<Option<Arc<Handles>>>,
+    /// Largest blob file already synced (sled names blobs by log position).
+    blobs_synced: Mutex<u64>,
+    epoch: String,
+    /// Agents whose `lastSeenAt` moved since the last agents checkpoint.
+    seen: Mutex<Checkpoint>,
+}
+
+/// The open database: its trees, and a second handle on its data file, for `fdatasync`.
+struct Handles {
     db: sled::Db,
     log: sled::Tree,
     tasks: sled::Tree,
@@ -251,11 +265,30 @@ pub struct Store {
     idempotency: sled::Tree,
     meta: sled::Tree,
     db_file: File,
-    /// Largest blob file already synced (sled names blobs by log position).
-    blobs_synced: Mutex<u64>,
-    epoch: String,
-    /// Agents whose `lastSeenAt` moved since the last agents checkpoint.
-    seen: Mutex<Checkpoint>,
+}
+
+impl Handles {
+    fn open(dir: &Path) -> Result<Handles, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked(dir.to_owned())
+            }
+            other => StoreError::Sled(other),
+        })?;
+        Ok(Handles {
+            db_file: File::open(dir.join("db"))?,
+            log: db.open_tree("log")?,
+            tasks: db.open_tree("tasks")?,
+            agents: db.open_tree("agents")?,
+            cursors: db.open_tree("cursors")?,
+            channels: db.open_tree("channels")?,
+            chat: db.open_tree("chat")?,
+            inbox: db.open_tree("inbox")?,
+            idempotency: db.open_tree("idempotency")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
 }
 
 /// Agents that acted since the last checkpoint of the agents view.
@@ -276,16 +309,10 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked(dir.to_owned())
-            }
-            other => StoreError::Sled(other),
-        })?;
-        let db_file = File::open(dir.join("db"))?;
+        let handles = Handles::open(dir)?;
         // The directory entries of sled's files must be durable too.
         File::open(dir)?.sync_all()?;
-        let meta = db.open_tree("meta")?;
+        let (db, meta, db_file) = (&handles.db, &handles.meta, &handles.db_file);
         if let Some(found) = meta.get("schema")?.and_then(|v| be(&v))
             && found > SCHEMA
         {
@@ -304,21 +331,53 @@ impl Store {
         };
         Ok(Store {
             dir: dir.to_owned(),
-            log: db.open_tree("log")?,
-            tasks: db.open_tree("tasks")?,
-            agents: db.open_tree("agents")?,
-            cursors: db.open_tree("cursors")?,
-            channels: db.open_tree("channels")?,
-            chat: db.open_tree("chat")?,
-            inbox: db.open_tree("inbox")?,
-            idempotency: db.open_tree("idempotency")?,
-            meta,
-            db,
-            db_file,
+            handles: RwLock::new(Some(Arc::new(handles))),
             blobs_synced: Mutex::new(0),
             epoch,
             seen: Mutex::new(Checkpoint { names: BTreeSet::new(), at: std::time::Instant::now(), seq: 0 }),
         })
+    }
+
+    fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        // A poisoned lock only means a panic elsewhere; the handles are still whole.
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        handles.clone().ok_or(StoreError::Reopening)
+    }
+
+    /// Closes and reopens the database. sled keeps the first I/O error it meets (a full
+    /// disk) and returns it for every later operation; a fresh instance reads what is on
+    /// disk and works again. Readers hold the handles only for one call: this waits a
+    /// moment for them to let go. Follow it with [`Store::load`].
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        // (None: an earlier reopen closed the database but could not open it again.)
+        if let Some(mut old) = slot.take() {
+            let mut waited = 0;
+            let handles = loop {
+                match Arc::try_unwrap(old) {
+                    Ok(handles) => break handles,
+                    Err(still_shared) if waited < 100 => {
+                        old = still_shared;
+                        waited += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(still_shared) => {
+                        *slot = Some(still_shared);
+                        return Err(StoreError::Reopening);
+                    }
+                }
+            };
+            // Dropping the last handle closes sled and releases its lock on the directory.
+            drop(handles);
+        }
+        match Handles::open(&self.dir) {
+            Ok(fresh) => {
+                *slot = Some(Arc::new(fresh));
+                *self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The data dir.
@@ -338,15 +397,16 @@ impl Store {
     /// kept if they follow the head without a gap (a prefix of the last batch), and
     /// anything after a gap is removed, so `seq` stays gap-free.
     pub fn load(&self) -> Result<State, StoreError> {
-        let (head, last_message) = match self.meta.get("views")? {
+        let h = self.handles()?;
+        let (head, last_message) = match h.meta.get("views")? {
             Some(v) if v.len() == 16 => (be(&v[..8]).unwrap_or(0), be(&v[8..]).unwrap_or(0)),
             _ => (0, 0),
         };
-        let tasks = self.values::<Task>("tasks", &self.tasks)?;
-        let agents = self.values::<Agent>("agents", &self.agents)?;
-        let channels = self.values::<Channel>("channels", &self.channels)?;
+        let tasks = self.values::<Task>("tasks", &h.tasks)?;
+        let agents = self.values::<Agent>("agents", &h.agents)?;
+        let channels = self.values::<Channel>("channels", &h.channels)?;
         let mut cursors = Vec::new();
-        for entry in self.cursors.iter() {
+        for entry in h.cursors.iter() {
             let (k, v) = entry?;
             cursors.push((String::from_utf8_lossy(&k).into_owned(), be(&v).unwrap_or(0)));
         }
@@ -354,11 +414,11 @@ impl Store {
 
         // Re-apply from the agents checkpoint (idempotent for what the views hold) to
         // restore `lastSeenAt`, and apply what the views do not hold yet.
-        let agents_seq = self.meta.get("agents")?.and_then(|v| be(&v)).unwrap_or(0).min(head);
+        let agents_seq = h.meta.get("agents")?.and_then(|v| be(&v)).unwrap_or(0).min(head);
         let mut expected = agents_seq + 1;
         let mut replayed = Vec::new();
         let start = self.containing(expected)?;
-        for entry in self.log.range(start.to_be_bytes()..) {
+        for entry in h.log.range(start.to_be_bytes()..) {
             let (k, v) = entry?;
             let first = be(&k).unwrap_or(0);
             if first > expected && expected <= head && first <= head + 1 {
@@ -366,7 +426,7 @@ impl Store {
                 expected = first;
             } else if first > expected {
                 tracing::warn!(first, expected, "log has a gap after a crash; dropping the unacknowledged tail");
-                self.log.remove(k)?;
+                h.log.remove(k)?;
                 continue;
             }
             let from = expected;
@@ -405,14 +465,15 @@ impl Store {
         idempotency: &[(String, Vec<u8>)],
         forget: &[String],
     ) -> Result<(), StoreError> {
+        let h = self.handles()?;
         if let Some(first) = events.first() {
-            self.log.insert(first.event.seq.to_be_bytes(), encode_batch(events))?;
+            h.log.insert(first.event.seq.to_be_bytes(), encode_batch(events))?;
         }
         for (key, record) in idempotency {
-            self.idempotency.insert(key.as_bytes(), record.as_slice())?;
+            h.idempotency.insert(key.as_bytes(), record.as_slice())?;
         }
         for key in forget {
-            self.idempotency.remove(key.as_bytes())?;
+            h.idempotency.remove(key.as_bytes())?;
         }
         self.write_views(events, state)
     }
@@ -433,56 +494,58 @@ impl Store {
     /// to its value in `before` (the state before the first of them). Best effort: it runs
     /// when the disk is already failing.
     pub fn revert(&self, events: &[Stamped], before: &State, idempotency: &[String]) -> Result<(), StoreError> {
+        let h = self.handles()?;
         if let (Some(first), Some(last)) = (events.first(), events.last()) {
-            let keys: Vec<_> = self
+            let keys: Vec<_> = h
                 .log
                 .range(first.event.seq.to_be_bytes()..=last.event.seq.to_be_bytes())
                 .keys()
                 .collect::<Result<_, _>>()?;
             for key in keys {
-                self.log.remove(key)?;
+                h.log.remove(key)?;
             }
         }
         for key in idempotency {
-            self.idempotency.remove(key.as_bytes())?;
+            h.idempotency.remove(key.as_bytes())?;
         }
         let touched = Touched::of(events);
         for message in &touched.messages {
-            self.chat.remove(key_chat(&message.channel, message.seq))?;
+            h.chat.remove(key_chat(&message.channel, message.seq))?;
             for agent in message.recipients() {
-                self.inbox.remove(key_chat(agent, message.seq))?;
+                h.inbox.remove(key_chat(agent, message.seq))?;
             }
         }
         self.write_views(&[], before)?;
         self.write_entities(&touched, before)?;
         for name in &touched.seen {
             match before.agents.get(*name) {
-                Some(agent) => self.agents.insert(name.as_bytes(), to_json(&**agent))?,
-                None => self.agents.remove(name.as_bytes())?,
+                Some(agent) => h.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => h.agents.remove(name.as_bytes())?,
             };
         }
         let mut seen = self.lock_seen();
         if seen.seq > before.head {
             seen.seq = before.head;
-            self.meta.insert("agents", &before.head.to_be_bytes())?;
+            h.meta.insert("agents", &before.head.to_be_bytes())?;
         }
         Ok(())
     }
 
     fn write_views(&self, events: &[Stamped], state: &State) -> Result<(), StoreError> {
+        let h = self.handles()?;
         let touched = Touched::of(events);
         for message in &touched.messages {
             let json = to_json(message);
-            self.chat.insert(key_chat(&message.channel, message.seq), json.as_slice())?;
+            h.chat.insert(key_chat(&message.channel, message.seq), json.as_slice())?;
             for agent in message.recipients() {
-                self.inbox.insert(key_chat(agent, message.seq), json.as_slice())?;
+                h.inbox.insert(key_chat(agent, message.seq), json.as_slice())?;
             }
         }
         self.write_entities(&touched, state)?;
         self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
         self.checkpoint_agents(state, false)?;
         // Last: the head the views now include.
-        self.meta.insert("views", &encode_views_meta(state.head, state.last_message))?;
+        h.meta.insert("views", &encode_views_meta(state.head, state.last_message))?;
         Ok(())
     }
 
@@ -494,17 +557,18 @@ impl Store {
     /// Writes the agents that acted since the last checkpoint, if one is due (or `force`),
     /// and records that the agents view is complete up to `state.head`.
     fn checkpoint_agents(&self, state: &State, force: bool) -> Result<(), StoreError> {
+        let h = self.handles()?;
         let mut seen = self.lock_seen();
         if !force && seen.at.elapsed() < AGENTS_EVERY {
             return Ok(());
         }
         for name in std::mem::take(&mut seen.names) {
             match state.agents.get(&name) {
-                Some(agent) => self.agents.insert(name.as_bytes(), to_json(&**agent))?,
-                None => self.agents.remove(name.as_bytes())?,
+                Some(agent) => h.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => h.agents.remove(name.as_bytes())?,
             };
         }
-        self.meta.insert("agents", &state.head.to_be_bytes())?;
+        h.meta.insert("agents", &state.head.to_be_bytes())?;
         seen.at = std::time::Instant::now();
         seen.seq = state.head;
         Ok(())
@@ -512,28 +576,29 @@ impl Store {
 
     /// Writes the current value (or absence) in `state` of every touched entity.
     fn write_entities(&self, touched: &Touched<'_>, state: &State) -> Result<(), StoreError> {
+        let h = self.handles()?;
         for id in &touched.tasks {
             match state.task(*id) {
-                Some(task) => self.tasks.insert(id.0.to_be_bytes(), to_json(&**task))?,
-                None => self.tasks.remove(id.0.to_be_bytes())?,
+                Some(task) => h.tasks.insert(id.0.to_be_bytes(), to_json(&**task))?,
+                None => h.tasks.remove(id.0.to_be_bytes())?,
             };
         }
         for name in &touched.agents {
             match state.agents.get(*name) {
-                Some(agent) => self.agents.insert(name.as_bytes(), to_json(&**agent))?,
-                None => self.agents.remove(name.as_bytes())?,
+                Some(agent) => h.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => h.agents.remove(name.as_bytes())?,
             };
         }
         for name in &touched.cursors {
             match state.cursors.get(*name) {
-                Some(seq) => self.cursors.insert(name.as_bytes(), &seq.to_be_bytes())?,
-                None => self.cursors.remove(name.as_bytes())?,
+                Some(seq) => h.cursors.insert(name.as_bytes(), &seq.to_be_bytes())?,
+                None => h.cursors.remove(name.as_bytes())?,
             };
         }
         for name in &touched.channels {
             match state.channels.get(*name) {
-                Some(channel) => self.channels.insert(name.as_bytes(), to_json(channel))?,
-                None => self.channels.remove(name.as_bytes())?,
+                Some(channel) => h.channels.insert(name.as_bytes(), to_json(channel))?,
+                None => h.channels.remove(name.as_bytes())?,
             };
         }
         Ok(())
@@ -542,8 +607,9 @@ impl Store {
     /// Makes everything written so far durable: flushes sled, then `fdatasync`s its data
     /// file and any new blob files.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.db_file.sync_data()?;
+        let h = self.handles()?;
+        h.db.flush()?;
+        h.db_file.sync_data()?;
         self.sync_blobs()
     }
 
@@ -584,7 +650,17 @@ impl Store {
 
     /// The key of the log entry that holds `seq` (or would: `seq` itself).
     fn containing(&self, seq: Seq) -> Result<Seq, StoreError> {
-        Ok(self.log.range(..=seq.to_be_bytes()).next_back().transpose()?.and_then(|(k, _)| be(&k)).unwrap_or(seq))
+        let h = self.handles()?;
+        Ok(h.log.range(..=seq.to_be_bytes()).next_back().transpose()?.and_then(|(k, _)| be(&k)).unwrap_or(seq))
+    }
+
+    /// Every logged event with `since < seq <= up_to`, ready to publish.
+    pub fn stamped(&self, since: Seq, up_to: Seq) -> Result<Vec<Stamped>, StoreError> {
+        let logged = self.events(since, up_to, &["*".to_owned()], usize::MAX)?;
+        logged
+            .into_iter()
+            .map(|l| Ok(Stamped { event: from_json("log", &l.json)?, topics: l.topics, json: l.json }))
+            .collect()
     }
 
     /// Up to `limit` events with `since < seq <= up_to` that match `topics`, oldest first.
@@ -608,12 +684,13 @@ impl Store {
         topics: &[String],
         limit: usize,
     ) -> Result<(Vec<LoggedEvent>, Seq), StoreError> {
+        let h = self.handles()?;
         let mut out = Vec::new();
         if since >= up_to {
             return Ok((out, up_to.max(since)));
         }
         let start = self.containing(since + 1)?;
-        for entry in self.log.range(start.to_be_bytes()..) {
+        for entry in h.log.range(start.to_be_bytes()..) {
             let (k, v) = entry?;
             let first = be(&k).unwrap_or(0);
             if first > up_to {
@@ -637,7 +714,8 @@ impl Store {
 
     /// The oldest `seq` still in the log (the head + 1 when the log is empty).
     pub fn first_retained(&self, head: Seq) -> Result<Seq, StoreError> {
-        Ok(self.log.first()?.and_then(|(k, _)| be(&k)).unwrap_or(head + 1))
+        let h = self.handles()?;
+        Ok(h.log.first()?.and_then(|(k, _)| be(&k)).unwrap_or(head + 1))
     }
 
     /// Trims the log to its retention: removes the oldest entries (whole batches) whose
@@ -645,6 +723,7 @@ impl Store {
     /// [`TRIM_BATCH`] events per call, never past `head`. The views do not depend on the
     /// log, so no state is lost.
     pub fn trim(&self, head: Seq, keep: u64, older_than: muster_protocol::Timestamp) -> Result<u64, StoreError> {
+        let h = self.handles()?;
         #[derive(serde::Deserialize)]
         struct At {
             at: muster_protocol::Timestamp,
@@ -653,11 +732,11 @@ impl Store {
         let head = head.min(self.lock_seen().seq);
         let by_count = head.saturating_sub(keep);
         let mut removed = 0;
-        for entry in self.log.iter() {
+        for entry in h.log.iter() {
             let (k, v) = entry?;
             let batch = decode_batch(be(&k).unwrap_or(0), &v)?;
             let Some(last) = batch.last() else {
-                self.log.remove(k)?;
+                h.log.remove(k)?;
                 continue;
             };
             if last.seq > head || removed >= TRIM_BATCH {
@@ -669,7 +748,7 @@ impl Store {
                     break;
                 }
             }
-            self.log.remove(k)?;
+            h.log.remove(k)?;
             removed += batch.len() as u64;
         }
         Ok(removed)
@@ -684,7 +763,8 @@ impl Store {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<Bytes>, StoreError> {
-        Self::range(&self.chat, channel, since, before, limit)
+        let h = self.handles()?;
+        Self::range(&h.chat, channel, since, before, limit)
     }
 
     /// Inbox entries of an agent as JSON, oldest first, with the same paging as
@@ -696,13 +776,15 @@ impl Store {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<Bytes>, StoreError> {
-        Self::range(&self.inbox, agent, since, before, limit)
+        let h = self.handles()?;
+        Self::range(&h.inbox, agent, since, before, limit)
     }
 
     /// Number of inbox entries of an agent after `seq`.
     pub fn inbox_count_after(&self, agent: &str, seq: Seq) -> Result<u64, StoreError> {
+        let h = self.handles()?;
         let mut n = 0;
-        for key in self.inbox.range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX)).keys() {
+        for key in h.inbox.range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX)).keys() {
             key?;
             n += 1;
         }
@@ -741,7 +823,8 @@ impl Store {
 
     /// Every recorded idempotency outcome.
     pub fn idempotency_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.idempotency
+        let h = self.handles()?;
+        h.idempotency
             .iter()
             .map(|e| e.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())).map_err(StoreError::from))
             .collect()
@@ -755,7 +838,7 @@ impl Store {
 
     /// Bytes sled occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.handles().map_or(0, |h| h.db.size_on_disk().unwrap_or(0))
     }
 }
 
@@ -862,10 +945,10 @@ mod tests {
             apply(&mut ahead, &event);
             tail.push(Stamped::new(event));
         }
-        store.log.insert(4u64.to_be_bytes(), encode_batch(&tail[..1])).unwrap();
+        store.handles().unwrap().log.insert(4u64.to_be_bytes(), encode_batch(&tail[..1])).unwrap();
         let mut six = tail[1].clone();
         six.event.seq = 6;
-        store.log.insert(6u64.to_be_bytes(), encode_batch(&[six])).unwrap();
+        store.handles().unwrap().log.insert(6u64.to_be_bytes(), encode_batch(&[six])).unwrap();
         store.sync().unwrap();
         drop(store);
 
