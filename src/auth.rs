@@ -9,9 +9,8 @@
 //! token's agent. The broker re-reads the file when it changes, so tokens added or removed
 //! while it runs take effect within a second.
 //!
-//! The identity of the request being served travels in a task-local ([`ACTOR`]), set by
-//! the HTTP guard and by the WebSocket session around each operation, and is checked where
-//! every write enters the sequencer ([`bind`]).
+//! This module only keeps the file and answers "whose token is this?"; what a caller may do
+//! is decided by the api layer (`api::caller`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,17 +20,10 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::core::Command;
-
 /// The file, in the data dir.
 pub const FILE: &str = "tokens.json";
 /// How often the broker looks at the file for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
-
-tokio::task_local! {
-    /// The agent the current request is authenticated as (tokens on), if any.
-    pub static ACTOR: String;
-}
 
 /// One issued token, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,12 +45,28 @@ struct TokenFile {
 }
 
 /// Who a valid token belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
     /// The agent.
-    pub agent: String,
+    pub(crate) agent: String,
     /// A person.
-    pub human: bool,
+    pub(crate) human: bool,
+    /// The SHA-256 of the token, to tell whether it is still issued.
+    digest: String,
+}
+
+impl Identity {
+    /// An identity proven by no token (tests of the rules that use one).
+    #[cfg(test)]
+    pub(crate) fn new(agent: &str, human: bool) -> Identity {
+        Identity { agent: agent.to_owned(), human, digest: String::new() }
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("agent", &self.agent).field("human", &self.human).finish_non_exhaustive()
+    }
 }
 
 fn digest(token: &str) -> String {
@@ -154,8 +162,11 @@ impl Tokens {
         let modified = std::fs::metadata(path(&self.data_dir)).and_then(|m| m.modified()).ok();
         if modified != loaded.modified || loaded.modified.is_none() {
             let file = read(&self.data_dir)?;
-            loaded.by_hash =
-                file.tokens.into_iter().map(|t| (t.sha256, Identity { agent: t.agent, human: t.human })).collect();
+            loaded.by_hash = file
+                .tokens
+                .into_iter()
+                .map(|t| (t.sha256.clone(), Identity { agent: t.agent, human: t.human, digest: t.sha256 }))
+                .collect();
             loaded.modified = modified;
         }
         loaded.checked = Instant::now();
@@ -179,40 +190,14 @@ impl Tokens {
     }
 
     /// Who `token` belongs to, if anyone.
-    pub fn verify(&self, token: &str) -> Option<Identity> {
+    pub(crate) fn verify(&self, token: &str) -> Option<Identity> {
         self.fresh().by_hash.get(&digest(token)).cloned()
     }
-}
 
-/// Checks a write against the authenticated agent of the current request, if any: a
-/// command naming another agent is refused; one naming nobody is done as that agent.
-pub fn bind(cmd: &mut Command) -> Result<(), String> {
-    let Ok(me) = ACTOR.try_with(Clone::clone) else { return Ok(()) };
-    let named: Vec<&mut Option<String>> = match cmd {
-        Command::CreateTask(c) => vec![&mut c.agent],
-        Command::UpdateTask { update, .. } => vec![&mut update.agent],
-        Command::Claim { action, .. } | Command::Release { action, .. } | Command::Complete { action, .. } => {
-            vec![&mut action.agent]
-        }
-        Command::ClaimNext { agent } => vec![agent],
-        Command::PostMessage(p) => return same(&p.from, &me),
-        Command::Heartbeat { agent, .. }
-        | Command::AckInbox { agent, .. }
-        | Command::Connect { agent, .. }
-        | Command::Disconnect { agent } => return same(agent, &me),
-        Command::ResetConnections | Command::Tick => return Ok(()),
-    };
-    for slot in named {
-        match slot {
-            Some(name) => same(name, &me)?,
-            None => *slot = Some(me.clone()),
-        }
+    /// Whether the token that proved `identity` is still issued (not revoked).
+    pub(crate) fn holds(&self, identity: &Identity) -> bool {
+        self.fresh().by_hash.get(&identity.digest).is_some_and(|held| held.agent == identity.agent)
     }
-    Ok(())
-}
-
-fn same(named: &str, me: &str) -> Result<(), String> {
-    if named == me { Ok(()) } else { Err(format!("your token is {me}'s: you may not act as {named}")) }
 }
 
 #[cfg(test)]
@@ -230,31 +215,13 @@ mod tests {
         assert!(!stored.contains(&token), "the token itself must not be stored");
         let tokens = Tokens::open(dir.path()).expect("open");
         assert!(tokens.enabled());
-        assert_eq!(tokens.verify(&token), Some(Identity { agent: "link".into(), human: false }));
+        let identity = tokens.verify(&token).expect("a valid token");
+        assert_eq!((identity.agent.as_str(), identity.human), ("link", false));
+        assert!(tokens.holds(&identity));
         assert_eq!(tokens.verify("mst_wrong"), None);
         assert_eq!(remove(dir.path(), "link"), Ok(1));
-        assert!(!Tokens::open(dir.path()).expect("open").enabled());
-    }
-
-    #[tokio::test]
-    async fn a_write_binds_to_the_token_agent() {
-        use muster_protocol::{PostMessage, TaskAction, TaskId};
-        let id: TaskId = "T-1".parse().expect("id");
-        ACTOR
-            .scope("link".to_owned(), async {
-                let mut claim = Command::Claim { id, action: TaskAction::default() };
-                assert_eq!(bind(&mut claim), Ok(()));
-                let Command::Claim { action, .. } = claim else { unreachable!() };
-                assert_eq!(action.agent.as_deref(), Some("link"));
-                let mut other =
-                    Command::Claim { id, action: TaskAction { agent: Some("zelda".into()), ..Default::default() } };
-                assert!(bind(&mut other).is_err_and(|e| e.contains("zelda")));
-                let mut post = Command::PostMessage(PostMessage { from: "zelda".into(), ..Default::default() });
-                assert!(bind(&mut post).is_err());
-            })
-            .await;
-        // Without tokens, nothing is checked.
-        let mut post = Command::PostMessage(PostMessage { from: "zelda".into(), ..Default::default() });
-        assert_eq!(bind(&mut post), Ok(()));
+        let tokens = Tokens::open(dir.path()).expect("open");
+        assert!(!tokens.enabled());
+        assert!(!tokens.holds(&identity), "a revoked token no longer holds");
     }
 }

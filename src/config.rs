@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::Limits;
 use crate::core::Policy;
 
 /// Everything `muster serve` can be told.
@@ -123,6 +124,12 @@ fn default_min_free_mb() -> u64 {
     32
 }
 
+/// Whether `s` is a web origin: `http(s)://host[:port]`, nothing after it.
+pub(crate) fn is_origin(s: &str) -> bool {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '*', '?', '#', ' ']))
+}
+
 /// `~/.local/share/muster` on Linux, the equivalent elsewhere; `./muster-data` if the
 /// platform has no data dir.
 pub fn default_data_dir() -> PathBuf {
@@ -166,6 +173,11 @@ impl Config {
         }
     }
 
+    /// The limits and retention the operations apply.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits { outbox_bytes: self.outbox_bytes, retain_events: self.retain_events, retain_for: self.retain_for }
+    }
+
     /// Refuses settings that contradict each other.
     pub fn validate(&self) -> Result<(), String> {
         if self.idle_after >= self.offline_after {
@@ -181,7 +193,7 @@ impl Config {
         if self.outbox_bytes < 64 * 1024 {
             return Err("--outbox-bytes must be at least 65536 (one large event must fit)".into());
         }
-        if let Some(bad) = self.allow_origins.iter().find(|o| !crate::http::guard::is_origin(o)) {
+        if let Some(bad) = self.allow_origins.iter().find(|o| !is_origin(o)) {
             return Err(format!("--allow-origin {bad:?} is not an origin like https://tools.example (no path, no *)"));
         }
         if self.max_frames_per_second == 0 {
@@ -191,5 +203,20 @@ impl Config {
             return Err("--retain-events must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_and_authority_only() {
+        assert!(is_origin("https://tools.example"));
+        assert!(is_origin("http://127.0.0.1:8080"));
+        assert!(!is_origin("*"));
+        assert!(!is_origin("https://tools.example/app"));
+        assert!(!is_origin("tools.example"));
+        assert!(!is_origin("https://"));
     }
 }

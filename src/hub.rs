@@ -1,7 +1,8 @@
 //! The hub: topic → subscribers, and each subscriber's byte-bounded outbox.
 //!
 //! The sync thread publishes every durable batch here. An event is serialized once (by
-//! the writer) and its bytes are shared by every subscriber that receives it. Publishing
+//! the writer, as a [`Frame`]) and its bytes are shared by every subscriber that receives
+//! it; the hub matches the topics stored with the frame, never the JSON. Publishing
 //! never waits: an event goes into each matching outbox, and an outbox that would exceed
 //! its byte limit is marked overflowed instead — its connection then closes with 4008
 //! ("slow consumer") and the client resumes from its last `seq`. Other subscribers are
@@ -10,16 +11,16 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
-use muster_protocol::Seq;
+use bytes::Bytes;
+use muster_protocol::{Seq, Topic};
 use tokio::sync::Notify;
 
-use crate::store::Stamped;
+use crate::frame::Frame;
 
 /// What an outbox holds: frames to send, and whether it can still take more.
 #[derive(Debug, Default)]
 struct Queue {
-    frames: VecDeque<Utf8Bytes>,
+    frames: VecDeque<Bytes>,
     bytes: usize,
     overflowed: bool,
     closed: bool,
@@ -29,18 +30,18 @@ struct Queue {
 
 /// Why an outbox stopped taking frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
+pub(crate) enum Stopped {
     /// It would have held more than its limit: the reader is too slow.
     Overflowed,
     /// The connection is going away.
     Closed,
 }
 
-/// A connection's queue of frames to send, bounded in bytes. Filled by the hub (events)
-/// and by the connection itself (replies); emptied by the connection's writer task, which
-/// sends everything that is ready and flushes once.
+/// A connection's queue of frames to send (JSON text), bounded in bytes. Filled by the hub
+/// (events) and by the connection itself (replies); emptied by the connection's writer
+/// task, which sends everything that is ready and flushes once.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
     limit: usize,
@@ -48,7 +49,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// An empty outbox holding at most `limit` bytes.
-    pub fn new(limit: usize) -> Arc<Outbox> {
+    pub(crate) fn new(limit: usize) -> Arc<Outbox> {
         Arc::new(Outbox { queue: Mutex::new(Queue::default()), ready: Notify::new(), limit })
     }
 
@@ -60,7 +61,7 @@ impl Outbox {
     /// Queues a frame. Returns false, and queues nothing, if the outbox is closed or
     /// overflowed — or overflows now, in which case it is marked so and its writer woken
     /// to close the connection.
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
+    pub(crate) fn push(&self, frame: Bytes) -> bool {
         let mut q = self.lock();
         if q.overflowed || q.closed {
             return false;
@@ -81,7 +82,7 @@ impl Outbox {
 
     /// Moves every queued frame into `into` (nothing while paused); `Err` once the outbox
     /// overflowed or was closed.
-    pub fn take(&self, into: &mut Vec<Utf8Bytes>) -> Result<(), Stopped> {
+    pub(crate) fn take(&self, into: &mut Vec<Bytes>) -> Result<(), Stopped> {
         let mut q = self.lock();
         if q.overflowed {
             return Err(Stopped::Overflowed);
@@ -97,33 +98,42 @@ impl Outbox {
     }
 
     /// Whether the outbox overflowed (its connection must close as a slow consumer).
-    pub fn overflowed(&self) -> bool {
+    pub(crate) fn overflowed(&self) -> bool {
         self.lock().overflowed
     }
 
     /// Waits until something was pushed (or the state changed) since the last wait.
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         self.ready.notified().await;
     }
 
     /// Wakes the writer without queueing anything (it has something else to do).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.ready.notify_one();
     }
 
     /// Holds frames back (they keep counting against the limit) until [`Outbox::resume`].
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.lock().paused = true;
     }
 
     /// Lets frames out again.
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.lock().paused = false;
         self.ready.notify_one();
     }
 
+    /// Drops every queued frame, clears an overflow, and pauses (see [`Hub::reseat`]).
+    fn reset(&self) {
+        let mut q = self.lock();
+        q.frames.clear();
+        q.bytes = 0;
+        q.overflowed = false;
+        q.paused = true;
+    }
+
     /// Refuses further frames and wakes the writer.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
     }
@@ -131,7 +141,7 @@ impl Outbox {
 
 struct Subscriber {
     outbox: Arc<Outbox>,
-    topics: HashSet<String>,
+    topics: HashSet<Topic>,
 }
 
 #[derive(Default)]
@@ -141,23 +151,23 @@ struct Inner {
     next_id: u64,
     subscribers: HashMap<u64, Subscriber>,
     /// Topic → ids of the subscribers that receive it.
-    by_topic: HashMap<String, HashSet<u64>>,
+    by_topic: HashMap<Topic, HashSet<u64>>,
 }
 
 /// The hub. Shared by the sync thread (publisher) and every connection.
-pub struct Hub {
+pub(crate) struct Hub {
     inner: Mutex<Inner>,
 }
 
 /// A connection's place in the hub; leaving it (drop) unsubscribes.
-pub struct Subscription {
+pub(crate) struct Subscription {
     hub: Arc<Hub>,
     id: u64,
 }
 
 impl Hub {
     /// A hub whose last published event is `head`.
-    pub fn new(head: Seq) -> Arc<Hub> {
+    pub(crate) fn new(head: Seq) -> Arc<Hub> {
         Arc::new(Hub { inner: Mutex::new(Inner { head, ..Inner::default() }) })
     }
 
@@ -167,19 +177,19 @@ impl Hub {
     }
 
     /// `seq` of the last event published.
-    pub fn head(&self) -> Seq {
+    pub(crate) fn head(&self) -> Seq {
         self.lock().head
     }
 
     /// Number of subscribers.
-    pub fn subscribers(&self) -> usize {
+    pub(crate) fn subscribers(&self) -> usize {
         self.lock().subscribers.len()
     }
 
     /// Subscribes `outbox` to `topics`. Returns the subscription and the `seq` of the last
     /// event published before it: every later event matching the topics will be pushed,
     /// every earlier one is in the durable log — the seam a resume needs.
-    pub fn subscribe(self: &Arc<Self>, outbox: Arc<Outbox>, topics: &[String]) -> (Subscription, Seq) {
+    pub(crate) fn subscribe(self: &Arc<Self>, outbox: Arc<Outbox>, topics: &[Topic]) -> (Subscription, Seq) {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
@@ -190,22 +200,14 @@ impl Hub {
 
     /// Publishes durable events to every subscriber of one of their topics (or of `*`),
     /// each event once per subscriber.
-    pub fn publish(&self, events: &[Stamped]) {
+    pub(crate) fn publish(&self, frames: &[Frame]) {
         let mut targets: Vec<u64> = Vec::new();
         let mut inner = self.lock();
-        for stamped in events {
-            inner.head = inner.head.max(stamped.event.seq);
-            let frame = match Utf8Bytes::try_from(stamped.json.clone()) {
-                Ok(frame) => frame,
-                Err(error) => {
-                    // Our own serializer produced it: cannot happen, but never panic here.
-                    tracing::error!(seq = stamped.event.seq, %error, "event is not UTF-8; not published");
-                    continue;
-                }
-            };
+        for frame in frames {
+            inner.head = inner.head.max(frame.seq);
             targets.clear();
             let mut lists = 0;
-            for topic in stamped.topics.iter().map(String::as_str).chain(["*"]) {
+            for topic in frame.topics.iter().chain([&Topic::All]) {
                 if let Some(ids) = inner.by_topic.get(topic) {
                     targets.extend(ids);
                     lists += 1;
@@ -217,14 +219,23 @@ impl Hub {
             }
             for id in &targets {
                 if let Some(subscriber) = inner.subscribers.get(id) {
-                    subscriber.outbox.push(frame.clone());
+                    subscriber.outbox.push(frame.json.clone());
                 }
             }
         }
     }
+
+    /// Empties `outbox`, holds it paused, and returns the `seq` of the last event
+    /// published: as at [`Hub::subscribe`], every later event will be pushed and every
+    /// earlier one is in the log. Done under the hub's lock, so no publish falls between.
+    pub(crate) fn reseat(&self, outbox: &Outbox) -> Seq {
+        let inner = self.lock();
+        outbox.reset();
+        inner.head
+    }
 }
 
-fn add(inner: &mut Inner, id: u64, topics: &[String]) {
+fn add(inner: &mut Inner, id: u64, topics: &[Topic]) {
     for topic in topics {
         if let Some(s) = inner.subscribers.get_mut(&id)
             && s.topics.insert(topic.clone())
@@ -235,25 +246,20 @@ fn add(inner: &mut Inner, id: u64, topics: &[String]) {
 }
 
 impl Subscription {
-    /// Adds topics; returns every topic now subscribed, sorted.
-    pub fn add(&self, topics: &[String]) -> Vec<String> {
+    /// Adds topics; returns every topic now subscribed, sorted as written.
+    pub(crate) fn add(&self, topics: &[Topic]) -> Vec<String> {
         let mut inner = self.hub.lock();
         add(&mut inner, self.id, topics);
         sorted(&inner, self.id)
     }
 
     /// How many topics are subscribed.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.hub.lock().subscribers.get(&self.id).map_or(0, |s| s.topics.len())
     }
 
-    /// Whether no topic is subscribed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Removes topics; returns every topic still subscribed, sorted.
-    pub fn remove(&self, topics: &[String]) -> Vec<String> {
+    /// Removes topics; returns every topic still subscribed, sorted as written.
+    pub(crate) fn remove(&self, topics: &[Topic]) -> Vec<String> {
         let mut inner = self.hub.lock();
         for topic in topics {
             if let Some(s) = inner.subscribers.get_mut(&self.id) {
@@ -272,7 +278,7 @@ impl Subscription {
 
 fn sorted(inner: &Inner, id: u64) -> Vec<String> {
     let mut topics: Vec<String> =
-        inner.subscribers.get(&id).map(|s| s.topics.iter().cloned().collect()).unwrap_or_default();
+        inner.subscribers.get(&id).map(|s| s.topics.iter().map(ToString::to_string).collect()).unwrap_or_default();
     topics.sort();
     topics
 }
@@ -299,23 +305,27 @@ mod tests {
 
     use super::*;
 
-    fn event(seq: Seq, agent: &str) -> Stamped {
-        Stamped::new(Event { seq, at: Default::default(), kind: EventKind::InboxAcked { agent: agent.into(), seq } })
+    fn event(seq: Seq, agent: &str) -> Frame {
+        Frame::of(&Event { seq, at: Default::default(), kind: EventKind::InboxAcked { agent: agent.into(), seq } })
+    }
+
+    fn topics(list: &[&str]) -> Vec<Topic> {
+        list.iter().map(|t| t.parse().unwrap()).collect()
     }
 
     fn taken(outbox: &Outbox) -> Vec<String> {
         let mut frames = Vec::new();
         outbox.take(&mut frames).unwrap();
-        frames.iter().map(|f| f.as_str().to_owned()).collect()
+        frames.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect()
     }
 
     #[test]
     fn events_reach_the_subscribers_of_their_topics_once() {
         let hub = Hub::new(0);
         let (both, all, other) = (Outbox::new(1 << 20), Outbox::new(1 << 20), Outbox::new(1 << 20));
-        let (_a, head) = hub.subscribe(both.clone(), &["inbox:link".into(), "*".into()]);
-        let (_b, _) = hub.subscribe(all.clone(), &["*".into()]);
-        let (_c, _) = hub.subscribe(other.clone(), &["inbox:zelda".into()]);
+        let (_a, head) = hub.subscribe(both.clone(), &topics(&["inbox:link", "*"]));
+        let (_b, _) = hub.subscribe(all.clone(), &topics(&["*"]));
+        let (_c, _) = hub.subscribe(other.clone(), &topics(&["inbox:zelda"]));
         assert_eq!(head, 0);
         hub.publish(&[event(1, "link"), event(2, "kai")]);
         assert_eq!(taken(&both).len(), 2, "subscribed twice, received once");
@@ -332,9 +342,9 @@ mod tests {
         let one = event(1, "link");
         let slow = Outbox::new(one.json.len() * 3);
         let fast = Outbox::new(1 << 20);
-        let (_s, _) = hub.subscribe(slow.clone(), &["*".into()]);
-        let (_f, _) = hub.subscribe(fast.clone(), &["*".into()]);
-        let events: Vec<Stamped> = (1..=10).map(|s| event(s, "link")).collect();
+        let (_s, _) = hub.subscribe(slow.clone(), &topics(&["*"]));
+        let (_f, _) = hub.subscribe(fast.clone(), &topics(&["*"]));
+        let events: Vec<Frame> = (1..=10).map(|s| event(s, "link")).collect();
         hub.publish(&events);
         assert_eq!(slow.take(&mut Vec::new()), Err(Stopped::Overflowed));
         assert_eq!(taken(&fast).len(), 10);
@@ -344,9 +354,9 @@ mod tests {
     fn leaving_unsubscribes() {
         let hub = Hub::new(0);
         let outbox = Outbox::new(1 << 20);
-        let (sub, _) = hub.subscribe(outbox.clone(), &["tasks".into()]);
-        assert_eq!(sub.add(&["chat".into()]), ["chat", "tasks"]);
-        assert_eq!(sub.remove(&["tasks".into()]), ["chat"]);
+        let (sub, _) = hub.subscribe(outbox.clone(), &topics(&["tasks"]));
+        assert_eq!(sub.add(&topics(&["chat"])), ["chat", "tasks"]);
+        assert_eq!(sub.remove(&topics(&["tasks"])), ["chat"]);
         drop(sub);
         assert_eq!(hub.subscribers(), 0);
         hub.publish(&[event(1, "x")]);

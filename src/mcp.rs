@@ -10,21 +10,16 @@ use std::time::Duration;
 
 use muster_client::protocol::ws::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::protocol::{
-    CreateTask, Event, EventKind, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskId, TaskStatus,
-    UpdateTask,
+    CreateTask, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskId, TaskStatus, Topic, UpdateTask,
 };
-use muster_client::{Client, Error, Notice, Options};
+use muster_client::{Client, Error, Options, Wait};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
-/// Events kept for `wait_for` calls that are slow to look; one that falls further behind
-/// re-checks the state (the broadcast reports `Lagged`, which is never ignored).
-const EVENT_BACKLOG: usize = 1024;
 /// Longest a `wait_for` may block: MCP clients time tool calls out.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
@@ -32,7 +27,8 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 pub async fn serve(url: String, agent: String, token: Option<muster_client::protocol::ws::Secret>) -> ExitCode {
     let mut options = Options::new(url.clone()).agent(agent.clone()).topics([format!("inbox:{agent}")]);
     options.token = token;
-    let (client, mut notices) = match Client::connect(options.clone()).await {
+    // The session's events are not read here: `wait_for` listens to them itself.
+    let (client, _) = match Client::connect(options.clone()).await {
         Ok(pair) => pair,
         Err(Error::Unreachable { reason, .. }) => {
             // An editor may start its MCP servers before the broker: serve anyway, connect
@@ -45,17 +41,7 @@ pub async fn serve(url: String, agent: String, token: Option<muster_client::prot
             return ExitCode::from(10);
         }
     };
-    let (events, _) = broadcast::channel(EVENT_BACKLOG);
-    let fan_out = events.clone();
-    tokio::spawn(async move {
-        while let Some(notice) = notices.next().await {
-            if let Notice::Event(event) = notice {
-                // Nobody waiting is fine.
-                let _ = fan_out.send(*event);
-            }
-        }
-    });
-    let server = Muster { client, agent, events, tool_router: Muster::tool_router() };
+    let server = Muster { client, agent, tool_router: Muster::tool_router() };
     match server.serve(rmcp::transport::stdio()).await {
         Ok(running) => match running.waiting().await {
             Ok(_) => ExitCode::SUCCESS,
@@ -76,7 +62,6 @@ pub async fn serve(url: String, agent: String, token: Option<muster_client::prot
 pub struct Muster {
     client: Client,
     agent: String,
-    events: broadcast::Sender<Event>,
     #[allow(dead_code)] // read by the code `tool_handler` generates
     tool_router: ToolRouter<Muster>,
 }
@@ -426,63 +411,20 @@ impl Muster {
             Ok(u) => u,
             Err(e) => return bad(e),
         };
-        let topic = match a.topic.as_deref().map(crate::core::parse_topic).transpose() {
+        let topic = match a.topic.as_deref().map(str::parse::<Topic>).transpose() {
             Ok(t) => t,
             Err(e) => return bad(e.to_string()),
         };
-        if !a.mention && task.is_none() && topic.is_none() {
+        let wait =
+            Wait { mention: a.mention.then(|| self.agent.clone()), task, until, topics: topic.into_iter().collect() };
+        if wait.is_empty() {
             return bad("wait for what? set mention, task or topic");
         }
         let timeout = Duration::from_secs(a.timeout_seconds.unwrap_or(60)).min(MAX_WAIT);
-        // Listen first, then look at the state: nothing slips between the two.
-        let mut rx = self.events.subscribe();
-        let mut topics: Vec<String> = topic.iter().cloned().collect();
-        topics.extend(task.map(|id| format!("task:{id}")));
-        if !topics.is_empty()
-            && let Err(e) = self.client.subscribe(topics).await
-        {
-            return refused(e);
-        }
-        let wanted = |e: &Event| {
-            let mention = a.mention
-                && matches!(&e.kind, EventKind::ChatMessage { message } if message.recipients().contains(&self.agent.as_str()));
-            let changed = match (task, e.kind.task()) {
-                (Some(id), Some(t)) => t.id == id && until.is_none_or(|s| t.status == s),
-                _ => false,
-            };
-            let on_topic = topic.as_ref().is_some_and(|t| t == "*" || e.kind.topics().contains(t));
-            mention || changed || on_topic
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            // The state as it is now, each time events may have been missed.
-            if a.mention {
-                match self
-                    .client
-                    .inbox(InboxReadArgs { agent: Some(self.agent.clone()), all: false, limit: Some(1) })
-                    .await
-                {
-                    Ok(inbox) if !inbox.messages.is_empty() => return ok(&inbox.messages[0]),
-                    Ok(_) => {}
-                    Err(e) => return refused(e),
-                }
-            }
-            if let (Some(id), Some(status)) = (task, until) {
-                match self.client.task(id).await {
-                    Ok(t) if t.status == status => return ok(&t),
-                    Ok(_) => {}
-                    Err(e) => return refused(e),
-                }
-            }
-            loop {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Err(_) => return bad(format!("nothing happened within {}s", timeout.as_secs())),
-                    Ok(Ok(event)) if wanted(&event) => return ok(&event),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
-                    Ok(Err(broadcast::error::RecvError::Closed)) => return bad("the session with the broker ended"),
-                }
-            }
+        match self.client.wait_for(&wait, Some(timeout)).await {
+            Ok(Some(waited)) => ok(&waited),
+            Ok(None) => bad(format!("nothing happened within {}s", timeout.as_secs())),
+            Err(e) => refused(e),
         }
     }
 }

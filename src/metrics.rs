@@ -12,7 +12,7 @@ const BUCKETS: [f64; 12] = [0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0
 
 /// A latency histogram with fixed buckets.
 #[derive(Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     counts: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -20,7 +20,7 @@ pub struct Histogram {
 
 impl Histogram {
     /// Records one observation.
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             self.counts[i].fetch_add(1, Relaxed);
@@ -45,37 +45,37 @@ impl Histogram {
 
 /// Everything the broker counts.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Commands accepted by the domain.
-    pub commands_ok: AtomicU64,
+    pub(crate) commands_ok: AtomicU64,
     /// Commands refused by the domain (conflicts, invalid input).
-    pub commands_refused: AtomicU64,
+    pub(crate) commands_refused: AtomicU64,
     /// Commands decided but not stored (storage failed); they were answered `unavailable`.
-    pub commands_failed: AtomicU64,
+    pub(crate) commands_failed: AtomicU64,
     /// Requests answered from an idempotency record.
-    pub idempotent_replays: AtomicU64,
+    pub(crate) idempotent_replays: AtomicU64,
     /// Events appended.
-    pub events: AtomicU64,
+    pub(crate) events: AtomicU64,
     /// Batches committed.
-    pub batches: AtomicU64,
+    pub(crate) batches: AtomicU64,
     /// Time to decide, apply and write one batch to sled (the writer thread).
-    pub write_seconds: Histogram,
+    pub(crate) write_seconds: Histogram,
     /// Time to make the written batches durable: sled flush + `fdatasync` (the sync thread).
-    pub commit_seconds: Histogram,
+    pub(crate) commit_seconds: Histogram,
     /// HTTP responses by status class (1xx..5xx).
-    pub http_responses: [AtomicU64; 5],
+    pub(crate) http_responses: [AtomicU64; 5],
 }
 
 impl Metrics {
     /// Counts one HTTP response.
-    pub fn http_response(&self, status: u16) {
+    pub(crate) fn http_response(&self, status: u16) {
         if let Some(c) = self.http_responses.get(usize::from(status / 100).wrapping_sub(1)) {
             c.fetch_add(1, Relaxed);
         }
     }
 
     /// The counters in the Prometheus text format; `extra` adds gauges read at scrape time.
-    pub fn render(&self, extra: &[(&str, &str, String)]) -> String {
+    pub(crate) fn render(&self, extra: &[(&str, &str, String)]) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, labels: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {v}");

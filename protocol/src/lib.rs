@@ -8,11 +8,14 @@
 
 mod ids;
 mod model;
+pub mod names;
 mod requests;
 mod responses;
+mod topic;
 pub mod ws;
 
 pub use ids::{MessageId, ParseIdError, TaskId};
 pub use model::*;
 pub use requests::*;
 pub use responses::*;
+pub use topic::{ParseTopicError, Topic};

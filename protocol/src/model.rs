@@ -246,7 +246,8 @@ pub struct Presence {
     /// The agent's name.
     pub name: String,
     /// `active`, `idle`, `offline`, or a status the agent set (e.g. `busy`).
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: PresenceStatus,
     /// Time since the last contact, for humans: `2s ago`, `5m ago`.
     pub last_seen: String,
     /// Last contact.
@@ -265,6 +266,71 @@ pub struct Presence {
     /// A person using the dashboard, not an AI agent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub human: bool,
+}
+
+/// Where an agent stands, as presence shows it: a string on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PresenceStatus {
+    /// In contact recently (or holding a session), with no status of its own.
+    Active,
+    /// Silent for a while.
+    Idle,
+    /// Gone: its last session closed, or silent for long.
+    Offline,
+    /// A status the agent set itself (`busy`, `reviewing`).
+    Custom(String),
+}
+
+impl PresenceStatus {
+    /// The status as written on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            PresenceStatus::Active => "active",
+            PresenceStatus::Idle => "idle",
+            PresenceStatus::Offline => "offline",
+            PresenceStatus::Custom(own) => own,
+        }
+    }
+
+    /// Reads a status from the wire (or an agent's own).
+    pub fn parse(s: &str) -> PresenceStatus {
+        match s {
+            "active" => PresenceStatus::Active,
+            "idle" => PresenceStatus::Idle,
+            "offline" => PresenceStatus::Offline,
+            own => PresenceStatus::Custom(own.to_owned()),
+        }
+    }
+
+    /// Whether the agent is away: idle or offline.
+    pub fn is_away(&self) -> bool {
+        matches!(self, PresenceStatus::Idle | PresenceStatus::Offline)
+    }
+}
+
+impl fmt::Display for PresenceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for PresenceStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for PresenceStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PresenceStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(PresenceStatus::parse(&s))
+    }
 }
 
 /// Why a claim ended without the task being completed.
@@ -394,28 +460,6 @@ impl EventKind {
             | EventKind::TaskCompleted { task, .. }
             | EventKind::TaskReady { task } => Some(task),
             _ => None,
-        }
-    }
-
-    /// The topics this event is published on. `*` matches every event and is not listed.
-    ///
-    /// - task events: `tasks`, `task:<id>`
-    /// - chat messages: `chat`, `chat:<channel>`, and `inbox:<agent>` for each recipient
-    /// - presence: `presence`
-    /// - inbox acks: `inbox:<agent>`
-    pub fn topics(&self) -> Vec<String> {
-        if let Some(task) = self.task() {
-            return vec!["tasks".to_owned(), format!("task:{}", task.id)];
-        }
-        match self {
-            EventKind::ChatMessage { message } => {
-                let mut topics = vec!["chat".to_owned(), format!("chat:{}", message.channel)];
-                topics.extend(message.recipients().iter().map(|a| format!("inbox:{a}")));
-                topics
-            }
-            EventKind::PresenceChanged { .. } => vec!["presence".to_owned()],
-            EventKind::InboxAcked { agent, .. } => vec![format!("inbox:{agent}")],
-            _ => Vec::new(),
         }
     }
 }

@@ -15,10 +15,10 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use muster_client::protocol::ws::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::protocol::{
-    CreateTask, ErrorCode, Event, EventKind, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskId,
-    TaskStatus, UpdateTask,
+    CreateTask, ErrorCode, EventKind, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskId, TaskStatus,
+    Topic, UpdateTask,
 };
-use muster_client::{Client, Error, Notice, Options};
+use muster_client::{Client, Error, Notice, Options, Wait, Waited};
 use serde::Serialize;
 
 /// Options every client command takes.
@@ -347,9 +347,9 @@ fn task_id(raw: &str) -> Result<TaskId, Failure> {
     raw.parse().map_err(|e: muster_client::protocol::ParseIdError| Failure::new(Exit::Invalid, e.to_string()))
 }
 
-/// A topic as the broker writes it (`task:12` → `task:T-12`).
-fn topic(raw: &str) -> Result<String, Failure> {
-    crate::core::parse_topic(raw).map_err(|e| Failure::new(Exit::Invalid, e.to_string()))
+/// A topic, checked (`task:12` is `task:T-12`).
+fn topic(raw: &str) -> Result<Topic, Failure> {
+    raw.parse().map_err(|e: muster_client::protocol::ParseTopicError| Failure::new(Exit::Invalid, e.to_string()))
 }
 
 fn require_agent(global: &Global) -> Result<String, Failure> {
@@ -388,7 +388,7 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
     match command {
         Command::Watch { topics, since } => return watch(global, topics, since, out).await,
         Command::Wait { mention, task, until, topic, timeout, ack } => {
-            return wait(global, Wait { mention, task, until, topics: topic, ack }, timeout, out).await;
+            return wait(global, WaitArgs { mention, task, until, topics: topic, ack }, timeout, out).await;
         }
         _ => {}
     }
@@ -517,10 +517,10 @@ async fn task_command(client: &Client, global: &Global, command: TaskCommand, ou
 
 /// Prints events until interrupted (or the broker goes away for good).
 async fn watch(global: &Global, topics: Vec<String>, since: Option<u64>, out: &Out) -> Result<Exit, Failure> {
-    let topics = if topics.is_empty() {
+    let topics: Vec<String> = if topics.is_empty() {
         vec!["*".to_owned()]
     } else {
-        topics.iter().map(|t| topic(t)).collect::<Result<_, _>>()?
+        topics.iter().map(|t| topic(t).map(|t| t.to_string())).collect::<Result<_, _>>()?
     };
     let mut options = Options::new(global.url.clone()).topics(topics.clone());
     options.since = since;
@@ -540,8 +540,8 @@ async fn watch(global: &Global, topics: Vec<String>, since: Option<u64>, out: &O
     Ok(Exit::Ok)
 }
 
-/// What `wait` waits for.
-struct Wait {
+/// What `wait` waits for, as typed.
+struct WaitArgs {
     mention: bool,
     task: Option<String>,
     until: Option<TaskStatus>,
@@ -549,90 +549,45 @@ struct Wait {
     ack: bool,
 }
 
-async fn wait(global: &Global, w: Wait, timeout: Option<Duration>, out: &Out) -> Result<Exit, Failure> {
+async fn wait(global: &Global, w: WaitArgs, timeout: Option<Duration>, out: &Out) -> Result<Exit, Failure> {
     let me = if w.mention { Some(require_agent(global)?) } else { None };
-    let task = w.task.as_deref().map(task_id).transpose()?;
-    let until = w.until;
-    let wanted: Vec<String> = w.topics.iter().map(|t| topic(t)).collect::<Result<_, _>>()?;
-    let mut topics = wanted.clone();
-    if let Some(me) = &me {
-        topics.push(format!("inbox:{me}"));
-    }
-    if let Some(id) = task {
-        topics.push(format!("task:{id}"));
-    }
-    if topics.is_empty() {
+    let wait = Wait {
+        mention: me.clone(),
+        task: w.task.as_deref().map(task_id).transpose()?,
+        until: w.until,
+        topics: w.topics.iter().map(|t| topic(t)).collect::<Result<_, _>>()?,
+    };
+    if wait.is_empty() {
         return Err(Failure::new(Exit::Invalid, "wait for what? --mention, --task ID or --topic TOPIC"));
     }
-    // Subscribe first, then look at the current state: nothing can slip between the two.
-    let mut options = Options::new(global.url.clone()).topics(topics.clone());
+    let mut options = Options::new(global.url.clone());
     options.token = global.token.clone();
-    let (client, mut events) = Client::connect(options).await?;
+    let (client, _) = Client::connect(options).await?;
+    let topics: Vec<String> = wait.topics().iter().map(ToString::to_string).collect();
     eprintln!("muster: waiting on {}", topics.join(" "));
-    if let Some(me) = &me {
-        let inbox = client.inbox(InboxReadArgs { agent: Some(me.clone()), all: false, limit: Some(1) }).await?;
-        if let Some(message) = inbox.messages.first() {
+    let Some(waited) = client.wait_for(&wait, timeout).await? else {
+        let t = timeout.unwrap_or_default();
+        return Err(Failure::new(Exit::Timeout, format!("nothing happened within {}", humantime::format_duration(t))));
+    };
+    let read = match &waited {
+        Waited::Message(message) => {
             out.show(message, || output::message(message));
-            if w.ack {
-                client.ack(Some(me.clone()), Some(message.seq)).await?;
-            }
-            return Ok(Exit::Ok);
+            Some(message.seq)
         }
-    }
-    if let (Some(id), Some(status)) = (task, until) {
-        let current = client.task(id).await?;
-        if current.status == status {
-            out.show(&current, || format!("{} is {status}: {}", current.id, current.title));
-            return Ok(Exit::Ok);
+        Waited::Task(task) => {
+            out.show(task, || format!("{} is {}: {}", task.id, task.status, task.title));
+            None
         }
-    }
-    let found = async {
-        while let Some(notice) = events.next().await {
-            let Notice::Event(event) = notice else { continue };
-            if relevant(&event, me.as_deref(), task, until, &wanted) {
-                return Some(event);
+        Waited::Event(event) => {
+            out.show(&**event, || output::event(event));
+            match &event.kind {
+                EventKind::ChatMessage { message } => Some(message.seq),
+                _ => None,
             }
         }
-        None
     };
-    let event = match timeout {
-        Some(t) => match tokio::time::timeout(t, found).await {
-            Ok(event) => event,
-            Err(_) => {
-                return Err(Failure::new(
-                    Exit::Timeout,
-                    format!("nothing happened within {}", humantime::format_duration(t)),
-                ));
-            }
-        },
-        None => found.await,
-    };
-    let Some(event) = event else {
-        return Err(Failure::new(Exit::Unavailable, "the connection to the broker ended"));
-    };
-    out.show(&*event, || output::event(&event));
-    if let (true, Some(me), EventKind::ChatMessage { message }) = (w.ack, &me, &event.kind) {
-        client.ack(Some(me.clone()), Some(message.seq)).await?;
+    if let (true, Some(me), Some(seq)) = (w.ack, me, read) {
+        client.ack(Some(me), Some(seq)).await?;
     }
     Ok(Exit::Ok)
-}
-
-/// Whether an event is what `wait` waits for.
-fn relevant(
-    event: &Event,
-    me: Option<&str>,
-    task: Option<TaskId>,
-    until: Option<TaskStatus>,
-    topics: &[String],
-) -> bool {
-    let mention = me.is_some_and(
-        |me| matches!(&event.kind, EventKind::ChatMessage { message } if message.recipients().contains(&me)),
-    );
-    let task_change = match (task, event.kind.task()) {
-        (Some(id), Some(t)) if t.id == id => until.is_none_or(|s| t.status == s),
-        _ => false,
-    };
-    let on_topic =
-        !topics.is_empty() && event.kind.topics().iter().any(|t| topics.contains(t)) || topics.iter().any(|t| t == "*");
-    mention || task_change || on_topic
 }

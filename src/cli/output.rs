@@ -102,7 +102,7 @@ pub fn who(agents: &[Presence]) -> String {
         .map(|a| {
             vec![
                 a.name.clone(),
-                a.status.clone(),
+                a.status.to_string(),
                 a.last_seen.clone(),
                 a.task.map_or_else(|| "-".to_owned(), |t| t.to_string()),
                 if a.stuck { "STUCK".to_owned() } else { String::new() },

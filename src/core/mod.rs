@@ -1,22 +1,33 @@
 //! The domain: every rule of the task board, chat and presence, as pure functions.
 //!
-//! `decide(&State, &Policy, &Command, now)` checks a command against the state and returns
-//! the events it causes (and the reply), or a [`DomainError`]; `apply(&mut State, &Event)`
-//! folds one event into the state. Nothing here does IO, reads the clock or knows about
+//! `decide(&Model, &Policy, &Command, now)` checks a command against the model and returns
+//! the events it causes (and the reply), or a [`DomainError`]; `apply(&mut Model, &Event)`
+//! folds one event into the model. Nothing here does IO, reads the clock or knows about
 //! tokio, sockets or sled: the sequencer feeds commands in and the time is an argument.
-//! Replaying the event log from an empty state with `apply` rebuilds the same state.
+//! Replaying the event log from an empty model with `apply` rebuilds the same model.
+//!
+//! - `command`: the commands, their replies, and `decide`, which hands each to its rules;
+//! - `tasks`, `chat`, `presence`: the rules of each domain (`impl Decider` blocks);
+//! - `policy`: presence thresholds, grace and lease; `rules`: input limits and names;
+//! - `model`: the model and `apply`; `decider`: one decision in progress.
 
-mod decide;
+mod chat;
+mod command;
+mod decider;
 mod error;
+mod model;
+mod policy;
 mod presence;
 pub mod rules;
-mod state;
+mod tasks;
 
-pub use decide::{Command, Decision, Reply, decide, next_for};
+pub use command::{Command, Decision, Reply, decide};
 pub use error::DomainError;
-pub use presence::{Policy, last_seen_text, presence};
-pub use rules::{parse_mentions, parse_topic, validate_agent, validate_channel};
-pub use state::{Channel, State, actor, apply};
+pub use model::{Channel, Model, actor, apply};
+pub use policy::{Policy, last_seen_text};
+pub use presence::presence;
+pub use rules::{parse_mentions, validate_agent, validate_channel};
+pub use tasks::next_for;
 
 #[cfg(test)]
 mod tests;

@@ -1,104 +1,17 @@
-//! Presence as users see it: derived from sessions, the last contact and the time of the
-//! question; and how long a claim outlives its owner's absence.
+//! Presence: sessions opening and closing, heartbeats, and the presence view (status, last
+//! seen, current task, stuck) as a user sees it at a given moment.
 
-use std::time::Duration;
+use muster_protocol::{Agent, EventKind, Heartbeat, Presence, TaskStatus, Timestamp};
 
-use muster_protocol::{Agent, Presence, TaskStatus, Timestamp};
-use serde::{Deserialize, Serialize};
-
-use super::State;
-
-/// The thresholds that turn "last seen" into a status, and absence into released claims.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Policy {
-    /// Silent this long (and no open session): `idle`.
-    #[serde(with = "humantime_serde")]
-    pub idle_after: Duration,
-    /// Silent this long (and no open session): `offline`.
-    #[serde(with = "humantime_serde")]
-    pub offline_after: Duration,
-    /// Holding a `doing` task and silent this long: `stuck`.
-    #[serde(with = "humantime_serde")]
-    pub stuck_after: Duration,
-    /// After an agent's last WebSocket session closes, its claims are kept this long for
-    /// it to come back, then released (`owner_gone`).
-    #[serde(with = "humantime_serde")]
-    pub claim_grace: Duration,
-    /// An agent without a session keeps its claims while it is in contact (any write, or a
-    /// heartbeat) at least this often; then they are released (`owner_gone`).
-    #[serde(with = "humantime_serde")]
-    pub claim_lease: Duration,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            idle_after: Duration::from_secs(5 * 60),
-            offline_after: Duration::from_secs(30 * 60),
-            stuck_after: Duration::from_secs(20 * 60),
-            claim_grace: Duration::from_secs(5 * 60),
-            claim_lease: Duration::from_secs(30 * 60),
-        }
-    }
-}
-
-/// The time since `at`, as seen at `now`; zero if `at` is in the future.
-fn silence(at: Timestamp, now: Timestamp) -> Duration {
-    (now - at).to_std().unwrap_or_default()
-}
-
-/// `2s ago`, `5m ago`, `3h ago`, `2d ago`.
-pub fn last_seen_text(at: Timestamp, now: Timestamp) -> String {
-    let s = silence(at, now).as_secs();
-    match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86400),
-    }
-}
-
-/// Whether the agent closed its last session and has not been in contact since.
-fn left(agent: &Agent) -> Option<Timestamp> {
-    agent.left_at.filter(|l| agent.connections == 0 && *l >= agent.last_seen_at)
-}
-
-impl Policy {
-    /// The status an agent shows at `now`: its own status (or `active`) while it has a
-    /// session or was in contact recently; `offline` from the moment its last session
-    /// closed; otherwise `idle`, then `offline`, as the silence grows.
-    pub fn status(&self, agent: &Agent, now: Timestamp) -> String {
-        let silent = silence(agent.last_seen_at, now);
-        let own = || agent.status.clone().unwrap_or_else(|| "active".to_owned());
-        if agent.connections > 0 {
-            own()
-        } else if left(agent).is_some() || silent >= self.offline_after {
-            "offline".to_owned()
-        } else if silent < self.idle_after {
-            own()
-        } else {
-            "idle".to_owned()
-        }
-    }
-
-    /// When the claims of `agent` expire if nothing changes: never while it has a
-    /// session; `claim_grace` after its last session closed; `claim_lease` after its last
-    /// contact otherwise.
-    pub fn claims_expire_at(&self, agent: &Agent) -> Option<Timestamp> {
-        if agent.connections > 0 {
-            return None;
-        }
-        Some(match left(agent) {
-            Some(left_at) => left_at + self.claim_grace,
-            None => agent.last_seen_at + self.claim_lease,
-        })
-    }
-}
+use super::decider::Decider;
+use super::error::DomainError;
+use super::model::Model;
+use super::policy::{Policy, last_seen_text, silence};
+use super::rules::{validate_agent, validate_note, validate_status};
 
 /// The presence view of one agent at `now`.
-pub fn presence(state: &State, policy: &Policy, agent: &Agent, now: Timestamp) -> Presence {
-    let mut held: Vec<_> = state.held_by(&agent.name).collect();
+pub fn presence(model: &Model, policy: &Policy, agent: &Agent, now: Timestamp) -> Presence {
+    let mut held: Vec<_> = model.held_by(&agent.name).collect();
     // The task an agent is on: a `doing` one first, then the oldest it holds.
     held.sort_by_key(|t| (t.status != TaskStatus::Doing, t.id));
     let task = held.first().map(|t| t.id);
@@ -114,5 +27,73 @@ pub fn presence(state: &State, policy: &Policy, agent: &Agent, now: Timestamp) -
         stuck: doing && silence(agent.last_seen_at, now) >= policy.stuck_after,
         claims_expire_at: if held.is_empty() { None } else { policy.claims_expire_at(agent) },
         human: agent.human,
+    }
+}
+
+impl Decider<'_> {
+    /// A heartbeat: the agent is here, with its own status (`active` clears it) and note.
+    pub(super) fn heartbeat(&mut self, name: &str, h: &Heartbeat) -> Result<Agent, DomainError> {
+        validate_agent("agent", name)?;
+        if let Some(status) = &h.status {
+            validate_status(status)?;
+        }
+        if let Some(Some(note)) = &h.note {
+            validate_note(note)?;
+        }
+        let mut agent = self.record(name);
+        agent.last_seen_at = self.now;
+        match h.status.as_deref() {
+            Some("active") => agent.status = None,
+            Some(status) => agent.status = Some(status.to_owned()),
+            // A heartbeat without a status after signing off means the agent is back.
+            None => agent.status = agent.status.filter(|s| s != "offline"),
+        }
+        if let Some(note) = &h.note {
+            agent.note = note.clone().filter(|n| !n.is_empty());
+        }
+        self.events.push(EventKind::PresenceChanged { agent: agent.clone() });
+        Ok(agent)
+    }
+
+    /// A session of `name` opened: it is present (and its claims held) until it closes.
+    pub(super) fn connect(&mut self, name: &str, human: bool) -> Result<Agent, DomainError> {
+        validate_agent("agent", name)?;
+        let mut record = self.record(name);
+        record.connections += 1;
+        record.human |= human;
+        record.last_seen_at = self.now;
+        record.left_at = None;
+        record.status = record.status.filter(|s| s != "offline");
+        self.events.push(EventKind::PresenceChanged { agent: record.clone() });
+        Ok(record)
+    }
+
+    /// A session of `name` closed; after its last one, it shows offline and its claims wait
+    /// out the grace.
+    pub(super) fn disconnect(&mut self, name: &str) {
+        if let Some(a) = self.model.agents.get(name).filter(|a| a.connections > 0) {
+            let mut record = Agent::clone(a);
+            record.connections -= 1;
+            if record.connections == 0 {
+                record.left_at = Some(self.now);
+            }
+            self.events.push(EventKind::PresenceChanged { agent: record });
+        }
+    }
+
+    /// The broker (re)started: no session survived.
+    pub(super) fn reset_connections(&mut self) {
+        for a in self.model.agents.values().filter(|a| a.connections > 0) {
+            let record = Agent { connections: 0, left_at: Some(self.now), ..Agent::clone(a) };
+            self.events.push(EventKind::PresenceChanged { agent: record });
+        }
+    }
+
+    /// The agent's record, or a new one seen now.
+    fn record(&self, name: &str) -> Agent {
+        match self.model.agents.get(name) {
+            Some(a) => Agent::clone(a),
+            None => Agent::new(name, self.now),
+        }
     }
 }

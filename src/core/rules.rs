@@ -1,9 +1,12 @@
-//! Input rules: names, lengths, mentions. Every limit a client can hit is here.
+//! Input rules: names, lengths, mentions. Every limit a client can hit is here (the grammar
+//! of names is the protocol's, `muster_protocol::names`).
 
-use super::DomainError;
+use muster_protocol::names::{self, is_name_char, truncate};
+
+use super::error::DomainError;
 
 /// Longest agent name, in bytes (names are ASCII).
-pub const MAX_NAME: usize = 64;
+pub const MAX_NAME: usize = names::MAX_AGENT;
 /// Longest task title, in characters: one line on a board card.
 pub const MAX_TITLE: usize = 200;
 /// Longest task description or chat message, in bytes: a long comment, far below the size
@@ -18,40 +21,14 @@ pub const MAX_TAG: usize = 32;
 /// Most tasks in one `blockedBy` list.
 pub const MAX_BLOCKERS: usize = 50;
 /// Longest channel name, in bytes (a direct channel holds two names).
-pub const MAX_CHANNEL: usize = 2 * MAX_NAME + 4;
+pub const MAX_CHANNEL: usize = names::MAX_CHANNEL;
 /// Longest self-set status, in bytes.
 pub const MAX_STATUS: usize = 32;
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-}
-
-fn is_name_edge(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
 
 /// Checks an agent name: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting and ending with a
 /// letter, digit or `_` (so that `@link.` at the end of a sentence mentions `link`).
 pub fn validate_agent(field: &str, name: &str) -> Result<(), DomainError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.chars().all(is_name_char)
-        && name.starts_with(is_name_edge)
-        && name.ends_with(is_name_edge);
-    if ok {
-        Ok(())
-    } else if name.is_empty() {
-        Err(DomainError::invalid(field, "must not be empty: name the acting agent"))
-    } else {
-        Err(DomainError::invalid(
-            field,
-            format!(
-                "{:?} is not a valid agent name (1-{MAX_NAME} letters, digits, '.', '_' or '-', \
-                 starting and ending with a letter, digit or '_')",
-                truncate(name, 80)
-            ),
-        ))
-    }
+    names::check_agent(name).map_err(|message| DomainError::invalid(field, message))
 }
 
 /// Checks the acting agent of a command that needs one.
@@ -113,20 +90,7 @@ pub fn validate_tags(tags: &[String]) -> Result<(), DomainError> {
 
 /// Checks a channel name: 1 to 132 of letters, digits and `. _ - : ,`.
 pub fn validate_channel(channel: &str) -> Result<(), DomainError> {
-    let ok = !channel.is_empty()
-        && channel.len() <= MAX_CHANNEL
-        && channel.chars().all(|c| is_name_char(c) || matches!(c, ':' | ','));
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(
-            "channel",
-            format!(
-                "{:?} is not a valid channel name (1-{MAX_CHANNEL} letters, digits, '.', '_', '-', ':' or ',')",
-                truncate(channel, 80)
-            ),
-        ))
-    }
+    names::check_channel(channel).map_err(|message| DomainError::invalid("channel", message))
 }
 
 /// Checks a self-set status: 1 to 32 of lowercase letters, digits, `_` and `-`.
@@ -171,39 +135,13 @@ pub fn parse_mentions(text: &str) -> Vec<String> {
             let rest = &text[i + 1..];
             let end = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
             let name = rest[..end].trim_end_matches(['.', '-']);
-            if validate_agent("", name).is_ok() && !out.iter().any(|n| n == name) {
+            if names::is_agent(name) && !out.iter().any(|n| n == name) {
                 out.push(name.to_owned());
             }
         }
         prev = Some(c);
     }
     out
-}
-
-/// Checks and normalizes a subscription topic: `*`, `tasks`, `task:<id>`, `chat`,
-/// `chat:<channel>`, `presence` or `inbox:<agent>`. `task:12` becomes `task:T-12`.
-pub fn parse_topic(topic: &str) -> Result<String, DomainError> {
-    let bad = |why: String| DomainError::invalid("topics", why);
-    match topic.split_once(':') {
-        None if matches!(topic, "*" | "tasks" | "chat" | "presence") => Ok(topic.to_owned()),
-        Some(("task", id)) => {
-            id.parse::<muster_protocol::TaskId>().map(|id| format!("task:{id}")).map_err(|e| bad(e.to_string()))
-        }
-        Some(("chat", channel)) => validate_channel(channel).map(|()| topic.to_owned()).map_err(|e| bad(e.to_string())),
-        Some(("inbox", agent)) => {
-            validate_agent("agent", agent).map(|()| topic.to_owned()).map_err(|e| bad(e.to_string()))
-        }
-        _ => Err(bad(format!(
-            "{:?} is not a topic (one of *, tasks, task:<id>, chat, chat:<channel>, presence, inbox:<agent>)",
-            truncate(topic, 80)
-        ))),
-    }
-}
-
-/// The first `max` characters of `s`, for echoing bad input back without echoing a
-/// megabyte of it.
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max { s.to_owned() } else { format!("{}…", s.chars().take(max).collect::<String>()) }
 }
 
 #[cfg(test)]
@@ -220,13 +158,8 @@ mod tests {
     }
 
     #[test]
-    fn agent_names_are_short_words() {
-        for good in ["link", "claude-2", "a", "kai.dev", "_bot", "A9"] {
-            assert!(validate_agent("agent", good).is_ok(), "{good}");
-        }
-        for bad in ["", "-x", "x.", "has space", "tab\t", "é", &"x".repeat(65)] {
-            let err = validate_agent("agent", bad).unwrap_err();
-            assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "agent"), "{bad}");
-        }
+    fn a_bad_agent_name_is_refused_naming_the_field() {
+        let err = validate_agent("assignee", "has space").unwrap_err();
+        assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "assignee"), "{err}");
     }
 }

@@ -14,7 +14,7 @@ use super::*;
 
 /// A broker without IO: decides, stamps and applies, keeping the log.
 struct Sim {
-    state: State,
+    state: Model,
     policy: Policy,
     now: Timestamp,
     log: Vec<Event>,
@@ -23,7 +23,7 @@ struct Sim {
 impl Sim {
     fn new() -> Sim {
         Sim {
-            state: State::default(),
+            state: Model::default(),
             policy: Policy::default(),
             now: "2026-11-25T10:00:00Z".parse().unwrap(),
             log: Vec::new(),
@@ -478,12 +478,12 @@ proptest! {
         }
 
         // Replaying the log from empty rebuilds exactly the same state...
-        let mut replayed = State::default();
+        let mut replayed = Model::default();
         for event in &sim.log { apply(&mut replayed, event); }
         prop_assert_eq!(&replayed, &sim.state);
         // ...and so does loading the materialized views, as a restart does.
         let s = &sim.state;
-        let loaded = State::from_views(
+        let loaded = Model::from_views(
             s.head,
             s.last_message,
             s.tasks.values().map(|t| muster_protocol::Task::clone(t)),

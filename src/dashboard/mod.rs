@@ -32,7 +32,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// The dashboard page.
 #[utoipa::path(get, path = "/dashboard", tag = "dashboard", responses((status = 200, description = "The dashboard (HTML)", content_type = "text/html")))]
-pub async fn page() -> Response {
+pub(crate) async fn page() -> Response {
     let mut response = asset("text/html; charset=utf-8", INDEX);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
@@ -43,24 +43,24 @@ pub async fn page() -> Response {
 
 /// The dashboard's code.
 #[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard", responses((status = 200, description = "JavaScript module", content_type = "text/javascript")))]
-pub async fn app() -> Response {
+pub(crate) async fn app() -> Response {
     asset("text/javascript; charset=utf-8", APP)
 }
 
 /// The dashboard's style sheet.
 #[utoipa::path(get, path = "/dashboard/style.css", tag = "dashboard", responses((status = 200, description = "CSS", content_type = "text/css")))]
-pub async fn style() -> Response {
+pub(crate) async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
 }
 
 /// Muster's JavaScript client, an ES module (`clients/js/muster.js`).
 #[utoipa::path(get, path = "/client.js", tag = "dashboard", responses((status = 200, description = "JavaScript module", content_type = "text/javascript")))]
-pub async fn client() -> Response {
+pub(crate) async fn client() -> Response {
     asset("text/javascript; charset=utf-8", CLIENT)
 }
 
 /// `/` leads to the dashboard.
 #[utoipa::path(get, path = "/", tag = "dashboard", responses((status = 303, description = "See /dashboard")))]
-pub async fn root() -> Redirect {
+pub(crate) async fn root() -> Redirect {
     Redirect::to("/dashboard")
 }

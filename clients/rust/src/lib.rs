@@ -22,6 +22,8 @@
 //! (see the broker's lease rules); without an agent the session is an observer and each
 //! operation names its agent.
 
+mod wait;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,12 +41,16 @@ use muster_protocol::{
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
+pub use wait::{Wait, Waited};
 
 /// Events waiting for the application. When it does not read them, the session stops
 /// reading the socket, the broker closes it as a slow consumer, and the client resumes.
 const EVENT_BUFFER: usize = 1024;
+/// Notices kept for waiters ([`Client::wait_for`]) that are slow to look; one that falls
+/// further behind re-checks the state (`Lagged` is never ignored).
+const LISTEN_BUFFER: usize = 1024;
 /// Requests waiting to be sent.
 const CALL_BUFFER: usize = 64;
 /// First and longest wait between reconnection attempts.
@@ -172,7 +178,8 @@ pub enum Notice {
     },
 }
 
-/// The event stream of a client.
+/// The event stream of a client. Drop it if you do not read it: events the application does
+/// not take make the session stop reading the socket.
 pub struct Events {
     rx: mpsc::Receiver<Notice>,
 }
@@ -202,6 +209,7 @@ struct Call {
 pub struct Client {
     calls: mpsc::Sender<Call>,
     position: Arc<Mutex<Position>>,
+    listeners: broadcast::Sender<Notice>,
 }
 
 impl Client {
@@ -229,9 +237,17 @@ impl Client {
         let (events, events_rx) = mpsc::channel(EVENT_BUFFER);
         let position = Arc::new(Mutex::new(Position { epoch: options.epoch.clone(), last_seq: options.since }));
         let topics = options.topics.iter().cloned().collect();
-        let session = Session { options, calls: calls_rx, events, position: Arc::clone(&position), topics };
+        let (listeners, _) = broadcast::channel(LISTEN_BUFFER);
+        let session = Session {
+            options,
+            calls: calls_rx,
+            events,
+            listeners: listeners.clone(),
+            position: Arc::clone(&position),
+            topics,
+        };
         tokio::spawn(session.run(first));
-        (Client { calls, position }, Events { rx: events_rx })
+        (Client { calls, position, listeners }, Events { rx: events_rx })
     }
 
     /// The broker's epoch, once connected.
@@ -345,6 +361,51 @@ impl Client {
     pub async fn unsubscribe(&self, topics: Vec<String>) -> Result<Vec<String>, Error> {
         Ok(self.call_as::<Topics>(Op::Unsubscribe(Topics { topics })).await?.topics)
     }
+
+    /// Blocks until what `wait` describes happens, or `timeout` passes (`Ok(None)`).
+    ///
+    /// Listens, subscribes to the topics the wait needs (they stay subscribed), then looks
+    /// at the current state: an unread message for `wait.mention`, the status of
+    /// `wait.task` when `wait.until` is set. Whenever events may have been missed (this
+    /// waiter fell behind, or the session resumed without a replay) it looks again.
+    pub async fn wait_for(&self, wait: &Wait, timeout: Option<Duration>) -> Result<Option<Waited>, Error> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut notices = self.listeners.subscribe();
+        let topics: Vec<String> = wait.topics().iter().map(ToString::to_string).collect();
+        if !topics.is_empty() {
+            self.subscribe(topics).await?;
+        }
+        loop {
+            if let Some(me) = &wait.mention {
+                let inbox = self.inbox(InboxReadArgs { agent: Some(me.clone()), all: false, limit: Some(1) }).await?;
+                if let Some(message) = inbox.messages.into_iter().next() {
+                    return Ok(Some(Waited::Message(message)));
+                }
+            }
+            if let (Some(id), Some(status)) = (wait.task, wait.until) {
+                let task = self.task(id).await?;
+                if task.status == status {
+                    return Ok(Some(Waited::Task(task)));
+                }
+            }
+            loop {
+                let next = match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(deadline, notices.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => return Ok(None),
+                    },
+                    None => notices.recv().await,
+                };
+                match next {
+                    Ok(Notice::Event(event)) if wait.wanted(&event) => return Ok(Some(Waited::Event(event))),
+                    Ok(Notice::Event(_) | Notice::Resumed { .. }) => {}
+                    // Events may have been missed: look at the state again.
+                    Ok(Notice::Resync { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed),
+                }
+            }
+        }
+    }
 }
 
 /// Why a connection attempt failed.
@@ -370,6 +431,8 @@ struct Session {
     options: Options,
     calls: mpsc::Receiver<Call>,
     events: mpsc::Sender<Notice>,
+    /// Waiters ([`Client::wait_for`]); sending never blocks.
+    listeners: broadcast::Sender<Notice>,
     position: Arc<Mutex<Position>>,
     /// Topics to subscribe to on every (re)connection.
     topics: BTreeSet<String>,
@@ -431,6 +494,16 @@ impl Session {
         self.position.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Hands a notice to the waiters and to the application's event stream.
+    async fn notify(&self, notice: Notice) {
+        if self.listeners.receiver_count() > 0 {
+            // A waiter that went away meanwhile is fine.
+            let _ = self.listeners.send(notice.clone());
+        }
+        // The application may not listen to events at all (it dropped `Events`).
+        let _ = self.events.send(notice).await;
+    }
+
     /// Connects and says hello, resuming from where the last session stopped.
     async fn connect(&mut self) -> Result<Socket, Failed> {
         let url = self.options.ws_url();
@@ -484,8 +557,7 @@ impl Session {
                 }
             }
         };
-        // The application may not listen to events at all.
-        let _ = self.events.send(notice).await;
+        self.notify(notice).await;
         Ok(socket)
     }
 
@@ -543,7 +615,7 @@ impl Session {
                                 }
                                 position.last_seq = Some(event.seq);
                             }
-                            let _ = self.events.send(Notice::Event(event)).await;
+                            self.notify(Notice::Event(event)).await;
                         }
                         Err(e) => tracing::warn!(error = %e, "frame not understood"),
                     },

@@ -13,9 +13,8 @@
 //! Clients that are not browsers (curl, agents, the CLI) send no Origin and pass. The
 //! broker sends no CORS headers, so no other origin can read its answers either.
 //!
-//! - **Token**: with tokens on ([`crate::auth`]), every request but the health check, the
-//!   dashboard's files and the WebSocket upgrade (whose `hello` carries the token) needs
-//!   `Authorization: Bearer …`; the handler then runs as the token's agent.
+//! Who the caller is (tokens) is not decided here: each handler takes a `Caller`, and the
+//! api layer checks it.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, header};
@@ -23,13 +22,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use muster_protocol::ErrorCode;
 
-use super::{ApiError, AppState};
-
-/// Whether `s` is a web origin: `http(s)://host[:port]`, nothing after it.
-pub fn is_origin(s: &str) -> bool {
-    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
-    rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '*', '?', '#', ' ']))
-}
+use super::state::AppState;
+use crate::api::ApiError;
 
 /// The host part of `host[:port]` / `[v6]:port`, lowercased.
 fn hostname(authority: &str) -> String {
@@ -63,7 +57,7 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 /// The middleware: Host first, then Origin for requests that write.
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = header_str(headers, header::HOST).unwrap_or("");
     if !host.is_empty() {
@@ -106,28 +100,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             }
         }
     }
-    if !state.tokens.enabled() || open_without_token(request.uri().path()) {
-        return next.run(request).await;
-    }
-    let bearer = header_str(request.headers(), header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-    match bearer.and_then(|token| state.tokens.verify(token.trim())) {
-        Some(identity) => crate::auth::ACTOR.scope(identity.agent, next.run(request)).await,
-        None => ApiError::new(
-            ErrorCode::Unauthorized,
-            if bearer.is_some() {
-                "the token is not valid (revoked, or from another broker)"
-            } else {
-                "this broker requires a token: send Authorization: Bearer <token> (issued by muster token add NAME)"
-            },
-        )
-        .into_response(),
-    }
-}
-
-/// What anyone may fetch with tokens on: the health check, and the dashboard's files (the
-/// page asks for a token before it reads anything). `/ws` checks the token in `hello`.
-fn open_without_token(path: &str) -> bool {
-    matches!(path, "/" | "/health" | "/dashboard" | "/dashboard/app.js" | "/dashboard/style.css" | "/client.js" | "/ws")
+    next.run(request).await
 }
 
 #[cfg(test)]
@@ -141,15 +114,5 @@ mod tests {
         assert_eq!(hostname("[::1]:4445"), "::1");
         assert_eq!(hostname("127.0.0.1"), "127.0.0.1");
         assert_eq!(hostname("evil.example.:80"), "evil.example");
-    }
-
-    #[test]
-    fn origins_are_scheme_and_authority_only() {
-        assert!(is_origin("https://tools.example"));
-        assert!(is_origin("http://127.0.0.1:8080"));
-        assert!(!is_origin("*"));
-        assert!(!is_origin("https://tools.example/app"));
-        assert!(!is_origin("tools.example"));
-        assert!(!is_origin("https://"));
     }
 }

@@ -3,55 +3,17 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use muster_protocol::ws::ListArgs;
+use muster_protocol::ws::{ListArgs, NextArgs, TaskActionArgs, TaskRef, TaskUpdateArgs};
 use muster_protocol::{
-    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, Task, TaskAction, TaskEnvelope, TaskList, TaskStatus,
+    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, TaskAction, TaskEnvelope, TaskList, TaskStatus,
     UpdateTask,
 };
 use serde::Deserialize;
 
-use super::extract::{AgentHeader, Idempotency, JsonBody, OptionalJsonBody, Query, task_id};
-use super::{ApiError, AppState, json_bytes, json_response};
-use crate::core::{Command, Reply, next_for, validate_agent};
-use crate::sequencer::{Committed, Snapshot};
-
-/// `{"tasks": [...]}` over borrowed tasks (the wire shape of `TaskList`).
-#[derive(serde::Serialize)]
-pub struct Tasks<'a> {
-    /// The tasks.
-    pub tasks: Vec<&'a Task>,
-}
-
-/// `{"task": {...}}` over a borrowed task (the wire shape of `TaskEnvelope`).
-#[derive(serde::Serialize)]
-struct OneTask<'a> {
-    task: &'a Task,
-}
-
-/// Submits a command and answers with the task it returns.
-async fn submit(state: &AppState, cmd: Command, idem: Idempotency, status: StatusCode) -> Result<Response, ApiError> {
-    let Committed { reply, replayed } = state.writer.submit(cmd, idem.0).await?;
-    let mut response = match reply {
-        Reply::Task(task) => {
-            let mut r = json_response(status, &TaskEnvelope { task: task.clone() });
-            if status == StatusCode::CREATED
-                && let Ok(location) = HeaderValue::from_str(&format!("/tasks/{}", task.id))
-            {
-                r.headers_mut().insert(header::LOCATION, location);
-            }
-            r
-        }
-        Reply::MaybeTask(task) => json_response(StatusCode::OK, &MaybeTaskEnvelope { task }),
-        other => {
-            return Err(ApiError::new(muster_protocol::ErrorCode::Internal, format!("unexpected reply {other:?}")));
-        }
-    };
-    if replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
-}
+use crate::api::{ApiError, Board, Caller};
+use crate::transport::extract::{AgentHeader, Idempotency, JsonBody, OptionalJsonBody, Query, task_id};
+use crate::transport::response::{json, ok, written};
+use crate::transport::state::AppState;
 
 /// Create a task.
 #[utoipa::path(
@@ -67,21 +29,28 @@ async fn submit(state: &AppState, cmd: Command, idem: Idempotency, status: Statu
         (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
-pub async fn create(
-    State(state): State<AppState>,
+pub(crate) async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
     agent: AgentHeader,
     idem: Idempotency,
     JsonBody(mut body): JsonBody<CreateTask>,
 ) -> Result<Response, ApiError> {
     body.agent = agent.resolve("agent", body.agent.take())?;
-    submit(&state, Command::CreateTask(body), idem, StatusCode::CREATED).await
+    let created = app.broker.create_task(&caller, body, idem.0).await?;
+    let location = HeaderValue::from_str(&format!("/tasks/{}", created.value.task.id));
+    let mut response = written(StatusCode::CREATED, created);
+    if let Ok(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
 }
 
 /// Filters for the board.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Only these statuses, comma-separated (`todo,doing`).
     status: Option<String>,
     /// Only tasks assigned to this agent.
@@ -102,16 +71,12 @@ pub struct ListQuery {
         (status = 400, body = ErrorBody),
     )
 )]
-pub async fn list(
-    State(state): State<AppState>,
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let snapshot = state.reader.snapshot();
-    let unfiltered = q.status.is_none() && q.assignee.is_none() && q.priority.is_none() && q.tag.is_none();
-    if unfiltered {
-        return Ok(board(&state, &snapshot, &headers));
-    }
     let status = match &q.status {
         None => Vec::new(),
         Some(list) => list
@@ -126,48 +91,30 @@ pub async fn list(
             })?,
     };
     let filter = ListArgs { status, assignee: q.assignee, priority: q.priority, tag: q.tag };
-    Ok(json_response(StatusCode::OK, &Tasks { tasks: filtered(&snapshot.state, &filter) }))
-}
-
-/// The tasks that pass a filter, in id order.
-pub fn filtered<'a>(state: &'a crate::core::State, f: &ListArgs) -> Vec<&'a Task> {
-    state
-        .tasks
-        .values()
-        .map(|t| &**t)
-        .filter(|t| f.status.is_empty() || f.status.contains(&t.status))
-        .filter(|t| f.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
-        .filter(|t| f.priority.is_none_or(|p| t.priority == p))
-        .filter(|t| f.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
-        .collect()
+    if filter == ListArgs::default() {
+        return Ok(board(&app.broker.board(&caller)?, &headers));
+    }
+    Ok(ok(app.broker.tasks(&caller, &filter)?))
 }
 
 /// The whole board: serialized (and compressed) once per durable change, then shared by
 /// every reader; `ETag` lets a poller skip the body when nothing changed.
-fn board(state: &AppState, snapshot: &Snapshot, headers: &HeaderMap) -> Response {
-    let etag = format!("\"{}-{}\"", state.store.epoch(), snapshot.state.head);
+fn board(board: &Board, headers: &HeaderMap) -> Response {
     let unchanged = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == board.etag || t.trim() == "*"));
     let mut response = if unchanged {
         StatusCode::NOT_MODIFIED.into_response()
+    } else if accepts_gzip(headers) {
+        let mut r = json(StatusCode::OK, board.gzip());
+        r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
     } else {
-        let json = snapshot.board.get_or_init(|| {
-            let all: Vec<&Task> = snapshot.state.tasks.values().map(|t| &**t).collect();
-            Bytes::from(serde_json::to_vec(&Tasks { tasks: all }).unwrap_or_default())
-        });
-        if accepts_gzip(headers) {
-            let gzip = snapshot.board_gzip.get_or_init(|| gzip(json));
-            let mut r = json_bytes(StatusCode::OK, gzip.clone());
-            r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            r
-        } else {
-            json_bytes(StatusCode::OK, json.clone())
-        }
+        json(StatusCode::OK, board.json())
     };
     let h = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&etag) {
+    if let Ok(etag) = HeaderValue::from_str(&board.etag) {
         h.insert(header::ETAG, etag);
     }
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
@@ -186,28 +133,18 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     })
 }
 
-fn gzip(bytes: &[u8]) -> Bytes {
-    use std::io::Write;
-    // Fast level: a 1,000-task board shrinks about tenfold in a couple of milliseconds.
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 8), flate2::Compression::fast());
-    // Writing to a Vec cannot fail.
-    let _ = encoder.write_all(bytes);
-    Bytes::from(encoder.finish().unwrap_or_default())
-}
-
 /// Show one task.
 #[utoipa::path(
     get, path = "/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, description = "Task id, e.g. T-12")),
     responses((status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody))
 )]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = task_id(&id)?;
-    let snapshot = state.reader.snapshot();
-    match snapshot.state.task(id) {
-        Some(task) => Ok(json_response(StatusCode::OK, &OneTask { task })),
-        None => Err(ApiError::not_found(format!("task {id} does not exist"))),
-    }
+pub(crate) async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(ok(app.broker.task(&caller, TaskRef { task: task_id(&id)? })?))
 }
 
 /// Change fields of a task; a status change follows the claim rules.
@@ -225,29 +162,23 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
         (status = 422, description = "Status change not allowed", body = ErrorBody),
     )
 )]
-pub async fn update(
-    State(state): State<AppState>,
+pub(crate) async fn update(
+    State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     agent: AgentHeader,
     idem: Idempotency,
-    JsonBody(mut body): JsonBody<UpdateTask>,
+    JsonBody(mut update): JsonBody<UpdateTask>,
 ) -> Result<Response, ApiError> {
-    let id = task_id(&id)?;
-    body.agent = agent.resolve("agent", body.agent.take())?;
-    submit(&state, Command::UpdateTask { id, update: body }, idem, StatusCode::OK).await
+    update.agent = agent.resolve("agent", update.agent.take())?;
+    let args = TaskUpdateArgs { task: task_id(&id)?, update };
+    Ok(written(StatusCode::OK, app.broker.update_task(&caller, args, idem.0).await?))
 }
 
-async fn action(
-    state: &AppState,
-    id: &str,
-    agent: AgentHeader,
-    idem: Idempotency,
-    mut body: TaskAction,
-    make: fn(muster_protocol::TaskId, TaskAction) -> Command,
-) -> Result<Response, ApiError> {
-    let id = task_id(id)?;
-    body.agent = agent.resolve("agent", body.agent.take())?;
-    submit(state, make(id, body), idem, StatusCode::OK).await
+/// The task and the acting agent of a claim, release or completion.
+fn action(id: &str, agent: AgentHeader, mut action: TaskAction) -> Result<TaskActionArgs, ApiError> {
+    action.agent = agent.resolve("agent", action.agent.take())?;
+    Ok(TaskActionArgs { task: task_id(id)?, action })
 }
 
 /// Claim a task: exactly one agent wins; the others get 409 naming the owner.
@@ -261,14 +192,16 @@ async fn action(
         (status = 422, description = "Not open (done, cancelled, blocked)", body = ErrorBody),
     )
 )]
-pub async fn claim(
-    State(state): State<AppState>,
+pub(crate) async fn claim(
+    State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| Command::Claim { id, action }).await
+    let args = action(&id, agent, body)?;
+    Ok(written(StatusCode::OK, app.broker.claim(&caller, args, idem.0).await?))
 }
 
 /// Release a claim; the task goes back to `todo`. `force` takes it from another owner.
@@ -278,14 +211,16 @@ pub async fn claim(
     params(("id" = String, Path, description = "Task id"), ("X-Agent" = Option<String>, Header, description = "The acting agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody))
 )]
-pub async fn release(
-    State(state): State<AppState>,
+pub(crate) async fn release(
+    State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| Command::Release { id, action }).await
+    let args = action(&id, agent, body)?;
+    Ok(written(StatusCode::OK, app.broker.release(&caller, args, idem.0).await?))
 }
 
 /// Complete a task (as its owner, or when nobody holds it).
@@ -295,21 +230,23 @@ pub async fn release(
     params(("id" = String, Path, description = "Task id"), ("X-Agent" = Option<String>, Header, description = "The acting agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
-pub async fn complete(
-    State(state): State<AppState>,
+pub(crate) async fn complete(
+    State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, ApiError> {
-    action(&state, &id, agent, idem, body, |id, action| Command::Complete { id, action }).await
+    let args = action(&id, agent, body)?;
+    Ok(written(StatusCode::OK, app.broker.complete(&caller, args, idem.0).await?))
 }
 
 /// Who asks for the next task, and whether to claim it.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct NextQuery {
+pub(crate) struct NextQuery {
     /// The agent (or the `X-Agent` header).
     agent: Option<String>,
     /// Claim the task atomically (the one GET that changes state, by explicit request).
@@ -324,21 +261,15 @@ pub struct NextQuery {
     params(NextQuery, ("X-Agent" = Option<String>, Header, description = "The agent")),
     responses((status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope), (status = 400, body = ErrorBody))
 )]
-pub async fn next(
-    State(state): State<AppState>,
+pub(crate) async fn next(
+    State(app): State<AppState>,
+    caller: Caller,
     agent: AgentHeader,
     idem: Idempotency,
     Query(q): Query<NextQuery>,
 ) -> Result<Response, ApiError> {
-    let name = agent.resolve("agent", q.agent)?;
-    if q.claim {
-        return submit(&state, Command::ClaimNext { agent: name }, idem, StatusCode::OK).await;
-    }
-    let name = name.ok_or_else(|| ApiError::invalid("agent", "is required: ?agent=NAME or the X-Agent header"))?;
-    validate_agent("agent", &name)?;
-    let snapshot = state.reader.snapshot();
-    let task = next_for(&snapshot.state, &name).cloned();
-    Ok(json_response(StatusCode::OK, &MaybeTaskEnvelope { task }))
+    let args = NextArgs { agent: agent.resolve("agent", q.agent)?, claim: q.claim };
+    Ok(written(StatusCode::OK, app.broker.next_task(&caller, args, idem.0).await?))
 }
 
 /// Pick the next task for an agent and claim it atomically.
@@ -348,12 +279,13 @@ pub async fn next(
     params(("X-Agent" = Option<String>, Header, description = "The agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope), (status = 400, body = ErrorBody))
 )]
-pub async fn claim_next(
-    State(state): State<AppState>,
+pub(crate) async fn claim_next(
+    State(app): State<AppState>,
+    caller: Caller,
     agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<NextTask>,
 ) -> Result<Response, ApiError> {
-    let name = agent.resolve("agent", body.agent)?;
-    submit(&state, Command::ClaimNext { agent: name }, idem, StatusCode::OK).await
+    let args = NextArgs { agent: agent.resolve("agent", body.agent)?, claim: true };
+    Ok(written(StatusCode::OK, app.broker.next_task(&caller, args, idem.0).await?))
 }

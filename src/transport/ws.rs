@@ -4,28 +4,29 @@
 //! the ping timer, the hello deadline and shutdown; a writer task that owns the sink and
 //! sends everything ready in the connection's [`Outbox`] with one flush; one cleanup spot.
 //!
-//! `hello` subscribes the connection in the hub and learns the `seq` where live delivery
-//! starts; the writer sends the welcome, replays the log from the client's `since` up to
-//! that `seq`, and only then lets live events out: no gap, no duplicate at the seam.
+//! `hello` opens the api session and its feed (`api::Broker::hello`); the writer sends the
+//! welcome, then the feed: the events the client missed, then live ones. Every other
+//! operation is one line of [`execute`], run as the session's caller.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use muster_protocol::ws::{
     CLOSE_GOING_AWAY, CLOSE_HELLO_TIMEOUT, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, Hello, Op, Reply, Request,
     Welcome,
 };
-use muster_protocol::{ErrorCode, ErrorInfo, Seq};
-use serde_json::json;
-use std::collections::VecDeque;
-use std::sync::Arc;
+use muster_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{Command, parse_topic, validate_agent};
-use crate::http::{ApiError, AppState, ops};
+use super::state::AppState;
+use crate::api::{self, ApiError, Broker, Ended, Feed, Opened, Reply as _};
 use crate::hub::{Outbox, Subscription};
 
 /// Read buffer per connection, allocated up front: tungstenite's default of 128 KiB would
@@ -36,18 +37,22 @@ const READ_BUFFER: usize = 1024;
 /// one syscall, and an idle connection holds no buffer.
 const WRITE_BUFFER: usize = 16 * 1024;
 /// Largest frame a client may send; larger closes the connection with 1009.
-pub const MAX_FRAME: usize = 1 << 20;
+pub(crate) const MAX_FRAME: usize = 1 << 20;
 /// Writes a connection may have in flight at once; further requests wait to be read.
 const IN_FLIGHT: usize = 32;
 /// Events read from the log per step of a replay.
 const REPLAY_CHUNK: usize = 1000;
+/// WebSocket and SSE connections at once: the permits of `--max-connections`.
+pub(crate) fn limit(max: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max))
+}
 /// How long closing may wait on a peer that does not read.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the reader tells the writer.
 enum Control {
-    /// Send the welcome, replay `since..=head` from the log (if `since`), then resume.
-    Replay(Box<Replay>),
+    /// Send the welcome, then the feed: the missed events, then live ones.
+    Start(Box<(Bytes, Feed)>),
     /// Send a ping.
     Ping,
     /// Send what is queued and a close frame, and stop.
@@ -88,7 +93,7 @@ impl Link {
         (status = 503, description = "Too many connections", body = muster_protocol::ErrorBody),
     )
 )]
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
         return ApiError::new(ErrorCode::Unavailable, "too many connections; retry later").into_response();
     };
@@ -100,29 +105,16 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         .on_upgrade(move |socket| tracker.track_future(session(socket, state, permit)))
 }
 
-/// The connection limit, shared by WebSocket and SSE.
-pub fn limit(max: usize) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(max))
-}
-
-struct Replay {
-    welcome: Utf8Bytes,
-    since: Option<Seq>,
-    head: Seq,
-    topics: Vec<String>,
-}
-
+/// The connection, as the reader loop holds it.
 struct Session {
     state: AppState,
     outbox: Arc<Outbox>,
     link: Arc<Link>,
-    agent: Option<String>,
-    /// Set by `hello`.
-    subscription: Option<Subscription>,
+    /// Set by `hello`: the api session (whose caller every request runs as) and the
+    /// connection's place in the hub.
+    opened: Option<(Arc<api::Session>, Subscription)>,
     in_flight: Arc<Semaphore>,
     bucket: Bucket,
-    /// With tokens on: the agent this connection's token belongs to.
-    identity: Option<String>,
 }
 
 async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePermit) {
@@ -140,16 +132,17 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
         state,
         outbox,
         link,
-        agent: None,
-        subscription: None,
+        opened: None,
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         bucket: Bucket::new(frame_rate),
-        identity: None,
     };
     let span = tracing::debug_span!("ws", agent = tracing::field::Empty);
     let close = s.read_loop(&mut stream, &span).await;
     // The one cleanup spot.
-    drop(s.subscription.take());
+    let session = s.opened.take().map(|(session, subscription)| {
+        drop(subscription);
+        session
+    });
     let closing = close.is_some();
     s.link.send(close.unwrap_or(Control::Stop));
     let deadline = Instant::now() + CLOSE_WAIT;
@@ -171,11 +164,12 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     if tokio::time::timeout_at(deadline, &mut writer).await.is_err() {
         writer.abort();
     }
-    if let Some(agent) = s.agent.take() {
+    // Requests still running hold the session; wait for them (their replies go nowhere).
+    let _ = s.in_flight.acquire_many(IN_FLIGHT as u32).await;
+    if let Some(session) = session.and_then(Arc::into_inner) {
         // Presence goes offline now (if this was the agent's last session); its claims
-        // wait out the grace. Failing here (broker stopping) is covered by the reset at
-        // the next start.
-        let _ = s.state.writer.submit(Command::Disconnect { agent }, None).await;
+        // wait out the grace.
+        s.state.broker.close_session(session).await;
     }
     tracing::debug!(parent: &span, "connection closed");
 }
@@ -232,7 +226,7 @@ impl Session {
                     }
                     self.link.send(Control::Ping);
                 }
-                () = &mut hello_deadline, if self.subscription.is_none() => {
+                () = &mut hello_deadline, if self.opened.is_none() => {
                     return Some(Control::Close(CLOSE_HELLO_TIMEOUT, "no hello in time"));
                 }
                 () = self.state.shutdown.cancelled() => {
@@ -244,7 +238,8 @@ impl Session {
     }
 
     fn reply(&self, reply: Reply) {
-        push_reply(&self.outbox, &reply);
+        // If the outbox overflowed or closed, the connection is going away anyway.
+        self.outbox.push(encode(&reply));
     }
 
     async fn handle(&mut self, text: &str, span: &tracing::Span) {
@@ -256,146 +251,93 @@ impl Session {
             }
         };
         let id = request.id;
-        match request.op {
-            Op::Hello(hello) => {
-                if let Err(error) = self.hello(id, hello, span).await {
+        let broker = &self.state.broker;
+        match (request.op, &self.opened) {
+            (Op::Hello(hello), None) => {
+                if let Err(ApiError(error)) = self.hello(id, hello, span).await {
                     self.reply(Reply::error(Some(id), error));
                 }
             }
-            _ if self.subscription.is_none() => {
-                self.reply(Reply::error(Some(id), invalid("op", "send hello first")));
+            (Op::Hello(_), Some(_)) => {
+                self.reply(Reply::error(Some(id), invalid("op", "hello was already sent on this connection")));
             }
-            Op::Subscribe(t) | Op::Unsubscribe(t) if t.topics.is_empty() => {
-                self.reply(Reply::error(Some(id), invalid("topics", "name at least one topic")));
+            (_, None) => self.reply(Reply::error(Some(id), invalid("op", "send hello first"))),
+            (Op::Subscribe(t), Some((session, subscription))) => {
+                let topics = broker.add_topics(session.caller(), subscription, &t.topics);
+                push_reply(&self.outbox, id, topics.map(|all| topics_json(&all)));
             }
-            Op::Subscribe(t) => match topics(&t.topics) {
-                Ok(topics)
-                    if self.subscription.as_ref().map_or(0, Subscription::len) + topics.len()
-                        > MAX_TOPICS_PER_CONNECTION =>
-                {
-                    let error = invalid(
-                        "topics",
-                        format!(
-                            "at most {MAX_TOPICS_PER_CONNECTION} topics per connection; subscribe to `tasks` or `*` instead of many single ones"
-                        ),
-                    );
-                    self.reply(Reply::error(Some(id), error));
-                }
-                Ok(topics) => {
-                    let all = self.subscription.as_ref().map(|s| s.add(&topics)).unwrap_or_default();
-                    self.reply(Reply::ok(id, json!({ "topics": all })));
-                }
-                Err(error) => self.reply(Reply::error(Some(id), error)),
-            },
-            Op::Unsubscribe(t) => match topics(&t.topics) {
-                Ok(topics) => {
-                    let all = self.subscription.as_ref().map(|s| s.remove(&topics)).unwrap_or_default();
-                    self.reply(Reply::ok(id, json!({ "topics": all })));
-                }
-                Err(error) => self.reply(Reply::error(Some(id), error)),
-            },
-            op => {
+            (Op::Unsubscribe(t), Some((session, subscription))) => {
+                let topics = broker.remove_topics(session.caller(), subscription, &t.topics);
+                push_reply(&self.outbox, id, topics.map(|all| topics_json(&all)));
+            }
+            (op, Some((session, _))) => {
                 // Writes wait for the disk: run them beside the reader, a bounded number
                 // at a time, so that one slow write does not stall the connection.
                 let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
-                let (state, outbox, agent) = (self.state.clone(), Arc::clone(&self.outbox), self.agent.clone());
-                let identity = self.identity.clone();
+                let (broker, outbox, session) = (Arc::clone(broker), Arc::clone(&self.outbox), Arc::clone(session));
                 tokio::spawn(async move {
-                    let run = ops::execute(&state, op, agent.as_deref());
-                    let result = match identity {
-                        Some(me) => crate::auth::ACTOR.scope(me, run).await,
-                        None => run.await,
-                    };
-                    let reply = match result {
-                        Ok(data) => Reply::ok(id, data),
-                        Err(ApiError(error)) => Reply::error(Some(id), error),
-                    };
-                    push_reply(&outbox, &reply);
+                    let result = execute(&broker, &session, op).await;
+                    // The session before the permit: once every permit is back, the
+                    // reader holds the only reference and can close the session.
+                    drop(session);
+                    push_reply(&outbox, id, result);
                     drop(permit);
                 });
             }
         }
     }
 
-    /// `hello`: become present as the agent, subscribe, and have the writer replay what the
-    /// client missed.
-    async fn hello(&mut self, id: u64, mut hello: Hello, span: &tracing::Span) -> Result<(), ErrorInfo> {
-        if self.subscription.is_some() {
-            return Err(invalid("op", "hello was already sent on this connection"));
+    /// `hello`: become present as the agent, subscribe, and have the writer send the
+    /// welcome and what the client missed.
+    async fn hello(&mut self, id: u64, hello: Hello, span: &tracing::Span) -> Result<(), ApiError> {
+        let opened = self.state.broker.hello(hello, Arc::clone(&self.outbox), REPLAY_CHUNK).await?;
+        let Opened { session, subscription, feed, start } = opened;
+        if let Some(agent) = session.agent() {
+            span.record("agent", agent);
         }
-        if self.state.tokens.enabled() {
-            let Some(identity) = hello.token.as_ref().and_then(|t| self.state.tokens.verify(t.expose())) else {
-                let message = if hello.token.is_some() {
-                    "the token is not valid (revoked, or from another broker)"
-                } else {
-                    "this broker requires a token: send it in hello (token)"
-                };
-                return Err(ErrorInfo {
-                    code: ErrorCode::Unauthorized,
-                    message: message.into(),
-                    field: Some("token".into()),
-                });
-            };
-            if let Some(agent) = hello.agent.as_ref().filter(|a| **a != identity.agent) {
-                return Err(ErrorInfo {
-                    code: ErrorCode::Forbidden,
-                    message: format!("your token is {}'s: you may not act as {agent}", identity.agent),
-                    field: Some("agent".into()),
-                });
-            }
-            // A person's token makes a named session a person's; unnamed, it stays an observer.
-            hello.human |= identity.human && hello.agent.is_some();
-            self.identity = Some(identity.agent);
-        }
-        let topics = topics(&hello.topics)?;
-        if hello.human && hello.agent.is_none() {
-            return Err(invalid("human", "a human session needs a name: set agent"));
-        }
-        if let Some(agent) = &hello.agent {
-            validate_agent("agent", agent).map_err(|e| e.to_info())?;
-            self.state
-                .writer
-                .submit(Command::Connect { agent: agent.clone(), human: hello.human }, None)
-                .await
-                .map_err(|e| ApiError::from(e).0)?;
-            span.record("agent", agent.as_str());
-        }
-        self.agent = hello.agent.clone();
-        // Nothing live goes out before the replay is done.
-        self.outbox.pause();
-        let (subscription, head) = self.state.reader.hub().subscribe(Arc::clone(&self.outbox), &topics);
-        self.subscription = Some(subscription);
-        let epoch = self.state.store.epoch().to_owned();
-        let store = Arc::clone(&self.state.store);
-        let first = crate::http::read_blocking(move || store.first_retained(head))
-            .await
-            .map_err(|e| ErrorInfo { code: ErrorCode::Internal, message: e.to_string(), field: None })?
-            .map_err(|e| ApiError::from(e).0)?;
-        let same_history = hello.epoch.as_deref().is_none_or(|e| e == epoch);
-        let replay = hello.since.filter(|since| same_history && *since <= head && since + 1 >= first);
-        let welcome =
-            Welcome { epoch, head, recovered: replay.is_some(), agent: self.agent.clone(), topics: topics.clone() };
-        let welcome = serde_json::to_value(&welcome).map_err(|e| invalid("frame", e))?;
-        let frame = encode(&Reply::ok(id, welcome));
-        let control = Control::Replay(Box::new(Replay { welcome: frame, since: replay, head, topics }));
-        self.link.send(control);
+        let welcome = Welcome {
+            epoch: start.epoch,
+            head: start.head,
+            recovered: start.recovered,
+            agent: session.agent().map(str::to_owned),
+            topics: start.topics,
+        };
+        let welcome = serde_json::to_vec(&welcome).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.opened = Some((Arc::new(session), subscription));
+        self.link.send(Control::Start(Box::new((ok_frame(id, &welcome), feed))));
         Ok(())
     }
 }
 
-/// Checks and normalizes topics.
-fn topics(raw: &[String]) -> Result<Vec<String>, ErrorInfo> {
-    if raw.len() > MAX_TOPICS {
-        return Err(invalid("topics", format!("at most {MAX_TOPICS} topics per request")));
-    }
-    raw.iter().map(|t| parse_topic(t).map_err(|e| e.to_info())).collect()
+/// Runs one operation for a session: every operation of the protocol but the three the
+/// connection itself handles (`hello`, `subscribe`, `unsubscribe`), each one line.
+async fn execute(broker: &Broker, session: &api::Session, op: Op) -> Result<Bytes, ApiError> {
+    let caller = session.caller();
+    Ok(match op {
+        Op::Hello(_) | Op::Subscribe(_) | Op::Unsubscribe(_) => {
+            return Err(ApiError::invalid("op", "handled by the connection, not here"));
+        }
+        Op::TaskCreate(args) => broker.create_task(caller, args, None).await?.to_json(),
+        Op::TaskUpdate(args) => broker.update_task(caller, args, None).await?.to_json(),
+        Op::TaskClaim(args) => broker.claim(caller, args, None).await?.to_json(),
+        Op::TaskRelease(args) => broker.release(caller, args, None).await?.to_json(),
+        Op::TaskComplete(args) => broker.complete(caller, args, None).await?.to_json(),
+        Op::TaskNext(args) => broker.next_task(caller, args, None).await?.to_json(),
+        Op::TaskGet(args) => broker.task(caller, args)?.to_json(),
+        Op::TaskList(args) => broker.tasks(caller, &args)?.to_json(),
+        Op::ChatPost(args) => broker.post(caller, args, None).await?.to_json(),
+        Op::ChatRead(args) => broker.messages(caller, args).await?.to_json(),
+        Op::ChatChannels(_) => broker.channels(caller)?.to_json(),
+        Op::InboxRead(args) => broker.inbox(caller, args).await?.to_json(),
+        Op::InboxAck(args) => broker.ack(caller, args, None).await?.to_json(),
+        Op::PresenceList(_) => broker.presence(caller)?.to_json(),
+        Op::PresenceSet(args) => broker.heartbeat(caller, args, None).await?.to_json(),
+    })
 }
 
-/// Most topics in one `hello` or `subscribe`.
-pub const MAX_TOPICS: usize = 256;
-/// Most topics one connection may hold: each costs a hub entry, and a client following
-/// more tasks than this should subscribe to `tasks`.
-pub const MAX_TOPICS_PER_CONNECTION: usize = 1024;
+fn topics_json(topics: &[String]) -> Bytes {
+    Bytes::from(serde_json::json!({ "topics": topics }).to_string())
+}
 
 /// Frames a connection may send: `rate` per second, up to `rate` at once. A connection
 /// that has half a second's worth of frames refused within one second (it keeps sending
@@ -443,44 +385,55 @@ fn invalid(field: &str, message: impl std::fmt::Display) -> ErrorInfo {
     ApiError::invalid(field, message).0
 }
 
-fn encode(reply: &Reply) -> Utf8Bytes {
+/// `{"re": id, "ok": true, "data": <data>}`, around data already serialized.
+fn ok_frame(id: u64, data: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(data.len() + 40);
+    frame.extend_from_slice(format!("{{\"re\":{id},\"ok\":true,\"data\":").as_bytes());
+    frame.extend_from_slice(data);
+    frame.push(b'}');
+    Bytes::from(frame)
+}
+
+fn encode(reply: &Reply) -> Bytes {
     // A reply is plain data: serializing cannot fail.
-    Utf8Bytes::from(serde_json::to_string(reply).unwrap_or_default())
+    Bytes::from(serde_json::to_vec(reply).unwrap_or_default())
 }
 
-fn push_reply(outbox: &Outbox, reply: &Reply) {
+/// Queues an operation's reply.
+fn push_reply(outbox: &Outbox, id: u64, result: Result<Bytes, ApiError>) {
+    let frame = match result {
+        Ok(data) => ok_frame(id, &data),
+        Err(ApiError(error)) => encode(&Reply::error(Some(id), error)),
+    };
     // If the outbox overflowed or closed, the connection is going away anyway.
-    outbox.push(encode(reply));
+    outbox.push(frame);
 }
 
-/// The writer task: owns the sink; sends the welcome and replay, then everything the outbox
-/// holds, flushing once per batch; closes with 4008 when the outbox overflowed.
+/// The writer task: owns the sink; sends the welcome and the feed (the replay, then what
+/// the outbox holds), flushing once per batch; closes with 4008 when the outbox overflowed.
 async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, link: Arc<Link>, state: AppState) {
     let outbox = &link.outbox;
+    let mut feed: Option<Feed> = None;
     let mut frames = Vec::new();
     let result: Result<(), axum::Error> = async {
         loop {
             outbox.ready().await;
             while let Some(control) = link.next() {
                 match control {
-                    Control::Replay(r) => {
-                        let Replay { welcome, since, head, topics } = *r;
-                        sink.feed(Message::Text(welcome)).await?;
-                        if let Some(since) = since {
-                            replay(&mut sink, &state, since, head, &topics).await?;
-                        }
-                        sink.flush().await?;
-                        outbox.resume();
+                    Control::Start(start) => {
+                        let (welcome, started) = *start;
+                        sink.send(Message::Text(text(welcome)?)).await?;
+                        feed = Some(started);
                     }
                     Control::Ping => sink.send(Message::Ping(Default::default())).await?,
                     Control::Close(code, reason) => {
-                        drain(&mut sink, outbox, &mut frames).await?;
+                        drain(&mut sink, &state.broker, None, outbox, &mut frames).await?;
                         return close(&mut sink, code, reason).await;
                     }
-                    Control::Stop => return drain(&mut sink, outbox, &mut frames).await,
+                    Control::Stop => return drain(&mut sink, &state.broker, None, outbox, &mut frames).await,
                 }
             }
-            drain(&mut sink, outbox, &mut frames).await?;
+            drain(&mut sink, &state.broker, feed.as_mut(), outbox, &mut frames).await?;
             if outbox.overflowed() {
                 tracing::info!("slow consumer: outbox overflowed; closing with 4008");
                 return close(
@@ -500,22 +453,41 @@ async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message
     }
 }
 
-/// Sends everything ready, then flushes once.
+fn text(frame: Bytes) -> Result<Utf8Bytes, axum::Error> {
+    Utf8Bytes::try_from(frame).map_err(axum::Error::new)
+}
+
+/// Sends everything ready — the whole replay while there is one, then the outbox — with one
+/// flush per chunk.
 async fn drain(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    broker: &Broker,
+    mut feed: Option<&mut Feed>,
     outbox: &Outbox,
-    frames: &mut Vec<Utf8Bytes>,
+    frames: &mut Vec<Bytes>,
 ) -> Result<(), axum::Error> {
-    if outbox.take(frames).is_err() {
-        return Ok(());
+    loop {
+        let taken = match feed.as_deref_mut() {
+            Some(feed) => feed.take(broker, frames).await,
+            None => outbox.take(frames).map_err(|_| Ended::Closed),
+        };
+        match taken {
+            Ok(()) => {}
+            // The caller closes an overflowed connection.
+            Err(Ended::Overflowed | Ended::Closed) => return Ok(()),
+            Err(Ended::Failed(error)) => return Err(axum::Error::new(error.to_string())),
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        for frame in frames.drain(..) {
+            sink.feed(Message::Text(text(frame)?)).await?;
+        }
+        sink.flush().await?;
+        if !feed.as_deref().is_some_and(Feed::replaying) {
+            return Ok(());
+        }
     }
-    if frames.is_empty() {
-        return Ok(());
-    }
-    for frame in frames.drain(..) {
-        sink.feed(Message::Text(frame)).await?;
-    }
-    sink.flush().await
 }
 
 /// Sends a close frame, giving up after [`CLOSE_WAIT`] (a slow consumer may not read it).
@@ -534,32 +506,4 @@ async fn close(
         Ok(result) => result,
         Err(_) => Err(axum::Error::new("the peer did not take the close frame in time")),
     }
-}
-
-/// Sends the logged events `since < seq <= head` that match `topics`, in chunks.
-async fn replay(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    state: &AppState,
-    mut since: Seq,
-    head: Seq,
-    topics: &[String],
-) -> Result<(), axum::Error> {
-    while since < head {
-        let store = Arc::clone(&state.store);
-        let filter = topics.to_vec();
-        let chunk = crate::http::read_blocking(move || store.events_scanned(since, head, &filter, REPLAY_CHUNK)).await;
-        let (events, scanned) = match chunk {
-            Ok(Ok(chunk)) => chunk,
-            Ok(Err(error)) => return Err(axum::Error::new(error)),
-            Err(error) => return Err(axum::Error::new(error)),
-        };
-        for event in events {
-            if let Ok(frame) = Utf8Bytes::try_from(event.json) {
-                sink.feed(Message::Text(frame)).await?;
-            }
-        }
-        sink.flush().await?;
-        since = scanned;
-    }
-    Ok(())
 }

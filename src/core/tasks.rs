@@ -1,280 +1,54 @@
-//! `decide`: a command checked against the state becomes events, or is refused.
+//! The task board's rules: create, claim (a mutex with a fencing token), release,
+//! complete, update, dependencies, and claims released when their owner stays away.
 
-use muster_protocol::{
-    Agent, ChatMessage, Claim, CreateTask, EventKind, Heartbeat, MessageId, PostMessage, ReleaseReason, Seq, Task,
-    TaskAction, TaskId, TaskStatus, Timestamp, UpdateTask,
-};
+use muster_protocol::{Claim, CreateTask, EventKind, ReleaseReason, Task, TaskId, TaskStatus, UpdateTask};
 
-use super::rules::{
-    MAX_BLOCKERS, require_agent, validate_agent, validate_channel, validate_note, validate_status, validate_tags,
-    validate_text, validate_title,
-};
-use super::{DomainError, Policy, State, parse_mentions};
-
-/// Something an agent (or a human) asks the broker to change.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub enum Command {
-    /// Add a task.
-    CreateTask(CreateTask),
-    /// Change fields (and possibly the status) of a task.
-    UpdateTask {
-        /// Which task.
-        id: TaskId,
-        /// What to change.
-        update: UpdateTask,
-    },
-    /// Take a task.
-    Claim {
-        /// Which task.
-        id: TaskId,
-        /// Who, with which token.
-        action: TaskAction,
-    },
-    /// Let go of a task (or, with `force`, take it away from its owner).
-    Release {
-        /// Which task.
-        id: TaskId,
-        /// Who, with which token.
-        action: TaskAction,
-    },
-    /// Finish a task.
-    Complete {
-        /// Which task.
-        id: TaskId,
-        /// Who, with which token.
-        action: TaskAction,
-    },
-    /// Pick the next open task for an agent and claim it; a task the agent already holds
-    /// comes first.
-    ClaimNext {
-        /// The acting agent (validated).
-        agent: Option<String>,
-    },
-    /// Post a chat message.
-    PostMessage(PostMessage),
-    /// "I am here", with an optional status and note.
-    Heartbeat {
-        /// The agent.
-        agent: String,
-        /// Status and note.
-        heartbeat: Heartbeat,
-    },
-    /// Mark an inbox read up to `seq` (default: the current head).
-    AckInbox {
-        /// Whose inbox.
-        agent: String,
-        /// The new cursor.
-        seq: Option<Seq>,
-    },
-    /// A WebSocket session of the agent opened.
-    Connect {
-        /// The agent.
-        agent: String,
-        /// The session is a person's (see `Hello::human`).
-        human: bool,
-    },
-    /// A WebSocket session of the agent closed (cleanly or not).
-    Disconnect {
-        /// The agent.
-        agent: String,
-    },
-    /// The broker (re)started: no session survived; every agent with open sessions left.
-    ResetConnections,
-    /// Time passed: release the claims of owners that have been away too long.
-    Tick,
-}
-
-/// What the caller gets back for an accepted command.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Reply {
-    /// The task as it is now.
-    Task(Task),
-    /// A task, or none (`next` found nothing to do).
-    MaybeTask(Option<Task>),
-    /// The stored message.
-    Message(ChatMessage),
-    /// The agent record after a heartbeat.
-    Agent(Agent),
-    /// Nothing to report (connection bookkeeping, ticks).
-    Done,
-    /// An inbox cursor.
-    Cursor {
-        /// Whose inbox.
-        agent: String,
-        /// The read cursor.
-        seq: Seq,
-    },
-}
-
-/// An accepted command: the events to append (in order) and the reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// Events, without `seq` and `at` yet: the sequencer stamps them.
-    pub events: Vec<EventKind>,
-    /// The answer to the caller.
-    pub reply: Reply,
-}
-
-/// Checks `cmd` against `state` at time `now`.
-///
-/// The events of a decision get the sequence numbers `state.head + 1`, `+ 2`, ... in order
-/// (a chat message records its own `seq`).
-pub fn decide(state: &State, policy: &Policy, cmd: &Command, now: Timestamp) -> Result<Decision, DomainError> {
-    let mut d = Decider { state, policy, now, events: Vec::new() };
-    let reply = match cmd {
-        Command::CreateTask(create) => d.create(create)?,
-        Command::UpdateTask { id, update } => d.update(*id, update)?,
-        Command::Claim { id, action } => {
-            let agent = require_agent("agent", action.agent.as_deref())?;
-            let task = d.task(*id)?;
-            check_token(task, action.token)?;
-            d.touch(agent);
-            Reply::Task(d.claim(task, agent)?)
-        }
-        Command::Release { id, action } => {
-            let agent = require_agent("agent", action.agent.as_deref())?;
-            let task = d.task(*id)?;
-            check_token(task, action.token)?;
-            d.touch(agent);
-            Reply::Task(d.release(task, agent, action.force)?)
-        }
-        Command::Complete { id, action } => {
-            let agent = require_agent("agent", action.agent.as_deref())?;
-            let task = d.task(*id)?;
-            check_token(task, action.token)?;
-            d.touch(agent);
-            Reply::Task(d.complete(task, agent)?)
-        }
-        Command::ClaimNext { agent } => {
-            let agent = require_agent("agent", agent.as_deref())?;
-            d.touch(agent);
-            match next_for(state, agent) {
-                Some(task) => Reply::MaybeTask(Some(d.claim(task, agent)?)),
-                None => Reply::MaybeTask(None),
-            }
-        }
-        Command::PostMessage(post) => d.post(post)?,
-        Command::Heartbeat { agent, heartbeat } => d.heartbeat(agent, heartbeat)?,
-        Command::AckInbox { agent, seq } => {
-            validate_agent("agent", agent)?;
-            let seq = seq.unwrap_or(state.head);
-            if seq > state.head {
-                return Err(DomainError::invalid("seq", format!("{seq} is beyond the last event ({})", state.head)));
-            }
-            d.touch(agent);
-            let cursor = state.cursor(agent);
-            if seq > cursor {
-                d.events.push(EventKind::InboxAcked { agent: agent.clone(), seq });
-            }
-            Reply::Cursor { agent: agent.clone(), seq: seq.max(cursor) }
-        }
-        Command::Connect { agent, human } => {
-            validate_agent("agent", agent)?;
-            let mut record = match state.agents.get(agent) {
-                Some(a) => Agent::clone(a),
-                None => Agent::new(agent, now),
-            };
-            record.connections += 1;
-            record.human |= *human;
-            record.last_seen_at = now;
-            record.left_at = None;
-            record.status = record.status.filter(|s| s != "offline");
-            d.events.push(EventKind::PresenceChanged { agent: record.clone() });
-            Reply::Agent(record)
-        }
-        Command::Disconnect { agent } => {
-            if let Some(a) = state.agents.get(agent).filter(|a| a.connections > 0) {
-                let mut record = Agent::clone(a);
-                record.connections -= 1;
-                if record.connections == 0 {
-                    record.left_at = Some(now);
-                }
-                d.events.push(EventKind::PresenceChanged { agent: record });
-            }
-            Reply::Done
-        }
-        Command::ResetConnections => {
-            for a in state.agents.values().filter(|a| a.connections > 0) {
-                let record = Agent { connections: 0, left_at: Some(now), ..Agent::clone(a) };
-                d.events.push(EventKind::PresenceChanged { agent: record });
-            }
-            Reply::Done
-        }
-        Command::Tick => {
-            d.release_expired_claims();
-            Reply::Done
-        }
-    };
-    Ok(Decision { events: d.events, reply })
-}
+use super::decider::Decider;
+use super::error::DomainError;
+use super::model::Model;
+use super::rules::{MAX_BLOCKERS, require_agent, validate_agent, validate_tags, validate_text, validate_title};
 
 /// The task `agent` should work on next: one it already holds (unfinished), else the open
 /// task it may claim with the highest priority, oldest first, not waiting on blockers.
-pub fn next_for<'s>(state: &'s State, agent: &str) -> Option<&'s Task> {
-    if let Some(held) = state.held_by(agent).next() {
+pub fn next_for<'m>(model: &'m Model, agent: &str) -> Option<&'m Task> {
+    if let Some(held) = model.held_by(agent).next() {
         return Some(held);
     }
-    state
+    model
         .open_tasks()
-        .find(|t| t.assignee.as_deref().is_none_or(|a| a == agent) && state.unfinished_blockers(t).is_empty())
+        .find(|t| t.assignee.as_deref().is_none_or(|a| a == agent) && model.unfinished_blockers(t).is_empty())
         .map(|t| &**t)
-}
-
-/// Refuses a fencing token that is not the current claim's.
-fn check_token(task: &Task, token: Option<u64>) -> Result<(), DomainError> {
-    let Some(token) = token else { return Ok(()) };
-    match &task.claim {
-        Some(claim) if claim.token == token => Ok(()),
-        Some(claim) => Err(DomainError::StaleClaim {
-            message: format!(
-                "token {token} is stale: {} is now claimed by {} with token {}",
-                task.id, claim.agent, claim.token
-            ),
-        }),
-        None => Err(DomainError::StaleClaim {
-            message: format!("token {token} is stale: {} is no longer claimed", task.id),
-        }),
-    }
 }
 
 fn list(tasks: &[&Task]) -> String {
     tasks.iter().map(|t| format!("{} ({})", t.id, t.status)).collect::<Vec<_>>().join(", ")
 }
 
-/// One decision in progress: collects events, sees the state as it was before them.
-struct Decider<'a> {
-    state: &'a State,
-    policy: &'a Policy,
-    now: Timestamp,
-    events: Vec<EventKind>,
-}
-
-impl<'a> Decider<'a> {
-    fn task(&self, id: TaskId) -> Result<&'a Task, DomainError> {
-        self.state
-            .task(id)
-            .map(|t| &**t)
-            .ok_or_else(|| DomainError::NotFound { message: format!("task {id} does not exist") })
+impl Decider<'_> {
+    /// Refuses a fencing token that is not the current claim's.
+    pub(super) fn check_token(&self, task: &Task, token: Option<u64>) -> Result<(), DomainError> {
+        let Some(token) = token else { return Ok(()) };
+        match &task.claim {
+            Some(claim) if claim.token == token => Ok(()),
+            Some(claim) => Err(DomainError::StaleClaim {
+                message: format!(
+                    "token {token} is stale: {} is now claimed by {} with token {}",
+                    task.id, claim.agent, claim.token
+                ),
+            }),
+            None => Err(DomainError::StaleClaim {
+                message: format!("token {token} is stale: {} is no longer claimed", task.id),
+            }),
+        }
     }
 
-    /// Contact with `agent`: announce it when it is new or coming back (not `active` a
-    /// moment ago); `apply` records the time for every event the agent causes.
-    fn touch(&mut self, agent: &str) {
-        let back = match self.state.agents.get(agent) {
-            None => true,
-            Some(a) => matches!(self.policy.status(a, self.now).as_str(), "idle" | "offline"),
-        };
-        if back {
-            let agent = match self.state.agents.get(agent) {
-                Some(a) => Agent {
-                    last_seen_at: self.now,
-                    status: a.status.clone().filter(|s| s != "offline"),
-                    ..Agent::clone(a)
-                },
-                None => Agent::new(agent, self.now),
-            };
-            self.events.push(EventKind::PresenceChanged { agent });
+    /// Claims the next task for `agent` (see [`next_for`]); `None` when there is nothing to do.
+    pub(super) fn claim_next(&mut self, agent: Option<&str>) -> Result<Option<Task>, DomainError> {
+        let agent = require_agent("agent", agent)?;
+        self.touch(agent);
+        match next_for(self.model, agent) {
+            Some(task) => self.claim(task, agent).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -287,7 +61,7 @@ impl<'a> Decider<'a> {
             if *b == id {
                 return Err(DomainError::invalid(format!("blockedBy[{i}]"), format!("{id} cannot wait on itself")));
             }
-            if self.state.task(*b).is_none() {
+            if self.model.task(*b).is_none() {
                 return Err(DomainError::invalid(format!("blockedBy[{i}]"), format!("task {b} does not exist")));
             }
             if self.depends_on(*b, id) {
@@ -312,7 +86,7 @@ impl<'a> Decider<'a> {
                 return true;
             }
             if seen.insert(id)
-                && let Some(t) = self.state.task(id)
+                && let Some(t) = self.model.task(id)
             {
                 stack.extend(t.blocked_by.iter().copied());
             }
@@ -320,7 +94,7 @@ impl<'a> Decider<'a> {
         false
     }
 
-    fn create(&mut self, c: &CreateTask) -> Result<Reply, DomainError> {
+    pub(super) fn create(&mut self, c: &CreateTask) -> Result<Task, DomainError> {
         if let Some(agent) = &c.agent {
             validate_agent("agent", agent)?;
         }
@@ -331,7 +105,7 @@ impl<'a> Decider<'a> {
             validate_agent("assignee", assignee)?;
         }
         validate_tags(&c.tags)?;
-        let id = self.state.next_task_id();
+        let id = self.model.next_task_id();
         let blocked_by = self.check_blockers(id, &c.blocked_by)?;
         let task = Task {
             id,
@@ -352,11 +126,11 @@ impl<'a> Decider<'a> {
             self.touch(agent);
         }
         self.events.push(EventKind::TaskCreated { task: task.clone() });
-        Ok(Reply::Task(task))
+        Ok(task)
     }
 
     /// Claims `task` for `agent` (idempotent for its owner).
-    fn claim(&mut self, task: &Task, agent: &str) -> Result<Task, DomainError> {
+    pub(super) fn claim(&mut self, task: &Task, agent: &str) -> Result<Task, DomainError> {
         if let Some(claim) = &task.claim {
             if claim.agent == agent {
                 return Ok(task.clone());
@@ -379,7 +153,7 @@ impl<'a> Decider<'a> {
         if let Some(assignee) = task.assignee.as_deref().filter(|a| *a != agent) {
             return Err(DomainError::Conflict { message: format!("{} is assigned to {assignee}", task.id) });
         }
-        let blockers = self.state.unfinished_blockers(task);
+        let blockers = self.model.unfinished_blockers(task);
         if !blockers.is_empty() {
             return Err(DomainError::Blocked { message: format!("{} is blocked by {}", task.id, list(&blockers)) });
         }
@@ -398,7 +172,7 @@ impl<'a> Decider<'a> {
 
     /// Releases `agent`'s claim on `task` back to `todo`; with `force`, anyone's claim.
     /// Releasing a task nobody holds changes nothing.
-    fn release(&mut self, task: &Task, agent: &str, force: bool) -> Result<Task, DomainError> {
+    pub(super) fn release(&mut self, task: &Task, agent: &str, force: bool) -> Result<Task, DomainError> {
         let Some(claim) = &task.claim else {
             return Ok(task.clone());
         };
@@ -427,7 +201,7 @@ impl<'a> Decider<'a> {
 
     /// Finishes `task` as `agent`: allowed for its owner, or for anyone when nobody holds
     /// it and it is not reserved for someone else.
-    fn complete(&mut self, task: &Task, agent: &str) -> Result<Task, DomainError> {
+    pub(super) fn complete(&mut self, task: &Task, agent: &str) -> Result<Task, DomainError> {
         match task.status {
             TaskStatus::Done => return Ok(task.clone()),
             TaskStatus::Cancelled => {
@@ -446,7 +220,7 @@ impl<'a> Decider<'a> {
             }
             _ => {}
         }
-        let blockers = self.state.unfinished_blockers(task);
+        let blockers = self.model.unfinished_blockers(task);
         if !blockers.is_empty() {
             return Err(DomainError::Blocked { message: format!("{} is blocked by {}", task.id, list(&blockers)) });
         }
@@ -464,13 +238,13 @@ impl<'a> Decider<'a> {
 
     /// Releases (`owner_gone`) every claim whose owner has been away longer than its
     /// grace or lease.
-    fn release_expired_claims(&mut self) {
-        for agent in self.state.agents.values() {
+    pub(super) fn release_expired_claims(&mut self) {
+        for agent in self.model.agents.values() {
             let expired = self.policy.claims_expire_at(agent).is_some_and(|at| self.now >= at);
             if !expired {
                 continue;
             }
-            for task in self.state.held_by(&agent.name) {
+            for task in self.model.held_by(&agent.name) {
                 let released = Task {
                     status: TaskStatus::Todo,
                     assignee: None,
@@ -491,27 +265,27 @@ impl<'a> Decider<'a> {
     /// After `finished` was done or cancelled: `task.ready` for each dependent whose last
     /// unfinished blocker it was.
     fn announce_ready(&mut self, finished: TaskId) {
-        for dependent in self.state.dependents(finished) {
+        for dependent in self.model.dependents(finished) {
             if dependent.status.is_finished() {
                 continue;
             }
             let waiting = dependent
                 .blocked_by
                 .iter()
-                .any(|b| *b != finished && self.state.task(*b).is_some_and(|t| !t.status.is_finished()));
+                .any(|b| *b != finished && self.model.task(*b).is_some_and(|t| !t.status.is_finished()));
             if !waiting {
                 self.events.push(EventKind::TaskReady { task: Task::clone(dependent) });
             }
         }
     }
 
-    fn update(&mut self, id: TaskId, u: &UpdateTask) -> Result<Reply, DomainError> {
+    pub(super) fn update(&mut self, id: TaskId, u: &UpdateTask) -> Result<Task, DomainError> {
         let actor = match &u.agent {
             Some(agent) => Some(validate_agent("agent", agent).map(|()| agent.as_str())?),
             None => None,
         };
         let current = self.task(id)?;
-        check_token(current, u.token)?;
+        self.check_token(current, u.token)?;
         let mut task = current.clone();
         let mut changes: Vec<&str> = Vec::new();
         if let Some(title) = &u.title {
@@ -570,7 +344,7 @@ impl<'a> Decider<'a> {
         }
         let status = u.status.filter(|s| *s != task.status);
         let Some(status) = status else {
-            return Ok(Reply::Task(self.updated(task, actor, &changes)));
+            return Ok(self.updated(task, actor, &changes));
         };
         let need_actor = || {
             require_agent("agent", actor)
@@ -614,7 +388,7 @@ impl<'a> Decider<'a> {
                         changes.push("status");
                         let cancelled = self.updated(cancelled, Some(agent), &changes);
                         self.announce_ready(id);
-                        return Ok(Reply::Task(cancelled));
+                        return Ok(cancelled);
                     }
                     _ => {}
                 }
@@ -631,7 +405,7 @@ impl<'a> Decider<'a> {
                 self.updated(reopened, actor, &changes)
             }
         };
-        Ok(Reply::Task(task))
+        Ok(task)
     }
 
     /// Emits `task.updated` when something changed.
@@ -645,70 +419,5 @@ impl<'a> Decider<'a> {
             });
         }
         task
-    }
-
-    fn post(&mut self, p: &PostMessage) -> Result<Reply, DomainError> {
-        validate_agent("from", &p.from)?;
-        if p.content.trim().is_empty() {
-            return Err(DomainError::invalid("content", "must not be empty"));
-        }
-        validate_text("content", &p.content)?;
-        if let Some(to) = &p.to {
-            validate_agent("to", to)?;
-        }
-        let channel = match (&p.channel, &p.to) {
-            (Some(channel), _) => channel.clone(),
-            (None, Some(to)) => {
-                let (a, b) = if p.from <= *to { (&p.from, to) } else { (to, &p.from) };
-                format!("dm:{a},{b}")
-            }
-            (None, None) => "general".to_owned(),
-        };
-        validate_channel(&channel)?;
-        if let Some(reply_to) = p.reply_to
-            && reply_to.0 > self.state.last_message
-        {
-            return Err(DomainError::invalid("replyTo", format!("message {reply_to} does not exist")));
-        }
-        self.touch(&p.from);
-        let message = ChatMessage {
-            id: MessageId(self.state.last_message + 1),
-            seq: self.state.head + self.events.len() as Seq + 1,
-            channel,
-            from: p.from.clone(),
-            content: p.content.clone(),
-            mentions: parse_mentions(&p.content),
-            to: p.to.clone(),
-            reply_to: p.reply_to,
-            at: self.now,
-        };
-        self.events.push(EventKind::ChatMessage { message: message.clone() });
-        Ok(Reply::Message(message))
-    }
-
-    fn heartbeat(&mut self, name: &str, h: &Heartbeat) -> Result<Reply, DomainError> {
-        validate_agent("agent", name)?;
-        if let Some(status) = &h.status {
-            validate_status(status)?;
-        }
-        if let Some(Some(note)) = &h.note {
-            validate_note(note)?;
-        }
-        let mut agent = match self.state.agents.get(name) {
-            Some(a) => Agent::clone(a),
-            None => Agent::new(name, self.now),
-        };
-        agent.last_seen_at = self.now;
-        match h.status.as_deref() {
-            Some("active") => agent.status = None,
-            Some(status) => agent.status = Some(status.to_owned()),
-            // A heartbeat without a status after signing off means the agent is back.
-            None => agent.status = agent.status.filter(|s| s != "offline"),
-        }
-        if let Some(note) = &h.note {
-            agent.note = note.clone().filter(|n| !n.is_empty());
-        }
-        self.events.push(EventKind::PresenceChanged { agent: agent.clone() });
-        Ok(Reply::Agent(agent))
     }
 }

@@ -1,4 +1,4 @@
-//! The state the domain decides against, and `apply`, which folds an event into it.
+//! The [`Model`]: what the domain decides against, folded from the event log by [`apply`].
 //!
 //! Persistent maps (`imbl`) make a clone O(1), so the sequencer can publish a consistent
 //! snapshot to readers after every batch without copying the board.
@@ -23,12 +23,13 @@ pub struct Channel {
     pub last_at: Timestamp,
 }
 
-/// Everything the rules need, folded from the event log.
+/// Everything the rules need, folded from the event log. (Named `Model`, not `State`, so
+/// that it is never confused with a web framework's shared state.)
 ///
 /// Chat messages themselves are not here (they are only appended, never decided on); the
 /// store keeps them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct State {
+pub struct Model {
     /// `seq` of the last applied event.
     pub head: Seq,
     /// Every task, by id.
@@ -49,8 +50,8 @@ pub struct State {
     held: OrdMap<String, OrdSet<TaskId>>,
 }
 
-impl State {
-    /// Rebuilds a state from its materialized views (as the store keeps them), deriving
+impl Model {
+    /// Rebuilds a model from its materialized views (as the store keeps them), deriving
     /// the indexes.
     pub fn from_views(
         head: Seq,
@@ -59,15 +60,15 @@ impl State {
         agents: impl IntoIterator<Item = Agent>,
         cursors: impl IntoIterator<Item = (String, Seq)>,
         channels: impl IntoIterator<Item = Channel>,
-    ) -> State {
-        let mut state = State { head, last_message, ..State::default() };
+    ) -> Model {
+        let mut model = Model { head, last_message, ..Model::default() };
         for task in tasks {
-            state.put_task(task);
+            model.put_task(task);
         }
-        state.agents = agents.into_iter().map(|a| (a.name.clone(), Arc::new(a))).collect();
-        state.cursors = cursors.into_iter().collect();
-        state.channels = channels.into_iter().map(|c| (c.name.clone(), c)).collect();
-        state
+        model.agents = agents.into_iter().map(|a| (a.name.clone(), Arc::new(a))).collect();
+        model.cursors = cursors.into_iter().collect();
+        model.channels = channels.into_iter().map(|c| (c.name.clone(), c)).collect();
+        model
     }
 
     /// The task with this id.
@@ -177,23 +178,23 @@ pub fn actor(kind: &EventKind) -> Option<&str> {
     }
 }
 
-/// Folds one event into the state.
+/// Folds one event into the model.
 ///
 /// Idempotent: applying an event a second time changes nothing, so the store can replay
 /// the tail of the log over views that may already contain part of it.
-pub fn apply(state: &mut State, event: &Event) {
-    state.head = state.head.max(event.seq);
+pub fn apply(model: &mut Model, event: &Event) {
+    model.head = model.head.max(event.seq);
     match &event.kind {
         EventKind::TaskCreated { task }
         | EventKind::TaskUpdated { task, .. }
         | EventKind::TaskClaimed { task, .. }
         | EventKind::TaskReleased { task, .. }
-        | EventKind::TaskCompleted { task, .. } => state.put_task(task.clone()),
+        | EventKind::TaskCompleted { task, .. } => model.put_task(task.clone()),
         // The task did not change; the event only announces that it can be claimed now.
         EventKind::TaskReady { .. } => {}
         EventKind::ChatMessage { message } => {
-            state.last_message = state.last_message.max(message.id.0);
-            let channel = state.channels.entry(message.channel.clone()).or_insert_with(|| Channel {
+            model.last_message = model.last_message.max(message.id.0);
+            let channel = model.channels.entry(message.channel.clone()).or_insert_with(|| Channel {
                 name: message.channel.clone(),
                 messages: 0,
                 last_seq: 0,
@@ -206,14 +207,14 @@ pub fn apply(state: &mut State, event: &Event) {
             }
         }
         EventKind::PresenceChanged { agent } => {
-            state.agents.insert(agent.name.clone(), Arc::new(agent.clone()));
+            model.agents.insert(agent.name.clone(), Arc::new(agent.clone()));
         }
         EventKind::InboxAcked { agent, seq } => {
-            let cursor = state.cursors.entry(agent.clone()).or_insert(0);
+            let cursor = model.cursors.entry(agent.clone()).or_insert(0);
             *cursor = (*cursor).max(*seq);
         }
     }
     if let Some(name) = actor(&event.kind) {
-        state.touch(name, event.at);
+        model.touch(name, event.at);
     }
 }

@@ -6,26 +6,31 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
 use muster_protocol::{ErrorCode, TaskId};
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
-use crate::sequencer::IdempotencyKey;
+use super::state::AppState;
+use crate::api::{ApiError, Caller, IdempotencyKey};
+
+/// Largest request body accepted: a task with a full 8 KiB description and its JSON
+/// escaping fits several times over.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// A JSON object body, required.
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 /// A JSON object body that may be omitted (an empty body reads as `{}`).
-pub struct OptionalJsonBody<T>(pub T);
+pub(crate) struct OptionalJsonBody<T>(pub(crate) T);
 
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::TooLarge, format!("request body is larger than {} bytes", super::MAX_BODY))
+            ApiError::new(ErrorCode::TooLarge, format!("request body is larger than {MAX_BODY} bytes"))
         } else {
             ApiError::invalid("body", "could not be read")
         }
@@ -33,7 +38,7 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
 }
 
 /// Parses a JSON object, naming the field at fault when it does not fit `T`.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|e| ApiError::invalid("body", format!("is not UTF-8 ({e})")))?;
     if !text.trim_start().starts_with('{') {
         return Err(ApiError::invalid("body", "must be a JSON object"));
@@ -93,7 +98,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 }
 
 /// Query parameters, parsed with the parameter at fault named on error.
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
@@ -118,7 +123,7 @@ fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
 }
 
 /// The agent named by the `X-Agent` header, if any.
-pub struct AgentHeader(pub Option<String>);
+pub(crate) struct AgentHeader(pub(crate) Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for AgentHeader {
     type Rejection = ApiError;
@@ -137,7 +142,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentHeader {
 impl AgentHeader {
     /// The acting agent: the body's if given, else the header's. Both given and different
     /// is an error rather than a guess.
-    pub fn resolve(self, field: &str, body: Option<String>) -> Result<Option<String>, ApiError> {
+    pub(crate) fn resolve(self, field: &str, body: Option<String>) -> Result<Option<String>, ApiError> {
         match (body, self.0) {
             (Some(b), Some(h)) if b != h => {
                 Err(ApiError::invalid(field, format!("the body says {b:?} but the X-Agent header says {h:?}")))
@@ -149,7 +154,7 @@ impl AgentHeader {
 }
 
 /// The `Idempotency-Key` header, if any.
-pub struct Idempotency(pub Option<IdempotencyKey>);
+pub(crate) struct Idempotency(pub(crate) Option<IdempotencyKey>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
     type Rejection = ApiError;
@@ -160,7 +165,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
         };
         let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
         match key {
-            Some(key) => Ok(Idempotency(Some(IdempotencyKey { key: key.to_owned() }))),
+            Some(key) => Ok(Idempotency(Some(IdempotencyKey(key.to_owned())))),
             None => Err(ApiError::invalid(
                 "Idempotency-Key",
                 format!("must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
@@ -170,6 +175,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
 }
 
 /// Parses a task id from a path segment.
-pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse().map_err(|e| ApiError::invalid("id", e))
+}
+
+/// The caller, from `Authorization: Bearer <token>`: refused (401) at once where tokens
+/// are on and the token is missing or not issued.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+            .and_then(|v| v.strip_prefix("Bearer "));
+        state.broker.authenticate(bearer)
+    }
 }

@@ -1,0 +1,101 @@
+//! Blocking until something happens: a message for an agent, a change to a task (or a task
+//! reaching a status), any event on a topic. What `muster wait` and the MCP tool `wait_for`
+//! do, written once.
+//!
+//! [`Client::wait_for`](crate::Client::wait_for) listens first, subscribes, then looks at the
+//! current state (an unread message, the task's status): an event that happens between two
+//! of those steps is still seen, and one that happened before is found in the state.
+
+use muster_protocol::{ChatMessage, Event, EventKind, Task, TaskId, TaskStatus, Topic};
+use serde::Serialize;
+
+/// What to wait for; any one of the conditions ends the wait.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wait {
+    /// A message that mentions this agent or is addressed to it (an unread one counts).
+    pub mention: Option<String>,
+    /// A change to this task.
+    pub task: Option<TaskId>,
+    /// With `task`: only once it has this status (already having it counts).
+    pub until: Option<TaskStatus>,
+    /// Any event on these topics.
+    pub topics: Vec<Topic>,
+}
+
+/// What ended a wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Waited {
+    /// An unread message that was already in the inbox.
+    Message(ChatMessage),
+    /// The task already had the status waited for.
+    Task(Task),
+    /// The event that happened.
+    Event(Box<Event>),
+}
+
+impl Wait {
+    /// Whether there is nothing to wait for.
+    pub fn is_empty(&self) -> bool {
+        self.mention.is_none() && self.task.is_none() && self.topics.is_empty()
+    }
+
+    /// The topics the wait needs to receive.
+    pub fn topics(&self) -> Vec<Topic> {
+        let mut topics = self.topics.clone();
+        if let Some(me) = &self.mention {
+            topics.push(Topic::Inbox(me.clone()));
+        }
+        if let Some(id) = self.task {
+            topics.push(Topic::Task(id));
+        }
+        topics
+    }
+
+    /// Whether `event` is one this wait is for.
+    pub fn wanted(&self, event: &Event) -> bool {
+        let mention = self.mention.as_deref().is_some_and(
+            |me| matches!(&event.kind, EventKind::ChatMessage { message } if message.recipients().contains(&me)),
+        );
+        let changed = match (self.task, event.kind.task()) {
+            (Some(id), Some(t)) => t.id == id && self.until.is_none_or(|s| t.status == s),
+            _ => false,
+        };
+        mention || changed || self.topics.iter().any(|t| t.matches(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use muster_protocol::{MessageId, Timestamp};
+
+    use super::*;
+
+    fn message(from: &str, to: Option<&str>, mentions: &[&str]) -> Event {
+        let message = ChatMessage {
+            id: MessageId(1),
+            seq: 5,
+            channel: "general".into(),
+            from: from.into(),
+            content: String::new(),
+            mentions: mentions.iter().map(|m| (*m).to_owned()).collect(),
+            to: to.map(str::to_owned),
+            reply_to: None,
+            at: Timestamp::default(),
+        };
+        Event { seq: 5, at: Timestamp::default(), kind: EventKind::ChatMessage { message } }
+    }
+
+    #[test]
+    fn a_mention_or_a_direct_message_wakes_its_recipient_only() {
+        let wait = Wait { mention: Some("link".into()), ..Wait::default() };
+        assert!(wait.wanted(&message("kai", None, &["link"])));
+        assert!(wait.wanted(&message("kai", Some("link"), &[])));
+        assert!(!wait.wanted(&message("kai", None, &["zelda"])));
+        assert!(!wait.wanted(&message("link", None, &["link"])), "not by its own message");
+        assert_eq!(wait.topics(), [Topic::Inbox("link".into())]);
+        let any_chat = Wait { topics: vec![Topic::Chat], ..Wait::default() };
+        assert!(any_chat.wanted(&message("kai", None, &[])));
+        assert!(Wait::default().is_empty());
+    }
+}

@@ -1,0 +1,145 @@
+//! Topics: what a subscriber receives. Every event is published on a few topics
+//! ([`EventKind::topics`]); a subscriber to one of them (or to `*`) receives it.
+//!
+//! On the wire a topic is a string: `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`,
+//! `presence`, `inbox:<agent>`. Parsing normalizes it (`task:12` is `task:T-12`), so two
+//! spellings of one topic are one subscription. The cases every client must agree on are in
+//! `protocol/examples/topics.json`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Event, EventKind, TaskId, names};
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// `*`: every event.
+    All,
+    /// `tasks`: every task event.
+    Tasks,
+    /// `task:<id>`: the events of one task.
+    Task(TaskId),
+    /// `chat`: every chat message.
+    Chat,
+    /// `chat:<channel>`: the messages of one channel.
+    Channel(String),
+    /// `presence`: agents appearing, leaving, changing their status.
+    Presence,
+    /// `inbox:<agent>`: messages that mention an agent or are addressed to it, and its acks.
+    Inbox(String),
+}
+
+/// Why a string is not a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseTopicError(String);
+
+impl fmt::Display for ParseTopicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseTopicError {}
+
+impl FromStr for Topic {
+    type Err = ParseTopicError;
+
+    fn from_str(s: &str) -> Result<Topic, ParseTopicError> {
+        let topic = match s.split_once(':') {
+            None => match s {
+                "*" => Some(Topic::All),
+                "tasks" => Some(Topic::Tasks),
+                "chat" => Some(Topic::Chat),
+                "presence" => Some(Topic::Presence),
+                _ => None,
+            },
+            Some(("task", id)) => {
+                return id.parse().map(Topic::Task).map_err(|e: crate::ParseIdError| ParseTopicError(e.to_string()));
+            }
+            Some(("chat", channel)) => {
+                names::check_channel(channel).map_err(|e| ParseTopicError(format!("channel: {e}")))?;
+                Some(Topic::Channel(channel.to_owned()))
+            }
+            Some(("inbox", agent)) => {
+                names::check_agent(agent).map_err(|e| ParseTopicError(format!("agent: {e}")))?;
+                Some(Topic::Inbox(agent.to_owned()))
+            }
+            Some(_) => None,
+        };
+        topic.ok_or_else(|| {
+            ParseTopicError(format!(
+                "{:?} is not a topic (one of *, tasks, task:<id>, chat, chat:<channel>, presence, inbox:<agent>)",
+                names::truncate(s, 80)
+            ))
+        })
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topic::All => f.write_str("*"),
+            Topic::Tasks => f.write_str("tasks"),
+            Topic::Task(id) => write!(f, "task:{id}"),
+            Topic::Chat => f.write_str("chat"),
+            Topic::Channel(channel) => write!(f, "chat:{channel}"),
+            Topic::Presence => f.write_str("presence"),
+            Topic::Inbox(agent) => write!(f, "inbox:{agent}"),
+        }
+    }
+}
+
+impl Topic {
+    /// Whether a subscriber to this topic receives `event`.
+    pub fn matches(&self, event: &Event) -> bool {
+        *self == Topic::All || event.kind.topics().contains(self)
+    }
+
+    /// Whether a subscriber to this topic receives an event published on `topics` (the
+    /// topics stored with the event, so that nothing has to be decoded to decide).
+    pub fn covers(&self, topics: &[Topic]) -> bool {
+        *self == Topic::All || topics.contains(self)
+    }
+}
+
+impl EventKind {
+    /// The topics this event is published on. `*` matches every event and is not listed.
+    ///
+    /// - task events: `tasks`, `task:<id>`
+    /// - chat messages: `chat`, `chat:<channel>`, and `inbox:<agent>` for each recipient
+    /// - presence: `presence`
+    /// - inbox acks: `inbox:<agent>`
+    pub fn topics(&self) -> Vec<Topic> {
+        if let Some(task) = self.task() {
+            return vec![Topic::Tasks, Topic::Task(task.id)];
+        }
+        match self {
+            EventKind::ChatMessage { message } => {
+                let mut topics = vec![Topic::Chat, Topic::Channel(message.channel.clone())];
+                topics.extend(message.recipients().iter().map(|a| Topic::Inbox((*a).to_owned())));
+                topics
+            }
+            EventKind::PresenceChanged { .. } => vec![Topic::Presence],
+            EventKind::InboxAcked { agent, .. } => vec![Topic::Inbox(agent.clone())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_normalize_and_print_back() {
+        for (raw, printed) in
+            [("*", "*"), ("task:12", "task:T-12"), ("task:t-3", "task:T-3"), ("inbox:link", "inbox:link")]
+        {
+            assert_eq!(raw.parse::<Topic>().unwrap().to_string(), printed);
+        }
+        for bad in ["", "task", "task:", "chat:has space", "inbox:-x", "bogus", "tasks:1"] {
+            assert!(bad.parse::<Topic>().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! [`Broker`]: the broker's operations, one method each, whatever the transport. This file
+//! holds what every operation goes through: the caller check before any read, and the one
+//! way to the writer, which binds the command to its caller first. The operations
+//! themselves are in `tasks`, `chat`, `presence`, `events`, `feed` and `system`.
+
+use std::sync::Arc;
+
+use muster_protocol::{ErrorCode, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use super::caller::Caller;
+use super::error::ApiError;
+use crate::auth::Tokens;
+use crate::clock::Clock;
+use crate::core::{Command, Policy};
+use crate::metrics::Metrics;
+use crate::sequencer::{IdempotencyKey, Reader, Snapshot, Writer};
+use crate::store::{Log, Store, StoreError};
+
+/// Store reads running at once. They are short; beyond this, more threads only cost
+/// memory: measured, 10 connections flooding reads grew tokio's blocking pool to its 512
+/// threads and the broker to 270 MB of RSS. Waiting readers queue on the semaphore.
+const READ_THREADS: usize = 16;
+
+/// The broker, as its transports see it.
+pub(crate) struct Broker {
+    /// Private to this file: only [`Broker::write`] submits, after binding the caller.
+    writer: Writer,
+    /// Private to this file: only [`Broker::read`] hands out snapshots, after the caller
+    /// check.
+    reader: Reader,
+    store: Arc<Store>,
+    log: Arc<dyn Log>,
+    readers: tokio::sync::Semaphore,
+    pub(super) policy: Policy,
+    pub(super) clock: Clock,
+    pub(super) tokens: Arc<Tokens>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Cancelled when the broker stops: long-polls and streams end.
+    pub(super) shutdown: CancellationToken,
+    /// Limits and retention.
+    pub(super) limits: Limits,
+}
+
+/// The settings operations need.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Bytes an outbox may hold (see `hub`).
+    pub(crate) outbox_bytes: usize,
+    /// Events the log keeps at most.
+    pub(crate) retain_events: u64,
+    /// How long the log keeps an event.
+    pub(crate) retain_for: std::time::Duration,
+}
+
+/// A write's answer: the value, and whether it was answered from an idempotency record
+/// (the command was not executed again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written<T> {
+    /// The reply.
+    pub(crate) value: T,
+    /// Replayed from the record of an earlier request with the same `Idempotency-Key`.
+    pub(crate) replayed: bool,
+}
+
+impl Broker {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        writer: Writer,
+        reader: Reader,
+        store: Arc<Store>,
+        policy: Policy,
+        clock: Clock,
+        tokens: Arc<Tokens>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        limits: Limits,
+    ) -> Broker {
+        let log: Arc<dyn Log> = store.clone();
+        Broker {
+            writer,
+            reader,
+            store,
+            log,
+            readers: tokio::sync::Semaphore::new(READ_THREADS),
+            policy,
+            clock,
+            tokens,
+            metrics,
+            shutdown,
+            limits,
+        }
+    }
+
+    /// The caller a request's token makes. With tokens on: the token's agent; no token, or
+    /// one that is not (or no longer) issued, is refused. With tokens off: an anonymous
+    /// caller, whatever was sent.
+    pub(crate) fn authenticate(&self, token: Option<&str>) -> Result<Caller, ApiError> {
+        if !self.tokens.enabled() {
+            return Ok(Caller::anonymous());
+        }
+        match token.map(str::trim) {
+            Some(token) => self
+                .tokens
+                .verify(token)
+                .map(Caller::token)
+                .ok_or_else(|| ApiError::unauthorized("the token is not valid (revoked, or from another broker)")),
+            None => Err(unauthenticated()),
+        }
+    }
+
+    /// Whether `caller` may use the broker at all: with tokens on, only with a token that
+    /// is still issued. Every operation starts here (through `read` or `write`); resources
+    /// outside the operations (the route list, the API description) call it themselves.
+    pub(crate) fn check(&self, caller: &Caller) -> Result<(), ApiError> {
+        if caller.is_system() || !self.tokens.enabled() {
+            return Ok(());
+        }
+        match caller.identity() {
+            Some(identity) if self.tokens.holds(identity) => Ok(()),
+            Some(_) => Err(ApiError::unauthorized("the token was revoked")),
+            None => Err(unauthenticated()),
+        }
+    }
+
+    /// The model as of the last durable batch, for `caller`.
+    pub(super) fn read(&self, caller: &Caller) -> Result<Arc<Snapshot>, ApiError> {
+        self.check(caller)?;
+        Ok(self.reader.snapshot())
+    }
+
+    /// The one way to the writer: `cmd` is bound to `caller` (the acting agent filled in or
+    /// checked), submitted, and answered once durable.
+    pub(super) async fn write(
+        &self,
+        caller: &Caller,
+        mut cmd: Command,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Written<crate::core::Reply>, ApiError> {
+        self.check(caller)?;
+        caller.bind(&mut cmd)?;
+        let committed = self.writer.submit(cmd, idempotency).await?;
+        Ok(Written { value: committed.reply, replayed: committed.replayed })
+    }
+
+    /// Runs a blocking read of the store (or the log) off the async workers, at most
+    /// [`READ_THREADS`] at once, for `caller`.
+    pub(super) async fn read_store<T: Send + 'static>(
+        &self,
+        caller: &Caller,
+        f: impl FnOnce(&Store, &dyn Log) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.check(caller)?;
+        // The semaphore is never closed.
+        let _permit = self.readers.acquire().await;
+        let (store, log) = (Arc::clone(&self.store), Arc::clone(&self.log));
+        match tokio::task::spawn_blocking(move || f(&store, &*log)).await {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(e) => Err(ApiError::new(ErrorCode::Internal, format!("read failed: {e}"))),
+        }
+    }
+
+    /// The hub, for subscriptions (see `feed`).
+    pub(super) fn hub(&self) -> &Arc<crate::hub::Hub> {
+        self.reader.hub()
+    }
+
+    /// Whether tokens are on.
+    pub(crate) fn tokens_enabled(&self) -> bool {
+        self.tokens.enabled()
+    }
+
+    /// The data dir's epoch.
+    pub(crate) fn epoch(&self) -> &str {
+        self.store.epoch()
+    }
+
+    /// Now, by the broker's clock.
+    pub(super) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The store, for the timers (retention) and the metrics.
+    pub(super) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The newest durable `seq`, without a caller: for the broker's own bookkeeping.
+    pub(super) fn head(&self) -> muster_protocol::Seq {
+        self.reader.snapshot().model.head
+    }
+
+    /// Asks the sequencer to finish what is queued and stop.
+    pub(crate) async fn stop(&self) {
+        self.writer.stop().await;
+    }
+}
+
+fn unauthenticated() -> ApiError {
+    ApiError::unauthorized(
+        "this broker requires a token: send Authorization: Bearer <token> over HTTP, or token in the WebSocket \
+         hello (issued by muster token add NAME)",
+    )
+}
+
+impl Written<crate::core::Reply> {
+    /// The reply as the shape the operation answers with; another shape is a bug.
+    pub(super) fn map<T>(self, shape: impl FnOnce(crate::core::Reply) -> Option<T>) -> Result<Written<T>, ApiError> {
+        let Written { value, replayed } = self;
+        let unexpected = format!("unexpected reply {value:?}");
+        match shape(value) {
+            Some(value) => Ok(Written { value, replayed }),
+            None => Err(ApiError::internal(unexpected)),
+        }
+    }
+}
+
+impl<T: super::json::Reply> super::json::Reply for Written<T> {
+    fn to_json(&self) -> bytes::Bytes {
+        self.value.to_json()
+    }
+}

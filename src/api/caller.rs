@@ -1,0 +1,173 @@
+//! [`Caller`]: who is asking. Every operation takes one, and it is checked where the
+//! operation runs, not by a convention of the transport: a path that forgets the caller does
+//! not compile, because the writer and the model are reachable only through methods that
+//! take one (`broker.rs`).
+//!
+//! Transports can make only two kinds, through [`Broker::authenticate`](super::Broker) and
+//! [`Broker::open_session`](super::Broker): an anonymous caller (no token) and an agent
+//! identity, proven by a token where tokens are on, or named by its WebSocket session where
+//! they are off. The system caller, for the broker's own timers and start-up, can be made
+//! only inside this module's parent.
+
+use muster_protocol::ErrorCode;
+
+use super::error::ApiError;
+use crate::auth::Identity;
+use crate::core::Command;
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(Who);
+
+#[derive(Debug, Clone)]
+enum Who {
+    /// The broker itself: start-up and timers.
+    System,
+    /// No token, and no session agent: every request names its agent (tokens off), or is
+    /// refused (tokens on).
+    Anonymous,
+    /// Tokens off: a WebSocket session that said hello as this agent. Requests act as it
+    /// unless they name another.
+    Session(String),
+    /// Tokens on: proven by a token. Requests act as this agent only.
+    Token(Identity),
+}
+
+impl Caller {
+    /// The broker itself.
+    pub(super) fn system() -> Caller {
+        Caller(Who::System)
+    }
+
+    pub(super) fn anonymous() -> Caller {
+        Caller(Who::Anonymous)
+    }
+
+    pub(super) fn session(agent: String) -> Caller {
+        Caller(Who::Session(agent))
+    }
+
+    pub(super) fn token(identity: Identity) -> Caller {
+        Caller(Who::Token(identity))
+    }
+
+    /// The identity a token proved, if any.
+    pub(super) fn identity(&self) -> Option<&Identity> {
+        match &self.0 {
+            Who::Token(identity) => Some(identity),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the broker itself.
+    pub(super) fn is_system(&self) -> bool {
+        matches!(self.0, Who::System)
+    }
+
+    /// The agent a request acts as when it names none: the token's, or the session's.
+    pub(crate) fn agent(&self) -> Option<&str> {
+        match &self.0 {
+            Who::Session(agent) => Some(agent),
+            Who::Token(identity) => Some(&identity.agent),
+            Who::System | Who::Anonymous => None,
+        }
+    }
+
+    /// The agent a request acts as: the one it names, else [`Caller::agent`]. With a token,
+    /// naming another agent is refused.
+    pub(super) fn act_as(&self, named: Option<String>) -> Result<Option<String>, ApiError> {
+        match (named, &self.0) {
+            (Some(named), Who::Token(identity)) if named != identity.agent => {
+                Err(impersonation(&identity.agent, &named))
+            }
+            (Some(named), _) => Ok(Some(named)),
+            (None, _) => Ok(self.agent().map(str::to_owned)),
+        }
+    }
+
+    /// Binds a command to this caller: fills in the acting agent where the command names
+    /// none; with a token, refuses one that names another agent.
+    pub(super) fn bind(&self, cmd: &mut Command) -> Result<(), ApiError> {
+        let slot: &mut Option<String> = match cmd {
+            Command::CreateTask(c) => &mut c.agent,
+            Command::UpdateTask { update, .. } => &mut update.agent,
+            Command::Claim { action, .. } | Command::Release { action, .. } | Command::Complete { action, .. } => {
+                &mut action.agent
+            }
+            Command::ClaimNext { agent } => agent,
+            Command::PostMessage(p) => {
+                let named = (!p.from.is_empty()).then(|| std::mem::take(&mut p.from));
+                p.from = self.act_as(named).map_err(|e| field(e, "from"))?.unwrap_or_default();
+                return Ok(());
+            }
+            Command::Heartbeat { agent, .. }
+            | Command::AckInbox { agent, .. }
+            | Command::Connect { agent, .. }
+            | Command::Disconnect { agent } => {
+                self.act_as(Some(agent.clone()))?;
+                return Ok(());
+            }
+            Command::ResetConnections | Command::Tick => {
+                return if self.is_system() {
+                    Ok(())
+                } else {
+                    Err(ApiError::forbidden("op", "only the broker itself runs its timers"))
+                };
+            }
+        };
+        *slot = self.act_as(slot.take())?;
+        Ok(())
+    }
+}
+
+fn impersonation(me: &str, named: &str) -> ApiError {
+    ApiError::forbidden("agent", format!("your token is {me}'s: you may not act as {named}"))
+}
+
+fn field(mut e: ApiError, name: &str) -> ApiError {
+    if e.0.code == ErrorCode::Forbidden {
+        e.0.field = Some(name.to_owned());
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use muster_protocol::{PostMessage, TaskAction, TaskId};
+
+    use super::*;
+
+    fn link() -> Caller {
+        Caller::token(Identity::new("link", false))
+    }
+
+    #[test]
+    fn a_token_caller_acts_as_its_agent_and_never_as_another() {
+        let id: TaskId = "T-1".parse().unwrap_or(TaskId(1));
+        let mut claim = Command::Claim { id, action: TaskAction::default() };
+        assert_eq!(link().bind(&mut claim), Ok(()));
+        let Command::Claim { action, .. } = claim else { unreachable!() };
+        assert_eq!(action.agent.as_deref(), Some("link"));
+
+        let mut other = Command::Claim { id, action: TaskAction { agent: Some("zelda".into()), ..Default::default() } };
+        let refused = link().bind(&mut other).err().map(|e| e.0);
+        assert!(refused.is_some_and(|e| e.code == ErrorCode::Forbidden && e.message.contains("link's")));
+
+        let mut unnamed = Command::PostMessage(PostMessage { content: "hi".into(), ..Default::default() });
+        assert_eq!(link().bind(&mut unnamed), Ok(()));
+        assert!(matches!(unnamed, Command::PostMessage(p) if p.from == "link"), "a post naming nobody is the token's");
+        let mut forged = Command::PostMessage(PostMessage { from: "zelda".into(), ..Default::default() });
+        assert!(link().bind(&mut forged).is_err());
+        assert!(link().bind(&mut Command::Tick).is_err(), "only the system runs timers");
+    }
+
+    #[test]
+    fn without_tokens_a_request_names_whom_it_likes_and_a_session_fills_in_its_own() {
+        let mut post = Command::PostMessage(PostMessage { from: "zelda".into(), ..Default::default() });
+        assert_eq!(Caller::anonymous().bind(&mut post), Ok(()));
+        let mut unnamed = Command::ClaimNext { agent: None };
+        assert_eq!(Caller::session("kai".into()).bind(&mut unnamed), Ok(()));
+        assert_eq!(unnamed, Command::ClaimNext { agent: Some("kai".into()) });
+        assert_eq!(Caller::system().bind(&mut Command::Tick), Ok(()));
+    }
+}

@@ -1,0 +1,172 @@
+//! `decide`: a command checked against the model becomes events and a reply, or is refused.
+//! This file lists the commands and hands each to its rules (`tasks`, `chat`, `presence`).
+
+use muster_protocol::{
+    Agent, ChatMessage, CreateTask, EventKind, Heartbeat, PostMessage, Seq, Task, TaskAction, TaskId, Timestamp,
+    UpdateTask,
+};
+
+use super::decider::Decider;
+use super::error::DomainError;
+use super::model::Model;
+use super::policy::Policy;
+use super::rules::require_agent;
+
+/// Something an agent (or a human, or the broker itself) asks to change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum Command {
+    /// Add a task.
+    CreateTask(CreateTask),
+    /// Change fields (and possibly the status) of a task.
+    UpdateTask {
+        /// Which task.
+        id: TaskId,
+        /// What to change.
+        update: UpdateTask,
+    },
+    /// Take a task.
+    Claim {
+        /// Which task.
+        id: TaskId,
+        /// Who, with which token.
+        action: TaskAction,
+    },
+    /// Let go of a task (or, with `force`, take it away from its owner).
+    Release {
+        /// Which task.
+        id: TaskId,
+        /// Who, with which token.
+        action: TaskAction,
+    },
+    /// Finish a task.
+    Complete {
+        /// Which task.
+        id: TaskId,
+        /// Who, with which token.
+        action: TaskAction,
+    },
+    /// Pick the next open task for an agent and claim it; a task the agent already holds
+    /// comes first.
+    ClaimNext {
+        /// The acting agent.
+        agent: Option<String>,
+    },
+    /// Post a chat message.
+    PostMessage(PostMessage),
+    /// "I am here", with an optional status and note.
+    Heartbeat {
+        /// The agent.
+        agent: String,
+        /// Status and note.
+        heartbeat: Heartbeat,
+    },
+    /// Mark an inbox read up to `seq` (default: the current head).
+    AckInbox {
+        /// Whose inbox.
+        agent: String,
+        /// The new cursor.
+        seq: Option<Seq>,
+    },
+    /// A WebSocket session of the agent opened.
+    Connect {
+        /// The agent.
+        agent: String,
+        /// The session is a person's (see `Hello::human`).
+        human: bool,
+    },
+    /// A WebSocket session of the agent closed (cleanly or not).
+    Disconnect {
+        /// The agent.
+        agent: String,
+    },
+    /// The broker (re)started: no session survived; every agent with open sessions left.
+    ResetConnections,
+    /// Time passed: release the claims of owners that have been away too long.
+    Tick,
+}
+
+/// What the caller gets back for an accepted command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Reply {
+    /// The task as it is now.
+    Task(Task),
+    /// A task, or none (`next` found nothing to do).
+    MaybeTask(Option<Task>),
+    /// The stored message.
+    Message(ChatMessage),
+    /// The agent record after a heartbeat.
+    Agent(Agent),
+    /// Nothing to report (connection bookkeeping, ticks).
+    Done,
+    /// An inbox cursor.
+    Cursor {
+        /// Whose inbox.
+        agent: String,
+        /// The read cursor.
+        seq: Seq,
+    },
+}
+
+/// An accepted command: the events to append (in order) and the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Events, without `seq` and `at` yet: the sequencer stamps them.
+    pub events: Vec<EventKind>,
+    /// The answer to the caller.
+    pub reply: Reply,
+}
+
+/// Checks `cmd` against `model` at time `now`.
+///
+/// The events of a decision get the sequence numbers `model.head + 1`, `+ 2`, ... in order
+/// (a chat message records its own `seq`).
+pub fn decide(model: &Model, policy: &Policy, cmd: &Command, now: Timestamp) -> Result<Decision, DomainError> {
+    let mut d = Decider::new(model, policy, now);
+    let reply = match cmd {
+        Command::CreateTask(create) => Reply::Task(d.create(create)?),
+        Command::UpdateTask { id, update } => Reply::Task(d.update(*id, update)?),
+        Command::Claim { id, action } => {
+            let agent = require_agent("agent", action.agent.as_deref())?;
+            let task = d.task(*id)?;
+            d.check_token(task, action.token)?;
+            d.touch(agent);
+            Reply::Task(d.claim(task, agent)?)
+        }
+        Command::Release { id, action } => {
+            let agent = require_agent("agent", action.agent.as_deref())?;
+            let task = d.task(*id)?;
+            d.check_token(task, action.token)?;
+            d.touch(agent);
+            Reply::Task(d.release(task, agent, action.force)?)
+        }
+        Command::Complete { id, action } => {
+            let agent = require_agent("agent", action.agent.as_deref())?;
+            let task = d.task(*id)?;
+            d.check_token(task, action.token)?;
+            d.touch(agent);
+            Reply::Task(d.complete(task, agent)?)
+        }
+        Command::ClaimNext { agent } => Reply::MaybeTask(d.claim_next(agent.as_deref())?),
+        Command::PostMessage(post) => Reply::Message(d.post(post)?),
+        Command::AckInbox { agent, seq } => {
+            let seq = d.ack(agent, *seq)?;
+            Reply::Cursor { agent: agent.clone(), seq }
+        }
+        Command::Heartbeat { agent, heartbeat } => Reply::Agent(d.heartbeat(agent, heartbeat)?),
+        Command::Connect { agent, human } => Reply::Agent(d.connect(agent, *human)?),
+        Command::Disconnect { agent } => {
+            d.disconnect(agent);
+            Reply::Done
+        }
+        Command::ResetConnections => {
+            d.reset_connections();
+            Reply::Done
+        }
+        Command::Tick => {
+            d.release_expired_claims();
+            Reply::Done
+        }
+    };
+    Ok(Decision { events: d.events, reply })
+}

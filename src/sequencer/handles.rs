@@ -1,0 +1,129 @@
+//! The sequencer's two handles: the [`Writer`] that submits commands and waits until they
+//! are durable, and the [`Reader`] that sees the latest durable [`Snapshot`] and the hub.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::core::{Command, DomainError, Model, Reply};
+use crate::hub::Hub;
+
+/// Commands that may wait for the writer. When the queue is full, callers wait (up to
+/// [`SUBMIT_TIMEOUT`]): backpressure, not loss. 4096 is a few batches' worth at full speed.
+pub(crate) const QUEUE: usize = 4096;
+/// How long a caller waits for room in a full queue before it is told to retry.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What readers see: the model as of the last durable batch.
+pub(crate) struct Snapshot {
+    /// The model; every event up to `model.head` is on disk.
+    pub(crate) model: Model,
+    /// `GET /tasks` without filters, serialized once per snapshot on first request.
+    pub(crate) board: OnceLock<Bytes>,
+    /// The same, gzip-compressed, for clients that accept it.
+    pub(crate) board_gzip: OnceLock<Bytes>,
+}
+
+impl Snapshot {
+    pub(super) fn new(model: Model) -> Arc<Snapshot> {
+        Arc::new(Snapshot { model, board: OnceLock::new(), board_gzip: OnceLock::new() })
+    }
+}
+
+/// A write that could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// The domain refused the command.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The `Idempotency-Key` was already used for a different request.
+    #[error("Idempotency-Key {0:?} was already used for a different request")]
+    IdempotencyMismatch(String),
+    /// Nothing was written: storage failed, the queue stayed full, or the broker is
+    /// stopping. Safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Nothing was written: the disk holding the data dir is (nearly) full. Safe to retry
+    /// once space is freed.
+    #[error("{0}")]
+    DiskFull(String),
+}
+
+/// An accepted, durable command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Committed {
+    /// The domain's reply.
+    pub(crate) reply: Reply,
+    /// Answered from an idempotency record, not executed again.
+    pub(crate) replayed: bool,
+}
+
+/// An `Idempotency-Key` sent with a command: a retry with the same key and the same
+/// command gets the recorded outcome instead of a second execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IdempotencyKey(pub(crate) String);
+
+/// What a caller is told once its batch is durable (or failed).
+pub(super) type Outcome = Result<Committed, WriteError>;
+
+/// What the writer thread receives.
+// `Stop` is sent once; boxing the command instead would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Message {
+    Command { cmd: Command, idempotency: Option<IdempotencyKey>, reply: oneshot::Sender<Outcome> },
+    Stop,
+}
+
+/// The handle that submits commands. The sequencer knows no credentials: whoever holds a
+/// `Writer` has checked the caller (only the api layer holds one).
+#[derive(Clone)]
+pub(crate) struct Writer {
+    pub(super) tx: mpsc::Sender<Message>,
+}
+
+impl Writer {
+    /// Submits a command and waits until it is durable (or refused).
+    pub(crate) async fn submit(&self, cmd: Command, idempotency: Option<IdempotencyKey>) -> Outcome {
+        let (reply, rx) = oneshot::channel();
+        let message = Message::Command { cmd, idempotency, reply };
+        match tokio::time::timeout(SUBMIT_TIMEOUT, self.tx.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(stopping()),
+            Err(_) => {
+                return Err(WriteError::Unavailable("broker overloaded: the write queue stayed full; retry".into()));
+            }
+        }
+        rx.await.unwrap_or_else(|_| Err(stopping()))
+    }
+
+    /// Asks the sequencer to finish what is queued and stop.
+    pub(crate) async fn stop(&self) {
+        // Already stopped is fine.
+        let _ = self.tx.send(Message::Stop).await;
+    }
+}
+
+fn stopping() -> WriteError {
+    WriteError::Unavailable("broker is shutting down; retry against the new instance".into())
+}
+
+/// The read side: the latest durable snapshot, and the hub that pushes durable events.
+#[derive(Clone)]
+pub(crate) struct Reader {
+    pub(super) snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub(super) hub: Arc<Hub>,
+}
+
+impl Reader {
+    /// The model as of the last durable batch.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// The hub: subscribe to receive events as they become durable.
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}

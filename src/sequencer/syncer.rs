@@ -1,0 +1,125 @@
+//! The second half of the pipeline: one sync for everything written so far (group commit),
+//! then the new snapshot for readers, the events for subscribers, and only then the
+//! answers to the callers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::Instant;
+
+use tokio::sync::{oneshot, watch};
+
+use super::disk::{store_failed, unavailable};
+use super::handles::{Outcome, Snapshot, WriteError};
+use crate::core::Model;
+use crate::frame::Frame;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::Log;
+
+/// A caller's reply channel and what it will be told once its batch is durable.
+pub(super) type Answer = (oneshot::Sender<Outcome>, Outcome);
+
+/// A decided, written batch on its way to the disk.
+pub(super) struct Written {
+    /// The model after the batch.
+    pub(super) model: Model,
+    pub(super) frames: Arc<[Frame]>,
+    pub(super) answers: Vec<Answer>,
+    /// Whether the batch wrote anything (a batch of refusals only needs to wait for the
+    /// batches before it).
+    pub(super) wrote: bool,
+}
+
+/// What the writer and the syncer share.
+pub(super) struct Shared {
+    /// Highest `seq` known durable.
+    pub(super) durable: AtomicU64,
+    /// A sync failed: the writer must roll back before deciding anything else.
+    pub(super) failed: AtomicBool,
+}
+
+// `Recovered` is rare; batches are the traffic.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum ToSyncer {
+    Batch(Written),
+    /// The writer rolled back after a failure; batches after this are decided on the
+    /// durable model again.
+    Recovered,
+}
+
+/// The sync thread.
+pub(super) struct Syncer {
+    pub(super) rx: std_mpsc::Receiver<ToSyncer>,
+    pub(super) log: Arc<dyn Log>,
+    pub(super) dir: std::path::PathBuf,
+    pub(super) snapshot: watch::Sender<Arc<Snapshot>>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Syncer {
+    pub(super) fn run(self) {
+        // After a failed sync, batches are refused until the writer has rolled back.
+        let mut failed = false;
+        while let Ok(first) = self.rx.recv() {
+            let mut batches = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    ToSyncer::Recovered => failed = false,
+                    ToSyncer::Batch(b) if failed => self.refuse(b, unavailable(&"an earlier write failed")),
+                    ToSyncer::Batch(b) => batches.push(b),
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let result = if batches.iter().any(|b| b.wrote) { self.log.sync() } else { Ok(()) };
+            self.metrics.commit_seconds.observe(started.elapsed());
+            match result {
+                Ok(()) => self.publish(batches),
+                Err(error) => {
+                    tracing::error!(%error, "sync failed; the unsynced batches are rolled back");
+                    failed = true;
+                    self.shared.failed.store(true, Ordering::Release);
+                    for b in batches {
+                        self.refuse(b, store_failed(&error, &self.dir));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batches are durable: show them to readers, then answer their callers.
+    fn publish(&self, batches: Vec<Written>) {
+        let Some(last) = batches.last() else { return };
+        let head = last.model.head;
+        let events: usize = batches.iter().map(|b| b.frames.len()).sum();
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics.events.fetch_add(events as u64, Ordering::Relaxed);
+        self.shared.durable.store(head, Ordering::Release);
+        if events > 0 {
+            self.snapshot.send_replace(Snapshot::new(last.model.clone()));
+            for b in &batches {
+                self.hub.publish(&b.frames);
+            }
+        }
+        for b in batches {
+            for (reply, answer) in b.answers {
+                // The caller may have gone away (client disconnected); the write stands.
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Answers every caller of a batch that will not be made durable.
+    fn refuse(&self, batch: Written, error: WriteError) {
+        for (reply, _) in batch.answers {
+            self.metrics.commands_failed.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The writer thread: it owns the [`Model`], takes every command that is waiting (up to
+//! [`MAX_BATCH`]), decides each against the model as the previous ones left it, stamps
+//! every event with the next `seq`, applies it, appends the batch to the log and writes the
+//! views (not yet durable), and hands it to the syncer — then goes on with the next batch.
+//! If a sync fails it rolls the unsynced batches back; if the store keeps failing, it
+//! reopens it once there is space again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use muster_protocol::{Event, Seq, Timestamp};
+use tokio::sync::{mpsc, watch};
+
+use super::disk::{DiskFloor, essential, store_failed};
+use super::handles::{Committed, Message, QUEUE, Reader, Snapshot, WriteError, Writer};
+use super::idempotency::{Idempotency, fingerprint};
+use super::syncer::{Answer, Shared, Syncer, ToSyncer, Written};
+use crate::clock::Clock;
+use crate::core::{Command, Model, Policy, apply, decide};
+use crate::frame::Frame;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::{Log, Store, StoreError};
+
+/// Most commands decided together. Bounds the latency a single batch adds and the memory
+/// it holds.
+const MAX_BATCH: usize = 1024;
+/// Batches written but not yet handed to a sync: two keep the writer busy while the syncer
+/// waits on the disk; more would only add latency.
+const PIPELINE: usize = 2;
+/// How often a failing store is reopened.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// Free space needed before a failing store is reopened: with less, the fresh instance
+/// would fail at once (whatever `--min-free-mb` says).
+const REOPEN_MIN_FREE: u64 = 4 << 20;
+
+/// The single writer. Build it with [`Sequencer::new`], run it with [`Sequencer::run`].
+pub(crate) struct Sequencer {
+    rx: mpsc::Receiver<Message>,
+    model: Model,
+    policy: Policy,
+    clock: Clock,
+    store: Arc<Store>,
+    log: Arc<dyn Log>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    hub: Arc<Hub>,
+    idempotency: Idempotency,
+    last_now: Timestamp,
+    metrics: Arc<Metrics>,
+    /// Batches written but not known durable: what a rollback must undo.
+    unsynced: VecDeque<Unsynced>,
+    floor: DiskFloor,
+    /// Since when the store has been failing (sled keeps an I/O error until it is
+    /// reopened); `None` while it works.
+    broken: Option<Instant>,
+}
+
+/// What undoing a written batch needs.
+struct Unsynced {
+    head: Seq,
+    before: Model,
+    events: Vec<Event>,
+    keys: Vec<String>,
+}
+
+impl Sequencer {
+    /// Loads the model from `store` and returns the sequencer with its two handles. The
+    /// event log is the store's own ([`Log`]).
+    pub(crate) fn new(
+        store: Arc<Store>,
+        policy: Policy,
+        clock: Clock,
+        min_free_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Sequencer, Writer, Reader), StoreError> {
+        let model = store.load()?;
+        let idempotency = Idempotency::load(store.idempotency_records()?);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (snapshot, snapshot_rx) = watch::channel(Snapshot::new(model.clone()));
+        let hub = Hub::new(model.head);
+        let floor = DiskFloor { dir: store.dir().to_owned(), min_free: min_free_bytes };
+        let log: Arc<dyn Log> = store.clone();
+        let sequencer = Sequencer {
+            rx,
+            model,
+            policy,
+            clock,
+            store,
+            log,
+            snapshot,
+            hub: Arc::clone(&hub),
+            idempotency,
+            last_now: Timestamp::default(),
+            metrics,
+            unsynced: VecDeque::new(),
+            floor,
+            broken: None,
+        };
+        Ok((sequencer, Writer { tx }, Reader { snapshot: snapshot_rx, hub }))
+    }
+
+    /// Runs the writer on this (blocking) thread and the syncer on a second one, until a
+    /// [`Writer::stop`] (or every `Writer` is gone); answers what was queued before the
+    /// stop, then flushes.
+    pub(crate) fn run(mut self) {
+        let shared = Arc::new(Shared { durable: AtomicU64::new(self.model.head), failed: AtomicBool::new(false) });
+        let (to_syncer, from_writer) = std_mpsc::sync_channel(PIPELINE);
+        let syncer = Syncer {
+            rx: from_writer,
+            log: Arc::clone(&self.log),
+            dir: self.floor.dir.clone(),
+            snapshot: self.snapshot.clone(),
+            hub: Arc::clone(&self.hub),
+            shared: Arc::clone(&shared),
+            metrics: Arc::clone(&self.metrics),
+        };
+        let syncer = std::thread::Builder::new().name("muster-sync".into()).spawn(move || syncer.run());
+        let syncer = match syncer {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the sync thread");
+                return;
+            }
+        };
+
+        while let Some(first) = self.rx.blocking_recv() {
+            let (batch, stop) = self.take_batch(first);
+            if shared.failed.load(Ordering::Acquire) {
+                self.recover(&shared, &to_syncer);
+            }
+            self.unsynced.retain(|u| u.head > shared.durable.load(Ordering::Acquire));
+            if self.broken.is_some_and(|since| since.elapsed() >= REOPEN_EVERY) && self.unsynced.is_empty() {
+                self.reopen_store(&to_syncer);
+            }
+            if !batch.is_empty() {
+                let written = self.process(batch);
+                if to_syncer.send(ToSyncer::Batch(written)).is_err() {
+                    tracing::error!("the sync thread is gone; stopping");
+                    break;
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+        // Everything queued so far goes through; later submits get "shutting down".
+        self.rx.close();
+        drop(to_syncer);
+        if syncer.join().is_err() {
+            tracing::error!("the sync thread panicked");
+        }
+        match self.store.close(&self.model) {
+            Ok(()) => tracing::info!(head = self.model.head, "store closed"),
+            Err(error) => tracing::error!(%error, "final flush failed"),
+        }
+    }
+
+    /// The first message and everything else waiting, up to [`MAX_BATCH`] commands; and
+    /// whether a stop was asked for.
+    fn take_batch(&mut self, first: Message) -> (Vec<Message>, bool) {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Stop => return (batch, true),
+                command => batch.push(command),
+            }
+            if batch.len() < MAX_BATCH {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        (batch, false)
+    }
+
+    /// The clock's time, never earlier than the last event's.
+    fn now(&mut self) -> Timestamp {
+        self.last_now = self.last_now.max(self.clock.now());
+        self.last_now
+    }
+
+    /// Decides, applies and writes one batch.
+    fn process(&mut self, batch: Vec<Message>) -> Written {
+        let started = Instant::now();
+        let written = self.decide_and_write(batch);
+        self.metrics.write_seconds.observe(started.elapsed());
+        written
+    }
+
+    fn decide_and_write(&mut self, batch: Vec<Message>) -> Written {
+        let now = self.now();
+        let before = self.model.clone();
+        let mut events: Vec<Event> = Vec::new();
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut answers: Vec<Answer> = Vec::new();
+        let low_on_disk = self.floor.check();
+
+        for message in batch {
+            let Message::Command { cmd, idempotency, reply } = message else {
+                continue;
+            };
+            let fp = idempotency.as_ref().map(|_| fingerprint(&cmd));
+            if let (Some(key), Some(fp)) = (&idempotency, fp)
+                && let Some(answer) = self.idempotency.replay(&key.0, fp)
+            {
+                if !matches!(answer, Err(WriteError::IdempotencyMismatch(_))) {
+                    self.metrics.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+                }
+                answers.push((reply, answer));
+                continue;
+            }
+            if let Some(refusal) = low_on_disk.as_ref().filter(|_| !essential(&cmd)) {
+                self.metrics.commands_failed.fetch_add(1, Ordering::Relaxed);
+                answers.push((reply, Err(refusal.clone())));
+                continue;
+            }
+            let internal = matches!(cmd, Command::Tick | Command::ResetConnections);
+            let outcome = decide(&self.model, &self.policy, &cmd, now).map(|decision| {
+                for kind in decision.events {
+                    let event = Event { seq: self.model.head + 1, at: now, kind };
+                    apply(&mut self.model, &event);
+                    frames.push(Frame::of(&event));
+                    events.push(event);
+                }
+                decision.reply
+            });
+            if let (Some(key), Some(fp)) = (idempotency, fp) {
+                records.push((key.0.clone(), self.idempotency.record(key.0, fp, now, outcome.clone())));
+            }
+            if !internal {
+                let counter = if outcome.is_ok() { &self.metrics.commands_ok } else { &self.metrics.commands_refused };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            answers.push((reply, outcome.map(|reply| Committed { reply, replayed: false }).map_err(WriteError::from)));
+        }
+
+        let expired = self.idempotency.expire(now);
+        let wrote = !events.is_empty() || !records.is_empty() || !expired.is_empty();
+        if !wrote {
+            return Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote };
+        }
+        let keys: Vec<String> = records.iter().map(|(k, _)| k.clone()).collect();
+        let stored = self
+            .log
+            .append(before.head, &frames)
+            .and_then(|()| self.store.write(&events, &self.model, &records, &expired));
+        if let Err(error) = stored {
+            // Nothing of this batch is answered as done; the syncer will not be asked to
+            // make it durable. Undo what may have reached sled, and the model.
+            tracing::error!(%error, "writing a batch failed; it is rolled back");
+            self.broken.get_or_insert_with(Instant::now);
+            if let Err(e) = self.store.revert(&events, &before, &keys) {
+                tracing::error!(error = %e, "rolling back the failed batch failed too");
+            }
+            self.idempotency.forget(&keys);
+            self.model = before;
+            let failed = store_failed(&error, &self.floor.dir);
+            let answers = answers.into_iter().map(|(reply, _)| (reply, Err(failed.clone()))).collect();
+            return Written { model: self.model.clone(), frames: Arc::from(Vec::new()), answers, wrote: false };
+        }
+        self.unsynced.push_back(Unsynced { head: self.model.head, before, events, keys });
+        Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote }
+    }
+
+    /// A sync failed: every batch not known durable has been (or will be) answered
+    /// `unavailable` by the syncer. Undo them in the store, go back to the last durable
+    /// model, and tell the syncer that what follows is decided on that model.
+    fn recover(&mut self, shared: &Shared, to_syncer: &std_mpsc::SyncSender<ToSyncer>) {
+        let durable = shared.durable.load(Ordering::Acquire);
+        self.unsynced.retain(|u| u.head > durable);
+        if let Some(oldest) = self.unsynced.front() {
+            let before = oldest.before.clone();
+            let events: Vec<Event> = self.unsynced.iter().flat_map(|u| u.events.iter().cloned()).collect();
+            let keys: Vec<String> = self.unsynced.iter().flat_map(|u| u.keys.iter().cloned()).collect();
+            if let Err(error) = self.store.revert(&events, &before, &keys) {
+                tracing::error!(%error, "rolling back unsynced batches failed");
+            }
+            self.idempotency.forget(&keys);
+            tracing::warn!(events = events.len(), head = before.head, "rolled back to the last durable state");
+            self.model = before;
+        }
+        self.unsynced.clear();
+        self.broken.get_or_insert_with(Instant::now);
+        shared.failed.store(false, Ordering::Release);
+        // If the syncer is gone, the next send of a batch reports it.
+        let _ = to_syncer.send(ToSyncer::Recovered);
+    }
+
+    /// The store has been failing: once there is space again, reopen it and reload the
+    /// model from what is on disk, as after a crash. Events the failed batches left in the
+    /// log (written, never acknowledged) are part of that model now, so they are published
+    /// like any others: subscribers see no gap.
+    fn reopen_store(&mut self, to_syncer: &std_mpsc::SyncSender<ToSyncer>) {
+        self.broken = Some(Instant::now());
+        let free = fs2::available_space(&self.floor.dir).unwrap_or(u64::MAX);
+        if self.floor.check().is_some() || free < REOPEN_MIN_FREE {
+            return;
+        }
+        let reloaded = self.store.reopen().and_then(|()| self.store.load()).and_then(|model| {
+            let missing =
+                if model.head > self.model.head { self.store.frames(self.model.head, model.head)? } else { Vec::new() };
+            Ok((model, missing))
+        });
+        match reloaded {
+            Ok((model, missing)) => {
+                if model.head < self.model.head {
+                    tracing::error!(
+                        disk = model.head,
+                        memory = self.model.head,
+                        "the reopened store is behind; using it"
+                    );
+                }
+                tracing::info!(head = model.head, unacknowledged = missing.len(), "storage works again");
+                self.model = model.clone();
+                self.broken = None;
+                if !missing.is_empty() {
+                    let written = Written { model, frames: Arc::from(missing), answers: Vec::new(), wrote: false };
+                    let _ = to_syncer.send(ToSyncer::Batch(written));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "storage still failing; retrying in a second"),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Chat history: the messages of a channel and an agent's inbox, read back by page.
+
+use bytes::Bytes;
+use muster_protocol::Seq;
+
+use super::db::{Store, StoreError, key_chat, prefix};
+
+impl Store {
+    /// Messages of a channel as JSON, oldest first: those after `since` (the first
+    /// `limit`), or else the newest `limit` before `before` (or at all).
+    pub(crate) fn messages(
+        &self,
+        channel: &str,
+        since: Option<Seq>,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let h = self.handles()?;
+        Self::range(&h.chat, channel, since, before, limit)
+    }
+
+    /// Inbox entries of an agent as JSON, oldest first, with the same paging as
+    /// [`Store::messages`].
+    pub(crate) fn inbox(
+        &self,
+        agent: &str,
+        since: Option<Seq>,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let h = self.handles()?;
+        Self::range(&h.inbox, agent, since, before, limit)
+    }
+
+    /// Number of inbox entries of an agent after `seq`.
+    pub(crate) fn inbox_count_after(&self, agent: &str, seq: Seq) -> Result<u64, StoreError> {
+        let h = self.handles()?;
+        let mut n = 0;
+        for key in h.inbox.range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX)).keys() {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn range(
+        tree: &sled::Tree,
+        name: &str,
+        since: Option<Seq>,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let start = key_chat(name, since.map_or(0, |s| s.saturating_add(1)));
+        let end = match before {
+            Some(b) => key_chat(name, b),
+            None => {
+                let mut end = prefix(name);
+                // Exclusive upper bound: every key with this prefix sorts below it.
+                end.extend_from_slice(&[0xff; 9]);
+                end
+            }
+        };
+        let iter = tree.range(start..end).values();
+        let mut out: Vec<Bytes> = if since.is_some() {
+            iter.take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<_, _>>()?
+        } else {
+            let mut newest =
+                iter.rev().take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<Vec<_>, _>>()?;
+            newest.reverse();
+            newest
+        };
+        out.shrink_to_fit();
+        Ok(out)
+    }
+}

@@ -1,0 +1,305 @@
+//! The sled database: opening it (and reopening it after an I/O error), its trees, making
+//! writes durable, and the small encodings every tree shares.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+
+use muster_protocol::Seq;
+
+/// Version of the layout of the trees. Bumped on incompatible change.
+pub(super) const SCHEMA: u64 = 1;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// Another process holds the data dir.
+    #[error("data dir {0} is in use by another muster process (stop it, or pass --data-dir to use another directory)")]
+    Locked(PathBuf),
+    /// The data dir was written by a newer Muster.
+    #[error("data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster")]
+    Schema {
+        /// The data dir.
+        dir: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// sled failed.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A file operation failed.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database is being reopened after an I/O error (see [`Store::reopen`]).
+    #[error("storage is being reopened after an I/O error; retry")]
+    Reopening,
+    /// A batch was appended out of order: the writer's head is not the log's.
+    #[error("log append refused: the batch starts at {got}, the log expects {expected}")]
+    OutOfOrder {
+        /// The `seq` the log expected next.
+        expected: Seq,
+        /// The `seq` the batch starts at.
+        got: Seq,
+    },
+    /// A stored value does not decode: the data dir is damaged.
+    #[error("corrupt value in tree {tree}: {error}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// The decode error.
+        error: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the disk is full (`ENOSPC`), rather than broken.
+    pub(crate) fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StoreError::Sled(sled::Error::Io(e)) | StoreError::Io(e) => e,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull
+    }
+}
+
+/// The store: sled, reopened whole after an I/O error (see [`Store::reopen`]).
+pub(crate) struct Store {
+    pub(super) dir: PathBuf,
+    /// `None` only while [`Store::reopen`] swaps the database.
+    handles: RwLock<Option<Arc<Handles>>>,
+    /// Largest blob file already synced (sled names blobs by log position).
+    blobs_synced: Mutex<u64>,
+    epoch: String,
+    /// `seq` of the last event appended to the log (durable or not): the next batch must
+    /// follow it.
+    pub(super) appended: AtomicU64,
+    /// Agents whose `lastSeenAt` moved since the last agents checkpoint.
+    pub(super) seen: Mutex<Checkpoint>,
+}
+
+/// Agents that acted since the last checkpoint of the agents view.
+///
+/// Every write names its actor, so rewriting the actor's record with each batch would cost
+/// one more sled insert per write, only to move `lastSeenAt`. Instead those records are
+/// written at most every second (`views`), and `meta/agents` records the `seq` they are
+/// current at; after a crash, `load` re-applies the log from there (apply is idempotent),
+/// which restores every `lastSeenAt` exactly. The log is never trimmed past that `seq`.
+pub(super) struct Checkpoint {
+    pub(super) names: std::collections::BTreeSet<String>,
+    pub(super) at: std::time::Instant,
+    /// `seq` up to which the agents view is complete.
+    pub(super) seq: Seq,
+}
+
+/// The open database: its trees, and a second handle on its data file, for `fdatasync`.
+pub(super) struct Handles {
+    pub(super) db: sled::Db,
+    pub(super) log: sled::Tree,
+    pub(super) tasks: sled::Tree,
+    pub(super) agents: sled::Tree,
+    pub(super) cursors: sled::Tree,
+    pub(super) channels: sled::Tree,
+    pub(super) chat: sled::Tree,
+    pub(super) inbox: sled::Tree,
+    pub(super) idempotency: sled::Tree,
+    pub(super) meta: sled::Tree,
+    db_file: File,
+}
+
+impl Handles {
+    fn open(dir: &Path) -> Result<Handles, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked(dir.to_owned())
+            }
+            other => StoreError::Sled(other),
+        })?;
+        Ok(Handles {
+            db_file: File::open(dir.join("db"))?,
+            log: db.open_tree("log")?,
+            tasks: db.open_tree("tasks")?,
+            agents: db.open_tree("agents")?,
+            cursors: db.open_tree("cursors")?,
+            channels: db.open_tree("channels")?,
+            chat: db.open_tree("chat")?,
+            inbox: db.open_tree("inbox")?,
+            idempotency: db.open_tree("idempotency")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let handles = Handles::open(dir)?;
+        // The directory entries of sled's files must be durable too.
+        File::open(dir)?.sync_all()?;
+        let (db, meta, db_file) = (&handles.db, &handles.meta, &handles.db_file);
+        if let Some(found) = meta.get("schema")?.and_then(|v| be(&v))
+            && found > SCHEMA
+        {
+            return Err(StoreError::Schema { dir: dir.to_owned(), found });
+        }
+        let epoch = match meta.get("epoch")? {
+            Some(epoch) => String::from_utf8_lossy(&epoch).into_owned(),
+            None => {
+                let epoch = format!("{:016x}", rand::random::<u64>());
+                meta.insert("epoch", epoch.as_bytes())?;
+                meta.insert("schema", &SCHEMA.to_be_bytes())?;
+                db.flush()?;
+                db_file.sync_data()?;
+                epoch
+            }
+        };
+        Ok(Store {
+            dir: dir.to_owned(),
+            handles: RwLock::new(Some(Arc::new(handles))),
+            blobs_synced: Mutex::new(0),
+            epoch,
+            appended: AtomicU64::new(0),
+            seen: Mutex::new(Checkpoint {
+                names: std::collections::BTreeSet::new(),
+                at: std::time::Instant::now(),
+                seq: 0,
+            }),
+        })
+    }
+
+    pub(super) fn lock_seen(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
+        // A poisoned lock only means a writer panicked; the set is still valid.
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        // A poisoned lock only means a panic elsewhere; the handles are still whole.
+        let handles = self.handles.read().unwrap_or_else(|p| p.into_inner());
+        handles.clone().ok_or(StoreError::Reopening)
+    }
+
+    /// Closes and reopens the database. sled keeps the first I/O error it meets (a full
+    /// disk) and returns it for every later operation; a fresh instance reads what is on
+    /// disk and works again. Readers hold the handles only for one call: this waits a
+    /// moment for them to let go. Follow it with [`Store::load`].
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        // (None: an earlier reopen closed the database but could not open it again.)
+        if let Some(mut old) = slot.take() {
+            let mut waited = 0;
+            let handles = loop {
+                match Arc::try_unwrap(old) {
+                    Ok(handles) => break handles,
+                    Err(still_shared) if waited < 100 => {
+                        old = still_shared;
+                        waited += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(still_shared) => {
+                        *slot = Some(still_shared);
+                        return Err(StoreError::Reopening);
+                    }
+                }
+            };
+            // Dropping the last handle closes sled and releases its lock on the directory.
+            drop(handles);
+        }
+        let fresh = Handles::open(&self.dir)?;
+        *slot = Some(Arc::new(fresh));
+        *self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+        Ok(())
+    }
+
+    /// The data dir.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The random id this data dir got when it was created. A client that resumes with
+    /// another epoch is talking to a different history.
+    pub(crate) fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Makes everything written so far durable: flushes sled, then `fdatasync`s its data
+    /// file and any new blob files. (sled 0.34's flush only calls `sync_file_range`, which
+    /// survives a process crash but not a power loss.)
+    pub(super) fn flush_and_sync(&self) -> Result<(), StoreError> {
+        let h = self.handles()?;
+        h.db.flush()?;
+        h.db_file.sync_data()?;
+        self.sync_blobs()
+    }
+
+    /// sled writes values too large for a log segment (about 128 KiB) to separate blob
+    /// files and never syncs them. Our values are far smaller, but a full leaf node can
+    /// grow past that size, so new blob files are synced too.
+    fn sync_blobs(&self) -> Result<(), StoreError> {
+        let dir = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        // A poisoned lock only means another sync panicked; the number is still valid.
+        let mut synced = self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut newest = *synced;
+        for entry in entries {
+            let entry = entry?;
+            let Some(lsn) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            if lsn > *synced {
+                match File::open(entry.path()) {
+                    Ok(f) => f.sync_data()?,
+                    // sled may have collected it meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                newest = newest.max(lsn);
+            }
+        }
+        if newest > *synced {
+            File::open(&dir)?.sync_all()?;
+            *synced = newest;
+        }
+        Ok(())
+    }
+
+    /// Bytes sled occupies on disk.
+    pub(crate) fn size_on_disk(&self) -> u64 {
+        self.handles().map_or(0, |h| h.db.size_on_disk().unwrap_or(0))
+    }
+}
+
+/// A big-endian `u64` key or value.
+pub(super) fn be(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// `name \0 seq`: the key of a message in a channel or an inbox.
+pub(super) fn key_chat(name: &str, seq: Seq) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 9);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `name \0`: the prefix of every key of a channel or an inbox.
+pub(super) fn prefix(name: &str) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Our view types serialize infallibly (see `Frame::of`).
+    serde_json::to_vec(value).expect("view serializes")
+}
+
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, error: e.to_string() })
+}

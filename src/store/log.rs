@@ -1,0 +1,200 @@
+//! The event log, and [`Log`], the seam the sequencer appends through and readers replay
+//! from. sled implements it here: the `log` tree holds one entry per committed batch, the
+//! `seq` of its first event (big-endian) → for each event `u32 length, topics \n event-json`
+//! (the exact bytes sent on the wire). One insert per batch keeps the log's share of the
+//! write path small. A replicated log (the cluster) is a second implementation of the seam.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use muster_protocol::{Seq, Timestamp, Topic};
+
+use super::db::{Store, StoreError, be, from_json};
+use crate::frame::Frame;
+
+/// Most log entries one `trim` removes: keeps a first trim of a long log from holding the
+/// blocking pool for long; the next round continues.
+pub(crate) const TRIM_BATCH: u64 = 100_000;
+
+/// The ordered, durable event log.
+///
+/// `append` and `sync` are two calls, not one, so that the sequencer can decide and append
+/// the next batch while the previous ones are being made durable (group commit): a write is
+/// acknowledged only after a `sync` that followed its `append` returned.
+pub(crate) trait Log: Send + Sync {
+    /// Appends a batch that must follow `expected_head` without a gap (a writer whose head
+    /// is not the log's is refused: fencing). Not yet durable.
+    fn append(&self, expected_head: Seq, batch: &[Frame]) -> Result<(), StoreError>;
+
+    /// Makes everything appended so far durable; returns once it is.
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// Up to `limit` frames with `since < seq <= up_to` that match `topics`, oldest first,
+    /// and the `seq` up to which the log was examined: `up_to`, or the last frame returned
+    /// when `limit` was reached (the next page starts after it). `up_to` is the durable
+    /// head: nothing beyond it is shown to anyone.
+    fn read(&self, since: Seq, up_to: Seq, topics: &[Topic], limit: usize) -> Result<(Vec<Frame>, Seq), StoreError>;
+
+    /// The oldest `seq` still in the log (`head + 1` when it is empty).
+    fn first_retained(&self, head: Seq) -> Result<Seq, StoreError>;
+}
+
+impl Log for Store {
+    fn append(&self, expected_head: Seq, batch: &[Frame]) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
+        if first.seq != expected_head + 1 || self.appended.load(Ordering::Acquire) != expected_head {
+            return Err(StoreError::OutOfOrder { expected: self.appended.load(Ordering::Acquire) + 1, got: first.seq });
+        }
+        let h = self.handles()?;
+        h.log.insert(first.seq.to_be_bytes(), encode_batch(batch))?;
+        self.appended.store(last.seq, Ordering::Release);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.flush_and_sync()
+    }
+
+    fn read(&self, since: Seq, up_to: Seq, topics: &[Topic], limit: usize) -> Result<(Vec<Frame>, Seq), StoreError> {
+        let h = self.handles()?;
+        let mut out = Vec::new();
+        if since >= up_to {
+            return Ok((out, up_to.max(since)));
+        }
+        let start = self.containing(since + 1)?;
+        for entry in h.log.range(start.to_be_bytes()..) {
+            let (k, v) = entry?;
+            let first = be(&k).unwrap_or(0);
+            if first > up_to {
+                break;
+            }
+            for frame in decode_batch(first, &v)? {
+                if frame.seq > up_to {
+                    return Ok((out, up_to));
+                }
+                if frame.seq > since && frame.matches(topics) {
+                    let seq = frame.seq;
+                    out.push(frame);
+                    if out.len() >= limit {
+                        return Ok((out, seq));
+                    }
+                }
+            }
+        }
+        Ok((out, up_to))
+    }
+
+    fn first_retained(&self, head: Seq) -> Result<Seq, StoreError> {
+        let h = self.handles()?;
+        Ok(h.log.first()?.and_then(|(k, _)| be(&k)).unwrap_or(head + 1))
+    }
+}
+
+impl Store {
+    /// The key of the log entry that holds `seq` (or would: `seq` itself).
+    pub(super) fn containing(&self, seq: Seq) -> Result<Seq, StoreError> {
+        let h = self.handles()?;
+        Ok(h.log.range(..=seq.to_be_bytes()).next_back().transpose()?.and_then(|(k, _)| be(&k)).unwrap_or(seq))
+    }
+
+    /// Every logged frame with `since < seq <= up_to`.
+    pub(crate) fn frames(&self, since: Seq, up_to: Seq) -> Result<Vec<Frame>, StoreError> {
+        self.read(since, up_to, &[Topic::All], usize::MAX).map(|(frames, _)| frames)
+    }
+
+    /// Removes the log entries of batches that were appended but never made durable (from
+    /// `first` on), so that the next append follows `first - 1`. Best effort: it runs when
+    /// the disk is already failing.
+    pub(crate) fn discard(&self, first: Seq) -> Result<(), StoreError> {
+        // First: the writer goes back to `first - 1` whether or not the entries can be
+        // removed now (a failing disk); `load` drops what a later reopen finds after a gap.
+        self.appended.store(first.saturating_sub(1), Ordering::Release);
+        let h = self.handles()?;
+        let keys: Vec<_> = h.log.range(first.to_be_bytes()..).keys().collect::<Result<_, _>>()?;
+        for key in keys {
+            h.log.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// Trims the log to its retention: removes the oldest entries (whole batches) whose
+    /// events all have `seq <= head - keep` or are all older than `older_than`, at most
+    /// [`TRIM_BATCH`] events per call, never past `head`. The views do not depend on the
+    /// log, so no state is lost.
+    pub(crate) fn trim(&self, head: Seq, keep: u64, older_than: Timestamp) -> Result<u64, StoreError> {
+        let h = self.handles()?;
+        #[derive(serde::Deserialize)]
+        struct At {
+            at: Timestamp,
+        }
+        // The log after the agents checkpoint is needed to restore `lastSeenAt`.
+        let head = head.min(self.lock_seen().seq);
+        let by_count = head.saturating_sub(keep);
+        let mut removed = 0;
+        for entry in h.log.iter() {
+            let (k, v) = entry?;
+            let batch = decode_batch(be(&k).unwrap_or(0), &v)?;
+            let Some(last) = batch.last() else {
+                h.log.remove(k)?;
+                continue;
+            };
+            if last.seq > head || removed >= TRIM_BATCH {
+                break;
+            }
+            if last.seq > by_count {
+                let at: At = from_json("log", &last.json)?;
+                if at.at >= older_than {
+                    break;
+                }
+            }
+            h.log.remove(k)?;
+            removed += batch.len() as u64;
+        }
+        Ok(removed)
+    }
+}
+
+/// Encodes a committed batch as one log value.
+pub(super) fn encode_batch(frames: &[Frame]) -> Vec<u8> {
+    use std::io::Write;
+    let len: usize = frames.iter().map(|f| f.json.len() + 64).sum();
+    let mut value = Vec::with_capacity(len);
+    for f in frames {
+        let start = value.len();
+        value.extend_from_slice(&[0; 4]);
+        for (i, topic) in f.topics.iter().enumerate() {
+            // Writing to a Vec cannot fail.
+            let _ = write!(value, "{}{topic}", if i > 0 { " " } else { "" });
+        }
+        value.push(b'\n');
+        value.extend_from_slice(&f.json);
+        // An event is far below 4 GiB (bodies are limited to 64 KiB).
+        let record = u32::try_from(value.len() - start - 4).unwrap_or(u32::MAX);
+        value[start..start + 4].copy_from_slice(&record.to_be_bytes());
+    }
+    value
+}
+
+/// Decodes a log value whose first event has `seq` = `first`.
+pub(super) fn decode_batch(first: Seq, value: &[u8]) -> Result<Vec<Frame>, StoreError> {
+    let corrupt = |error: String| StoreError::Corrupt { tree: "log", error };
+    let mut out = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let seq = first + out.len() as Seq;
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let record = tail.get(..len).ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
+        let newline =
+            record.iter().position(|b| *b == b'\n').ok_or_else(|| corrupt(format!("entry {seq} has no topic line")))?;
+        let topics = std::str::from_utf8(&record[..newline])
+            .map_err(|e| corrupt(e.to_string()))?
+            .split(' ')
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse::<Topic>().map_err(|e| corrupt(format!("entry {seq}: {e}"))))
+            .collect::<Result<_, _>>()?;
+        out.push(Frame { seq, topics, json: Bytes::copy_from_slice(&record[newline + 1..]) });
+        rest = &tail[len..];
+    }
+    Ok(out)
+}

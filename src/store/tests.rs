@@ -1,0 +1,146 @@
+//! The store on a real sled in a temp dir: reopening, locking, trimming, a torn log.
+
+use muster_protocol::{CreateTask, Event, Seq, Topic};
+
+use super::db::Store;
+use super::log::{Log, encode_batch};
+use super::*;
+use crate::core::{Command, Model, Policy, apply, decide};
+use crate::frame::Frame;
+
+/// Commits `n` task creations, one event per batch, the way the sequencer does.
+/// `with_agents`: the tasks are created by agents (an event more for each new agent).
+fn create_tasks(store: &Store, model: &mut Model, n: usize, at: &str, with_agents: bool) {
+    let now: muster_protocol::Timestamp = at.parse().unwrap();
+    for i in 0..n {
+        let cmd = Command::CreateTask(CreateTask {
+            title: format!("t{i}"),
+            agent: with_agents.then(|| format!("planner-{}", i % 3)),
+            ..Default::default()
+        });
+        let decision = decide(model, &Policy::default(), &cmd, now).unwrap();
+        let head = model.head;
+        let mut events = Vec::new();
+        for kind in decision.events {
+            let event = Event { seq: model.head + 1, at: now, kind };
+            apply(model, &event);
+            events.push(event);
+        }
+        let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
+        store.append(head, &frames).unwrap();
+        store.write(&events, model, &[], &[]).unwrap();
+        store.sync().unwrap();
+    }
+}
+
+fn seqs(store: &Store, since: Seq, up_to: Seq) -> Vec<Seq> {
+    store.read(since, up_to, &[Topic::All], 100).unwrap().0.iter().map(|f| f.seq).collect()
+}
+
+#[test]
+fn a_reopened_store_has_the_same_model_and_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (epoch, model) = {
+        let store = Store::open(dir.path()).unwrap();
+        let mut model = store.load().unwrap();
+        create_tasks(&store, &mut model, 5, "2026-11-25T10:00:00Z", true);
+        // Later contact by the same agents: only their lastSeenAt moves, which is not
+        // written until the next agents checkpoint. Dropping the store without `close` is
+        // a crash: load must restore it from the log.
+        create_tasks(&store, &mut model, 3, "2026-11-25T10:02:00Z", true);
+        assert!(!store.lock_seen().names.is_empty(), "the test needs a pending checkpoint");
+        (store.epoch().to_owned(), model)
+    };
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.epoch(), epoch);
+    assert_eq!(store.load().unwrap(), model);
+}
+
+#[test]
+fn a_second_broker_on_the_same_dir_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).err().unwrap();
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    assert!(err.to_string().contains("in use by another muster process"), "{err}");
+}
+
+#[test]
+fn an_append_that_does_not_follow_the_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut model = store.load().unwrap();
+    create_tasks(&store, &mut model, 2, "2026-11-25T10:00:00Z", false);
+    let now = "2026-11-25T10:00:01Z".parse().unwrap();
+    let cmd = Command::CreateTask(CreateTask { title: "late".into(), ..Default::default() });
+    let kind = decide(&model, &Policy::default(), &cmd, now).unwrap().events.remove(0);
+    // A writer that believes the head is 1 (a deposed one) cannot append seq 2 again.
+    let stale = Frame::of(&Event { seq: 2, at: now, kind: kind.clone() });
+    let err = store.append(1, &[stale]).unwrap_err();
+    assert!(matches!(err, StoreError::OutOfOrder { expected: 3, got: 2 }), "{err}");
+    // Nor skip one.
+    let ahead = Frame::of(&Event { seq: 4, at: now, kind });
+    assert!(store.append(3, &[ahead]).is_err());
+    assert_eq!(seqs(&store, 0, 10), [1, 2]);
+}
+
+#[test]
+fn trimming_keeps_the_newest_events_and_never_passes_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut model = store.load().unwrap();
+    create_tasks(&store, &mut model, 6, "2026-11-01T10:00:00Z", false);
+    create_tasks(&store, &mut model, 4, "2026-11-25T10:00:00Z", false);
+    let recent: muster_protocol::Timestamp = "2026-11-20T00:00:00Z".parse().unwrap();
+    // The log is never trimmed past the agents checkpoint; make it current.
+    store.checkpoint_agents(&model, true).unwrap();
+
+    // By count: keep the newest 8.
+    assert_eq!(store.trim(10, 8, "2000-01-01T00:00:00Z".parse().unwrap()).unwrap(), 2);
+    assert_eq!(store.first_retained(10).unwrap(), 3);
+    // By age: the first six are older than the cut.
+    assert_eq!(store.trim(10, 1000, recent).unwrap(), 4);
+    assert_eq!(store.first_retained(10).unwrap(), 7);
+    assert_eq!(seqs(&store, 0, 10), [7, 8, 9, 10]);
+    // Never past the head, whatever the retention says.
+    assert_eq!(store.trim(8, 0, "2100-01-01T00:00:00Z".parse().unwrap()).unwrap(), 2);
+    assert_eq!(store.first_retained(10).unwrap(), 9);
+    // The views do not depend on the log.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load().unwrap(), model);
+}
+
+#[test]
+fn log_entries_after_a_gap_are_dropped_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut model = store.load().unwrap();
+    create_tasks(&store, &mut model, 3, "2026-11-25T10:00:00Z", false);
+    // As a crash could leave it: the views at 3, the log holding 4 (a batch that was
+    // written but not acknowledged) and 6 (after a hole).
+    let mut ahead = model.clone();
+    let mut tail = Vec::new();
+    for seq in [4, 5] {
+        let cmd = Command::CreateTask(CreateTask { title: format!("t{seq}"), ..Default::default() });
+        let now = "2026-11-25T10:00:01Z".parse().unwrap();
+        let kind = decide(&ahead, &Policy::default(), &cmd, now).unwrap().events.remove(0);
+        let event = Event { seq, at: now, kind };
+        apply(&mut ahead, &event);
+        tail.push(Frame::of(&event));
+    }
+    let h = store.handles().unwrap();
+    h.log.insert(4u64.to_be_bytes(), encode_batch(&tail[..1])).unwrap();
+    let mut six = tail[1].clone();
+    six.seq = 6;
+    h.log.insert(6u64.to_be_bytes(), encode_batch(&[six])).unwrap();
+    drop(h);
+    store.sync().unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path()).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.head, 4, "the contiguous entry is kept, the one after the gap is not");
+    assert_eq!(loaded.tasks.len(), 4);
+    assert_eq!(seqs(&store, 0, 10).len(), 4);
+}

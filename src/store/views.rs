@@ -1,0 +1,280 @@
+//! The materialized views — tasks, agents, inbox cursors, channels, and every message by
+//! channel and by recipient — and the idempotency records, written with each batch:
+//!
+//! - `tasks`, `agents`, `cursors`, `channels`: the current value of each entity;
+//! - `chat`: `channel \0 seq` → message, `inbox`: `agent \0 seq` → message;
+//! - `idempotency`: `Idempotency-Key` → the recorded outcome;
+//! - `meta`: the data dir's `epoch`, the schema version, `views` (the `head` the views
+//!   include and the last message number) and `agents` (the agents checkpoint).
+//!
+//! Startup loads the views, not the log, and replays only the log entries the views may be
+//! missing.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use muster_protocol::{Agent, ChatMessage, Event, EventKind, Seq, Task, TaskId};
+
+use super::db::{Store, StoreError, be, from_json, key_chat, to_json};
+use super::log::decode_batch;
+use crate::core::{Channel, Model, actor, apply};
+
+/// How often agents that only acted (their `lastSeenAt` moved) are written (see
+/// `Checkpoint`). A second bounds the log replayed after a crash to a second of writes.
+const AGENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The entities a batch of events touched, each written once per batch.
+#[derive(Default)]
+struct Touched<'a> {
+    tasks: BTreeSet<TaskId>,
+    /// Agents whose record changed (`presence.changed`): written with the batch.
+    agents: BTreeSet<&'a str>,
+    /// Agents that only acted (their `lastSeenAt` moved): written at the next checkpoint.
+    seen: BTreeSet<&'a str>,
+    cursors: BTreeSet<&'a str>,
+    channels: BTreeSet<&'a str>,
+    messages: Vec<&'a ChatMessage>,
+}
+
+impl<'a> Touched<'a> {
+    fn of(events: &'a [Event]) -> Touched<'a> {
+        let mut t = Touched::default();
+        for event in events {
+            let kind = &event.kind;
+            if let Some(task) = kind.task() {
+                t.tasks.insert(task.id);
+            }
+            if let Some(actor) = actor(kind) {
+                t.seen.insert(actor);
+            }
+            match kind {
+                EventKind::PresenceChanged { agent } => {
+                    t.agents.insert(&agent.name);
+                }
+                EventKind::ChatMessage { message } => {
+                    t.channels.insert(&message.channel);
+                    t.messages.push(message);
+                }
+                EventKind::InboxAcked { agent, .. } => {
+                    t.cursors.insert(agent);
+                }
+                _ => {}
+            }
+        }
+        t.seen.retain(|a| !t.agents.contains(a));
+        t
+    }
+}
+
+/// `head` and the last message number, as stored under `meta/views`.
+fn encode_views_meta(head: Seq, last_message: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&head.to_be_bytes());
+    v[8..].copy_from_slice(&last_message.to_be_bytes());
+    v
+}
+
+impl Store {
+    /// Loads the model: the views, then the log entries after the `head` they include.
+    ///
+    /// A crash can leave log entries that were written but never acknowledged; they are
+    /// kept if they follow the head without a gap (a prefix of the last batch), and
+    /// anything after a gap is removed, so `seq` stays gap-free.
+    pub(crate) fn load(&self) -> Result<Model, StoreError> {
+        let h = self.handles()?;
+        let (head, last_message) = match h.meta.get("views")? {
+            Some(v) if v.len() == 16 => (be(&v[..8]).unwrap_or(0), be(&v[8..]).unwrap_or(0)),
+            _ => (0, 0),
+        };
+        let tasks = self.values::<Task>("tasks", &h.tasks)?;
+        let agents = self.values::<Agent>("agents", &h.agents)?;
+        let channels = self.values::<Channel>("channels", &h.channels)?;
+        let mut cursors = Vec::new();
+        for entry in h.cursors.iter() {
+            let (k, v) = entry?;
+            cursors.push((String::from_utf8_lossy(&k).into_owned(), be(&v).unwrap_or(0)));
+        }
+        let mut model = Model::from_views(head, last_message, tasks, agents, cursors, channels);
+
+        // Re-apply from the agents checkpoint (idempotent for what the views hold) to
+        // restore `lastSeenAt`, and apply what the views do not hold yet.
+        let agents_seq = h.meta.get("agents")?.and_then(|v| be(&v)).unwrap_or(0).min(head);
+        let mut expected = agents_seq + 1;
+        let mut replayed = Vec::new();
+        let start = self.containing(expected)?;
+        for entry in h.log.range(start.to_be_bytes()..) {
+            let (k, v) = entry?;
+            let first = be(&k).unwrap_or(0);
+            if first > expected && expected <= head && first <= head + 1 {
+                // Trimmed before the checkpoint (retention): restore from what is left.
+                expected = first;
+            } else if first > expected {
+                tracing::warn!(first, expected, "log has a gap after a crash; dropping the unacknowledged tail");
+                h.log.remove(k)?;
+                continue;
+            }
+            let from = expected;
+            for frame in decode_batch(first, &v)?.into_iter().filter(|f| f.seq >= from) {
+                let event = frame.event().map_err(|e| StoreError::Corrupt { tree: "log", error: e.to_string() })?;
+                apply(&mut model, &event);
+                replayed.push(event);
+                expected += 1;
+            }
+        }
+        if !replayed.is_empty() {
+            let new = replayed.iter().filter(|e| e.seq > head).count();
+            tracing::info!(replayed = replayed.len(), new, "re-applied the log since the last checkpoint");
+            self.write_views(&replayed, &model)?;
+        }
+        self.checkpoint_agents(&model, true)?;
+        self.flush_and_sync()?;
+        self.appended.store(model.head, Ordering::Release);
+        Ok(model)
+    }
+
+    fn values<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &'static str,
+        tree: &sled::Tree,
+    ) -> Result<Vec<T>, StoreError> {
+        tree.iter().values().map(|v| from_json(name, &v?)).collect()
+    }
+
+    /// Updates the views to `state` (the model after `events`), records idempotency
+    /// outcomes and forgets expired ones. Not yet durable: the log's `sync` makes
+    /// everything written so far durable.
+    pub(crate) fn write(
+        &self,
+        events: &[Event],
+        state: &Model,
+        idempotency: &[(String, Vec<u8>)],
+        forget: &[String],
+    ) -> Result<(), StoreError> {
+        let h = self.handles()?;
+        for (key, record) in idempotency {
+            h.idempotency.insert(key.as_bytes(), record.as_slice())?;
+        }
+        for key in forget {
+            h.idempotency.remove(key.as_bytes())?;
+        }
+        self.write_views(events, state)
+    }
+
+    /// Undoes writes that were never made durable (their sync failed): removes their log
+    /// entries, messages and idempotency records, and restores every entity they touched
+    /// to its value in `before` (the state before the first of them). Best effort: it runs
+    /// when the disk is already failing.
+    pub(crate) fn revert(&self, events: &[Event], before: &Model, idempotency: &[String]) -> Result<(), StoreError> {
+        if let Some(first) = events.first() {
+            self.discard(first.seq)?;
+        }
+        let h = self.handles()?;
+        for key in idempotency {
+            h.idempotency.remove(key.as_bytes())?;
+        }
+        let touched = Touched::of(events);
+        for message in &touched.messages {
+            h.chat.remove(key_chat(&message.channel, message.seq))?;
+            for agent in message.recipients() {
+                h.inbox.remove(key_chat(agent, message.seq))?;
+            }
+        }
+        self.write_views(&[], before)?;
+        self.write_entities(&touched, before)?;
+        for name in &touched.seen {
+            match before.agents.get(*name) {
+                Some(agent) => h.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => h.agents.remove(name.as_bytes())?,
+            };
+        }
+        let mut seen = self.lock_seen();
+        if seen.seq > before.head {
+            seen.seq = before.head;
+            h.meta.insert("agents", &before.head.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn write_views(&self, events: &[Event], state: &Model) -> Result<(), StoreError> {
+        let h = self.handles()?;
+        let touched = Touched::of(events);
+        for message in &touched.messages {
+            let json = to_json(message);
+            h.chat.insert(key_chat(&message.channel, message.seq), json.as_slice())?;
+            for agent in message.recipients() {
+                h.inbox.insert(key_chat(agent, message.seq), json.as_slice())?;
+            }
+        }
+        self.write_entities(&touched, state)?;
+        self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
+        self.checkpoint_agents(state, false)?;
+        // Last: the head the views now include.
+        h.meta.insert("views", &encode_views_meta(state.head, state.last_message))?;
+        Ok(())
+    }
+
+    /// Writes the agents that acted since the last checkpoint, if one is due (or `force`),
+    /// and records that the agents view is complete up to `state.head`.
+    pub(super) fn checkpoint_agents(&self, state: &Model, force: bool) -> Result<(), StoreError> {
+        let h = self.handles()?;
+        let mut seen = self.lock_seen();
+        if !force && seen.at.elapsed() < AGENTS_EVERY {
+            return Ok(());
+        }
+        for name in std::mem::take(&mut seen.names) {
+            match state.agents.get(&name) {
+                Some(agent) => h.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => h.agents.remove(name.as_bytes())?,
+            };
+        }
+        h.meta.insert("agents", &state.head.to_be_bytes())?;
+        seen.at = std::time::Instant::now();
+        seen.seq = state.head;
+        Ok(())
+    }
+
+    /// Writes the current value (or absence) in `state` of every touched entity.
+    fn write_entities(&self, touched: &Touched<'_>, state: &Model) -> Result<(), StoreError> {
+        let h = self.handles()?;
+        for id in &touched.tasks {
+            match state.task(*id) {
+                Some(task) => h.tasks.insert(id.0.to_be_bytes(), to_json(&**task))?,
+                None => h.tasks.remove(id.0.to_be_bytes())?,
+            };
+        }
+        for name in &touched.agents {
+            match state.agents.get(*name) {
+                Some(agent) => h.agents.insert(name.as_bytes(), to_json(&**agent))?,
+                None => h.agents.remove(name.as_bytes())?,
+            };
+        }
+        for name in &touched.cursors {
+            match state.cursors.get(*name) {
+                Some(seq) => h.cursors.insert(name.as_bytes(), &seq.to_be_bytes())?,
+                None => h.cursors.remove(name.as_bytes())?,
+            };
+        }
+        for name in &touched.channels {
+            match state.channels.get(*name) {
+                Some(channel) => h.channels.insert(name.as_bytes(), to_json(channel))?,
+                None => h.channels.remove(name.as_bytes())?,
+            };
+        }
+        Ok(())
+    }
+
+    /// Every recorded idempotency outcome.
+    pub(crate) fn idempotency_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let h = self.handles()?;
+        h.idempotency
+            .iter()
+            .map(|e| e.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Writes the agents checkpoint, flushes and syncs everything (at shutdown).
+    pub(crate) fn close(&self, state: &Model) -> Result<(), StoreError> {
+        self.checkpoint_agents(state, true)?;
+        self.flush_and_sync()
+    }
+}

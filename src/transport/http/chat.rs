@@ -1,0 +1,114 @@
+//! `/chat` and `/inbox`: messages, channels, mentions and read cursors.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs};
+use muster_protocol::{
+    AckInbox, ChannelList, Cursor, ErrorBody, Inbox, MessageEnvelope, MessageList, PostMessage, Seq,
+};
+use serde::Deserialize;
+
+use crate::api::{ApiError, Caller};
+use crate::transport::extract::{Idempotency, JsonBody, OptionalJsonBody, Query};
+use crate::transport::response::{ok, written};
+use crate::transport::state::AppState;
+
+/// Post a message. `@name` mentions and `to` land in those agents' inboxes.
+#[utoipa::path(
+    post, path = "/chat/messages", tag = "chat",
+    request_body = PostMessage,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 201, body = MessageEnvelope), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody))
+)]
+pub(crate) async fn post(
+    State(app): State<AppState>,
+    caller: Caller,
+    idem: Idempotency,
+    JsonBody(body): JsonBody<PostMessage>,
+) -> Result<Response, ApiError> {
+    Ok(written(StatusCode::CREATED, app.broker.post(&caller, body, idem.0).await?))
+}
+
+/// Which messages to read.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Channel (default `general`).
+    channel: Option<String>,
+    /// Only messages with a larger `seq`, oldest first.
+    since: Option<Seq>,
+    /// Only messages with a smaller `seq` (paging back).
+    before: Option<Seq>,
+    /// At most this many (default 50, at most 500). Without `since`, the newest ones.
+    limit: Option<usize>,
+}
+
+/// Read a channel, oldest first.
+#[utoipa::path(
+    get, path = "/chat/messages", tag = "chat",
+    params(ListQuery),
+    responses((status = 200, body = MessageList), (status = 400, body = ErrorBody))
+)]
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let args = ChatReadArgs { channel: q.channel, since: q.since, before: q.before, limit: q.limit };
+    Ok(ok(app.broker.messages(&caller, args).await?))
+}
+
+/// Channels with messages.
+#[utoipa::path(get, path = "/chat/channels", tag = "chat", responses((status = 200, body = ChannelList)))]
+pub(crate) async fn channels(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    Ok(ok(app.broker.channels(&caller)?))
+}
+
+/// Which inbox entries to read.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct InboxQuery {
+    /// Include messages already read (the newest `limit`).
+    #[serde(default)]
+    all: bool,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// An agent's inbox: unread mentions and direct messages, oldest first. Reading does not
+/// mark them read; `POST /inbox/{agent}/ack` does.
+#[utoipa::path(
+    get, path = "/inbox/{agent}", tag = "chat",
+    params(("agent" = String, Path, description = "Agent name"), InboxQuery),
+    responses((status = 200, body = Inbox), (status = 400, body = ErrorBody))
+)]
+pub(crate) async fn inbox(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    Query(q): Query<InboxQuery>,
+) -> Result<Response, ApiError> {
+    let args = InboxReadArgs { agent: Some(agent), all: q.all, limit: q.limit };
+    Ok(ok(app.broker.inbox(&caller, args).await?))
+}
+
+/// Mark the inbox read up to `seq` (default: everything so far).
+#[utoipa::path(
+    post, path = "/inbox/{agent}/ack", tag = "chat",
+    request_body = AckInbox,
+    params(("agent" = String, Path, description = "Agent name"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 200, body = Cursor), (status = 400, body = ErrorBody))
+)]
+pub(crate) async fn ack(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    idem: Idempotency,
+    OptionalJsonBody(ack): OptionalJsonBody<AckInbox>,
+) -> Result<Response, ApiError> {
+    let args = InboxAckArgs { agent: Some(agent), ack };
+    Ok(written(StatusCode::OK, app.broker.ack(&caller, args, idem.0).await?))
+}

@@ -1,0 +1,51 @@
+//! `/presence`: who is here, idle, offline or stuck; heartbeats.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use muster_protocol::ws::PresenceSetArgs;
+use muster_protocol::{ErrorBody, Heartbeat, PresenceEnvelope, PresenceList};
+
+use crate::api::{ApiError, Caller};
+use crate::transport::extract::{Idempotency, OptionalJsonBody};
+use crate::transport::response::{ok, written};
+use crate::transport::state::AppState;
+
+/// Every agent seen, by name, with its status as of now.
+#[utoipa::path(get, path = "/presence", tag = "presence", responses((status = 200, body = PresenceList)))]
+pub(crate) async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    Ok(ok(app.broker.presence(&caller)?))
+}
+
+/// One agent.
+#[utoipa::path(
+    get, path = "/presence/{agent}", tag = "presence",
+    params(("agent" = String, Path, description = "Agent name")),
+    responses((status = 200, body = PresenceEnvelope), (status = 404, body = ErrorBody))
+)]
+pub(crate) async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(ok(app.broker.agent(&caller, &name)?))
+}
+
+/// Heartbeat: the agent is here; optionally set its own status (`busy`; `active` clears
+/// it) and a note.
+#[utoipa::path(
+    post, path = "/presence/{agent}", tag = "presence",
+    request_body = Heartbeat,
+    params(("agent" = String, Path, description = "Agent name"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 200, body = PresenceEnvelope), (status = 400, body = ErrorBody))
+)]
+pub(crate) async fn heartbeat(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    idem: Idempotency,
+    OptionalJsonBody(heartbeat): OptionalJsonBody<Heartbeat>,
+) -> Result<Response, ApiError> {
+    let args = PresenceSetArgs { agent: Some(name), heartbeat };
+    Ok(written(StatusCode::OK, app.broker.heartbeat(&caller, args, idem.0).await?))
+}

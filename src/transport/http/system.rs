@@ -1,0 +1,87 @@
+//! `/health`, `/metrics`, `/capabilities`, `/openapi.json`.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use muster_protocol::Health;
+use serde_json::json;
+
+use crate::api::{ApiError, Caller, MAX_WAIT};
+use crate::core::rules;
+use crate::transport::extract::MAX_BODY;
+use crate::transport::response::ok;
+use crate::transport::state::AppState;
+
+/// Liveness, version, epoch and head.
+#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health)))]
+pub(crate) async fn health(State(app): State<AppState>) -> Response {
+    ok(app.broker.health())
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let mut response = app.broker.metrics(&caller)?.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(response)
+}
+
+/// What this broker can do: every route (generated from the router), the topics, the limits.
+#[utoipa::path(get, path = "/capabilities", tag = "system", responses((status = 200, description = "Routes, topics and limits")))]
+pub(crate) async fn capabilities(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    app.broker.check(&caller)?;
+    let mut routes = Vec::new();
+    for (path, item) in &app.api.paths.paths {
+        let methods = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+        ];
+        for (method, op) in methods {
+            if let Some(op) = op {
+                routes.push(json!({
+                    "method": method,
+                    "path": path,
+                    "summary": op.summary.clone().or_else(|| op.description.clone()).unwrap_or_default(),
+                }));
+            }
+        }
+    }
+    let body = json!({
+        "name": "muster",
+        "version": env!("CARGO_PKG_VERSION"),
+        "routes": routes,
+        "topics": ["*", "tasks", "task:<id>", "chat", "chat:<channel>", "presence", "inbox:<agent>"],
+        "limits": {
+            "maxBodyBytes": MAX_BODY,
+            "maxTitleChars": rules::MAX_TITLE,
+            "maxTextBytes": rules::MAX_TEXT,
+            "maxNameBytes": rules::MAX_NAME,
+            "maxNoteChars": rules::MAX_NOTE,
+            "maxTags": rules::MAX_TAGS,
+            "maxTagBytes": rules::MAX_TAG,
+            "maxBlockers": rules::MAX_BLOCKERS,
+            "maxChannelBytes": rules::MAX_CHANNEL,
+            "maxWaitSeconds": MAX_WAIT,
+        },
+    });
+    Ok(json_value(&body))
+}
+
+/// This API as OpenAPI 3.1.
+#[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI document")))]
+pub(crate) async fn openapi(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    app.broker.check(&caller)?;
+    Ok(json_value(&*app.api))
+}
+
+fn json_value(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => crate::transport::response::json(StatusCode::OK, body.into()),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,82 @@
+//! The transports: HTTP, the WebSocket, Server-Sent Events and the long-poll, all on one
+//! axum router. They only translate requests into `api::Broker` operations and replies into
+//! responses and frames; nothing below this folder knows axum.
+//!
+//! - `routes`: the route table (and the OpenAPI description generated from it);
+//! - `http/`: the HTTP handlers, one file per resource;
+//! - `ws`: the WebSocket connection; `sse`: the event stream;
+//! - `guard`: Host and Origin checks before any handler; `extract`: typed request input
+//!   and the `Caller` from `Authorization`; `response`: replies and errors as responses;
+//! - `state`: what every handler can reach.
+
+mod extract;
+mod guard;
+mod http;
+mod response;
+mod routes;
+mod sse;
+mod state;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use extract::parse_json;
+
+use crate::api::Broker;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// How long in-flight HTTP requests may take to finish once a stop was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `broker` on `listener` until `shutdown` is cancelled; then stops accepting, lets
+/// in-flight requests finish (for a bounded time) and waits for the WebSocket sessions to
+/// close (axum does not wait for upgraded connections).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (_, api) = routes::routes();
+    let connections = ws::limit(config.max_connections);
+    let state = state::AppState {
+        broker,
+        config,
+        metrics,
+        shutdown: shutdown.clone(),
+        api: Arc::new(api),
+        connections,
+        sessions: tokio_util::task::TaskTracker::new(),
+    };
+    let sessions = state.sessions.clone();
+    // Small frames and replies go out at once: no Nagle delay waiting for the peer's ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    let serve = axum::serve(listener, routes::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // In-flight requests get a bounded time to finish: a client that stopped reading an
+    // event stream must not keep the broker from stopping.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        served = serve.into_future() => served,
+        () = deadline => {
+            tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping without them");
+            Ok(())
+        }
+    };
+    // The sessions see the shutdown token, close with 1001 and say goodbye; wait for them.
+    sessions.close();
+    sessions.wait().await;
+    served
+}

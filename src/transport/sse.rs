@@ -1,0 +1,136 @@
+//! `GET /events/stream`: the event log as Server-Sent Events, for scripts and browsers.
+//!
+//! Each event is sent with `id: <seq>`, so a client that reconnects with `Last-Event-ID`
+//! (browsers do this by themselves) gets every event after it, then live ones — the same
+//! feed as the WebSocket resume (`api::Feed`). When the requested `seq` is no longer in the
+//! log, a `resync` event says so first.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use muster_protocol::{ErrorCode, Seq};
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::extract::Query;
+use super::state::AppState;
+use crate::api::{ApiError, Begin, Caller, Feed};
+use crate::hub::{Outbox, Subscription};
+
+/// Events read from the log per step of a replay.
+const REPLAY_CHUNK: usize = 500;
+
+/// What to stream.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StreamQuery {
+    /// Comma-separated topics (default `*`).
+    topics: Option<String>,
+    /// Replay events after this `seq` first (the `Last-Event-ID` header takes precedence).
+    since: Option<Seq>,
+}
+
+/// Events as Server-Sent Events: replayed from `since` (or `Last-Event-ID`), then live.
+#[utoipa::path(
+    get, path = "/events/stream", tag = "events",
+    params(StreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq")),
+    responses(
+        (status = 200, description = "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`", content_type = "text/event-stream"),
+        (status = 400, body = muster_protocol::ErrorBody),
+        (status = 503, description = "Too many connections", body = muster_protocol::ErrorBody),
+    )
+)]
+pub(crate) async fn stream(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let topics: Vec<String> = match q.topics.as_deref() {
+        None | Some("") => vec!["*".to_owned()],
+        Some(list) => list.split(',').map(str::to_owned).collect(),
+    };
+    let since = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<Seq>().ok())
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID", "must be an event seq"))?,
+        ),
+        None => q.since,
+    };
+    let Ok(permit) = Arc::clone(&app.connections).try_acquire_owned() else {
+        return Err(ApiError::new(ErrorCode::Unavailable, "too many connections; retry later"));
+    };
+    let outbox = Outbox::new(app.config.outbox_bytes);
+    let begin = match since {
+        Some(since) => Begin::Resume { since, epoch: None },
+        None => Begin::Live,
+    };
+    let (subscription, feed, start) = app.broker.subscribe(&caller, outbox, &topics, begin, REPLAY_CHUNK).await?;
+    let resync = start.resync.then(|| {
+        let data = serde_json::json!({ "epoch": start.epoch, "head": start.head });
+        SseEvent::default().event("resync").data(data.to_string())
+    });
+    let stream =
+        Stream { app, feed, _subscription: subscription, _permit: permit, pending: resync.into_iter().collect() };
+    let events =
+        futures_util::stream::unfold(
+            stream,
+            |mut s| async move { s.next().await.map(|e| (Ok::<_, Infallible>(e), s)) },
+        );
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+struct Stream {
+    app: AppState,
+    feed: Feed,
+    _subscription: Subscription,
+    _permit: OwnedSemaphorePermit,
+    /// Events to send before reading more, last first.
+    pending: Vec<SseEvent>,
+}
+
+/// `{"seq": .., "type": ..}` of an event, for the SSE `id` and `event` fields.
+#[derive(Deserialize)]
+struct Head<'a> {
+    seq: Seq,
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+}
+
+fn sse_event(json: &Bytes) -> Option<SseEvent> {
+    let json = std::str::from_utf8(json).ok()?;
+    let head: Head<'_> = serde_json::from_str(json).ok()?;
+    Some(SseEvent::default().id(head.seq.to_string()).event(head.kind).data(json))
+}
+
+impl Stream {
+    /// The next event to send; `None` ends the stream (an overflow: the client reconnects
+    /// with `Last-Event-ID`; the broker stopping; the log unreadable).
+    async fn next(&mut self) -> Option<SseEvent> {
+        let mut frames = Vec::new();
+        loop {
+            if let Some(event) = self.pending.pop() {
+                return Some(event);
+            }
+            if self.feed.take(&self.app.broker, &mut frames).await.is_err() {
+                return None;
+            }
+            if frames.is_empty() {
+                tokio::select! {
+                    () = self.feed.ready() => {}
+                    () = self.app.shutdown.cancelled() => return None,
+                }
+                continue;
+            }
+            self.pending = frames.drain(..).rev().filter_map(|f| sse_event(&f)).collect();
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! [`AppState`]: what every handler can reach. The broker is the only way to the data;
+//! the rest is what the transports themselves need.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::Broker;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The operations.
+    pub(crate) broker: Arc<Broker>,
+    /// The effective configuration.
+    pub(crate) config: Arc<Config>,
+    /// Counters for `/metrics` (HTTP responses by class).
+    pub(crate) metrics: Arc<Metrics>,
+    /// Cancelled when the broker stops.
+    pub(crate) shutdown: CancellationToken,
+    /// The generated API description (`/openapi.json`, `/capabilities`).
+    pub(crate) api: Arc<utoipa::openapi::OpenApi>,
+    /// Permits for WebSocket and SSE connections (`max-connections`).
+    pub(crate) connections: Arc<Semaphore>,
+    /// Every WebSocket session, to wait for at shutdown (axum does not).
+    pub(crate) sessions: TaskTracker,
+}
