@@ -13,7 +13,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -22,12 +21,6 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MUSTER = os.path.join(ROOT, "target", "release", "muster")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def summary(samples):
@@ -77,17 +70,20 @@ def main():
         raise SystemExit("curl is needed for the comparison")
 
     data = tempfile.mkdtemp(prefix="muster-cli-bench-")
-    addr = f"127.0.0.1:{free_port()}"
-    url = f"http://{addr}"
     broker = subprocess.Popen(
-        [MUSTER, "serve", "--addr", addr, "--data-dir", data],
+        [MUSTER, "serve", "--addr", "127.0.0.1:0", "--data-dir", data],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
     )
     try:
+        url = None
         for line in broker.stderr:
-            if re.search(rb"listening on", line):
+            found = re.search(rb"listening on (http://[0-9.:]+)", line)
+            if found:
+                url = found.group(1).decode()
                 break
+        if url is None:
+            raise SystemExit("the broker did not start")
         env = dict(os.environ, MUSTER_URL=url)
         subprocess.run([MUSTER, "task", "add", "bench", "--as", "a"], env=env, check=True, capture_output=True)
         subprocess.run([MUSTER, "task", "claim", "T-1", "--as", "a"], env=env, check=True, capture_output=True)

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Server, binary, free_port};
+use common::{Server, binary, refusing_addr};
 use serde_json::{Value, json};
 
 /// Exit codes documented in the README.
@@ -214,7 +214,8 @@ async fn chat_inbox_presence_and_status_from_the_shell() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_broker_is_one_clear_line_and_exit_3() {
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let (_held, addr) = refusing_addr();
+    let url = format!("http://{addr}");
     let (_, err) = exits(&muster(&url, &["task", "list"]).await, UNREACHABLE);
     assert!(err.starts_with(&format!("muster: broker not running at {url} (start it with `muster serve`")), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

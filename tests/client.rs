@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Process, free_port};
+use common::{Process, refusing_addr};
 use muster_client::protocol::{CreateTask, Event, EventKind};
 use muster_client::{Client, Error, Events, Notice, Options};
 use serde_json::json;
@@ -42,9 +42,9 @@ async fn create_over_http(url: &str, title: &str) {
 async fn the_client_resumes_without_gap_or_duplicate_after_the_broker_is_killed_and_restarted() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let addr = format!("127.0.0.1:{}", free_port());
+    let broker = Process::start(&data, &[], &[]);
+    let addr = broker.addr.to_string();
     let url = format!("http://{addr}");
-    let broker = Process::start_at(&data, &addr, &[], &[]);
 
     let (client, mut events) = Client::connect(Options::new(&url).topics(["tasks"])).await.unwrap();
     assert_eq!(next(&mut events).await, Notice::Resumed { head: 0 });
@@ -84,9 +84,9 @@ async fn the_client_resumes_without_gap_or_duplicate_after_the_broker_is_killed_
 #[tokio::test(flavor = "multi_thread")]
 async fn the_client_says_resync_when_the_broker_lost_its_history() {
     let root = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let broker = Process::start(&root.path().join("one"), &[], &[]);
+    let addr = broker.addr.to_string();
     let url = format!("http://{addr}");
-    let broker = Process::start_at(&root.path().join("one"), &addr, &[], &[]);
     let (client, mut events) = Client::connect(Options::new(&url).topics(["tasks"])).await.unwrap();
     next(&mut events).await;
     let old_epoch = client.epoch().unwrap();
@@ -107,7 +107,8 @@ async fn the_client_says_resync_when_the_broker_lost_its_history() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_cannot_reach_the_broker_is_told_so_at_once() {
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let (_held, addr) = refusing_addr();
+    let url = format!("http://{addr}");
     match Client::connect(Options::new(&url)).await {
         Err(Error::Unreachable { url: tried, .. }) => assert_eq!(tried, url),
         Err(other) => panic!("expected Unreachable, got {other:?}"),
@@ -119,9 +120,9 @@ async fn a_client_that_cannot_reach_the_broker_is_told_so_at_once() {
 async fn a_refused_subscribe_does_not_poison_later_reconnections() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let addr = format!("127.0.0.1:{}", free_port());
+    let broker = Process::start(&data, &[], &[]);
+    let addr = broker.addr.to_string();
     let url = format!("http://{addr}");
-    let broker = Process::start_at(&data, &addr, &[], &[]);
     let (client, mut events) = Client::connect(Options::new(&url)).await.unwrap();
     next(&mut events).await;
     match client.subscribe(vec!["no-such-topic".into()]).await {

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Process, free_port, split};
+use common::{Process, split};
 use muster_client::{Client, Notice, Options};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -213,13 +213,18 @@ fn acknowledged_writes_survive_kill_9() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // One address for every restart, so that the subscriber reconnects by itself.
-    let addr = format!("127.0.0.1:{}", free_port());
+    // One address for every restart (the one the first broker got), so that the subscriber
+    // reconnects by itself.
+    let mut addr: Option<String> = None;
     let acked = Arc::new(Mutex::new(Acked::default()));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut head = 0;
     for round in 0..rounds {
-        let p = Process::start_at(&data, &addr, &[], &[]);
+        let p = match &addr {
+            Some(addr) => Process::start_at(&data, addr, &[], &[]),
+            None => Process::start(&data, &[], &[]),
+        };
+        addr.get_or_insert_with(|| p.addr.to_string());
         if round == 0 {
             rt.spawn(subscribe_all(p.url(""), Arc::clone(&seen)));
         }
@@ -240,7 +245,10 @@ fn acknowledged_writes_survive_kill_9() {
             a.messages.len()
         );
     }
-    let p = Process::start_at(&data, &addr, &[], &[]);
+    let p = match &addr {
+        Some(addr) => Process::start_at(&data, addr, &[], &[]),
+        None => Process::start(&data, &[], &[]),
+    };
     let a = acked.lock().unwrap();
     let head = rt.block_on(verify(&p, &a, head));
     // The subscriber caught up: every event of the log, once each, in order.

@@ -370,26 +370,39 @@ async fn mentions_land_in_the_inbox_until_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn presence_follows_heartbeats_and_silence() {
-    let s = Server::start_with(|c| {
-        c.idle_after = Duration::from_millis(800);
-        c.offline_after = Duration::from_secs(3600);
-    })
-    .await;
+    // Defaults: idle after 5 min, stuck after 20, offline after 30, an HTTP owner's claims
+    // released 30 min after its last contact. The broker's clock is moved by hand.
+    let s = Server::start_manual(|_| {}).await;
     let (status, body) = s.post("/presence/link", json!({"status": "busy", "note": "on the parser"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["agent"]["status"], "busy");
     assert_eq!(body["agent"]["note"], "on the parser");
     let (_, one) = s.get("/presence/link").await;
     assert_eq!(one["agent"]["lastSeen"], "0s ago");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    s.advance(Duration::from_secs(6 * 60));
     let (_, one) = s.get("/presence/link").await;
-    assert_eq!(one["agent"]["status"], "idle", "{one}");
+    assert_eq!((one["agent"]["status"].as_str(), one["agent"]["lastSeen"].as_str()), (Some("idle"), Some("6m ago")));
     // Any request that names the agent counts as contact.
     s.task("t").await;
     s.post("/tasks/T-1/claim", json!({"agent": "link"})).await;
     let (_, all) = s.get("/presence").await;
     assert_eq!(all["agents"][0]["status"], "busy");
     assert_eq!(all["agents"][0]["task"], "T-1");
+    assert_eq!(all["agents"][0]["stuck"], false);
+    // Silent while holding a doing task: stuck after 20 minutes, and the claim expires 30
+    // minutes after the last contact.
+    s.advance(Duration::from_secs(21 * 60));
+    let (_, one) = s.get("/presence/link").await;
+    assert_eq!((one["agent"]["status"].as_str(), one["agent"]["stuck"].as_bool()), (Some("idle"), Some(true)), "{one}");
+    let expires: chrono::DateTime<chrono::Utc> = one["agent"]["claimsExpireAt"].as_str().unwrap().parse().unwrap();
+    let seen: chrono::DateTime<chrono::Utc> = one["agent"]["lastSeenAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(expires - seen, chrono::Duration::minutes(30));
+    assert_eq!(s.get("/tasks/T-1").await.1["task"]["claim"]["agent"], "link", "still within the lease");
+    s.advance(Duration::from_secs(10 * 60));
+    let released = s.until("/tasks/T-1", |t| t["task"]["status"] == "todo").await;
+    assert!(released["task"]["claim"].is_null(), "{released}");
+    let (_, one) = s.get("/presence/link").await;
+    assert_eq!((one["agent"]["status"].as_str(), one["agent"]["stuck"].as_bool()), (Some("offline"), Some(false)));
     let (status, _) = s.get("/presence/ghost").await;
     assert_eq!(status, 404);
 }

@@ -224,7 +224,10 @@ async fn wait_for_returns_a_mention_posted_by_another_agent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_mcp_server_started_before_the_broker_connects_when_it_comes_up() {
     let root = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", common::free_port());
+    // The address a broker got, with no broker behind it yet.
+    let first = common::Process::start(&root.path().join("data"), &[], &[]);
+    let addr = first.addr.to_string();
+    assert!(first.terminate().success());
     let url = format!("http://{addr}");
     let mut link = Mcp::spawn(&url, "link");
     link.initialize().await;

@@ -291,11 +291,9 @@ async fn a_peer_that_stops_answering_pings_goes_offline() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn claims_are_released_after_the_grace_unless_the_owner_returns() {
-    let s = Server::start_with(|c| {
-        c.claim_grace = Duration::from_millis(600);
-        c.tick = Duration::from_millis(50);
-    })
-    .await;
+    // Default grace: 5 minutes after an agent's last session closed. The clock is moved by
+    // hand; the release happens at the tick that moving it runs.
+    let s = Server::start_manual(|_| {}).await;
     s.task("leaves").await;
     s.task("returns").await;
     let mut watcher = Ws::connect(s.addr).await;
@@ -310,10 +308,16 @@ async fn claims_are_released_after_the_grace_unless_the_owner_returns() {
     zelda.ok(json!({"op": "task.claim", "task": "T-2"})).await;
     drop(link);
     drop(zelda);
+    for agent in ["link", "zelda"] {
+        s.until(&format!("/presence/{agent}"), |p| p["agent"]["status"] == "offline").await;
+    }
     // zelda comes back within the grace; link does not.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.advance(Duration::from_secs(4 * 60));
     let mut zelda = Ws::connect(s.addr).await;
     zelda.hello(json!({"agent": "zelda"})).await;
+    let (_, t1) = s.get("/tasks/T-1").await;
+    assert_eq!(t1["task"]["claim"]["agent"], "link", "within the grace the claim is kept");
+    s.advance(Duration::from_secs(2 * 60));
 
     let released = loop {
         let e = watcher.event().await;
@@ -324,7 +328,7 @@ async fn claims_are_released_after_the_grace_unless_the_owner_returns() {
     assert_eq!(released["data"]["task"]["id"], "T-1");
     assert_eq!(released["data"]["reason"], "owner_gone");
     assert_eq!(released["data"]["agent"], "link");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The same tick looked at zelda's claim: the returning owner kept it.
     let (_, t2) = s.get("/tasks/T-2").await;
     assert_eq!(t2["task"]["claim"]["agent"], "zelda", "the returning owner kept its claim");
     let (_, t1) = s.get("/tasks/T-1").await;

@@ -216,6 +216,78 @@ export class MusterError extends Error {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Topics (the same rules as the broker's; the cases are in protocol/examples/topics.json)
+// ---------------------------------------------------------------------------------------
+
+/** An agent name: 1-64 of letters, digits, `.`, `_`, `-`, starting and ending with a
+ * letter, digit or `_`. */
+const AGENT_NAME = /^[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$/;
+/** A channel name: 1-132 of letters, digits, `.`, `_`, `-`, `:`, `,`. */
+const CHANNEL_NAME = /^[A-Za-z0-9._:,-]{1,132}$/;
+const MAX_TASK_NUMBER = 18446744073709551615n;
+
+/**
+ * Reads a topic as the broker does: `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`,
+ * `presence`, `inbox:<agent>`, normalized (`task:12` is `task:T-12`).
+ * @param {string} topic
+ * @returns {string} The topic as the broker writes it.
+ * @throws {MusterError} `invalid` (field `topics`) when it is not a topic.
+ */
+export function parseTopic(topic) {
+  const bad = () => new MusterError('invalid', `topics: ${JSON.stringify(topic)} is not a topic`, 'topics');
+  if (['*', 'tasks', 'chat', 'presence'].includes(topic)) return topic;
+  const colon = topic.indexOf(':');
+  if (colon < 0) throw bad();
+  const [kind, rest] = [topic.slice(0, colon), topic.slice(colon + 1)];
+  if (kind === 'task') {
+    const number = /^(?:[Tt]-)?([1-9][0-9]*)$/.exec(rest)?.[1];
+    if (number === undefined || BigInt(number) > MAX_TASK_NUMBER) throw bad();
+    return `task:T-${number}`;
+  }
+  if (kind === 'chat' && CHANNEL_NAME.test(rest)) return topic;
+  if (kind === 'inbox' && AGENT_NAME.test(rest)) return topic;
+  throw bad();
+}
+
+/**
+ * The topics an event is published on (`*` matches every event and is not listed).
+ * @param {MusterEvent} event
+ * @returns {string[]}
+ */
+export function eventTopics(event) {
+  const data = /** @type {any} */ (event.data);
+  if (event.type.startsWith('task.')) return ['tasks', `task:${data.task.id}`];
+  switch (event.type) {
+    case 'chat.message': {
+      const { message } = data;
+      /** @type {string[]} */
+      const recipients = [];
+      for (const name of [...(message.to ? [message.to] : []), ...message.mentions]) {
+        if (name !== message.from && !recipients.includes(name)) recipients.push(name);
+      }
+      return ['chat', `chat:${message.channel}`, ...recipients.map((name) => `inbox:${name}`)];
+    }
+    case 'presence.changed':
+      return ['presence'];
+    case 'inbox.acked':
+      return [`inbox:${data.agent}`];
+    default:
+      return [];
+  }
+}
+
+/**
+ * Whether a subscriber to `topic` receives `event`.
+ * @param {string} topic
+ * @param {MusterEvent} event
+ * @returns {boolean}
+ */
+export function receives(topic, event) {
+  const normalized = parseTopic(topic);
+  return normalized === '*' || eventTopics(event).includes(normalized);
+}
+
 /**
  * The WebSocket URL of a broker: `http` → `ws`, `https` → `wss`, path `/ws`.
  * @param {string} url

@@ -7,18 +7,18 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use muster::core::{Command, Policy, State, apply, decide};
-use muster::http::parse_json;
+use muster::core::{Command, Model, Policy, apply, decide};
+use muster::parse_json;
 use muster_protocol::{CreateTask, Event, Heartbeat, PostMessage, TaskAction, TaskId, Timestamp, UpdateTask};
 
 fn now() -> Timestamp {
     Timestamp::from_timestamp_millis(1_795_000_000_000).unwrap_or_default()
 }
 
-fn board() -> &'static State {
-    static BOARD: OnceLock<State> = OnceLock::new();
+fn board() -> &'static Model {
+    static BOARD: OnceLock<Model> = OnceLock::new();
     BOARD.get_or_init(|| {
-        let mut state = State::default();
+        let mut state = Model::default();
         let policy = Policy::default();
         let setup = [
             Command::CreateTask(CreateTask { title: "first".into(), ..Default::default() }),

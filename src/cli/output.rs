@@ -6,7 +6,7 @@ use muster_protocol::{ChatMessage, Event, EventKind, Presence, Task, Timestamp};
 use crate::core::last_seen_text;
 
 /// Aligns rows under a header, two spaces between columns; the last column is not padded.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -35,12 +35,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// `3m ago` for a time in the past.
-pub fn ago(at: Timestamp) -> String {
+pub(crate) fn ago(at: Timestamp) -> String {
     last_seen_text(at, Utc::now())
 }
 
 /// The board as a table.
-pub fn tasks(tasks: &[Task]) -> String {
+pub(crate) fn tasks(tasks: &[Task]) -> String {
     if tasks.is_empty() {
         return "no tasks".to_owned();
     }
@@ -70,7 +70,7 @@ pub fn tasks(tasks: &[Task]) -> String {
 }
 
 /// One task, in full.
-pub fn task(t: &Task) -> String {
+pub(crate) fn task(t: &Task) -> String {
     let mut out = format!("{}  {}\n", t.id, t.title);
     out.push_str(&format!("status:    {}\npriority:  {}\n", t.status, t.priority));
     out.push_str(&format!("assignee:  {}\n", t.assignee.as_deref().unwrap_or("-")));
@@ -93,7 +93,7 @@ pub fn task(t: &Task) -> String {
 }
 
 /// The team as a table.
-pub fn who(agents: &[Presence]) -> String {
+pub(crate) fn who(agents: &[Presence]) -> String {
     if agents.is_empty() {
         return "nobody has been seen yet".to_owned();
     }
@@ -114,7 +114,7 @@ pub fn who(agents: &[Presence]) -> String {
 }
 
 /// A chat message on one line.
-pub fn message(m: &ChatMessage) -> String {
+pub(crate) fn message(m: &ChatMessage) -> String {
     let place = match &m.to {
         Some(to) => format!("{} → {to}", m.from),
         None => format!("#{} {}", m.channel, m.from),
@@ -123,7 +123,7 @@ pub fn message(m: &ChatMessage) -> String {
 }
 
 /// An event on one line, for `watch` and `wait`.
-pub fn event(e: &Event) -> String {
+pub(crate) fn event(e: &Event) -> String {
     let what = match &e.kind {
         EventKind::TaskCreated { task } => {
             format!(

@@ -1,6 +1,6 @@
 //! Test harness: the real broker on 127.0.0.1:0 with a temp data dir, in-process or as a
 //! child process of the real `muster` binary.
-#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use muster::{Config, ServeError};
+use muster::{Clock, Config, ServeError};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Server {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
+    /// The broker's clock: manual with [`Server::start_manual`], so a test moves time.
+    pub clock: Clock,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), ServeError>>>,
     pub dir: Option<tempfile::TempDir>,
@@ -33,15 +35,45 @@ impl Server {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, configure: impl FnOnce(&mut Config)) -> Server {
+        Server::start_clocked(dir, Clock::system(), configure).await
+    }
+
+    /// A broker whose clock stands still until the test moves it ([`Server::advance`]):
+    /// grace, lease, idle and stuck are tested without waiting for them.
+    pub async fn start_manual(configure: impl FnOnce(&mut Config)) -> Server {
+        let clock = Clock::manual(chrono::Utc::now());
+        Server::start_clocked(tempfile::tempdir().unwrap(), clock, configure).await
+    }
+
+    async fn start_clocked(dir: tempfile::TempDir, clock: Clock, configure: impl FnOnce(&mut Config)) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = Config::new(addr, dir.path().to_owned());
         configure(&mut config);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(muster::run(listener, config, shutdown.clone()));
-        let server = Server { addr, http: reqwest::Client::new(), shutdown, handle: Some(handle), dir: Some(dir) };
+        let handle = tokio::spawn(muster::serve(listener, config, clock.clone(), shutdown.clone()));
+        let server =
+            Server { addr, http: reqwest::Client::new(), clock, shutdown, handle: Some(handle), dir: Some(dir) };
         server.wait_ready().await;
         server
+    }
+
+    /// Moves a manual clock forward; the broker's timers run at once.
+    pub fn advance(&self, by: Duration) {
+        assert!(self.clock.advance(by), "start the broker with Server::start_manual to move its clock");
+    }
+
+    /// Polls `path` until `done` says yes (a timer's effect lands asynchronously); panics
+    /// after ten seconds.
+    pub async fn until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..500 {
+            let (_, body) = self.get(path).await;
+            if done(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{path} never reached the expected state");
     }
 
     async fn wait_ready(&self) {
@@ -123,8 +155,8 @@ impl Process {
         Process::start_at(dir, "127.0.0.1:0", wrapper, extra)
     }
 
-    /// Starts `muster serve` on `addr` (a fixed port lets a restarted broker take over the
-    /// address its clients reconnect to).
+    /// Starts `muster serve` on `addr`: a broker restarted on the address an earlier one
+    /// got (from port 0) takes over the address its clients reconnect to.
     pub fn start_at(dir: &Path, addr: &str, wrapper: &[&str], extra: &[&str]) -> Process {
         let log = dir.with_extension("log");
         let mut cmd = match wrapper.split_first() {
@@ -193,9 +225,14 @@ impl Process {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// An address on 127.0.0.1 where nothing listens, for as long as the returned socket lives:
+/// it is bound but never listening, so a connection is refused at once and no other test
+/// can take the port meanwhile.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
 }
 
 /// Sends a signal with the shell's `kill` (no extra package needed).
