@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::Limits;
 use crate::core::Policy;
 
 /// Everything `muster serve` can be told.
@@ -122,6 +121,17 @@ fn default_max_frames_per_second() -> u32 {
 
 fn default_min_free_mb() -> u64 {
     32
+}
+
+/// The settings operations need.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Bytes an outbox may hold (see `hub`).
+    pub(crate) outbox_bytes: usize,
+    /// Events the log keeps at most.
+    pub(crate) retain_events: u64,
+    /// How long the log keeps an event.
+    pub(crate) retain_for: std::time::Duration,
 }
 
 /// Whether `s` is a web origin: `http(s)://host[:port]`, nothing after it.

@@ -105,18 +105,13 @@ pub async fn serve(
         .map_err(|e| ServeError::Store(e.to_string()))?;
     let store = Arc::new(store);
     let metrics = Arc::new(Metrics::default());
-    let (sequencer, writer, reader) = Sequencer::new(
-        Arc::clone(&store),
-        config.policy(),
-        clock.clone(),
-        config.min_free_mb << 20,
-        Arc::clone(&metrics),
-    )
-    .map_err(|e| ServeError::Store(e.to_string()))?;
+    let (sequencer, writer, reader) =
+        Sequencer::new(&store, config.policy(), clock.clone(), config.min_free_mb << 20, Arc::clone(&metrics))
+            .map_err(|e| ServeError::Store(e.to_string()))?;
     let snapshot = reader.snapshot();
     tracing::info!(
         head = snapshot.model.head,
-        epoch = store.epoch(),
+        epoch = store.db.epoch(),
         tasks = snapshot.model.tasks.len(),
         "state loaded"
     );
@@ -136,8 +131,8 @@ pub async fn serve(
         shutdown.clone(),
         config.limits(),
     ));
-    broker.reset_sessions().await.map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
-    tracker.spawn(Arc::clone(&broker).run_timers(config.tick));
+    api::timers::reset_sessions(&broker).await.map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    tracker.spawn(api::timers::run(Arc::clone(&broker), config.tick));
 
     // The line users (and tests) wait for: printed only once the broker can answer.
     let addr = listener.local_addr()?;

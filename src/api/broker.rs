@@ -12,6 +12,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use crate::auth::Tokens;
 use crate::clock::Clock;
+use crate::config::Limits;
 use crate::core::{Command, Policy};
 use crate::metrics::Metrics;
 use crate::sequencer::{IdempotencyKey, Reader, Snapshot, Writer};
@@ -42,17 +43,6 @@ pub(crate) struct Broker {
     pub(super) limits: Limits,
 }
 
-/// The settings operations need.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    /// Bytes an outbox may hold (see `hub`).
-    pub(crate) outbox_bytes: usize,
-    /// Events the log keeps at most.
-    pub(crate) retain_events: u64,
-    /// How long the log keeps an event.
-    pub(crate) retain_for: std::time::Duration,
-}
-
 /// A write's answer: the value, and whether it was answered from an idempotency record
 /// (the command was not executed again).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +66,7 @@ impl Broker {
         shutdown: CancellationToken,
         limits: Limits,
     ) -> Broker {
-        let log: Arc<dyn Log> = store.clone();
+        let log: Arc<dyn Log> = store.log.clone();
         Broker {
             writer,
             reader,
@@ -172,7 +162,7 @@ impl Broker {
 
     /// The data dir's epoch.
     pub(crate) fn epoch(&self) -> &str {
-        self.store.epoch()
+        self.store.db.epoch()
     }
 
     /// Now, by the broker's clock.

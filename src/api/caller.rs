@@ -13,7 +13,7 @@ use muster_protocol::ErrorCode;
 
 use super::error::ApiError;
 use crate::auth::Identity;
-use crate::core::Command;
+use crate::core::{Command, validate_agent};
 
 /// Who is asking.
 #[derive(Debug, Clone)]
@@ -71,6 +71,16 @@ impl Caller {
             Who::Token(identity) => Some(&identity.agent),
             Who::System | Who::Anonymous => None,
         }
+    }
+
+    /// The agent an operation on an agent's own data (its inbox, its presence) is about:
+    /// the one named, else [`Caller::agent`]; checked.
+    pub(super) fn named(&self, named: Option<String>) -> Result<String, ApiError> {
+        let agent = named
+            .or_else(|| self.agent().map(str::to_owned))
+            .ok_or_else(|| ApiError::invalid("agent", "is required: say hello as an agent, or name it"))?;
+        validate_agent("agent", &agent)?;
+        Ok(agent)
     }
 
     /// The agent a request acts as: the one it names, else [`Caller::agent`]. With a token,

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::broker::Broker;
 use super::caller::Caller;
 use super::error::ApiError;
-use super::feed::{Begin, Ended, parse_topics};
+use super::feed::{Begin, Ended, parse_topics, subscribe};
 use super::json::{Json, json_list, quoted};
 use crate::hub::Outbox;
 
@@ -34,59 +34,57 @@ pub(crate) struct Poll {
     pub(crate) limit: Option<usize>,
 }
 
-impl Broker {
-    /// Events after `since`, oldest first. Answers at once when there are some; otherwise
-    /// waits up to `wait` seconds for the next matching one.
-    pub(crate) async fn poll(&self, caller: &Caller, poll: Poll) -> Result<Json<EventPage>, ApiError> {
-        let topics: Vec<String> = match poll.topics.as_deref() {
-            None | Some("") => vec!["*".to_owned()],
-            Some(list) => list.split(',').map(str::to_owned).collect(),
-        };
-        parse_topics(&topics)?;
-        let wait = poll.wait.unwrap_or(0);
-        if wait > MAX_WAIT {
-            return Err(ApiError::invalid("wait", format!("must be at most {MAX_WAIT} seconds")));
-        }
-        let limit = match poll.limit {
-            None => PAGE,
-            Some(n) if (1..=MAX_PAGE).contains(&n) => n,
-            Some(_) => return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
-        };
-        let since = poll.since.unwrap_or(0);
-        let deadline = Instant::now() + Duration::from_secs(wait);
-        let outbox = Outbox::new(self.limits.outbox_bytes);
-        let (_subscription, mut feed, start) =
-            self.subscribe(caller, outbox, &topics, Begin::Since(since), limit).await?;
-        let truncated = since < start.head && since + 1 < start.first;
-        let mut events: Vec<Bytes> = Vec::new();
-        let mut head = start.head;
-        loop {
-            // Read the head first: every matching event up to it is in the outbox (or the
-            // replay) by the time it is taken below.
-            let seen = self.hub().head();
-            match feed.take(self, &mut events).await {
-                Ok(()) => {}
-                Err(Ended::Overflowed) => {
-                    feed.rewind(self, head);
-                    continue;
-                }
-                Err(Ended::Failed(e)) => return Err(e),
-                Err(Ended::Closed) => break,
-            }
-            if !feed.replaying() {
-                head = head.max(seen);
-            }
-            if !events.is_empty() || since > start.head || Instant::now() >= deadline {
-                break;
-            }
-            tokio::select! {
-                () = feed.ready() => {}
-                () = tokio::time::sleep_until(deadline) => {}
-                () = self.shutdown.cancelled() => break,
-            }
-        }
-        events.truncate(limit);
-        let extra = [("epoch", quoted(self.epoch())), ("head", head.to_string()), ("truncated", truncated.to_string())];
-        Ok(Json::from_bytes(json_list("events", &events, &extra)))
+/// Events after `since`, oldest first. Answers at once when there are some; otherwise
+/// waits up to `wait` seconds for the next matching one.
+pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result<Json<EventPage>, ApiError> {
+    let topics: Vec<String> = match poll.topics.as_deref() {
+        None | Some("") => vec!["*".to_owned()],
+        Some(list) => list.split(',').map(str::to_owned).collect(),
+    };
+    parse_topics(&topics)?;
+    let wait = poll.wait.unwrap_or(0);
+    if wait > MAX_WAIT {
+        return Err(ApiError::invalid("wait", format!("must be at most {MAX_WAIT} seconds")));
     }
+    let limit = match poll.limit {
+        None => PAGE,
+        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(_) => return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
+    };
+    let since = poll.since.unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let outbox = Outbox::new(broker.limits.outbox_bytes);
+    let (_subscription, mut feed, start) =
+        subscribe(broker, caller, outbox, &topics, Begin::Since(since), limit).await?;
+    let truncated = since < start.head && since + 1 < start.first;
+    let mut events: Vec<Bytes> = Vec::new();
+    let mut head = start.head;
+    loop {
+        // Read the head first: every matching event up to it is in the outbox (or the
+        // replay) by the time it is taken below.
+        let seen = broker.hub().head();
+        match feed.take(broker, &mut events).await {
+            Ok(()) => {}
+            Err(Ended::Overflowed) => {
+                feed.rewind(broker, head);
+                continue;
+            }
+            Err(Ended::Failed(e)) => return Err(e),
+            Err(Ended::Closed) => break,
+        }
+        if !feed.replaying() {
+            head = head.max(seen);
+        }
+        if !events.is_empty() || since > start.head || Instant::now() >= deadline {
+            break;
+        }
+        tokio::select! {
+            () = feed.ready() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = broker.shutdown.cancelled() => break,
+        }
+    }
+    events.truncate(limit);
+    let extra = [("epoch", quoted(broker.epoch())), ("head", head.to_string()), ("truncated", truncated.to_string())];
+    Ok(Json::from_bytes(json_list("events", &events, &extra)))
 }

@@ -88,73 +88,71 @@ pub(crate) fn parse_topics<S: AsRef<str>>(raw: &[S]) -> Result<Vec<Topic>, ApiEr
     raw.iter().map(|t| t.as_ref().trim().parse().map_err(|e| ApiError::invalid("topics", e))).collect()
 }
 
-impl Broker {
-    /// Subscribes `outbox` to `topics` for `caller` and returns the subscription (dropping
-    /// it unsubscribes), the feed that fills the outbox's connection, and how it started.
-    /// `chunk`: events read from the log per step of the replay.
-    pub(crate) async fn subscribe(
-        &self,
-        caller: &Caller,
-        outbox: Arc<Outbox>,
-        topics: &[String],
-        begin: Begin,
-        chunk: usize,
-    ) -> Result<(Subscription, Feed, Start), ApiError> {
-        self.check(caller)?;
-        let topics = parse_topics(topics)?;
-        // Nothing live goes out before the replay is done.
-        outbox.pause();
-        let (subscription, head) = self.hub().subscribe(Arc::clone(&outbox), &topics);
-        let first = self.read_store(caller, move |_, log| log.first_retained(head)).await?;
-        let epoch = self.epoch().to_owned();
-        let (replay, recovered, resync) = match begin {
-            Begin::Live => (None, false, false),
-            Begin::Since(since) => (Some(since.min(head)), false, false),
-            Begin::Resume { since, epoch: theirs } => {
-                let same = theirs.is_none_or(|e| e == epoch);
-                let ok = same && since <= head && since + 1 >= first;
-                (ok.then_some(since), ok, !ok)
-            }
-        };
-        let mut names: Vec<String> = topics.iter().map(ToString::to_string).collect();
-        names.sort();
-        names.dedup();
-        let start = Start { epoch, head, first, recovered, resync, topics: names };
-        let feed = Feed { caller: caller.clone(), outbox, topics, replay: Some((replay.unwrap_or(head), head)), chunk };
-        Ok((subscription, feed, start))
-    }
-
-    /// Adds topics to a subscription; returns every topic now subscribed.
-    pub(crate) fn add_topics(
-        &self,
-        caller: &Caller,
-        subscription: &Subscription,
-        raw: &[String],
-    ) -> Result<Vec<String>, ApiError> {
-        self.check(caller)?;
-        let topics = nonempty(raw).and_then(parse_topics)?;
-        if subscription.len() + topics.len() > MAX_TOPICS_PER_CONNECTION {
-            return Err(ApiError::invalid(
-                "topics",
-                format!(
-                    "at most {MAX_TOPICS_PER_CONNECTION} topics per connection; subscribe to `tasks` or `*` instead of many single ones"
-                ),
-            ));
+/// Subscribes `outbox` to `topics` for `caller` and returns the subscription (dropping
+/// it unsubscribes), the feed that fills the outbox's connection, and how it started.
+/// `chunk`: events read from the log per step of the replay.
+pub(crate) async fn subscribe(
+    broker: &Broker,
+    caller: &Caller,
+    outbox: Arc<Outbox>,
+    topics: &[String],
+    begin: Begin,
+    chunk: usize,
+) -> Result<(Subscription, Feed, Start), ApiError> {
+    broker.check(caller)?;
+    let topics = parse_topics(topics)?;
+    // Nothing live goes out before the replay is done.
+    outbox.pause();
+    let (subscription, head) = broker.hub().subscribe(Arc::clone(&outbox), &topics);
+    let first = broker.read_store(caller, move |_, log| log.first_retained(head)).await?;
+    let epoch = broker.epoch().to_owned();
+    let (replay, recovered, resync) = match begin {
+        Begin::Live => (None, false, false),
+        Begin::Since(since) => (Some(since.min(head)), false, false),
+        Begin::Resume { since, epoch: theirs } => {
+            let same = theirs.is_none_or(|e| e == epoch);
+            let ok = same && since <= head && since + 1 >= first;
+            (ok.then_some(since), ok, !ok)
         }
-        Ok(subscription.add(&topics))
-    }
+    };
+    let mut names: Vec<String> = topics.iter().map(ToString::to_string).collect();
+    names.sort();
+    names.dedup();
+    let start = Start { epoch, head, first, recovered, resync, topics: names };
+    let feed = Feed { caller: caller.clone(), outbox, topics, replay: Some((replay.unwrap_or(head), head)), chunk };
+    Ok((subscription, feed, start))
+}
 
-    /// Removes topics from a subscription; returns the topics still subscribed.
-    pub(crate) fn remove_topics(
-        &self,
-        caller: &Caller,
-        subscription: &Subscription,
-        raw: &[String],
-    ) -> Result<Vec<String>, ApiError> {
-        self.check(caller)?;
-        let topics = nonempty(raw).and_then(parse_topics)?;
-        Ok(subscription.remove(&topics))
+/// Adds topics to a subscription; returns every topic now subscribed.
+pub(crate) fn add_topics(
+    broker: &Broker,
+    caller: &Caller,
+    subscription: &Subscription,
+    raw: &[String],
+) -> Result<Vec<String>, ApiError> {
+    broker.check(caller)?;
+    let topics = nonempty(raw).and_then(parse_topics)?;
+    if subscription.len() + topics.len() > MAX_TOPICS_PER_CONNECTION {
+        return Err(ApiError::invalid(
+            "topics",
+            format!(
+                "at most {MAX_TOPICS_PER_CONNECTION} topics per connection; subscribe to `tasks` or `*` instead of many single ones"
+            ),
+        ));
     }
+    Ok(subscription.add(&topics))
+}
+
+/// Removes topics from a subscription; returns the topics still subscribed.
+pub(crate) fn remove_topics(
+    broker: &Broker,
+    caller: &Caller,
+    subscription: &Subscription,
+    raw: &[String],
+) -> Result<Vec<String>, ApiError> {
+    broker.check(caller)?;
+    let topics = nonempty(raw).and_then(parse_topics)?;
+    Ok(subscription.remove(&topics))
 }
 
 fn nonempty(raw: &[String]) -> Result<&[String], ApiError> {

@@ -8,7 +8,7 @@ use muster_protocol::ws::Hello;
 use super::broker::Broker;
 use super::caller::Caller;
 use super::error::ApiError;
-use super::feed::{Begin, Feed, Start, parse_topics};
+use super::feed::{Begin, Feed, Start, parse_topics, subscribe};
 use crate::core::{Command, validate_agent};
 use crate::hub::{Outbox, Subscription};
 
@@ -44,60 +44,68 @@ pub(crate) struct Opened {
     pub(crate) start: Start,
 }
 
-impl Broker {
-    /// `hello`: proves the caller by the token it carries (tokens on), opens a session as
-    /// its agent (an observer without one), subscribes `outbox` to its topics and decides
-    /// the resume. `chunk`: events read from the log per step of the replay.
-    pub(crate) async fn hello(&self, hello: Hello, outbox: Arc<Outbox>, chunk: usize) -> Result<Opened, ApiError> {
-        let caller = self.authenticate(hello.token.as_ref().map(|t| t.expose()))?;
-        parse_topics(&hello.topics)?;
-        let session = self.open_session(caller, hello.agent, hello.human).await?;
-        let begin = match hello.since {
-            Some(since) => Begin::Resume { since, epoch: hello.epoch },
-            None => Begin::Live,
-        };
-        match self.subscribe(session.caller(), outbox, &hello.topics, begin, chunk).await {
-            Ok((subscription, feed, start)) => Ok(Opened { session, subscription, feed, start }),
-            Err(error) => {
-                self.close_session(session).await;
-                Err(error)
-            }
+/// `hello`: proves the caller by the token it carries (tokens on), opens a session as
+/// its agent (an observer without one), subscribes `outbox` to its topics and decides
+/// the resume. `chunk`: events read from the log per step of the replay.
+pub(crate) async fn hello(
+    broker: &Broker,
+    hello: Hello,
+    outbox: Arc<Outbox>,
+    chunk: usize,
+) -> Result<Opened, ApiError> {
+    let caller = broker.authenticate(hello.token.as_ref().map(|t| t.expose()))?;
+    parse_topics(&hello.topics)?;
+    let session = open(broker, caller, hello.agent, hello.human).await?;
+    let begin = match hello.since {
+        Some(since) => Begin::Resume { since, epoch: hello.epoch },
+        None => Begin::Live,
+    };
+    match subscribe(broker, session.caller(), outbox, &hello.topics, begin, chunk).await {
+        Ok((subscription, feed, start)) => Ok(Opened { session, subscription, feed, start }),
+        Err(error) => {
+            close(broker, session).await;
+            Err(error)
         }
     }
+}
 
-    /// Opens a WebSocket session for `caller`, as `agent` (an observer without one);
-    /// `human` marks a person's session. With tokens on, the caller must have one, and may
-    /// open a session only as its own agent; a person's token makes a named session a
-    /// person's.
-    async fn open_session(&self, caller: Caller, agent: Option<String>, human: bool) -> Result<Session, ApiError> {
-        self.check(&caller)?;
-        let mut human = human;
-        if let Some(identity) = caller.identity() {
-            if let Some(agent) = agent.as_ref().filter(|a| **a != identity.agent) {
-                return Err(ApiError::forbidden(
-                    "agent",
-                    format!("your token is {}'s: you may not act as {agent}", identity.agent),
-                ));
-            }
-            human |= identity.human && agent.is_some();
+/// Opens a WebSocket session for `caller`, as `agent` (an observer without one);
+/// `human` marks a person's session. With tokens on, the caller must have one, and may
+/// open a session only as its own agent; a person's token makes a named session a
+/// person's.
+pub(crate) async fn open(
+    broker: &Broker,
+    caller: Caller,
+    agent: Option<String>,
+    human: bool,
+) -> Result<Session, ApiError> {
+    broker.check(&caller)?;
+    let mut human = human;
+    if let Some(identity) = caller.identity() {
+        if let Some(agent) = agent.as_ref().filter(|a| **a != identity.agent) {
+            return Err(ApiError::forbidden(
+                "agent",
+                format!("your token is {}'s: you may not act as {agent}", identity.agent),
+            ));
         }
-        if human && agent.is_none() {
-            return Err(ApiError::invalid("human", "a human session needs a name: set agent"));
-        }
-        let Some(agent) = agent else { return Ok(Session { caller, agent: None }) };
-        validate_agent("agent", &agent)?;
-        self.write(&caller, Command::Connect { agent: agent.clone(), human }, None).await?;
-        let caller = if caller.identity().is_some() { caller } else { Caller::session(agent.clone()) };
-        Ok(Session { caller, agent: Some(agent) })
+        human |= identity.human && agent.is_some();
     }
+    if human && agent.is_none() {
+        return Err(ApiError::invalid("human", "a human session needs a name: set agent"));
+    }
+    let Some(agent) = agent else { return Ok(Session { caller, agent: None }) };
+    validate_agent("agent", &agent)?;
+    broker.write(&caller, Command::Connect { agent: agent.clone(), human }, None).await?;
+    let caller = if caller.identity().is_some() { caller } else { Caller::session(agent.clone()) };
+    Ok(Session { caller, agent: Some(agent) })
+}
 
-    /// Closes a session: if it was its agent's last, the agent shows offline and its claims
-    /// wait out the grace. (Failing here, when the broker is stopping, is covered by the
-    /// reset at the next start.)
-    pub(crate) async fn close_session(&self, session: Session) {
-        if let Some(agent) = session.agent {
-            // The broker's own bookkeeping: even a revoked token's session is closed.
-            let _ = self.write(&Caller::system(), Command::Disconnect { agent }, None).await;
-        }
+/// Closes a session: if it was its agent's last, the agent shows offline and its claims
+/// wait out the grace. (Failing here, when the broker is stopping, is covered by the
+/// reset at the next start.)
+pub(crate) async fn close(broker: &Broker, session: Session) {
+    if let Some(agent) = session.agent {
+        // The broker's own bookkeeping: even a revoked token's session is closed.
+        let _ = broker.write(&Caller::system(), Command::Disconnect { agent }, None).await;
     }
 }

@@ -61,116 +61,114 @@ fn task(reply: Reply) -> Option<TaskEnvelope> {
     }
 }
 
-impl Broker {
-    /// Adds a task.
-    pub(crate) async fn create_task(
-        &self,
-        caller: &Caller,
-        create: CreateTask,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Written<TaskEnvelope>, ApiError> {
-        self.write(caller, Command::CreateTask(create), idempotency).await?.map(task)
-    }
+/// Adds a task.
+pub(crate) async fn create(
+    broker: &Broker,
+    caller: &Caller,
+    create: CreateTask,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Written<TaskEnvelope>, ApiError> {
+    broker.write(caller, Command::CreateTask(create), idempotency).await?.map(task)
+}
 
-    /// Changes fields of a task; a status change follows the claim rules.
-    pub(crate) async fn update_task(
-        &self,
-        caller: &Caller,
-        args: TaskUpdateArgs,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Written<TaskEnvelope>, ApiError> {
-        let cmd = Command::UpdateTask { id: args.task, update: args.update };
-        self.write(caller, cmd, idempotency).await?.map(task)
-    }
+/// Changes fields of a task; a status change follows the claim rules.
+pub(crate) async fn update(
+    broker: &Broker,
+    caller: &Caller,
+    args: TaskUpdateArgs,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Written<TaskEnvelope>, ApiError> {
+    let cmd = Command::UpdateTask { id: args.task, update: args.update };
+    broker.write(caller, cmd, idempotency).await?.map(task)
+}
 
-    /// Claims a task: exactly one agent wins.
-    pub(crate) async fn claim(
-        &self,
-        caller: &Caller,
-        args: TaskActionArgs,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Written<TaskEnvelope>, ApiError> {
-        let cmd = Command::Claim { id: args.task, action: args.action };
-        self.write(caller, cmd, idempotency).await?.map(task)
-    }
+/// Claims a task: exactly one agent wins.
+pub(crate) async fn claim(
+    broker: &Broker,
+    caller: &Caller,
+    args: TaskActionArgs,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Written<TaskEnvelope>, ApiError> {
+    let cmd = Command::Claim { id: args.task, action: args.action };
+    broker.write(caller, cmd, idempotency).await?.map(task)
+}
 
-    /// Releases a claim (with `force`, another agent's).
-    pub(crate) async fn release(
-        &self,
-        caller: &Caller,
-        args: TaskActionArgs,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Written<TaskEnvelope>, ApiError> {
-        let cmd = Command::Release { id: args.task, action: args.action };
-        self.write(caller, cmd, idempotency).await?.map(task)
-    }
+/// Releases a claim (with `force`, another agent's).
+pub(crate) async fn release(
+    broker: &Broker,
+    caller: &Caller,
+    args: TaskActionArgs,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Written<TaskEnvelope>, ApiError> {
+    let cmd = Command::Release { id: args.task, action: args.action };
+    broker.write(caller, cmd, idempotency).await?.map(task)
+}
 
-    /// Completes a task.
-    pub(crate) async fn complete(
-        &self,
-        caller: &Caller,
-        args: TaskActionArgs,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Written<TaskEnvelope>, ApiError> {
-        let cmd = Command::Complete { id: args.task, action: args.action };
-        self.write(caller, cmd, idempotency).await?.map(task)
-    }
+/// Completes a task.
+pub(crate) async fn complete(
+    broker: &Broker,
+    caller: &Caller,
+    args: TaskActionArgs,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Written<TaskEnvelope>, ApiError> {
+    let cmd = Command::Complete { id: args.task, action: args.action };
+    broker.write(caller, cmd, idempotency).await?.map(task)
+}
 
-    /// The next task for an agent (one it holds, else the most urgent open one it may
-    /// take); with `claim`, claimed atomically. Without `claim` nothing changes.
-    pub(crate) async fn next_task(
-        &self,
-        caller: &Caller,
-        args: NextArgs,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Written<MaybeTaskEnvelope>, ApiError> {
-        if args.claim {
-            let cmd = Command::ClaimNext { agent: args.agent };
-            return self.write(caller, cmd, idempotency).await?.map(|reply| match reply {
-                Reply::MaybeTask(task) => Some(MaybeTaskEnvelope { task }),
-                _ => None,
-            });
-        }
-        let snapshot = self.read(caller)?;
-        let agent = caller.act_as(args.agent)?.ok_or_else(|| {
-            ApiError::invalid("agent", "is required: ?agent=NAME, the X-Agent header, or hello as an agent")
-        })?;
-        validate_agent("agent", &agent)?;
-        let task = next_for(&snapshot.model, &agent).cloned();
-        Ok(Written { value: MaybeTaskEnvelope { task }, replayed: false })
+/// The next task for an agent (one it holds, else the most urgent open one it may
+/// take); with `claim`, claimed atomically. Without `claim` nothing changes.
+pub(crate) async fn next(
+    broker: &Broker,
+    caller: &Caller,
+    args: NextArgs,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Written<MaybeTaskEnvelope>, ApiError> {
+    if args.claim {
+        let cmd = Command::ClaimNext { agent: args.agent };
+        return broker.write(caller, cmd, idempotency).await?.map(|reply| match reply {
+            Reply::MaybeTask(task) => Some(MaybeTaskEnvelope { task }),
+            _ => None,
+        });
     }
+    let snapshot = broker.read(caller)?;
+    let agent = caller.act_as(args.agent)?.ok_or_else(|| {
+        ApiError::invalid("agent", "is required: ?agent=NAME, the X-Agent header, or hello as an agent")
+    })?;
+    validate_agent("agent", &agent)?;
+    let task = next_for(&snapshot.model, &agent).cloned();
+    Ok(Written { value: MaybeTaskEnvelope { task }, replayed: false })
+}
 
-    /// One task.
-    pub(crate) fn task(&self, caller: &Caller, args: TaskRef) -> Result<TaskEnvelope, ApiError> {
-        let snapshot = self.read(caller)?;
-        match snapshot.model.task(args.task) {
-            Some(task) => Ok(TaskEnvelope { task: Task::clone(task) }),
-            None => Err(ApiError::not_found(format!("task {} does not exist", args.task))),
-        }
+/// One task.
+pub(crate) fn get(broker: &Broker, caller: &Caller, args: TaskRef) -> Result<TaskEnvelope, ApiError> {
+    let snapshot = broker.read(caller)?;
+    match snapshot.model.task(args.task) {
+        Some(task) => Ok(TaskEnvelope { task: Task::clone(task) }),
+        None => Err(ApiError::not_found(format!("task {} does not exist", args.task))),
     }
+}
 
-    /// The tasks that pass a filter, in id order.
-    pub(crate) fn tasks(&self, caller: &Caller, filter: &ListArgs) -> Result<Json<TaskList>, ApiError> {
-        if *filter == ListArgs::default() {
-            return Ok(Json::from_bytes(self.board(caller)?.json()));
-        }
-        let snapshot = self.read(caller)?;
-        let tasks = snapshot
-            .model
-            .tasks
-            .values()
-            .map(|t| &**t)
-            .filter(|t| filter.status.is_empty() || filter.status.contains(&t.status))
-            .filter(|t| filter.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
-            .filter(|t| filter.priority.is_none_or(|p| t.priority == p))
-            .filter(|t| filter.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
-            .collect();
-        Ok(Json::of(&Tasks { tasks }))
+/// The tasks that pass a filter, in id order.
+pub(crate) fn list(broker: &Broker, caller: &Caller, filter: &ListArgs) -> Result<Json<TaskList>, ApiError> {
+    if *filter == ListArgs::default() {
+        return Ok(Json::from_bytes(board(broker, caller)?.json()));
     }
+    let snapshot = broker.read(caller)?;
+    let tasks = snapshot
+        .model
+        .tasks
+        .values()
+        .map(|t| &**t)
+        .filter(|t| filter.status.is_empty() || filter.status.contains(&t.status))
+        .filter(|t| filter.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
+        .filter(|t| filter.priority.is_none_or(|p| t.priority == p))
+        .filter(|t| filter.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
+        .collect();
+    Ok(Json::of(&Tasks { tasks }))
+}
 
-    /// The whole board (see [`Board`]).
-    pub(crate) fn board(&self, caller: &Caller) -> Result<Board, ApiError> {
-        let snapshot = self.read(caller)?;
-        Ok(Board { etag: format!("\"{}-{}\"", self.epoch(), snapshot.model.head), snapshot })
-    }
+/// The whole board (see [`Board`]).
+pub(crate) fn board(broker: &Broker, caller: &Caller) -> Result<Board, ApiError> {
+    let snapshot = broker.read(caller)?;
+    Ok(Board { etag: format!("\"{}-{}\"", broker.epoch(), snapshot.model.head), snapshot })
 }

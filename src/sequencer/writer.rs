@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
-use muster_protocol::{Event, Seq, Timestamp};
+use muster_protocol::{Event, Seq, Timestamp, Topic};
 use tokio::sync::{mpsc, watch};
 
 use super::disk::{DiskFloor, essential, store_failed};
@@ -22,7 +22,7 @@ use crate::core::{Command, Model, Policy, apply, decide};
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{Log, Store, StoreError};
+use crate::store::{Db, Log, SledLog, Store, StoreError, Views};
 
 /// Most commands decided together. Bounds the latency a single batch adds and the memory
 /// it holds.
@@ -42,8 +42,12 @@ pub(crate) struct Sequencer {
     model: Model,
     policy: Policy,
     clock: Clock,
-    store: Arc<Store>,
+    db: Arc<Db>,
+    /// The log, through its seam.
     log: Arc<dyn Log>,
+    /// The same log, for what only sled's does (reading its tail at load).
+    sled_log: Arc<SledLog>,
+    views: Arc<Views>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     hub: Arc<Hub>,
     idempotency: Idempotency,
@@ -66,29 +70,29 @@ struct Unsynced {
 }
 
 impl Sequencer {
-    /// Loads the model from `store` and returns the sequencer with its two handles. The
-    /// event log is the store's own ([`Log`]).
+    /// Loads the model from `store` and returns the sequencer with its two handles.
     pub(crate) fn new(
-        store: Arc<Store>,
+        store: &Store,
         policy: Policy,
         clock: Clock,
         min_free_bytes: u64,
         metrics: Arc<Metrics>,
     ) -> Result<(Sequencer, Writer, Reader), StoreError> {
-        let model = store.load()?;
-        let idempotency = Idempotency::load(store.idempotency_records()?);
+        let model = store.views.load(&store.log)?;
+        let idempotency = Idempotency::load(store.views.idempotency_records()?);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (snapshot, snapshot_rx) = watch::channel(Snapshot::new(model.clone()));
         let hub = Hub::new(model.head);
-        let floor = DiskFloor { dir: store.dir().to_owned(), min_free: min_free_bytes };
-        let log: Arc<dyn Log> = store.clone();
+        let floor = DiskFloor { dir: store.db.dir().to_owned(), min_free: min_free_bytes };
         let sequencer = Sequencer {
             rx,
             model,
             policy,
             clock,
-            store,
-            log,
+            db: Arc::clone(&store.db),
+            log: store.log.clone(),
+            sled_log: Arc::clone(&store.log),
+            views: Arc::clone(&store.views),
             snapshot,
             hub: Arc::clone(&hub),
             idempotency,
@@ -151,7 +155,7 @@ impl Sequencer {
         if syncer.join().is_err() {
             tracing::error!("the sync thread panicked");
         }
-        match self.store.close(&self.model) {
+        match self.views.close(&self.model) {
             Ok(()) => tracing::info!(head = self.model.head, "store closed"),
             Err(error) => tracing::error!(%error, "final flush failed"),
         }
@@ -245,13 +249,13 @@ impl Sequencer {
         let stored = self
             .log
             .append(before.head, &frames)
-            .and_then(|()| self.store.write(&events, &self.model, &records, &expired));
+            .and_then(|()| self.views.write(&events, &self.model, &records, &expired));
         if let Err(error) = stored {
             // Nothing of this batch is answered as done; the syncer will not be asked to
             // make it durable. Undo what may have reached sled, and the model.
             tracing::error!(%error, "writing a batch failed; it is rolled back");
             self.broken.get_or_insert_with(Instant::now);
-            if let Err(e) = self.store.revert(&events, &before, &keys) {
+            if let Err(e) = self.undo(&events, &before, &keys) {
                 tracing::error!(error = %e, "rolling back the failed batch failed too");
             }
             self.idempotency.forget(&keys);
@@ -274,7 +278,7 @@ impl Sequencer {
             let before = oldest.before.clone();
             let events: Vec<Event> = self.unsynced.iter().flat_map(|u| u.events.iter().cloned()).collect();
             let keys: Vec<String> = self.unsynced.iter().flat_map(|u| u.keys.iter().cloned()).collect();
-            if let Err(error) = self.store.revert(&events, &before, &keys) {
+            if let Err(error) = self.undo(&events, &before, &keys) {
                 tracing::error!(%error, "rolling back unsynced batches failed");
             }
             self.idempotency.forget(&keys);
@@ -288,6 +292,13 @@ impl Sequencer {
         let _ = to_syncer.send(ToSyncer::Recovered);
     }
 
+    /// Undoes written batches that will not be made durable: the log forgets them, the
+    /// views go back to `before`.
+    fn undo(&self, events: &[Event], before: &Model, keys: &[String]) -> Result<(), StoreError> {
+        let discarded = events.first().map_or(Ok(()), |first| self.log.discard(first.seq));
+        self.views.revert(events, before, keys).and(discarded)
+    }
+
     /// The store has been failing: once there is space again, reopen it and reload the
     /// model from what is on disk, as after a crash. Events the failed batches left in the
     /// log (written, never acknowledged) are part of that model now, so they are published
@@ -298,9 +309,12 @@ impl Sequencer {
         if self.floor.check().is_some() || free < REOPEN_MIN_FREE {
             return;
         }
-        let reloaded = self.store.reopen().and_then(|()| self.store.load()).and_then(|model| {
-            let missing =
-                if model.head > self.model.head { self.store.frames(self.model.head, model.head)? } else { Vec::new() };
+        let reloaded = self.db.reopen().and_then(|()| self.views.load(&self.sled_log)).and_then(|model| {
+            let missing = if model.head > self.model.head {
+                self.log.read(self.model.head, model.head, &[Topic::All], usize::MAX)?.0
+            } else {
+                Vec::new()
+            };
             Ok((model, missing))
         });
         match reloaded {

@@ -1,11 +1,23 @@
 //! Chat history: the messages of a channel and an agent's inbox, read back by page.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use muster_protocol::Seq;
 
-use super::db::{Store, StoreError, key_chat, prefix};
+use super::db::{Db, StoreError, key_chat, prefix};
 
-impl Store {
+/// Messages by channel and by recipient, as the views keep them.
+pub(crate) struct History {
+    db: Arc<Db>,
+}
+
+impl History {
+    /// The history of `db`.
+    pub(crate) fn new(db: Arc<Db>) -> History {
+        History { db }
+    }
+
     /// Messages of a channel as JSON, oldest first: those after `since` (the first
     /// `limit`), or else the newest `limit` before `before` (or at all).
     pub(crate) fn messages(
@@ -15,12 +27,12 @@ impl Store {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<Bytes>, StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         Self::range(&h.chat, channel, since, before, limit)
     }
 
     /// Inbox entries of an agent as JSON, oldest first, with the same paging as
-    /// [`Store::messages`].
+    /// [`History::messages`].
     pub(crate) fn inbox(
         &self,
         agent: &str,
@@ -28,13 +40,13 @@ impl Store {
         before: Option<Seq>,
         limit: usize,
     ) -> Result<Vec<Bytes>, StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         Self::range(&h.inbox, agent, since, before, limit)
     }
 
     /// Number of inbox entries of an agent after `seq`.
     pub(crate) fn inbox_count_after(&self, agent: &str, seq: Seq) -> Result<u64, StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         let mut n = 0;
         for key in h.inbox.range(key_chat(agent, seq.saturating_add(1))..key_chat(agent, u64::MAX)).keys() {
             key?;

@@ -1,9 +1,8 @@
-//! The sled database: opening it (and reopening it after an I/O error), its trees, making
-//! writes durable, and the small encodings every tree shares.
+//! [`Db`]: the sled database — opening it (and reopening it after an I/O error), its
+//! trees, making writes durable — and the small encodings every tree shares.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use muster_protocol::Seq;
@@ -31,7 +30,7 @@ pub(crate) enum StoreError {
     /// A file operation failed.
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// The database is being reopened after an I/O error (see [`Store::reopen`]).
+    /// The database is being reopened after an I/O error (see [`Db::reopen`]).
     #[error("storage is being reopened after an I/O error; retry")]
     Reopening,
     /// A batch was appended out of order: the writer's head is not the log's.
@@ -63,33 +62,14 @@ impl StoreError {
     }
 }
 
-/// The store: sled, reopened whole after an I/O error (see [`Store::reopen`]).
-pub(crate) struct Store {
-    pub(super) dir: PathBuf,
-    /// `None` only while [`Store::reopen`] swaps the database.
+/// The sled database, reopened whole after an I/O error (see [`Db::reopen`]).
+pub(crate) struct Db {
+    dir: PathBuf,
+    /// `None` only while [`Db::reopen`] swaps the database.
     handles: RwLock<Option<Arc<Handles>>>,
     /// Largest blob file already synced (sled names blobs by log position).
     blobs_synced: Mutex<u64>,
     epoch: String,
-    /// `seq` of the last event appended to the log (durable or not): the next batch must
-    /// follow it.
-    pub(super) appended: AtomicU64,
-    /// Agents whose `lastSeenAt` moved since the last agents checkpoint.
-    pub(super) seen: Mutex<Checkpoint>,
-}
-
-/// Agents that acted since the last checkpoint of the agents view.
-///
-/// Every write names its actor, so rewriting the actor's record with each batch would cost
-/// one more sled insert per write, only to move `lastSeenAt`. Instead those records are
-/// written at most every second (`views`), and `meta/agents` records the `seq` they are
-/// current at; after a crash, `load` re-applies the log from there (apply is idempotent),
-/// which restores every `lastSeenAt` exactly. The log is never trimmed past that `seq`.
-pub(super) struct Checkpoint {
-    pub(super) names: std::collections::BTreeSet<String>,
-    pub(super) at: std::time::Instant,
-    /// `seq` up to which the agents view is complete.
-    pub(super) seq: Seq,
 }
 
 /// The open database: its trees, and a second handle on its data file, for `fdatasync`.
@@ -131,9 +111,9 @@ impl Handles {
     }
 }
 
-impl Store {
-    /// Opens (or creates) the store in `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
+impl Db {
+    /// Opens (or creates) the database in `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<Db, StoreError> {
         std::fs::create_dir_all(dir)?;
         let handles = Handles::open(dir)?;
         // The directory entries of sled's files must be durable too.
@@ -155,23 +135,12 @@ impl Store {
                 epoch
             }
         };
-        Ok(Store {
+        Ok(Db {
             dir: dir.to_owned(),
             handles: RwLock::new(Some(Arc::new(handles))),
             blobs_synced: Mutex::new(0),
             epoch,
-            appended: AtomicU64::new(0),
-            seen: Mutex::new(Checkpoint {
-                names: std::collections::BTreeSet::new(),
-                at: std::time::Instant::now(),
-                seq: 0,
-            }),
         })
-    }
-
-    pub(super) fn lock_seen(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
-        // A poisoned lock only means a writer panicked; the set is still valid.
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) fn handles(&self) -> Result<Arc<Handles>, StoreError> {
@@ -183,7 +152,7 @@ impl Store {
     /// Closes and reopens the database. sled keeps the first I/O error it meets (a full
     /// disk) and returns it for every later operation; a fresh instance reads what is on
     /// disk and works again. Readers hold the handles only for one call: this waits a
-    /// moment for them to let go. Follow it with [`Store::load`].
+    /// moment for them to let go. Follow it with a load of the views.
     pub(crate) fn reopen(&self) -> Result<(), StoreError> {
         let mut slot = self.handles.write().unwrap_or_else(|p| p.into_inner());
         // (None: an earlier reopen closed the database but could not open it again.)
@@ -226,7 +195,7 @@ impl Store {
     /// Makes everything written so far durable: flushes sled, then `fdatasync`s its data
     /// file and any new blob files. (sled 0.34's flush only calls `sync_file_range`, which
     /// survives a process crash but not a power loss.)
-    pub(super) fn flush_and_sync(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush_and_sync(&self) -> Result<(), StoreError> {
         let h = self.handles()?;
         h.db.flush()?;
         h.db_file.sync_data()?;

@@ -1,15 +1,16 @@
 //! The event log, and [`Log`], the seam the sequencer appends through and readers replay
-//! from. sled implements it here: the `log` tree holds one entry per committed batch, the
+//! from. [`SledLog`] implements it: the `log` tree holds one entry per committed batch, the
 //! `seq` of its first event (big-endian) → for each event `u32 length, topics \n event-json`
 //! (the exact bytes sent on the wire). One insert per batch keeps the log's share of the
 //! write path small. A replicated log (the cluster) is a second implementation of the seam.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use muster_protocol::{Seq, Timestamp, Topic};
 
-use super::db::{Store, StoreError, be, from_json};
+use super::db::{Db, StoreError, be, from_json};
 use crate::frame::Frame;
 
 /// Most log entries one `trim` removes: keeps a first trim of a long log from holding the
@@ -29,6 +30,10 @@ pub(crate) trait Log: Send + Sync {
     /// Makes everything appended so far durable; returns once it is.
     fn sync(&self) -> Result<(), StoreError>;
 
+    /// Forgets what was appended from `first` on and never made durable (its sync
+    /// failed), so that the next append follows `first - 1`.
+    fn discard(&self, first: Seq) -> Result<(), StoreError>;
+
     /// Up to `limit` frames with `since < seq <= up_to` that match `topics`, oldest first,
     /// and the `seq` up to which the log was examined: `up_to`, or the last frame returned
     /// when `limit` was reached (the next page starts after it). `up_to` is the durable
@@ -39,24 +44,43 @@ pub(crate) trait Log: Send + Sync {
     fn first_retained(&self, head: Seq) -> Result<Seq, StoreError>;
 }
 
-impl Log for Store {
+/// The event log in sled's `log` tree.
+pub(crate) struct SledLog {
+    db: Arc<Db>,
+    /// `seq` of the last event appended (durable or not): the next batch must follow it.
+    appended: AtomicU64,
+}
+
+impl Log for SledLog {
     fn append(&self, expected_head: Seq, batch: &[Frame]) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
         if first.seq != expected_head + 1 || self.appended.load(Ordering::Acquire) != expected_head {
             return Err(StoreError::OutOfOrder { expected: self.appended.load(Ordering::Acquire) + 1, got: first.seq });
         }
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         h.log.insert(first.seq.to_be_bytes(), encode_batch(batch))?;
         self.appended.store(last.seq, Ordering::Release);
         Ok(())
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.flush_and_sync()
+        self.db.flush_and_sync()
+    }
+
+    fn discard(&self, first: Seq) -> Result<(), StoreError> {
+        // First: the writer goes back to `first - 1` whether or not the entries can be
+        // removed now (a failing disk); a later load drops what it finds after a gap.
+        self.appended.store(first.saturating_sub(1), Ordering::Release);
+        let h = self.db.handles()?;
+        let keys: Vec<_> = h.log.range(first.to_be_bytes()..).keys().collect::<Result<_, _>>()?;
+        for key in keys {
+            h.log.remove(key)?;
+        }
+        Ok(())
     }
 
     fn read(&self, since: Seq, up_to: Seq, topics: &[Topic], limit: usize) -> Result<(Vec<Frame>, Seq), StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         let mut out = Vec::new();
         if since >= up_to {
             return Ok((out, up_to.max(since)));
@@ -85,51 +109,66 @@ impl Log for Store {
     }
 
     fn first_retained(&self, head: Seq) -> Result<Seq, StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         Ok(h.log.first()?.and_then(|(k, _)| be(&k)).unwrap_or(head + 1))
     }
 }
 
-impl Store {
+impl SledLog {
+    /// The log of `db`; [`SledLog::tail`] learns where it ends.
+    pub(crate) fn new(db: Arc<Db>) -> SledLog {
+        SledLog { db, appended: AtomicU64::new(0) }
+    }
+
     /// The key of the log entry that holds `seq` (or would: `seq` itself).
-    pub(super) fn containing(&self, seq: Seq) -> Result<Seq, StoreError> {
-        let h = self.handles()?;
+    fn containing(&self, seq: Seq) -> Result<Seq, StoreError> {
+        let h = self.db.handles()?;
         Ok(h.log.range(..=seq.to_be_bytes()).next_back().transpose()?.and_then(|(k, _)| be(&k)).unwrap_or(seq))
     }
 
-    /// Every logged frame with `since < seq <= up_to`.
-    pub(crate) fn frames(&self, since: Seq, up_to: Seq) -> Result<Vec<Frame>, StoreError> {
-        self.read(since, up_to, &[Topic::All], usize::MAX).map(|(frames, _)| frames)
-    }
-
-    /// Removes the log entries of batches that were appended but never made durable (from
-    /// `first` on), so that the next append follows `first - 1`. Best effort: it runs when
-    /// the disk is already failing.
-    pub(crate) fn discard(&self, first: Seq) -> Result<(), StoreError> {
-        // First: the writer goes back to `first - 1` whether or not the entries can be
-        // removed now (a failing disk); `load` drops what a later reopen finds after a gap.
-        self.appended.store(first.saturating_sub(1), Ordering::Release);
-        let h = self.handles()?;
-        let keys: Vec<_> = h.log.range(first.to_be_bytes()..).keys().collect::<Result<_, _>>()?;
-        for key in keys {
-            h.log.remove(key)?;
+    /// At start: every logged frame from `from` on that follows without a gap, where the
+    /// views include everything up to `head` (the entries before `head` may have been
+    /// trimmed, and then the tail starts where the log does). A crash can leave entries
+    /// that were written but never acknowledged: they are kept if they follow without a
+    /// gap (a prefix of the last batch), and anything after a gap is removed, so `seq`
+    /// stays gap-free. The next append must follow the last frame returned (or `head`).
+    pub(crate) fn tail(&self, from: Seq, head: Seq) -> Result<Vec<Frame>, StoreError> {
+        let h = self.db.handles()?;
+        let mut expected = from;
+        let mut tail = Vec::new();
+        let start = self.containing(expected)?;
+        for entry in h.log.range(start.to_be_bytes()..) {
+            let (k, v) = entry?;
+            let first = be(&k).unwrap_or(0);
+            if first > expected && expected <= head && first <= head + 1 {
+                // Trimmed before the checkpoint (retention): go on from what is left.
+                expected = first;
+            } else if first > expected {
+                tracing::warn!(first, expected, "log has a gap after a crash; dropping the unacknowledged tail");
+                h.log.remove(k)?;
+                continue;
+            }
+            let at = expected;
+            for frame in decode_batch(first, &v)?.into_iter().filter(|f| f.seq >= at) {
+                tail.push(frame);
+                expected += 1;
+            }
         }
-        Ok(())
+        self.appended.store(head.max(expected - 1), Ordering::Release);
+        Ok(tail)
     }
 
     /// Trims the log to its retention: removes the oldest entries (whole batches) whose
-    /// events all have `seq <= head - keep` or are all older than `older_than`, at most
-    /// [`TRIM_BATCH`] events per call, never past `head`. The views do not depend on the
-    /// log, so no state is lost.
-    pub(crate) fn trim(&self, head: Seq, keep: u64, older_than: Timestamp) -> Result<u64, StoreError> {
-        let h = self.handles()?;
+    /// events all have `seq <= up_to - keep` or are all older than `older_than`, at most
+    /// [`TRIM_BATCH`] events per call, never past `up_to`. The views do not depend on the
+    /// log, so no state is lost (the caller keeps what the agents checkpoint still needs).
+    pub(crate) fn trim(&self, up_to: Seq, keep: u64, older_than: Timestamp) -> Result<u64, StoreError> {
+        let h = self.db.handles()?;
         #[derive(serde::Deserialize)]
         struct At {
             at: Timestamp,
         }
-        // The log after the agents checkpoint is needed to restore `lastSeenAt`.
-        let head = head.min(self.lock_seen().seq);
-        let by_count = head.saturating_sub(keep);
+        let by_count = up_to.saturating_sub(keep);
         let mut removed = 0;
         for entry in h.log.iter() {
             let (k, v) = entry?;
@@ -138,7 +177,7 @@ impl Store {
                 h.log.remove(k)?;
                 continue;
             };
-            if last.seq > head || removed >= TRIM_BATCH {
+            if last.seq > up_to || removed >= TRIM_BATCH {
                 break;
             }
             if last.seq > by_count {

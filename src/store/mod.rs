@@ -1,5 +1,5 @@
 //! The durable store, in sled: the event log ([`Log`]), the materialized views, chat
-//! history and idempotency records.
+//! history and idempotency records, one [`Store`] opened together.
 //!
 //! - `db`: opening (and reopening after an I/O error), the trees, making writes durable
 //!   (sled flush, then `fdatasync` of its files);
@@ -16,8 +16,38 @@ mod db;
 mod log;
 mod views;
 
-pub(crate) use db::{Store, StoreError};
-pub(crate) use log::Log;
+use std::path::Path;
+use std::sync::Arc;
+
+pub(crate) use chat::History;
+pub(crate) use db::{Db, StoreError};
+pub(crate) use log::{Log, SledLog};
+pub(crate) use views::Views;
+
+/// Everything a data dir holds, opened together.
+pub(crate) struct Store {
+    /// The database itself.
+    pub(crate) db: Arc<Db>,
+    /// The event log.
+    pub(crate) log: Arc<SledLog>,
+    /// The views and idempotency records.
+    pub(crate) views: Arc<Views>,
+    /// Chat history by channel and recipient.
+    pub(crate) history: History,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. Load the model with `views.load(&log)`.
+    pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = Arc::new(Db::open(dir)?);
+        Ok(Store {
+            log: Arc::new(SledLog::new(Arc::clone(&db))),
+            views: Arc::new(Views::new(Arc::clone(&db))),
+            history: History::new(Arc::clone(&db)),
+            db,
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests;

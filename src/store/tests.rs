@@ -2,8 +2,7 @@
 
 use muster_protocol::{CreateTask, Event, Seq, Topic};
 
-use super::db::Store;
-use super::log::{Log, encode_batch};
+use super::log::encode_batch;
 use super::*;
 use crate::core::{Command, Model, Policy, apply, decide};
 use crate::frame::Frame;
@@ -27,14 +26,18 @@ fn create_tasks(store: &Store, model: &mut Model, n: usize, at: &str, with_agent
             events.push(event);
         }
         let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
-        store.append(head, &frames).unwrap();
-        store.write(&events, model, &[], &[]).unwrap();
-        store.sync().unwrap();
+        store.log.append(head, &frames).unwrap();
+        store.views.write(&events, model, &[], &[]).unwrap();
+        store.log.sync().unwrap();
     }
 }
 
 fn seqs(store: &Store, since: Seq, up_to: Seq) -> Vec<Seq> {
-    store.read(since, up_to, &[Topic::All], 100).unwrap().0.iter().map(|f| f.seq).collect()
+    store.log.read(since, up_to, &[Topic::All], 100).unwrap().0.iter().map(|f| f.seq).collect()
+}
+
+fn load(store: &Store) -> Model {
+    store.views.load(&store.log).unwrap()
 }
 
 #[test]
@@ -42,18 +45,18 @@ fn a_reopened_store_has_the_same_model_and_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let (epoch, model) = {
         let store = Store::open(dir.path()).unwrap();
-        let mut model = store.load().unwrap();
+        let mut model = load(&store);
         create_tasks(&store, &mut model, 5, "2026-11-25T10:00:00Z", true);
         // Later contact by the same agents: only their lastSeenAt moves, which is not
         // written until the next agents checkpoint. Dropping the store without `close` is
         // a crash: load must restore it from the log.
         create_tasks(&store, &mut model, 3, "2026-11-25T10:02:00Z", true);
-        assert!(!store.lock_seen().names.is_empty(), "the test needs a pending checkpoint");
-        (store.epoch().to_owned(), model)
+        assert!(store.views.checkpointed() < model.head, "the test needs a pending checkpoint");
+        (store.db.epoch().to_owned(), model)
     };
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.epoch(), epoch);
-    assert_eq!(store.load().unwrap(), model);
+    assert_eq!(store.db.epoch(), epoch);
+    assert_eq!(load(&store), model);
 }
 
 #[test]
@@ -69,18 +72,18 @@ fn a_second_broker_on_the_same_dir_gets_a_clear_error() {
 fn an_append_that_does_not_follow_the_head_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut model = store.load().unwrap();
+    let mut model = load(&store);
     create_tasks(&store, &mut model, 2, "2026-11-25T10:00:00Z", false);
     let now = "2026-11-25T10:00:01Z".parse().unwrap();
     let cmd = Command::CreateTask(CreateTask { title: "late".into(), ..Default::default() });
     let kind = decide(&model, &Policy::default(), &cmd, now).unwrap().events.remove(0);
     // A writer that believes the head is 1 (a deposed one) cannot append seq 2 again.
     let stale = Frame::of(&Event { seq: 2, at: now, kind: kind.clone() });
-    let err = store.append(1, &[stale]).unwrap_err();
+    let err = store.log.append(1, &[stale]).unwrap_err();
     assert!(matches!(err, StoreError::OutOfOrder { expected: 3, got: 2 }), "{err}");
     // Nor skip one.
     let ahead = Frame::of(&Event { seq: 4, at: now, kind });
-    assert!(store.append(3, &[ahead]).is_err());
+    assert!(store.log.append(3, &[ahead]).is_err());
     assert_eq!(seqs(&store, 0, 10), [1, 2]);
 }
 
@@ -88,34 +91,31 @@ fn an_append_that_does_not_follow_the_head_is_refused() {
 fn trimming_keeps_the_newest_events_and_never_passes_the_head() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut model = store.load().unwrap();
+    let mut model = load(&store);
     create_tasks(&store, &mut model, 6, "2026-11-01T10:00:00Z", false);
     create_tasks(&store, &mut model, 4, "2026-11-25T10:00:00Z", false);
     let recent: muster_protocol::Timestamp = "2026-11-20T00:00:00Z".parse().unwrap();
-    // The log is never trimmed past the agents checkpoint; make it current.
-    store.checkpoint_agents(&model, true).unwrap();
-
     // By count: keep the newest 8.
-    assert_eq!(store.trim(10, 8, "2000-01-01T00:00:00Z".parse().unwrap()).unwrap(), 2);
-    assert_eq!(store.first_retained(10).unwrap(), 3);
+    assert_eq!(store.log.trim(10, 8, "2000-01-01T00:00:00Z".parse().unwrap()).unwrap(), 2);
+    assert_eq!(store.log.first_retained(10).unwrap(), 3);
     // By age: the first six are older than the cut.
-    assert_eq!(store.trim(10, 1000, recent).unwrap(), 4);
-    assert_eq!(store.first_retained(10).unwrap(), 7);
+    assert_eq!(store.log.trim(10, 1000, recent).unwrap(), 4);
+    assert_eq!(store.log.first_retained(10).unwrap(), 7);
     assert_eq!(seqs(&store, 0, 10), [7, 8, 9, 10]);
     // Never past the head, whatever the retention says.
-    assert_eq!(store.trim(8, 0, "2100-01-01T00:00:00Z".parse().unwrap()).unwrap(), 2);
-    assert_eq!(store.first_retained(10).unwrap(), 9);
+    assert_eq!(store.log.trim(8, 0, "2100-01-01T00:00:00Z".parse().unwrap()).unwrap(), 2);
+    assert_eq!(store.log.first_retained(10).unwrap(), 9);
     // The views do not depend on the log.
     drop(store);
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.load().unwrap(), model);
+    assert_eq!(load(&store), model);
 }
 
 #[test]
 fn log_entries_after_a_gap_are_dropped_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut model = store.load().unwrap();
+    let mut model = load(&store);
     create_tasks(&store, &mut model, 3, "2026-11-25T10:00:00Z", false);
     // As a crash could leave it: the views at 3, the log holding 4 (a batch that was
     // written but not acknowledged) and 6 (after a hole).
@@ -129,17 +129,17 @@ fn log_entries_after_a_gap_are_dropped_at_load() {
         apply(&mut ahead, &event);
         tail.push(Frame::of(&event));
     }
-    let h = store.handles().unwrap();
+    let h = store.db.handles().unwrap();
     h.log.insert(4u64.to_be_bytes(), encode_batch(&tail[..1])).unwrap();
     let mut six = tail[1].clone();
     six.seq = 6;
     h.log.insert(6u64.to_be_bytes(), encode_batch(&[six])).unwrap();
     drop(h);
-    store.sync().unwrap();
+    store.log.sync().unwrap();
     drop(store);
 
     let store = Store::open(dir.path()).unwrap();
-    let loaded = store.load().unwrap();
+    let loaded = load(&store);
     assert_eq!(loaded.head, 4, "the contiguous entry is kept, the one after the gap is not");
     assert_eq!(loaded.tasks.len(), 4);
     assert_eq!(seqs(&store, 0, 10).len(), 4);

@@ -11,17 +11,39 @@
 //! missing.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use muster_protocol::{Agent, ChatMessage, Event, EventKind, Seq, Task, TaskId};
 
-use super::db::{Store, StoreError, be, from_json, key_chat, to_json};
-use super::log::decode_batch;
+use super::db::{Db, StoreError, be, from_json, key_chat, to_json};
+use super::log::SledLog;
 use crate::core::{Channel, Model, actor, apply};
 
 /// How often agents that only acted (their `lastSeenAt` moved) are written (see
 /// `Checkpoint`). A second bounds the log replayed after a crash to a second of writes.
 const AGENTS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The views, in sled's trees.
+pub(crate) struct Views {
+    db: Arc<Db>,
+    /// Agents whose `lastSeenAt` moved since the last agents checkpoint.
+    seen: Mutex<Checkpoint>,
+}
+
+/// Agents that acted since the last checkpoint of the agents view.
+///
+/// Every write names its actor, so rewriting the actor's record with each batch would cost
+/// one more sled insert per write, only to move `lastSeenAt`. Instead those records are
+/// written at most every [`AGENTS_EVERY`], and `meta/agents` records the `seq` they are
+/// current at; after a crash, `load` re-applies the log from there (apply is idempotent),
+/// which restores every `lastSeenAt` exactly. The log is never trimmed past that `seq`.
+struct Checkpoint {
+    names: BTreeSet<String>,
+    at: Instant,
+    /// `seq` up to which the agents view is complete.
+    seq: Seq,
+}
 
 /// The entities a batch of events touched, each written once per batch.
 #[derive(Default)]
@@ -74,14 +96,27 @@ fn encode_views_meta(head: Seq, last_message: u64) -> [u8; 16] {
     v
 }
 
-impl Store {
-    /// Loads the model: the views, then the log entries after the `head` they include.
-    ///
-    /// A crash can leave log entries that were written but never acknowledged; they are
-    /// kept if they follow the head without a gap (a prefix of the last batch), and
-    /// anything after a gap is removed, so `seq` stays gap-free.
-    pub(crate) fn load(&self) -> Result<Model, StoreError> {
-        let h = self.handles()?;
+impl Views {
+    /// The views of `db`.
+    pub(crate) fn new(db: Arc<Db>) -> Views {
+        Views { db, seen: Mutex::new(Checkpoint { names: BTreeSet::new(), at: Instant::now(), seq: 0 }) }
+    }
+
+    fn lock_seen(&self) -> MutexGuard<'_, Checkpoint> {
+        // A poisoned lock only means a writer panicked; the set is still valid.
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `seq` up to which the agents view is complete: the log after it is still needed to
+    /// restore `lastSeenAt` after a crash, so it is not trimmed.
+    pub(crate) fn checkpointed(&self) -> Seq {
+        self.lock_seen().seq
+    }
+
+    /// Loads the model: the views, then the log's entries after the `head` they include
+    /// (see [`SledLog::tail`]).
+    pub(crate) fn load(&self, log: &SledLog) -> Result<Model, StoreError> {
+        let h = self.db.handles()?;
         let (head, last_message) = match h.meta.get("views")? {
             Some(v) if v.len() == 16 => (be(&v[..8]).unwrap_or(0), be(&v[8..]).unwrap_or(0)),
             _ => (0, 0),
@@ -99,27 +134,11 @@ impl Store {
         // Re-apply from the agents checkpoint (idempotent for what the views hold) to
         // restore `lastSeenAt`, and apply what the views do not hold yet.
         let agents_seq = h.meta.get("agents")?.and_then(|v| be(&v)).unwrap_or(0).min(head);
-        let mut expected = agents_seq + 1;
         let mut replayed = Vec::new();
-        let start = self.containing(expected)?;
-        for entry in h.log.range(start.to_be_bytes()..) {
-            let (k, v) = entry?;
-            let first = be(&k).unwrap_or(0);
-            if first > expected && expected <= head && first <= head + 1 {
-                // Trimmed before the checkpoint (retention): restore from what is left.
-                expected = first;
-            } else if first > expected {
-                tracing::warn!(first, expected, "log has a gap after a crash; dropping the unacknowledged tail");
-                h.log.remove(k)?;
-                continue;
-            }
-            let from = expected;
-            for frame in decode_batch(first, &v)?.into_iter().filter(|f| f.seq >= from) {
-                let event = frame.event().map_err(|e| StoreError::Corrupt { tree: "log", error: e.to_string() })?;
-                apply(&mut model, &event);
-                replayed.push(event);
-                expected += 1;
-            }
+        for frame in log.tail(agents_seq + 1, head)? {
+            let event = frame.event().map_err(|e| StoreError::Corrupt { tree: "log", error: e.to_string() })?;
+            apply(&mut model, &event);
+            replayed.push(event);
         }
         if !replayed.is_empty() {
             let new = replayed.iter().filter(|e| e.seq > head).count();
@@ -127,8 +146,7 @@ impl Store {
             self.write_views(&replayed, &model)?;
         }
         self.checkpoint_agents(&model, true)?;
-        self.flush_and_sync()?;
-        self.appended.store(model.head, Ordering::Release);
+        self.db.flush_and_sync()?;
         Ok(model)
     }
 
@@ -150,7 +168,7 @@ impl Store {
         idempotency: &[(String, Vec<u8>)],
         forget: &[String],
     ) -> Result<(), StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         for (key, record) in idempotency {
             h.idempotency.insert(key.as_bytes(), record.as_slice())?;
         }
@@ -160,15 +178,13 @@ impl Store {
         self.write_views(events, state)
     }
 
-    /// Undoes writes that were never made durable (their sync failed): removes their log
-    /// entries, messages and idempotency records, and restores every entity they touched
-    /// to its value in `before` (the state before the first of them). Best effort: it runs
-    /// when the disk is already failing.
+    /// Undoes view writes that were never made durable (their sync failed): removes their
+    /// messages and idempotency records, and restores every entity they touched to its
+    /// value in `before` (the model before the first of them). The log discards its own
+    /// part ([`super::Log::discard`]). Best effort: it runs when the disk is already
+    /// failing.
     pub(crate) fn revert(&self, events: &[Event], before: &Model, idempotency: &[String]) -> Result<(), StoreError> {
-        if let Some(first) = events.first() {
-            self.discard(first.seq)?;
-        }
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         for key in idempotency {
             h.idempotency.remove(key.as_bytes())?;
         }
@@ -196,7 +212,7 @@ impl Store {
     }
 
     fn write_views(&self, events: &[Event], state: &Model) -> Result<(), StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         let touched = Touched::of(events);
         for message in &touched.messages {
             let json = to_json(message);
@@ -216,7 +232,7 @@ impl Store {
     /// Writes the agents that acted since the last checkpoint, if one is due (or `force`),
     /// and records that the agents view is complete up to `state.head`.
     pub(super) fn checkpoint_agents(&self, state: &Model, force: bool) -> Result<(), StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         let mut seen = self.lock_seen();
         if !force && seen.at.elapsed() < AGENTS_EVERY {
             return Ok(());
@@ -235,7 +251,7 @@ impl Store {
 
     /// Writes the current value (or absence) in `state` of every touched entity.
     fn write_entities(&self, touched: &Touched<'_>, state: &Model) -> Result<(), StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         for id in &touched.tasks {
             match state.task(*id) {
                 Some(task) => h.tasks.insert(id.0.to_be_bytes(), to_json(&**task))?,
@@ -265,7 +281,7 @@ impl Store {
 
     /// Every recorded idempotency outcome.
     pub(crate) fn idempotency_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let h = self.handles()?;
+        let h = self.db.handles()?;
         h.idempotency
             .iter()
             .map(|e| e.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec())).map_err(StoreError::from))
@@ -275,6 +291,6 @@ impl Store {
     /// Writes the agents checkpoint, flushes and syncs everything (at shutdown).
     pub(crate) fn close(&self, state: &Model) -> Result<(), StoreError> {
         self.checkpoint_agents(state, true)?;
-        self.flush_and_sync()
+        self.db.flush_and_sync()
     }
 }

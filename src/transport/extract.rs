@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use muster_protocol::{ErrorCode, TaskId};
 use serde::de::DeserializeOwned;
 
+use super::response::HttpError;
 use super::state::AppState;
 use crate::api::{ApiError, Caller, IdempotencyKey};
 
@@ -74,26 +75,26 @@ fn field_at(path: &str, message: &str) -> String {
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
         let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::invalid("body", "is empty: send a JSON object"));
+            return Err(ApiError::invalid("body", "is empty: send a JSON object").into());
         }
-        parse_json(&bytes).map(JsonBody)
+        Ok(JsonBody(parse_json(&bytes)?))
     }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
         let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(T::default()));
         }
-        parse_json(&bytes).map(OptionalJsonBody)
+        Ok(OptionalJsonBody(parse_json(&bytes)?))
     }
 }
 
@@ -101,9 +102,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 pub(crate) struct Query<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, HttpError> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
         serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
@@ -113,7 +114,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
                 f if f == "body" => "query".to_owned(),
                 f => f,
             };
-            ApiError::invalid(field, message)
+            ApiError::invalid(field, message).into()
         })
     }
 }
@@ -126,14 +127,14 @@ fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
 pub(crate) struct AgentHeader(pub(crate) Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for AgentHeader {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, HttpError> {
         match parts.headers.get("x-agent") {
             None => Ok(AgentHeader(None)),
             Some(v) => match v.to_str() {
                 Ok(name) => Ok(AgentHeader(Some(name.trim().to_owned()))),
-                Err(_) => Err(ApiError::invalid("X-Agent", "must be visible ASCII")),
+                Err(_) => Err(ApiError::invalid("X-Agent", "must be visible ASCII").into()),
             },
         }
     }
@@ -157,9 +158,9 @@ impl AgentHeader {
 pub(crate) struct Idempotency(pub(crate) Option<IdempotencyKey>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, HttpError> {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(Idempotency(None));
         };
@@ -169,7 +170,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
             None => Err(ApiError::invalid(
                 "Idempotency-Key",
                 format!("must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-            )),
+            )
+            .into()),
         }
     }
 }
@@ -180,16 +182,19 @@ pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 }
 
 /// The caller, from `Authorization: Bearer <token>`: refused (401) at once where tokens
-/// are on and the token is missing or not issued.
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+/// are on and the token is missing or not issued. Every handler that reaches the broker
+/// takes one; a handler without it cannot call an operation.
+pub(crate) struct Auth(pub(crate) Caller);
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Auth, HttpError> {
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"))
             .and_then(|v| v.strip_prefix("Bearer "));
-        state.broker.authenticate(bearer)
+        Ok(Auth(state.broker.authenticate(bearer)?))
     }
 }

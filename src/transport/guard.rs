@@ -22,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use muster_protocol::ErrorCode;
 
+use super::response::HttpError;
 use super::state::AppState;
 use crate::api::ApiError;
 
@@ -37,7 +38,7 @@ fn hostname(authority: &str) -> String {
 }
 
 fn forbidden(message: String) -> Response {
-    ApiError::new(ErrorCode::Forbidden, message).into_response()
+    HttpError(ApiError::new(ErrorCode::Forbidden, message)).into_response()
 }
 
 /// Whether the request changes state (or opens the WebSocket, from which it can).

@@ -1,4 +1,4 @@
-//! Answers: an operation's reply as a JSON response, and [`ApiError`] as
+//! Answers: an operation's reply as a JSON response, and an [`ApiError`] ([`HttpError`]) as
 //! `{"error": {"code", "message", "field"?}}` with the status that goes with its code.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -26,13 +26,24 @@ pub(crate) fn status(code: ErrorCode) -> StatusCode {
     }
 }
 
-impl IntoResponse for ApiError {
+/// An operation's error as an HTTP response.
+#[derive(Debug)]
+pub(crate) struct HttpError(pub(crate) ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> HttpError {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = status(self.0.code);
+        let HttpError(ApiError(error)) = self;
+        let status = status(error.code);
         if status.is_server_error() {
-            tracing::warn!(code = self.0.code.as_str(), message = %self.0.message, "request failed");
+            tracing::warn!(code = error.code.as_str(), message = %error.message, "request failed");
         }
-        let body = serde_json::to_vec(&ErrorBody { error: self.0 }).unwrap_or_default();
+        let body = serde_json::to_vec(&ErrorBody { error }).unwrap_or_default();
         let mut response = json(status, Bytes::from(body));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));

@@ -9,11 +9,12 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::MAX_BODY;
+use super::extract::{Auth, MAX_BODY};
 use super::http::{chat, events, presence, system, tasks};
+use super::response::HttpError;
 use super::state::AppState;
 use super::{guard, sse, ws};
-use crate::api::{ApiError, Caller};
+use crate::api::ApiError;
 use crate::dashboard;
 
 #[derive(OpenApi)]
@@ -67,28 +68,29 @@ pub(crate) fn app(state: AppState) -> Router {
 
 async fn not_found(
     axum::extract::State(app): axum::extract::State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     uri: axum::http::Uri,
-) -> ApiError {
+) -> HttpError {
     if let Err(refused) = app.broker.check(&caller) {
-        return refused;
+        return refused.into();
     }
-    ApiError::not_found(format!("no route {}; GET /capabilities lists them", uri.path()))
+    ApiError::not_found(format!("no route {}; GET /capabilities lists them", uri.path())).into()
 }
 
 async fn method_not_allowed(
     axum::extract::State(app): axum::extract::State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     method: axum::http::Method,
     uri: axum::http::Uri,
-) -> ApiError {
+) -> HttpError {
     if let Err(refused) = app.broker.check(&caller) {
-        return refused;
+        return refused.into();
     }
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}; GET /capabilities lists the routes", uri.path()),
     )
+    .into()
 }
 
 async fn count_responses(

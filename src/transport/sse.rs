@@ -17,9 +17,11 @@ use muster_protocol::{ErrorCode, Seq};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::extract::Query;
+use super::extract::{Auth, Query};
+use super::response::HttpError;
 use super::state::AppState;
-use crate::api::{ApiError, Begin, Caller, Feed};
+use crate::api::feed::{Begin, Feed};
+use crate::api::{self, ApiError};
 use crate::hub::{Outbox, Subscription};
 
 /// Events read from the log per step of a replay.
@@ -48,10 +50,10 @@ pub(crate) struct StreamQuery {
 )]
 pub(crate) async fn stream(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let topics: Vec<String> = match q.topics.as_deref() {
         None | Some("") => vec!["*".to_owned()],
         Some(list) => list.split(',').map(str::to_owned).collect(),
@@ -66,14 +68,15 @@ pub(crate) async fn stream(
         None => q.since,
     };
     let Ok(permit) = Arc::clone(&app.connections).try_acquire_owned() else {
-        return Err(ApiError::new(ErrorCode::Unavailable, "too many connections; retry later"));
+        return Err(ApiError::new(ErrorCode::Unavailable, "too many connections; retry later").into());
     };
     let outbox = Outbox::new(app.config.outbox_bytes);
     let begin = match since {
         Some(since) => Begin::Resume { since, epoch: None },
         None => Begin::Live,
     };
-    let (subscription, feed, start) = app.broker.subscribe(&caller, outbox, &topics, begin, REPLAY_CHUNK).await?;
+    let (subscription, feed, start) =
+        api::feed::subscribe(&app.broker, &caller, outbox, &topics, begin, REPLAY_CHUNK).await?;
     let resync = start.resync.then(|| {
         let data = serde_json::json!({ "epoch": start.epoch, "head": start.head });
         SseEvent::default().event("resync").data(data.to_string())

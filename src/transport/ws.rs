@@ -25,8 +25,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::response::HttpError;
 use super::state::AppState;
-use crate::api::{self, ApiError, Broker, Ended, Feed, Opened, Reply as _};
+use crate::api::feed::{Ended, Feed};
+use crate::api::session::Opened;
+use crate::api::{self, ApiError, Broker, Reply as _};
 use crate::hub::{Outbox, Subscription};
 
 /// Read buffer per connection, allocated up front: tungstenite's default of 128 KiB would
@@ -95,7 +98,7 @@ impl Link {
 )]
 pub(crate) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
-        return ApiError::new(ErrorCode::Unavailable, "too many connections; retry later").into_response();
+        return HttpError(ApiError::new(ErrorCode::Unavailable, "too many connections; retry later")).into_response();
     };
     let tracker = state.sessions.clone();
     ws.read_buffer_size(READ_BUFFER)
@@ -112,7 +115,7 @@ struct Session {
     link: Arc<Link>,
     /// Set by `hello`: the api session (whose caller every request runs as) and the
     /// connection's place in the hub.
-    opened: Option<(Arc<api::Session>, Subscription)>,
+    opened: Option<(Arc<api::session::Session>, Subscription)>,
     in_flight: Arc<Semaphore>,
     bucket: Bucket,
 }
@@ -169,7 +172,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     if let Some(session) = session.and_then(Arc::into_inner) {
         // Presence goes offline now (if this was the agent's last session); its claims
         // wait out the grace.
-        s.state.broker.close_session(session).await;
+        api::session::close(&s.state.broker, session).await;
     }
     tracing::debug!(parent: &span, "connection closed");
 }
@@ -263,11 +266,11 @@ impl Session {
             }
             (_, None) => self.reply(Reply::error(Some(id), invalid("op", "send hello first"))),
             (Op::Subscribe(t), Some((session, subscription))) => {
-                let topics = broker.add_topics(session.caller(), subscription, &t.topics);
+                let topics = api::feed::add_topics(broker, session.caller(), subscription, &t.topics);
                 push_reply(&self.outbox, id, topics.map(|all| topics_json(&all)));
             }
             (Op::Unsubscribe(t), Some((session, subscription))) => {
-                let topics = broker.remove_topics(session.caller(), subscription, &t.topics);
+                let topics = api::feed::remove_topics(broker, session.caller(), subscription, &t.topics);
                 push_reply(&self.outbox, id, topics.map(|all| topics_json(&all)));
             }
             (op, Some((session, _))) => {
@@ -290,7 +293,7 @@ impl Session {
     /// `hello`: become present as the agent, subscribe, and have the writer send the
     /// welcome and what the client missed.
     async fn hello(&mut self, id: u64, hello: Hello, span: &tracing::Span) -> Result<(), ApiError> {
-        let opened = self.state.broker.hello(hello, Arc::clone(&self.outbox), REPLAY_CHUNK).await?;
+        let opened = api::session::hello(&self.state.broker, hello, Arc::clone(&self.outbox), REPLAY_CHUNK).await?;
         let Opened { session, subscription, feed, start } = opened;
         if let Some(agent) = session.agent() {
             span.record("agent", agent);
@@ -311,27 +314,27 @@ impl Session {
 
 /// Runs one operation for a session: every operation of the protocol but the three the
 /// connection itself handles (`hello`, `subscribe`, `unsubscribe`), each one line.
-async fn execute(broker: &Broker, session: &api::Session, op: Op) -> Result<Bytes, ApiError> {
+async fn execute(broker: &Broker, session: &api::session::Session, op: Op) -> Result<Bytes, ApiError> {
     let caller = session.caller();
     Ok(match op {
         Op::Hello(_) | Op::Subscribe(_) | Op::Unsubscribe(_) => {
             return Err(ApiError::invalid("op", "handled by the connection, not here"));
         }
-        Op::TaskCreate(args) => broker.create_task(caller, args, None).await?.to_json(),
-        Op::TaskUpdate(args) => broker.update_task(caller, args, None).await?.to_json(),
-        Op::TaskClaim(args) => broker.claim(caller, args, None).await?.to_json(),
-        Op::TaskRelease(args) => broker.release(caller, args, None).await?.to_json(),
-        Op::TaskComplete(args) => broker.complete(caller, args, None).await?.to_json(),
-        Op::TaskNext(args) => broker.next_task(caller, args, None).await?.to_json(),
-        Op::TaskGet(args) => broker.task(caller, args)?.to_json(),
-        Op::TaskList(args) => broker.tasks(caller, &args)?.to_json(),
-        Op::ChatPost(args) => broker.post(caller, args, None).await?.to_json(),
-        Op::ChatRead(args) => broker.messages(caller, args).await?.to_json(),
-        Op::ChatChannels(_) => broker.channels(caller)?.to_json(),
-        Op::InboxRead(args) => broker.inbox(caller, args).await?.to_json(),
-        Op::InboxAck(args) => broker.ack(caller, args, None).await?.to_json(),
-        Op::PresenceList(_) => broker.presence(caller)?.to_json(),
-        Op::PresenceSet(args) => broker.heartbeat(caller, args, None).await?.to_json(),
+        Op::TaskCreate(args) => api::tasks::create(broker, caller, args, None).await?.to_json(),
+        Op::TaskUpdate(args) => api::tasks::update(broker, caller, args, None).await?.to_json(),
+        Op::TaskClaim(args) => api::tasks::claim(broker, caller, args, None).await?.to_json(),
+        Op::TaskRelease(args) => api::tasks::release(broker, caller, args, None).await?.to_json(),
+        Op::TaskComplete(args) => api::tasks::complete(broker, caller, args, None).await?.to_json(),
+        Op::TaskNext(args) => api::tasks::next(broker, caller, args, None).await?.to_json(),
+        Op::TaskGet(args) => api::tasks::get(broker, caller, args)?.to_json(),
+        Op::TaskList(args) => api::tasks::list(broker, caller, &args)?.to_json(),
+        Op::ChatPost(args) => api::chat::post(broker, caller, args, None).await?.to_json(),
+        Op::ChatRead(args) => api::chat::read(broker, caller, args).await?.to_json(),
+        Op::ChatChannels(_) => api::chat::channels(broker, caller)?.to_json(),
+        Op::InboxRead(args) => api::chat::inbox(broker, caller, args).await?.to_json(),
+        Op::InboxAck(args) => api::chat::ack(broker, caller, args, None).await?.to_json(),
+        Op::PresenceList(_) => api::presence::list(broker, caller)?.to_json(),
+        Op::PresenceSet(args) => api::presence::heartbeat(broker, caller, args, None).await?.to_json(),
     })
 }
 

@@ -9,9 +9,9 @@ use muster_protocol::{
 };
 use serde::Deserialize;
 
-use crate::api::{ApiError, Caller};
-use crate::transport::extract::{Idempotency, JsonBody, OptionalJsonBody, Query};
-use crate::transport::response::{ok, written};
+use crate::api;
+use crate::transport::extract::{Auth, Idempotency, JsonBody, OptionalJsonBody, Query};
+use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
 
 /// Post a message. `@name` mentions and `to` land in those agents' inboxes.
@@ -23,11 +23,11 @@ use crate::transport::state::AppState;
 )]
 pub(crate) async fn post(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     idem: Idempotency,
     JsonBody(body): JsonBody<PostMessage>,
-) -> Result<Response, ApiError> {
-    Ok(written(StatusCode::CREATED, app.broker.post(&caller, body, idem.0).await?))
+) -> Result<Response, HttpError> {
+    Ok(written(StatusCode::CREATED, api::chat::post(&app.broker, &caller, body, idem.0).await?))
 }
 
 /// Which messages to read.
@@ -53,17 +53,17 @@ pub(crate) struct ListQuery {
 )]
 pub(crate) async fn list(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = ChatReadArgs { channel: q.channel, since: q.since, before: q.before, limit: q.limit };
-    Ok(ok(app.broker.messages(&caller, args).await?))
+    Ok(ok(api::chat::read(&app.broker, &caller, args).await?))
 }
 
 /// Channels with messages.
 #[utoipa::path(get, path = "/chat/channels", tag = "chat", responses((status = 200, body = ChannelList)))]
-pub(crate) async fn channels(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    Ok(ok(app.broker.channels(&caller)?))
+pub(crate) async fn channels(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
+    Ok(ok(api::chat::channels(&app.broker, &caller)?))
 }
 
 /// Which inbox entries to read.
@@ -87,12 +87,12 @@ pub(crate) struct InboxQuery {
 )]
 pub(crate) async fn inbox(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(agent): Path<String>,
     Query(q): Query<InboxQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = InboxReadArgs { agent: Some(agent), all: q.all, limit: q.limit };
-    Ok(ok(app.broker.inbox(&caller, args).await?))
+    Ok(ok(api::chat::inbox(&app.broker, &caller, args).await?))
 }
 
 /// Mark the inbox read up to `seq` (default: everything so far).
@@ -104,11 +104,11 @@ pub(crate) async fn inbox(
 )]
 pub(crate) async fn ack(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(agent): Path<String>,
     idem: Idempotency,
     OptionalJsonBody(ack): OptionalJsonBody<AckInbox>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = InboxAckArgs { agent: Some(agent), ack };
-    Ok(written(StatusCode::OK, app.broker.ack(&caller, args, idem.0).await?))
+    Ok(written(StatusCode::OK, api::chat::ack(&app.broker, &caller, args, idem.0).await?))
 }

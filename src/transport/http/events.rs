@@ -5,9 +5,10 @@ use axum::response::Response;
 use muster_protocol::{ErrorBody, EventPage, Seq};
 use serde::Deserialize;
 
-use crate::api::{ApiError, Caller, Poll};
-use crate::transport::extract::Query;
-use crate::transport::response::ok;
+use crate::api;
+use crate::api::events::Poll;
+use crate::transport::extract::{Auth, Query};
+use crate::transport::response::{HttpError, ok};
 use crate::transport::state::AppState;
 
 /// Which events, and how long to wait for them.
@@ -35,9 +36,9 @@ pub(crate) struct PollQuery {
 )]
 pub(crate) async fn poll(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Query(q): Query<PollQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let poll = Poll { since: q.since, topics: q.topics, wait: q.wait, limit: q.limit };
-    Ok(ok(app.broker.poll(&caller, poll).await?))
+    Ok(ok(api::events::poll(&app.broker, &caller, poll).await?))
 }

@@ -6,15 +6,15 @@ use axum::response::Response;
 use muster_protocol::ws::PresenceSetArgs;
 use muster_protocol::{ErrorBody, Heartbeat, PresenceEnvelope, PresenceList};
 
-use crate::api::{ApiError, Caller};
-use crate::transport::extract::{Idempotency, OptionalJsonBody};
-use crate::transport::response::{ok, written};
+use crate::api;
+use crate::transport::extract::{Auth, Idempotency, OptionalJsonBody};
+use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
 
 /// Every agent seen, by name, with its status as of now.
 #[utoipa::path(get, path = "/presence", tag = "presence", responses((status = 200, body = PresenceList)))]
-pub(crate) async fn list(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    Ok(ok(app.broker.presence(&caller)?))
+pub(crate) async fn list(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
+    Ok(ok(api::presence::list(&app.broker, &caller)?))
 }
 
 /// One agent.
@@ -25,10 +25,10 @@ pub(crate) async fn list(State(app): State<AppState>, caller: Caller) -> Result<
 )]
 pub(crate) async fn get(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(ok(app.broker.agent(&caller, &name)?))
+) -> Result<Response, HttpError> {
+    Ok(ok(api::presence::get(&app.broker, &caller, &name)?))
 }
 
 /// Heartbeat: the agent is here; optionally set its own status (`busy`; `active` clears
@@ -41,11 +41,11 @@ pub(crate) async fn get(
 )]
 pub(crate) async fn heartbeat(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(name): Path<String>,
     idem: Idempotency,
     OptionalJsonBody(heartbeat): OptionalJsonBody<Heartbeat>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = PresenceSetArgs { agent: Some(name), heartbeat };
-    Ok(written(StatusCode::OK, app.broker.heartbeat(&caller, args, idem.0).await?))
+    Ok(written(StatusCode::OK, api::presence::heartbeat(&app.broker, &caller, args, idem.0).await?))
 }

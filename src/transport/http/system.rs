@@ -6,22 +6,23 @@ use axum::response::{IntoResponse, Response};
 use muster_protocol::Health;
 use serde_json::json;
 
-use crate::api::{ApiError, Caller, MAX_WAIT};
+use crate::api::events::MAX_WAIT;
+use crate::api::{self, ApiError};
 use crate::core::rules;
-use crate::transport::extract::MAX_BODY;
-use crate::transport::response::ok;
+use crate::transport::extract::{Auth, MAX_BODY};
+use crate::transport::response::{HttpError, ok};
 use crate::transport::state::AppState;
 
 /// Liveness, version, epoch and head.
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health)))]
 pub(crate) async fn health(State(app): State<AppState>) -> Response {
-    ok(app.broker.health())
+    ok(api::system::health(&app.broker))
 }
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub(crate) async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    let mut response = app.broker.metrics(&caller)?.into_response();
+pub(crate) async fn metrics(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
+    let mut response = api::system::metrics(&app.broker, &caller)?.into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -30,7 +31,7 @@ pub(crate) async fn metrics(State(app): State<AppState>, caller: Caller) -> Resu
 
 /// What this broker can do: every route (generated from the router), the topics, the limits.
 #[utoipa::path(get, path = "/capabilities", tag = "system", responses((status = 200, description = "Routes, topics and limits")))]
-pub(crate) async fn capabilities(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
     app.broker.check(&caller)?;
     let mut routes = Vec::new();
     for (path, item) in &app.api.paths.paths {
@@ -74,7 +75,7 @@ pub(crate) async fn capabilities(State(app): State<AppState>, caller: Caller) ->
 
 /// This API as OpenAPI 3.1.
 #[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI document")))]
-pub(crate) async fn openapi(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub(crate) async fn openapi(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
     app.broker.check(&caller)?;
     Ok(json_value(&*app.api))
 }
@@ -82,6 +83,6 @@ pub(crate) async fn openapi(State(app): State<AppState>, caller: Caller) -> Resu
 fn json_value(value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => crate::transport::response::json(StatusCode::OK, body.into()),
-        Err(e) => ApiError::internal(e.to_string()).into_response(),
+        Err(e) => HttpError(ApiError::internal(e.to_string())).into_response(),
     }
 }

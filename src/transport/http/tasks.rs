@@ -10,9 +10,10 @@ use muster_protocol::{
 };
 use serde::Deserialize;
 
-use crate::api::{ApiError, Board, Caller};
-use crate::transport::extract::{AgentHeader, Idempotency, JsonBody, OptionalJsonBody, Query, task_id};
-use crate::transport::response::{json, ok, written};
+use crate::api::tasks::Board;
+use crate::api::{self, ApiError};
+use crate::transport::extract::{AgentHeader, Auth, Idempotency, JsonBody, OptionalJsonBody, Query, task_id};
+use crate::transport::response::{HttpError, json, ok, written};
 use crate::transport::state::AppState;
 
 /// Create a task.
@@ -31,13 +32,13 @@ use crate::transport::state::AppState;
 )]
 pub(crate) async fn create(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     agent: AgentHeader,
     idem: Idempotency,
     JsonBody(mut body): JsonBody<CreateTask>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     body.agent = agent.resolve("agent", body.agent.take())?;
-    let created = app.broker.create_task(&caller, body, idem.0).await?;
+    let created = api::tasks::create(&app.broker, &caller, body, idem.0).await?;
     let location = HeaderValue::from_str(&format!("/tasks/{}", created.value.task.id));
     let mut response = written(StatusCode::CREATED, created);
     if let Ok(location) = location {
@@ -73,10 +74,10 @@ pub(crate) struct ListQuery {
 )]
 pub(crate) async fn list(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let status = match &q.status {
         None => Vec::new(),
         Some(list) => list
@@ -92,9 +93,9 @@ pub(crate) async fn list(
     };
     let filter = ListArgs { status, assignee: q.assignee, priority: q.priority, tag: q.tag };
     if filter == ListArgs::default() {
-        return Ok(board(&app.broker.board(&caller)?, &headers));
+        return Ok(board(&api::tasks::board(&app.broker, &caller)?, &headers));
     }
-    Ok(ok(app.broker.tasks(&caller, &filter)?))
+    Ok(ok(api::tasks::list(&app.broker, &caller, &filter)?))
 }
 
 /// The whole board: serialized (and compressed) once per durable change, then shared by
@@ -141,10 +142,10 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 )]
 pub(crate) async fn get(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    Ok(ok(app.broker.task(&caller, TaskRef { task: task_id(&id)? })?))
+) -> Result<Response, HttpError> {
+    Ok(ok(api::tasks::get(&app.broker, &caller, TaskRef { task: task_id(&id)? })?))
 }
 
 /// Change fields of a task; a status change follows the claim rules.
@@ -164,15 +165,15 @@ pub(crate) async fn get(
 )]
 pub(crate) async fn update(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     agent: AgentHeader,
     idem: Idempotency,
     JsonBody(mut update): JsonBody<UpdateTask>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     update.agent = agent.resolve("agent", update.agent.take())?;
     let args = TaskUpdateArgs { task: task_id(&id)?, update };
-    Ok(written(StatusCode::OK, app.broker.update_task(&caller, args, idem.0).await?))
+    Ok(written(StatusCode::OK, api::tasks::update(&app.broker, &caller, args, idem.0).await?))
 }
 
 /// The task and the acting agent of a claim, release or completion.
@@ -194,14 +195,14 @@ fn action(id: &str, agent: AgentHeader, mut action: TaskAction) -> Result<TaskAc
 )]
 pub(crate) async fn claim(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = action(&id, agent, body)?;
-    Ok(written(StatusCode::OK, app.broker.claim(&caller, args, idem.0).await?))
+    Ok(written(StatusCode::OK, api::tasks::claim(&app.broker, &caller, args, idem.0).await?))
 }
 
 /// Release a claim; the task goes back to `todo`. `force` takes it from another owner.
@@ -213,14 +214,14 @@ pub(crate) async fn claim(
 )]
 pub(crate) async fn release(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = action(&id, agent, body)?;
-    Ok(written(StatusCode::OK, app.broker.release(&caller, args, idem.0).await?))
+    Ok(written(StatusCode::OK, api::tasks::release(&app.broker, &caller, args, idem.0).await?))
 }
 
 /// Complete a task (as its owner, or when nobody holds it).
@@ -232,14 +233,14 @@ pub(crate) async fn release(
 )]
 pub(crate) async fn complete(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     Path(id): Path<String>,
     agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = action(&id, agent, body)?;
-    Ok(written(StatusCode::OK, app.broker.complete(&caller, args, idem.0).await?))
+    Ok(written(StatusCode::OK, api::tasks::complete(&app.broker, &caller, args, idem.0).await?))
 }
 
 /// Who asks for the next task, and whether to claim it.
@@ -263,13 +264,13 @@ pub(crate) struct NextQuery {
 )]
 pub(crate) async fn next(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     agent: AgentHeader,
     idem: Idempotency,
     Query(q): Query<NextQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = NextArgs { agent: agent.resolve("agent", q.agent)?, claim: q.claim };
-    Ok(written(StatusCode::OK, app.broker.next_task(&caller, args, idem.0).await?))
+    Ok(written(StatusCode::OK, api::tasks::next(&app.broker, &caller, args, idem.0).await?))
 }
 
 /// Pick the next task for an agent and claim it atomically.
@@ -281,11 +282,11 @@ pub(crate) async fn next(
 )]
 pub(crate) async fn claim_next(
     State(app): State<AppState>,
-    caller: Caller,
+    Auth(caller): Auth,
     agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<NextTask>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let args = NextArgs { agent: agent.resolve("agent", body.agent)?, claim: true };
-    Ok(written(StatusCode::OK, app.broker.next_task(&caller, args, idem.0).await?))
+    Ok(written(StatusCode::OK, api::tasks::next(&app.broker, &caller, args, idem.0).await?))
 }
