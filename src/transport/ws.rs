@@ -92,7 +92,7 @@ impl Link {
     get, path = "/ws", tag = "events",
     responses(
         (status = 101, description = "Switching to the WebSocket protocol (see protocol/schema)"),
-        (status = 403, description = "A browser page from another origin (see http::guard)", body = muster_protocol::ErrorBody),
+        (status = 403, description = "A browser page from another origin (see transport::guard)", body = muster_protocol::ErrorBody),
         (status = 503, description = "Too many connections", body = muster_protocol::ErrorBody),
     )
 )]

@@ -144,8 +144,10 @@ pub struct Process {
     pub log: PathBuf,
 }
 
+/// The `muster` binary built with the tests, or `$MUSTER_BIN` (the load benchmark compares
+/// two builds that way).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_muster"))
+    std::env::var_os("MUSTER_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_muster")), PathBuf::from)
 }
 
 impl Process {
