@@ -3,8 +3,8 @@
 //! not compile, because the writer and the model are reachable only through methods that
 //! take one (`broker.rs`).
 //!
-//! Transports can make only two kinds, through [`Broker::authenticate`](super::Broker) and
-//! [`Broker::open_session`](super::Broker): an anonymous caller (no token) and an agent
+//! Transports can make only two kinds, through [`Broker::authenticate`](super::Broker::authenticate)
+//! and [`session::open`](super::session::open): an anonymous caller (no token) and an agent
 //! identity, proven by a token where tokens are on, or named by its WebSocket session where
 //! they are off. The system caller, for the broker's own timers and start-up, can be made
 //! only inside this module's parent.

@@ -1,7 +1,7 @@
 //! One feed for every transport that follows events (the WebSocket, SSE, long-poll):
 //! subscribe → replay → live, with no gap and no duplicate at the seam.
 //!
-//! [`Broker::subscribe`] subscribes an outbox in the hub and learns the `seq` where live
+//! [`subscribe`] subscribes an outbox in the hub and learns the `seq` where live
 //! delivery starts (the hub's head at that moment); the outbox is held paused. The
 //! [`Feed`] then hands out the logged events the subscriber missed, up to that `seq`, in
 //! chunks read from the log, and only then lets the outbox's live events (and whatever else

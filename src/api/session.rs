@@ -13,7 +13,7 @@ use crate::core::{Command, validate_agent};
 use crate::hub::{Outbox, Subscription};
 
 /// An open WebSocket session: its agent is present (and its claims held) until
-/// [`Broker::close_session`]. Only [`Broker::open_session`] makes one.
+/// [`close`]. Only [`open`] makes one.
 #[derive(Debug)]
 pub(crate) struct Session {
     caller: Caller,
@@ -34,7 +34,7 @@ impl Session {
 
 /// What `hello` opened.
 pub(crate) struct Opened {
-    /// The session (close it with [`Broker::close_session`]).
+    /// The session (close it with [`close`]).
     pub(crate) session: Session,
     /// The connection's place in the hub (dropping it unsubscribes).
     pub(crate) subscription: Subscription,
