@@ -7,7 +7,11 @@
 //! health check and the dashboard's static files, and a caller can act only as its own
 //! agent: a write naming another agent is refused (403), one naming nobody is done as the
 //! token's agent. The broker re-reads the file when it changes, so tokens added or removed
-//! while it runs take effect within a second.
+//! while it runs take effect within a second, open sessions of a revoked token included.
+//!
+//! Tokens, once on, stay on: after the broker has seen a token, a file that is emptied,
+//! deleted or unreadable does not open it up — every request is refused until the operator
+//! restarts it with an explicit choice.
 //!
 //! This module only keeps the file and answers "whose token is this?"; what a caller may do
 //! is decided by the api layer (`api::caller`).
@@ -19,11 +23,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 /// The file, in the data dir.
 pub const FILE: &str = "tokens.json";
-/// How often the broker looks at the file for changes.
-const RELOAD_EVERY: Duration = Duration::from_secs(1);
+/// How often the broker looks at the file for changes: a revoked token stops working (and
+/// its sessions close) within about this long.
+pub(crate) const RELOAD_EVERY: Duration = Duration::from_millis(500);
 
 /// One issued token, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +94,7 @@ fn read(data_dir: &Path) -> std::io::Result<TokenFile> {
 
 /// Writes the file whole (temp file + rename), readable by its owner only.
 fn write(data_dir: &Path, file: &TokenFile) -> std::io::Result<()> {
-    std::fs::create_dir_all(data_dir)?;
+    crate::config::create_data_dir(data_dir)?;
     let tmp = data_dir.join(format!("{FILE}.tmp"));
     let json = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
     {
@@ -107,6 +113,8 @@ fn write(data_dir: &Path, file: &TokenFile) -> std::io::Result<()> {
 /// Issues a token for `agent`; returns it (the only time it is seen).
 pub fn add(data_dir: &Path, agent: &str, human: bool) -> Result<String, String> {
     crate::core::validate_agent("NAME", agent).map_err(|e| e.to_string())?;
+    // Names are case-insensitive: the token acts as the one spelling.
+    let agent = &muster_protocol::names::canonical(agent);
     let mut bytes = [0u8; 24];
     rand::Rng::fill(&mut rand::rng(), &mut bytes);
     let token = format!("mst_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
@@ -120,7 +128,7 @@ pub fn add(data_dir: &Path, agent: &str, human: bool) -> Result<String, String> 
 pub fn remove(data_dir: &Path, agent: &str) -> Result<usize, String> {
     let mut file = read(data_dir).map_err(|e| e.to_string())?;
     let before = file.tokens.len();
-    file.tokens.retain(|t| t.agent != agent);
+    file.tokens.retain(|t| !t.agent.eq_ignore_ascii_case(agent));
     write(data_dir, &file).map_err(|e| e.to_string())?;
     Ok(before - file.tokens.len())
 }
@@ -130,16 +138,35 @@ pub fn list(data_dir: &Path) -> Result<Vec<Stored>, String> {
     read(data_dir).map(|f| f.tokens).map_err(|e| e.to_string())
 }
 
+fn modified(data_dir: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path(data_dir)).and_then(|m| m.modified()).ok()
+}
+
+fn by_hash(file: TokenFile) -> HashMap<String, Identity> {
+    file.tokens
+        .into_iter()
+        .map(|t| {
+            let agent = muster_protocol::names::canonical(&t.agent);
+            (t.sha256.clone(), Identity { agent, human: t.human, digest: t.sha256 })
+        })
+        .collect()
+}
+
 /// The broker's view of the token file, re-read when it changes.
 pub struct Tokens {
     data_dir: PathBuf,
     loaded: Mutex<Loaded>,
+    /// Bumped whenever the issued tokens change: open sessions check theirs again.
+    changes: watch::Sender<u64>,
 }
 
 struct Loaded {
     modified: Option<SystemTime>,
     checked: Instant,
     by_hash: HashMap<String, Identity>,
+    /// Tokens were on and the file was emptied, removed or became unreadable: everyone is
+    /// refused until a restart.
+    locked: bool,
 }
 
 impl Tokens {
@@ -147,9 +174,17 @@ impl Tokens {
     pub fn open(data_dir: &Path) -> std::io::Result<Tokens> {
         let tokens = Tokens {
             data_dir: data_dir.to_owned(),
-            loaded: Mutex::new(Loaded { modified: None, checked: Instant::now(), by_hash: HashMap::new() }),
+            loaded: Mutex::new(Loaded {
+                modified: None,
+                checked: Instant::now(),
+                by_hash: HashMap::new(),
+                locked: false,
+            }),
+            changes: watch::channel(0).0,
         };
-        tokens.reload(&mut tokens.lock())?;
+        let file = read(data_dir)?;
+        tokens.lock().by_hash = by_hash(file);
+        tokens.lock().modified = modified(data_dir);
         Ok(tokens)
     }
 
@@ -158,35 +193,67 @@ impl Tokens {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn reload(&self, loaded: &mut Loaded) -> std::io::Result<()> {
-        let modified = std::fs::metadata(path(&self.data_dir)).and_then(|m| m.modified()).ok();
-        if modified != loaded.modified || loaded.modified.is_none() {
-            let file = read(&self.data_dir)?;
-            loaded.by_hash = file
-                .tokens
-                .into_iter()
-                .map(|t| (t.sha256.clone(), Identity { agent: t.agent, human: t.human, digest: t.sha256 }))
-                .collect();
-            loaded.modified = modified;
-        }
+    /// Re-reads the file if it changed. Tokens that were on stay on: an empty, missing or
+    /// unreadable file locks the broker instead.
+    fn reload(&self, loaded: &mut Loaded) {
         loaded.checked = Instant::now();
-        Ok(())
+        let modified = modified(&self.data_dir);
+        if modified == loaded.modified && modified.is_some() {
+            return;
+        }
+        loaded.modified = modified;
+        let was_on = !loaded.by_hash.is_empty() || loaded.locked;
+        let now = match read(&self.data_dir) {
+            Ok(file) => by_hash(file),
+            Err(error) => {
+                tracing::error!(%error, "cannot read the token file");
+                HashMap::new()
+            }
+        };
+        if now.is_empty() && was_on {
+            if !loaded.locked {
+                tracing::error!(
+                    "the token file is empty, missing or unreadable, and tokens were on: every request is refused \
+                     until the broker is restarted"
+                );
+            }
+            loaded.locked = true;
+        }
+        if now != loaded.by_hash {
+            loaded.by_hash = now;
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 
     fn fresh(&self) -> std::sync::MutexGuard<'_, Loaded> {
         let mut loaded = self.lock();
-        if loaded.checked.elapsed() >= RELOAD_EVERY
-            && let Err(error) = self.reload(&mut loaded)
-        {
-            // Keep the tokens we had rather than open the broker up.
-            tracing::error!(%error, "cannot re-read the token file; keeping the tokens loaded before");
+        if loaded.checked.elapsed() >= RELOAD_EVERY {
+            self.reload(&mut loaded);
         }
         loaded
     }
 
-    /// Whether tokens are required (at least one is issued).
+    /// Looks at the file now if it is time (the broker's timers call this, so that a
+    /// revocation is noticed without a request).
+    pub(crate) fn refresh(&self) {
+        drop(self.fresh());
+    }
+
+    /// A receiver that wakes whenever the issued tokens change.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether tokens are required (at least one is issued, or tokens were on and the file
+    /// went away).
     pub fn enabled(&self) -> bool {
-        !self.fresh().by_hash.is_empty()
+        let loaded = self.fresh();
+        !loaded.by_hash.is_empty() || loaded.locked
+    }
+
+    /// Whether tokens were on and the file was emptied, removed or became unreadable.
+    pub(crate) fn locked(&self) -> bool {
+        self.fresh().locked
     }
 
     /// Who `token` belongs to, if anyone.

@@ -108,6 +108,29 @@ pub struct Config {
     #[serde(default = "default_max_frames_per_second")]
     pub max_frames_per_second: u32,
 
+    /// HTTP connections that are not (yet) a WebSocket or an event stream; at the limit, a
+    /// new one closes the oldest idle one.
+    #[arg(long, env = "MUSTER_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    #[serde(default = "default_max_http_connections")]
+    pub max_http_connections: usize,
+
+    /// A request must send its headers within this time; an idle keep-alive connection
+    /// closes after it too.
+    #[arg(long, env = "MUSTER_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", default = "default_header_timeout")]
+    pub header_timeout: Duration,
+
+    /// A request must send its body within this time (else 408).
+    #[arg(long, env = "MUSTER_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde", default = "default_body_timeout")]
+    pub body_timeout: Duration,
+
+    /// `Idempotency-Key`s remembered (the newest; each for 24 hours at most): a retry with
+    /// an older key runs again.
+    #[arg(long, env = "MUSTER_IDEMPOTENCY_KEYS", default_value_t = 10_000)]
+    #[serde(default = "default_idempotency_keys")]
+    pub idempotency_keys: usize,
+
     /// Allow listening on a non-loopback address without tokens (anyone who can reach it
     /// can act as any agent).
     #[arg(long)]
@@ -121,6 +144,22 @@ fn default_max_frames_per_second() -> u32 {
 
 fn default_min_free_mb() -> u64 {
     32
+}
+
+fn default_idempotency_keys() -> usize {
+    10_000
+}
+
+fn default_max_http_connections() -> usize {
+    1024
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The settings operations need.
@@ -138,6 +177,36 @@ pub(crate) struct Limits {
 pub(crate) fn is_origin(s: &str) -> bool {
     let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
     rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '*', '?', '#', ' ']))
+}
+
+/// Creates the data dir readable by its owner only (0700; its parents as usual): it holds
+/// every task and message, and the token hashes. An existing dir that other users can read
+/// is left as it is, with a warning.
+pub(crate) fn create_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        "data dir {} can be read by other users (mode {mode:o}); chmod 700 it",
+                        dir.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `~/.local/share/muster` on Linux, the equivalent elsewhere; `./muster-data` if the
@@ -168,6 +237,10 @@ impl Config {
             allow_origins: Vec::new(),
             min_free_mb: default_min_free_mb(),
             max_frames_per_second: default_max_frames_per_second(),
+            idempotency_keys: default_idempotency_keys(),
+            max_http_connections: default_max_http_connections(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
             insecure: false,
         }
     }
@@ -211,6 +284,12 @@ impl Config {
         }
         if self.retain_events == 0 {
             return Err("--retain-events must be at least 1".into());
+        }
+        if self.max_http_connections == 0 || self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err("--max-http-connections, --header-timeout and --body-timeout must be more than zero".into());
+        }
+        if self.idempotency_keys == 0 {
+            return Err("--idempotency-keys must be at least 1".into());
         }
         Ok(())
     }

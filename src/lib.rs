@@ -105,9 +105,15 @@ pub async fn serve(
         .map_err(|e| ServeError::Store(e.to_string()))?;
     let store = Arc::new(store);
     let metrics = Arc::new(Metrics::default());
-    let (sequencer, writer, reader) =
-        Sequencer::new(&store, config.policy(), clock.clone(), config.min_free_mb << 20, Arc::clone(&metrics))
-            .map_err(|e| ServeError::Store(e.to_string()))?;
+    let (sequencer, writer, reader) = Sequencer::new(
+        &store,
+        config.policy(),
+        clock.clone(),
+        config.min_free_mb << 20,
+        config.idempotency_keys,
+        Arc::clone(&metrics),
+    )
+    .map_err(|e| ServeError::Store(e.to_string()))?;
     let snapshot = reader.snapshot();
     tracing::info!(
         head = snapshot.model.head,
@@ -145,6 +151,12 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
     served.map_err(ServeError::from)
+}
+
+/// Binds the broker's address with a deep listen backlog (a burst of connects is queued,
+/// not dropped) and `SO_REUSEADDR`. `muster serve` binds with it.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    transport::listen::bind(addr)
 }
 
 /// Refuses to listen beyond loopback without tokens, unless `--insecure`: anyone who can

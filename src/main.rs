@@ -104,7 +104,7 @@ fn serve(config: Config) -> ExitCode {
             eprintln!("muster: {e}");
             return ExitCode::FAILURE;
         }
-        let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        let listener = match muster::listen(config.addr) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 eprintln!(

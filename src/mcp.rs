@@ -25,6 +25,8 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Runs the MCP server on stdin/stdout until the client closes it.
 pub async fn serve(url: String, agent: String, token: Option<muster_client::protocol::ws::Secret>) -> ExitCode {
+    // Names are case-insensitive; the broker writes them in lowercase, and so do we.
+    let agent = muster_client::protocol::names::canonical(&agent);
     let mut options = Options::new(url.clone()).agent(agent.clone()).topics([format!("inbox:{agent}")]);
     options.token = token;
     // The session's events are not read here: `wait_for` listens to them itself.

@@ -54,6 +54,8 @@ pub(crate) struct Metrics {
     pub(crate) commands_failed: AtomicU64,
     /// Requests answered from an idempotency record.
     pub(crate) idempotent_replays: AtomicU64,
+    /// `Idempotency-Key`s remembered now.
+    pub(crate) idempotency_keys: AtomicU64,
     /// Events appended.
     pub(crate) events: AtomicU64,
     /// Batches committed.
@@ -95,6 +97,12 @@ impl Metrics {
             "Requests answered from an idempotency record.",
             "",
             self.idempotent_replays.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP muster_idempotency_keys Idempotency-Keys remembered.\n# TYPE muster_idempotency_keys gauge\n\
+             muster_idempotency_keys {}",
+            self.idempotency_keys.load(Relaxed)
         );
         counter(&mut out, "muster_events_total", "Events appended to the log.", "", self.events.load(Relaxed));
         counter(

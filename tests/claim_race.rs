@@ -93,7 +93,11 @@ async fn next_with_claim_never_hands_one_task_to_two_agents() {
             loop {
                 // Half the agents use GET ...&claim=true, half POST /tasks/next.
                 let r = if a % 2 == 0 {
-                    http.get(format!("{base}/tasks/next?agent={agent}&claim=true")).send().await.unwrap()
+                    http.get(format!("{base}/tasks/next?agent={agent}&claim=true"))
+                        .header("X-Agent", &agent)
+                        .send()
+                        .await
+                        .unwrap()
                 } else {
                     http.post(format!("{base}/tasks/next"))
                         .body(json!({"agent": agent}).to_string())

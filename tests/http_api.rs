@@ -291,11 +291,15 @@ async fn next_peeks_with_get_and_claims_only_when_asked() {
     assert_eq!(peek["task"]["id"], "T-2");
     assert_eq!(peek["task"]["status"], "todo", "a GET without claim=true changes nothing");
 
-    let (status, claimed) = s.get("/tasks/next?agent=link&claim=true").await;
+    // The GET that claims needs an X-Agent header (no web page of another site can send one).
+    let claim = |http: &reqwest::Client| http.get(s.url("/tasks/next?agent=link&claim=true")).header("X-Agent", "link");
+    let (status, refused) = s.get("/tasks/next?agent=link&claim=true").await;
+    assert_eq!((status, refused["error"]["field"].as_str()), (403, Some("X-Agent")), "{refused}");
+    let (status, claimed) = split(claim(&s.http).send().await.unwrap()).await;
     assert_eq!((status, claimed["task"]["id"].as_str()), (200, Some("T-2")));
     assert_eq!(claimed["task"]["claim"]["agent"], "link");
     // A retry gets the same task back, not a second one.
-    let (_, retry) = s.get("/tasks/next?agent=link&claim=true").await;
+    let (_, retry) = split(claim(&s.http).send().await.unwrap()).await;
     assert_eq!(retry["task"]["id"], "T-2");
 
     let r = s.http.post(s.url("/tasks/next")).header("X-Agent", "zelda").send().await.unwrap();

@@ -181,12 +181,23 @@
  */
 
 /**
+ * Emitted when the broker ended the session because its token was revoked (close code
+ * 4003): the client is closed for good; a new token is needed.
+ * @typedef {object} RevokedInfo
+ * @property {string} reason What the broker said.
+ */
+
+/**
  * @typedef {object} EventMap
  * @property {MusterEvent} event
  * @property {Status} status
  * @property {WelcomeInfo} welcome
  * @property {ResyncInfo} resync
+ * @property {RevokedInfo} revoked
  */
+
+/** Close code: the session's token was revoked. Final: no reconnection. */
+const CLOSE_REVOKED = 4003;
 
 /** First and longest wait between reconnection attempts, in ms. */
 const BACKOFF_MIN = 100;
@@ -246,7 +257,8 @@ export function parseTopic(topic) {
     return `task:T-${number}`;
   }
   if (kind === 'chat' && CHANNEL_NAME.test(rest)) return topic;
-  if (kind === 'inbox' && AGENT_NAME.test(rest)) return topic;
+  // Agent names are case-insensitive: one spelling, lowercase.
+  if (kind === 'inbox' && AGENT_NAME.test(rest)) return `inbox:${rest.toLowerCase()}`;
   throw bad();
 }
 
@@ -321,7 +333,7 @@ export class MusterClient {
   /** Topics sent in every hello; follows subscribe/unsubscribe. @type {string[]} */
   #topics;
   /** @type {{[K in keyof EventMap]: Set<(value: EventMap[K]) => void>}} */
-  #listeners = { event: new Set(), status: new Set(), welcome: new Set(), resync: new Set() };
+  #listeners = { event: new Set(), status: new Set(), welcome: new Set(), resync: new Set(), revoked: new Set() };
   /** Calls sent on the current connection, waiting for their reply, by id.
    * @type {Map<number, {resolve: (data: any) => void, reject: (error: MusterError) => void}>} */
   #pending = new Map();
@@ -409,7 +421,8 @@ export class MusterClient {
   }
 
   /**
-   * Listens to `event` (each event once, in `seq` order), `status`, `welcome` or `resync`.
+   * Listens to `event` (each event once, in `seq` order), `status`, `welcome`, `resync` or
+   * `revoked`.
    * @template {keyof EventMap} K
    * @param {K} name
    * @param {(value: EventMap[K]) => void} fn
@@ -503,7 +516,8 @@ export class MusterClient {
     socket.onerror = (event) => this.#lost(socket, /** @type {any} */ (event).message || 'connection error');
     socket.onclose = (event) => {
       const reason = event.reason ? `closed ${event.code}: ${event.reason}` : `closed ${event.code}`;
-      this.#lost(socket, reason);
+      if (event.code === CLOSE_REVOKED) this.#revoked(socket, reason);
+      else this.#lost(socket, reason);
     };
   }
 
@@ -593,6 +607,21 @@ export class MusterClient {
     const delay = Math.min(this.#backoff * (0.75 + Math.random() / 2), BACKOFF_MAX);
     this.#backoff = Math.min(this.#backoff * 2, BACKOFF_MAX);
     this.#timer = setTimeout(() => this.#connect(), delay);
+  }
+
+  /**
+   * The broker revoked the session's token: fail its calls, close for good, say so.
+   * @param {WebSocket} socket
+   * @param {string} reason
+   */
+  #revoked(socket, reason) {
+    if (socket !== this.#socket || this.#status === 'closed') return;
+    clearTimeout(this.#timer);
+    this.#socket = null;
+    this.#detach(socket);
+    this.#failPending('unauthorized', `the broker revoked this session's token (${reason})`);
+    this.#setStatus('closed');
+    this.#emit('revoked', { reason });
   }
 
   /**

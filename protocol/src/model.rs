@@ -486,6 +486,8 @@ pub enum ErrorCode {
     StaleClaim,
     /// 409: the task waits on unfinished tasks (`blockedBy`).
     Blocked,
+    /// 408: the request's body did not arrive in time.
+    RequestTimeout,
     /// 413: the body is larger than the limit.
     TooLarge,
     /// 422: the status change is not allowed from the current status.
@@ -516,6 +518,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::StaleClaim => "stale_claim",
             ErrorCode::Blocked => "blocked",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::IdempotencyMismatch => "idempotency_mismatch",

@@ -1,5 +1,9 @@
 //! The grammar of names on the wire: agents and channels. The broker refuses a name that does
 //! not follow it, and a topic or a mention is read with the same rules.
+//!
+//! Agent names are case-insensitive: `LINK` and `link` are one agent, always written in
+//! its [`canonical`] spelling, lowercase. Names are ASCII, so no two spellings of other
+//! scripts can pass for one another (`lіnk` with a Cyrillic `і` is not a name at all).
 
 /// Longest agent name, in bytes (names are ASCII).
 pub const MAX_AGENT: usize = 64;
@@ -25,6 +29,11 @@ pub fn is_agent(name: &str) -> bool {
         && name.chars().all(is_name_char)
         && name.starts_with(is_name_edge)
         && name.ends_with(is_name_edge)
+}
+
+/// The one spelling of an agent name: ASCII lowercase (`LINK` is `link`).
+pub fn canonical(name: &str) -> String {
+    name.to_ascii_lowercase()
 }
 
 /// Checks an agent name; the error says what a name may be.

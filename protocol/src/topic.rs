@@ -2,8 +2,8 @@
 //! ([`EventKind::topics`]); a subscriber to one of them (or to `*`) receives it.
 //!
 //! On the wire a topic is a string: `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`,
-//! `presence`, `inbox:<agent>`. Parsing normalizes it (`task:12` is `task:T-12`), so two
-//! spellings of one topic are one subscription. The cases every client must agree on are in
+//! `presence`, `inbox:<agent>`. Parsing normalizes it (`task:12` is `task:T-12`,
+//! `inbox:LINK` is `inbox:link`), so two spellings of one topic are one subscription. The cases every client must agree on are in
 //! `protocol/examples/topics.json`.
 
 use std::fmt;
@@ -63,7 +63,7 @@ impl FromStr for Topic {
             }
             Some(("inbox", agent)) => {
                 names::check_agent(agent).map_err(|e| ParseTopicError(format!("agent: {e}")))?;
-                Some(Topic::Inbox(agent.to_owned()))
+                Some(Topic::Inbox(names::canonical(agent)))
             }
             Some(_) => None,
         };

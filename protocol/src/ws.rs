@@ -31,6 +31,12 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the client kept sending frames past the rate limit (standard "policy
 /// violation").
 pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: a text frame that is not UTF-8 (standard "invalid frame payload data", as
+/// RFC 6455 asks).
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Close code: the token this session proved its agent with was revoked. Final: reconnecting
+/// with the same token cannot succeed, and clients do not retry.
+pub const CLOSE_REVOKED: u16 = 4003;
 
 /// A client request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

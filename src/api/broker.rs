@@ -89,6 +89,9 @@ impl Broker {
         if !self.tokens.enabled() {
             return Ok(Caller::anonymous());
         }
+        if self.tokens.locked() {
+            return Err(locked());
+        }
         match token.map(str::trim) {
             Some(token) => self
                 .tokens
@@ -108,9 +111,16 @@ impl Broker {
         }
         match caller.identity() {
             Some(identity) if self.tokens.holds(identity) => Ok(()),
+            Some(_) if self.tokens.locked() => Err(locked()),
             Some(_) => Err(ApiError::unauthorized("the token was revoked")),
             None => Err(unauthenticated()),
         }
+    }
+
+    /// A receiver that wakes whenever the issued tokens change: a session checks its caller
+    /// again then (a revoked token's session is closed).
+    pub(crate) fn token_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tokens.changes()
     }
 
     /// The model as of the last durable batch, for `caller`.
@@ -128,6 +138,7 @@ impl Broker {
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Written<crate::core::Reply>, ApiError> {
         self.check(caller)?;
+        cmd.canonicalize();
         caller.bind(&mut cmd)?;
         let committed = self.writer.submit(cmd, idempotency).await?;
         Ok(Written { value: committed.reply, replayed: committed.replayed })
@@ -184,6 +195,13 @@ impl Broker {
     pub(crate) async fn stop(&self) {
         self.writer.stop().await;
     }
+}
+
+fn locked() -> ApiError {
+    ApiError::unauthorized(
+        "tokens were on and the token file is now empty, missing or unreadable: every request is refused until \
+         the broker is restarted (issue tokens with muster token add NAME, or remove tokens.json, then restart)",
+    )
 }
 
 fn unauthenticated() -> ApiError {

@@ -10,8 +10,10 @@
 //! only inside this module's parent.
 
 use muster_protocol::ErrorCode;
+use muster_protocol::names::canonical;
 
 use super::error::ApiError;
+
 use crate::auth::Identity;
 use crate::core::{Command, validate_agent};
 
@@ -77,6 +79,7 @@ impl Caller {
     /// the one named, else [`Caller::agent`]; checked.
     pub(super) fn named(&self, named: Option<String>) -> Result<String, ApiError> {
         let agent = named
+            .map(|n| canonical(&n))
             .or_else(|| self.agent().map(str::to_owned))
             .ok_or_else(|| ApiError::invalid("agent", "is required: say hello as an agent, or name it"))?;
         validate_agent("agent", &agent)?;
@@ -86,7 +89,7 @@ impl Caller {
     /// The agent a request acts as: the one it names, else [`Caller::agent`]. With a token,
     /// naming another agent is refused.
     pub(super) fn act_as(&self, named: Option<String>) -> Result<Option<String>, ApiError> {
-        match (named, &self.0) {
+        match (named.map(|n| canonical(&n)), &self.0) {
             (Some(named), Who::Token(identity)) if named != identity.agent => {
                 Err(impersonation(&identity.agent, &named))
             }

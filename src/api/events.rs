@@ -59,6 +59,7 @@ pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result
     let truncated = since < start.head && since + 1 < start.first;
     let mut events: Vec<Bytes> = Vec::new();
     let mut head = start.head;
+    let mut tokens = broker.token_changes();
     loop {
         // Read the head first: every matching event up to it is in the outbox (or the
         // replay) by the time it is taken below.
@@ -82,6 +83,8 @@ pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result
             () = feed.ready() => {}
             () = tokio::time::sleep_until(deadline) => {}
             () = broker.shutdown.cancelled() => break,
+            // A revoked token's poll ends now, refused.
+            Ok(()) = tokens.changed() => broker.check(caller)?,
         }
     }
     events.truncate(limit);

@@ -20,6 +20,7 @@ pub(crate) fn list(broker: &Broker, caller: &Caller) -> Result<PresenceList, Api
 /// One agent, as of now.
 pub(crate) fn get(broker: &Broker, caller: &Caller, name: &str) -> Result<PresenceEnvelope, ApiError> {
     validate_agent("agent", name)?;
+    let name = &muster_protocol::names::canonical(name);
     let snapshot = broker.read(caller)?;
     match snapshot.model.agents.get(name) {
         Some(agent) => Ok(PresenceEnvelope { agent: view(broker, caller, agent)? }),

@@ -80,6 +80,7 @@ pub(crate) async fn open(
     human: bool,
 ) -> Result<Session, ApiError> {
     broker.check(&caller)?;
+    let agent = agent.map(|a| muster_protocol::names::canonical(&a));
     let mut human = human;
     if let Some(identity) = caller.identity() {
         if let Some(agent) = agent.as_ref().filter(|a| **a != identity.agent) {
@@ -88,6 +89,16 @@ pub(crate) async fn open(
                 format!("your token is {}'s: you may not act as {agent}", identity.agent),
             ));
         }
+        if human && !identity.human {
+            return Err(ApiError::forbidden(
+                "human",
+                format!(
+                    "{}'s token is an agent's: only a token issued with --human opens a person's session",
+                    identity.agent
+                ),
+            ));
+        }
+        // A person's token makes a named session a person's; unnamed, it stays an observer.
         human |= identity.human && agent.is_some();
     }
     if human && agent.is_none() {

@@ -153,6 +153,7 @@ pub(crate) fn list(broker: &Broker, caller: &Caller, filter: &ListArgs) -> Resul
     if *filter == ListArgs::default() {
         return Ok(Json::from_bytes(board(broker, caller)?.json()));
     }
+    let assignee = filter.assignee.as_deref().map(muster_protocol::names::canonical);
     let snapshot = broker.read(caller)?;
     let tasks = snapshot
         .model
@@ -160,7 +161,7 @@ pub(crate) fn list(broker: &Broker, caller: &Caller, filter: &ListArgs) -> Resul
         .values()
         .map(|t| &**t)
         .filter(|t| filter.status.is_empty() || filter.status.contains(&t.status))
-        .filter(|t| filter.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
+        .filter(|t| assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
         .filter(|t| filter.priority.is_none_or(|p| t.priority == p))
         .filter(|t| filter.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
         .collect();

@@ -19,17 +19,22 @@ pub(crate) async fn reset_sessions(broker: &Broker) -> Result<(), ApiError> {
 }
 
 /// Runs the timers until the broker stops: a `Tick` every `every` (and whenever a
-/// manual clock is moved), and the log's retention once a minute.
+/// manual clock is moved), the log's retention once a minute, and a look at the token file
+/// twice a second.
 pub(crate) async fn run(broker: Arc<Broker>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retention = tokio::time::interval(RETENTION_EVERY);
+    let mut tokens = tokio::time::interval(crate::auth::RELOAD_EVERY);
     let mut moves = broker.clock.moves();
     loop {
         tokio::select! {
             _ = ticks.tick() => tick(&broker).await,
             () = moves.next() => tick(&broker).await,
             _ = retention.tick() => trim(&broker).await,
+            // Re-read the token file even when no request comes: sessions of a revoked
+            // token are closed by the change.
+            _ = tokens.tick() => broker.tokens.refresh(),
             () = broker.shutdown.cancelled() => return,
         }
     }

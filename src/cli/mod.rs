@@ -311,15 +311,17 @@ impl From<Error> for Failure {
                     | ErrorCode::IdempotencyMismatch
                     | ErrorCode::TooLarge
                     | ErrorCode::MethodNotAllowed => Exit::Invalid,
-                    ErrorCode::Unavailable | ErrorCode::InsufficientStorage | ErrorCode::RateLimited => {
-                        Exit::Unavailable
-                    }
+                    ErrorCode::Unavailable
+                    | ErrorCode::InsufficientStorage
+                    | ErrorCode::RateLimited
+                    | ErrorCode::RequestTimeout => Exit::Unavailable,
                     ErrorCode::Internal => Exit::Failed,
                     ErrorCode::Unauthorized | ErrorCode::Forbidden => Exit::NotAllowed,
                 };
                 Failure { exit, message: info.message, code: Some(info.code) }
             }
             Error::Disconnected | Error::Closed => Failure::new(Exit::Unavailable, e.to_string()),
+            Error::Revoked(_) => Failure::new(Exit::NotAllowed, e.to_string()),
             Error::Protocol(_) => Failure::new(Exit::Failed, e.to_string()),
         }
     }
@@ -354,6 +356,19 @@ fn topic(raw: &str) -> Result<Topic, Failure> {
 
 fn require_agent(global: &Global) -> Result<String, Failure> {
     global.agent.clone().ok_or_else(|| Failure::new(Exit::Invalid, "name yourself: --as NAME or MUSTER_AGENT=NAME"))
+}
+
+/// The agent a write acts as: `--as`, or, with a token and no `--as`, the token's agent
+/// (the broker fills it in).
+fn acting(global: &Global) -> Result<Option<String>, Failure> {
+    match (&global.agent, &global.token) {
+        (Some(agent), _) => Ok(Some(agent.clone())),
+        (None, Some(_)) => Ok(None),
+        (None, None) => Err(Failure::new(
+            Exit::Invalid,
+            "name yourself: --as NAME or MUSTER_AGENT=NAME (or act as your token's agent with MUSTER_TOKEN)",
+        )),
+    }
 }
 
 /// Runs a client command; returns the exit code.
@@ -396,7 +411,7 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
     match command {
         Command::Task(task) => return task_command(&client, global, task, out).await,
         Command::Chat(ChatCommand::Post { content, channel, to, reply_to }) => {
-            let from = require_agent(global)?;
+            let from = acting(global)?.unwrap_or_default();
             let reply_to = match reply_to {
                 Some(id) => Some(id.parse::<MessageId>().map_err(|e| Failure::new(Exit::Invalid, e.to_string()))?),
                 None => None,
@@ -415,17 +430,16 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             }
         }
         Command::Inbox { all, ack, limit } => {
-            let agent = require_agent(global)?;
-            let inbox = client.inbox(InboxReadArgs { agent: Some(agent.clone()), all, limit }).await?;
+            let inbox = client.inbox(InboxReadArgs { agent: acting(global)?, all, limit }).await?;
             if out.json {
                 out.show(&inbox, String::new);
             } else if inbox.messages.is_empty() {
-                println!("no unread messages for {agent}");
+                println!("no unread messages for {}", inbox.agent);
             } else {
                 inbox.messages.iter().for_each(|m| println!("{}", output::message(m)));
             }
             if ack && let Some(last) = inbox.messages.last() {
-                client.ack(Some(agent), Some(last.seq)).await?;
+                client.ack(Some(inbox.agent.clone()), Some(last.seq)).await?;
             }
         }
         Command::Who => {
@@ -437,9 +451,8 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             }
         }
         Command::Status(StatusCommand::Set { status, note }) => {
-            let agent = require_agent(global)?;
             let heartbeat = Heartbeat { status: Some(status), note: note.map(Some) };
-            let presence = client.set_status(Some(agent), heartbeat).await?;
+            let presence = client.set_status(acting(global)?, heartbeat).await?;
             out.show(&presence, || format!("{} is {}", presence.name, presence.status));
         }
         Command::Watch { .. } | Command::Wait { .. } => {}
@@ -470,30 +483,27 @@ async fn task_command(client: &Client, global: &Global, command: TaskCommand, ou
         }
         TaskCommand::Show { id } => client.task(task_id(&id)?).await?,
         TaskCommand::Claim { id } => {
-            require_agent(global)?;
+            acting(global)?;
             let task = client.claim(task_id(&id)?, action()).await?;
             let token = task.claim.as_ref().map_or(0, |c| c.token);
             out.show(&task, || format!("{} is yours (token {token}): {}", task.id, task.title));
             return Ok(Exit::Ok);
         }
-        TaskCommand::Next { claim } => {
-            let agent = require_agent(global)?;
-            match client.next(Some(agent), claim).await? {
-                Some(task) => task,
-                None => {
-                    out.show(&serde_json::json!({ "task": null }), || "nothing to do".to_owned());
-                    return Ok(Exit::NothingToDo);
-                }
+        TaskCommand::Next { claim } => match client.next(acting(global)?, claim).await? {
+            Some(task) => task,
+            None => {
+                out.show(&serde_json::json!({ "task": null }), || "nothing to do".to_owned());
+                return Ok(Exit::NothingToDo);
             }
-        }
+        },
         TaskCommand::Release { id, force } => {
-            require_agent(global)?;
+            acting(global)?;
             let task = client.release(task_id(&id)?, TaskAction { force, ..action() }).await?;
             out.show(&task, || format!("{} released: {}", task.id, task.title));
             return Ok(Exit::Ok);
         }
         TaskCommand::Done { id, token } => {
-            require_agent(global)?;
+            acting(global)?;
             let task = client.complete(task_id(&id)?, TaskAction { token, ..action() }).await?;
             out.show(&task, || format!("{} done: {}", task.id, task.title));
             return Ok(Exit::Ok);
@@ -525,7 +535,7 @@ async fn watch(global: &Global, topics: Vec<String>, since: Option<u64>, out: &O
     let mut options = Options::new(global.url.clone()).topics(topics.clone());
     options.since = since;
     options.token = global.token.clone();
-    let (_client, mut events) = Client::connect(options).await?;
+    let (client, mut events) = Client::connect(options).await?;
     // On stderr, so stdout stays one event per line; scripts and tests wait for it.
     eprintln!("muster: watching {} (Ctrl-C to stop)", topics.join(" "));
     while let Some(notice) = events.next().await {
@@ -536,6 +546,9 @@ async fn watch(global: &Global, topics: Vec<String>, since: Option<u64>, out: &O
             }
             Notice::Resync { .. } | Notice::Resumed { .. } => {}
         }
+    }
+    if let Some(ended) = client.ended() {
+        return Err(ended.into());
     }
     Ok(Exit::Ok)
 }
@@ -550,7 +563,8 @@ struct WaitArgs {
 }
 
 async fn wait(global: &Global, w: WaitArgs, timeout: Option<Duration>, out: &Out) -> Result<Exit, Failure> {
-    let me = if w.mention { Some(require_agent(global)?) } else { None };
+    // Names are case-insensitive: messages name the recipient in lowercase.
+    let me = if w.mention { Some(muster_client::protocol::names::canonical(&require_agent(global)?)) } else { None };
     let wait = Wait {
         mention: me.clone(),
         task: w.task.as_deref().map(task_id).transpose()?,

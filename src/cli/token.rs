@@ -62,6 +62,13 @@ pub fn run(command: TokenCommand) -> ExitCode {
         }),
         TokenCommand::Remove { name, data_dir } => auth::remove(&data_dir, &name).map(|n| {
             println!("revoked {n} token(s) of {name}");
+            if n > 0 && auth::list(&data_dir).is_ok_and(|left| left.is_empty()) {
+                eprintln!(
+                    "muster: that was the last token: a broker running on {} refuses every request until it is \
+                     restarted (tokens, once on, stay on); restart it to run without tokens",
+                    data_dir.display()
+                );
+            }
         }),
     };
     match result {

@@ -85,6 +85,46 @@ pub enum Command {
     Tick,
 }
 
+impl Command {
+    /// Writes every agent name the command holds in its one spelling, lowercase: names
+    /// are case-insensitive (`LINK` is `link`). Mentions are read in it by `decide`.
+    pub fn canonicalize(&mut self) {
+        fn one(name: &mut str) {
+            name.make_ascii_lowercase();
+        }
+        fn maybe(name: &mut Option<String>) {
+            if let Some(name) = name {
+                one(name);
+            }
+        }
+        match self {
+            Command::CreateTask(c) => {
+                maybe(&mut c.agent);
+                maybe(&mut c.assignee);
+            }
+            Command::UpdateTask { update, .. } => {
+                maybe(&mut update.agent);
+                if let Some(assignee) = &mut update.assignee {
+                    maybe(assignee);
+                }
+            }
+            Command::Claim { action, .. } | Command::Release { action, .. } | Command::Complete { action, .. } => {
+                maybe(&mut action.agent);
+            }
+            Command::ClaimNext { agent } => maybe(agent),
+            Command::PostMessage(p) => {
+                one(&mut p.from);
+                maybe(&mut p.to);
+            }
+            Command::Heartbeat { agent, .. }
+            | Command::AckInbox { agent, .. }
+            | Command::Connect { agent, .. }
+            | Command::Disconnect { agent } => one(agent),
+            Command::ResetConnections | Command::Tick => {}
+        }
+    }
+}
+
 /// What the caller gets back for an accepted command.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -71,6 +71,71 @@ impl Model {
         model
     }
 
+    /// The same model with every agent name in its one spelling (lowercase), or `None`
+    /// when it is already so. Agents whose names differed only in case become one: the
+    /// earliest first contact, the latest last contact, their sessions added up, the status
+    /// and note of the one seen last, a person if either was. (For data dirs written before
+    /// names were case-insensitive.)
+    pub fn canonical_names(&self) -> Option<Model> {
+        let lower = |name: &str| name.bytes().any(|b| b.is_ascii_uppercase());
+        let task_names = |t: &Task| {
+            t.assignee.as_deref().is_some_and(lower)
+                || t.created_by.as_deref().is_some_and(lower)
+                || t.claim.as_ref().is_some_and(|c| lower(&c.agent))
+        };
+        let stale = self.agents.keys().any(|n| lower(n))
+            || self.cursors.keys().any(|n| lower(n))
+            || self.tasks.values().any(|t| task_names(t));
+        if !stale {
+            return None;
+        }
+        let canonical = |name: &str| name.to_ascii_lowercase();
+        let tasks = self.tasks.values().map(|t| {
+            let mut t = Task::clone(t);
+            t.assignee = t.assignee.as_deref().map(canonical);
+            t.created_by = t.created_by.as_deref().map(canonical);
+            if let Some(claim) = &mut t.claim {
+                claim.agent = canonical(&claim.agent);
+            }
+            t
+        });
+        let mut agents: std::collections::BTreeMap<String, Agent> = std::collections::BTreeMap::new();
+        for agent in self.agents.values() {
+            let name = canonical(&agent.name);
+            let merged = match agents.remove(&name) {
+                None => Agent { name: name.clone(), ..Agent::clone(agent) },
+                Some(other) => {
+                    let (older, newer) =
+                        if other.last_seen_at <= agent.last_seen_at { (&other, &**agent) } else { (&**agent, &other) };
+                    Agent {
+                        name: name.clone(),
+                        status: newer.status.clone(),
+                        note: newer.note.clone(),
+                        first_seen_at: older.first_seen_at.min(newer.first_seen_at),
+                        last_seen_at: newer.last_seen_at,
+                        connections: older.connections + newer.connections,
+                        left_at: older.left_at.max(newer.left_at),
+                        human: older.human || newer.human,
+                    }
+                }
+            };
+            agents.insert(name, merged);
+        }
+        let mut cursors: std::collections::BTreeMap<String, Seq> = std::collections::BTreeMap::new();
+        for (name, seq) in &self.cursors {
+            let cursor = cursors.entry(canonical(name)).or_insert(0);
+            *cursor = (*cursor).max(*seq);
+        }
+        Some(Model::from_views(
+            self.head,
+            self.last_message,
+            tasks,
+            agents.into_values(),
+            cursors,
+            self.channels.values().cloned(),
+        ))
+    }
+
     /// The task with this id.
     pub fn task(&self, id: TaskId) -> Option<&Arc<Task>> {
         self.tasks.get(&id)

@@ -122,21 +122,26 @@ pub fn validate_note(note: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// The agents named with `@name` in a text, in order of first appearance.
+/// The agents named with `@name` in a text, in order of first appearance, in their
+/// canonical spelling (`@LINK` mentions `link`).
 ///
 /// A mention starts at an `@` that does not follow a name character (so `kai@example.com`
-/// mentions nobody) and takes the longest valid name after it; a trailing `.` or `-` ends
-/// the sentence, not the name.
+/// mentions nobody) and runs to the first ASCII character that cannot be in a name; a
+/// trailing `.` or `-` ends the sentence, not the name. What it spans must be a name:
+/// `@lіnk` (with a Cyrillic `і`) mentions nobody, not `l`.
 pub fn parse_mentions(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut prev: Option<char> = None;
     for (i, c) in text.char_indices() {
         if c == '@' && !prev.is_some_and(is_name_char) {
             let rest = &text[i + 1..];
-            let end = rest.find(|c: char| !is_name_char(c)).unwrap_or(rest.len());
+            let end = rest.find(|c: char| c.is_ascii() && !is_name_char(c)).unwrap_or(rest.len());
             let name = rest[..end].trim_end_matches(['.', '-']);
-            if names::is_agent(name) && !out.iter().any(|n| n == name) {
-                out.push(name.to_owned());
+            if names::is_agent(name) {
+                let name = names::canonical(name);
+                if !out.contains(&name) {
+                    out.push(name);
+                }
             }
         }
         prev = Some(c);
@@ -155,6 +160,13 @@ mod tests {
         assert_eq!(parse_mentions("mail kai@example.com or @ nobody"), Vec::<String>::new());
         assert_eq!(parse_mentions("(@agent-7) and @claude_2-"), vec!["agent-7", "claude_2"]);
         assert_eq!(parse_mentions("@"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_mention_is_a_whole_name_in_any_case() {
+        assert_eq!(parse_mentions("@LINK and @Link, @link"), vec!["link"]);
+        assert_eq!(parse_mentions("@l\u{456}nk please"), Vec::<String>::new(), "a Cyrillic i is not in a name");
+        assert_eq!(parse_mentions("@link\u{e9} @zelda"), vec!["zelda"]);
     }
 
     #[test]

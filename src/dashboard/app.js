@@ -89,6 +89,11 @@ function connect() {
     showConnection(client.status);
   });
   client.on('event', onEvent);
+  client.on('revoked', () => {
+    // The token this page used was revoked: ask for another one.
+    $('connection').textContent = 'This token was revoked';
+    askForToken('the broker revoked this token; enter a new one');
+  });
   const attempt = client;
   attempt.ready().catch((error) => {
     // The client gives up when its first connection fails; the page keeps trying.

@@ -76,10 +76,11 @@ impl Sequencer {
         policy: Policy,
         clock: Clock,
         min_free_bytes: u64,
+        idempotency_keys: usize,
         metrics: Arc<Metrics>,
     ) -> Result<(Sequencer, Writer, Reader), StoreError> {
         let model = store.views.load(&store.log)?;
-        let idempotency = Idempotency::load(store.views.idempotency_records()?);
+        let idempotency = Idempotency::load(store.views.idempotency_records()?, idempotency_keys);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (snapshot, snapshot_rx) = watch::channel(Snapshot::new(model.clone()));
         let hub = Hub::new(model.head);
@@ -230,8 +231,9 @@ impl Sequencer {
                 }
                 decision.reply
             });
-            if let (Some(key), Some(fp)) = (idempotency, fp) {
-                records.push((key.0.clone(), self.idempotency.record(key.0, fp, now, outcome.clone())));
+            // Only accepted writes are recorded: a refusal's retry is decided again.
+            if let (Some(key), Some(fp), Ok(reply)) = (idempotency, fp, &outcome) {
+                records.push((key.0.clone(), self.idempotency.record(key.0, fp, now, reply.clone())));
             }
             if !internal {
                 let counter = if outcome.is_ok() { &self.metrics.commands_ok } else { &self.metrics.commands_refused };
@@ -241,6 +243,7 @@ impl Sequencer {
         }
 
         let expired = self.idempotency.expire(now);
+        self.metrics.idempotency_keys.store(self.idempotency.len() as u64, Ordering::Relaxed);
         let wrote = !events.is_empty() || !records.is_empty() || !expired.is_empty();
         if !wrote {
             return Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote };

@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use muster_protocol::Seq;
 
 /// Version of the layout of the trees. Bumped on incompatible change.
-pub(super) const SCHEMA: u64 = 1;
+///
+/// - 1: the first layout;
+/// - 2: agent names are case-insensitive, stored lowercase (a version-1 dir is migrated
+///   when it is loaded: see `Views::load`).
+pub(super) const SCHEMA: u64 = 2;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +118,7 @@ impl Handles {
 impl Db {
     /// Opens (or creates) the database in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Db, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        crate::config::create_data_dir(dir)?;
         let handles = Handles::open(dir)?;
         // The directory entries of sled's files must be durable too.
         File::open(dir)?.sync_all()?;

@@ -144,3 +144,62 @@ fn log_entries_after_a_gap_are_dropped_at_load() {
     assert_eq!(loaded.tasks.len(), 4);
     assert_eq!(seqs(&store, 0, 10).len(), 4);
 }
+
+#[test]
+fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut model = load(&store);
+    // As version 1 stored them: names as typed, two spellings of one agent.
+    for (agent, at) in [("Planner", "2026-11-25T10:00:00Z"), ("planner", "2026-11-25T11:00:00Z")] {
+        let now: muster_protocol::Timestamp = at.parse().unwrap();
+        let cmd = Command::CreateTask(CreateTask {
+            title: format!("by {agent}"),
+            assignee: Some("LINK".into()),
+            agent: Some(agent.into()),
+            ..Default::default()
+        });
+        let head = model.head;
+        let mut events = Vec::new();
+        for kind in decide(&model, &Policy::default(), &cmd, now).unwrap().events {
+            let event = Event { seq: model.head + 1, at: now, kind };
+            apply(&mut model, &event);
+            events.push(event);
+        }
+        let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
+        store.log.append(head, &frames).unwrap();
+        store.views.write(&events, &model, &[], &[]).unwrap();
+    }
+    assert_eq!(model.agents.len(), 2);
+    let h = store.db.handles().unwrap();
+    let message = serde_json::json!({"id": "M-1", "seq": 9, "channel": "general", "from": "Kai",
+        "content": "@Link hi", "mentions": ["Link"], "to": null, "replyTo": null, "at": "2026-11-25T10:00:00Z"});
+    let mut key = b"Link\0".to_vec();
+    key.extend_from_slice(&9u64.to_be_bytes());
+    h.inbox.insert(key, serde_json::to_vec(&message).unwrap()).unwrap();
+    h.meta.insert("schema", &1u64.to_be_bytes()).unwrap();
+    drop(h);
+    store.views.close(&model).unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path()).unwrap();
+    let model = load(&store);
+    let names: Vec<&String> = model.agents.keys().collect();
+    assert_eq!(names, ["planner"], "one agent, lowercase");
+    let planner = model.agents.get("planner").unwrap();
+    assert_eq!(planner.first_seen_at, "2026-11-25T10:00:00Z".parse::<muster_protocol::Timestamp>().unwrap());
+    assert!(
+        model
+            .tasks
+            .values()
+            .all(|t| t.created_by.as_deref() == Some("planner") && t.assignee.as_deref() == Some("link"))
+    );
+    let inbox = store.history.inbox("link", None, None, 10).unwrap();
+    assert_eq!(inbox.len(), 1, "the inbox moved to the lowercase name");
+    let moved: serde_json::Value = serde_json::from_slice(&inbox[0]).unwrap();
+    assert_eq!((moved["from"].as_str(), moved["mentions"][0].as_str()), (Some("kai"), Some("link")));
+    drop(store);
+    // Migrated once: the next load finds nothing to do and the same model.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(load(&store), model);
+}

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use muster_protocol::{Agent, ChatMessage, Event, EventKind, Seq, Task, TaskId};
 
-use super::db::{Db, StoreError, be, from_json, key_chat, to_json};
+use super::db::{Db, SCHEMA, StoreError, be, from_json, key_chat, prefix, to_json};
 use super::log::SledLog;
 use crate::core::{Channel, Model, actor, apply};
 
@@ -145,9 +145,79 @@ impl Views {
             tracing::info!(replayed = replayed.len(), new, "re-applied the log since the last checkpoint");
             self.write_views(&replayed, &model)?;
         }
+        if h.meta.get("schema")?.and_then(|v| be(&v)).unwrap_or(1) < SCHEMA {
+            if let Some(migrated) = model.canonical_names() {
+                tracing::warn!("agent names are case-insensitive now: merging names that differ only in case");
+                self.migrate_names(&migrated)?;
+                model = migrated;
+            }
+            h.meta.insert("schema", &SCHEMA.to_be_bytes())?;
+        }
         self.checkpoint_agents(&model, true)?;
         self.db.flush_and_sync()?;
         Ok(model)
+    }
+
+    /// Rewrites a version-1 data dir whose agent names differ only in case: the entities as
+    /// in `migrated`, every stored message and inbox with lowercase names. The log keeps
+    /// what it recorded; the agents checkpoint moves to the head, so that it is not
+    /// replayed over the rewritten views. (Direct channels keep the names they were
+    /// created with.)
+    fn migrate_names(&self, migrated: &Model) -> Result<(), StoreError> {
+        let h = self.db.handles()?;
+        for task in migrated.tasks.values() {
+            h.tasks.insert(task.id.0.to_be_bytes(), to_json(&**task))?;
+        }
+        h.agents.clear()?;
+        for agent in migrated.agents.values() {
+            h.agents.insert(agent.name.as_bytes(), to_json(&**agent))?;
+        }
+        h.cursors.clear()?;
+        for (name, seq) in &migrated.cursors {
+            h.cursors.insert(name.as_bytes(), &seq.to_be_bytes())?;
+        }
+        let canonical = |message: &mut ChatMessage| {
+            let before = (message.from.clone(), message.to.clone(), message.mentions.clone());
+            message.from.make_ascii_lowercase();
+            if let Some(to) = &mut message.to {
+                to.make_ascii_lowercase();
+            }
+            let mut mentions: Vec<String> = Vec::new();
+            for m in message.mentions.drain(..).map(|m| m.to_ascii_lowercase()) {
+                if !mentions.contains(&m) {
+                    mentions.push(m);
+                }
+            }
+            message.mentions = mentions;
+            before != (message.from.clone(), message.to.clone(), message.mentions.clone())
+        };
+        for entry in h.chat.iter() {
+            let (key, value) = entry?;
+            let mut message: ChatMessage = from_json("chat", &value)?;
+            if canonical(&mut message) {
+                h.chat.insert(key, to_json(&message))?;
+            }
+        }
+        for entry in h.inbox.iter() {
+            let (key, value) = entry?;
+            let agent_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+            let mut message: ChatMessage = from_json("inbox", &value)?;
+            let changed = canonical(&mut message);
+            if key[..agent_end].iter().any(u8::is_ascii_uppercase) {
+                let mut moved = prefix(&String::from_utf8_lossy(&key[..agent_end]).to_ascii_lowercase());
+                moved.extend_from_slice(&key[(agent_end + 1).min(key.len())..]);
+                h.inbox.remove(&key)?;
+                h.inbox.insert(moved, to_json(&message))?;
+            } else if changed {
+                h.inbox.insert(key, to_json(&message))?;
+            }
+        }
+        h.meta.insert("views", &encode_views_meta(migrated.head, migrated.last_message))?;
+        h.meta.insert("agents", &migrated.head.to_be_bytes())?;
+        let mut seen = self.lock_seen();
+        seen.names.clear();
+        seen.seq = migrated.head;
+        Ok(())
     }
 
     fn values<T: serde::de::DeserializeOwned>(

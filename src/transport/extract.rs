@@ -28,14 +28,21 @@ pub(crate) struct JsonBody<T>(pub(crate) T);
 /// A JSON object body that may be omitted (an empty body reads as `{}`).
 pub(crate) struct OptionalJsonBody<T>(pub(crate) T);
 
-async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::TooLarge, format!("request body is larger than {MAX_BODY} bytes"))
-        } else {
-            ApiError::invalid("body", "could not be read")
+/// The body, read within `--body-timeout` (a client sending a byte a second would hold the
+/// connection for hours).
+async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let limit = state.config.body_timeout;
+    match tokio::time::timeout(limit, Bytes::from_request(req, state)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(rejection)) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::new(ErrorCode::TooLarge, format!("request body is larger than {MAX_BODY} bytes")))
         }
-    })
+        Ok(Err(_)) => Err(ApiError::invalid("body", "could not be read")),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("the request body did not arrive within {}", humantime::format_duration(limit)),
+        )),
+    }
 }
 
 /// Parses a JSON object, naming the field at fault when it does not fit `T`.
@@ -74,10 +81,10 @@ fn field_at(path: &str, message: &str) -> String {
     }
 }
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = HttpError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, HttpError> {
         let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid("body", "is empty: send a JSON object").into());
@@ -86,10 +93,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
     type Rejection = HttpError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, HttpError> {
         let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(T::default()));

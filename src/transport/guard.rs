@@ -7,8 +7,12 @@
 //! - **Origin**: a browser names the page's origin on state-changing requests and WebSocket
 //!   upgrades. Only the broker's own origin (the dashboard) and `--allow-origin` entries
 //!   may write or open `/ws`; a request a browser marks `Sec-Fetch-Site: cross-site` (or
-//!   `same-site`) without an allowed Origin is refused too. `GET /tasks/next?claim=true`,
-//!   the one GET that writes, counts as state-changing.
+//!   `same-site`) without an allowed Origin is refused too.
+//! - **The one GET that writes**, `GET /tasks/next?claim=true`, is decided by its handler on
+//!   the query as parsed (so `claim=%74rue` is `claim=true` there too): it needs an
+//!   `X-Agent` or `Authorization` header, which a page of another origin cannot send without
+//!   a CORS preflight the broker never grants (older browsers send neither `Origin` nor
+//!   `Sec-Fetch-Site` with an `<img>`), and it passes the same Origin check ([`may_write`]).
 //!
 //! Clients that are not browsers (curl, agents, the CLI) send no Origin and pass. The
 //! broker sends no CORS headers, so no other origin can read its answers either.
@@ -41,14 +45,11 @@ fn forbidden(message: String) -> Response {
     HttpError(ApiError::new(ErrorCode::Forbidden, message)).into_response()
 }
 
-/// Whether the request changes state (or opens the WebSocket, from which it can).
+/// Whether the request changes state (or opens the WebSocket, from which it can). The GET
+/// that claims is checked by its handler (see the module docs).
 fn writes(request: &Request) -> bool {
-    let uri = request.uri();
     match *request.method() {
-        Method::GET | Method::HEAD | Method::OPTIONS => {
-            uri.path() == "/ws"
-                || (uri.path() == "/tasks/next" && uri.query().is_some_and(|q| q.contains("claim=true")))
-        }
+        Method::GET | Method::HEAD | Method::OPTIONS => request.uri().path() == "/ws",
         _ => true,
     }
 }
@@ -76,32 +77,38 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
             ));
         }
     }
-    if writes(&request) {
-        let own = |origin: &str| {
-            let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-            authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host))
-                || state.config.allow_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
-        };
-        match header_str(headers, header::ORIGIN) {
-            Some(origin) if !own(origin) => {
-                return forbidden(format!(
-                    "cross-origin request refused: a page from {origin} may not change this broker's state \
-                     or open its WebSocket (allow it with --allow-origin)"
-                ));
-            }
-            Some(_) => {}
-            None => {
-                if let Some(site @ ("cross-site" | "same-site")) =
-                    header_str(headers, header::HeaderName::from_static("sec-fetch-site"))
-                {
-                    return forbidden(format!(
-                        "cross-site request refused (Sec-Fetch-Site: {site}) without an allowed Origin"
-                    ));
-                }
-            }
-        }
+    if writes(&request)
+        && let Err(refused) = may_write(&state, headers)
+    {
+        return refused.into_response();
     }
     next.run(request).await
+}
+
+/// Whether a request that changes state may come from where it comes from: no Origin (not
+/// a browser), or the broker's own origin, or an `--allow-origin`; and never a browser's
+/// cross-site request without one.
+pub(crate) fn may_write(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
+    let host = header_str(headers, header::HOST).unwrap_or("");
+    let own = |origin: &str| {
+        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host))
+            || state.config.allow_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    };
+    let refused = |message: String| Err(HttpError(ApiError::new(ErrorCode::Forbidden, message)));
+    match header_str(headers, header::ORIGIN) {
+        Some(origin) if !own(origin) => refused(format!(
+            "cross-origin request refused: a page from {origin} may not change this broker's state \
+             or open its WebSocket (allow it with --allow-origin)"
+        )),
+        Some(_) => Ok(()),
+        None => match header_str(headers, header::HeaderName::from_static("sec-fetch-site")) {
+            Some(site @ ("cross-site" | "same-site")) => {
+                refused(format!("cross-site request refused (Sec-Fetch-Site: {site}) without an allowed Origin"))
+            }
+            _ => Ok(()),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,15 @@
 //! - `ws`: the WebSocket connection; `sse`: the event stream;
 //! - `guard`: Host and Origin checks before any handler; `extract`: typed request input
 //!   and the `Caller` from `Authorization`; `response`: replies and errors as responses;
-//! - `state`: what every handler can reach.
+//! - `state`: what every handler can reach;
+//! - `listen`: accepting connections (HTTP/1.1, header deadline); `conns`: the bounded
+//!   pool of connections that are not (yet) a WebSocket or an event stream.
 
+mod conns;
 mod extract;
-mod guard;
+pub(crate) mod guard;
 mod http;
+pub(crate) mod listen;
 mod response;
 mod routes;
 mod sse;
@@ -55,28 +59,21 @@ pub(crate) async fn serve(
         sessions: tokio_util::task::TaskTracker::new(),
     };
     let sessions = state.sessions.clone();
-    // Small frames and replies go out at once: no Nagle delay waiting for the peer's ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let serve = axum::serve(listener, routes::app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let conns = conns::Conns::new(state.config.max_http_connections);
+    let header_timeout = state.config.header_timeout;
+    let serve = listen::serve(listener, routes::app(state), conns, header_timeout, shutdown.clone());
     // In-flight requests get a bounded time to finish: a client that stopped reading an
     // event stream must not keep the broker from stopping.
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    let served = tokio::select! {
-        served = serve.into_future() => served,
-        () = deadline => {
-            tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping without them");
-            Ok(())
-        }
-    };
+    tokio::select! {
+        () = serve => {}
+        () = deadline => tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping without them"),
+    }
     // The sessions see the shutdown token, close with 1001 and say goodbye; wait for them.
     sessions.close();
     sessions.wait().await;
-    served
+    Ok(())
 }

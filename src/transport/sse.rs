@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -17,6 +18,7 @@ use muster_protocol::{ErrorCode, Seq};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::conns::Conn;
 use super::extract::{Auth, Query};
 use super::response::HttpError;
 use super::state::AppState;
@@ -50,6 +52,7 @@ pub(crate) struct StreamQuery {
 )]
 pub(crate) async fn stream(
     State(app): State<AppState>,
+    Extension(conn): Extension<Conn>,
     Auth(caller): Auth,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
@@ -77,12 +80,22 @@ pub(crate) async fn stream(
     };
     let (subscription, feed, start) =
         api::feed::subscribe(&app.broker, &caller, outbox, &topics, begin, REPLAY_CHUNK).await?;
+    // An event stream has its own limit and keep-alives: it leaves the pool of plain HTTP
+    // connections.
+    conn.stream();
     let resync = start.resync.then(|| {
         let data = serde_json::json!({ "epoch": start.epoch, "head": start.head });
         SseEvent::default().event("resync").data(data.to_string())
     });
-    let stream =
-        Stream { app, feed, _subscription: subscription, _permit: permit, pending: resync.into_iter().collect() };
+    let stream = Stream {
+        tokens: app.broker.token_changes(),
+        app,
+        caller,
+        feed,
+        _subscription: subscription,
+        _permit: permit,
+        pending: resync.into_iter().collect(),
+    };
     let events =
         futures_util::stream::unfold(
             stream,
@@ -93,6 +106,9 @@ pub(crate) async fn stream(
 
 struct Stream {
     app: AppState,
+    caller: crate::api::Caller,
+    /// Wakes when the issued tokens change: a stream whose token was revoked ends.
+    tokens: tokio::sync::watch::Receiver<u64>,
     feed: Feed,
     _subscription: Subscription,
     _permit: OwnedSemaphorePermit,
@@ -116,7 +132,7 @@ fn sse_event(json: &Bytes) -> Option<SseEvent> {
 
 impl Stream {
     /// The next event to send; `None` ends the stream (an overflow: the client reconnects
-    /// with `Last-Event-ID`; the broker stopping; the log unreadable).
+    /// with `Last-Event-ID`; the broker stopping; the log unreadable; the token revoked).
     async fn next(&mut self) -> Option<SseEvent> {
         let mut frames = Vec::new();
         loop {
@@ -130,6 +146,11 @@ impl Stream {
                 tokio::select! {
                     () = self.feed.ready() => {}
                     () = self.app.shutdown.cancelled() => return None,
+                    Ok(()) = self.tokens.changed() => {
+                        if self.app.broker.check(&self.caller).is_err() {
+                            return None;
+                        }
+                    }
                 }
                 continue;
             }

@@ -11,20 +11,22 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use muster_protocol::ws::{
-    CLOSE_GOING_AWAY, CLOSE_HELLO_TIMEOUT, CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG, Hello, Op, Reply, Request,
-    Welcome,
+    CLOSE_GOING_AWAY, CLOSE_HELLO_TIMEOUT, CLOSE_INVALID_DATA, CLOSE_POLICY, CLOSE_REVOKED, CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_BIG, Hello, Op, Reply, Request, Welcome,
 };
 use muster_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::conns::Conn;
 use super::response::HttpError;
 use super::state::AppState;
 use crate::api::feed::{Ended, Feed};
@@ -96,11 +98,17 @@ impl Link {
         (status = 503, description = "Too many connections", body = muster_protocol::ErrorBody),
     )
 )]
-pub(crate) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    Extension(conn): Extension<Conn>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
         return HttpError(ApiError::new(ErrorCode::Unavailable, "too many connections; retry later")).into_response();
     };
     let tracker = state.sessions.clone();
+    // A WebSocket has its own limit and pings: it leaves the pool of plain HTTP connections.
+    conn.stream();
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_FRAME)
@@ -188,6 +196,8 @@ impl Session {
         let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         let hello_deadline = tokio::time::sleep(self.state.config.hello_timeout);
         tokio::pin!(hello_deadline);
+        let mut tokens = self.state.broker.token_changes();
+        let mut watching = true;
         let mut heard = Instant::now();
         loop {
             tokio::select! {
@@ -214,11 +224,16 @@ impl Session {
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         Some(Ok(Message::Close(_))) | None => return None,
                         Some(Err(error)) => {
-                            let too_big = matches!(
-                                error.into_inner().downcast_ref::<tungstenite::Error>(),
-                                Some(tungstenite::Error::Capacity(_))
-                            );
-                            return too_big.then_some(Control::Close(CLOSE_TOO_BIG, "frame larger than 1 MiB"));
+                            return match error.into_inner().downcast_ref::<tungstenite::Error>() {
+                                Some(tungstenite::Error::Capacity(_)) => {
+                                    Some(Control::Close(CLOSE_TOO_BIG, "frame larger than 1 MiB"))
+                                }
+                                Some(tungstenite::Error::Utf8(_)) => {
+                                    tracing::warn!(parent: span, "a text frame that is not UTF-8; closing with 1007");
+                                    Some(Control::Close(CLOSE_INVALID_DATA, "text frame is not UTF-8"))
+                                }
+                                _ => None,
+                            };
                         }
                     }
                 }
@@ -228,6 +243,16 @@ impl Session {
                         return None;
                     }
                     self.link.send(Control::Ping);
+                }
+                changed = tokens.changed(), if self.opened.is_some() && watching => {
+                    // The issued tokens changed: a session whose token was revoked ends.
+                    watching = changed.is_ok();
+                    if let Some((session, _)) = &self.opened
+                        && let Err(refused) = self.state.broker.check(session.caller())
+                    {
+                        tracing::info!(parent: span, reason = %refused, "closing with 4003");
+                        return Some(Control::Close(CLOSE_REVOKED, "token revoked"));
+                    }
                 }
                 () = &mut hello_deadline, if self.opened.is_none() => {
                     return Some(Control::Close(CLOSE_HELLO_TIMEOUT, "no hello in time"));

@@ -152,6 +152,10 @@ pub enum Error {
     /// The client was shut down.
     #[error("the client is closed")]
     Closed,
+    /// The broker ended the session because its token was revoked (close code 4003). Final:
+    /// the client does not reconnect; a new token is needed.
+    #[error("the broker revoked this session's token: {0}")]
+    Revoked(String),
     /// The broker answered something this client does not understand.
     #[error("unexpected answer from the broker: {0}")]
     Protocol(String),
@@ -197,6 +201,8 @@ impl Events {
 struct Position {
     epoch: Option<String>,
     last_seq: Option<Seq>,
+    /// Why the session ended for good, if it did (what later calls are told).
+    ended: Option<Error>,
 }
 
 struct Call {
@@ -235,7 +241,8 @@ impl Client {
     fn spawn(options: Options, first: Option<oneshot::Sender<Result<(), Error>>>) -> (Client, Events) {
         let (calls, calls_rx) = mpsc::channel(CALL_BUFFER);
         let (events, events_rx) = mpsc::channel(EVENT_BUFFER);
-        let position = Arc::new(Mutex::new(Position { epoch: options.epoch.clone(), last_seq: options.since }));
+        let position =
+            Arc::new(Mutex::new(Position { epoch: options.epoch.clone(), last_seq: options.since, ended: None }));
         let topics = options.topics.iter().cloned().collect();
         let (listeners, _) = broadcast::channel(LISTEN_BUFFER);
         let session = Session {
@@ -260,6 +267,11 @@ impl Client {
         self.lock().last_seq
     }
 
+    /// Why the session ended for good ([`Error::Revoked`]), if it did.
+    pub fn ended(&self) -> Option<Error> {
+        self.lock().ended.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Position> {
         // A poisoned lock only means the session task panicked; the value is still valid.
         self.position.lock().unwrap_or_else(|p| p.into_inner())
@@ -268,7 +280,9 @@ impl Client {
     /// Sends any operation; returns the reply's `data`.
     pub async fn call(&self, op: Op) -> Result<Value, Error> {
         let (reply, rx) = oneshot::channel();
-        self.calls.send(Call { op, reply }).await.map_err(|_| Error::Closed)?;
+        if self.calls.send(Call { op, reply }).await.is_err() {
+            return Err(self.lock().ended.clone().unwrap_or(Error::Closed));
+        }
         rx.await.map_err(|_| Error::Disconnected)?
     }
 
@@ -401,7 +415,7 @@ impl Client {
                     Ok(Notice::Event(_) | Notice::Resumed { .. }) => {}
                     // Events may have been missed: look at the state again.
                     Ok(Notice::Resync { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => return Err(Error::Closed),
+                    Err(broadcast::error::RecvError::Closed) => return Err(self.ended().unwrap_or(Error::Closed)),
                 }
             }
         }
@@ -422,6 +436,8 @@ enum End {
     Closed,
     /// The connection failed or was lost.
     Lost(String),
+    /// The broker revoked the token (4003): no reconnection.
+    Revoked(String),
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -450,6 +466,11 @@ impl Session {
                     }
                     match self.serve(socket).await {
                         End::Closed => return,
+                        End::Revoked(reason) => {
+                            tracing::warn!(%reason, "the broker revoked this session's token; not reconnecting");
+                            self.position().ended = Some(Error::Revoked(reason));
+                            return;
+                        }
                         End::Lost(reason) => reason,
                     }
                 }
@@ -619,17 +640,25 @@ impl Session {
                         }
                         Err(e) => tracing::warn!(error = %e, "frame not understood"),
                     },
-                    Some(Ok(Message::Close(frame))) => {
-                        break End::Lost(frame.map_or_else(|| "closed".to_owned(), |f| format!("closed {}: {}", u16::from(f.code), f.reason)));
-                    }
+                    Some(Ok(Message::Close(frame))) => match frame {
+                        Some(f) if u16::from(f.code) == muster_protocol::ws::CLOSE_REVOKED => {
+                            break End::Revoked(f.reason.to_string());
+                        }
+                        Some(f) => break End::Lost(format!("closed {}: {}", u16::from(f.code), f.reason)),
+                        None => break End::Lost("closed".to_owned()),
+                    },
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break End::Lost(e.to_string()),
                     None => break End::Lost("connection closed".into()),
                 },
             }
         };
+        let error = match &end {
+            End::Revoked(reason) => Error::Revoked(reason.clone()),
+            End::Closed | End::Lost(_) => Error::Disconnected,
+        };
         for (_, (waiting, _)) in pending {
-            let _ = waiting.send(Err(Error::Disconnected));
+            let _ = waiting.send(Err(error.clone()));
         }
         end
     }

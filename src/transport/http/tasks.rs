@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::api::tasks::Board;
 use crate::api::{self, ApiError};
 use crate::transport::extract::{AgentHeader, Auth, Idempotency, JsonBody, OptionalJsonBody, Query, task_id};
+use crate::transport::guard;
 use crate::transport::response::{HttpError, json, ok, written};
 use crate::transport::state::AppState;
 
@@ -256,19 +257,38 @@ pub(crate) struct NextQuery {
 }
 
 /// The next task for an agent: one it holds, else the highest-priority, oldest open task
-/// it may take. With `claim=true`, claims it atomically.
+/// it may take. With `claim=true`, claims it atomically; that needs an `X-Agent` or
+/// `Authorization` header (which no web page of another origin can send), as a guard
+/// against a page claiming tasks through an `<img>`.
 #[utoipa::path(
     get, path = "/tasks/next", tag = "tasks",
-    params(NextQuery, ("X-Agent" = Option<String>, Header, description = "The agent")),
-    responses((status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope), (status = 400, body = ErrorBody))
+    params(NextQuery, ("X-Agent" = Option<String>, Header, description = "The agent (required with claim=true unless Authorization is sent)")),
+    responses(
+        (status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope),
+        (status = 400, body = ErrorBody),
+        (status = 403, description = "claim=true without an X-Agent or Authorization header, or from another site", body = ErrorBody),
+    )
 )]
 pub(crate) async fn next(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    headers: HeaderMap,
     agent: AgentHeader,
     idem: Idempotency,
     Query(q): Query<NextQuery>,
 ) -> Result<Response, HttpError> {
+    if q.claim {
+        // The one GET that writes, decided on the query as parsed.
+        guard::may_write(&app, &headers)?;
+        if agent.0.is_none() && !headers.contains_key(header::AUTHORIZATION) {
+            return Err(ApiError::forbidden(
+                "X-Agent",
+                "GET /tasks/next?claim=true changes state: send the X-Agent header (or Authorization), which a web \
+                 page of another site cannot send, or use POST /tasks/next",
+            )
+            .into());
+        }
+    }
     let args = NextArgs { agent: agent.resolve("agent", q.agent)?, claim: q.claim };
     Ok(written(StatusCode::OK, api::tasks::next(&app.broker, &caller, args, idem.0).await?))
 }

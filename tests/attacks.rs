@@ -1,0 +1,357 @@
+//! What an outside tester did to the broker (issue 10), each reproduced as the attack —
+//! raw HTTP, raw TCP or a WebSocket, against the real `muster` binary — with what must
+//! happen instead.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Process, Ws, binary, split};
+use serde_json::{Value, json};
+
+fn issue(data: &std::path::Path, name: &str, human: bool) -> String {
+    let mut cmd = Command::new(binary());
+    cmd.args(["token", "add", name, "--data-dir"]).arg(data);
+    if human {
+        cmd.arg("--human");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn revoke(data: &std::path::Path, name: &str) -> String {
+    let out = Command::new(binary()).args(["token", "remove", name, "--data-dir"]).arg(data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn call(p: &Process, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method.parse().unwrap(), p.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    split(request.send().await.unwrap()).await
+}
+
+/// Polls until `done` (a token file change takes up to half a second to be seen).
+async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..50 {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// 1. `GET /tasks/next?claim=%74rue` from a web page (an `<img src>`) claimed for anyone: the
+/// guard matched the raw query text, the handler the decoded one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_web_page_cannot_claim_a_task_whatever_the_query_spelling() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &[]);
+    call(&p, "POST", "/tasks", &[], Some(json!({"title": "Fix auth redirect"}))).await;
+    for query in ["claim=%74rue", "cl%61im=true", "claim=tru%65", "claim=true"] {
+        let path = format!("/tasks/next?agent=victim&{query}");
+        for headers in [vec![("sec-fetch-site", "cross-site")], vec![]] {
+            // What a browser sends for an <img> (a modern one marks it cross-site; an old
+            // one sends neither Origin nor Sec-Fetch-Site).
+            let (status, body) = call(&p, "GET", &path, &headers, None).await;
+            assert_eq!(status, 403, "{query} {headers:?}: {body}");
+        }
+        let (_, task) = call(&p, "GET", "/tasks/T-1", &[], None).await;
+        assert!(task["task"]["claim"].is_null(), "{query} claimed the task: {task}");
+    }
+    // A client that is not a web page says who it is, and claims.
+    let (status, body) = call(&p, "GET", "/tasks/next?claim=%74rue", &[("x-agent", "link")], None).await;
+    assert_eq!((status, body["task"]["claim"]["agent"].as_str()), (200, Some("link")), "{body}");
+    // Even with the header, a page of another site is refused.
+    call(&p, "POST", "/tasks", &[], Some(json!({"title": "second"}))).await;
+    let headers = [("x-agent", "kai"), ("origin", "http://evil.example")];
+    assert_eq!(call(&p, "GET", "/tasks/next?claim=true", &headers, None).await.0, 403);
+}
+
+/// 2. A WebSocket opened with a token kept its rights after `muster token remove`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_token_ends_its_open_sessions_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let zelda = issue(&data, "zelda", false);
+    let _keep_tokens_on = issue(&data, "kai", false);
+    let p = Process::start(&data, &[], &[]);
+    let mut ws = Ws::connect(p.addr).await;
+    ws.hello(json!({"agent": "zelda", "token": zelda})).await;
+    ws.ok(json!({"op": "task.create", "title": "before"})).await;
+    let sse = reqwest::Client::new().get(p.url("/events/stream")).bearer_auth(&zelda).send().await.unwrap();
+    assert_eq!(sse.status(), 200);
+    let options = muster_client::Options::new(p.url("")).agent("zelda");
+    let options = muster_client::Options { token: Some(muster_client::protocol::ws::Secret(zelda.clone())), ..options };
+    let (client, _) = muster_client::Client::connect(options).await.unwrap();
+
+    let revoked_at = Instant::now();
+    revoke(&data, "zelda");
+    let (code, reason) = ws.close_frame().await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (4003, "token revoked"));
+    assert!(revoked_at.elapsed() < Duration::from_secs(3), "took {:?}", revoked_at.elapsed());
+    // The stream ends too.
+    let mut sse = sse;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), async { while let Ok(Some(_)) = sse.chunk().await {} }).await;
+    assert!(ended.is_ok(), "the event stream of a revoked token kept going");
+    // The Rust client treats it as final: no reconnect loop, and says why.
+    let error = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match client.tasks(Default::default()).await {
+                Err(muster_client::Error::Revoked(reason)) => return reason,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("the client did not see the revocation");
+    assert!(error.contains("revoked"), "{error}");
+    assert_eq!(call(&p, "GET", "/tasks", &[("authorization", &format!("Bearer {zelda}"))], None).await.0, 401);
+}
+
+/// 3. Silent, slow and idle HTTP connections were held forever; 3,100 of them locked
+/// everyone out.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_slow_and_idle_connections_are_closed_and_never_lock_others_out() {
+    let root = tempfile::tempdir().unwrap();
+    let extra = ["--header-timeout", "1s", "--body-timeout", "1s", "--max-http-connections", "50"];
+    let p = Process::start(&root.path().join("data"), &[], &extra);
+    let closed = |mut tcp: std::net::TcpStream| {
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        // The broker closes: EOF (or a reset), not a read timeout.
+        !matches!(tcp.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+    };
+    // A connection that never sends a byte, and one that sends its headers a byte a
+    // second, are closed once the header deadline passes.
+    let silent = std::net::TcpStream::connect(p.addr).unwrap();
+    let mut slow = std::net::TcpStream::connect(p.addr).unwrap();
+    let started = Instant::now();
+    for b in b"GET /health HTTP/1.1\r\nHo" {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    assert!(closed(silent), "a silent connection was kept");
+    assert!(closed(slow), "a connection trickling its headers was kept");
+
+    // An idle keep-alive connection closes after the same deadline.
+    let mut idle = std::net::TcpStream::connect(p.addr).unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = [0u8; 1024];
+    assert!(idle.read(&mut answer).unwrap() > 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(closed(idle), "an idle keep-alive connection was kept");
+
+    // A body trickled a byte at a time is refused with 408.
+    let mut body = std::net::TcpStream::connect(p.addr).unwrap();
+    body.write_all(b"POST /tasks HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{").unwrap();
+    body.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let _ = body.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("request_timeout"), "{got}");
+
+    // Four times the pool of silent connections: the newest make the oldest go, and
+    // everyone else is still served at once.
+    let flood: Vec<_> = (0..200).map(|_| std::net::TcpStream::connect(p.addr).unwrap()).collect();
+    let started = Instant::now();
+    let (status, _) = call(&p, "GET", "/health", &[], None).await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_secs(1), "health took {:?}", started.elapsed());
+    let (status, _) = call(&p, "POST", "/tasks", &[], Some(json!({"title": "still writable"}))).await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still_open = flood.into_iter().filter(|tcp| !closed_now(tcp)).count();
+    assert!(still_open <= 50, "{still_open} silent connections are still held, past the cap of 50");
+}
+
+/// Whether the broker closed `tcp` (a read does not block).
+fn closed_now(tcp: &std::net::TcpStream) -> bool {
+    tcp.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    match (&*tcp).read(&mut buf) {
+        // EOF, or what the broker said before closing.
+        Ok(0 | 1..) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// 4. Removing the last token (or the token file) opened the broker to anyone.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_every_token_does_not_open_the_broker() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let solo = issue(&data, "solo", false);
+    let p = Process::start(&data, &[], &[]);
+    let bearer = format!("Bearer {solo}");
+    assert_eq!(call(&p, "POST", "/tasks", &[("authorization", &bearer)], Some(json!({"title": "ok"}))).await.0, 201);
+    assert_eq!(call(&p, "POST", "/tasks", &[], Some(json!({"title": "anyone"}))).await.0, 401);
+    let said = revoke(&data, "solo");
+    assert!(said.contains("last token"), "the CLI warns: {said}");
+    // The broker notices within a second, and stays closed: for anyone, with any token.
+    assert!(eventually(async || call(&p, "GET", "/tasks", &[("authorization", &bearer)], None).await.0 == 401).await);
+    let (status, body) = call(&p, "POST", "/tasks", &[], Some(json!({"title": "anyone"}))).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("restart"), "{body}");
+    std::fs::remove_file(data.join("tokens.json")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(call(&p, "POST", "/tasks", &[], Some(json!({"title": "anyone"}))).await.0, 401);
+    let mut ws = Ws::connect(p.addr).await;
+    let reply = ws.request(json!({"op": "hello", "agent": "mallory"})).await;
+    assert_eq!(reply["error"]["code"], "unauthorized", "{reply}");
+    // Health stays open.
+    assert_eq!(call(&p, "GET", "/health", &[], None).await.0, 200);
+}
+
+/// 5. Any agent token could mark its session a person's.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_person_token_opens_a_person_session() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let agent = issue(&data, "bot", false);
+    let person = issue(&data, "alice", true);
+    let p = Process::start(&data, &[], &[]);
+    let mut ws = Ws::connect(p.addr).await;
+    let reply = ws.request(json!({"op": "hello", "agent": "bot", "token": agent, "human": true})).await;
+    assert_eq!((reply["error"]["code"].as_str(), reply["error"]["field"].as_str()), (Some("forbidden"), Some("human")));
+    let mut ws = Ws::connect(p.addr).await;
+    ws.hello(json!({"agent": "alice", "token": person, "human": true})).await;
+    let (_, alice) = call(&p, "GET", "/presence/alice", &[("authorization", &format!("Bearer {person}"))], None).await;
+    assert_eq!(alice["agent"]["human"], true, "{alice}");
+}
+
+/// 6. With a token, a write naming nobody was refused ("may not act as "); SECURITY.md says
+/// it runs as the token's agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_naming_nobody_acts_as_the_token() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let link = issue(&data, "link", false);
+    let p = Process::start(&data, &[], &[]);
+    let bearer = format!("Bearer {link}");
+    let (status, body) =
+        call(&p, "POST", "/chat/messages", &[("authorization", &bearer)], Some(json!({"content": "hi"}))).await;
+    assert_eq!((status, body["message"]["from"].as_str()), (201, Some("link")), "{body}");
+    let out = Command::new(binary())
+        .args(["chat", "post", "from the shell"])
+        .env("MUSTER_URL", p.url(""))
+        .env("MUSTER_TOKEN", &link)
+        .env_remove("MUSTER_AGENT")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, page) = call(&p, "GET", "/chat/messages", &[("authorization", &bearer)], None).await;
+    assert_eq!(page["messages"][1]["from"], "link", "{page}");
+}
+
+/// 7. A text frame that is not UTF-8 dropped the TCP connection without a close frame.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_frame_that_is_not_utf8_is_closed_with_1007() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &[]);
+    let mut ws = Ws::connect(p.addr).await;
+    ws.hello(json!({})).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.stream.send(Message::Frame(bad)).await.unwrap();
+    let (code, reason) = ws.close_frame().await.expect("a close frame, not a dropped connection");
+    assert_eq!((code, reason.as_str()), (1007, "text frame is not UTF-8"));
+}
+
+/// 8. Each refused request with a new Idempotency-Key cost memory for a day.
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_keys_are_bounded_and_refusals_are_not_recorded() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &["--idempotency-keys", "5"]);
+    let keys = async || {
+        let text = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix("muster_idempotency_keys ")).unwrap().parse::<u64>().unwrap()
+    };
+    for i in 0..30 {
+        let key = format!("refused-{i}");
+        let (status, _) = call(&p, "POST", "/tasks", &[("idempotency-key", &key)], Some(json!({"title": ""}))).await;
+        assert_eq!(status, 400);
+    }
+    assert_eq!(keys().await, 0, "refused writes were recorded");
+    for i in 0..8 {
+        let key = format!("accepted-{i}");
+        let (status, _) =
+            call(&p, "POST", "/tasks", &[("idempotency-key", &key)], Some(json!({"title": format!("t{i}")}))).await;
+        assert_eq!(status, 201);
+    }
+    assert_eq!(keys().await, 5, "only the newest five are kept");
+    // The newest is still answered from its record; the oldest is forgotten (documented).
+    let retry = reqwest::Client::new()
+        .post(p.url("/tasks"))
+        .header("idempotency-key", "accepted-7")
+        .body(json!({"title": "t7"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    assert_eq!(split(retry).await.1["task"]["id"], "T-8");
+    let (status, again) =
+        call(&p, "POST", "/tasks", &[("idempotency-key", "accepted-0")], Some(json!({"title": "t0"}))).await;
+    assert_eq!((status, again["task"]["id"].as_str()), (201, Some("T-9")), "an evicted key runs again");
+}
+
+/// 9. The data dir was created 0755: every local user could read every task and message.
+#[test]
+fn the_data_dir_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("served");
+    let p = Process::start(&data, &[], &[]);
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    drop(p);
+    let tokens = root.path().join("tokens-first");
+    issue(&tokens, "link", false);
+    assert_eq!(std::fs::metadata(&tokens).unwrap().permissions().mode() & 0o777, 0o700);
+}
+
+/// 10. `LINK` and `link` were two agents, and `@lіnk` (a Cyrillic і) mentioned `l`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_is_one_agent_in_any_case_and_a_mention_is_a_whole_name() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &[]);
+    call(&p, "POST", "/tasks", &[], Some(json!({"title": "one"}))).await;
+    let (status, claimed) = call(&p, "POST", "/tasks/T-1/claim", &[("x-agent", "LINK")], None).await;
+    assert_eq!((status, claimed["task"]["claim"]["agent"].as_str()), (200, Some("link")), "{claimed}");
+    let (status, released) = call(&p, "POST", "/tasks/T-1/release", &[], Some(json!({"agent": "Link"}))).await;
+    assert_eq!((status, released["task"]["status"].as_str()), (200, Some("todo")), "{released}");
+    let (_, everyone) = call(&p, "GET", "/presence", &[], None).await;
+    let names: Vec<&str> = everyone["agents"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["link"]);
+    assert_eq!(call(&p, "GET", "/presence/LINK", &[], None).await.1["agent"]["name"], "link");
+
+    let (_, m) =
+        call(&p, "POST", "/chat/messages", &[], Some(json!({"from": "Kai", "content": "@LINK please look"}))).await;
+    assert_eq!((m["message"]["from"].as_str(), m["message"]["mentions"].clone()), (Some("kai"), json!(["link"])));
+    let (_, m) =
+        call(&p, "POST", "/chat/messages", &[], Some(json!({"from": "kai", "content": "@l\u{456}nk look"}))).await;
+    assert_eq!(m["message"]["mentions"], json!([]), "a name with a Cyrillic letter mentions nobody: {m}");
+    let (_, inbox) = call(&p, "GET", "/inbox/Link", &[], None).await;
+    assert_eq!(inbox["unread"], 1, "{inbox}");
+    let (_, l) = call(&p, "GET", "/inbox/l", &[], None).await;
+    assert_eq!(l["unread"], 0, "{l}");
+}
