@@ -168,8 +168,8 @@ async fn silent_slow_and_idle_connections_are_closed_and_never_lock_others_out()
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.contains("request_timeout"), "{got}");
 
-    // Four times the pool of silent connections: the newest make the oldest go, and
-    // everyone else is still served at once.
+    // Four times the pool of silent connections: past twice the cap (a burst gets that much
+    // room) the newest make the oldest go, and everyone else is still served at once.
     let flood: Vec<_> = (0..200).map(|_| std::net::TcpStream::connect(p.addr).unwrap()).collect();
     let started = Instant::now();
     let (status, _) = call(&p, "GET", "/health", &[], None).await;
@@ -179,7 +179,7 @@ async fn silent_slow_and_idle_connections_are_closed_and_never_lock_others_out()
     assert_eq!(status, 201);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let still_open = flood.into_iter().filter(|tcp| !closed_now(tcp)).count();
-    assert!(still_open <= 50, "{still_open} silent connections are still held, past the cap of 50");
+    assert!(still_open <= 100, "{still_open} silent connections are still held, past twice the cap of 50");
 }
 
 /// Whether the broker closed `tcp` (a read does not block).

@@ -2,15 +2,23 @@
 //!
 //! Every accepted connection joins the pool; it leaves when it closes, or when it becomes a
 //! WebSocket or an SSE stream (those have their own limit and pings). At the cap, a new
-//! connection makes the oldest idle one (no request in progress) close — or, when none is
-//! idle, the oldest one, once its request is answered. Refusing the newcomer instead would
-//! let silent connections keep everyone else out; this way they are the ones that go.
+//! connection makes the oldest idle one (no request in progress for [`SETTLE`]) close.
+//! Refusing the newcomer instead would let silent connections keep everyone else out; this
+//! way they are the ones that go. A burst of new connections (none idle long enough yet) may
+//! take the pool to twice its cap; beyond that the oldest connection goes whatever it does,
+//! once its request is answered.
+
+use std::time::Duration;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// How long a connection has been idle before the pool may close it to make room: a client
+/// that just connected has not had the time to send its request.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// The pool.
 pub(crate) struct Conns {
@@ -61,9 +69,22 @@ impl Conns {
     /// Adds a new connection, making room first if the pool is full.
     pub(crate) fn open(self: &Arc<Self>) -> Conn {
         let mut inner = self.lock();
+        let settled = Instant::now().checked_sub(SETTLE);
         while inner.pool.len() >= self.cap {
-            // The oldest idle connection; else the oldest of all, after its request.
-            let victim = inner.pool.iter().min_by_key(|(_, e)| (e.busy > 0, e.since)).map(|(id, _)| *id);
+            // The oldest settled idle connection; past twice the cap, the oldest of all.
+            let idle = inner
+                .pool
+                .iter()
+                .filter(|(_, e)| e.busy == 0 && settled.is_some_and(|s| e.since <= s))
+                .min_by_key(|(id, e)| (e.since, **id))
+                .map(|(id, _)| *id);
+            let victim = match idle {
+                Some(id) => Some(id),
+                None if inner.pool.len() >= 2 * self.cap => {
+                    inner.pool.iter().min_by_key(|(id, e)| (e.busy > 0, e.since, **id)).map(|(id, _)| *id)
+                }
+                None => None,
+            };
             let Some(victim) = victim else { break };
             if let Some(entry) = inner.pool.remove(&victim) {
                 entry.close.cancel();
@@ -114,24 +135,31 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_pool_closes_its_oldest_idle_connection_first() {
+    async fn a_full_pool_closes_its_oldest_settled_idle_connections() {
         let conns = Conns::new(2);
         let busy = conns.open();
         busy.begin();
-        tokio::time::advance(std::time::Duration::from_secs(1)).await;
         let idle = conns.open();
+        // Both just connected: a newcomer is let in beyond the cap, up to twice it.
         let third = conns.open();
-        assert!(idle.closing().is_cancelled(), "the idle one made room");
-        assert!(!busy.closing().is_cancelled(), "the older one is answering a request");
+        assert!(!idle.closing().is_cancelled(), "a connection that just opened is given its time");
+        assert_eq!(conns.len(), 3);
+        tokio::time::advance(SETTLE).await;
+        let fourth = conns.open();
+        assert!(idle.closing().is_cancelled() && third.closing().is_cancelled(), "the settled idle ones made room");
+        assert!(!busy.closing().is_cancelled(), "the one answering a request stays");
         assert_eq!(conns.len(), 2);
-        // Nothing idle: the oldest goes, after its request.
-        third.begin();
-        let _fourth = conns.open();
-        assert!(busy.closing().is_cancelled());
+        // Twice the cap and nothing settled: the oldest goes, an idle one before a busy one.
+        let fifth = conns.open();
+        let _sixth = conns.open();
+        assert_eq!(conns.len(), 4);
+        let _seventh = conns.open();
+        assert!(fourth.closing().is_cancelled() && !busy.closing().is_cancelled());
+        assert_eq!(conns.len(), 4);
         // A stream leaves the pool and is never asked to close by it.
-        third.stream();
-        assert_eq!(conns.len(), 1);
-        let _fifth = conns.open();
-        assert!(!third.closing().is_cancelled());
+        fifth.stream();
+        assert_eq!(conns.len(), 3);
+        let _eighth = conns.open();
+        assert!(!fifth.closing().is_cancelled());
     }
 }

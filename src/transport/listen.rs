@@ -72,6 +72,30 @@ pub(crate) async fn serve(
 
 /// One connection, until it closes, the pool needs its room, or the broker stops.
 async fn connection(tcp: TcpStream, router: Router, conn: Conn, header_timeout: Duration, shutdown: CancellationToken) {
+    // Until the client sends its first byte, the connection is a socket and a small task:
+    // no HTTP state, no buffers. One that sends nothing in time is closed. (`peek` waits for
+    // a byte without taking it; `readable` says yes at once on a new socket.)
+    let mut first = [0u8; 1];
+    tokio::select! {
+        peeked = tcp.peek(&mut first) => {
+            if !matches!(peeked, Ok(1..)) {
+                conn.closed();
+                return;
+            }
+        }
+        () = tokio::time::sleep(header_timeout) => {
+            conn.closed();
+            return;
+        }
+        () = conn.closing().cancelled() => {
+            conn.closed();
+            return;
+        }
+        () = shutdown.cancelled() => {
+            conn.closed();
+            return;
+        }
+    }
     let requests = conn.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(requests.clone());
