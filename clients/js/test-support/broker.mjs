@@ -117,7 +117,7 @@ export function harness(t) {
 /**
  * Resolves with the next value emitted as `name` that satisfies `pred`.
  * @param {MusterClient} client
- * @param {'event' | 'status' | 'welcome' | 'resync'} name
+ * @param {'event' | 'status' | 'welcome' | 'resync' | 'revoked'} name
  * @param {(value: any) => boolean} [pred]
  */
 export function next(client, name, pred = () => true, timeoutMs = 5000) {
@@ -139,7 +139,7 @@ export function next(client, name, pred = () => true, timeoutMs = 5000) {
 /**
  * Records everything a client emits as `name`.
  * @param {MusterClient} client
- * @param {'event' | 'status' | 'welcome' | 'resync'} name
+ * @param {'event' | 'status' | 'welcome' | 'resync' | 'revoked'} name
  * @returns {any[]}
  */
 export function record(client, name) {
