@@ -50,6 +50,24 @@ fn table() -> Vec<(&'static str, &'static str, Access)> {
         ("GET", "/inbox/{agent}", Read { path: "/inbox/zelda" }),
         ("GET", "/events", Read { path: "/events?since=0" }),
         ("GET", "/events/stream", Read { path: "/events/stream" }),
+        ("GET", "/files", Read { path: "/files?repo=app" }),
+        ("GET", "/files/who", Read { path: "/files/who?repo=app&path=src/a.rs" }),
+        (
+            "POST",
+            "/files/reserve",
+            Write {
+                own: ("/files/reserve", json!({"repo": "app", "patterns": ["src/**"]})),
+                other: ("/files/reserve", json!({"repo": "app", "patterns": ["docs/**"], "agent": "zelda"})),
+            },
+        ),
+        (
+            "POST",
+            "/files/release",
+            Write {
+                own: ("/files/release", json!({"repo": "app"})),
+                other: ("/files/release", json!({"repo": "app", "agent": "zelda"})),
+            },
+        ),
         (
             "POST",
             "/tasks",
@@ -220,7 +238,9 @@ fn needs(op: Op) -> Needs {
         | Op::ChatRead(_)
         | Op::ChatChannels(_)
         | Op::InboxRead(_)
-        | Op::PresenceList(_) => Needs::Read,
+        | Op::PresenceList(_)
+        | Op::FilesList(_)
+        | Op::FilesWho(_) => Needs::Read,
         Op::TaskCreate(mut a) => {
             a.agent = None;
             let other = Op::TaskCreate(muster_protocol::CreateTask { agent: zelda(), ..a.clone() });
@@ -259,6 +279,19 @@ fn needs(op: Op) -> Needs {
             let mut b = a.clone();
             b.agent = zelda();
             Needs::Write { own: Box::new(Op::PresenceSet(a)), other: Box::new(Op::PresenceSet(b)) }
+        }
+        Op::FilesReserve(mut a) => {
+            a.agent = None;
+            a.task = None;
+            let mut b = a.clone();
+            b.agent = zelda();
+            Needs::Write { own: Box::new(Op::FilesReserve(a)), other: Box::new(Op::FilesReserve(b)) }
+        }
+        Op::FilesRelease(mut a) => {
+            a.agent = None;
+            let mut b = a.clone();
+            b.agent = zelda();
+            Needs::Write { own: Box::new(Op::FilesRelease(a)), other: Box::new(Op::FilesRelease(b)) }
         }
     }
 }

@@ -116,9 +116,33 @@
  */
 
 /**
+ * File reservation: paths of a repository an agent holds, exclusively or shared.
+ * @typedef {object} Reservation
+ * @property {string} id `R-1`, `R-2`, ...
+ * @property {string} repo
+ * @property {string} pattern A repository-relative path or glob.
+ * @property {string} agent The holder.
+ * @property {boolean} exclusive
+ * @property {string | null} task The task it is for (it ends with the claim).
+ * @property {string | null} reason
+ * @property {string} at Made or last renewed.
+ * @property {string | null} expiresAt
+ */
+
+/**
+ * A refused reservation's overlap: `holder` holds a pattern that shares `witness` with
+ * the `pattern` asked for.
+ * @typedef {object} FileConflict
+ * @property {string} pattern
+ * @property {Reservation} holder
+ * @property {string} witness A path both patterns match.
+ */
+
+/**
  * One entry of the broker's event log. `data` depends on `type`: `task.*` carry `task`
  * (and `agent`, `by`, `changes`, `reason`), `chat.message` carries `message`,
- * `presence.changed` carries `agent` (the agent record), `inbox.acked` `agent` and `seq`.
+ * `presence.changed` carries `agent` (the agent record), `inbox.acked` `agent` and `seq`,
+ * `files.reserved` and `files.released` `agent` and `reservations` (and `by`, `reason`).
  * @typedef {object} MusterEvent
  * @property {number} seq Global sequence number: gap-free, never reused.
  * @property {string} type `task.created`, `task.claimed`, `chat.message`, ...
@@ -132,6 +156,7 @@
  * @property {string} code `conflict`, `not_found`, `invalid`, ...
  * @property {string} message
  * @property {string} [field] The request field at fault, for `invalid`.
+ * @property {FileConflict[]} [conflicts] For a refused reservation: each overlap.
  */
 
 // ---------------------------------------------------------------------------------------
@@ -153,7 +178,7 @@
  * @property {string} [token] The token the broker issued (where tokens are on): sent in
  *   `hello`, and as `Authorization: Bearer` by `history()`.
  * @property {string[]} [topics] Topics received from every (re)connection: `*`, `tasks`,
- *   `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`.
+ *   `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`, `files`.
  * @property {number} [since] Resume after this `seq` on the first connection.
  * @property {string} [epoch] The broker epoch `since` belongs to.
  * @property {boolean} [reconnect] Reconnect when the connection is lost (default true).
@@ -216,14 +241,17 @@ export class MusterError extends Error {
    * @param {string} code
    * @param {string} message
    * @param {string} [field] The request field at fault, for `invalid`.
+   * @param {FileConflict[]} [conflicts] For a refused reservation: each overlap.
    */
-  constructor(code, message, field) {
+  constructor(code, message, field, conflicts = []) {
     super(message);
     this.name = 'MusterError';
     /** @type {string} */
     this.code = code;
     /** @type {string | undefined} */
     this.field = field;
+    /** @type {FileConflict[]} */
+    this.conflicts = conflicts;
   }
 }
 
@@ -240,14 +268,14 @@ const MAX_TASK_NUMBER = 18446744073709551615n;
 
 /**
  * Reads a topic as the broker does: `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`,
- * `presence`, `inbox:<agent>`, normalized (`task:12` is `task:T-12`).
+ * `presence`, `inbox:<agent>`, `files`, normalized (`task:12` is `task:T-12`).
  * @param {string} topic
  * @returns {string} The topic as the broker writes it.
  * @throws {MusterError} `invalid` (field `topics`) when it is not a topic.
  */
 export function parseTopic(topic) {
   const bad = () => new MusterError('invalid', `topics: ${JSON.stringify(topic)} is not a topic`, 'topics');
-  if (['*', 'tasks', 'chat', 'presence'].includes(topic)) return topic;
+  if (['*', 'tasks', 'chat', 'presence', 'files'].includes(topic)) return topic;
   const colon = topic.indexOf(':');
   if (colon < 0) throw bad();
   const [kind, rest] = [topic.slice(0, colon), topic.slice(colon + 1)];
@@ -284,6 +312,9 @@ export function eventTopics(event) {
       return ['presence'];
     case 'inbox.acked':
       return [`inbox:${data.agent}`];
+    case 'files.reserved':
+    case 'files.released':
+      return ['files'];
     default:
       return [];
   }
@@ -572,7 +603,7 @@ export class MusterClient {
       if (frame.ok) waiting.resolve(frame.data);
       else {
         const error = frame.error ?? { code: 'protocol', message: 'a reply without data or error' };
-        waiting.reject(new MusterError(error.code, error.message, error.field));
+        waiting.reject(new MusterError(error.code, error.message, error.field, error.conflicts));
       }
     } else if (typeof frame.seq === 'number') {
       // A replay after a reconnection may overlap what was already seen.
@@ -845,6 +876,47 @@ export class MusterClient {
    */
   async setStatus(options = {}) {
     return (await this.call('presence.set', options)).agent;
+  }
+
+  /**
+   * Reserves paths of a repository for the session's agent (`files.reserve`), all or none:
+   * an overlap with another agent's reservation fails with `conflict`, and the error's
+   * `conflicts` name each holder, its pattern and a path both match.
+   * @param {{repo: string, patterns: string[], shared?: boolean, task?: string,
+   *   reason?: string, ttlSeconds?: number, agent?: string}} request
+   * @returns {Promise<Reservation[]>}
+   */
+  async reserveFiles(request) {
+    return (await this.call('files.reserve', request)).reservations;
+  }
+
+  /**
+   * Releases the session agent's reservations in a repository (`files.release`): those
+   * with `patterns`, those of `task`, or all.
+   * @param {{repo: string, patterns?: string[], task?: string, agent?: string}} request
+   * @returns {Promise<Reservation[]>} What was released.
+   */
+  async releaseFiles(request) {
+    return (await this.call('files.release', request)).reservations;
+  }
+
+  /**
+   * The reservations held now (`files.list`), by id.
+   * @param {{repo?: string, agent?: string, task?: string}} [filter]
+   * @returns {Promise<Reservation[]>}
+   */
+  async files(filter = {}) {
+    return (await this.call('files.list', filter)).reservations;
+  }
+
+  /**
+   * Who holds each path (`files.who`).
+   * @param {string} repo
+   * @param {string[]} paths Repository-relative paths.
+   * @returns {Promise<{path: string, reservations: Reservation[]}[]>}
+   */
+  async whoHasFiles(repo, paths) {
+    return (await this.call('files.who', { repo, paths })).paths;
   }
 
   /**

@@ -96,6 +96,7 @@ macro_rules! short_id {
 
 short_id!(TaskId, "T", "task id");
 short_id!(MessageId, "M", "message id");
+short_id!(ReservationId, "R", "reservation id");
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,8 @@
 //!
 //! Field names are camelCase on the wire (`blockedBy`, `lastSeenAt`), as in the seed article.
 
+mod files;
+pub mod glob;
 mod ids;
 mod model;
 pub mod names;
@@ -14,7 +16,8 @@ mod responses;
 mod topic;
 pub mod ws;
 
-pub use ids::{MessageId, ParseIdError, TaskId};
+pub use files::*;
+pub use ids::{MessageId, ParseIdError, ReservationId, TaskId};
 pub use model::*;
 pub use requests::*;
 pub use responses::*;

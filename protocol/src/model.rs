@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{MessageId, TaskId};
+use crate::{FileConflict, FilesReleaseReason, MessageId, Reservation, TaskId};
 
 /// A point in time, UTC, RFC 3339 on the wire (millisecond precision).
 pub type Timestamp = DateTime<Utc>;
@@ -432,6 +432,26 @@ pub enum EventKind {
         /// The new read cursor.
         seq: Seq,
     },
+    /// An agent reserved paths, or renewed reservations (same id, new TTL).
+    #[serde(rename = "files.reserved")]
+    FilesReserved {
+        /// The holder.
+        agent: String,
+        /// The reservations as they are now.
+        reservations: Vec<Reservation>,
+    },
+    /// Reservations ended.
+    #[serde(rename = "files.released")]
+    FilesReleased {
+        /// The holder.
+        agent: String,
+        /// Who released them, when an agent did (`null` when the broker did).
+        by: Option<String>,
+        /// Why.
+        reason: FilesReleaseReason,
+        /// The reservations that ended.
+        reservations: Vec<Reservation>,
+    },
 }
 
 impl EventKind {
@@ -447,6 +467,8 @@ impl EventKind {
             EventKind::ChatMessage { .. } => "chat.message",
             EventKind::PresenceChanged { .. } => "presence.changed",
             EventKind::InboxAcked { .. } => "inbox.acked",
+            EventKind::FilesReserved { .. } => "files.reserved",
+            EventKind::FilesReleased { .. } => "files.released",
         }
     }
 
@@ -479,7 +501,9 @@ pub enum ErrorCode {
     NotFound,
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
-    /// 409: the task is held by another agent (the message names the owner).
+    /// 409: the task is held by another agent (the message names the owner), or paths
+    /// are reserved by another agent (`conflicts` lists each holder, its pattern and a
+    /// path both match).
     Conflict,
     /// 409: the fencing token is not the current claim's (the claim was released and
     /// taken again since).
@@ -549,6 +573,9 @@ pub struct ErrorInfo {
     /// The request field at fault, for `invalid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For a refused reservation: every overlap with another agent's reservation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<FileConflict>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! ([`EventKind::topics`]); a subscriber to one of them (or to `*`) receives it.
 //!
 //! On the wire a topic is a string: `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`,
-//! `presence`, `inbox:<agent>`. Parsing normalizes it (`task:12` is `task:T-12`,
+//! `presence`, `inbox:<agent>`, `files`. Parsing normalizes it (`task:12` is `task:T-12`,
 //! `inbox:LINK` is `inbox:link`), so two spellings of one topic are one subscription. The cases every client must agree on are in
 //! `protocol/examples/topics.json`.
 
@@ -28,6 +28,8 @@ pub enum Topic {
     Presence,
     /// `inbox:<agent>`: messages that mention an agent or are addressed to it, and its acks.
     Inbox(String),
+    /// `files`: file reservations made, renewed and ended.
+    Files,
 }
 
 /// Why a string is not a topic.
@@ -52,6 +54,7 @@ impl FromStr for Topic {
                 "tasks" => Some(Topic::Tasks),
                 "chat" => Some(Topic::Chat),
                 "presence" => Some(Topic::Presence),
+                "files" => Some(Topic::Files),
                 _ => None,
             },
             Some(("task", id)) => {
@@ -69,7 +72,7 @@ impl FromStr for Topic {
         };
         topic.ok_or_else(|| {
             ParseTopicError(format!(
-                "{:?} is not a topic (one of *, tasks, task:<id>, chat, chat:<channel>, presence, inbox:<agent>)",
+                "{:?} is not a topic (one of *, tasks, task:<id>, chat, chat:<channel>, presence, inbox:<agent>, files)",
                 names::truncate(s, 80)
             ))
         })
@@ -86,6 +89,7 @@ impl fmt::Display for Topic {
             Topic::Channel(channel) => write!(f, "chat:{channel}"),
             Topic::Presence => f.write_str("presence"),
             Topic::Inbox(agent) => write!(f, "inbox:{agent}"),
+            Topic::Files => f.write_str("files"),
         }
     }
 }
@@ -110,6 +114,7 @@ impl EventKind {
     /// - chat messages: `chat`, `chat:<channel>`, and `inbox:<agent>` for each recipient
     /// - presence: `presence`
     /// - inbox acks: `inbox:<agent>`
+    /// - file reservations: `files`
     pub fn topics(&self) -> Vec<Topic> {
         if let Some(task) = self.task() {
             return vec![Topic::Tasks, Topic::Task(task.id)];
@@ -122,6 +127,7 @@ impl EventKind {
             }
             EventKind::PresenceChanged { .. } => vec![Topic::Presence],
             EventKind::InboxAcked { agent, .. } => vec![Topic::Inbox(agent.clone())],
+            EventKind::FilesReserved { .. } | EventKind::FilesReleased { .. } => vec![Topic::Files],
             _ => Vec::new(),
         }
     }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    AckInbox, CreateTask, ErrorCode, ErrorInfo, Heartbeat, PostMessage, Priority, Seq, TaskAction, TaskId, TaskStatus,
-    UpdateTask,
+    AckInbox, CreateTask, ErrorCode, ErrorInfo, FilesQuery, Heartbeat, PostMessage, Priority, ReleaseFiles,
+    ReserveFiles, Seq, TaskAction, TaskId, TaskStatus, UpdateTask, WhoHasFiles,
 };
 
 /// Close code: the client did not read fast enough and its outbox overflowed; reconnect
@@ -106,11 +106,23 @@ pub enum Op {
     /// `POST /presence/{agent}`: a heartbeat, with a status and note.
     #[serde(rename = "presence.set")]
     PresenceSet(PresenceSetArgs),
+    /// `POST /files/reserve`.
+    #[serde(rename = "files.reserve")]
+    FilesReserve(ReserveFiles),
+    /// `POST /files/release`.
+    #[serde(rename = "files.release")]
+    FilesRelease(ReleaseFiles),
+    /// `GET /files`.
+    #[serde(rename = "files.list")]
+    FilesList(FilesQuery),
+    /// `GET /files/who`.
+    #[serde(rename = "files.who")]
+    FilesWho(WhoHasFiles),
 }
 
 impl Op {
     /// Every operation name, as written on the wire.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 22] = [
         "hello",
         "subscribe",
         "unsubscribe",
@@ -129,6 +141,10 @@ impl Op {
         "inbox.ack",
         "presence.list",
         "presence.set",
+        "files.reserve",
+        "files.release",
+        "files.list",
+        "files.who",
     ];
 }
 
@@ -211,7 +227,8 @@ pub struct Welcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Topics {
-    /// `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`.
+    /// `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`,
+    /// `files`.
     pub topics: Vec<String>,
 }
 
@@ -384,6 +401,7 @@ fn frame_error(id: Option<u64>, field: &str, message: impl Into<String>) -> Fram
             code: ErrorCode::Invalid,
             message: format!("{field}: {message}"),
             field: Some(field.to_owned()),
+            conflicts: Vec::new(),
         },
     }
 }
@@ -478,6 +496,10 @@ impl Request {
                 let agent = take_agent(id, &mut map)?;
                 Op::PresenceSet(PresenceSetArgs { agent, heartbeat: args(id, map)? })
             }
+            "files.reserve" => Op::FilesReserve(args(id, map)?),
+            "files.release" => Op::FilesRelease(args(id, map)?),
+            "files.list" => Op::FilesList(args(id, map)?),
+            "files.who" => Op::FilesWho(args(id, map)?),
             other => {
                 let shown: String = other.chars().take(40).collect();
                 return Err(frame_error(

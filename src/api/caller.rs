@@ -108,6 +108,8 @@ impl Caller {
                 &mut action.agent
             }
             Command::ClaimNext { agent } => agent,
+            Command::ReserveFiles(r) => &mut r.agent,
+            Command::ReleaseFiles(r) => &mut r.agent,
             Command::PostMessage(p) => {
                 let named = (!p.from.is_empty()).then(|| std::mem::take(&mut p.from));
                 p.from = self.act_as(named).map_err(|e| field(e, "from"))?.unwrap_or_default();

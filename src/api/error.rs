@@ -15,13 +15,14 @@ pub(crate) struct ApiError(pub(crate) ErrorInfo);
 impl ApiError {
     /// An error with a code and a message.
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError(ErrorInfo { code, message: message.into(), field: None })
+        ApiError(ErrorInfo { code, message: message.into(), field: None, conflicts: Vec::new() })
     }
 
     /// `invalid`, naming the field (or query parameter, or header) at fault.
     pub(crate) fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> ApiError {
         let field = field.into();
-        ApiError(ErrorInfo { code: ErrorCode::Invalid, message: format!("{field}: {message}"), field: Some(field) })
+        let message = format!("{field}: {message}");
+        ApiError(ErrorInfo { code: ErrorCode::Invalid, message, field: Some(field), conflicts: Vec::new() })
     }
 
     /// `not_found`.
@@ -31,12 +32,22 @@ impl ApiError {
 
     /// `unauthorized`, naming the field that should carry the token.
     pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError(ErrorInfo { code: ErrorCode::Unauthorized, message: message.into(), field: Some("token".into()) })
+        ApiError(ErrorInfo {
+            code: ErrorCode::Unauthorized,
+            message: message.into(),
+            field: Some("token".into()),
+            conflicts: Vec::new(),
+        })
     }
 
     /// `forbidden`: acting as an agent the caller's token does not belong to.
     pub(crate) fn forbidden(field: &str, message: impl Into<String>) -> ApiError {
-        ApiError(ErrorInfo { code: ErrorCode::Forbidden, message: message.into(), field: Some(field.to_owned()) })
+        ApiError(ErrorInfo {
+            code: ErrorCode::Forbidden,
+            message: message.into(),
+            field: Some(field.to_owned()),
+            conflicts: Vec::new(),
+        })
     }
 
     /// `internal`: a bug.

@@ -7,7 +7,8 @@ use std::marker::PhantomData;
 
 use bytes::Bytes;
 use muster_protocol::{
-    ChannelList, Cursor, Health, MaybeTaskEnvelope, MessageEnvelope, PresenceEnvelope, PresenceList, TaskEnvelope,
+    ChannelList, Cursor, Health, MaybeTaskEnvelope, MessageEnvelope, PresenceEnvelope, PresenceList, ReservationList,
+    TaskEnvelope, WhoHas,
 };
 use serde::Serialize;
 
@@ -71,7 +72,9 @@ serialized!(
     PresenceList,
     ChannelList,
     Cursor,
-    Health
+    Health,
+    ReservationList,
+    WhoHas
 );
 
 /// `{"<key>": [raw, raw, ...]}` from JSON values already serialized (log entries, stored

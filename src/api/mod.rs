@@ -9,7 +9,7 @@
 //!
 //! - `broker`: the `Broker`, the caller check before every read and the one way to the
 //!   writer; `caller`: who is asking, and binding a command to its caller;
-//! - `tasks`, `chat`, `presence`, `events`, `system`: the operations;
+//! - `tasks`, `chat`, `presence`, `files`, `events`, `system`: the operations;
 //! - `feed`: subscribe → replay → live, for every transport that follows events;
 //!   `session`: a WebSocket session's hello and goodbye;
 //! - `timers`: the broker's own writes (start-up, ticks, retention);
@@ -25,6 +25,7 @@ pub(crate) mod chat;
 mod error;
 pub(crate) mod events;
 pub(crate) mod feed;
+pub(crate) mod files;
 mod json;
 pub(crate) mod presence;
 pub(crate) mod session;

@@ -1,7 +1,7 @@
 //! How the CLI shows things to humans: aligned tables, relative times, one line per event.
 
 use chrono::Utc;
-use muster_protocol::{ChatMessage, Event, EventKind, Presence, Task, Timestamp};
+use muster_protocol::{ChatMessage, Event, EventKind, Presence, Reservation, Task, Timestamp};
 
 use crate::core::last_seen_text;
 
@@ -122,6 +122,16 @@ pub(crate) fn message(m: &ChatMessage) -> String {
     format!("{} {} {place}: {}", m.id, ago(m.at), m.content)
 }
 
+/// `repo: a, b (exclusive, T-3)` for reservations of one event (which share a repo, mode and
+/// task).
+fn patterns(reservations: &[Reservation]) -> String {
+    let Some(first) = reservations.first() else { return "nothing".to_owned() };
+    let list: Vec<&str> = reservations.iter().map(|r| r.pattern.as_str()).collect();
+    let mode = if first.exclusive { "exclusive" } else { "shared" };
+    let task = first.task.map(|t| format!(", {t}")).unwrap_or_default();
+    format!("{}: {} ({mode}{task})", first.repo, list.join(", "))
+}
+
 /// An event on one line, for `watch` and `wait`.
 pub(crate) fn event(e: &Event) -> String {
     let what = match &e.kind {
@@ -179,6 +189,15 @@ pub(crate) fn event(e: &Event) -> String {
             format!("{} {state}{}", agent.name, agent.note.as_ref().map(|n| format!(" — {n}")).unwrap_or_default())
         }
         EventKind::InboxAcked { agent, seq } => format!("{agent} read their inbox up to {seq}"),
+        EventKind::FilesReserved { agent, reservations } => {
+            format!("{agent} reserved {}", patterns(reservations))
+        }
+        EventKind::FilesReleased { agent, by, reason, reservations } => {
+            let reason =
+                serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let by = by.as_deref().unwrap_or("the broker");
+            format!("{agent}'s {} released by {by} ({reason})", patterns(reservations))
+        }
     };
     format!("{} #{:<6} {:<16} {what}", e.at.format("%H:%M:%S"), e.seq, e.kind.type_name())
 }

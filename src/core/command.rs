@@ -2,8 +2,8 @@
 //! This file lists the commands and hands each to its rules (`tasks`, `chat`, `presence`).
 
 use muster_protocol::{
-    Agent, ChatMessage, CreateTask, EventKind, Heartbeat, PostMessage, Seq, Task, TaskAction, TaskId, Timestamp,
-    UpdateTask,
+    Agent, ChatMessage, CreateTask, EventKind, Heartbeat, PostMessage, ReleaseFiles, Reservation, ReserveFiles, Seq,
+    Task, TaskAction, TaskId, Timestamp, UpdateTask,
 };
 
 use super::decider::Decider;
@@ -79,9 +79,14 @@ pub enum Command {
         /// The agent.
         agent: String,
     },
+    /// Reserve paths of a repository.
+    ReserveFiles(ReserveFiles),
+    /// Release reservations.
+    ReleaseFiles(ReleaseFiles),
     /// The broker (re)started: no session survived; every agent with open sessions left.
     ResetConnections,
-    /// Time passed: release the claims of owners that have been away too long.
+    /// Time passed: release the claims of owners that have been away too long, and
+    /// reservations whose TTL ran out.
     Tick,
 }
 
@@ -112,6 +117,9 @@ impl Command {
                 maybe(&mut action.agent);
             }
             Command::ClaimNext { agent } => maybe(agent),
+            Command::ReserveFiles(ReserveFiles { agent, .. }) | Command::ReleaseFiles(ReleaseFiles { agent, .. }) => {
+                maybe(agent)
+            }
             Command::PostMessage(p) => {
                 one(&mut p.from);
                 maybe(&mut p.to);
@@ -137,6 +145,8 @@ pub enum Reply {
     Message(ChatMessage),
     /// The agent record after a heartbeat.
     Agent(Agent),
+    /// Reservations made, renewed or released.
+    Reservations(Vec<Reservation>),
     /// Nothing to report (connection bookkeeping, ticks).
     Done,
     /// An inbox cursor.
@@ -203,10 +213,15 @@ pub fn decide(model: &Model, policy: &Policy, cmd: &Command, now: Timestamp) -> 
             d.reset_connections();
             Reply::Done
         }
+        Command::ReserveFiles(r) => Reply::Reservations(d.reserve(r)?),
+        Command::ReleaseFiles(r) => Reply::Reservations(d.release_files(r)?),
         Command::Tick => {
             d.release_expired_claims();
+            d.end_expired_reservations();
             Reply::Done
         }
     };
+    // Whatever ended a claim ends the reservations made for its task.
+    d.end_reservations_of_ended_claims();
     Ok(Decision { events: d.events, reply })
 }

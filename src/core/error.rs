@@ -1,6 +1,6 @@
 //! Why a command was refused.
 
-use muster_protocol::{ErrorCode, ErrorInfo};
+use muster_protocol::{ErrorCode, ErrorInfo, FileConflict};
 use serde::{Deserialize, Serialize};
 
 /// A command the domain refuses, with a message meant for the agent that sent it.
@@ -26,6 +26,14 @@ pub enum DomainError {
     Conflict {
         /// Names the owner: "T-12 is claimed by link".
         message: String,
+    },
+    /// Paths overlap another agent's reservation.
+    #[error("{message}")]
+    FilesConflict {
+        /// Names each holder, its pattern and a path both match.
+        message: String,
+        /// Every overlap.
+        conflicts: Vec<FileConflict>,
     },
     /// The fencing token is not the current claim's.
     #[error("{message}")]
@@ -58,7 +66,7 @@ impl DomainError {
         match self {
             DomainError::Invalid { .. } => ErrorCode::Invalid,
             DomainError::NotFound { .. } => ErrorCode::NotFound,
-            DomainError::Conflict { .. } => ErrorCode::Conflict,
+            DomainError::Conflict { .. } | DomainError::FilesConflict { .. } => ErrorCode::Conflict,
             DomainError::StaleClaim { .. } => ErrorCode::StaleClaim,
             DomainError::Blocked { .. } => ErrorCode::Blocked,
             DomainError::InvalidTransition { .. } => ErrorCode::InvalidTransition,
@@ -73,6 +81,10 @@ impl DomainError {
             field: match self {
                 DomainError::Invalid { field, .. } => Some(field.clone()),
                 _ => None,
+            },
+            conflicts: match self {
+                DomainError::FilesConflict { conflicts, .. } => conflicts.clone(),
+                _ => Vec::new(),
             },
         }
     }

@@ -7,7 +7,8 @@
 //! Replaying the event log from an empty model with `apply` rebuilds the same model.
 //!
 //! - `command`: the commands, their replies, and `decide`, which hands each to its rules;
-//! - `tasks`, `chat`, `presence`: the rules of each domain (`impl Decider` blocks);
+//! - `tasks`, `chat`, `presence`, `files`: the rules of each domain (`impl Decider` blocks);
+//! - `reservations`: the file reservations held, with their compiled patterns and indexes;
 //! - `policy`: presence thresholds, grace and lease; `rules`: input limits and names;
 //! - `model`: the model and `apply`; `decider`: one decision in progress.
 
@@ -15,14 +16,17 @@ mod chat;
 mod command;
 mod decider;
 mod error;
+mod files;
 mod model;
 mod policy;
 mod presence;
+mod reservations;
 pub mod rules;
 mod tasks;
 
 pub use command::{Command, Decision, Reply, decide};
 pub use error::DomainError;
+pub use files::{holders, list as list_reservations};
 pub use model::{Channel, Model, actor, apply};
 pub use policy::{Policy, last_seen_text};
 pub use presence::presence;

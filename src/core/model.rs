@@ -6,8 +6,10 @@
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
-use muster_protocol::{Agent, Event, EventKind, Priority, Seq, Task, TaskId, TaskStatus, Timestamp};
+use muster_protocol::{Agent, Event, EventKind, Priority, Reservation, Seq, Task, TaskId, TaskStatus, Timestamp};
 use serde::{Deserialize, Serialize};
+
+use super::reservations::Reservations;
 
 /// What the broker knows about a chat channel (its messages live in the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +44,10 @@ pub struct Model {
     pub channels: OrdMap<String, Channel>,
     /// Number of the last message posted (`M-<n>`).
     pub last_message: u64,
+    /// File reservations held now.
+    pub files: Reservations,
+    /// Number of the last reservation made (`R-<n>`).
+    pub last_reservation: u64,
     /// Index: open (`todo`) tasks in the order `next` hands them out.
     open: OrdSet<(Priority, TaskId)>,
     /// Index: task → tasks whose `blockedBy` names it.
@@ -69,6 +75,17 @@ impl Model {
         model.cursors = cursors.into_iter().collect();
         model.channels = channels.into_iter().map(|c| (c.name.clone(), c)).collect();
         model
+    }
+
+    /// The same model with these reservations held (as the store keeps them) and this
+    /// last reservation number.
+    pub fn with_reservations(mut self, last: u64, reservations: impl IntoIterator<Item = Reservation>) -> Model {
+        self.last_reservation = last;
+        for r in reservations {
+            self.last_reservation = self.last_reservation.max(r.id.0);
+            self.files.put(r);
+        }
+        self
     }
 
     /// The same model with every agent name in its one spelling (lowercase), or `None`
@@ -126,14 +143,17 @@ impl Model {
             let cursor = cursors.entry(canonical(name)).or_insert(0);
             *cursor = (*cursor).max(*seq);
         }
-        Some(Model::from_views(
-            self.head,
-            self.last_message,
-            tasks,
-            agents.into_values(),
-            cursors,
-            self.channels.values().cloned(),
-        ))
+        Some(
+            Model::from_views(
+                self.head,
+                self.last_message,
+                tasks,
+                agents.into_values(),
+                cursors,
+                self.channels.values().cloned(),
+            )
+            .with_reservations(self.last_reservation, self.files.all().map(|h| h.reservation.clone())),
+        )
     }
 
     /// The task with this id.
@@ -237,7 +257,10 @@ pub fn actor(kind: &EventKind) -> Option<&str> {
         EventKind::TaskUpdated { by, .. }
         | EventKind::TaskReleased { by, .. }
         | EventKind::TaskCompleted { by, .. } => by.as_deref(),
-        EventKind::TaskClaimed { agent, .. } | EventKind::InboxAcked { agent, .. } => Some(agent),
+        EventKind::TaskClaimed { agent, .. }
+        | EventKind::InboxAcked { agent, .. }
+        | EventKind::FilesReserved { agent, .. } => Some(agent),
+        EventKind::FilesReleased { by, .. } => by.as_deref(),
         EventKind::ChatMessage { message } => Some(&message.from),
         EventKind::TaskReady { .. } | EventKind::PresenceChanged { .. } => None,
     }
@@ -277,6 +300,17 @@ pub fn apply(model: &mut Model, event: &Event) {
         EventKind::InboxAcked { agent, seq } => {
             let cursor = model.cursors.entry(agent.clone()).or_insert(0);
             *cursor = (*cursor).max(*seq);
+        }
+        EventKind::FilesReserved { reservations, .. } => {
+            for r in reservations {
+                model.last_reservation = model.last_reservation.max(r.id.0);
+                model.files.put(r.clone());
+            }
+        }
+        EventKind::FilesReleased { reservations, .. } => {
+            for r in reservations {
+                model.files.remove(r.id);
+            }
         }
     }
     if let Some(name) = actor(&event.kind) {

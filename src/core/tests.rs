@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use muster_protocol::{
-    CreateTask, Event, EventKind, Heartbeat, PostMessage, Priority, ReleaseReason, TaskAction, TaskId, TaskStatus,
-    Timestamp, UpdateTask,
+    CreateTask, Event, EventKind, FilesReleaseReason, Heartbeat, PostMessage, Priority, ReleaseFiles, ReleaseReason,
+    ReserveFiles, TaskAction, TaskId, TaskStatus, Timestamp, UpdateTask,
 };
 use proptest::prelude::*;
 
@@ -357,6 +357,179 @@ fn after_a_restart_no_session_is_left_open() {
 
 // ---- properties ------------------------------------------------------------------------
 
+fn reserve(
+    sim: &mut Sim,
+    agent: &str,
+    patterns: &[&str],
+    shared: bool,
+    task: Option<TaskId>,
+) -> Result<Vec<muster_protocol::Reservation>, DomainError> {
+    let cmd = Command::ReserveFiles(ReserveFiles {
+        repo: "app".into(),
+        patterns: patterns.iter().map(|p| (*p).to_owned()).collect(),
+        shared,
+        task,
+        agent: Some(agent.into()),
+        ..Default::default()
+    });
+    match sim.run(cmd)? {
+        Reply::Reservations(r) => Ok(r),
+        other => panic!("expected reservations, got {other:?}"),
+    }
+}
+
+fn released(sim: &Sim) -> Vec<(String, FilesReleaseReason, Vec<String>)> {
+    sim.log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::FilesReleased { agent, reason, reservations, .. } => {
+                Some((agent.clone(), *reason, reservations.iter().map(|r| r.pattern.clone()).collect()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_overlapping_exclusive_reservation_is_refused_naming_the_holder_and_nothing_is_reserved() {
+    let mut sim = Sim::new();
+    let id = sim.create("auth");
+    sim.claim(id, "zelda").unwrap();
+    reserve(&mut sim, "zelda", &["src/auth/session.rs"], false, Some(id)).unwrap();
+    let events = sim.log.len();
+    let err = reserve(&mut sim, "link", &["docs/**", "src/auth/**"], false, None).unwrap_err();
+    let DomainError::FilesConflict { message, conflicts } = &err else { panic!("{err:?}") };
+    assert_eq!(conflicts.len(), 1);
+    let c = &conflicts[0];
+    assert_eq!(
+        (c.pattern.as_str(), c.holder.agent.as_str(), c.holder.pattern.as_str()),
+        ("src/auth/**", "zelda", "src/auth/session.rs")
+    );
+    assert_eq!((c.holder.task, c.witness.as_str()), (Some(id), "src/auth/session.rs"));
+    assert!(message.contains("zelda's exclusive src/auth/session.rs (R-1, for T-1)"), "{message}");
+    assert_eq!(err.code(), muster_protocol::ErrorCode::Conflict);
+    assert_eq!(sim.log.len(), events, "all or nothing: docs/** was not reserved either");
+    assert_eq!(sim.state.files.len(), 1);
+    // Patterns that do not meet are granted.
+    assert!(reserve(&mut sim, "link", &["docs/**", "src/api/*.rs"], false, None).is_ok());
+}
+
+#[test]
+fn shared_reservations_share_and_an_exclusive_one_shares_with_nobody() {
+    let mut sim = Sim::new();
+    reserve(&mut sim, "link", &["Cargo.lock"], true, None).unwrap();
+    reserve(&mut sim, "zelda", &["*.lock"], true, None).unwrap();
+    assert!(matches!(reserve(&mut sim, "kai", &["Cargo.lock"], false, None), Err(DomainError::FilesConflict { .. })));
+    reserve(&mut sim, "kai", &["src/main.rs"], false, None).unwrap();
+    let err = reserve(&mut sim, "link", &["src/*.rs"], true, None).unwrap_err();
+    assert!(err.to_string().contains("kai's exclusive src/main.rs"), "{err}");
+    // An agent's own reservations never conflict with each other.
+    reserve(&mut sim, "kai", &["src/*.rs"], false, None).unwrap();
+}
+
+#[test]
+fn reserving_again_renews_the_same_reservation() {
+    let mut sim = Sim::new();
+    let first = reserve(&mut sim, "link", &["docs/**"], false, None).unwrap();
+    assert_eq!(first[0].expires_at, Some(sim.now + Duration::from_secs(2 * 3600)));
+    sim.later(3600);
+    let again = reserve(&mut sim, "link", &["docs/**", "README.md"], false, None).unwrap();
+    assert_eq!(again[0].id, first[0].id, "same pattern, same reservation");
+    assert_eq!(again[0].expires_at, Some(sim.now + Duration::from_secs(2 * 3600)), "a fresh TTL");
+    assert_ne!(again[1].id, first[0].id);
+    assert_eq!(sim.state.files.len(), 2);
+}
+
+#[test]
+fn a_task_reservation_needs_the_claim_and_ends_with_it() {
+    let mut sim = Sim::new();
+    let id = sim.create("t");
+    let unclaimed = reserve(&mut sim, "link", &["src/**"], false, Some(id)).unwrap_err();
+    assert!(matches!(unclaimed, DomainError::InvalidTransition { .. }), "{unclaimed:?}");
+    sim.claim(id, "zelda").unwrap();
+    let theirs = reserve(&mut sim, "link", &["src/**"], false, Some(id)).unwrap_err();
+    assert!(theirs.to_string().contains("claimed by zelda"), "{theirs}");
+    let held = reserve(&mut sim, "zelda", &["src/**"], false, Some(id)).unwrap();
+    assert_eq!(held[0].expires_at, None, "a task's reservation lasts as long as the claim");
+
+    // Completing the task ends it.
+    sim.run(Command::Complete { id, action: Sim::act("zelda") }).unwrap();
+    assert!(sim.state.files.is_empty());
+    assert_eq!(released(&sim), vec![("zelda".into(), FilesReleaseReason::TaskEnded, vec!["src/**".into()])]);
+
+    // So does a forced release, and a cancellation.
+    let (a, b) = (sim.create("a"), sim.create("b"));
+    sim.claim(a, "link").unwrap();
+    sim.claim(b, "link").unwrap();
+    reserve(&mut sim, "link", &["a/**"], false, Some(a)).unwrap();
+    reserve(&mut sim, "link", &["b/**"], false, Some(b)).unwrap();
+    sim.run(Command::Release { id: a, action: TaskAction { force: true, ..Sim::act("human") } }).unwrap();
+    let cancel = UpdateTask { status: Some(TaskStatus::Cancelled), agent: Some("link".into()), ..Default::default() };
+    sim.run(Command::UpdateTask { id: b, update: cancel }).unwrap();
+    let ends = released(&sim);
+    assert_eq!(ends[1], ("link".into(), FilesReleaseReason::TaskEnded, vec!["a/**".into()]));
+    assert_eq!(ends[2], ("link".into(), FilesReleaseReason::TaskEnded, vec!["b/**".into()]));
+    assert!(sim.state.files.is_empty());
+}
+
+#[test]
+fn reservations_end_when_their_ttl_runs_out_or_their_holder_stays_away() {
+    let mut sim = Sim::new();
+    sim.run(Command::Connect { agent: "kai".into(), human: false }).unwrap();
+    let id = sim.create("t");
+    sim.claim(id, "link").unwrap();
+    reserve(&mut sim, "link", &["src/**"], false, Some(id)).unwrap();
+    let short = ReserveFiles {
+        repo: "app".into(),
+        patterns: vec!["/notes.md".into()],
+        ttl_seconds: Some(60),
+        agent: Some("kai".into()),
+        ..Default::default()
+    };
+    sim.run(Command::ReserveFiles(short)).unwrap();
+    reserve(&mut sim, "link", &["docs/**"], false, None).unwrap();
+
+    sim.later(61);
+    sim.run(Command::Tick).unwrap();
+    assert_eq!(released(&sim), vec![("kai".into(), FilesReleaseReason::Expired, vec!["/notes.md".into()])]);
+
+    // link has no session: after the lease, its claim and all its reservations go.
+    sim.later(30 * 60);
+    sim.run(Command::Tick).unwrap();
+    let ends = released(&sim);
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert_eq!(ends[1].1, FilesReleaseReason::OwnerGone);
+    assert_eq!(ends[1].2.len(), 2, "the task's and the other one, in one event");
+    assert!(sim.state.files.is_empty());
+    assert!(sim.state.task(id).unwrap().claim.is_none());
+}
+
+#[test]
+fn bad_reservations_name_the_field() {
+    let mut sim = Sim::new();
+    for (patterns, repo, ttl, field) in [
+        (vec![], "app", None, "patterns"),
+        (vec!["a//b"], "app", None, "patterns[0]"),
+        (vec!["ok", "!neg"], "app", None, "patterns[1]"),
+        (vec!["ok"], "", None, "repo"),
+        (vec!["ok"], "has space", None, "repo"),
+        (vec!["ok"], "app", Some(0), "ttlSeconds"),
+        (vec!["ok"], "app", Some(8 * 24 * 3600), "ttlSeconds"),
+    ] {
+        let cmd = Command::ReserveFiles(ReserveFiles {
+            repo: repo.into(),
+            patterns: patterns.iter().map(|p: &&str| (*p).to_owned()).collect(),
+            ttl_seconds: ttl,
+            agent: Some("link".into()),
+            ..Default::default()
+        });
+        match sim.run(cmd) {
+            Err(DomainError::Invalid { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{patterns:?} {repo:?}: {other:?}"),
+        }
+    }
+}
+
 const AGENTS: [&str; 4] = ["link", "zelda", "kai", "ganon"];
 
 #[derive(Debug, Clone)]
@@ -372,7 +545,11 @@ enum Op {
     Disconnect { agent: usize },
     Tick,
     Later { secs: u64 },
+    Reserve { agent: usize, patterns: Vec<usize>, shared: bool, task: Option<u64> },
+    ReleaseFiles { agent: usize, pattern: Option<usize> },
 }
+
+const PATTERNS: [&str; 6] = ["src/**", "src/a.rs", "*.md", "docs/x.md", "src/*.rs", "docs/"];
 
 fn op() -> impl Strategy<Value = Op> {
     let agent = 0..AGENTS.len();
@@ -388,9 +565,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => agent.clone().prop_map(|agent| Op::Next { agent }),
         1 => (agent.clone(), proptest::option::of(agent.clone())).prop_map(|(agent, to)| Op::Post { agent, to }),
         1 => agent.clone().prop_map(|agent| Op::Connect { agent }),
-        1 => agent.prop_map(|agent| Op::Disconnect { agent }),
+        1 => agent.clone().prop_map(|agent| Op::Disconnect { agent }),
         1 => Just(Op::Tick),
         1 => (0..2000u64).prop_map(|secs| Op::Later { secs }),
+        3 => (agent.clone(), proptest::collection::vec(0..PATTERNS.len(), 1..3), any::<bool>(), proptest::option::of(1..8u64))
+            .prop_map(|(agent, patterns, shared, task)| Op::Reserve { agent, patterns, shared, task }),
+        1 => (agent, proptest::option::of(0..PATTERNS.len())).prop_map(|(agent, pattern)| Op::ReleaseFiles { agent, pattern }),
     ]
 }
 
@@ -426,13 +606,49 @@ fn command(op: &Op) -> Option<Command> {
         Op::Disconnect { agent } => Command::Disconnect { agent: AGENTS[*agent].into() },
         Op::Tick => Command::Tick,
         Op::Later { .. } => return None,
+        Op::Reserve { agent, patterns, shared, task } => Command::ReserveFiles(ReserveFiles {
+            repo: "app".into(),
+            patterns: patterns.iter().map(|p| PATTERNS[*p].to_owned()).collect(),
+            shared: *shared,
+            task: task.map(TaskId),
+            agent: Some(AGENTS[*agent].into()),
+            ..Default::default()
+        }),
+        Op::ReleaseFiles { agent, pattern } => Command::ReleaseFiles(ReleaseFiles {
+            repo: "app".into(),
+            patterns: pattern.iter().map(|p| PATTERNS[*p].to_owned()).collect(),
+            agent: Some(AGENTS[*agent].into()),
+            ..Default::default()
+        }),
     })
+}
+
+/// No two agents' reservations share a path unless both are shared, and a task's
+/// reservation belongs to the agent holding the task's claim.
+fn reservations_hold(model: &Model) -> Result<(), TestCaseError> {
+    let held: Vec<_> = model.files.all().collect();
+    for (i, a) in held.iter().enumerate() {
+        for b in &held[i + 1..] {
+            let (ra, rb) = (&a.reservation, &b.reservation);
+            if ra.agent == rb.agent || !(ra.exclusive || rb.exclusive) {
+                continue;
+            }
+            let overlap = a.glob.as_ref().zip(b.glob.as_ref()).and_then(|(ga, gb)| ga.overlap(gb));
+            prop_assert!(overlap.is_none(), "{:?} and {:?} overlap on {:?}", ra, rb, overlap);
+        }
+        if let Some(task) = a.reservation.task {
+            let owner = model.task(task).and_then(|t| t.claim.as_ref()).map(|c| c.agent.as_str());
+            prop_assert_eq!(owner, Some(a.reservation.agent.as_str()), "{:?} outlived its claim", a.reservation);
+        }
+    }
+    Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// Never two owners, tokens only grow, and the state is what the log says it is.
+    /// Never two owners, tokens only grow, reservations never overlap where they may not
+    /// and last no longer than their task's claim, and the state is what the log says it is.
     #[test]
     fn claims_stay_exclusive_and_the_log_rebuilds_the_state(ops in proptest::collection::vec(op(), 1..80)) {
         let mut sim = Sim::new();
@@ -441,6 +657,7 @@ proptest! {
                 Some(cmd) => { let _ = sim.run(cmd); }
                 None => if let Op::Later { secs } = op { sim.later(*secs) },
             }
+            reservations_hold(&sim.state)?;
         }
 
         // Walk the log: who holds each task, and the last token handed out.
@@ -490,7 +707,8 @@ proptest! {
             s.agents.values().map(|a| muster_protocol::Agent::clone(a)),
             s.cursors.clone(),
             s.channels.values().cloned(),
-        );
+        )
+        .with_reservations(s.last_reservation, s.files.all().map(|h| h.reservation.clone()));
         prop_assert_eq!(&loaded, &sim.state);
         // Applying the tail twice changes nothing (restart catch-up may overlap the views).
         let mut twice = sim.state.clone();

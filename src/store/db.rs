@@ -11,8 +11,11 @@ use muster_protocol::Seq;
 ///
 /// - 1: the first layout;
 /// - 2: agent names are case-insensitive, stored lowercase (a version-1 dir is migrated
-///   when it is loaded: see `Views::load`).
-pub(super) const SCHEMA: u64 = 2;
+///   when it is loaded: see `Views::load`);
+/// - 3: file reservations (the `files` tree, `files.*` events in the log, the last
+///   reservation number in `meta/views`). Nothing to migrate; the bump keeps an older
+///   muster, which cannot read these events, from opening the dir.
+pub(super) const SCHEMA: u64 = 3;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,7 @@ pub(super) struct Handles {
     pub(super) chat: sled::Tree,
     pub(super) inbox: sled::Tree,
     pub(super) idempotency: sled::Tree,
+    pub(super) files: sled::Tree,
     pub(super) meta: sled::Tree,
     db_file: File,
 }
@@ -109,6 +113,7 @@ impl Handles {
             chat: db.open_tree("chat")?,
             inbox: db.open_tree("inbox")?,
             idempotency: db.open_tree("idempotency")?,
+            files: db.open_tree("files")?,
             meta: db.open_tree("meta")?,
             db,
         })

@@ -1,11 +1,13 @@
 //! The materialized views — tasks, agents, inbox cursors, channels, and every message by
 //! channel and by recipient — and the idempotency records, written with each batch:
 //!
-//! - `tasks`, `agents`, `cursors`, `channels`: the current value of each entity;
+//! - `tasks`, `agents`, `cursors`, `channels`, `files`: the current value of each entity
+//!   (`files`: the file reservations held, by id);
 //! - `chat`: `channel \0 seq` → message, `inbox`: `agent \0 seq` → message;
 //! - `idempotency`: `Idempotency-Key` → the recorded outcome;
 //! - `meta`: the data dir's `epoch`, the schema version, `views` (the `head` the views
-//!   include and the last message number) and `agents` (the agents checkpoint).
+//!   include, the last message number and the last reservation number) and `agents` (the
+//!   agents checkpoint).
 //!
 //! Startup loads the views, not the log, and replays only the log entries the views may be
 //! missing.
@@ -14,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use muster_protocol::{Agent, ChatMessage, Event, EventKind, Seq, Task, TaskId};
+use muster_protocol::{Agent, ChatMessage, Event, EventKind, Reservation, ReservationId, Seq, Task, TaskId};
 
 use super::db::{Db, SCHEMA, StoreError, be, from_json, key_chat, prefix, to_json};
 use super::log::SledLog;
@@ -56,6 +58,7 @@ struct Touched<'a> {
     cursors: BTreeSet<&'a str>,
     channels: BTreeSet<&'a str>,
     messages: Vec<&'a ChatMessage>,
+    files: BTreeSet<ReservationId>,
 }
 
 impl<'a> Touched<'a> {
@@ -80,6 +83,9 @@ impl<'a> Touched<'a> {
                 EventKind::InboxAcked { agent, .. } => {
                     t.cursors.insert(agent);
                 }
+                EventKind::FilesReserved { reservations, .. } | EventKind::FilesReleased { reservations, .. } => {
+                    t.files.extend(reservations.iter().map(|r| r.id));
+                }
                 _ => {}
             }
         }
@@ -88,12 +94,20 @@ impl<'a> Touched<'a> {
     }
 }
 
-/// `head` and the last message number, as stored under `meta/views`.
-fn encode_views_meta(head: Seq, last_message: u64) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&head.to_be_bytes());
-    v[8..].copy_from_slice(&last_message.to_be_bytes());
+/// `head`, the last message number and the last reservation number, as stored under
+/// `meta/views`.
+fn encode_views_meta(model: &Model) -> [u8; 24] {
+    let mut v = [0u8; 24];
+    v[..8].copy_from_slice(&model.head.to_be_bytes());
+    v[8..16].copy_from_slice(&model.last_message.to_be_bytes());
+    v[16..].copy_from_slice(&model.last_reservation.to_be_bytes());
     v
+}
+
+/// Reads `meta/views`: 16 bytes before reservations (schema 2), 24 since.
+fn decode_views_meta(v: Option<&[u8]>) -> (Seq, u64, u64) {
+    let number = |range: std::ops::Range<usize>| v.and_then(|v| v.get(range)).and_then(be).unwrap_or(0);
+    (number(0..8), number(8..16), number(16..24))
 }
 
 impl Views {
@@ -117,10 +131,7 @@ impl Views {
     /// (see [`SledLog::tail`]).
     pub(crate) fn load(&self, log: &SledLog) -> Result<Model, StoreError> {
         let h = self.db.handles()?;
-        let (head, last_message) = match h.meta.get("views")? {
-            Some(v) if v.len() == 16 => (be(&v[..8]).unwrap_or(0), be(&v[8..]).unwrap_or(0)),
-            _ => (0, 0),
-        };
+        let (head, last_message, last_reservation) = decode_views_meta(h.meta.get("views")?.as_deref());
         let tasks = self.values::<Task>("tasks", &h.tasks)?;
         let agents = self.values::<Agent>("agents", &h.agents)?;
         let channels = self.values::<Channel>("channels", &h.channels)?;
@@ -129,7 +140,9 @@ impl Views {
             let (k, v) = entry?;
             cursors.push((String::from_utf8_lossy(&k).into_owned(), be(&v).unwrap_or(0)));
         }
-        let mut model = Model::from_views(head, last_message, tasks, agents, cursors, channels);
+        let files = self.values::<Reservation>("files", &h.files)?;
+        let mut model = Model::from_views(head, last_message, tasks, agents, cursors, channels)
+            .with_reservations(last_reservation, files);
 
         // Re-apply from the agents checkpoint (idempotent for what the views hold) to
         // restore `lastSeenAt`, and apply what the views do not hold yet.
@@ -212,7 +225,7 @@ impl Views {
                 h.inbox.insert(key, to_json(&message))?;
             }
         }
-        h.meta.insert("views", &encode_views_meta(migrated.head, migrated.last_message))?;
+        h.meta.insert("views", &encode_views_meta(migrated))?;
         h.meta.insert("agents", &migrated.head.to_be_bytes())?;
         let mut seen = self.lock_seen();
         seen.names.clear();
@@ -295,7 +308,7 @@ impl Views {
         self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
         self.checkpoint_agents(state, false)?;
         // Last: the head the views now include.
-        h.meta.insert("views", &encode_views_meta(state.head, state.last_message))?;
+        h.meta.insert("views", &encode_views_meta(state))?;
         Ok(())
     }
 
@@ -344,6 +357,12 @@ impl Views {
             match state.channels.get(*name) {
                 Some(channel) => h.channels.insert(name.as_bytes(), to_json(channel))?,
                 None => h.channels.remove(name.as_bytes())?,
+            };
+        }
+        for id in &touched.files {
+            match state.files.get(*id) {
+                Some(held) => h.files.insert(id.0.to_be_bytes(), to_json(&held.reservation))?,
+                None => h.files.remove(id.0.to_be_bytes())?,
             };
         }
         Ok(())

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Auth, MAX_BODY};
-use super::http::{chat, events, presence, system, tasks};
+use super::http::{chat, events, files, presence, system, tasks};
 use super::response::HttpError;
 use super::state::AppState;
 use super::{guard, sse, ws};
@@ -39,6 +39,10 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(chat::channels))
         .routes(routes!(chat::inbox))
         .routes(routes!(chat::ack))
+        .routes(routes!(files::list))
+        .routes(routes!(files::reserve))
+        .routes(routes!(files::release))
+        .routes(routes!(files::who))
         .routes(routes!(events::poll))
         .routes(routes!(ws::upgrade))
         .routes(routes!(sse::stream))

@@ -214,6 +214,7 @@ impl Session {
                                 code: ErrorCode::RateLimited,
                                 message: format!("too many frames: at most {limit} per second; this one was dropped"),
                                 field: None,
+                                conflicts: Vec::new(),
                             };
                             self.reply(Reply::error(None, error));
                         }
@@ -360,6 +361,10 @@ async fn execute(broker: &Broker, session: &api::session::Session, op: Op) -> Re
         Op::InboxAck(args) => api::chat::ack(broker, caller, args, None).await?.to_json(),
         Op::PresenceList(_) => api::presence::list(broker, caller)?.to_json(),
         Op::PresenceSet(args) => api::presence::heartbeat(broker, caller, args, None).await?.to_json(),
+        Op::FilesReserve(args) => api::files::reserve(broker, caller, args, None).await?.to_json(),
+        Op::FilesRelease(args) => api::files::release(broker, caller, args, None).await?.to_json(),
+        Op::FilesList(args) => api::files::list(broker, caller, args)?.to_json(),
+        Op::FilesWho(args) => api::files::who(broker, caller, args)?.to_json(),
     })
 }
 

@@ -54,6 +54,16 @@ const makers = {
   'inbox.ack.json': (c) => c.ack({ seq: 130 }),
   'presence.list.json': (c) => c.presence(),
   'presence.set.json': (c) => c.setStatus({ status: 'busy', note: 'on T-12' }),
+  'files.reserve.json': (c) =>
+    c.reserveFiles({
+      repo: 'git.example.com/acme/app',
+      patterns: ['src/auth/**', 'Cargo.lock'],
+      task: 'T-12',
+      reason: 'rewriting the session store',
+    }),
+  'files.release.json': (c) => c.releaseFiles({ repo: 'git.example.com/acme/app', patterns: ['Cargo.lock'] }),
+  'files.list.json': (c) => c.files({ repo: 'git.example.com/acme/app' }),
+  'files.who.json': (c) => c.whoHasFiles('git.example.com/acme/app', ['src/auth/session.rs', 'README.md']),
 };
 
 /** @param {any} frame */

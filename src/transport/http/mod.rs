@@ -4,6 +4,7 @@
 
 pub(crate) mod chat;
 pub(crate) mod events;
+pub(crate) mod files;
 pub(crate) mod presence;
 pub(crate) mod system;
 pub(crate) mod tasks;
