@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use muster_client::protocol::ws::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::protocol::{
-    CreateTask, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskId, TaskStatus, Topic, UpdateTask,
+    CreateTask, Heartbeat, MessageId, PostMessage, Priority, ReleaseFiles, ReserveFiles, TaskAction, TaskId,
+    TaskStatus, Topic, UpdateTask,
 };
 use muster_client::{Client, Error, Options, Wait};
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -236,6 +237,57 @@ pub struct StatusArgs {
     pub note: Option<String>,
 }
 
+/// `reserve_files`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ReserveFilesArgs {
+    /// Repository-relative paths or globs: "src/auth/**", "*.lock", "docs/api.md". A
+    /// directory's contents: "src/auth/".
+    pub patterns: Vec<String>,
+    /// The task you hold these for, e.g. "T-12": they are released with your claim.
+    pub task: Option<String>,
+    /// Let other agents share them (they may read-share, nobody may hold them exclusively).
+    #[serde(default)]
+    pub shared: bool,
+    /// Why, shown to whoever runs into them.
+    pub reason: Option<String>,
+    /// Release after this many seconds unless reserved again (default 7200 without a task).
+    pub ttl_seconds: Option<u64>,
+    /// The repository (default: the git remote of the directory this server runs in).
+    pub repo: Option<String>,
+}
+
+/// `release_files`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct ReleaseFilesArgs {
+    /// The patterns to release, as reserved (default: all of yours in the repository).
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Release the reservations of this task only, e.g. "T-12".
+    pub task: Option<String>,
+    /// The repository (default: the git remote of the directory this server runs in).
+    pub repo: Option<String>,
+}
+
+/// `who_has_files`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct WhoHasFilesArgs {
+    /// Paths of files, repository-relative (or absolute, inside the repository).
+    pub paths: Vec<String>,
+    /// The repository (default: the git remote of the directory this server runs in).
+    pub repo: Option<String>,
+}
+
+/// The repository named, or the one this server runs in.
+fn repo(named: Option<String>) -> Result<String, String> {
+    if let Some(repo) = named {
+        return Ok(repo);
+    }
+    let cwd = std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?;
+    let worktree = crate::cli::git::Worktree::find(&cwd)
+        .ok_or_else(|| format!("{} is not in a git repository: give repo", cwd.display()))?;
+    worktree.repo_name().map_err(|e| e.0)
+}
+
 /// `wait_for`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 pub struct WaitArgs {
@@ -390,6 +442,68 @@ impl Muster {
         answer(self.client.ack(Some(self.agent.clone()), a.seq).await)
     }
 
+    #[tool(
+        description = "Reserve files before you edit them, so no other agent edits or commits them meanwhile. All or nothing: if another agent holds an overlapping pattern, nothing is reserved and the error names the holder, their pattern and task, and a path both match: work on other files or ask them. Give your task to have them released when you complete or release it."
+    )]
+    async fn reserve_files(&self, Parameters(a): Parameters<ReserveFilesArgs>) -> Result<CallToolResult, ErrorData> {
+        let task = match a.task.as_deref().map(parse::<TaskId>).transpose() {
+            Ok(t) => t,
+            Err(e) => return bad(e),
+        };
+        let repo = match repo(a.repo) {
+            Ok(r) => r,
+            Err(e) => return bad(e),
+        };
+        let request = ReserveFiles {
+            repo,
+            patterns: a.patterns,
+            shared: a.shared,
+            task,
+            reason: a.reason,
+            ttl_seconds: a.ttl_seconds,
+            agent: Some(self.agent.clone()),
+        };
+        answer(self.client.reserve_files(request).await.map(|r| serde_json::json!({ "reservations": r })))
+    }
+
+    #[tool(
+        description = "Release your file reservations: the patterns given, those of a task, or all of yours in the repository."
+    )]
+    async fn release_files(&self, Parameters(a): Parameters<ReleaseFilesArgs>) -> Result<CallToolResult, ErrorData> {
+        let task = match a.task.as_deref().map(parse::<TaskId>).transpose() {
+            Ok(t) => t,
+            Err(e) => return bad(e),
+        };
+        let repo = match repo(a.repo) {
+            Ok(r) => r,
+            Err(e) => return bad(e),
+        };
+        let request = ReleaseFiles { repo, patterns: a.patterns, task, agent: Some(self.agent.clone()) };
+        answer(self.client.release_files(request).await.map(|r| serde_json::json!({ "released": r })))
+    }
+
+    #[tool(description = "Who holds these files: the reservations whose pattern matches each path.")]
+    async fn who_has_files(&self, Parameters(a): Parameters<WhoHasFilesArgs>) -> Result<CallToolResult, ErrorData> {
+        let repo = match repo(a.repo) {
+            Ok(r) => r,
+            Err(e) => return bad(e),
+        };
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let worktree = crate::cli::git::Worktree::find(&cwd);
+        let paths = a
+            .paths
+            .iter()
+            .map(|p| {
+                let absolute = std::path::Path::new(p).is_absolute();
+                match &worktree {
+                    Some(w) if absolute => w.relative(&cwd, std::path::Path::new(p)).unwrap_or_else(|| p.clone()),
+                    _ => p.clone(),
+                }
+            })
+            .collect();
+        answer(self.client.who_has_files(repo, paths).await.map(|p| serde_json::json!({ "paths": p })))
+    }
+
     #[tool(description = "Who is here: every agent's status, last contact, current task, and whether it looks stuck.")]
     async fn who(&self) -> Result<CallToolResult, ErrorData> {
         answer(self.client.presence().await)
@@ -438,8 +552,10 @@ impl ServerHandler for Muster {
             .with_server_info(Implementation::new("muster", env!("CARGO_PKG_VERSION")))
             .with_instructions(format!(
                 "You are {agent} on a team of agents coordinated by Muster. Claim a task (claim_task or next_task \
-                 with claim=true) before working on it; post progress with post_message; check read_inbox for \
-                 messages to you; complete_task when done; use wait_for to block until someone needs you.",
+                 with claim=true) before working on it; reserve the files you will edit with reserve_files (giving \
+                 the task) before editing them, and if another agent holds them, work on something else or ask \
+                 them; post progress with post_message; check read_inbox for messages to you; complete_task when \
+                 done (its reservations are released with it); use wait_for to block until someone needs you.",
                 agent = self.agent
             ))
     }

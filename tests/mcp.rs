@@ -22,7 +22,13 @@ struct Mcp {
 
 impl Mcp {
     fn spawn(url: &str, agent: &str) -> Mcp {
+        Mcp::spawn_in(url, agent, &std::env::temp_dir())
+    }
+
+    /// The server of an editor opened on `dir`.
+    fn spawn_in(url: &str, agent: &str, dir: &std::path::Path) -> Mcp {
         let mut child = Command::new(binary())
+            .current_dir(dir)
             .args(["mcp", "--as", agent])
             .env("MUSTER_URL", url)
             .stdin(Stdio::piped())
@@ -144,6 +150,9 @@ async fn two_mcp_agents_race_for_a_task_and_exactly_one_wins() {
         "who",
         "set_status",
         "wait_for",
+        "reserve_files",
+        "release_files",
+        "who_has_files",
     ] {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
@@ -187,6 +196,56 @@ async fn two_mcp_agents_race_for_a_task_and_exactly_one_wins() {
     }
     assert_eq!(gone["status"], "offline", "{gone}");
     assert_eq!(presence(&server, "zelda").await["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_mcp_agent_reserves_files_and_another_is_refused_naming_the_holder() {
+    let server = Server::start().await;
+    let url = server.url("");
+    // zelda's editor is open on a clone of the repository: the server names it by its remote.
+    let clone = tempfile::tempdir().unwrap();
+    let git =
+        |args: &[&str]| assert!(Command::new("git").current_dir(clone.path()).args(args).status().unwrap().success());
+    git(&["init", "-q"]);
+    git(&["remote", "add", "origin", "git@git.example.com:Acme/App.git"]);
+    let mut link = Mcp::spawn(&url, "link");
+    let mut zelda = Mcp::spawn_in(&url, "zelda", clone.path());
+    link.initialize().await;
+    let init = zelda.initialize().await;
+    assert!(init["instructions"].as_str().unwrap().contains("reserve_files"), "{init}");
+
+    let repo = "git.example.com/acme/app";
+    let (error, says) = link.call("create_task", json!({ "title": "auth" })).await;
+    assert!(!error, "{says}");
+    let (error, says) = link.call("claim_task", json!({ "task": "T-1" })).await;
+    assert!(!error, "{says}");
+    let (error, says) = link
+        .call(
+            "reserve_files",
+            json!({ "repo": repo, "patterns": ["src/auth/**"], "task": "T-1", "reason": "session rewrite" }),
+        )
+        .await;
+    assert!(!error, "{says}");
+
+    // zelda names no repo: its server derives it from the clone's remote, and is refused.
+    let (error, says) = zelda.call("reserve_files", json!({ "patterns": ["src/auth/session.rs", "docs/**"] })).await;
+    assert!(error, "an overlapping reservation must be a tool error: {says}");
+    for part in ["link", "src/auth/**", "T-1", "src/auth/session.rs"] {
+        assert!(says.contains(part), "the refusal should name {part}: {says}");
+    }
+    let (error, says) = zelda.call("who_has_files", json!({ "paths": ["src/auth/session.rs", "README.md"] })).await;
+    assert!(!error, "{says}");
+    let who: Value = serde_json::from_str(&says).unwrap();
+    assert_eq!(who["paths"][0]["reservations"][0]["agent"], "link", "{who}");
+    assert_eq!(who["paths"][1]["reservations"], json!([]), "{who}");
+
+    // Completing the task releases its reservations; then zelda gets the files.
+    let (error, says) = link.call("complete_task", json!({ "task": "T-1" })).await;
+    assert!(!error, "{says}");
+    let (error, says) = zelda.call("reserve_files", json!({ "patterns": ["src/auth/session.rs"] })).await;
+    assert!(!error, "{says}");
+    let (error, says) = zelda.call("release_files", json!({})).await;
+    assert!(!error && says.contains("src/auth/session.rs"), "{says}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,8 @@
 //! session open and follow events. Output is for humans by default; `--json` prints one JSON
 //! object per line. Exit codes are stable, for scripts (see [`Exit`]).
 
+pub mod files;
+pub(crate) mod git;
 mod output;
 pub mod token;
 
@@ -61,6 +63,12 @@ pub enum Command {
     },
     /// Who is here: status, last seen, task, stuck.
     Who,
+    /// File reservations: reserve, release, who, list; check and guard enforce them.
+    #[command(subcommand)]
+    Files(files::FilesCommand),
+    /// Git hooks: install the pre-commit check of file reservations.
+    #[command(subcommand)]
+    Hook(files::HookCommand),
     /// Your own status.
     #[command(subcommand)]
     Status(StatusCommand),
@@ -373,6 +381,9 @@ fn acting(global: &Global) -> Result<Option<String>, Failure> {
 
 /// Runs a client command; returns the exit code.
 pub async fn run(global: Global, command: Command) -> ExitCode {
+    if let Command::Files(files::FilesCommand::Guard { strict, repo }) = command {
+        return files::guard(global, strict, repo).await;
+    }
     let out = Out { json: global.json };
     match execute(&global, command, &out).await {
         Ok(exit) => exit.into(),
@@ -405,6 +416,8 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
         Command::Wait { mention, task, until, topic, timeout, ack } => {
             return wait(global, WaitArgs { mention, task, until, topics: topic, ack }, timeout, out).await;
         }
+        Command::Files(command) => return files::files(global, command, out).await,
+        Command::Hook(command) => return files::hook(global, command),
         _ => {}
     }
     let (client, _events) = connect(global, Vec::new(), None).await?;
@@ -455,7 +468,7 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             let presence = client.set_status(acting(global)?, heartbeat).await?;
             out.show(&presence, || format!("{} is {}", presence.name, presence.status));
         }
-        Command::Watch { .. } | Command::Wait { .. } => {}
+        Command::Watch { .. } | Command::Wait { .. } | Command::Files(_) | Command::Hook(_) => {}
     }
     Ok(Exit::Ok)
 }

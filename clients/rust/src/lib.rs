@@ -35,9 +35,10 @@ use muster_protocol::ws::{
     ServerFrame, TaskActionArgs, TaskRef, TaskUpdateArgs, Topics, Welcome,
 };
 use muster_protocol::{
-    AckInbox, ChannelInfo, ChannelList, ChatMessage, CreateTask, Cursor, ErrorInfo, Event, Heartbeat, Inbox,
-    MaybeTaskEnvelope, MessageEnvelope, MessageList, PostMessage, Presence, PresenceEnvelope, PresenceList, Seq, Task,
-    TaskAction, TaskEnvelope, TaskId, TaskList, UpdateTask,
+    AckInbox, ChannelInfo, ChannelList, ChatMessage, CreateTask, Cursor, ErrorInfo, Event, FilesQuery, Heartbeat,
+    Inbox, MaybeTaskEnvelope, MessageEnvelope, MessageList, PathHolders, PostMessage, Presence, PresenceEnvelope,
+    PresenceList, ReleaseFiles, Reservation, ReservationList, ReserveFiles, Seq, Task, TaskAction, TaskEnvelope,
+    TaskId, TaskList, UpdateTask, WhoHas, WhoHasFiles,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -364,6 +365,29 @@ impl Client {
     /// A heartbeat for `agent` (the session's by default), with a status and note.
     pub async fn set_status(&self, agent: Option<String>, heartbeat: Heartbeat) -> Result<Presence, Error> {
         Ok(self.call_as::<PresenceEnvelope>(Op::PresenceSet(PresenceSetArgs { agent, heartbeat })).await?.agent)
+    }
+
+    /// Reserves paths of a repository, all or none (`files.reserve`). An overlap with another
+    /// agent's reservation is an [`Error::Api`] with code `conflict`, whose `conflicts` name
+    /// each holder, its pattern and a path both match.
+    pub async fn reserve_files(&self, request: ReserveFiles) -> Result<Vec<Reservation>, Error> {
+        Ok(self.call_as::<ReservationList>(Op::FilesReserve(request)).await?.reservations)
+    }
+
+    /// Releases reservations (`files.release`): by pattern, by task, or all in the repo.
+    /// Returns what was released.
+    pub async fn release_files(&self, request: ReleaseFiles) -> Result<Vec<Reservation>, Error> {
+        Ok(self.call_as::<ReservationList>(Op::FilesRelease(request)).await?.reservations)
+    }
+
+    /// The reservations held now (`files.list`), by id.
+    pub async fn files(&self, query: FilesQuery) -> Result<Vec<Reservation>, Error> {
+        Ok(self.call_as::<ReservationList>(Op::FilesList(query)).await?.reservations)
+    }
+
+    /// Who holds each path (`files.who`), in the order asked.
+    pub async fn who_has_files(&self, repo: String, paths: Vec<String>) -> Result<Vec<PathHolders>, Error> {
+        Ok(self.call_as::<WhoHas>(Op::FilesWho(WhoHasFiles { repo, paths })).await?.paths)
     }
 
     /// Receives more topics (kept across reconnections); returns every topic subscribed.
