@@ -240,8 +240,9 @@ pub struct StatusArgs {
 /// `reserve_files`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ReserveFilesArgs {
-    /// Repository-relative paths or globs: "src/auth/**", "*.lock", "docs/api.md". A
-    /// directory's contents: "src/auth/".
+    /// Repository-relative paths or globs: "src/auth/**", "*.lock" (at any depth),
+    /// "docs/api.md". A plain path is that path from the repository's root; a directory's
+    /// contents: "src/auth/".
     pub patterns: Vec<String>,
     /// The task you hold these for, e.g. "T-12": they are released with your claim.
     pub task: Option<String>,
@@ -454,9 +455,10 @@ impl Muster {
             Ok(r) => r,
             Err(e) => return bad(e),
         };
+        let here = std::env::current_dir().ok().and_then(|cwd| crate::cli::git::Worktree::find(&cwd));
         let request = ReserveFiles {
             repo,
-            patterns: a.patterns,
+            patterns: a.patterns.iter().map(|p| crate::cli::files::pattern_for(p, here.as_ref())).collect(),
             shared: a.shared,
             task,
             reason: a.reason,
@@ -478,7 +480,9 @@ impl Muster {
             Ok(r) => r,
             Err(e) => return bad(e),
         };
-        let request = ReleaseFiles { repo, patterns: a.patterns, task, agent: Some(self.agent.clone()) };
+        let here = std::env::current_dir().ok().and_then(|cwd| crate::cli::git::Worktree::find(&cwd));
+        let patterns = crate::cli::files::release_patterns(&a.patterns, here.as_ref());
+        let request = ReleaseFiles { repo, patterns, task, agent: Some(self.agent.clone()) };
         answer(self.client.release_files(request).await.map(|r| serde_json::json!({ "released": r })))
     }
 

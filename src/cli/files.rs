@@ -166,16 +166,31 @@ fn agent_here(global: &Global, worktree: &Worktree) -> Option<String> {
     global.agent.clone().or_else(|| worktree.agent()).map(|a| names::canonical(&a))
 }
 
-/// `src/auth` is a directory here: reserve what is in it.
-fn pattern_for(raw: &str, worktree: Option<&Worktree>) -> String {
+/// The pattern a person or an agent means: a glob as written (`*.lock` at any depth), but a
+/// plain path is that path from the root (`README.md` is `/README.md`, not every README.md
+/// below), and a directory of this worktree is what is in it (`src/auth` is `src/auth/`).
+pub(crate) fn pattern_for(raw: &str, worktree: Option<&Worktree>) -> String {
     let raw = raw.strip_prefix("./").unwrap_or(raw);
-    let literal = !raw.contains(['*', '?', '[', '\\']);
-    match worktree {
-        Some(w) if literal && !raw.ends_with('/') && w.root.join(raw.trim_start_matches('/')).is_dir() => {
-            format!("{raw}/")
-        }
-        _ => raw.to_owned(),
+    if raw.contains(['*', '?', '[', '\\']) {
+        return raw.to_owned();
     }
+    let dir = !raw.ends_with('/') && worktree.is_some_and(|w| w.root.join(raw.trim_start_matches('/')).is_dir());
+    let anchored = if raw.trim_end_matches('/').contains('/') || raw.starts_with('/') { "" } else { "/" };
+    format!("{anchored}{raw}{}", if dir { "/" } else { "" })
+}
+
+/// What to release for the patterns given: each as [`pattern_for`] reads it, and as written
+/// (a reservation made through the API keeps the spelling it was made with).
+pub(crate) fn release_patterns(raw: &[String], worktree: Option<&Worktree>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in raw {
+        for candidate in [pattern_for(p, worktree), p.clone()] {
+            if !out.contains(&candidate) {
+                out.push(candidate);
+            }
+        }
+    }
+    out
 }
 
 fn describe(r: &Reservation) -> String {
@@ -231,7 +246,7 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
         FilesCommand::Release { patterns, task, repo } => {
             let repo = repo_name(&repo, here.as_ref())?;
             let task: Option<TaskId> = task.as_deref().map(task_id).transpose()?;
-            let patterns = patterns.iter().map(|p| pattern_for(p, here.as_ref())).collect();
+            let patterns = release_patterns(&patterns, here.as_ref());
             let (client, _) = connect(global, Vec::new(), None).await?;
             let agent = acting(global)?;
             let released = client.release_files(ReleaseFiles { repo: repo.clone(), patterns, task, agent }).await?;
@@ -346,7 +361,8 @@ async fn check(
         return Err(Failure::new(
             Exit::Invalid,
             "who is committing? Set MUSTER_AGENT=NAME, or name this worktree's agent once with \
-             `muster hook install --agent NAME` (git config --worktree muster.agent NAME)",
+             `muster hook install --agent NAME` (a new worktree does not inherit the agent of the one it was \
+             created from)",
         ));
     };
     let repo = repo_name(repo, Some(&w))?;
@@ -525,7 +541,7 @@ pub(super) fn hook(global: &Global, command: HookCommand) -> Result<Exit, Failur
         }
     }
     let muster = std::env::current_exe().map_err(|e| failed("cannot find the muster binary", e))?;
-    std::fs::write(&hook, hook_script(&muster, strict))
+    std::fs::write(&hook, hook_script(&muster, &global.url, strict))
         .map_err(|e| failed(&format!("cannot write {}", hook.display()), e))?;
     #[cfg(unix)]
     {
@@ -543,8 +559,13 @@ pub(super) fn hook(global: &Global, command: HookCommand) -> Result<Exit, Failur
     Ok(Exit::Ok)
 }
 
-fn hook_script(muster: &Path, strict: bool) -> String {
-    let quoted = format!("'{}'", muster.display().to_string().replace('\'', r"'\''"));
+/// The hook: runs the hook it replaced (if any), then the check, with the broker's URL of
+/// the install unless `MUSTER_URL` says otherwise (git may run from a shell that has not
+/// got it, as when the agent talks to the broker over MCP).
+fn hook_script(muster: &Path, url: &str, strict: bool) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let quoted = quote(&muster.display().to_string());
+    let url = quote(url);
     let strict = if strict { " --strict" } else { "" };
     format!(
         "#!/bin/sh\n\
@@ -554,6 +575,8 @@ fn hook_script(muster: &Path, strict: bool) -> String {
          if [ -x \"$hooks/{CHAINED}\" ]; then\n  \"$hooks/{CHAINED}\" \"$@\" || exit $?\nfi\n\
          muster={quoted}\n\
          [ -x \"$muster\" ] || muster=muster\n\
+         MUSTER_URL=${{MUSTER_URL:-{url}}}\n\
+         export MUSTER_URL\n\
          exec \"$muster\" files check --staged{strict}\n"
     )
 }

@@ -76,9 +76,17 @@ impl Worktree {
         Ok(normalize_remote(&url))
     }
 
-    /// The agent working in this worktree: `git config --worktree muster.agent`.
+    /// The agent working in this worktree: `git config --worktree muster.agent`, if it was
+    /// set for this worktree. (`git worktree add` copies the per-worktree config of the
+    /// worktree it runs in, so a new worktree would otherwise commit as its parent's agent:
+    /// `muster.agentWorktree` records the root the agent was named for.)
     pub(crate) fn agent(&self) -> Option<String> {
-        git_line(&self.root, &["config", "--worktree", "--get", "muster.agent"]).ok().filter(|a| !a.is_empty())
+        let get = |key: &str| git_line(&self.root, &["config", "--worktree", "--get", key]).ok();
+        let agent = get("muster.agent").filter(|a| !a.is_empty())?;
+        match get("muster.agentWorktree") {
+            Some(root) if Path::new(&root) != self.root => None,
+            _ => Some(agent),
+        }
     }
 
     /// Sets the agent of this worktree (`git config --worktree muster.agent NAME`), turning
@@ -86,6 +94,8 @@ impl Worktree {
     pub(crate) fn set_agent(&self, agent: &str) -> Result<(), GitError> {
         git(&self.root, &["config", "extensions.worktreeConfig", "true"])?;
         git(&self.root, &["config", "--worktree", "muster.agent", agent])?;
+        let root = self.root.to_string_lossy();
+        git(&self.root, &["config", "--worktree", "muster.agentWorktree", &root])?;
         Ok(())
     }
 
