@@ -61,6 +61,8 @@ const state = {
   agents: new Map(),
   /** @type {Map<string, {name: string, lastSeq: number, unread: number}>} */
   channels: new Map(),
+  /** @type {Map<string, any>} reservation id → file reservation */
+  files: new Map(),
   channel: localStorage.getItem('muster.channel') || 'general',
   me: localStorage.getItem('muster.me') || '',
   token: localStorage.getItem('muster.token') || '',
@@ -134,7 +136,13 @@ async function loadAll() {
     state.channels.clear();
   }
   state.epoch = client.epoch;
-  const [tasks, agents, channels] = await Promise.all([client.tasks({}), client.presence(), client.channels()]);
+  const [tasks, agents, channels, files] = await Promise.all([
+    client.tasks({}),
+    client.presence(),
+    client.channels(),
+    client.files(),
+  ]);
+  state.files = new Map(files.map((r) => [r.id, r]));
   for (const task of tasks) {
     // An event may already have brought a newer version of this task.
     const known = state.tasks.get(task.id);
@@ -149,6 +157,7 @@ async function loadAll() {
   state.loaded = true;
   renderBoard();
   renderTeam();
+  renderFiles();
   await Promise.all([countUnread(), openChannel(state.channel), loadActivity()]);
   showConnection(client.status);
 }
@@ -166,6 +175,14 @@ function onEvent(event) {
     onMessage(data.message);
   } else if (event.type === 'presence.changed') {
     onAgentRecord(data.agent);
+  } else if (event.type === 'files.reserved' || event.type === 'files.released') {
+    for (const r of data.reservations) {
+      if (event.type === 'files.reserved') state.files.set(r.id, r);
+      else state.files.delete(r.id);
+    }
+    renderTeamSoon();
+    renderFiles();
+    if (state.detail) renderDetail();
   }
   addActivity(event, true);
   if (client.status === 'open') $('connection').textContent = `Live · #${event.seq}`;
@@ -390,8 +407,19 @@ function renderTeamSoon() {
   });
 }
 
+/** An agent's (or a task's) reservations, by id. */
+function reservationsOf(match) {
+  return [...state.files.values()].filter(match).sort((a, b) => idNumber(a.id) - idNumber(b.id));
+}
+
+/** `src/auth/** (shared)`: a reservation in a few words. */
+function held(r) {
+  return `${r.pattern}${r.exclusive ? '' : ' (shared)'}`;
+}
+
 function agentRow(agent) {
   const task = currentTask(agent.name);
+  const files = reservationsOf((r) => r.agent === agent.name);
   const li = rows.get(agent.name) ?? h('li', { class: 'agent' });
   li.dataset.status = agent.status;
   li.dataset.name = agent.name;
@@ -410,6 +438,7 @@ function agentRow(agent) {
       agent.stuck && h('span', { class: 'stuck' }, 'STUCK'),
       agent.human && h('span', { class: 'tag' }, 'human'),
     ),
+    files.length > 0 && h('span', { class: 'files', title: files.map((r) => `${r.repo}: ${held(r)}`).join('\n') }, `files: ${files.map(held).join(', ')}`),
   );
   rows.set(agent.name, li);
   return li;
@@ -606,6 +635,10 @@ function describe(event) {
       return `${d.agent.name} ${d.agent.connections > 0 ? `connected (${d.agent.connections})` : d.agent.leftAt ? 'left' : d.agent.status ?? 'active'}`;
     case 'inbox.acked':
       return `${d.agent} read their inbox`;
+    case 'files.reserved':
+      return `${by(d.agent)} reserved ${d.reservations.map(held).join(', ')} in ${d.reservations[0]?.repo}`;
+    case 'files.released':
+      return `${d.agent}'s ${d.reservations.map(held).join(', ')} released by ${by(d.by)} (${d.reason})`;
     default:
       return event.type;
   }
@@ -637,6 +670,85 @@ async function loadActivity() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Files: the reservations held now, and reserving as the human
+
+function fileItem(r) {
+  const until = r.expiresAt ? `until ${new Date(r.expiresAt).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}` : 'with its task';
+  return h(
+    'li',
+    { class: 'reservation', dataset: { id: r.id, agent: r.agent } },
+    h('span', { class: 'pattern' }, r.pattern),
+    h('span', { class: 'holder' }, r.agent),
+    h(
+      'span',
+      { class: 'sub' },
+      h('span', {}, r.exclusive ? 'exclusive' : 'shared'),
+      r.task && h('span', { class: 'task' }, r.task),
+      h('span', {}, until),
+      h('span', { class: 'repo' }, r.repo),
+      r.reason && h('span', { class: 'note' }, `“${r.reason}”`),
+    ),
+    r.agent === state.me && h('button', { type: 'button', class: 'release', dataset: { repo: r.repo, pattern: r.pattern } }, 'Release'),
+  );
+}
+
+function renderFiles() {
+  const files = reservationsOf(() => true);
+  $('files').replaceChildren(...(files.length ? files.map(fileItem) : [h('li', { class: 'empty' }, 'No files reserved')]));
+  $('files-count').textContent = files.length ? String(files.length) : '';
+  const repos = [...new Set(files.map((r) => r.repo))];
+  $('repo-names').replaceChildren(...repos.map((repo) => h('option', { value: repo })));
+}
+
+/** A refused reservation: who holds what, and a path both patterns match. */
+function conflictList(error) {
+  if (!error.conflicts?.length) return [error.message];
+  return [
+    h('p', {}, 'Not reserved: another agent holds these paths.'),
+    h(
+      'ul',
+      { class: 'conflicts' },
+      error.conflicts.map((c) =>
+        h(
+          'li',
+          { class: 'conflict', dataset: { holder: c.holder.agent } },
+          h('strong', {}, c.holder.agent),
+          ` holds ${c.holder.pattern} (${c.holder.exclusive ? 'exclusive' : 'shared'}, ${c.holder.id}${c.holder.task ? `, for ${c.holder.task}` : ''})`,
+          ` — ${c.pattern} overlaps it: both match `,
+          h('code', {}, c.witness),
+        ),
+      ),
+    ),
+  ];
+}
+
+async function reserveFiles(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const me = await ensureMe();
+  if (!me) return;
+  const data = new FormData(form);
+  const patterns = String(data.get('patterns')).split(/[\s,]+/).filter(Boolean);
+  $('reserve-error').replaceChildren();
+  try {
+    await client.reserveFiles({ repo: String(data.get('repo')).trim(), patterns, shared: data.get('shared') === 'on', agent: me });
+    form.querySelector('[name="patterns"]').value = '';
+  } catch (error) {
+    $('reserve-error').replaceChildren(...conflictList(error));
+  }
+}
+
+async function releaseFile(event) {
+  const button = event.target.closest('button.release');
+  if (!button) return;
+  try {
+    await client.releaseFiles({ repo: button.dataset.repo, patterns: [button.dataset.pattern], agent: state.me });
+  } catch (error) {
+    $('reserve-error').replaceChildren(error.message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Task detail and control
 
 function historyItem(event) {
@@ -657,6 +769,14 @@ function renderDetail() {
       row('Assignee', task.assignee ?? '—'),
       row('Claim', task.claim ? `${task.claim.agent}, ${ago(task.claim.at)} (token ${task.claim.token})` : '—'),
       row('After', task.blockedBy?.length ? task.blockedBy.join(', ') : '—'),
+      row(
+        'Files',
+        ...(() => {
+          const files = reservationsOf((r) => r.task === task.id);
+          if (!files.length) return ['—'];
+          return [h('ul', { class: 'task-files' }, files.map((r) => h('li', {}, `${held(r)} — ${r.agent}, ${r.repo}`)))];
+        })(),
+      ),
       row('Tags', task.tags?.length ? task.tags.join(', ') : '—'),
       row('Created', `${ago(task.createdAt)} by ${task.createdBy ?? '—'}`),
       row('Updated', ago(task.updatedAt)),
@@ -871,6 +991,8 @@ function wire() {
     setMe(String(data.get('name')));
   });
   $('post').addEventListener('submit', postMessage);
+  $('reserve').addEventListener('submit', reserveFiles);
+  $('files').addEventListener('click', releaseFile);
   $('messages').addEventListener('scroll', (e) => {
     const list = e.currentTarget;
     chatAtBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;

@@ -1,7 +1,8 @@
 // The dashboard in a real headless Chromium, against the real broker binary. It checks what a
 // human sees, without ever reloading the page: changes made with curl and by WebSocket
 // agents appear by push, a message posted from the page reaches an agent, a force-release
-// from the page frees the task, and a broker restart shows "reconnecting" and then resumes.
+// from the page frees the task, a broker restart shows "reconnecting" and then resumes, and
+// file reservations show per agent and per task, with who holds what when one is refused.
 //
 // Run by `cargo test` (tests/js.rs) with MUSTER_BIN set; by hand:
 //   cargo build && cd tests/dashboard && npm ci && MUSTER_BIN=../../target/debug/muster npm test
@@ -267,6 +268,45 @@ test('the dashboard shows the team working, live, and lets a human step in', { t
     await new Promise((ok) => setTimeout(ok, 1200));
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png') });
+  });
+
+  await t.test('file reservations show per agent and per task, and a refused one names who holds what', async () => {
+    // link holds T-1 (above) and reserves for it.
+    const reserved = curl(base, 'POST', '/files/reserve', {
+      repo: 'app', patterns: ['src/auth/**'], task: 'T-1', agent: 'link', reason: 'session rewrite',
+    });
+    assert.equal(reserved.reservations[0].id, 'R-1');
+    await page.locator('#team li[data-name="link"] .files', { hasText: 'src/auth/**' }).waitFor({ timeout: SHOWS });
+    await page.click('li[data-id="T-1"] .card');
+    await page.locator('#task-detail .task-files', { hasText: 'src/auth/** — link, app' }).waitFor({ timeout: SHOWS });
+    await page.keyboard.press('Escape');
+
+    // alice, the human, asks for an overlapping set from the page: refused, nothing reserved.
+    await page.click('#tab-files');
+    await page.locator('#files li[data-id="R-1"]', { hasText: 'src/auth/**' }).waitFor({ timeout: SHOWS });
+    await page.fill('#reserve [name="repo"]', 'app');
+    await page.fill('#reserve [name="patterns"]', 'src/auth/session.rs, docs/**');
+    await page.click('#reserve button[type="submit"]');
+    const conflict = page.locator('#reserve-error .conflict[data-holder="link"]');
+    await conflict.waitFor({ timeout: SHOWS });
+    const says = await conflict.innerText();
+    for (const part of ['link', 'src/auth/**', 'R-1', 'T-1', 'src/auth/session.rs']) assert.ok(says.includes(part), `${part} in ${says}`);
+    assert.deepEqual(curl(base, 'GET', '/files?agent=alice').reservations, []);
+
+    // What does not overlap is granted, shown, and released from the page.
+    await page.fill('#reserve [name="patterns"]', 'docs/**');
+    await page.click('#reserve button[type="submit"]');
+    const mine = page.locator('#files li[data-agent="alice"]', { hasText: 'docs/**' });
+    await mine.waitFor({ timeout: SHOWS });
+    await mine.locator('button.release').click();
+    await mine.waitFor({ state: 'detached', timeout: SHOWS });
+    assert.deepEqual(curl(base, 'GET', '/files?agent=alice').reservations, []);
+
+    // Completing T-1 ends its reservation: it leaves link's row.
+    curl(base, 'POST', '/tasks/T-1/complete', { agent: 'link' });
+    await page.locator('#team li[data-name="link"] .files').waitFor({ state: 'detached', timeout: SHOWS });
+    await page.locator('#activity li', { hasText: 'released by link (task_ended)' }).waitFor({ state: 'attached', timeout: SHOWS });
+    await page.click('#tab-chat');
   });
 
   assert.deepEqual(problems, []);
