@@ -21,7 +21,11 @@
 //! - `chat`: `POST /chat/messages` with a mention — durable posts/s;
 //! - `board`: `GET /tasks` on a board of 1,000 tasks — reads/s; `board-gzip` with
 //!   `Accept-Encoding: gzip`; `board-etag` as a poller that already has the current board
-//!   (`If-None-Match`, answered 304).
+//!   (`If-None-Match`, answered 304);
+//! - `reserve`: `POST /files/reserve` then `POST /files/release` of a file of its own, in
+//!   turn, by each connection's agent, with 1,000 reservations of 100 other agents held in the
+//!   same repository (created first, not timed: 700 directories, 200 files, 100 globs like
+//!   `*/g7.gen`) — durable reservation writes/s, each checked for overlap against all of them.
 //!
 //! The client is a minimal HTTP/1.1 client (one request in flight per connection) so that
 //! the generator spends as little CPU as possible next to the broker on a small machine.
@@ -181,6 +185,25 @@ async fn fill_board(addr: std::net::SocketAddr, n: u64, connections: usize) {
     assert_eq!(o.errors, 0);
 }
 
+/// Makes `n` reservations of 100 agents in the repository `app` (not timed), none overlapping
+/// another: seven in ten a directory, two a file, one a glob whose first directory is a
+/// wildcard (checked against every path).
+async fn hold_reservations(addr: std::net::SocketAddr, n: u64) {
+    let per = n.div_ceil(10);
+    let o = drive(addr, 10, 3600.0, move |c, i| {
+        let k = c as u64 * per + i;
+        let pattern = match k % 10 {
+            0..=6 => format!("lib/area{k}/**"),
+            7 | 8 => format!("docs/d{k}.md"),
+            _ => format!("*/g{k}.gen"),
+        };
+        let body = format!(r#"{{"repo":"app","agent":"owner-{}","patterns":["{pattern}"]}}"#, k % 100);
+        (i < per && k < n).then(|| post("/files/reserve", &body))
+    })
+    .await;
+    assert_eq!(o.errors, 0);
+}
+
 fn main() {
     let mut seconds = 10.0;
     let mut connections = vec![20, 64];
@@ -269,6 +292,15 @@ fn run(
                 };
                 let request = format!("GET /tasks HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").into_bytes();
                 drive(addr, conns, seconds, move |_, _| Some(request.clone())).await
+            }
+            "reserve" => {
+                hold_reservations(addr, 1000).await;
+                drive(addr, conns, seconds, move |c, i| {
+                    let (action, file) = if i % 2 == 0 { ("reserve", i) } else { ("release", i - 1) };
+                    let body = format!(r#"{{"repo":"app","agent":"bench-{c}","patterns":["work/c{c}/f{file}.rs"]}}"#);
+                    Some(post(&format!("/files/{action}"), &body))
+                })
+                .await
             }
             other => panic!("unknown scenario {other}"),
         }

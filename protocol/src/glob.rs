@@ -55,6 +55,8 @@ pub struct Glob {
     /// The bytes every matched path starts with (the literal text before the first
     /// wildcard of an anchored pattern): a quick test before the automaton.
     prefix: Vec<u8>,
+    /// The bytes every matched path ends with (the literal text after the last wildcard).
+    suffix: Vec<u8>,
     nfa: Nfa,
 }
 
@@ -90,7 +92,16 @@ impl Glob {
                 }
             }
         }
-        Ok(Glob { source: pattern.to_owned(), prefix, nfa: Nfa::compile(&segments) })
+        let suffix = match segments.last() {
+            Some(Segment::Items(items)) => {
+                let literal = items.iter().rev().map_while(|i| if let Item::Byte(b) = i { Some(*b) } else { None });
+                let mut suffix: Vec<u8> = literal.collect();
+                suffix.reverse();
+                suffix
+            }
+            _ => Vec::new(),
+        };
+        Ok(Glob { source: pattern.to_owned(), prefix, suffix, nfa: Nfa::compile(&segments) })
     }
 
     /// The pattern as written.
@@ -100,17 +111,78 @@ impl Glob {
 
     /// Whether the pattern matches `path` (a repository-relative path, see [`check_path`]).
     pub fn matches(&self, path: &str) -> bool {
-        path.as_bytes().starts_with(&self.prefix) && self.nfa.accepts(path.as_bytes())
+        let bytes = path.as_bytes();
+        bytes.starts_with(&self.prefix) && bytes.ends_with(&self.suffix) && self.nfa.accepts(bytes)
+    }
+
+    /// The deepest directory every matched path is in (`src/auth/` for `src/auth/*.rs`),
+    /// when the pattern fixes one: see [`Index`].
+    fn fixed_dir(&self) -> Option<&[u8]> {
+        let slash = self.prefix.iter().rposition(|b| *b == b'/')?;
+        Some(&self.prefix[..=slash])
     }
 
     /// A path both patterns match (the shortest), or `None` when they have none in common.
     pub fn overlap(&self, other: &Glob) -> Option<String> {
+        // Quick answers first: a common path starts with both prefixes and ends with both
+        // suffixes, so one of each pair must extend the other.
         let n = self.prefix.len().min(other.prefix.len());
-        if self.prefix[..n] != other.prefix[..n] {
+        let m = self.suffix.len().min(other.suffix.len());
+        if self.prefix[..n] != other.prefix[..n]
+            || self.suffix[self.suffix.len() - m..] != other.suffix[other.suffix.len() - m..]
+        {
             return None;
         }
         let bytes = product(&self.nfa, &other.nfa)?;
         Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+}
+
+/// Many patterns, each with a value, to look up which match a path without trying them all:
+/// a pattern that fixes a directory (`src/auth/**` fixes `src/auth/`, `docs/api.md` fixes
+/// `docs/`) is tried only on paths below it; one that fixes how paths end (`*.lock`,
+/// `*/g7.gen`) only on paths ending so (keyed by the last [`Index::TAIL`] bytes); the rest
+/// (`src*/**`) on every path. A path costs one lookup per directory it is in and up to four
+/// for its ending.
+#[derive(Debug, Clone)]
+pub struct Index<T> {
+    by_dir: HashMap<Vec<u8>, Vec<(Glob, T)>>,
+    by_tail: HashMap<Vec<u8>, Vec<(Glob, T)>>,
+    anywhere: Vec<(Glob, T)>,
+}
+
+impl<T> Default for Index<T> {
+    fn default() -> Self {
+        Index { by_dir: HashMap::new(), by_tail: HashMap::new(), anywhere: Vec::new() }
+    }
+}
+
+impl<T> Index<T> {
+    /// How many of the last bytes of a pattern's literal ending key it.
+    pub const TAIL: usize = 4;
+
+    /// Adds a pattern.
+    pub fn insert(&mut self, glob: Glob, value: T) {
+        if let Some(dir) = glob.fixed_dir() {
+            self.by_dir.entry(dir.to_vec()).or_default().push((glob, value));
+        } else if !glob.suffix.is_empty() {
+            let tail = glob.suffix[glob.suffix.len().saturating_sub(Self::TAIL)..].to_vec();
+            self.by_tail.entry(tail).or_default().push((glob, value));
+        } else {
+            self.anywhere.push((glob, value));
+        }
+    }
+
+    /// The values of the patterns that match `path`: those of the directories it is in
+    /// (outermost first), those of its ending (shortest first), then the rest, each group
+    /// in the order added.
+    pub fn matching<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a T> + 'a {
+        let bytes = path.as_bytes();
+        let dirs = bytes.iter().enumerate().filter(|(_, b)| **b == b'/').map(move |(i, _)| &bytes[..=i]);
+        let in_dirs = dirs.filter_map(|d| self.by_dir.get(d)).flatten();
+        let tails = (1..=Self::TAIL.min(bytes.len())).map(move |n| &bytes[bytes.len() - n..]);
+        let by_tail = tails.filter_map(|t| self.by_tail.get(t)).flatten();
+        in_dirs.chain(by_tail).chain(&self.anywhere).filter(move |(g, _)| g.matches(path)).map(|(_, v)| v)
     }
 }
 
@@ -328,18 +400,24 @@ impl fmt::Debug for ByteSet {
 impl ByteSet {
     const EMPTY: ByteSet = ByteSet([0; 4]);
 
-    fn range(from: u8, to: u8) -> ByteSet {
-        let mut s = ByteSet::EMPTY;
-        for b in from..=to {
-            s.insert(b);
+    const fn range(from: u8, to: u8) -> ByteSet {
+        let mut words = [0u64; 4];
+        let mut b = from as usize;
+        while b <= to as usize {
+            words[b / 64] |= 1 << (b % 64);
+            b += 1;
         }
-        s
+        ByteSet(words)
     }
 
-    fn one(b: u8) -> ByteSet {
-        let mut s = ByteSet::EMPTY;
-        s.insert(b);
-        s
+    const fn one(b: u8) -> ByteSet {
+        ByteSet::range(b, b)
+    }
+
+    const fn without(self, b: u8) -> ByteSet {
+        let mut words = self.0;
+        words[(b / 64) as usize] &= !(1 << (b % 64));
+        ByteSet(words)
     }
 
     fn insert(&mut self, b: u8) {
@@ -375,28 +453,12 @@ impl ByteSet {
 }
 
 const SLASH: u8 = b'/';
-
-fn any_byte() -> ByteSet {
-    let mut s = ByteSet::range(0, 255);
-    s.remove(0);
-    s
-}
-
-fn not_slash() -> ByteSet {
-    let mut s = any_byte();
-    s.remove(SLASH);
-    s
-}
-
-fn ascii_not_slash() -> ByteSet {
-    let mut s = ByteSet::range(1, 0x7f);
-    s.remove(SLASH);
-    s
-}
-
-fn continuation() -> ByteSet {
-    ByteSet::range(0x80, 0xbf)
-}
+/// Any byte of a path (NUL is none).
+const ANY: ByteSet = ByteSet::range(1, 255);
+const NOT_SLASH: ByteSet = ANY.without(SLASH);
+const ASCII_NOT_SLASH: ByteSet = ByteSet::range(1, 0x7f).without(SLASH);
+/// The bytes after the first of a multi-byte UTF-8 character.
+const CONTINUATION: ByteSet = ByteSet::range(0x80, 0xbf);
 
 /// A nondeterministic automaton with ε-moves; state 0 is the start.
 #[derive(Clone, Debug)]
@@ -433,9 +495,9 @@ impl Builder {
         let next = self.state();
         self.edge(from, ascii, next);
         let (c1, c2, c3) = (self.state(), self.state(), self.state());
-        self.edge(c1, continuation(), next);
-        self.edge(c2, continuation(), c1);
-        self.edge(c3, continuation(), c2);
+        self.edge(c1, CONTINUATION, next);
+        self.edge(c2, CONTINUATION, c1);
+        self.edge(c3, CONTINUATION, c2);
         self.edge(from, ByteSet::range(0xc2, 0xdf), c1);
         self.edge(from, ByteSet::range(0xe0, 0xef), c2);
         self.edge(from, ByteSet::range(0xf0, 0xf4), c3);
@@ -452,16 +514,16 @@ impl Builder {
             Item::Star => {
                 let s = self.state();
                 self.eps(from, s);
-                self.edge(s, not_slash(), s);
+                self.edge(s, NOT_SLASH, s);
                 s
             }
-            Item::Char => self.one_char(from, ascii_not_slash()),
+            Item::Char => self.one_char(from, ASCII_NOT_SLASH),
             Item::Class { set, negated: false } => {
                 let next = self.state();
                 self.edge(from, *set, next);
                 next
             }
-            Item::Class { set, negated: true } => self.one_char(from, ascii_not_slash().minus(set)),
+            Item::Class { set, negated: true } => self.one_char(from, ASCII_NOT_SLASH.minus(set)),
         }
     }
 }
@@ -477,16 +539,16 @@ impl Nfa {
                 Segment::Any if !last => {
                     let (next, dirs) = (b.state(), b.state());
                     b.eps(cur, next);
-                    b.edge(cur, any_byte(), dirs);
-                    b.edge(dirs, any_byte(), dirs);
+                    b.edge(cur, ANY, dirs);
+                    b.edge(dirs, ANY, dirs);
                     b.edge(dirs, ByteSet::one(SLASH), next);
                     cur = next;
                 }
                 // At the end: anything inside.
                 Segment::Any => {
                     let rest = b.state();
-                    b.edge(cur, any_byte(), rest);
-                    b.edge(rest, any_byte(), rest);
+                    b.edge(cur, ANY, rest);
+                    b.edge(rest, ANY, rest);
                     cur = rest;
                 }
                 Segment::Items(items) => {
@@ -568,8 +630,9 @@ enum PathState {
 impl PathState {
     /// The classes of bytes this automaton tells apart, and where each leads.
     fn moves(self) -> [(ByteSet, Option<PathState>); 3] {
-        let (slash, dot) = (ByteSet::one(SLASH), ByteSet::one(b'.'));
-        let other = not_slash().minus(&dot);
+        const SLASHES: ByteSet = ByteSet::one(SLASH);
+        const DOTS: ByteSet = ByteSet::one(b'.');
+        const OTHER: ByteSet = NOT_SLASH.without(b'.');
         use PathState::*;
         let (on_slash, on_dot) = match self {
             SegmentStart => (None, Some(Dot)),
@@ -577,7 +640,11 @@ impl PathState {
             DotDot => (None, Some(Name)),
             Name => (Some(SegmentStart), Some(Name)),
         };
-        [(slash, on_slash), (dot, on_dot), (other, Some(Name))]
+        [(SLASHES, on_slash), (DOTS, on_dot), (OTHER, Some(Name))]
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -585,21 +652,28 @@ impl PathState {
 /// search of the product of `a`, `b` and the valid-path automaton.
 fn product(a: &Nfa, b: &Nfa) -> Option<Vec<u8>> {
     type Node = (u32, u32, PathState);
+    // Each node's place in `parent`, which holds how it was first reached:
+    // `(previous node's place << 8) | byte`, START for the start, UNSEEN until then.
+    const UNSEEN: u64 = u64::MAX;
+    const START: u64 = u64::MAX - 1;
+    let nb = b.edges.len();
+    let place = |(sa, sb, path): Node| (sa as usize * nb + sb as usize) * 4 + path.index();
+    let mut parent = vec![UNSEEN; a.edges.len() * nb * 4];
     let start: Node = (0, 0, PathState::SegmentStart);
-    let mut parent: HashMap<Node, Option<(Node, u8)>> = HashMap::new();
-    parent.insert(start, None);
+    parent[place(start)] = START;
     let mut queue = VecDeque::from([start]);
     while let Some(node @ (sa, sb, path)) = queue.pop_front() {
         if path == PathState::Name && a.accepting(sa) && b.accepting(sb) {
             let mut bytes = Vec::new();
-            let mut at = node;
-            while let Some(Some((from, byte))) = parent.get(&at) {
-                bytes.push(*byte);
-                at = *from;
+            let mut at = parent[place(node)];
+            while at != START {
+                bytes.push((at & 0xff) as u8);
+                at = parent[(at >> 8) as usize];
             }
             bytes.reverse();
             return Some(bytes);
         }
+        let here = place(node) as u64;
         for &xa in &a.closure[sa as usize] {
             for (set_a, ta) in &a.edges[xa as usize] {
                 for &xb in &b.closure[sb as usize] {
@@ -609,12 +683,15 @@ fn product(a: &Nfa, b: &Nfa) -> Option<Vec<u8>> {
                             continue;
                         }
                         for (class, to) in path.moves() {
-                            let (Some(to), Some(byte)) = (to, both.and(&class).pick()) else { continue };
+                            let Some(to) = to else { continue };
                             let next = (*ta, *tb, to);
-                            if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(next) {
-                                e.insert(Some((node, byte)));
-                                queue.push_back(next);
+                            let slot = &mut parent[place(next)];
+                            if *slot != UNSEEN {
+                                continue;
                             }
+                            let Some(byte) = both.and(&class).pick() else { continue };
+                            *slot = (here << 8) | u64::from(byte);
+                            queue.push_back(next);
                         }
                     }
                 }
@@ -712,6 +789,42 @@ mod tests {
             }
         }
         assert_eq!(glob("src/auth/**").overlap(&glob("src/auth/session.rs")).as_deref(), Some("src/auth/session.rs"));
+    }
+
+    #[test]
+    fn an_index_finds_the_same_patterns_as_trying_them_all() {
+        let patterns = [
+            "src/auth/**",
+            "src/*.rs",
+            "*.lock",
+            "/README.md",
+            "docs/api.md",
+            "s*/x",
+            "**/test/*",
+            "src/",
+            "*k",
+            "s*/**",
+        ];
+        let mut index = Index::default();
+        for (i, p) in patterns.iter().enumerate() {
+            index.insert(glob(p), i);
+        }
+        for path in [
+            "src/auth/a.rs",
+            "src/main.rs",
+            "Cargo.lock",
+            "a/b.lock",
+            "README.md",
+            "docs/api.md",
+            "sx/x",
+            "a/test/b",
+            "src/x/y",
+        ] {
+            let mut found: Vec<usize> = index.matching(path).copied().collect();
+            found.sort_unstable();
+            let all: Vec<usize> = (0..patterns.len()).filter(|i| glob(patterns[*i]).matches(path)).collect();
+            assert_eq!(found, all, "{path}");
+        }
     }
 
     #[test]

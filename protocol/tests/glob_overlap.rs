@@ -2,9 +2,10 @@
 //! characters and segments) decides which paths of a generated universe each pattern
 //! matches. Both ways: every pair with a common path in the universe is reported as
 //! overlapping, and every reported witness is a valid path both patterns match (so a checker
-//! that always said "overlap" would fail, and so would one that missed an overlap).
+//! that always said "overlap" would fail, and so would one that missed an overlap). The
+//! matcher and the index of patterns agree with the oracle on every path too.
 
-use muster_protocol::glob::{Glob, check_path};
+use muster_protocol::glob::{Glob, Index, check_path};
 use proptest::prelude::*;
 
 static UNIVERSE: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(universe);
@@ -100,11 +101,18 @@ proptest! {
             // `.`/`..` segments are refused; nothing to compare.
             return Ok(());
         };
+        let mut index = Index::default();
+        index.insert(ga.clone(), 'a');
+        index.insert(gb.clone(), 'b');
         let mut common = None;
         for path in UNIVERSE.iter() {
             let (ma, mb) = (oracle(&a, path), oracle(&b, path));
             prop_assert_eq!(ga.matches(path), ma, "{} on {}", a, path);
             prop_assert_eq!(gb.matches(path), mb, "{} on {}", b, path);
+            let mut found: Vec<char> = index.matching(path).copied().collect();
+            found.sort_unstable();
+            let expected: Vec<char> = [(ma, 'a'), (mb, 'b')].into_iter().filter(|(m, _)| *m).map(|(_, c)| c).collect();
+            prop_assert_eq!(found, expected, "the index on {}", path);
             if ma && mb && common.is_none() {
                 common = Some(path.clone());
             }
