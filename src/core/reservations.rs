@@ -24,23 +24,32 @@ impl Held {
     }
 }
 
-/// Every reservation held now.
+/// Every reservation held now. The indexes hold the reservations themselves (not ids), so
+/// that the overlap check of a new one walks its repository without a lookup per neighbour.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reservations {
     by_id: OrdMap<ReservationId, Arc<Held>>,
-    by_repo: OrdMap<String, OrdSet<ReservationId>>,
-    by_agent: OrdMap<String, OrdSet<ReservationId>>,
-    by_task: OrdMap<TaskId, OrdSet<ReservationId>>,
+    by_repo: OrdMap<String, Group>,
+    by_agent: OrdMap<String, Group>,
+    by_task: OrdMap<TaskId, Group>,
     expiring: OrdSet<(Timestamp, ReservationId)>,
 }
 
-fn index<K: Ord + Clone>(map: &mut OrdMap<K, OrdSet<ReservationId>>, key: &K, id: ReservationId, add: bool) {
-    if add {
-        map.entry(key.clone()).or_default().insert(id);
-    } else if let Some(set) = map.get_mut(key) {
-        set.remove(&id);
-        if set.is_empty() {
-            map.remove(key);
+/// Some reservations, by id.
+type Group = OrdMap<ReservationId, Arc<Held>>;
+
+fn index<K: Ord + Clone>(map: &mut OrdMap<K, Group>, key: &K, id: ReservationId, held: Option<&Arc<Held>>) {
+    match held {
+        Some(held) => {
+            map.entry(key.clone()).or_default().insert(id, Arc::clone(held));
+        }
+        None => {
+            if let Some(group) = map.get_mut(key) {
+                group.remove(&id);
+                if group.is_empty() {
+                    map.remove(key);
+                }
+            }
         }
     }
 }
@@ -66,23 +75,23 @@ impl Reservations {
         self.by_id.values()
     }
 
-    fn some<'a>(&'a self, ids: Option<&'a OrdSet<ReservationId>>) -> impl Iterator<Item = &'a Arc<Held>> + 'a {
-        ids.into_iter().flatten().filter_map(|id| self.by_id.get(id))
+    fn some(group: Option<&Group>) -> impl Iterator<Item = &Arc<Held>> + '_ {
+        group.into_iter().flat_map(|g| g.values())
     }
 
     /// The reservations in a repository, by id.
     pub fn in_repo<'a>(&'a self, repo: &str) -> impl Iterator<Item = &'a Arc<Held>> + 'a {
-        self.some(self.by_repo.get(repo))
+        Self::some(self.by_repo.get(repo))
     }
 
     /// An agent's reservations, by id.
     pub fn of_agent<'a>(&'a self, agent: &str) -> impl Iterator<Item = &'a Arc<Held>> + 'a {
-        self.some(self.by_agent.get(agent))
+        Self::some(self.by_agent.get(agent))
     }
 
     /// A task's reservations, by id.
     pub fn of_task(&self, task: TaskId) -> impl Iterator<Item = &Arc<Held>> + '_ {
-        self.some(self.by_task.get(&task))
+        Self::some(self.by_task.get(&task))
     }
 
     /// The agents holding reservations.
@@ -98,27 +107,28 @@ impl Reservations {
     /// Adds a reservation, or replaces the one with its id.
     pub(super) fn put(&mut self, reservation: Reservation) {
         self.remove(reservation.id);
-        let r = &reservation;
-        index(&mut self.by_repo, &r.repo, r.id, true);
-        index(&mut self.by_agent, &r.agent, r.id, true);
+        let glob = Glob::parse(&reservation.pattern).ok();
+        let held = Arc::new(Held { reservation, glob });
+        let r = &held.reservation;
+        index(&mut self.by_repo, &r.repo, r.id, Some(&held));
+        index(&mut self.by_agent, &r.agent, r.id, Some(&held));
         if let Some(task) = r.task {
-            index(&mut self.by_task, &task, r.id, true);
+            index(&mut self.by_task, &task, r.id, Some(&held));
         }
         if let Some(at) = r.expires_at {
             self.expiring.insert((at, r.id));
         }
-        let glob = Glob::parse(&reservation.pattern).ok();
-        self.by_id.insert(reservation.id, Arc::new(Held { reservation, glob }));
+        self.by_id.insert(r.id, Arc::clone(&held));
     }
 
     /// Removes a reservation, if held.
     pub(super) fn remove(&mut self, id: ReservationId) {
         let Some(held) = self.by_id.remove(&id) else { return };
         let r = &held.reservation;
-        index(&mut self.by_repo, &r.repo, id, false);
-        index(&mut self.by_agent, &r.agent, id, false);
+        index(&mut self.by_repo, &r.repo, id, None);
+        index(&mut self.by_agent, &r.agent, id, None);
         if let Some(task) = r.task {
-            index(&mut self.by_task, &task, id, false);
+            index(&mut self.by_task, &task, id, None);
         }
         if let Some(at) = r.expires_at {
             self.expiring.remove(&(at, id));
