@@ -460,13 +460,16 @@ async fn capabilities_and_openapi_describe_the_routes_that_exist() {
         let unrouted = status == 404 && body["error"]["message"].as_str().unwrap_or_default().starts_with("no route");
         assert!(!unrouted && status != 405, "{method} {path} is listed but not served: {status} {body}");
     }
-    for listed in ["/tasks/{id}/claim", "/tasks/next", "/presence", "/chat/messages", "/events"] {
+    for listed in ["/tasks/{id}/claim", "/tasks/next", "/presence", "/chat/messages", "/events", "/files/reserve"] {
         assert!(routes.iter().any(|r| r["path"] == listed), "{listed} missing");
     }
+    assert!(caps["topics"].as_array().unwrap().contains(&serde_json::json!("files")), "{caps}");
+    assert_eq!(caps["limits"]["files"]["maxPatternsPerRequest"], 100, "{caps}");
     let (_, api) = s.get("/openapi.json").await;
     assert!(api["openapi"].as_str().unwrap().starts_with("3."));
     assert!(api["paths"]["/tasks/{id}/claim"]["post"].is_object());
     assert!(api["components"]["schemas"]["Task"].is_object());
+    assert!(api["components"]["schemas"]["ReserveFiles"].is_object(), "the reservation routes are described");
 }
 
 #[tokio::test(flavor = "multi_thread")]

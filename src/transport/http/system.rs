@@ -56,7 +56,7 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
         "name": "muster",
         "version": env!("CARGO_PKG_VERSION"),
         "routes": routes,
-        "topics": ["*", "tasks", "task:<id>", "chat", "chat:<channel>", "presence", "inbox:<agent>"],
+        "topics": ["*", "tasks", "task:<id>", "chat", "chat:<channel>", "presence", "inbox:<agent>", "files"],
         "limits": {
             "maxBodyBytes": MAX_BODY,
             "maxTitleChars": rules::MAX_TITLE,
@@ -68,6 +68,17 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
             "maxBlockers": rules::MAX_BLOCKERS,
             "maxChannelBytes": rules::MAX_CHANNEL,
             "maxWaitSeconds": MAX_WAIT,
+            "files": {
+                "maxPatternsPerRequest": muster_protocol::MAX_PATTERNS,
+                "maxPatternBytes": muster_protocol::glob::MAX_PATTERN,
+                "maxWildcardsPerPattern": muster_protocol::glob::MAX_WILDCARDS,
+                "maxPathBytes": muster_protocol::glob::MAX_PATH,
+                "maxPathsPerWho": muster_protocol::MAX_WHO_PATHS,
+                "maxHeldPerAgent": muster_protocol::MAX_PER_AGENT,
+                "defaultTtlSeconds": muster_protocol::DEFAULT_TTL_SECONDS,
+                "maxTtlSeconds": muster_protocol::MAX_TTL_SECONDS,
+                "maxRepoBytes": muster_protocol::MAX_REPO,
+            },
         },
     });
     Ok(json_value(&body))
