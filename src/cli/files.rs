@@ -22,8 +22,9 @@ use muster_client::protocol::glob::{Glob, Index};
 use muster_client::protocol::{FilesQuery, ReleaseFiles, Reservation, ReserveFiles, TaskId, names};
 use muster_client::{Client, Error};
 
+use super::context::{Exit, Failure, Global, Out, acting, connect, require_agent, task_id};
 use super::git::Worktree;
-use super::{Exit, Failure, Global, Out, acting, connect, output, task_id};
+use super::output;
 
 /// How long `check` and `guard` wait for the broker before deciding it cannot be asked.
 const ASK_WITHIN: Duration = Duration::from_secs(3);
@@ -289,7 +290,7 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
         }
         FilesCommand::List { mine, all_repos, repo } => {
             let repo = if all_repos { None } else { Some(repo_name(&repo, here.as_ref())?) };
-            let agent = if mine { Some(super::require_agent(global)?) } else { None };
+            let agent = if mine { Some(require_agent(global)?) } else { None };
             let (client, _) = connect(global, Vec::new(), None).await?;
             let list = client.files(FilesQuery { repo, agent, task: None }).await?;
             if out.json {
