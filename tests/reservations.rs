@@ -148,6 +148,16 @@ async fn reservations_end_with_their_task_their_ttl_and_their_holder() {
         ("link".into(), json!("link"), "task_ended".into(), vec!["src/auth/**".into()])
     );
 
+    // So does releasing the task.
+    let t1b = s.task("auth again").await;
+    assert_eq!(s.post(&format!("/tasks/{t1b}/claim"), json!({ "agent": "link" })).await.0, 200);
+    assert_eq!(reserve(&s, "link", &["src/auth/**"], Some(&t1b)).await.0, 200);
+    assert_eq!(s.post(&format!("/tasks/{t1b}/release"), json!({ "agent": "link" })).await.0, 200);
+    assert_eq!(
+        next_release(&mut ws).await,
+        ("link".into(), json!("link"), "task_ended".into(), vec!["src/auth/**".into()])
+    );
+
     // A release forced by a person releases them too.
     let t2 = s.task("api").await;
     s.post(&format!("/tasks/{t2}/claim"), json!({ "agent": "link" })).await;
