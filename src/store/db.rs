@@ -95,7 +95,35 @@ pub(super) struct Handles {
     db_file: File,
 }
 
+/// How long opening waits for the lock of a data dir that another sled handle is letting go
+/// of (see [`Handles::open_waiting`]).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Handles {
+    /// Opens the trees, waiting up to [`LOCK_WAIT`] for the data dir's lock: a broker that
+    /// just stopped in this process lets go of it only when sled's background threads have
+    /// finished (seen in tests that restart a broker in place). Another process holding the
+    /// dir is still refused, two seconds later.
+    fn open_waiting(dir: &Path) -> Result<Handles, StoreError> {
+        let started = std::time::Instant::now();
+        let mut waited = false;
+        loop {
+            match Handles::open(dir) {
+                Err(StoreError::Locked(_)) if started.elapsed() < LOCK_WAIT => {
+                    waited = true;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Ok(handles) => {
+                    if waited {
+                        tracing::info!(waited = ?started.elapsed(), "the data dir's lock was released");
+                    }
+                    return Ok(handles);
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn open(dir: &Path) -> Result<Handles, StoreError> {
         let db = sled::Config::new().path(dir).open().map_err(|e| match e {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
@@ -124,7 +152,7 @@ impl Db {
     /// Opens (or creates) the database in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<Db, StoreError> {
         crate::config::create_data_dir(dir)?;
-        let handles = Handles::open(dir)?;
+        let handles = Handles::open_waiting(dir)?;
         // The directory entries of sled's files must be durable too.
         File::open(dir)?.sync_all()?;
         let (db, meta, db_file) = (&handles.db, &handles.meta, &handles.db_file);

@@ -52,7 +52,7 @@ impl Server {
         configure(&mut config);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(muster::serve(listener, config, clock.clone(), shutdown.clone()));
-        let server =
+        let mut server =
             Server { addr, http: reqwest::Client::new(), clock, shutdown, handle: Some(handle), dir: Some(dir) };
         server.wait_ready().await;
         server
@@ -76,16 +76,21 @@ impl Server {
         panic!("{path} never reached the expected state");
     }
 
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
+    /// Waits for `/health`; a broker that stopped meanwhile fails the test with its error.
+    async fn wait_ready(&mut self) {
+        for _ in 0..500 {
             if let Ok(r) = self.http.get(self.url("/health")).send().await
                 && r.status().is_success()
             {
                 return;
             }
+            if self.handle.as_ref().is_some_and(JoinHandle::is_finished) {
+                let outcome = self.handle.take().unwrap().await;
+                panic!("the broker stopped before it was ready: {outcome:?}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("broker did not become ready");
+        panic!("broker did not become ready within 10 s");
     }
 
     pub fn url(&self, path: &str) -> String {
