@@ -29,6 +29,9 @@ use super::output;
 /// How long `check` and `guard` wait for the broker before deciding it cannot be asked.
 const ASK_WITHIN: Duration = Duration::from_secs(3);
 
+/// Most blocked paths listed in text (all of them with `--json`).
+const SHOWN: usize = 20;
+
 /// Marks a pre-commit hook as ours (to update it rather than chain to it).
 const HOOK_MARKER: &str = "# muster pre-commit hook";
 /// Where an existing pre-commit hook is kept when ours is installed; ours runs it first.
@@ -353,15 +356,6 @@ async fn check(
 ) -> Result<Exit, Failure> {
     let cwd = cwd()?;
     let w = worktree(&cwd)?;
-    let Some(me) = agent_here(global, &w) else {
-        return Err(Failure::new(
-            Exit::Invalid,
-            "who is committing? Set MUSTER_AGENT=NAME, or name this worktree's agent once with \
-             `muster hook install --agent NAME` (a new worktree does not inherit the agent of the one it was \
-             created from)",
-        ));
-    };
-    let repo = repo_name(repo, Some(&w))?;
     let mut targets = if staged { w.staged().map_err(|e| Failure::new(Exit::Failed, e.0))? } else { Vec::new() };
     for p in &paths {
         match w.relative(&cwd, Path::new(p)) {
@@ -375,6 +369,15 @@ async fn check(
         }
         return Err(Failure::new(Exit::Invalid, "check what? name paths, or --staged"));
     }
+    let Some(me) = agent_here(global, &w) else {
+        return Err(Failure::new(
+            Exit::Invalid,
+            "who is committing? Set MUSTER_AGENT=NAME, or name this worktree's agent once with \
+             `muster hook install --agent NAME` (a new worktree does not inherit the agent of the one it was \
+             created from)",
+        ));
+    };
+    let repo = repo_name(repo, Some(&w))?;
     let query = FilesQuery { repo: Some(repo.clone()), agent: None, task: None };
     let Some(reservations) = ask(global, async |c: &Client| c.files(query).await).await? else {
         let why = format!("cannot ask the broker at {} whether these files are reserved", global.url);
@@ -402,8 +405,11 @@ async fn check(
     } else {
         let what = if staged { "commit refused" } else { "reserved" };
         eprintln!("muster: {what}: {} path(s) reserved by other agents in {repo}:", blocked.len());
-        for (path, r) in &blocked {
+        for (path, r) in blocked.iter().take(SHOWN) {
             eprintln!("  {path}: {} holds {}", r.agent, describe(r));
+        }
+        if blocked.len() > SHOWN {
+            eprintln!("  and {} more (--json lists them all)", blocked.len() - SHOWN);
         }
         eprintln!(
             "Ask them in chat (muster chat post --to AGENT ...), wait for the release (muster wait --topic files), \
