@@ -146,7 +146,7 @@ async function loadAll() {
   for (const task of tasks) {
     // An event may already have brought a newer version of this task.
     const known = state.tasks.get(task.id);
-    if (!known || known.updatedAt <= task.updatedAt) state.tasks.set(task.id, task);
+    if (!known || when(known.updatedAt) <= when(task.updatedAt)) state.tasks.set(task.id, task);
   }
   state.agents = new Map(agents.map((a) => [a.name, a]));
   for (const c of channels) {
@@ -166,7 +166,7 @@ function onEvent(event) {
   const data = event.data;
   if (event.type.startsWith('task.')) {
     const known = state.tasks.get(data.task.id);
-    if (!known || known.updatedAt <= data.task.updatedAt) upsertTask(data.task, true);
+    if (!known || when(known.updatedAt) <= when(data.task.updatedAt)) upsertTask(data.task, true);
     if (state.detail === data.task.id) {
       renderDetail();
       $('task-history').append(historyItem(event));
@@ -210,9 +210,20 @@ function buildColumns() {
 
 /** Where a task sits in its column: open work by priority then age, finished work newest first. */
 function before(a, b) {
-  if (FINISHED.has(a.status)) return a.updatedAt > b.updatedAt || (a.updatedAt === b.updatedAt && idNumber(a.id) > idNumber(b.id));
+  if (FINISHED.has(a.status)) {
+    const [at, bt] = [when(a.updatedAt), when(b.updatedAt)];
+    return at > bt || (at === bt && idNumber(a.id) > idNumber(b.id));
+  }
   if (a.priority !== b.priority) return a.priority < b.priority;
   return idNumber(a.id) < idNumber(b.id);
+}
+
+/**
+ * A wire time in milliseconds. Times are RFC 3339 with a fraction only when it is not zero
+ * ("10:00:05Z", then "10:00:05.300Z"), so as strings they do not sort: compare them parsed.
+ */
+function when(time) {
+  return Date.parse(time);
 }
 
 function holder(task) {
