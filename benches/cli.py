@@ -4,8 +4,9 @@ WebSocket connect, hello, one operation, exit), next to curl doing the same over
 soon `muster wait` prints an event after the write that caused it.
 
     cargo build --release && python3 benches/cli.py [--runs 60]
+    python3 benches/cli.py --smoke      # two runs of each, on $MUSTER_BIN: that it still works
 
-Starts its own broker (the release binary) on a free loopback port with a temporary data
+Starts its own broker (the release binary, or $MUSTER_BIN) on a free loopback port with a temporary data
 dir, and stops it at the end. Prints medians and 95th percentiles in milliseconds.
 """
 
@@ -20,7 +21,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MUSTER = os.path.join(ROOT, "target", "release", "muster")
+MUSTER = os.environ.get("MUSTER_BIN") or os.path.join(ROOT, "target", "release", "muster")
 
 
 def summary(samples):
@@ -63,7 +64,9 @@ def wait_wakeup(env, url, runs):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=60)
-    runs = parser.parse_args().runs
+    parser.add_argument("--smoke", action="store_true", help="two runs of each")
+    a = parser.parse_args()
+    runs = 2 if a.smoke else a.runs
     if not os.path.exists(MUSTER):
         raise SystemExit("build first: cargo build --release")
     if not shutil.which("curl"):
@@ -97,7 +100,7 @@ def main():
         ]:
             median, p95 = timed(env, args, runs, ok)
             print(f"{name:38s} median {median:6.2f} ms   p95 {p95:6.2f} ms")
-        median, p95 = wait_wakeup(env, url, max(runs // 2, 10))
+        median, p95 = wait_wakeup(env, url, max(runs // 2, 1))
         print(f"{'POST sent -> muster wait prints it':38s} median {median:6.2f} ms   p95 {p95:6.2f} ms")
     finally:
         broker.terminate()

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench load                       # every scenario, 20 and 64 connections, 3 runs
 //! cargo bench --bench load -- --seconds 5 --runs 5 --connections 64 --scenarios create,claim
+//! cargo bench --bench load -- --smoke      # every scenario, tiny, no errors allowed (CI)
 //! ```
 //!
 //! `--addr HOST:PORT` drives a broker that is already running instead of starting one.
@@ -209,6 +210,7 @@ fn main() {
     let mut connections = vec![20, 64];
     let mut runs = 3;
     let mut target = None;
+    let mut smoke = false;
     let mut scenarios = vec!["create".to_owned(), "claim".to_owned(), "chat".to_owned(), "board".to_owned()];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -218,6 +220,12 @@ fn main() {
             "--addr" => target = Some(args.next().unwrap().parse().unwrap()),
             "--connections" => connections = args.next().unwrap().split(',').map(|c| c.parse().unwrap()).collect(),
             "--scenarios" => scenarios = args.next().unwrap().split(',').map(str::to_owned).collect(),
+            "--smoke" => {
+                (seconds, runs, connections, smoke) = (0.3, 1, vec![2], true);
+                scenarios = ["create", "claim", "chat", "board", "board-gzip", "board-etag", "reserve"]
+                    .map(String::from)
+                    .to_vec();
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -232,6 +240,10 @@ fn main() {
             let mut outcomes = Vec::new();
             for _ in 0..runs {
                 outcomes.push(run(&rt, scenario, conns, seconds, target));
+            }
+            if smoke {
+                let o = &outcomes[0];
+                assert!(o.requests > 0 && o.errors == 0, "{scenario}: {} requests, {} errors", o.requests, o.errors);
             }
             report(scenario, conns, &mut outcomes);
         }

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench ws                                  # every scenario
 //! cargo bench --bench ws -- --scenarios fanout,nats --subscribers 1000 --seconds 10
+//! cargo bench --bench ws -- --smoke           # every scenario, tiny: that it still works (CI)
 //! ```
 //!
 //! Scenarios:
@@ -13,10 +14,10 @@
 //!   end-to-end latency (publish → receipt) p50/p99. Each message carries its send time.
 //! - `nats`: the same workload against nats-server (WebSocket listener on loopback): the
 //!   publisher sends `PUB` over TCP, the subscribers `SUB` over WebSocket.
-//! - `single`: one subscriber replaying a log of 200,000 events from `since=0`, then one
-//!   subscriber receiving live posts at full publish speed.
-//! - `idle`: 10,000 idle connections (each said `hello`): broker RSS per connection and the
-//!   connect rate; then 15,000 held, all of them receiving one event.
+//! - `single`: one subscriber replaying a log of 200,000 events (`--replay`) from `since=0`,
+//!   then one subscriber receiving live posts at full publish speed.
+//! - `idle`: 10,000 idle connections (`--idle`, each said `hello`): broker RSS per connection
+//!   and the connect rate; then 15,000 held (half as many again), all receiving one event.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
@@ -143,8 +144,10 @@ async fn muster_publish(addr: SocketAddr, start: Instant, conns: usize, rate: u6
                     next += interval;
                 }
                 let body = format!(r#"{{"from":"pub-{c}","content":"{}","channel":"general"}}"#, payload(start, sent));
-                let req =
-                    format!("POST /chat/messages HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let req = format!(
+                    "POST /chat/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
                 stream.write_all(req.as_bytes()).await.unwrap();
                 // Read one response (headers + body; the body is small).
                 let mut got = Vec::new();
@@ -363,6 +366,9 @@ fn start_nats(dir: &std::path::Path) -> (std::process::Child, SocketAddr, Socket
 fn main() {
     let mut seconds = 10.0;
     let mut subscribers = 1000;
+    let mut replay: u64 = 200_000;
+    let mut idle: usize = 10_000;
+    let mut smoke = false;
     let mut scenarios: Vec<String> = ["fanout", "nats", "single", "idle"].map(String::from).to_vec();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -370,6 +376,9 @@ fn main() {
             "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
             "--subscribers" => subscribers = args.next().unwrap().parse().unwrap(),
             "--scenarios" => scenarios = args.next().unwrap().split(',').map(str::to_owned).collect(),
+            "--replay" => replay = args.next().unwrap().parse().unwrap(),
+            "--idle" => idle = args.next().unwrap().parse().unwrap(),
+            "--smoke" => (seconds, subscribers, replay, idle, smoke) = (0.5, 4, 500, 100, true),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -420,14 +429,14 @@ fn main() {
                 let p = common::Process::start(&dir.path().join("data"), &[], &[]);
                 let addr = p.addr;
                 rt.block_on(async {
-                    // A log of 200,000 chat events, written as fast as 64 connections go.
+                    // A log of `replay` chat events, written as fast as 64 connections go.
                     let stop = Arc::new(AtomicBool::new(false));
                     let start = Instant::now();
                     let filler = tokio::spawn(muster_publish(addr, start, 64, 0, Arc::clone(&stop)));
                     loop {
                         let h: serde_json::Value =
                             reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
-                        if h["head"].as_u64().unwrap() >= 200_000 {
+                        if h["head"].as_u64().unwrap() >= replay {
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -470,9 +479,9 @@ fn main() {
                     let before = rss_kib(pid);
                     let mut conns = Vec::new();
                     let t = Instant::now();
-                    for batch in 0..100 {
+                    for batch in 0..idle.div_ceil(100) {
                         let mut pending = Vec::new();
-                        for _ in 0..100 {
+                        for _ in 0..100.min(idle - batch * 100) {
                             pending.push(tokio::spawn(async move {
                                 let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
                                 ws.send(Message::text(r#"{"id":1,"op":"hello","topics":["tasks"]}"#)).await.unwrap();
@@ -483,7 +492,6 @@ fn main() {
                         for c in pending {
                             conns.push(c.await.unwrap());
                         }
-                        let _ = batch;
                     }
                     let connect_secs = t.elapsed().as_secs_f64();
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -496,10 +504,10 @@ fn main() {
                         after,
                         (after - before) as f64 / conns.len() as f64
                     );
-                    // 15,000 held: each receives one event.
-                    for _ in 0..50 {
+                    // Half as many again held: each receives one event.
+                    for batch in 0..(idle / 2).div_ceil(100) {
                         let mut pending = Vec::new();
-                        for _ in 0..100 {
+                        for _ in 0..100.min(idle / 2 - batch * 100) {
                             pending.push(tokio::spawn(async move {
                                 let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
                                 ws.send(Message::text(r#"{"id":1,"op":"hello","topics":["tasks"]}"#)).await.unwrap();
@@ -528,6 +536,7 @@ fn main() {
                         }
                     }
                     println!("| connections held | {held} | {got} received the event | RSS {} KiB | | |", rss_kib(pid));
+                    assert!(!smoke || got == held, "{got} of {held} connections received the event");
                 });
                 p.terminate();
             }

@@ -4,8 +4,9 @@
 // (main-thread work over 50 ms, i.e. jank) and how soon the page has caught up.
 //
 //   cargo build --release && cd tests/dashboard && npm ci && node bench.mjs
+//   node bench.mjs --smoke     # 120 tasks, 5 agents, on $MUSTER_BIN: that it still works (CI)
 //
-// Prints medians; nothing is asserted (see BENCHMARKS.md).
+// Prints medians; nothing is asserted beyond the page showing what it must (BENCHMARKS.md).
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,9 +20,13 @@ import { MusterClient } from '../../clients/js/muster.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const MUSTER = resolve(here, process.env.MUSTER_BIN ?? '../../target/release/muster');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-const TASKS = 1000;
-const AGENTS = 50;
-const BURST = 500;
+const SMOKE = process.argv.includes('--smoke');
+const [TASKS, AGENTS, BURST, SINGLE, LOADS] = SMOKE ? [120, 5, 20, 3, 1] : [1000, 50, 500, 30, 3];
+// Agents hold T-1 … T-2A; the next tenth of the board is done; then the single claims, then
+// the burst's claims.
+const DONE = TASKS / 10;
+const FIRST_SINGLE = 2 * AGENTS + DONE + 1;
+const FIRST_BURST = FIRST_SINGLE + SINGLE;
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -53,10 +58,10 @@ const { child, base } = await startBroker(join(root, 'data'));
 const agents = [];
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'] });
 try {
-  // The board: 1,000 tasks, 50 agents each holding two, 100 done.
+  // The board: 1,000 tasks, 50 agents each holding two, 100 done (smoke: smaller).
   for (let i = 0; i < TASKS; i += 50) {
     await Promise.all(
-      Array.from({ length: 50 }, (_, j) => post(base, '/tasks', { title: `Task ${i + j + 1}: do a plausible amount of work`, priority: `P${(i + j) % 4}`, tags: ['bench'] })),
+      Array.from({ length: Math.min(50, TASKS - i) }, (_, j) => post(base, '/tasks', { title: `Task ${i + j + 1}: do a plausible amount of work`, priority: `P${(i + j) % 4}`, tags: ['bench'] })),
     );
   }
   for (let a = 0; a < AGENTS; a++) {
@@ -66,7 +71,7 @@ try {
     await client.claim(`T-${a * 2 + 1}`);
     await client.claim(`T-${a * 2 + 2}`);
   }
-  for (let i = 101; i <= 200; i++) await post(base, `/tasks/T-${i}/complete`, { agent: 'lead' });
+  for (let i = 2 * AGENTS + 1; i < FIRST_SINGLE; i++) await post(base, `/tasks/T-${i}/complete`, { agent: 'lead' });
 
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
   await page.addInitScript(() => {
@@ -89,9 +94,13 @@ try {
     new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => e.duration))).observe({ type: 'longtask', buffered: true });
   });
   const loads = [];
-  for (let run = 0; run < 3; run++) {
+  for (let run = 0; run < LOADS; run++) {
     await page.goto(`${base}/dashboard`);
-    await page.waitForFunction((n) => document.querySelectorAll('#board li[data-id]').length === n && document.querySelectorAll('#team li').length >= 50, TASKS, { polling: 'raf' });
+    await page.waitForFunction(
+      ([tasks, agents]) => document.querySelectorAll('#board li[data-id]').length === tasks && document.querySelectorAll('#team li').length >= agents,
+      [TASKS, AGENTS],
+      { polling: 'raf' },
+    );
     loads.push(await page.evaluate(() => performance.now()));
   }
   const loadLongTasks = await page.evaluate(() => window.longTasks.slice());
@@ -107,8 +116,8 @@ try {
     }).observe(doing, { childList: true });
   });
   const single = [];
-  for (let i = 0; i < 30; i++) {
-    const id = `T-${201 + i}`;
+  for (let i = 0; i < SINGLE; i++) {
+    const id = `T-${FIRST_SINGLE + i}`;
     const sent = performance.timeOrigin + performance.now();
     await agents[i % AGENTS].claim(id);
     await page.waitForFunction((id) => window.moved[id], id, { polling: 'raf' });
@@ -124,11 +133,11 @@ try {
   const sends = [];
   for (let i = 0; i < BURST; i++) {
     const agent = agents[i % AGENTS];
-    sends.push(i % 2 ? agent.claim(`T-${301 + i}`) : agent.post({ content: `progress note ${i} @agent-${(i + 1) % AGENTS}` }));
+    sends.push(i % 2 ? agent.claim(`T-${FIRST_BURST + i}`) : agent.post({ content: `progress note ${i} @agent-${(i + 1) % AGENTS}` }));
   }
   await Promise.all(sends);
   const acked = performance.now();
-  const lastClaim = `T-${301 + BURST - 1}`;
+  const lastClaim = `T-${FIRST_BURST + BURST - 1}`;
   await page.waitForSelector(`[data-status="doing"] li[data-id="${lastClaim}"]`, { state: 'attached', polling: 'raf' });
   const caughtUp = performance.now();
   const burstLongTasks = await page.evaluate(() => window.longTasks.slice());
