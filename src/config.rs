@@ -131,6 +131,12 @@ pub struct Config {
     #[serde(default = "default_idempotency_keys")]
     pub idempotency_keys: usize,
 
+    /// MiB of the database's page cache. Memory does not grow with history beyond it (sled
+    /// keeps some metadata on top); old tasks and messages beyond it are read from disk.
+    #[arg(long, env = "MUSTER_CACHE_MB", default_value_t = 32)]
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+
     /// Allow listening on a non-loopback address without tokens (anyone who can reach it
     /// can act as any agent).
     #[arg(long)]
@@ -140,6 +146,10 @@ pub struct Config {
 
 fn default_max_frames_per_second() -> u32 {
     1000
+}
+
+fn default_cache_mb() -> u64 {
+    32
 }
 
 fn default_min_free_mb() -> u64 {
@@ -241,6 +251,7 @@ impl Config {
             max_http_connections: default_max_http_connections(),
             header_timeout: default_header_timeout(),
             body_timeout: default_body_timeout(),
+            cache_mb: default_cache_mb(),
             insecure: false,
         }
     }
@@ -290,6 +301,9 @@ impl Config {
         }
         if self.idempotency_keys == 0 {
             return Err("--idempotency-keys must be at least 1".into());
+        }
+        if !(1..=1 << 20).contains(&self.cache_mb) {
+            return Err("--cache-mb must be between 1 and 1048576".into());
         }
         Ok(())
     }

@@ -98,8 +98,8 @@ pub async fn serve(
     config.validate().map_err(ServeError::Config)?;
     let tokens = Arc::new(auth::Tokens::open(&config.data_dir)?);
     exposure(listener.local_addr()?, &config, &tokens)?;
-    let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+    let (dir, cache_mb) = (config.data_dir.clone(), config.cache_mb);
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache_mb))
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
         .map_err(|e| ServeError::Store(e.to_string()))?;

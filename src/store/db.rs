@@ -72,6 +72,8 @@ impl StoreError {
 /// The sled database, reopened whole after an I/O error (see [`Db::reopen`]).
 pub(crate) struct Db {
     dir: PathBuf,
+    /// Bytes of sled's page cache (see `Config::cache_mb`).
+    cache_bytes: u64,
     /// `None` only while [`Db::reopen`] swaps the database.
     handles: RwLock<Option<Arc<Handles>>>,
     /// Largest blob file already synced (sled names blobs by log position).
@@ -104,11 +106,11 @@ impl Handles {
     /// just stopped in this process lets go of it only when sled's background threads have
     /// finished (seen in tests that restart a broker in place). Another process holding the
     /// dir is still refused, two seconds later.
-    fn open_waiting(dir: &Path) -> Result<Handles, StoreError> {
+    fn open_waiting(dir: &Path, cache_bytes: u64) -> Result<Handles, StoreError> {
         let started = std::time::Instant::now();
         let mut waited = false;
         loop {
-            match Handles::open(dir) {
+            match Handles::open(dir, cache_bytes) {
                 Err(StoreError::Locked(_)) if started.elapsed() < LOCK_WAIT => {
                     waited = true;
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -124,8 +126,10 @@ impl Handles {
         }
     }
 
-    fn open(dir: &Path) -> Result<Handles, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| match e {
+    fn open(dir: &Path, cache_bytes: u64) -> Result<Handles, StoreError> {
+        // sled's default cache is 1 GiB, and it fills as history grows: the cap is what keeps
+        // the broker's memory independent of how long it has run.
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open().map_err(|e| match e {
             sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                 StoreError::Locked(dir.to_owned())
             }
@@ -149,10 +153,10 @@ impl Handles {
 }
 
 impl Db {
-    /// Opens (or creates) the database in `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<Db, StoreError> {
+    /// Opens (or creates) the database in `dir`, with a page cache of `cache_bytes`.
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Db, StoreError> {
         crate::config::create_data_dir(dir)?;
-        let handles = Handles::open_waiting(dir)?;
+        let handles = Handles::open_waiting(dir, cache_bytes)?;
         // The directory entries of sled's files must be durable too.
         File::open(dir)?.sync_all()?;
         let (db, meta, db_file) = (&handles.db, &handles.meta, &handles.db_file);
@@ -174,6 +178,7 @@ impl Db {
         };
         Ok(Db {
             dir: dir.to_owned(),
+            cache_bytes,
             handles: RwLock::new(Some(Arc::new(handles))),
             blobs_synced: Mutex::new(0),
             epoch,
@@ -212,7 +217,7 @@ impl Db {
             // Dropping the last handle closes sled and releases its lock on the directory.
             drop(handles);
         }
-        let fresh = Handles::open(&self.dir)?;
+        let fresh = Handles::open(&self.dir, self.cache_bytes)?;
         *slot = Some(Arc::new(fresh));
         *self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner()) = 0;
         Ok(())

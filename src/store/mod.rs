@@ -37,9 +37,10 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. Load the model with `views.load(&log)`.
-    pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = Arc::new(Db::open(dir)?);
+    /// Opens (or creates) the store in `dir`, with a page cache of `cache_mb` MiB. Load the
+    /// model with `views.load(&log)`.
+    pub(crate) fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+        let db = Arc::new(Db::open(dir, cache_mb << 20)?);
         Ok(Store {
             log: Arc::new(SledLog::new(Arc::clone(&db))),
             views: Arc::new(Views::new(Arc::clone(&db))),

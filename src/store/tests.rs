@@ -44,7 +44,7 @@ fn load(store: &Store) -> Model {
 fn a_reopened_store_has_the_same_model_and_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let (epoch, model) = {
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), 16).unwrap();
         let mut model = load(&store);
         create_tasks(&store, &mut model, 5, "2026-11-25T10:00:00Z", true);
         // Later contact by the same agents: only their lastSeenAt moves, which is not
@@ -54,7 +54,7 @@ fn a_reopened_store_has_the_same_model_and_epoch() {
         assert!(store.views.checkpointed() < model.head, "the test needs a pending checkpoint");
         (store.db.epoch().to_owned(), model)
     };
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!(store.db.epoch(), epoch);
     assert_eq!(load(&store), model);
 }
@@ -62,8 +62,8 @@ fn a_reopened_store_has_the_same_model_and_epoch() {
 #[test]
 fn a_second_broker_on_the_same_dir_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Store::open(dir.path()).unwrap();
-    let err = Store::open(dir.path()).err().unwrap();
+    let _first = Store::open(dir.path(), 16).unwrap();
+    let err = Store::open(dir.path(), 16).err().unwrap();
     assert!(matches!(err, StoreError::Locked(_)), "{err}");
     assert!(err.to_string().contains("in use by another muster process"), "{err}");
 }
@@ -71,7 +71,7 @@ fn a_second_broker_on_the_same_dir_gets_a_clear_error() {
 #[test]
 fn an_append_that_does_not_follow_the_head_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     let mut model = load(&store);
     create_tasks(&store, &mut model, 2, "2026-11-25T10:00:00Z", false);
     let now = "2026-11-25T10:00:01Z".parse().unwrap();
@@ -90,7 +90,7 @@ fn an_append_that_does_not_follow_the_head_is_refused() {
 #[test]
 fn trimming_keeps_the_newest_events_and_never_passes_the_head() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     let mut model = load(&store);
     create_tasks(&store, &mut model, 6, "2026-11-01T10:00:00Z", false);
     create_tasks(&store, &mut model, 4, "2026-11-25T10:00:00Z", false);
@@ -107,14 +107,14 @@ fn trimming_keeps_the_newest_events_and_never_passes_the_head() {
     assert_eq!(store.log.first_retained(10).unwrap(), 9);
     // The views do not depend on the log.
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!(load(&store), model);
 }
 
 #[test]
 fn log_entries_after_a_gap_are_dropped_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     let mut model = load(&store);
     create_tasks(&store, &mut model, 3, "2026-11-25T10:00:00Z", false);
     // As a crash could leave it: the views at 3, the log holding 4 (a batch that was
@@ -138,7 +138,7 @@ fn log_entries_after_a_gap_are_dropped_at_load() {
     store.log.sync().unwrap();
     drop(store);
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     let loaded = load(&store);
     assert_eq!(loaded.head, 4, "the contiguous entry is kept, the one after the gap is not");
     assert_eq!(loaded.tasks.len(), 4);
@@ -148,7 +148,7 @@ fn log_entries_after_a_gap_are_dropped_at_load() {
 #[test]
 fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     let mut model = load(&store);
     // As version 1 stored them: names as typed, two spellings of one agent.
     for (agent, at) in [("Planner", "2026-11-25T10:00:00Z"), ("planner", "2026-11-25T11:00:00Z")] {
@@ -182,7 +182,7 @@ fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() 
     store.views.close(&model).unwrap();
     drop(store);
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     let model = load(&store);
     let names: Vec<&String> = model.agents.keys().collect();
     assert_eq!(names, ["planner"], "one agent, lowercase");
@@ -200,6 +200,6 @@ fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() 
     assert_eq!((moved["from"].as_str(), moved["mentions"][0].as_str()), (Some("kai"), Some("link")));
     drop(store);
     // Migrated once: the next load finds nothing to do and the same model.
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!(load(&store), model);
 }
