@@ -124,6 +124,14 @@ pub struct ListTasksArgs {
     /// Only your own tasks.
     #[serde(default)]
     pub mine: bool,
+    /// Every task, finished ones from the whole history included (without it and without
+    /// status: open work and the last finished tasks).
+    #[serde(default)]
+    pub all: bool,
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<usize>,
+    /// The "next" of the previous page, to go on.
+    pub cursor: Option<String>,
 }
 
 /// `create_task`.
@@ -211,6 +219,8 @@ pub struct ReadChatArgs {
     pub since: Option<u64>,
     /// At most this many (default 50).
     pub limit: Option<usize>,
+    /// The "next" of the previous page, to go on (older messages, or newer after since).
+    pub cursor: Option<String>,
 }
 
 /// `read_inbox`.
@@ -219,6 +229,10 @@ pub struct ReadInboxArgs {
     /// Include messages already read.
     #[serde(default)]
     pub all: bool,
+    /// At most this many (default 50).
+    pub limit: Option<usize>,
+    /// The "next" of the previous page, to go on.
+    pub cursor: Option<String>,
 }
 
 /// `ack_inbox`.
@@ -305,6 +319,10 @@ pub struct WaitArgs {
     pub timeout_seconds: Option<u64>,
 }
 
+/// Tasks in one `list_tasks` answer unless the tool is asked for more: a page that fits in
+/// a model's context.
+const TASK_PAGE: usize = 50;
+
 #[tool_router]
 impl Muster {
     /// The session's agent acting.
@@ -312,14 +330,18 @@ impl Muster {
         TaskAction { agent: Some(self.agent.clone()), ..Default::default() }
     }
 
-    #[tool(description = "List tasks on the board (filter by status, assignee, or only yours).")]
+    #[tool(
+        description = "List tasks by id, a page at a time: open work and the last finished tasks, or filter by status, assignee, or only yours. Pass the reply's next as cursor for the next page."
+    )]
     async fn list_tasks(&self, Parameters(a): Parameters<ListTasksArgs>) -> Result<CallToolResult, ErrorData> {
         let status = match a.status.iter().map(|s| parse::<TaskStatus>(s)).collect::<Result<Vec<_>, _>>() {
             Ok(s) => s,
             Err(e) => return bad(e),
         };
         let assignee = if a.mine { Some(self.agent.clone()) } else { a.assignee };
-        answer(self.client.tasks(ListArgs { status, assignee, priority: None, tag: None }).await)
+        let limit = Some(a.limit.unwrap_or(TASK_PAGE));
+        let filter = ListArgs { status, all: a.all, assignee, limit, cursor: a.cursor, ..ListArgs::default() };
+        answer(self.client.task_page(filter).await)
     }
 
     #[tool(description = "Create a task.")]
@@ -428,14 +450,21 @@ impl Muster {
     async fn read_chat(&self, Parameters(a): Parameters<ReadChatArgs>) -> Result<CallToolResult, ErrorData> {
         answer(
             self.client
-                .messages(ChatReadArgs { channel: a.channel, since: a.since, before: None, limit: a.limit })
+                .messages(ChatReadArgs {
+                    channel: a.channel,
+                    since: a.since,
+                    before: None,
+                    limit: a.limit,
+                    cursor: a.cursor,
+                })
                 .await,
         )
     }
 
     #[tool(description = "Your inbox: unread messages that mention you or are addressed to you.")]
     async fn read_inbox(&self, Parameters(a): Parameters<ReadInboxArgs>) -> Result<CallToolResult, ErrorData> {
-        answer(self.client.inbox(InboxReadArgs { agent: Some(self.agent.clone()), all: a.all, limit: None }).await)
+        let args = InboxReadArgs { agent: Some(self.agent.clone()), all: a.all, limit: a.limit, cursor: a.cursor };
+        answer(self.client.inbox(args).await)
     }
 
     #[tool(description = "Mark your inbox read (up to seq, default everything).")]

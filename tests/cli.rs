@@ -302,3 +302,28 @@ async fn wait_gives_up_with_exit_7() {
     let (_, err) = exits(&muster(&server.url(""), &["wait"]).await, INVALID);
     assert!(err.contains("--mention"), "{err}");
 }
+
+#[tokio::test]
+async fn task_list_shows_open_work_first_then_the_last_finished_and_pages_on_request() {
+    let s = Server::start().await;
+    let url = s.url("");
+    for i in 1..=16 {
+        s.post("/tasks", json!({"title": format!("job {i}")})).await;
+    }
+    // T-1 … T-14 finished, oldest first; T-15 and T-16 open.
+    for n in 1..=14 {
+        s.patch(&format!("/tasks/T-{n}"), json!({"status": "done", "agent": "lead"})).await;
+    }
+    let (out, _) = exits(&muster(&url, &["task", "list"]).await, 0);
+    let ids: Vec<&str> = out.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(&ids[..12], ["T-15", "T-16", "T-14", "T-13", "T-12", "T-11", "T-10", "T-9", "T-8", "T-7", "T-6", "T-5"]);
+    assert!(out.lines().last().unwrap().contains("4 more finished lately"), "{out}");
+
+    let (all, _) = exits(&muster(&url, &["task", "list", "--all", "--json"]).await, 0);
+    assert_eq!(all.lines().count(), 16, "{all}");
+    let (four, _) = exits(&muster(&url, &["task", "list", "--all", "--limit", "4", "--json"]).await, 0);
+    let four: Vec<String> = four.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].to_string()).collect();
+    assert_eq!(four, ["\"T-1\"", "\"T-2\"", "\"T-3\"", "\"T-4\""]);
+    let (_, err) = exits(&muster(&url, &["task", "list", "--limit", "0"]).await, 2);
+    assert!(err.contains("--limit"), "{err}");
+}

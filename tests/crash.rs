@@ -163,9 +163,8 @@ async fn check_log(http: &reqwest::Client, base: &str) -> u64 {
 async fn verify(p: &Process, acked: &Acked, last_head: u64) -> u64 {
     let http = reqwest::Client::new();
     let base = p.url("");
-    let (_, board) = split(http.get(format!("{base}/tasks")).send().await.unwrap()).await;
-    let tasks: HashMap<&str, &Value> =
-        board["tasks"].as_array().unwrap().iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
+    let board = common::all_tasks(&base).await;
+    let tasks: HashMap<&str, &Value> = board.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
     for (id, title) in &acked.tasks {
         let task = tasks.get(id.as_str()).unwrap_or_else(|| panic!("acknowledged task {id} is lost"));
         assert_eq!(task["title"], title.as_str());

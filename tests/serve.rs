@@ -139,9 +139,9 @@ fn sigterm_under_load_finishes_in_bounded_time_and_loses_nothing_acknowledged() 
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 50, "too little load: {}", acked.len());
     let p = Process::start(&data, &[], &[]);
-    let board: serde_json::Value = reqwest::blocking::get(p.url("/tasks")).unwrap().json().unwrap();
-    let titles: std::collections::HashSet<&str> =
-        board["tasks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let board = rt.block_on(common::all_tasks(&p.url("")));
+    let titles: std::collections::HashSet<&str> = board.iter().map(|t| t["title"].as_str().unwrap()).collect();
     for title in &acked {
         assert!(titles.contains(title.as_str()), "acknowledged {title} was lost in the stop");
     }

@@ -78,10 +78,33 @@
  */
 
 /**
- * `{channel, messages}`, oldest first.
+ * `{channel, messages, next}`, oldest first.
  * @typedef {object} MessageList
  * @property {string} channel
  * @property {ChatMessage[]} messages
+ * @property {string | null} next The `cursor` of the next page the same way (older
+ *   messages, or newer ones after `since`), or null when there is no more.
+ */
+
+/**
+ * One page of tasks, by id.
+ * @typedef {object} TaskPage
+ * @property {Task[]} tasks
+ * @property {string | null} next The `cursor` of the next page, or null on the last.
+ */
+
+/**
+ * Which tasks `task.list` returns. Without `status` or `all`: every unfinished task and the
+ * last finished ones.
+ * @typedef {object} TaskFilter
+ * @property {TaskStatus | TaskStatus[]} [status] Only these (finished ones from all history).
+ * @property {boolean} [all] Every task, finished ones from all history included.
+ * @property {'asc' | 'desc'} [order] By id, oldest first (default) or newest first.
+ * @property {string} [assignee]
+ * @property {Priority} [priority]
+ * @property {string} [tag]
+ * @property {number} [limit] Tasks per page (default 500, at most 1000).
+ * @property {string} [cursor] The `next` of the previous page.
  */
 
 /**
@@ -91,6 +114,7 @@
  * @property {number} cursor Read up to this `seq`.
  * @property {number} unread Messages after the cursor.
  * @property {ChatMessage[]} messages Unread ones (all with `all: true`), oldest first.
+ * @property {string | null} next The `cursor` of the next page, or null.
  */
 
 /**
@@ -804,14 +828,48 @@ export class MusterClient {
   }
 
   /**
-   * The board, filtered (`task.list`), in id order.
-   * @param {{status?: TaskStatus | TaskStatus[], assignee?: string, priority?: Priority,
-   *   tag?: string}} [filter]
+   * One page of tasks (`task.list`), by id; pass its `next` as `cursor` for the next.
+   * @param {TaskFilter} [filter]
+   * @returns {Promise<TaskPage>}
+   */
+  async taskPage(filter = {}) {
+    const status = typeof filter.status === 'string' ? [filter.status] : filter.status;
+    return this.call('task.list', { ...filter, status });
+  }
+
+  /**
+   * Every task that passes the filter, page after page (`filter.limit` a page). Without
+   * `status` or `all`: the board, every unfinished task and the last finished ones.
+   * @param {TaskFilter} [filter]
    * @returns {Promise<Task[]>}
    */
   async tasks(filter = {}) {
-    const status = typeof filter.status === 'string' ? [filter.status] : filter.status;
-    return (await this.call('task.list', { ...filter, status })).tasks;
+    const tasks = [];
+    let cursor = filter.cursor;
+    do {
+      const page = await this.taskPage({ ...filter, cursor });
+      tasks.push(...page.tasks);
+      cursor = page.next ?? undefined;
+    } while (cursor);
+    return tasks;
+  }
+
+  /**
+   * Every item of a paged list op, following `next`.
+   * @param {string} op
+   * @param {string} key The list's field in the reply.
+   * @param {{limit?: number}} options
+   * @returns {Promise<any[]>}
+   */
+  async #all(op, key, options) {
+    const items = [];
+    let cursor;
+    do {
+      const page = await this.call(op, { ...options, cursor });
+      items.push(...page[key]);
+      cursor = page.next ?? undefined;
+    } while (cursor);
+    return items;
   }
 
   /**
@@ -826,8 +884,10 @@ export class MusterClient {
   }
 
   /**
-   * Reads a channel (`chat.read`; `general` by default), oldest first.
-   * @param {{channel?: string, since?: number, before?: number, limit?: number}} [options]
+   * Reads a channel (`chat.read`; `general` by default), oldest first: after `since`, or
+   * the newest before `before` (or at all); `next` goes on the same way.
+   * @param {{channel?: string, since?: number, before?: number, limit?: number,
+   *   cursor?: string}} [options]
    * @returns {Promise<MessageList>}
    */
   async messages(options = {}) {
@@ -835,16 +895,17 @@ export class MusterClient {
   }
 
   /**
-   * Channels with messages (`chat.channels`).
+   * Channels with messages (`chat.channels`), by name: every page.
+   * @param {{limit?: number}} [options] Channels per page.
    * @returns {Promise<ChannelInfo[]>}
    */
-  async channels() {
-    return (await this.call('chat.channels')).channels;
+  async channels(options = {}) {
+    return this.#all('chat.channels', 'channels', options);
   }
 
   /**
    * An agent's inbox (`inbox.read`; the session's agent by default).
-   * @param {{agent?: string, all?: boolean, limit?: number}} [options]
+   * @param {{agent?: string, all?: boolean, limit?: number, cursor?: string}} [options]
    * @returns {Promise<Inbox>}
    */
   async inbox(options = {}) {
@@ -861,11 +922,12 @@ export class MusterClient {
   }
 
   /**
-   * Every agent seen (`presence.list`), by name.
+   * Every agent seen (`presence.list`), by name: every page.
+   * @param {{limit?: number}} [options] Agents per page.
    * @returns {Promise<Presence[]>}
    */
-  async presence() {
-    return (await this.call('presence.list')).agents;
+  async presence(options = {}) {
+    return this.#all('presence.list', 'agents', options);
   }
 
   /**

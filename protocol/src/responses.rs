@@ -23,6 +23,9 @@ pub struct MaybeTaskEnvelope {
 pub struct TaskList {
     /// The tasks.
     pub tasks: Vec<Task>,
+    /// The cursor of the next page (`cursor=`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `{"message": {...}}`.
@@ -39,6 +42,9 @@ pub struct MessageList {
     pub channel: String,
     /// The messages.
     pub messages: Vec<ChatMessage>,
+    /// The cursor of the next page the same way (`cursor=`); absent when there is no more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// A channel with messages.
@@ -58,13 +64,19 @@ pub struct ChannelInfo {
 pub struct ChannelList {
     /// The channels, by name.
     pub channels: Vec<ChannelInfo>,
+    /// The cursor of the next page (`cursor=`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `{"agents": [...]}`, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PresenceList {
-    /// Every agent seen.
+    /// The agents seen, by name.
     pub agents: Vec<Presence>,
+    /// The cursor of the next page (`cursor=`); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `{"agent": {...}}`.
@@ -85,6 +97,9 @@ pub struct Inbox {
     pub unread: u64,
     /// The messages (unread ones, unless `all=true`), oldest first.
     pub messages: Vec<ChatMessage>,
+    /// The cursor of the next page the same way (`cursor=`); absent when there is no more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// An inbox read cursor.
@@ -109,6 +124,9 @@ pub struct EventPage {
     pub truncated: bool,
     /// Matching events after `since`, oldest first.
     pub events: Vec<Event>,
+    /// The `since` of the next poll: the last event's `seq`, or `head` when there was none.
+    #[serde(default)]
+    pub next: Seq,
 }
 
 /// `GET /health`.

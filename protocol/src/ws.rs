@@ -93,7 +93,7 @@ pub enum Op {
     ChatRead(ChatReadArgs),
     /// `GET /chat/channels`.
     #[serde(rename = "chat.channels")]
-    ChatChannels(Empty),
+    ChatChannels(PageArgs),
     /// `GET /inbox/{agent}`.
     #[serde(rename = "inbox.read")]
     InboxRead(InboxReadArgs),
@@ -102,7 +102,7 @@ pub enum Op {
     InboxAck(InboxAckArgs),
     /// `GET /presence`.
     #[serde(rename = "presence.list")]
-    PresenceList(Empty),
+    PresenceList(PageArgs),
     /// `POST /presence/{agent}`: a heartbeat, with a status and note.
     #[serde(rename = "presence.set")]
     PresenceSet(PresenceSetArgs),
@@ -272,13 +272,51 @@ pub struct NextArgs {
     pub claim: bool,
 }
 
-/// `task.list` filters.
+/// A page of a list: at most `limit` items, after the position `cursor` names (the `next`
+/// of the page before; opaque).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PageArgs {
+    /// At most this many (default and largest: see each list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Which way a list of tasks walks by id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Oldest first (the default).
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+impl Order {
+    /// Whether this is the default order (not written on the wire).
+    pub fn is_asc(&self) -> bool {
+        *self == Order::Asc
+    }
+}
+
+/// `task.list`: filters and a page. Without `status` or `all`, the board: every unfinished
+/// task and the most recently finished ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListArgs {
-    /// Only these statuses.
+    /// Only these statuses (finished ones from the whole history).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub status: Vec<TaskStatus>,
+    /// Every task, finished ones from the whole history included.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    /// By id, oldest first (`asc`, the default) or newest first (`desc`).
+    #[serde(default, skip_serializing_if = "Order::is_asc")]
+    pub order: Order,
     /// Only tasks assigned to this agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
@@ -288,6 +326,12 @@ pub struct ListArgs {
     /// Only tasks with this tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// At most this many (default 500, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// `chat.read`.
@@ -306,6 +350,9 @@ pub struct ChatReadArgs {
     /// At most this many (default 50, at most 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page (instead of `since`/`before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// `inbox.read`.
@@ -321,6 +368,9 @@ pub struct InboxReadArgs {
     /// At most this many (default 50, at most 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// `inbox.ack`.

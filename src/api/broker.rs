@@ -41,6 +41,8 @@ pub(crate) struct Broker {
     pub(super) shutdown: CancellationToken,
     /// Limits and retention.
     pub(super) limits: Limits,
+    /// The board as `GET /tasks` last served it.
+    pub(super) board: super::board::BoardCache,
 }
 
 /// A write's answer: the value, and whether it was answered from an idempotency record
@@ -79,6 +81,7 @@ impl Broker {
             metrics,
             shutdown,
             limits,
+            board: Default::default(),
         }
     }
 

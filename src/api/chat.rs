@@ -1,26 +1,93 @@
 //! Chat operations: posting, reading channels and inboxes, acknowledging.
 
-use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs};
-use muster_protocol::{ChannelInfo, ChannelList, Cursor, Inbox, MessageEnvelope, MessageList, PostMessage};
+use std::ops::Bound;
+
+use bytes::Bytes;
+use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
+use muster_protocol::{ChannelInfo, ChannelList, Cursor, Inbox, MessageEnvelope, MessageList, PostMessage, Seq};
 
 use super::broker::{Broker, Written};
 use super::caller::Caller;
 use super::error::ApiError;
 use super::json::{Json, json_list, quoted};
-use crate::core::{Command, Reply, validate_channel};
+use super::page::{self, List};
+use crate::core::{Channel, Command, Reply, validate_channel};
 use crate::sequencer::IdempotencyKey;
+use crate::store::StoreError;
 
-/// Default page of messages.
-const PAGE: usize = 50;
-/// Largest page of messages.
-pub(crate) const MAX_PAGE: usize = 500;
+/// Where a page of messages starts: after a `seq` (forward, oldest first), or before one
+/// (backward: the newest before it).
+#[derive(Debug, Clone, Copy)]
+enum From {
+    After(Seq),
+    Before(Option<Seq>),
+}
 
-fn page(limit: Option<usize>) -> Result<usize, ApiError> {
-    match limit {
-        None => Ok(PAGE),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
+impl From {
+    /// From `since`/`before`, or from a cursor (never both).
+    fn of(
+        cursor: Option<&str>,
+        list: List,
+        key: &str,
+        since: Option<Seq>,
+        before: Option<Seq>,
+    ) -> Result<From, ApiError> {
+        let Some(cursor) = cursor else {
+            return Ok(since.map_or(From::Before(before), From::After));
+        };
+        if since.is_some() || before.is_some() {
+            return Err(ApiError::invalid(
+                "cursor",
+                "goes on where the previous page ended: give it without since or before",
+            ));
+        }
+        let position = page::decode(cursor, list, key)?;
+        let (way, seq) = position.split_first().ok_or_else(|| ApiError::invalid("cursor", "is empty"))?;
+        let seq = page::number(seq)?;
+        match way {
+            b'>' => Ok(From::After(seq)),
+            b'<' => Ok(From::Before(Some(seq))),
+            _ => Err(ApiError::invalid("cursor", "is not a cursor this broker gave")),
+        }
     }
+
+    /// Reads `limit + 1` entries with `read(since, before, n)` and keeps a page of `limit`;
+    /// the cursor of the next page that way, if there is more.
+    fn page(
+        self,
+        list: List,
+        key: &str,
+        limit: usize,
+        read: impl FnOnce(Option<Seq>, Option<Seq>, usize) -> Result<Vec<(Seq, Bytes)>, StoreError>,
+    ) -> Result<(Vec<Bytes>, Option<String>), StoreError> {
+        let (since, before) = match self {
+            From::After(seq) => (Some(seq), None),
+            From::Before(seq) => (None, seq),
+        };
+        let mut entries = read(since, before, limit + 1)?;
+        let more = entries.len() > limit;
+        let next = match self {
+            From::After(_) => {
+                entries.truncate(limit);
+                let last = entries.last().map(|(seq, _)| *seq);
+                more.then(|| next_cursor(list, key, b'>', last))
+            }
+            From::Before(_) => {
+                if more {
+                    entries.remove(0);
+                }
+                let first = entries.first().map(|(seq, _)| *seq);
+                more.then(|| next_cursor(list, key, b'<', first))
+            }
+        };
+        Ok((entries.into_iter().map(|(_, json)| json).collect(), next))
+    }
+}
+
+fn next_cursor(list: List, key: &str, way: u8, seq: Option<Seq>) -> String {
+    let mut position = vec![way];
+    position.extend_from_slice(&seq.unwrap_or(0).to_be_bytes());
+    page::encode(list, key, &position)
 }
 
 /// Posts a message; `@name` mentions and `to` land in those agents' inboxes.
@@ -36,27 +103,43 @@ pub(crate) async fn post(
     })
 }
 
-/// A page of a channel, oldest first: after `since`, or the newest before `before`.
+/// A page of a channel, oldest first: after `since`, or the newest before `before` (or
+/// at all); `next` goes on the same way.
 pub(crate) async fn read(broker: &Broker, caller: &Caller, args: ChatReadArgs) -> Result<Json<MessageList>, ApiError> {
-    let limit = page(args.limit)?;
+    let limit = page::limit(args.limit, page::MESSAGES.0, page::MESSAGES.1)?;
     let channel = args.channel.unwrap_or_else(|| "general".to_owned());
     validate_channel(&channel)?;
+    let from = From::of(args.cursor.as_deref(), List::Messages, &channel, args.since, args.before)?;
     let name = channel.clone();
-    let (since, before) = (args.since, args.before);
-    let messages =
-        broker.read_store(caller, move |store, _| store.history.messages(&name, since, before, limit)).await?;
-    Ok(Json::from_bytes(json_list("messages", &messages, &[("channel", quoted(&channel))])))
+    let (messages, next) = broker
+        .read_store(caller, move |store, _| {
+            from.page(List::Messages, &name, limit, |since, before, n| store.history.messages(&name, since, before, n))
+        })
+        .await?;
+    let mut extra = vec![("channel", quoted(&channel))];
+    extra.extend(next.map(|next| ("next", quoted(&next))));
+    Ok(Json::from_bytes(json_list("messages", &messages, &extra)))
 }
 
-/// Channels with messages, by name.
-pub(crate) fn channels(broker: &Broker, caller: &Caller) -> Result<ChannelList, ApiError> {
+/// A page of the channels with messages, by name.
+pub(crate) fn channels(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<ChannelList, ApiError> {
+    let limit = page::limit(args.limit, page::CHANNELS.0, page::CHANNELS.1)?;
+    let after = args.cursor.as_deref().map(|c| page::decode(c, List::Channels, "").and_then(page::name)).transpose()?;
     let snapshot = broker.read(caller)?;
-    let channels = snapshot.model.channels.values();
-    Ok(ChannelList {
-        channels: channels
-            .map(|c| ChannelInfo { name: c.name.clone(), messages: c.messages, last_seq: c.last_seq })
-            .collect(),
-    })
+    let all = &snapshot.model.channels;
+    let rest: Box<dyn Iterator<Item = &Channel>> = match &after {
+        Some(after) => Box::new(all.range::<_, String>((Bound::Excluded(after), Bound::Unbounded)).map(|(_, c)| c)),
+        None => Box::new(all.values()),
+    };
+    let mut channels: Vec<ChannelInfo> = rest
+        .take(limit + 1)
+        .map(|c| ChannelInfo { name: c.name.clone(), messages: c.messages, last_seq: c.last_seq })
+        .collect();
+    let next = (channels.len() > limit).then(|| {
+        channels.truncate(limit);
+        page::encode(List::Channels, "", channels.last().map_or(&[][..], |c| c.name.as_bytes()))
+    });
+    Ok(ChannelList { channels, next })
 }
 
 /// An agent's inbox (the caller's own by default): unread mentions and direct
@@ -64,17 +147,25 @@ pub(crate) fn channels(broker: &Broker, caller: &Caller) -> Result<ChannelList, 
 /// them read.
 pub(crate) async fn inbox(broker: &Broker, caller: &Caller, args: InboxReadArgs) -> Result<Json<Inbox>, ApiError> {
     let agent = caller.named(args.agent)?;
-    let limit = page(args.limit)?;
+    let limit = page::limit(args.limit, page::MESSAGES.0, page::MESSAGES.1)?;
     let cursor = broker.read(caller)?.model.cursor(&agent);
+    let key = format!("{agent}|{}", args.all);
+    // Unread: forward from the read cursor; all: backward from the newest.
+    let from = match (args.cursor.as_deref(), args.all) {
+        (None, false) => From::After(cursor),
+        (None, true) => From::Before(None),
+        (Some(c), _) => From::of(Some(c), List::Inbox, &key, None, None)?,
+    };
     let name = agent.clone();
-    let all = args.all;
-    let (messages, unread) = broker
+    let ((messages, next), unread) = broker
         .read_store(caller, move |store, _| {
-            let since = if all { None } else { Some(cursor) };
-            Ok((store.history.inbox(&name, since, None, limit)?, store.history.inbox_count_after(&name, cursor)?))
+            let page =
+                from.page(List::Inbox, &key, limit, |since, before, n| store.history.inbox(&name, since, before, n))?;
+            Ok((page, store.history.inbox_count_after(&name, cursor)?))
         })
         .await?;
-    let extra = [("agent", quoted(&agent)), ("cursor", cursor.to_string()), ("unread", unread.to_string())];
+    let mut extra = vec![("agent", quoted(&agent)), ("cursor", cursor.to_string()), ("unread", unread.to_string())];
+    extra.extend(next.map(|next| ("next", quoted(&next))));
     Ok(Json::from_bytes(json_list("messages", &messages, &extra)))
 }
 

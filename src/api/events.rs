@@ -12,14 +12,11 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::feed::{Begin, Ended, parse_topics, subscribe};
 use super::json::{Json, json_list, quoted};
+use super::page;
 use crate::hub::Outbox;
 
 /// Longest a long-poll may wait, in seconds: below common proxy and client idle timeouts.
 pub(crate) const MAX_WAIT: u64 = 60;
-/// Default number of events in one answer.
-const PAGE: usize = 100;
-/// Largest number of events in one answer.
-const MAX_PAGE: usize = 1000;
 
 /// What a poll asks for.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +31,13 @@ pub(crate) struct Poll {
     pub(crate) limit: Option<usize>,
 }
 
+/// The `seq` of a serialized event (`{"seq":N,...}`, as every frame starts).
+fn frame_seq(frame: &[u8]) -> Option<Seq> {
+    let rest = frame.strip_prefix(b"{\"seq\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
 /// Events after `since`, oldest first. Answers at once when there are some; otherwise
 /// waits up to `wait` seconds for the next matching one.
 pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result<Json<EventPage>, ApiError> {
@@ -46,11 +50,7 @@ pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result
     if wait > MAX_WAIT {
         return Err(ApiError::invalid("wait", format!("must be at most {MAX_WAIT} seconds")));
     }
-    let limit = match poll.limit {
-        None => PAGE,
-        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
-        Some(_) => return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
-    };
+    let limit = page::limit(poll.limit, page::EVENTS.0, page::EVENTS.1)?;
     let since = poll.since.unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(wait);
     let outbox = Outbox::new(broker.limits.outbox_bytes);
@@ -88,6 +88,17 @@ pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result
         }
     }
     events.truncate(limit);
-    let extra = [("epoch", quoted(broker.epoch())), ("head", head.to_string()), ("truncated", truncated.to_string())];
+    // The `since` of the next poll: the last event's, or the head when none came (a poll
+    // after a trimmed gap resumes at the head too).
+    let next = match events.last() {
+        Some(last) => frame_seq(last).unwrap_or(head),
+        None => head.max(since),
+    };
+    let extra = [
+        ("epoch", quoted(broker.epoch())),
+        ("head", head.to_string()),
+        ("truncated", truncated.to_string()),
+        ("next", next.to_string()),
+    ];
     Ok(Json::from_bytes(json_list("events", &events, &extra)))
 }

@@ -9,16 +9,19 @@
 //!
 //! - `broker`: the `Broker`, the caller check before every read and the one way to the
 //!   writer; `caller`: who is asking, and binding a command to its caller;
-//! - `tasks`, `chat`, `presence`, `files`, `events`, `system`: the operations;
+//! - `tasks`, `chat`, `presence`, `files`, `events`, `system`: the operations; `board`:
+//!   the default page of `GET /tasks`, cached until a task changes;
 //! - `feed`: subscribe → replay → live, for every transport that follows events;
 //!   `session`: a WebSocket session's hello and goodbye;
 //! - `timers`: the broker's own writes (start-up, ticks, retention);
-//! - `json`, `error`: reply bodies and the one error type.
+//! - `json`, `error`, `page`: reply bodies, the one error type, and the pages of lists
+//!   (`limit` and an opaque `cursor`).
 //!
 //! (Free functions, not `impl Broker` blocks in each file: a type's impls count as its
 //! module's dependencies, and a Broker impl per domain file would make every one of them a
 //! cycle with `broker`. `scripts/check-modules.sh` keeps the module graph acyclic.)
 
+mod board;
 mod broker;
 mod caller;
 pub(crate) mod chat;
@@ -27,6 +30,7 @@ pub(crate) mod events;
 pub(crate) mod feed;
 pub(crate) mod files;
 mod json;
+mod page;
 pub(crate) mod presence;
 pub(crate) mod session;
 pub(crate) mod system;
@@ -38,3 +42,4 @@ pub(crate) use broker::{Broker, Written};
 pub(crate) use caller::Caller;
 pub(crate) use error::ApiError;
 pub(crate) use json::Reply;
+pub(crate) use page::SIZES as PAGE_SIZES;

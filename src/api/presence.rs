@@ -1,20 +1,36 @@
 //! Presence operations: who is here (as of now, by the broker's clock), and heartbeats.
 
-use muster_protocol::ws::PresenceSetArgs;
+use std::ops::Bound;
+
+use muster_protocol::ws::{PageArgs, PresenceSetArgs};
 use muster_protocol::{Agent, Presence, PresenceEnvelope, PresenceList};
 
 use super::broker::{Broker, Written};
 use super::caller::Caller;
 use super::error::ApiError;
+use super::page::{self, List};
 use crate::core::{Command, Reply, presence, validate_agent};
 use crate::sequencer::IdempotencyKey;
 
-/// Every agent seen, by name, with its status as of now.
-pub(crate) fn list(broker: &Broker, caller: &Caller) -> Result<PresenceList, ApiError> {
+/// A page of the agents seen, by name, with their status as of now.
+pub(crate) fn list(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<PresenceList, ApiError> {
+    let limit = page::limit(args.limit, page::AGENTS.0, page::AGENTS.1)?;
+    let after = args.cursor.as_deref().map(|c| page::decode(c, List::Agents, "").and_then(page::name)).transpose()?;
     let snapshot = broker.read(caller)?;
     let now = broker.now();
     let model = &snapshot.model;
-    Ok(PresenceList { agents: model.agents.values().map(|a| presence(model, &broker.policy, a, now)).collect() })
+    let rest: Box<dyn Iterator<Item = &std::sync::Arc<Agent>>> = match &after {
+        Some(after) => {
+            Box::new(model.agents.range::<_, String>((Bound::Excluded(after), Bound::Unbounded)).map(|(_, a)| a))
+        }
+        None => Box::new(model.agents.values()),
+    };
+    let mut agents: Vec<Presence> = rest.take(limit + 1).map(|a| presence(model, &broker.policy, a, now)).collect();
+    let next = (agents.len() > limit).then(|| {
+        agents.truncate(limit);
+        page::encode(List::Agents, "", agents.last().map_or(&[][..], |a| a.name.as_bytes()))
+    });
+    Ok(PresenceList { agents, next })
 }
 
 /// One agent, as of now.

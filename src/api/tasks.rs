@@ -1,58 +1,30 @@
 //! The task board's operations: create, update, claim, release, complete, next, and reading
 //! the board.
 
-use bytes::Bytes;
-use muster_protocol::ws::{ListArgs, NextArgs, TaskActionArgs, TaskRef, TaskUpdateArgs};
-use muster_protocol::{CreateTask, MaybeTaskEnvelope, Task, TaskEnvelope, TaskList};
+use std::sync::Arc;
 
+use muster_protocol::ws::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
+use muster_protocol::{CreateTask, MaybeTaskEnvelope, Task, TaskEnvelope, TaskId, TaskList};
+
+pub(crate) use super::board::Board;
 use super::broker::{Broker, Written};
 use super::caller::Caller;
 use super::error::ApiError;
 use super::json::Json;
-use crate::core::{Command, Reply, next_for, validate_agent};
+use super::page::{self, List};
+use crate::core::{Command, Model, Reply, next_for, validate_agent};
 use crate::sequencer::IdempotencyKey;
 
-/// `{"tasks": [...]}` over borrowed tasks (the wire shape of `TaskList`).
+/// `{"tasks": [...], "next": ...}` over borrowed tasks (the wire shape of `TaskList`).
 #[derive(serde::Serialize)]
 struct Tasks<'a> {
     tasks: Vec<&'a Task>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
 
-/// The whole board, as `GET /tasks` without filters serves it: serialized (and
-/// compressed) once per durable change and shared by every reader.
-pub(crate) struct Board {
-    /// Changes whenever the board may have: `"<epoch>-<head>"`.
-    pub(crate) etag: String,
-    snapshot: std::sync::Arc<crate::sequencer::Snapshot>,
-}
-
-impl Board {
-    /// The board as JSON (a `TaskList`).
-    pub(crate) fn json(&self) -> Bytes {
-        let snapshot = &self.snapshot;
-        snapshot
-            .board
-            .get_or_init(|| {
-                let all: Vec<&Task> = snapshot.model.tasks.values().map(|t| &**t).collect();
-                Json::<TaskList>::of(&Tasks { tasks: all }).bytes()
-            })
-            .clone()
-    }
-
-    /// The same, gzip-compressed.
-    pub(crate) fn gzip(&self) -> Bytes {
-        self.snapshot.board_gzip.get_or_init(|| gzip(&self.json())).clone()
-    }
-}
-
-fn gzip(bytes: &[u8]) -> Bytes {
-    use std::io::Write;
-    // Fast level: a 1,000-task board shrinks about tenfold in a couple of milliseconds.
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 8), flate2::Compression::fast());
-    // Writing to a Vec cannot fail.
-    let _ = encoder.write_all(bytes);
-    Bytes::from(encoder.finish().unwrap_or_default())
-}
+/// Finished tasks on the board: the ones that finished (or changed) last.
+const RECENTLY_FINISHED: usize = 100;
 
 fn task(reply: Reply) -> Option<TaskEnvelope> {
     match reply {
@@ -148,28 +120,68 @@ pub(crate) fn get(broker: &Broker, caller: &Caller, args: TaskRef) -> Result<Tas
     }
 }
 
-/// The tasks that pass a filter, in id order.
+/// A page of the tasks that pass a filter, by id. Without `status` or `all`, the board:
+/// unfinished tasks and the last finished ones.
 pub(crate) fn list(broker: &Broker, caller: &Caller, filter: &ListArgs) -> Result<Json<TaskList>, ApiError> {
     if *filter == ListArgs::default() {
         return Ok(Json::from_bytes(board(broker, caller)?.json()));
     }
-    let assignee = filter.assignee.as_deref().map(muster_protocol::names::canonical);
     let snapshot = broker.read(caller)?;
-    let tasks = snapshot
-        .model
-        .tasks
-        .values()
-        .map(|t| &**t)
+    Ok(Json::of(&page(&snapshot.model, filter)?))
+}
+
+/// The page of `filter` in `model`.
+fn page<'a>(model: &'a Model, filter: &ListArgs) -> Result<Tasks<'a>, ApiError> {
+    let limit = page::limit(filter.limit, page::TASKS.0, page::TASKS.1)?;
+    let assignee = filter.assignee.as_deref().map(muster_protocol::names::canonical);
+    let key = fingerprint(filter, assignee.as_deref());
+    let after = match &filter.cursor {
+        Some(cursor) => Some(TaskId(page::number(&page::decode(cursor, List::Tasks, &key)?)?)),
+        None => None,
+    };
+    let desc = filter.order == Order::Desc;
+    // The ids to walk: the board's, the unfinished ones, or every task.
+    let only_unfinished = !filter.status.is_empty() && filter.status.iter().all(|s| !s.is_finished());
+    let ids: Box<dyn DoubleEndedIterator<Item = TaskId> + '_> = if filter.status.is_empty() && !filter.all {
+        let mut board: Vec<TaskId> = model.unfinished().iter().copied().collect();
+        board.extend(model.recently_finished(RECENTLY_FINISHED));
+        board.sort_unstable();
+        Box::new(board.into_iter())
+    } else if only_unfinished {
+        Box::new(model.unfinished().iter().copied())
+    } else {
+        Box::new(model.tasks.keys().copied())
+    };
+    let ids: Box<dyn Iterator<Item = TaskId>> = if desc { Box::new(ids.rev()) } else { ids };
+    let mut tasks = ids
+        .filter(|id| after.is_none_or(|after| if desc { *id < after } else { *id > after }))
+        .filter_map(|id| model.task(id).map(|t| &**t))
         .filter(|t| filter.status.is_empty() || filter.status.contains(&t.status))
         .filter(|t| assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
         .filter(|t| filter.priority.is_none_or(|p| t.priority == p))
         .filter(|t| filter.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
-        .collect();
-    Ok(Json::of(&Tasks { tasks }))
+        .take(limit + 1)
+        .collect::<Vec<_>>();
+    let next = (tasks.len() > limit).then(|| {
+        tasks.truncate(limit);
+        let last = tasks.last().map_or(0, |t| t.id.0);
+        page::encode(List::Tasks, &key, &last.to_be_bytes())
+    });
+    Ok(Tasks { tasks, next })
 }
 
-/// The whole board (see [`Board`]).
-pub(crate) fn board(broker: &Broker, caller: &Caller) -> Result<Board, ApiError> {
+/// What a task cursor is bound to: every filter, not the page size.
+fn fingerprint(filter: &ListArgs, assignee: Option<&str>) -> String {
+    format!(
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}",
+        filter.status, filter.all, filter.order, assignee, filter.priority, filter.tag
+    )
+}
+
+/// The board (see [`Board`]), served from the cache while no task changed.
+pub(crate) fn board(broker: &Broker, caller: &Caller) -> Result<Arc<Board>, ApiError> {
     let snapshot = broker.read(caller)?;
-    Ok(Board { etag: format!("\"{}-{}\"", broker.epoch(), snapshot.model.head), snapshot })
+    let model = &snapshot.model;
+    let etag = format!("\"{}-{}\"", broker.epoch(), model.tasks_seq);
+    broker.board.get_or_make(etag, || Ok(Json::<TaskList>::of(&page(model, &ListArgs::default())?).bytes()))
 }

@@ -115,11 +115,17 @@ pub enum TaskCommand {
         #[arg(long = "tag")]
         tags: Vec<String>,
     },
-    /// List the board.
+    /// List the board: open work first, then the tasks finished last.
     List {
-        /// Only these statuses (todo,doing).
+        /// Only these statuses (todo,doing); finished ones from the whole history.
         #[arg(long, value_delimiter = ',')]
         status: Vec<TaskStatus>,
+        /// Every task, finished ones from the whole history included.
+        #[arg(long, conflicts_with = "status")]
+        all: bool,
+        /// At most this many tasks (one page, in id order).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: Option<u16>,
         /// Only tasks assigned to this agent.
         #[arg(long)]
         assignee: Option<String>,
@@ -286,7 +292,7 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             out.show(&message, || format!("posted {} to #{}", message.id, message.channel));
         }
         Command::Chat(ChatCommand::Read { channel, since, limit }) => {
-            let list = client.messages(ChatReadArgs { channel, since, before: None, limit }).await?;
+            let list = client.messages(ChatReadArgs { channel, since, before: None, limit, cursor: None }).await?;
             if out.json {
                 list.messages.iter().for_each(|m| out.show(m, String::new));
             } else if list.messages.is_empty() {
@@ -296,7 +302,7 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             }
         }
         Command::Inbox { all, ack, limit } => {
-            let inbox = client.inbox(InboxReadArgs { agent: acting(global)?, all, limit }).await?;
+            let inbox = client.inbox(InboxReadArgs { agent: acting(global)?, all, limit, cursor: None }).await?;
             if out.json {
                 out.show(&inbox, String::new);
             } else if inbox.messages.is_empty() {
@@ -337,11 +343,22 @@ async fn task_command(client: &Client, global: &Global, command: TaskCommand, ou
             out.show(&task, || format!("added {}: {} [{}]", task.id, task.title, task.priority));
             return Ok(Exit::Ok);
         }
-        TaskCommand::List { status, assignee, mine, priority, tag } => {
+        TaskCommand::List { status, all, limit, assignee, mine, priority, tag } => {
             let assignee = if mine { Some(require_agent(global)?) } else { assignee };
-            let tasks = client.tasks(ListArgs { status, assignee, priority, tag }).await?;
+            let board = status.is_empty() && !all;
+            let limit = limit.map(usize::from);
+            let filter = ListArgs { status, all, assignee, priority, tag, limit, ..ListArgs::default() };
+            let mut tasks = match limit {
+                Some(_) => client.task_page(filter).await?.tasks,
+                None => client.tasks(filter).await?,
+            };
+            if board && limit.is_none() {
+                output::open_first(&mut tasks);
+            }
             if out.json {
                 tasks.iter().for_each(|t| out.show(t, String::new));
+            } else if board && limit.is_none() {
+                println!("{}", output::board(&tasks));
             } else {
                 println!("{}", output::tasks(&tasks));
             }

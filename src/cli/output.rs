@@ -69,6 +69,35 @@ pub(crate) fn tasks(tasks: &[Task]) -> String {
     table(&["ID", "PRI", "STATUS", "ASSIGNEE", "TITLE"], &rows)
 }
 
+/// Finished tasks `muster task list` shows below the open work.
+const FINISHED_SHOWN: usize = 10;
+
+/// The board's order for a reader: open work first (by id), then finished tasks, the
+/// ones that changed last first.
+pub(crate) fn open_first(tasks: &mut [Task]) {
+    tasks.sort_by(|a, b| {
+        let key = |t: &Task| t.status.is_finished();
+        key(a).cmp(&key(b)).then_with(|| {
+            if a.status.is_finished() { b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)) } else { a.id.cmp(&b.id) }
+        })
+    });
+}
+
+/// The board as `muster task list` shows it: open work, then the last few finished tasks
+/// (in [`open_first`] order), and how to see the rest.
+pub(crate) fn board(tasks: &[Task]) -> String {
+    let open = tasks.iter().take_while(|t| !t.status.is_finished()).count();
+    let shown = tasks.len().min(open + FINISHED_SHOWN);
+    let mut out = self::tasks(&tasks[..shown]);
+    if tasks.len() > shown {
+        out.push_str(&format!(
+            "\n… {} more finished lately; --status done,cancelled or --all for every finished task",
+            tasks.len() - shown
+        ));
+    }
+    out
+}
+
 /// One task, in full.
 pub(crate) fn task(t: &Task) -> String {
     let mut out = format!("{}  {}\n", t.id, t.title);

@@ -48,8 +48,15 @@ pub struct Model {
     pub files: Reservations,
     /// Number of the last reservation made (`R-<n>`).
     pub last_reservation: u64,
+    /// `seq` of the last event that changed a task: the board's version, which chat traffic
+    /// does not move. (0 in a model rebuilt from views alone: the store sets it.)
+    pub tasks_seq: Seq,
     /// Index: open (`todo`) tasks in the order `next` hands them out.
     open: OrdSet<(Priority, TaskId)>,
+    /// Index: tasks not finished (todo, doing, review, blocked), by id.
+    unfinished: OrdSet<TaskId>,
+    /// Index: finished tasks (done, cancelled) by when they last changed, then id.
+    finished: OrdSet<(Timestamp, TaskId)>,
     /// Index: task → tasks whose `blockedBy` names it.
     dependents: OrdMap<TaskId, OrdSet<TaskId>>,
     /// Index: agent → tasks it holds a claim on.
@@ -143,17 +150,17 @@ impl Model {
             let cursor = cursors.entry(canonical(name)).or_insert(0);
             *cursor = (*cursor).max(*seq);
         }
-        Some(
-            Model::from_views(
-                self.head,
-                self.last_message,
-                tasks,
-                agents.into_values(),
-                cursors,
-                self.channels.values().cloned(),
-            )
-            .with_reservations(self.last_reservation, self.files.all().map(|h| h.reservation.clone())),
+        let mut model = Model::from_views(
+            self.head,
+            self.last_message,
+            tasks,
+            agents.into_values(),
+            cursors,
+            self.channels.values().cloned(),
         )
+        .with_reservations(self.last_reservation, self.files.all().map(|h| h.reservation.clone()));
+        model.tasks_seq = self.tasks_seq;
+        Some(model)
     }
 
     /// The task with this id.
@@ -169,6 +176,16 @@ impl Model {
     /// Open tasks in hand-out order: highest priority first, then oldest.
     pub fn open_tasks(&self) -> impl Iterator<Item = &Arc<Task>> + '_ {
         self.open.iter().filter_map(|(_, id)| self.tasks.get(id))
+    }
+
+    /// Ids of the tasks not finished, ascending.
+    pub fn unfinished(&self) -> &OrdSet<TaskId> {
+        &self.unfinished
+    }
+
+    /// The `n` finished tasks that changed last, newest first.
+    pub fn recently_finished(&self, n: usize) -> impl Iterator<Item = TaskId> + '_ {
+        self.finished.iter().rev().take(n).map(|(_, id)| *id)
     }
 
     /// Tasks whose `blockedBy` names `id`.
@@ -204,6 +221,11 @@ impl Model {
             if old.status == TaskStatus::Todo {
                 self.open.remove(&(old.priority, id));
             }
+            if old.status.is_finished() {
+                self.finished.remove(&(old.updated_at, id));
+            } else {
+                self.unfinished.remove(&id);
+            }
             for b in &old.blocked_by {
                 if let Some(set) = self.dependents.get_mut(b) {
                     set.remove(&id);
@@ -223,6 +245,11 @@ impl Model {
         }
         if new.status == TaskStatus::Todo {
             self.open.insert((new.priority, id));
+        }
+        if new.status.is_finished() {
+            self.finished.insert((new.updated_at, id));
+        } else {
+            self.unfinished.insert(id);
         }
         for b in &new.blocked_by {
             self.dependents.entry(*b).or_default().insert(id);
@@ -277,7 +304,10 @@ pub fn apply(model: &mut Model, event: &Event) {
         | EventKind::TaskUpdated { task, .. }
         | EventKind::TaskClaimed { task, .. }
         | EventKind::TaskReleased { task, .. }
-        | EventKind::TaskCompleted { task, .. } => model.put_task(task.clone()),
+        | EventKind::TaskCompleted { task, .. } => {
+            model.tasks_seq = model.tasks_seq.max(event.seq);
+            model.put_task(task.clone());
+        }
         // The task did not change; the event only announces that it can be claimed now.
         EventKind::TaskReady { .. } => {}
         EventKind::ChatMessage { message } => {

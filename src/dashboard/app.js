@@ -68,6 +68,13 @@ const state = {
   token: localStorage.getItem('muster.token') || '',
   epoch: null,
   loaded: false,
+  /**
+   * Finished columns hold the tasks the board page brings (those finished last); "Show
+   * older" pages back through the rest. status → the cursor of the next older page, null
+   * once there is none, undefined before the first.
+   * @type {Map<string, string | null | undefined>}
+   */
+  older: new Map(),
   /** The task whose detail is open. */
   detail: null,
 };
@@ -134,6 +141,7 @@ async function loadAll() {
     state.tasks.clear();
     state.agents.clear();
     state.channels.clear();
+    state.older.clear();
   }
   state.epoch = client.epoch;
   const [tasks, agents, channels, files] = await Promise.all([
@@ -201,10 +209,38 @@ function buildColumns() {
   for (const status of STATUSES) {
     const list = h('ol', { 'aria-label': `${status} tasks` });
     const count = h('span', { class: 'count' });
-    const column = h('section', { class: 'column', dataset: { status } }, h('h3', {}, status, count), list);
+    const more = FINISHED.has(status) && h('button', { type: 'button', class: 'older', dataset: { status } }, `Show older ${status}`);
+    const column = h('section', { class: 'column', dataset: { status } }, h('h3', {}, status, count), list, more);
     list.count = count;
     columns.set(status, list);
     board.append(column);
+    if (more) more.addEventListener('click', () => showOlder(status, more));
+  }
+}
+
+/**
+ * Loads older finished tasks of a column, newest first: the next page that holds any the
+ * page does not show yet (the first pages repeat the ones the board brought).
+ */
+async function showOlder(status, button) {
+  button.disabled = true;
+  try {
+    let added = 0;
+    while (added === 0 && state.older.get(status) !== null) {
+      const cursor = state.older.get(status) ?? undefined;
+      const page = await client.taskPage({ status: [status], order: 'desc', limit: 50, cursor });
+      for (const task of page.tasks) {
+        const known = state.tasks.get(task.id);
+        if (!known) added += 1;
+        if (!known || when(known.updatedAt) < when(task.updatedAt)) upsertTask(task, false);
+      }
+      state.older.set(status, page.next ?? null);
+    }
+    button.hidden = state.older.get(status) === null;
+  } catch (error) {
+    button.textContent = `Could not load: ${error.message}`;
+  } finally {
+    button.disabled = false;
   }
 }
 

@@ -1,10 +1,9 @@
 //! The sequencer's two handles: the [`Writer`] that submits commands and waits until they
 //! are durable, and the [`Reader`] that sees the latest durable [`Snapshot`] and the hub.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Command, DomainError, Model, Reply};
@@ -20,15 +19,11 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Snapshot {
     /// The model; every event up to `model.head` is on disk.
     pub(crate) model: Model,
-    /// `GET /tasks` without filters, serialized once per snapshot on first request.
-    pub(crate) board: OnceLock<Bytes>,
-    /// The same, gzip-compressed, for clients that accept it.
-    pub(crate) board_gzip: OnceLock<Bytes>,
 }
 
 impl Snapshot {
     pub(super) fn new(model: Model) -> Arc<Snapshot> {
-        Arc::new(Snapshot { model, board: OnceLock::new(), board_gzip: OnceLock::new() })
+        Arc::new(Snapshot { model })
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use muster_protocol::Seq;
 
-use super::db::{Db, StoreError, key_chat, prefix};
+use super::db::{Db, StoreError, be, key_chat, prefix};
 
 /// Messages by channel and by recipient, as the views keep them.
 pub(crate) struct History {
@@ -18,15 +18,15 @@ impl History {
         History { db }
     }
 
-    /// Messages of a channel as JSON, oldest first: those after `since` (the first
-    /// `limit`), or else the newest `limit` before `before` (or at all).
+    /// Messages of a channel as JSON with their `seq`, oldest first: those after `since`
+    /// (the first `limit`), or else the newest `limit` before `before` (or at all).
     pub(crate) fn messages(
         &self,
         channel: &str,
         since: Option<Seq>,
         before: Option<Seq>,
         limit: usize,
-    ) -> Result<Vec<Bytes>, StoreError> {
+    ) -> Result<Vec<(Seq, Bytes)>, StoreError> {
         let h = self.db.handles()?;
         Self::range(&h.chat, channel, since, before, limit)
     }
@@ -39,7 +39,7 @@ impl History {
         since: Option<Seq>,
         before: Option<Seq>,
         limit: usize,
-    ) -> Result<Vec<Bytes>, StoreError> {
+    ) -> Result<Vec<(Seq, Bytes)>, StoreError> {
         let h = self.db.handles()?;
         Self::range(&h.inbox, agent, since, before, limit)
     }
@@ -61,7 +61,7 @@ impl History {
         since: Option<Seq>,
         before: Option<Seq>,
         limit: usize,
-    ) -> Result<Vec<Bytes>, StoreError> {
+    ) -> Result<Vec<(Seq, Bytes)>, StoreError> {
         let start = key_chat(name, since.map_or(0, |s| s.saturating_add(1)));
         let end = match before {
             Some(b) => key_chat(name, b),
@@ -72,12 +72,17 @@ impl History {
                 end
             }
         };
-        let iter = tree.range(start..end).values();
-        let mut out: Vec<Bytes> = if since.is_some() {
-            iter.take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<_, _>>()?
+        // The key ends with the message's `seq`, big-endian.
+        let entry = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
+            kv.map(|(k, v)| {
+                (k.len().checked_sub(8).and_then(|at| be(&k[at..])).unwrap_or(0), Bytes::copy_from_slice(&v))
+            })
+        };
+        let iter = tree.range(start..end);
+        let mut out: Vec<(Seq, Bytes)> = if since.is_some() {
+            iter.take(limit).map(entry).collect::<Result<_, _>>()?
         } else {
-            let mut newest =
-                iter.rev().take(limit).map(|v| v.map(|v| Bytes::copy_from_slice(&v))).collect::<Result<Vec<_>, _>>()?;
+            let mut newest = iter.rev().take(limit).map(entry).collect::<Result<Vec<_>, _>>()?;
             newest.reverse();
             newest
         };

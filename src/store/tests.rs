@@ -196,7 +196,7 @@ fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() 
     );
     let inbox = store.history.inbox("link", None, None, 10).unwrap();
     assert_eq!(inbox.len(), 1, "the inbox moved to the lowercase name");
-    let moved: serde_json::Value = serde_json::from_slice(&inbox[0]).unwrap();
+    let moved: serde_json::Value = serde_json::from_slice(&inbox[0].1).unwrap();
     assert_eq!((moved["from"].as_str(), moved["mentions"][0].as_str()), (Some("kai"), Some("link")));
     drop(store);
     // Migrated once: the next load finds nothing to do and the same model.

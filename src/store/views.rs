@@ -94,20 +94,22 @@ impl<'a> Touched<'a> {
     }
 }
 
-/// `head`, the last message number and the last reservation number, as stored under
-/// `meta/views`.
-fn encode_views_meta(model: &Model) -> [u8; 24] {
-    let mut v = [0u8; 24];
+/// `head`, the last message number, the last reservation number and the `seq` of the last
+/// task event, as stored under `meta/views`.
+fn encode_views_meta(model: &Model) -> [u8; 32] {
+    let mut v = [0u8; 32];
     v[..8].copy_from_slice(&model.head.to_be_bytes());
     v[8..16].copy_from_slice(&model.last_message.to_be_bytes());
-    v[16..].copy_from_slice(&model.last_reservation.to_be_bytes());
+    v[16..24].copy_from_slice(&model.last_reservation.to_be_bytes());
+    v[24..].copy_from_slice(&model.tasks_seq.to_be_bytes());
     v
 }
 
-/// Reads `meta/views`: 16 bytes before reservations (schema 2), 24 since.
-fn decode_views_meta(v: Option<&[u8]>) -> (Seq, u64, u64) {
-    let number = |range: std::ops::Range<usize>| v.and_then(|v| v.get(range)).and_then(be).unwrap_or(0);
-    (number(0..8), number(8..16), number(16..24))
+/// Reads `meta/views`: 16 bytes before reservations (schema 2), 24 with them, 32 with the
+/// last task event (`None` before it was kept).
+fn decode_views_meta(v: Option<&[u8]>) -> (Seq, u64, u64, Option<Seq>) {
+    let number = |range: std::ops::Range<usize>| v.and_then(|v| v.get(range)).and_then(be);
+    (number(0..8).unwrap_or(0), number(8..16).unwrap_or(0), number(16..24).unwrap_or(0), number(24..32))
 }
 
 impl Views {
@@ -131,7 +133,7 @@ impl Views {
     /// (see [`SledLog::tail`]).
     pub(crate) fn load(&self, log: &SledLog) -> Result<Model, StoreError> {
         let h = self.db.handles()?;
-        let (head, last_message, last_reservation) = decode_views_meta(h.meta.get("views")?.as_deref());
+        let (head, last_message, last_reservation, tasks_seq) = decode_views_meta(h.meta.get("views")?.as_deref());
         let tasks = self.values::<Task>("tasks", &h.tasks)?;
         let agents = self.values::<Agent>("agents", &h.agents)?;
         let channels = self.values::<Channel>("channels", &h.channels)?;
@@ -143,6 +145,8 @@ impl Views {
         let files = self.values::<Reservation>("files", &h.files)?;
         let mut model = Model::from_views(head, last_message, tasks, agents, cursors, channels)
             .with_reservations(last_reservation, files);
+        // Written before the board kept it: the head, which is never older.
+        model.tasks_seq = tasks_seq.unwrap_or(head);
 
         // Re-apply from the agents checkpoint (idempotent for what the views hold) to
         // restore `lastSeenAt`, and apply what the views do not hold yet.

@@ -142,6 +142,22 @@ pub async fn split(r: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// Every task of the broker at `base` (`http://…`), walking the pages of `GET /tasks?all=true`.
+pub async fn all_tasks(base: &str) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    let mut url = format!("{base}/tasks?all=true&limit=1000");
+    loop {
+        let (status, page) = split(http.get(&url).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{page}");
+        tasks.extend(page["tasks"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => url = format!("{base}/tasks?all=true&limit=1000&cursor={next}"),
+            None => return tasks,
+        }
+    }
+}
+
 /// The real `muster` binary, started as a child process.
 pub struct Process {
     pub child: Child,

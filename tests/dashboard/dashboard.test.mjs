@@ -309,6 +309,31 @@ test('the dashboard shows the team working, live, and lets a human step in', { t
     await page.click('#tab-chat');
   });
 
+  await t.test('finished columns show the tasks finished last, and older ones on demand', async () => {
+    // 110 tasks cancelled one after another: the board's page holds the last 100 finished.
+    const ids = [];
+    for (let i = 0; i < 110; i++) {
+      const id = curl(base, 'POST', '/tasks', { title: `Old experiment ${i}` }).task.id;
+      curl(base, 'PATCH', `/tasks/${id}`, { status: 'cancelled', agent: 'lead' });
+      ids.push(id);
+    }
+    await page.reload();
+    const cancelled = (id) => page.locator(`[data-status="cancelled"] li[data-id="${id}"]`);
+    await cancelled(ids[109]).waitFor({ timeout: SHOWS });
+    assert.equal(await cancelled(ids[10]).count(), 1, 'the 100th finished last is shown');
+    assert.equal(await cancelled(ids[0]).count(), 0, 'older ones wait to be asked for');
+    assert.equal(await cancelled('T-2').count(), 0);
+    const older = page.locator('button.older[data-status="cancelled"]');
+    // One click brings the older ones (here the last page, with T-2, cancelled at the start).
+    await older.click();
+    await cancelled(ids[0]).waitFor({ timeout: SHOWS });
+    await cancelled('T-2').waitFor({ timeout: SHOWS });
+    await older.waitFor({ state: 'hidden', timeout: SHOWS });
+    const order = await page.locator('[data-status="cancelled"] li').evaluateAll((lis) => lis.map((li) => li.dataset.id));
+    assert.equal(order.at(-1), 'T-2');
+    assert.equal(order[0], ids[109]);
+  });
+
   assert.deepEqual(problems, []);
 });
 

@@ -46,13 +46,13 @@ const makers = {
   'task.complete.json': (c) => c.complete('T-12', { token: 3 }),
   'task.next.json': (c) => c.next({ claim: true }),
   'task.get.json': (c) => c.task('T-12'),
-  'task.list.json': (c) => c.tasks({ status: ['todo', 'doing'], assignee: 'link' }),
+  'task.list.json': (c) => c.taskPage({ status: ['todo', 'doing'], assignee: 'link', order: 'desc', limit: 50 }),
   'chat.post.json': (c) => c.post({ content: '@link PR #522 is green, merge it', channel: 'general' }),
   'chat.read.json': (c) => c.messages({ channel: 'general', since: 40, limit: 20 }),
   'chat.channels.json': (c) => c.channels(),
   'inbox.read.json': (c) => c.inbox({ all: true }),
   'inbox.ack.json': (c) => c.ack({ seq: 130 }),
-  'presence.list.json': (c) => c.presence(),
+  'presence.list.json': (c) => c.presence({ limit: 100 }),
   'presence.set.json': (c) => c.setStatus({ status: 'busy', note: 'on T-12' }),
   'files.reserve.json': (c) =>
     c.reserveFiles({

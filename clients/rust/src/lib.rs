@@ -31,8 +31,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 pub use muster_protocol as protocol;
 use muster_protocol::ws::{
-    ChatReadArgs, Empty, Hello, InboxAckArgs, InboxReadArgs, ListArgs, NextArgs, Op, PresenceSetArgs, Reply, Request,
-    ServerFrame, TaskActionArgs, TaskRef, TaskUpdateArgs, Topics, Welcome,
+    ChatReadArgs, Hello, InboxAckArgs, InboxReadArgs, ListArgs, NextArgs, Op, PageArgs, PresenceSetArgs, Reply,
+    Request, ServerFrame, TaskActionArgs, TaskRef, TaskUpdateArgs, Topics, Welcome,
 };
 use muster_protocol::{
     AckInbox, ChannelInfo, ChannelList, ChatMessage, CreateTask, Cursor, ErrorInfo, Event, FilesQuery, Heartbeat,
@@ -327,9 +327,23 @@ impl Client {
         Ok(self.call_as::<TaskEnvelope>(Op::TaskGet(TaskRef { task })).await?.task)
     }
 
-    /// The board, filtered.
-    pub async fn tasks(&self, filter: ListArgs) -> Result<Vec<Task>, Error> {
-        Ok(self.call_as::<TaskList>(Op::TaskList(filter)).await?.tasks)
+    /// One page of the board, filtered; its `next` is the `cursor` of the page after.
+    pub async fn task_page(&self, filter: ListArgs) -> Result<TaskList, Error> {
+        self.call_as(Op::TaskList(filter)).await
+    }
+
+    /// Every task that passes the filter, page after page (`filter.limit` tasks a page).
+    /// Without `status` or `all`, the board: unfinished tasks and the last finished ones.
+    pub async fn tasks(&self, mut filter: ListArgs) -> Result<Vec<Task>, Error> {
+        let mut tasks = Vec::new();
+        loop {
+            let page = self.task_page(filter.clone()).await?;
+            tasks.extend(page.tasks);
+            match page.next {
+                Some(next) => filter.cursor = Some(next),
+                None => return Ok(tasks),
+            }
+        }
     }
 
     /// Posts a chat message (from the session's agent unless `from` is set).
@@ -342,9 +356,18 @@ impl Client {
         self.call_as(Op::ChatRead(args)).await
     }
 
-    /// Channels with messages.
+    /// Channels with messages, by name (every page).
     pub async fn channels(&self) -> Result<Vec<ChannelInfo>, Error> {
-        Ok(self.call_as::<ChannelList>(Op::ChatChannels(Empty {})).await?.channels)
+        let mut page = PageArgs::default();
+        let mut channels = Vec::new();
+        loop {
+            let list = self.call_as::<ChannelList>(Op::ChatChannels(page.clone())).await?;
+            channels.extend(list.channels);
+            match list.next {
+                Some(next) => page.cursor = Some(next),
+                None => return Ok(channels),
+            }
+        }
     }
 
     /// An inbox (the session's agent's by default).
@@ -357,9 +380,18 @@ impl Client {
         self.call_as(Op::InboxAck(InboxAckArgs { agent, ack: AckInbox { seq } })).await
     }
 
-    /// Every agent seen.
+    /// Every agent seen, by name (every page).
     pub async fn presence(&self) -> Result<Vec<Presence>, Error> {
-        Ok(self.call_as::<PresenceList>(Op::PresenceList(Empty {})).await?.agents)
+        let mut page = PageArgs::default();
+        let mut agents = Vec::new();
+        loop {
+            let list = self.call_as::<PresenceList>(Op::PresenceList(page.clone())).await?;
+            agents.extend(list.agents);
+            match list.next {
+                Some(next) => page.cursor = Some(next),
+                None => return Ok(agents),
+            }
+        }
     }
 
     /// A heartbeat for `agent` (the session's by default), with a status and note.
@@ -415,7 +447,9 @@ impl Client {
         }
         loop {
             if let Some(me) = &wait.mention {
-                let inbox = self.inbox(InboxReadArgs { agent: Some(me.clone()), all: false, limit: Some(1) }).await?;
+                let inbox = self
+                    .inbox(InboxReadArgs { agent: Some(me.clone()), all: false, limit: Some(1), cursor: None })
+                    .await?;
                 if let Some(message) = inbox.messages.into_iter().next() {
                     return Ok(Some(Waited::Message(message)));
                 }

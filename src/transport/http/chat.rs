@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs};
+use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
 use muster_protocol::{
     AckInbox, ChannelList, Cursor, ErrorBody, Inbox, MessageEnvelope, MessageList, PostMessage, Seq,
 };
@@ -43,6 +43,9 @@ pub(crate) struct ListQuery {
     before: Option<Seq>,
     /// At most this many (default 50, at most 500). Without `since`, the newest ones.
     limit: Option<usize>,
+    /// The `next` of the previous page: goes on the same way (forward after `since`,
+    /// backward otherwise).
+    cursor: Option<String>,
 }
 
 /// Read a channel, oldest first.
@@ -56,14 +59,39 @@ pub(crate) async fn list(
     Auth(caller): Auth,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, HttpError> {
-    let args = ChatReadArgs { channel: q.channel, since: q.since, before: q.before, limit: q.limit };
+    let args = ChatReadArgs { channel: q.channel, since: q.since, before: q.before, limit: q.limit, cursor: q.cursor };
     Ok(ok(api::chat::read(&app.broker, &caller, args).await?))
 }
 
-/// Channels with messages.
-#[utoipa::path(get, path = "/chat/channels", tag = "chat", responses((status = 200, body = ChannelList)))]
-pub(crate) async fn channels(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
-    Ok(ok(api::chat::channels(&app.broker, &caller)?))
+/// A page of a list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// At most this many (default 500, at most 1000).
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
+}
+
+impl From<PageQuery> for PageArgs {
+    fn from(q: PageQuery) -> PageArgs {
+        PageArgs { limit: q.limit, cursor: q.cursor }
+    }
+}
+
+/// Channels with messages, by name, a page at a time.
+#[utoipa::path(
+    get, path = "/chat/channels", tag = "chat",
+    params(PageQuery),
+    responses((status = 200, body = ChannelList), (status = 400, body = ErrorBody))
+)]
+pub(crate) async fn channels(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, HttpError> {
+    Ok(ok(api::chat::channels(&app.broker, &caller, q.into())?))
 }
 
 /// Which inbox entries to read.
@@ -76,6 +104,8 @@ pub(crate) struct InboxQuery {
     all: bool,
     /// At most this many (default 50, at most 500).
     limit: Option<usize>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
 }
 
 /// An agent's inbox: unread mentions and direct messages, oldest first. Reading does not
@@ -91,7 +121,7 @@ pub(crate) async fn inbox(
     Path(agent): Path<String>,
     Query(q): Query<InboxQuery>,
 ) -> Result<Response, HttpError> {
-    let args = InboxReadArgs { agent: Some(agent), all: q.all, limit: q.limit };
+    let args = InboxReadArgs { agent: Some(agent), all: q.all, limit: q.limit, cursor: q.cursor };
     Ok(ok(api::chat::inbox(&app.broker, &caller, args).await?))
 }
 

@@ -7,14 +7,23 @@ use muster_protocol::ws::PresenceSetArgs;
 use muster_protocol::{ErrorBody, Heartbeat, PresenceEnvelope, PresenceList};
 
 use crate::api;
-use crate::transport::extract::{Auth, Idempotency, OptionalJsonBody};
+use crate::transport::extract::{Auth, Idempotency, OptionalJsonBody, Query};
+use crate::transport::http::chat::PageQuery;
 use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
 
-/// Every agent seen, by name, with its status as of now.
-#[utoipa::path(get, path = "/presence", tag = "presence", responses((status = 200, body = PresenceList)))]
-pub(crate) async fn list(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
-    Ok(ok(api::presence::list(&app.broker, &caller)?))
+/// The agents seen, by name, with their status as of now, a page at a time.
+#[utoipa::path(
+    get, path = "/presence", tag = "presence",
+    params(PageQuery),
+    responses((status = 200, body = PresenceList), (status = 400, body = ErrorBody))
+)]
+pub(crate) async fn list(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, HttpError> {
+    Ok(ok(api::presence::list(&app.broker, &caller, q.into())?))
 }
 
 /// One agent.

@@ -68,6 +68,10 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
             "maxBlockers": rules::MAX_BLOCKERS,
             "maxChannelBytes": rules::MAX_CHANNEL,
             "maxWaitSeconds": MAX_WAIT,
+            "pages": api::PAGE_SIZES
+                .iter()
+                .map(|(list, (default, max))| (list.to_string(), json!({"default": default, "max": max})))
+                .collect::<serde_json::Map<_, _>>(),
             "files": {
                 "maxPatternsPerRequest": muster_protocol::MAX_PATTERNS,
                 "maxPatternBytes": muster_protocol::glob::MAX_PATTERN,

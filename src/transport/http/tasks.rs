@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use muster_protocol::ws::{ListArgs, NextArgs, TaskActionArgs, TaskRef, TaskUpdateArgs};
+use muster_protocol::ws::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
 use muster_protocol::{
     CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, TaskAction, TaskEnvelope, TaskList, TaskStatus,
     UpdateTask,
@@ -48,22 +48,33 @@ pub(crate) async fn create(
     Ok(response)
 }
 
-/// Filters for the board.
+/// Filters for the board, and the page.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// Only these statuses, comma-separated (`todo,doing`).
+    /// Only these statuses, comma-separated (`todo,doing`); finished ones from the whole
+    /// history. Without `status` or `all`: every unfinished task and the 100 finished last.
     status: Option<String>,
+    /// Every task, finished ones from the whole history included.
+    #[serde(default)]
+    all: bool,
+    /// By id, `asc` (default) or `desc` (newest first).
+    order: Option<Order>,
     /// Only tasks assigned to this agent.
     assignee: Option<String>,
     /// Only this priority.
     priority: Option<Priority>,
     /// Only tasks with this tag.
     tag: Option<String>,
+    /// At most this many (default 500, at most 1000).
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    cursor: Option<String>,
 }
 
-/// List the board, in id order.
+/// List the board, by id, a page at a time: the reply's `next` is the `cursor` of the next
+/// page (`null` on the last).
 #[utoipa::path(
     get, path = "/tasks", tag = "tasks",
     params(ListQuery),
@@ -92,9 +103,18 @@ pub(crate) async fn list(
                 )
             })?,
     };
-    let filter = ListArgs { status, assignee: q.assignee, priority: q.priority, tag: q.tag };
+    let filter = ListArgs {
+        status,
+        all: q.all,
+        order: q.order.unwrap_or_default(),
+        assignee: q.assignee,
+        priority: q.priority,
+        tag: q.tag,
+        limit: q.limit,
+        cursor: q.cursor,
+    };
     if filter == ListArgs::default() {
-        return Ok(board(&api::tasks::board(&app.broker, &caller)?, &headers));
+        return Ok(board(&*api::tasks::board(&app.broker, &caller)?, &headers));
     }
     Ok(ok(api::tasks::list(&app.broker, &caller, &filter)?))
 }
