@@ -313,6 +313,10 @@ pub struct WaitArgs {
     pub task: Option<String>,
     /// With task: until it has this status (e.g. "done").
     pub until: Option<String>,
+    /// Wait for a teammate to be stuck: holding a doing task and silent too long (one
+    /// already stuck counts).
+    #[serde(default)]
+    pub stuck: bool,
     /// Wait for any event on this topic (tasks, task:T-12, chat, chat:NAME, presence, or *).
     pub topic: Option<String>,
     /// Give up after this many seconds (default 60, at most 600).
@@ -549,7 +553,7 @@ impl Muster {
     }
 
     #[tool(
-        description = "Block until something happens: a message for you (mention=true), a change to a task (task, optionally until a status), or any event on a topic. Returns the event, or an error on timeout."
+        description = "Block until something happens: a message for you (mention=true), a change to a task (task, optionally until a status), a stuck teammate (stuck=true), or any event on a topic. Returns the event, or an error on timeout."
     )]
     async fn wait_for(&self, Parameters(a): Parameters<WaitArgs>) -> Result<CallToolResult, ErrorData> {
         let task = match a.task.as_deref().map(parse::<TaskId>).transpose() {
@@ -564,10 +568,10 @@ impl Muster {
             Ok(t) => t,
             Err(e) => return bad(e.to_string()),
         };
-        let wait =
-            Wait { mention: a.mention.then(|| self.agent.clone()), task, until, topics: topic.into_iter().collect() };
+        let mention = a.mention.then(|| self.agent.clone());
+        let wait = Wait { mention, task, until, stuck: a.stuck, topics: topic.into_iter().collect() };
         if wait.is_empty() {
-            return bad("wait for what? set mention, task or topic");
+            return bad("wait for what? set mention, task, stuck or topic");
         }
         let timeout = Duration::from_secs(a.timeout_seconds.unwrap_or(60)).min(MAX_WAIT);
         match self.client.wait_for(&wait, Some(timeout)).await {

@@ -327,3 +327,28 @@ async fn task_list_shows_open_work_first_then_the_last_finished_and_pages_on_req
     let (_, err) = exits(&muster(&url, &["task", "list", "--limit", "0"]).await, 2);
     assert!(err.contains("--limit"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_stuck_wakes_when_a_teammate_goes_silent_on_a_doing_task() {
+    let s = Server::start_manual(|c| {
+        c.stuck_after = Duration::from_secs(120);
+        c.claim_lease = Duration::from_secs(3600);
+    })
+    .await;
+    let url = s.url("");
+    s.task("the long one").await;
+    s.post("/tasks/T-1/claim", json!({"agent": "link"})).await;
+    let mut wait = Running::spawn(&url, &["wait", "--stuck", "--timeout", "30s"]);
+    wait.ready("waiting on presence").await;
+    assert!(wait.still_running(), "nobody is stuck yet");
+    // Two silent minutes later the broker announces link stuck; the wait prints it.
+    s.advance(Duration::from_secs(121));
+    let (code, printed) = wait.finish().await;
+    assert_eq!(code, Some(0), "{printed}");
+    // The event ("link idle, stuck"), or link as presence shows it if it was stuck before
+    // the wait had subscribed.
+    assert!(printed.contains("link") && printed.contains("stuck"), "{printed}");
+    // One already stuck counts: the next wait returns at once, saying who.
+    let (out, _) = exits(&muster(&url, &["wait", "--stuck", "--timeout", "5s"]).await, 0);
+    assert!(out.contains("link is stuck on T-1"), "{out}");
+}

@@ -165,7 +165,9 @@
 /**
  * One entry of the broker's event log. `data` depends on `type`: `task.*` carry `task`
  * (and `agent`, `by`, `changes`, `reason`), `chat.message` carries `message`,
- * `presence.changed` carries `agent` (the agent record), `inbox.acked` `agent` and `seq`,
+ * `presence.changed` carries `agent` (the agent record, with `shown`: the status presence
+ * shows now, and `stuck`; sent too when silence alone makes an agent idle, offline or
+ * stuck, and when it is back), `inbox.acked` `agent` and `seq`,
  * `files.reserved` and `files.released` `agent` and `reservations` (and `by`, `reason`).
  * @typedef {object} MusterEvent
  * @property {number} seq Global sequence number: gap-free, never reused.

@@ -221,6 +221,15 @@ pub struct Agent {
     /// A person (a dashboard session said so), not an AI agent. Once set, it stays.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub human: bool,
+    /// The status presence last announced for it (`active`, `idle`, `offline` or its own,
+    /// as `GET /presence` shows it), so that a change by silence alone is pushed once, as a
+    /// `presence.changed` event. Absent: not announced yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub shown: Option<PresenceStatus>,
+    /// Announced stuck: holding a `doing` task and silent past the threshold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stuck: bool,
 }
 
 impl Agent {
@@ -235,6 +244,8 @@ impl Agent {
             connections: 0,
             left_at: None,
             human: false,
+            shown: None,
+            stuck: false,
         }
     }
 }

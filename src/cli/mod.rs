@@ -80,6 +80,10 @@ pub enum Command {
         /// With --task: until it has this status (todo, doing, review, blocked, done, cancelled).
         #[arg(long, requires = "task")]
         until: Option<TaskStatus>,
+        /// An agent stuck: holding a `doing` task and silent too long (one already stuck
+        /// counts).
+        #[arg(long)]
+        stuck: bool,
         /// Any event on this topic.
         #[arg(long)]
         topic: Vec<String>,
@@ -272,8 +276,8 @@ pub async fn run(global: Global, command: Command) -> ExitCode {
 async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, Failure> {
     match command {
         Command::Watch { topics, since } => return watch(global, topics, since, out).await,
-        Command::Wait { mention, task, until, topic, timeout, ack } => {
-            return wait(global, WaitArgs { mention, task, until, topics: topic, ack }, timeout, out).await;
+        Command::Wait { mention, task, until, stuck, topic, timeout, ack } => {
+            return wait(global, WaitArgs { mention, task, until, stuck, topics: topic, ack }, timeout, out).await;
         }
         Command::Files(command) => return files::files(global, command, out).await,
         Command::Hook(command) => return files::hook(global, command),
@@ -441,6 +445,7 @@ struct WaitArgs {
     mention: bool,
     task: Option<String>,
     until: Option<TaskStatus>,
+    stuck: bool,
     topics: Vec<String>,
     ack: bool,
 }
@@ -452,10 +457,11 @@ async fn wait(global: &Global, w: WaitArgs, timeout: Option<Duration>, out: &Out
         mention: me.clone(),
         task: w.task.as_deref().map(task_id).transpose()?,
         until: w.until,
+        stuck: w.stuck,
         topics: w.topics.iter().map(|t| topic(t)).collect::<Result<_, _>>()?,
     };
     if wait.is_empty() {
-        return Err(Failure::new(Exit::Invalid, "wait for what? --mention, --task ID or --topic TOPIC"));
+        return Err(Failure::new(Exit::Invalid, "wait for what? --mention, --task ID, --stuck or --topic TOPIC"));
     }
     let mut options = Options::new(global.url.clone());
     options.token = global.token.clone();
@@ -473,6 +479,11 @@ async fn wait(global: &Global, w: WaitArgs, timeout: Option<Duration>, out: &Out
         }
         Waited::Task(task) => {
             out.show(task, || format!("{} is {}: {}", task.id, task.status, task.title));
+            None
+        }
+        Waited::Agent(agent) => {
+            let on = agent.task.map(|t| format!(" on {t}")).unwrap_or_default();
+            out.show(agent, || format!("{} is stuck{on}, last seen {}", agent.name, agent.last_seen));
             None
         }
         Waited::Event(event) => {

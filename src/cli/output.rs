@@ -208,13 +208,17 @@ pub(crate) fn event(e: &Event) -> String {
             format!("{place}: {}", message.content)
         }
         EventKind::PresenceChanged { agent } => {
-            let state = if agent.connections > 0 {
+            let shown = agent.shown.as_ref().map(|s| s.as_str().to_owned());
+            let mut state = if agent.connections > 0 {
                 format!("connected ({} session{})", agent.connections, if agent.connections == 1 { "" } else { "s" })
             } else if agent.left_at.is_some() {
                 "left".to_owned()
             } else {
-                agent.status.clone().unwrap_or_else(|| "active".to_owned())
+                shown.or_else(|| agent.status.clone()).unwrap_or_else(|| "active".to_owned())
             };
+            if agent.stuck {
+                state.push_str(", stuck");
+            }
             format!("{} {state}{}", agent.name, agent.note.as_ref().map(|n| format!(" — {n}")).unwrap_or_default())
         }
         EventKind::InboxAcked { agent, seq } => format!("{agent} read their inbox up to {seq}"),

@@ -218,6 +218,7 @@ pub fn decide(model: &Model, policy: &Policy, cmd: &Command, now: Timestamp) -> 
         Command::Tick => {
             d.release_expired_claims();
             d.end_expired_reservations();
+            d.announce_presence_changes();
             Reply::Done
         }
     };

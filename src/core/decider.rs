@@ -45,7 +45,7 @@ impl<'a> Decider<'a> {
                 },
                 None => Agent::new(agent, self.now),
             };
-            self.events.push(EventKind::PresenceChanged { agent });
+            self.announce(agent);
         }
     }
 }

@@ -140,6 +140,8 @@ impl Model {
                         connections: older.connections + newer.connections,
                         left_at: older.left_at.max(newer.left_at),
                         human: older.human || newer.human,
+                        shown: newer.shown.clone(),
+                        stuck: newer.stuck,
                     }
                 }
             };

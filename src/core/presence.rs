@@ -15,7 +15,6 @@ pub fn presence(model: &Model, policy: &Policy, agent: &Agent, now: Timestamp) -
     // The task an agent is on: a `doing` one first, then the oldest it holds.
     held.sort_by_key(|t| (t.status != TaskStatus::Doing, t.id));
     let task = held.first().map(|t| t.id);
-    let doing = held.iter().any(|t| t.status == TaskStatus::Doing);
     Presence {
         name: agent.name.clone(),
         status: policy.status(agent, now),
@@ -24,10 +23,23 @@ pub fn presence(model: &Model, policy: &Policy, agent: &Agent, now: Timestamp) -
         connections: agent.connections,
         task,
         note: agent.note.clone(),
-        stuck: doing && silence(agent.last_seen_at, now) >= policy.stuck_after,
+        stuck: stuck(model, policy, agent, now),
         claims_expire_at: if held.is_empty() { None } else { policy.claims_expire_at(agent) },
         human: agent.human,
     }
+}
+
+/// Whether `agent` is stuck at `now`: holding a `doing` task and silent past the threshold.
+fn stuck(model: &Model, policy: &Policy, agent: &Agent, now: Timestamp) -> bool {
+    silence(agent.last_seen_at, now) >= policy.stuck_after
+        && model.held_by(&agent.name).any(|t| t.status == TaskStatus::Doing)
+}
+
+/// `record` with what presence shows of it at `now` (`shown`, `stuck`) written in.
+pub(super) fn announced(model: &Model, policy: &Policy, mut record: Agent, now: Timestamp) -> Agent {
+    record.shown = Some(policy.status(&record, now));
+    record.stuck = stuck(model, policy, &record, now);
+    record
 }
 
 impl Decider<'_> {
@@ -51,7 +63,7 @@ impl Decider<'_> {
         if let Some(note) = &h.note {
             agent.note = note.clone().filter(|n| !n.is_empty());
         }
-        self.events.push(EventKind::PresenceChanged { agent: agent.clone() });
+        let agent = self.announce(agent);
         Ok(agent)
     }
 
@@ -64,8 +76,7 @@ impl Decider<'_> {
         record.last_seen_at = self.now;
         record.left_at = None;
         record.status = record.status.filter(|s| s != "offline");
-        self.events.push(EventKind::PresenceChanged { agent: record.clone() });
-        Ok(record)
+        Ok(self.announce(record))
     }
 
     /// A session of `name` closed; after its last one, it shows offline and its claims wait
@@ -77,16 +88,41 @@ impl Decider<'_> {
             if record.connections == 0 {
                 record.left_at = Some(self.now);
             }
-            self.events.push(EventKind::PresenceChanged { agent: record });
+            self.announce(record);
         }
     }
 
     /// The broker (re)started: no session survived.
     pub(super) fn reset_connections(&mut self) {
         for a in self.model.agents.values().filter(|a| a.connections > 0) {
-            let record = Agent { connections: 0, left_at: Some(self.now), ..Agent::clone(a) };
-            self.events.push(EventKind::PresenceChanged { agent: record });
+            self.announce(Agent { connections: 0, left_at: Some(self.now), ..Agent::clone(a) });
         }
+    }
+
+    /// A tick: every agent whose presence changed by silence alone since it was last
+    /// announced (went idle, offline or stuck, or came back) is announced now, once.
+    pub(super) fn announce_presence_changes(&mut self) {
+        let changed: Vec<Agent> = self
+            .model
+            .agents
+            .values()
+            .filter(|a| {
+                a.shown.as_ref() != Some(&self.policy.status(a, self.now))
+                    || a.stuck != stuck(self.model, self.policy, a, self.now)
+            })
+            .map(|a| Agent::clone(a))
+            .collect();
+        for agent in changed {
+            self.announce(agent);
+        }
+    }
+
+    /// Records `record` as changed, with what presence shows of it now: a
+    /// `presence.changed` event.
+    pub(super) fn announce(&mut self, record: Agent) -> Agent {
+        let record = announced(self.model, self.policy, record, self.now);
+        self.events.push(EventKind::PresenceChanged { agent: record.clone() });
+        record
     }
 
     /// The agent's record, or a new one seen now.

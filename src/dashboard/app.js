@@ -16,8 +16,7 @@ const FINISHED = new Set(['done', 'cancelled']);
 const ACTIVITY_MAX = 300;
 /** Messages kept on screen for the open channel. */
 const MESSAGES_MAX = 300;
-/** Idle, offline and stuck come from silence, which no event announces: re-read presence. */
-const PRESENCE_REFRESH_MS = 15000;
+/** What an agent name may be (as the broker checks it). */
 const NAME_PATTERN = /^[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$/;
 
 const $ = (id) => document.getElementById(id);
@@ -192,6 +191,7 @@ function onEvent(event) {
     renderFiles();
     if (state.detail) renderDetail();
   }
+  onContact(event);
   addActivity(event, true);
   if (client.status === 'open') $('connection').textContent = `Live · #${event.seq}`;
 }
@@ -396,7 +396,13 @@ const rows = new Map();
 let teamTimer = null;
 
 /** The status a presence.changed record means, before the broker's next full answer. */
+/**
+ * What presence shows of an agent record: the broker announces it (`shown`, `stuck`) with
+ * every change, including those by silence alone (idle, offline, stuck), so the page never
+ * polls for it. Records from before the broker announced fall back to their fields.
+ */
 function statusOf(agent) {
+  if (agent.shown) return agent.shown;
   if (agent.connections > 0) return agent.status ?? 'active';
   if (agent.leftAt) return 'offline';
   return agent.status ?? 'active';
@@ -412,26 +418,39 @@ function onAgentRecord(record) {
     connections: record.connections,
     lastSeenAt: record.lastSeenAt,
     human: record.human ?? known.human ?? false,
-    stuck: record.connections > 0 ? false : known.stuck ?? false,
+    stuck: record.stuck ?? false,
   });
   renderTeamSoon();
-  refreshPresenceSoon();
 }
 
-let presenceTimer = null;
-function refreshPresenceSoon() {
-  clearTimeout(presenceTimer);
-  presenceTimer = setTimeout(refreshPresence, 300);
+/** The agent whose action an event records (its contact moves its "last seen"). */
+function actorOf(event) {
+  const d = event.data;
+  switch (event.type) {
+    case 'task.created':
+      return d.task.createdBy;
+    case 'task.claimed':
+    case 'inbox.acked':
+    case 'files.reserved':
+      return d.agent;
+    case 'task.updated':
+    case 'task.released':
+    case 'task.completed':
+    case 'files.released':
+      return d.by;
+    case 'chat.message':
+      return d.message.from;
+    default:
+      return null;
+  }
 }
 
-async function refreshPresence() {
-  if (client.status !== 'open') return;
-  try {
-    const agents = await client.presence();
-    state.agents = new Map(agents.map((a) => [a.name, a]));
-    renderTeam();
-  } catch {
-    // The next refresh or reconnection brings it.
+/** Contact with an agent: it was seen when the event happened. */
+function onContact(event) {
+  const agent = state.agents.get(actorOf(event) ?? '');
+  if (agent && when(agent.lastSeenAt) < when(event.at)) {
+    agent.lastSeenAt = event.at;
+    renderTeamSoon();
   }
 }
 
@@ -1071,7 +1090,6 @@ function wire() {
 
   setInterval(tick, 1000);
   setInterval(tickCards, 5000);
-  setInterval(refreshPresence, PRESENCE_REFRESH_MS);
 }
 
 wire();

@@ -38,8 +38,8 @@ function freePort() {
 }
 
 /** Starts `muster serve` and resolves once it listens. */
-function startBroker(dataDir, addr) {
-  const child = spawn(MUSTER, ['serve', '--addr', addr, '--data-dir', dataDir], {
+function startBroker(dataDir, addr, extra = []) {
+  const child = spawn(MUSTER, ['serve', '--addr', addr, '--data-dir', dataDir, ...extra], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, MUSTER_LOG: 'muster=info' },
   });
@@ -335,6 +335,43 @@ test('the dashboard shows the team working, live, and lets a human step in', { t
   });
 
   assert.deepEqual(problems, []);
+});
+
+test('presence from silence arrives pushed: idle, stuck, offline, then back, without polling', { timeout: 60_000 }, async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'muster-dashboard-presence-'));
+  const addr = `127.0.0.1:${await freePort()}`;
+  const base = `http://${addr}`;
+  const thresholds = ['--idle-after', '1s', '--stuck-after', '2s', '--offline-after', '4s', '--claim-lease', '10m'];
+  const broker = await startBroker(join(root, 'data'), addr, thresholds);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+  t.after(async () => {
+    await browser.close();
+    await stop(broker);
+    rmSync(root, { recursive: true, force: true });
+  });
+  curl(base, 'POST', '/tasks', { title: 'A long migration' });
+  curl(base, 'POST', '/tasks/T-1/claim', { agent: 'link' });
+  const page = await browser.newPage();
+  // Every time the page asks for presence, over HTTP or the WebSocket.
+  const presenceReads = [];
+  page.on('request', (r) => {
+    if (new URL(r.url()).pathname.startsWith('/presence')) presenceReads.push(r.url());
+  });
+  page.on('websocket', (ws) =>
+    ws.on('framesent', ({ payload }) => {
+      if (String(payload).includes('"op":"presence.list"')) presenceReads.push('presence.list');
+    }),
+  );
+  await page.goto(`${base}/dashboard`);
+  const link = page.locator('#team li[data-name="link"]');
+  await link.locator('.status', { hasText: 'idle' }).waitFor({ timeout: SHOWS });
+  await link.locator('.stuck').waitFor({ timeout: SHOWS });
+  await link.locator('.status', { hasText: 'offline' }).waitFor({ timeout: SHOWS });
+  // Contact brings link back: active, not stuck.
+  curl(base, 'POST', '/presence/link', {});
+  await link.locator('.status', { hasText: 'active' }).waitFor({ timeout: SHOWS });
+  assert.equal(await link.locator('.stuck').count(), 0);
+  assert.deepEqual(presenceReads, ['presence.list'], 'presence is read once, at load; the rest is pushed');
 });
 
 test('with tokens on, the page asks for one and then acts as its owner', { timeout: 60_000 }, async (t) => {

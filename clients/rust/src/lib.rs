@@ -460,6 +460,11 @@ impl Client {
                     return Ok(Some(Waited::Task(task)));
                 }
             }
+            if wait.stuck
+                && let Some(agent) = self.presence().await?.into_iter().find(|a| a.stuck)
+            {
+                return Ok(Some(Waited::Agent(agent)));
+            }
             loop {
                 let next = match deadline {
                     Some(deadline) => match tokio::time::timeout_at(deadline, notices.recv()).await {

@@ -1,12 +1,12 @@
 //! Blocking until something happens: a message for an agent, a change to a task (or a task
-//! reaching a status), any event on a topic. What `muster wait` and the MCP tool `wait_for`
+//! reaching a status), a teammate stuck, any event on a topic. What `muster wait` and the MCP tool `wait_for`
 //! do, written once.
 //!
 //! [`Client::wait_for`](crate::Client::wait_for) listens first, subscribes, then looks at the
 //! current state (an unread message, the task's status): an event that happens between two
 //! of those steps is still seen, and one that happened before is found in the state.
 
-use muster_protocol::{ChatMessage, Event, EventKind, Task, TaskId, TaskStatus, Topic};
+use muster_protocol::{ChatMessage, Event, EventKind, Presence, Task, TaskId, TaskStatus, Topic};
 use serde::Serialize;
 
 /// What to wait for; any one of the conditions ends the wait.
@@ -18,6 +18,9 @@ pub struct Wait {
     pub task: Option<TaskId>,
     /// With `task`: only once it has this status (already having it counts).
     pub until: Option<TaskStatus>,
+    /// An agent stuck: holding a `doing` task and silent past the broker's threshold (one
+    /// stuck already counts).
+    pub stuck: bool,
     /// Any event on these topics.
     pub topics: Vec<Topic>,
 }
@@ -30,6 +33,8 @@ pub enum Waited {
     Message(ChatMessage),
     /// The task already had the status waited for.
     Task(Task),
+    /// An agent was already stuck.
+    Agent(Presence),
     /// The event that happened.
     Event(Box<Event>),
 }
@@ -37,7 +42,7 @@ pub enum Waited {
 impl Wait {
     /// Whether there is nothing to wait for.
     pub fn is_empty(&self) -> bool {
-        self.mention.is_none() && self.task.is_none() && self.topics.is_empty()
+        self.mention.is_none() && self.task.is_none() && !self.stuck && self.topics.is_empty()
     }
 
     /// The topics the wait needs to receive.
@@ -48,6 +53,9 @@ impl Wait {
         }
         if let Some(id) = self.task {
             topics.push(Topic::Task(id));
+        }
+        if self.stuck {
+            topics.push(Topic::Presence);
         }
         topics
     }
@@ -61,7 +69,8 @@ impl Wait {
             (Some(id), Some(t)) => t.id == id && self.until.is_none_or(|s| t.status == s),
             _ => false,
         };
-        mention || changed || self.topics.iter().any(|t| t.matches(event))
+        let stuck = self.stuck && matches!(&event.kind, EventKind::PresenceChanged { agent } if agent.stuck);
+        mention || changed || stuck || self.topics.iter().any(|t| t.matches(event))
     }
 }
 
