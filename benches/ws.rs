@@ -18,6 +18,10 @@
 //!   then one subscriber receiving live posts at full publish speed.
 //! - `idle`: 10,000 idle connections (`--idle`, each said `hello`): broker RSS per connection
 //!   and the connect rate; then 15,000 held (half as many again), all receiving one event.
+//! - `sessions`: what one idle session costs, for agents and for observers, each on a fresh
+//!   broker whose page cache is already full (200,000 chat messages written first): agent
+//!   sessions are of agents that already exist (a heartbeat made each record first), so the
+//!   figure is the session's and not the agent's record. `--idle` sessions each.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
@@ -318,6 +322,75 @@ async fn send_end(target: Target, addr: SocketAddr) {
     }
 }
 
+/// Opens `n` sessions that said hello (as agents `agent-<i>`, or as observers), `100` at a
+/// time; returns them.
+async fn open_sessions(
+    addr: SocketAddr,
+    kind: &str,
+    n: usize,
+) -> Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>> {
+    let mut conns = Vec::with_capacity(n);
+    for batch in 0..n.div_ceil(100) {
+        let mut pending = Vec::new();
+        for i in batch * 100..(batch * 100 + 100).min(n) {
+            let hello = match kind {
+                "agent" => format!(r#"{{"id":1,"op":"hello","agent":"agent-{i}","topics":["tasks"]}}"#),
+                _ => r#"{"id":1,"op":"hello","topics":["tasks"]}"#.to_owned(),
+            };
+            pending.push(tokio::spawn(async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+                ws.send(Message::text(hello)).await.unwrap();
+                let welcome = ws.next().await.unwrap().unwrap();
+                assert!(welcome.to_text().unwrap().contains("\"ok\":true"), "{welcome}");
+                ws
+            }));
+        }
+        for c in pending {
+            conns.push(c.await.unwrap());
+        }
+    }
+    conns
+}
+
+/// The broker's RSS growth per idle session of `kind`, in KiB (see the `sessions` scenario):
+/// sessions of agents that already exist, or of observers.
+async fn session_cost(addr: SocketAddr, pid: u32, kind: &str, n: usize, fill: u64) -> f64 {
+    // A full page cache: chat history written first.
+    let stop = Arc::new(AtomicBool::new(false));
+    let filler = tokio::spawn(muster_publish(addr, Instant::now(), 32, 0, Arc::clone(&stop)));
+    let health = || async {
+        let h: serde_json::Value = reqwest::get(format!("http://{addr}/health")).await.unwrap().json().await.unwrap();
+        h["head"].as_u64().unwrap()
+    };
+    while health().await < fill {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    filler.await.unwrap();
+    if kind == "agent" {
+        // Every agent exists before its session (a heartbeat over HTTP made its record), so
+        // that the figure is the session's cost, not the record's.
+        let http = reqwest::Client::new();
+        let mut pending = futures_util::stream::iter(0..n)
+            .map(|i| {
+                let http = http.clone();
+                async move {
+                    let r = http.post(format!("http://{addr}/presence/agent-{i}")).body("{}").send().await.unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            })
+            .buffer_unordered(32);
+        while pending.next().await.is_some() {}
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid);
+    let sessions = open_sessions(addr, kind, n).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid);
+    drop(sessions);
+    (after as f64 - before as f64) / n as f64
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -369,7 +442,8 @@ fn main() {
     let mut replay: u64 = 200_000;
     let mut idle: usize = 10_000;
     let mut smoke = false;
-    let mut scenarios: Vec<String> = ["fanout", "nats", "single", "idle"].map(String::from).to_vec();
+    let mut scenarios: Vec<String> = ["fanout", "nats", "single", "idle", "sessions"].map(String::from).to_vec();
+    let mut fill: u64 = 200_000;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -378,7 +452,7 @@ fn main() {
             "--scenarios" => scenarios = args.next().unwrap().split(',').map(str::to_owned).collect(),
             "--replay" => replay = args.next().unwrap().parse().unwrap(),
             "--idle" => idle = args.next().unwrap().parse().unwrap(),
-            "--smoke" => (seconds, subscribers, replay, idle, smoke) = (0.5, 4, 500, 100, true),
+            "--smoke" => (seconds, subscribers, replay, idle, fill, smoke) = (0.5, 4, 500, 100, 500, true),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -539,6 +613,15 @@ fn main() {
                     assert!(!smoke || got == held, "{got} of {held} connections received the event");
                 });
                 p.terminate();
+            }
+            "sessions" => {
+                for kind in ["agent", "observer"] {
+                    let p = common::Process::start(&dir.path().join(kind), &[], &["--max-connections", "16000"]);
+                    let (addr, pid) = (p.addr, p.child.id());
+                    let per = rt.block_on(session_cost(addr, pid, kind, idle, fill));
+                    println!("| idle {kind} sessions | {idle} | | {per:.2} KiB per session | | |");
+                    p.terminate();
+                }
             }
             other => panic!("unknown scenario {other}"),
         }

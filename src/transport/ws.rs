@@ -180,7 +180,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     if let Some(session) = session.and_then(Arc::into_inner) {
         // Presence goes offline now (if this was the agent's last session); its claims
         // wait out the grace.
-        api::session::close(&s.state.broker, session).await;
+        Box::pin(api::session::close(&s.state.broker, session)).await;
     }
     tracing::debug!(parent: &span, "connection closed");
 }
@@ -283,7 +283,9 @@ impl Session {
         let broker = &self.state.broker;
         match (request.op, &self.opened) {
             (Op::Hello(hello), None) => {
-                if let Err(ApiError(error)) = self.hello(id, hello, span).await {
+                // Boxed: its state is large, and held inline it would make every idle
+                // connection's task as large (BENCHMARKS.md, sessions).
+                if let Err(ApiError(error)) = Box::pin(self.hello(id, hello, span)).await {
                     self.reply(Reply::error(Some(id), error));
                 }
             }
