@@ -57,7 +57,7 @@ async fn fill(addr: std::net::SocketAddr, tasks: u64, messages: u64) -> f64 {
     assert_eq!(creates.errors, 0);
     let done = drive(addr, conns as usize, 1e9, move |c, i| {
         let k = c as u64 * per(tasks) + i + 1;
-        (i < per(tasks) && k <= tasks && k % 10 != 0)
+        (i < per(tasks) && k <= tasks && !k.is_multiple_of(10))
             .then(|| post(&format!("/tasks/T-{k}/complete"), &format!(r#"{{"agent":"worker-{}"}}"#, k % 50)))
     })
     .await;
@@ -65,7 +65,7 @@ async fn fill(addr: std::net::SocketAddr, tasks: u64, messages: u64) -> f64 {
     let chat = drive(addr, conns as usize, 1e9, move |c, i| {
         let k = c as u64 * per(messages) + i;
         (i < per(messages) && k < messages).then(|| {
-            let mention = if k % 10 == 0 { format!("@worker-{} ", k % 50) } else { String::new() };
+            let mention = if k.is_multiple_of(10) { format!("@worker-{} ", k % 50) } else { String::new() };
             let body = format!(
                 r#"{{"from":"worker-{}","channel":"ch-{}","content":"{mention}progress on task {}: tests pass, moving to the next file"}}"#,
                 k % 50,
