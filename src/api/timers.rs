@@ -1,6 +1,8 @@
 //! The broker's own writes, made as the system caller (only this folder can make one): at
 //! start, no session survived the last stop; every tick, claims of owners that stayed away
-//! too long are released; once a minute, the log is trimmed to its retention.
+//! too long are released, expired reservations end and agents whose presence changed by
+//! silence alone (idle, offline, stuck) are announced; once a minute, the log is trimmed to
+//! its retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +42,8 @@ pub(crate) async fn run(broker: Arc<Broker>, every: Duration) {
     }
 }
 
-/// Releases the claims of owners that have been away longer than their grace or lease.
+/// Releases the claims of owners that have been away longer than their grace or lease, ends
+/// expired reservations and announces presence changes (the rules are in `core`).
 async fn tick(broker: &Broker) {
     if let Err(error) = broker.write(&Caller::system(), Command::Tick, None).await {
         tracing::warn!(%error, "tick failed");
