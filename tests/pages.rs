@@ -122,6 +122,21 @@ async fn a_bad_or_foreign_cursor_and_a_limit_out_of_range_are_refused_naming_the
         assert_eq!(body["error"]["field"], field, "{path}: {body}");
         assert!(body["error"]["message"].as_str().unwrap().contains(field), "{path}: {body}");
     }
+    // /capabilities says the sizes, and the OpenAPI document names the parameters.
+    let (_, caps) = s.get("/capabilities").await;
+    let pages = &caps["limits"]["pages"];
+    assert_eq!((pages["tasks"]["default"].as_u64(), pages["tasks"]["max"].as_u64()), (Some(500), Some(1000)));
+    assert_eq!(pages["messages"]["max"], 500);
+    let (_, api) = s.get("/openapi.json").await;
+    for path in ["/tasks", "/chat/messages", "/inbox/{agent}", "/presence", "/chat/channels"] {
+        let names: Vec<&str> = api["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"limit") && names.contains(&"cursor"), "{path}: {names:?}");
+    }
     // The same cursors where they belong work.
     let (status, page) = s.get(&format!("/tasks?status=todo&limit=2&cursor={tasks_cursor}")).await;
     assert_eq!((status, page["tasks"][0]["id"].as_str()), (200, Some("T-3")));
