@@ -395,7 +395,6 @@ function updateAgentFilter() {
 const rows = new Map();
 let teamTimer = null;
 
-/** The status a presence.changed record means, before the broker's next full answer. */
 /**
  * What presence shows of an agent record: the broker announces it (`shown`, `stuck`) with
  * every change, including those by silence alone (idle, offline, stuck), so the page never

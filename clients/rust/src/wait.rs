@@ -1,10 +1,11 @@
 //! Blocking until something happens: a message for an agent, a change to a task (or a task
-//! reaching a status), a teammate stuck, any event on a topic. What `muster wait` and the MCP tool `wait_for`
-//! do, written once.
+//! reaching a status), a teammate stuck, any event on a topic. What `muster wait` and the
+//! MCP tool `wait_for` do, written once.
 //!
 //! [`Client::wait_for`](crate::Client::wait_for) listens first, subscribes, then looks at the
-//! current state (an unread message, the task's status): an event that happens between two
-//! of those steps is still seen, and one that happened before is found in the state.
+//! current state (an unread message, the task's status, a stuck agent): an event that
+//! happens between two of those steps is still seen, and one that happened before is found
+//! in the state.
 
 use muster_protocol::{ChatMessage, Event, EventKind, Presence, Task, TaskId, TaskStatus, Topic};
 use serde::Serialize;
