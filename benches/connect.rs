@@ -47,12 +47,6 @@ fn summary(name: &str, mut samples: Vec<Duration>, elapsed: Duration) {
     );
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
-}
-
 async fn connects(addr: std::net::SocketAddr, n: usize) {
     let started = Instant::now();
     let tasks: Vec<_> = (0..n)
@@ -120,7 +114,7 @@ async fn websockets(addr: std::net::SocketAddr, n: usize) {
 
 async fn idle(addr: std::net::SocketAddr, pid: u32, n: usize) {
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let baseline = rss_kib(pid);
+    let baseline = common::rss_kib(pid);
     let mut open = Vec::new();
     for _ in 0..n {
         match TcpStream::connect(addr).await {
@@ -132,7 +126,7 @@ async fn idle(addr: std::net::SocketAddr, pid: u32, n: usize) {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let loaded = rss_kib(pid);
+    let loaded = common::rss_kib(pid);
     // How many the broker still holds: a non-blocking read says EOF for the closed ones.
     let mut held = 0;
     for tcp in &open {
@@ -143,7 +137,7 @@ async fn idle(addr: std::net::SocketAddr, pid: u32, n: usize) {
     }
     drop(open);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let after = rss_kib(pid);
+    let after = common::rss_kib(pid);
     println!(
         "| {n} idle connections opened | {held} held | RSS {baseline} KiB → {loaded} KiB ({:.1} KiB per held connection) \
          → {after} KiB 10 s after closing ({:+.0} % of the baseline) |",

@@ -20,19 +20,6 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-/// `VmRSS` (KiB) and `Threads` of a process.
-fn rss_and_threads(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
-            .unwrap()
-    };
-    (field("VmRSS:"), field("Threads:"))
-}
-
 /// One flooder: hello, then requests until the broker closes the connection or `stop`.
 /// Returns whether the broker closed it.
 async fn flood(addr: std::net::SocketAddr, n: usize, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> bool {
@@ -76,7 +63,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (closed, peak, before, health) = rt.block_on(async {
         std::thread::sleep(Duration::from_millis(300));
-        let before = rss_and_threads(pid);
+        let before = (common::rss_kib(pid), common::proc_status(pid, "Threads"));
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> =
@@ -84,7 +71,7 @@ fn main() {
         let mut peak = before;
         let end = Instant::now() + Duration::from_secs_f64(seconds);
         while Instant::now() < end {
-            let now = rss_and_threads(pid);
+            let now = (common::rss_kib(pid), common::proc_status(pid, "Threads"));
             if now.0 > peak.0 {
                 peak = now;
             }

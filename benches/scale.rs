@@ -26,16 +26,6 @@ use std::time::{Duration, Instant};
 
 use driver::{Outcome, drive, post};
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024.0
-}
-
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
 }
@@ -103,7 +93,7 @@ fn measure(rt: &tokio::runtime::Runtime, dir: &Path, load: f64, seconds: f64) ->
     let start_ms = t.elapsed().as_secs_f64() * 1000.0;
     let (addr, pid) = (p.addr, p.child.id());
     std::thread::sleep(Duration::from_secs(1));
-    let rss_start = rss_mib(pid);
+    let rss_start = common::rss_kib(pid) as f64 / 1024.0;
     let m = rt.block_on(async {
         // Mixed load that does not add tasks (the dir's size is the variable): a quarter post
         // chat messages, a quarter send heartbeats, a quarter read the board, a quarter read
@@ -118,7 +108,7 @@ fn measure(rt: &tokio::runtime::Runtime, dir: &Path, load: f64, seconds: f64) ->
         })
         .await;
         assert_eq!(mixed.errors, 0);
-        let rss_loaded = rss_mib(pid);
+        let rss_loaded = common::rss_kib(pid) as f64 / 1024.0;
         // Fresh open tasks to claim, enough for the run, on top of what the dir holds.
         let fresh = (seconds * 30_000.0) as u64;
         let per = fresh.div_ceil(64);

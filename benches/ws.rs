@@ -383,25 +383,12 @@ async fn session_cost(addr: SocketAddr, pid: u32, kind: &str, n: usize, fill: u6
         while pending.next().await.is_some() {}
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = rss_kib(pid);
+    let before = common::rss_kib(pid);
     let sessions = open_sessions(addr, kind, n).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(pid);
+    let after = common::rss_kib(pid);
     drop(sessions);
     (after as f64 - before as f64) / n as f64
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// Starts nats-server with a WebSocket listener; returns (process, ws addr, tcp addr).
@@ -550,7 +537,7 @@ fn main() {
                 let pid = p.child.id();
                 rt.block_on(async {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let before = rss_kib(pid);
+                    let before = common::rss_kib(pid);
                     let mut conns = Vec::new();
                     let t = Instant::now();
                     for batch in 0..idle.div_ceil(100) {
@@ -569,7 +556,7 @@ fn main() {
                     }
                     let connect_secs = t.elapsed().as_secs_f64();
                     tokio::time::sleep(Duration::from_secs(2)).await;
-                    let after = rss_kib(pid);
+                    let after = common::rss_kib(pid);
                     println!(
                         "| idle connections | {} | connect + hello: {:.0}/s | RSS {} → {} KiB | {:.2} KiB per connection | |",
                         conns.len(),
@@ -609,7 +596,7 @@ fn main() {
                             got += 1;
                         }
                     }
-                    println!("| connections held | {held} | {got} received the event | RSS {} KiB | | |", rss_kib(pid));
+                    println!("| connections held | {held} | {got} received the event | RSS {} KiB | | |", common::rss_kib(pid));
                     assert!(!smoke || got == held, "{got} of {held} connections received the event");
                 });
                 p.terminate();

@@ -25,16 +25,6 @@ use tokio::net::TcpStream;
 const CONNECTIONS: u64 = 32;
 const PIPELINE: u64 = 8;
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
 /// Posts messages `from..to` (numbered), each mentioning an agent, and waits for every
 /// answer; panics on anything but 201.
 async fn post(addr: SocketAddr, from: u64, to: u64) {
@@ -100,10 +90,10 @@ fn growth_per_message(flags: &[&str]) -> f64 {
     let settle = || std::thread::sleep(Duration::from_millis(500));
     rt.block_on(post(broker.addr, 0, 50_000));
     settle();
-    let at_50k = rss_bytes(pid);
+    let at_50k = common::rss_kib(pid) * 1024;
     rt.block_on(post(broker.addr, 50_000, 100_000));
     settle();
-    let at_100k = rss_bytes(pid);
+    let at_100k = common::rss_kib(pid) * 1024;
     broker.terminate();
     let per = (at_100k as f64 - at_50k as f64) / 50_000.0;
     eprintln!("{flags:?}: RSS {} → {} KiB, {per:.0} bytes per message", at_50k / 1024, at_100k / 1024);

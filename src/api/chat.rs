@@ -1,7 +1,5 @@
 //! Chat operations: posting, reading channels and inboxes, acknowledging.
 
-use std::ops::Bound;
-
 use bytes::Bytes;
 use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
 use muster_protocol::{ChannelInfo, ChannelList, Cursor, Inbox, MessageEnvelope, MessageList, PostMessage, Seq};
@@ -11,7 +9,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use super::json::{Json, json_list, quoted};
 use super::page::{self, List};
-use crate::core::{Channel, Command, Reply, validate_channel};
+use crate::core::{Command, Reply, validate_channel};
 use crate::sequencer::IdempotencyKey;
 use crate::store::StoreError;
 
@@ -123,22 +121,12 @@ pub(crate) async fn read(broker: &Broker, caller: &Caller, args: ChatReadArgs) -
 
 /// A page of the channels with messages, by name.
 pub(crate) fn channels(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<ChannelList, ApiError> {
-    let limit = page::limit(args.limit, page::CHANNELS.0, page::CHANNELS.1)?;
-    let after = args.cursor.as_deref().map(|c| page::decode(c, List::Channels, "").and_then(page::name)).transpose()?;
     let snapshot = broker.read(caller)?;
-    let all = &snapshot.model.channels;
-    let rest: Box<dyn Iterator<Item = &Channel>> = match &after {
-        Some(after) => Box::new(all.range::<_, String>((Bound::Excluded(after), Bound::Unbounded)).map(|(_, c)| c)),
-        None => Box::new(all.values()),
-    };
-    let mut channels: Vec<ChannelInfo> = rest
-        .take(limit + 1)
+    let (channels, next) = page::by_name(&snapshot.model.channels, List::Channels, page::CHANNELS, &args)?;
+    let channels = channels
+        .into_iter()
         .map(|c| ChannelInfo { name: c.name.clone(), messages: c.messages, last_seq: c.last_seq })
         .collect();
-    let next = (channels.len() > limit).then(|| {
-        channels.truncate(limit);
-        page::encode(List::Channels, "", channels.last().map_or(&[][..], |c| c.name.as_bytes()))
-    });
     Ok(ChannelList { channels, next })
 }
 

@@ -5,6 +5,11 @@
 //! does not decode, or that belongs to another list or filter, is refused with 400 naming
 //! `cursor`: it would silently skip or repeat items otherwise.
 
+use std::ops::Bound;
+
+use imbl::OrdMap;
+use muster_protocol::ws::PageArgs;
+
 use super::error::ApiError;
 
 /// The lists that page.
@@ -84,6 +89,28 @@ pub(crate) fn decode(cursor: &str, list: List, filter: &str) -> Result<Vec<u8>, 
         return Err(ApiError::invalid("cursor", "belongs to another list or filter: start again without it"));
     }
     Ok(bytes[5..].to_vec())
+}
+
+/// A page of a list kept by name (agents, channels): the entries after the cursor's name, at
+/// most the page size asked for (`sizes`: default and largest), and the next page's cursor.
+pub(crate) fn by_name<'a, V>(
+    map: &'a OrdMap<String, V>,
+    list: List,
+    sizes: (usize, usize),
+    args: &PageArgs,
+) -> Result<(Vec<&'a V>, Option<String>), ApiError> {
+    let limit = limit(args.limit, sizes.0, sizes.1)?;
+    let after = args.cursor.as_deref().map(|c| decode(c, list, "").and_then(name)).transpose()?;
+    let rest: Box<dyn Iterator<Item = (&String, &V)>> = match &after {
+        Some(after) => Box::new(map.range::<_, String>((Bound::Excluded(after), Bound::Unbounded))),
+        None => Box::new(map.iter()),
+    };
+    let mut page: Vec<(&String, &V)> = rest.take(limit + 1).collect();
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        encode(list, "", page.last().map_or(&[][..], |(name, _)| name.as_bytes()))
+    });
+    Ok((page.into_iter().map(|(_, v)| v).collect(), next))
 }
 
 /// A position that is a number (an id or a `seq`).

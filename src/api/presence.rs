@@ -1,7 +1,5 @@
 //! Presence operations: who is here (as of now, by the broker's clock), and heartbeats.
 
-use std::ops::Bound;
-
 use muster_protocol::ws::{PageArgs, PresenceSetArgs};
 use muster_protocol::{Agent, Presence, PresenceEnvelope, PresenceList};
 
@@ -14,22 +12,10 @@ use crate::sequencer::IdempotencyKey;
 
 /// A page of the agents seen, by name, with their status as of now.
 pub(crate) fn list(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<PresenceList, ApiError> {
-    let limit = page::limit(args.limit, page::AGENTS.0, page::AGENTS.1)?;
-    let after = args.cursor.as_deref().map(|c| page::decode(c, List::Agents, "").and_then(page::name)).transpose()?;
     let snapshot = broker.read(caller)?;
-    let now = broker.now();
-    let model = &snapshot.model;
-    let rest: Box<dyn Iterator<Item = &std::sync::Arc<Agent>>> = match &after {
-        Some(after) => {
-            Box::new(model.agents.range::<_, String>((Bound::Excluded(after), Bound::Unbounded)).map(|(_, a)| a))
-        }
-        None => Box::new(model.agents.values()),
-    };
-    let mut agents: Vec<Presence> = rest.take(limit + 1).map(|a| presence(model, &broker.policy, a, now)).collect();
-    let next = (agents.len() > limit).then(|| {
-        agents.truncate(limit);
-        page::encode(List::Agents, "", agents.last().map_or(&[][..], |a| a.name.as_bytes()))
-    });
+    let (now, model) = (broker.now(), &snapshot.model);
+    let (agents, next) = page::by_name(&model.agents, List::Agents, page::AGENTS, &args)?;
+    let agents = agents.into_iter().map(|a| presence(model, &broker.policy, a, now)).collect();
     Ok(PresenceList { agents, next })
 }
 

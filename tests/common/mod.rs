@@ -158,6 +158,18 @@ pub async fn all_tasks(base: &str) -> Vec<Value> {
     }
 }
 
+/// A number field of `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`...).
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let value = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).unwrap();
+    value.trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS")
+}
+
 /// The real `muster` binary, started as a child process.
 pub struct Process {
     pub child: Child,
