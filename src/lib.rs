@@ -118,7 +118,8 @@ pub async fn serve(
     tracing::info!(
         head = snapshot.model.head,
         epoch = store.db.epoch(),
-        tasks = snapshot.model.tasks.len(),
+        tasks = snapshot.model.last_task,
+        in_memory = snapshot.model.tasks.len(),
         "state loaded"
     );
     drop(snapshot);

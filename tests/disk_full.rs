@@ -173,3 +173,61 @@ async fn a_disk_that_fills_up_loses_nothing_acknowledged() {
     eprintln!("{} writes acknowledged, {refusals} refused with 507, none lost", acknowledged.len());
     assert!(p.terminate().success());
 }
+
+async fn patch(http: &reqwest::Client, p: &Process, path: &str, body: Value) -> (u16, Value) {
+    split(http.patch(p.url(path)).body(body.to_string()).send().await.unwrap()).await
+}
+
+/// Tasks finished long ago live only on disk; a write that reopens one and then fails must
+/// leave it as it was, in memory and on disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_write_to_a_task_finished_long_ago_leaves_it_as_it_was() {
+    let Some(fs) = mount_or_skip("32m") else { return };
+    let data = fs.dir.join("data");
+    let p = Process::start(&data, &[], &["--min-free-mb", "0"]);
+    let http = reqwest::Client::new();
+    let old = muster::core::FINISHED_KEPT + 300;
+    for i in 0..old {
+        let (status, body) = post(&http, &p, "/tasks", json!({"title": format!("t{i}")})).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["task"]["id"].as_str().unwrap().to_owned();
+        let cancel = json!({"status": "cancelled", "agent": "ann"});
+        assert_eq!(patch(&http, &p, &format!("/tasks/{id}"), cancel).await.0, 200);
+    }
+    let filler = fill(&fs.dir, 2 << 20);
+    // Reopen the oldest tasks (evicted from memory), each with a large description, until
+    // the disk refuses.
+    let description = "x".repeat(8000);
+    let (mut reopened, mut refused) = (Vec::new(), Vec::new());
+    for n in 1..=300 {
+        let id = format!("T-{n}");
+        let reopen = json!({"status": "todo", "agent": "ann", "description": description});
+        let (status, body) = patch(&http, &p, &format!("/tasks/{id}"), reopen).await;
+        match status {
+            200 => reopened.push(id),
+            507 => refused.push(id),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(!refused.is_empty(), "the disk never filled ({} reopened)", reopened.len());
+    // While the broker runs, a refused write is not there: the rollback restored the task
+    // in memory, even where the store could not be undone.
+    for (ids, status) in [(&reopened, "todo"), (&refused, "cancelled")] {
+        for id in ids {
+            let (code, body) = get(&http, &p, &format!("/tasks/{id}")).await;
+            assert_eq!((code, body["task"]["status"].as_str()), (200, Some(status)), "{id}: {body}");
+        }
+    }
+    std::fs::remove_file(filler).unwrap();
+    p.kill9();
+    // After a crash every acknowledged write is there. (A refused one may be too, as any
+    // write not acknowledged before a crash may be: sled may have stored part of a batch
+    // whose sync failed.)
+    let p = Process::start(&data, &[], &["--min-free-mb", "0"]);
+    for id in &reopened {
+        let (code, body) = get(&http, &p, &format!("/tasks/{id}")).await;
+        assert_eq!((code, body["task"]["status"].as_str()), (200, Some("todo")), "{id} after a crash: {body}");
+    }
+    eprintln!("{} reopened, {} refused and left cancelled", reopened.len(), refused.len());
+    assert!(p.terminate().success());
+}

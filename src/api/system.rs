@@ -22,12 +22,17 @@ pub(crate) fn metrics(broker: &Broker, caller: &Caller) -> Result<String, ApiErr
     let model = &snapshot.model;
     let mut by_status = String::new();
     for status in TaskStatus::ALL {
-        let n = model.tasks.values().filter(|t| t.status == status).count();
+        let n = model.count(status);
         by_status.push_str(&format!("muster_tasks{{status=\"{status}\"}} {n}\n"));
     }
     let extra = [
         ("muster_head_seq", "Newest durable event sequence number.", format!("muster_head_seq {}", model.head)),
         ("muster_tasks", "Tasks on the board by status.", by_status.trim_end().to_owned()),
+        (
+            "muster_tasks_in_memory",
+            "Tasks kept in memory: the unfinished and the recently finished; older ones are read from disk.",
+            format!("muster_tasks_in_memory {}", model.tasks.len()),
+        ),
         ("muster_agents", "Agents seen.", format!("muster_agents {}", model.agents.len())),
         (
             "muster_subscribers",

@@ -25,6 +25,7 @@ struct Tasks<'a> {
 
 /// Finished tasks on the board: the ones that finished (or changed) last.
 const RECENTLY_FINISHED: usize = 100;
+const _: () = assert!(RECENTLY_FINISHED <= crate::core::FINISHED_KEPT, "the board reads only from memory");
 
 fn task(reply: Reply) -> Option<TaskEnvelope> {
     match reply {
@@ -111,63 +112,120 @@ pub(crate) async fn next(
     Ok(Written { value: MaybeTaskEnvelope { task }, replayed: false })
 }
 
-/// One task.
-pub(crate) fn get(broker: &Broker, caller: &Caller, args: TaskRef) -> Result<TaskEnvelope, ApiError> {
+/// One task: from the model, or from the store when the model let go of it.
+pub(crate) async fn get(broker: &Broker, caller: &Caller, args: TaskRef) -> Result<TaskEnvelope, ApiError> {
     let snapshot = broker.read(caller)?;
-    match snapshot.model.task(args.task) {
-        Some(task) => Ok(TaskEnvelope { task: Task::clone(task) }),
-        None => Err(ApiError::not_found(format!("task {} does not exist", args.task))),
+    let id = args.task;
+    let missing = || ApiError::not_found(format!("task {id} does not exist"));
+    if let Some(task) = snapshot.model.task(id) {
+        return Ok(TaskEnvelope { task: Task::clone(task) });
     }
+    if !snapshot.model.evicted(id) {
+        return Err(missing());
+    }
+    let stored = broker.read_store(caller, move |store, _| store.archive.task(id)).await?;
+    stored.map(|task| TaskEnvelope { task }).ok_or_else(missing)
 }
 
 /// A page of the tasks that pass a filter, by id. Without `status` or `all`, the board:
-/// unfinished tasks and the last finished ones.
-pub(crate) fn list(broker: &Broker, caller: &Caller, filter: &ListArgs) -> Result<Json<TaskList>, ApiError> {
-    if *filter == ListArgs::default() {
+/// unfinished tasks and the last finished ones. Pages of finished tasks walk the store,
+/// which keeps those the model let go of.
+pub(crate) async fn list(broker: &Broker, caller: &Caller, filter: ListArgs) -> Result<Json<TaskList>, ApiError> {
+    if filter == ListArgs::default() {
         return Ok(Json::from_bytes(board(broker, caller)?.json()));
     }
     let snapshot = broker.read(caller)?;
-    Ok(Json::of(&page(&snapshot.model, filter)?))
+    let query = Query::of(&filter)?;
+    if filter.status.is_empty() && !filter.all {
+        return Ok(Json::of(&page(&snapshot.model, &query, board_ids(&snapshot.model).into_iter())));
+    }
+    if !filter.status.is_empty() && filter.status.iter().all(|s| !s.is_finished()) {
+        let ids = snapshot.model.unfinished().iter().copied();
+        return Ok(Json::of(&page(&snapshot.model, &query, ids)));
+    }
+    let page = broker
+        .read_store(caller, move |store, _| {
+            let model = &snapshot.model;
+            let mut tasks: Vec<Task> = Vec::new();
+            store.archive.walk(query.after, query.desc, |id, stored| {
+                // Created after this snapshot: not on this page yet.
+                if id.0 > model.last_task {
+                    return Ok(true);
+                }
+                let task = match model.task(id) {
+                    Some(task) => Task::clone(task),
+                    None => stored()?,
+                };
+                if query.matches(&task) {
+                    tasks.push(task);
+                }
+                Ok(tasks.len() <= query.limit)
+            })?;
+            let next = query.next(&mut tasks);
+            Ok(TaskList { tasks, next })
+        })
+        .await?;
+    Ok(Json::of(&page))
 }
 
-/// The page of `filter` in `model`.
-fn page<'a>(model: &'a Model, filter: &ListArgs) -> Result<Tasks<'a>, ApiError> {
-    let limit = page::limit(filter.limit, page::TASKS.0, page::TASKS.1)?;
-    let assignee = filter.assignee.as_deref().map(muster_protocol::names::canonical);
-    let key = fingerprint(filter, assignee.as_deref());
-    let after = match &filter.cursor {
-        Some(cursor) => Some(TaskId(page::number(&page::decode(cursor, List::Tasks, &key)?)?)),
-        None => None,
-    };
-    let desc = filter.order == Order::Desc;
-    // The ids to walk: the board's, the unfinished ones, or every task.
-    let only_unfinished = !filter.status.is_empty() && filter.status.iter().all(|s| !s.is_finished());
-    let ids: Box<dyn DoubleEndedIterator<Item = TaskId> + '_> = if filter.status.is_empty() && !filter.all {
-        let mut board: Vec<TaskId> = model.unfinished().iter().copied().collect();
-        board.extend(model.recently_finished(RECENTLY_FINISHED));
-        board.sort_unstable();
-        Box::new(board.into_iter())
-    } else if only_unfinished {
-        Box::new(model.unfinished().iter().copied())
-    } else {
-        Box::new(model.tasks.keys().copied())
-    };
-    let ids: Box<dyn Iterator<Item = TaskId>> = if desc { Box::new(ids.rev()) } else { ids };
+/// A task list's filter, page size and position, checked.
+struct Query {
+    filter: ListArgs,
+    assignee: Option<String>,
+    /// What the cursor is bound to (see [`fingerprint`]).
+    key: String,
+    limit: usize,
+    after: Option<TaskId>,
+    desc: bool,
+}
+
+impl Query {
+    fn of(filter: &ListArgs) -> Result<Query, ApiError> {
+        let limit = page::limit(filter.limit, page::TASKS.0, page::TASKS.1)?;
+        let assignee = filter.assignee.as_deref().map(muster_protocol::names::canonical);
+        let key = fingerprint(filter, assignee.as_deref());
+        let after = match &filter.cursor {
+            Some(cursor) => Some(TaskId(page::number(&page::decode(cursor, List::Tasks, &key)?)?)),
+            None => None,
+        };
+        Ok(Query { filter: filter.clone(), assignee, key, limit, after, desc: filter.order == Order::Desc })
+    }
+
+    fn matches(&self, t: &Task) -> bool {
+        let f = &self.filter;
+        (f.status.is_empty() || f.status.contains(&t.status))
+            && self.assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a))
+            && f.priority.is_none_or(|p| t.priority == p)
+            && f.tag.as_ref().is_none_or(|tag| t.tags.contains(tag))
+    }
+
+    /// Whether `id` comes after the cursor, in the page's order.
+    fn after(&self, id: TaskId) -> bool {
+        self.after.is_none_or(|after| if self.desc { id < after } else { id > after })
+    }
+
+    /// Cuts `tasks` (up to `limit + 1` matches, in order) to a page; the next page's cursor
+    /// if there is more.
+    fn next<T: std::borrow::Borrow<Task>>(&self, tasks: &mut Vec<T>) -> Option<String> {
+        (tasks.len() > self.limit).then(|| {
+            tasks.truncate(self.limit);
+            let last = tasks.last().map_or(0, |t| t.borrow().id.0);
+            page::encode(List::Tasks, &self.key, &last.to_be_bytes())
+        })
+    }
+}
+
+/// The page of `query` among the tasks of `model` with these ids (ascending).
+fn page<'a>(model: &'a Model, query: &Query, ids: impl DoubleEndedIterator<Item = TaskId>) -> Tasks<'a> {
+    let ids: Box<dyn Iterator<Item = TaskId>> = if query.desc { Box::new(ids.rev()) } else { Box::new(ids) };
     let mut tasks = ids
-        .filter(|id| after.is_none_or(|after| if desc { *id < after } else { *id > after }))
+        .filter(|id| query.after(*id))
         .filter_map(|id| model.task(id).map(|t| &**t))
-        .filter(|t| filter.status.is_empty() || filter.status.contains(&t.status))
-        .filter(|t| assignee.as_ref().is_none_or(|a| t.assignee.as_ref() == Some(a)))
-        .filter(|t| filter.priority.is_none_or(|p| t.priority == p))
-        .filter(|t| filter.tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
-        .take(limit + 1)
+        .filter(|t| query.matches(t))
+        .take(query.limit + 1)
         .collect::<Vec<_>>();
-    let next = (tasks.len() > limit).then(|| {
-        tasks.truncate(limit);
-        let last = tasks.last().map_or(0, |t| t.id.0);
-        page::encode(List::Tasks, &key, &last.to_be_bytes())
-    });
-    Ok(Tasks { tasks, next })
+    let next = query.next(&mut tasks);
+    Tasks { tasks, next }
 }
 
 /// What a task cursor is bound to: every filter, not the page size.
@@ -183,5 +241,16 @@ pub(crate) fn board(broker: &Broker, caller: &Caller) -> Result<Arc<Board>, ApiE
     let snapshot = broker.read(caller)?;
     let model = &snapshot.model;
     let etag = format!("\"{}-{}\"", broker.epoch(), model.tasks_seq);
-    broker.board.get_or_make(etag, || Ok(Json::<TaskList>::of(&page(model, &ListArgs::default())?).bytes()))
+    broker.board.get_or_make(etag, || {
+        Ok(Json::<TaskList>::of(&page(model, &Query::of(&ListArgs::default())?, board_ids(model).into_iter())).bytes())
+    })
+}
+
+/// The board's tasks, by id: every unfinished one and the last finished ones (which the
+/// model always keeps: [`FINISHED_KEPT`](crate::core::FINISHED_KEPT) is larger).
+fn board_ids(model: &Model) -> Vec<TaskId> {
+    let mut ids: Vec<TaskId> = model.unfinished().iter().copied().collect();
+    ids.extend(model.recently_finished(RECENTLY_FINISHED));
+    ids.sort_unstable();
+    ids
 }

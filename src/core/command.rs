@@ -90,7 +90,41 @@ pub enum Command {
     Tick,
 }
 
+/// The tasks a command is decided on by id (see [`Command::tasks`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Named {
+    /// Tasks it reads or changes.
+    pub tasks: Vec<TaskId>,
+    /// Blockers it sets on an existing task: the rule against cycles walks each one's
+    /// blockers, and theirs.
+    pub chains: Vec<TaskId>,
+}
+
 impl Command {
+    /// The tasks the command names, so that the sequencer can load those the model let go
+    /// of before it decides (the rules stay free of IO).
+    pub fn tasks(&self) -> Named {
+        match self {
+            Command::CreateTask(c) => Named { tasks: c.blocked_by.clone(), chains: Vec::new() },
+            Command::UpdateTask { id, update } => {
+                Named { tasks: vec![*id], chains: update.blocked_by.clone().unwrap_or_default() }
+            }
+            Command::Claim { id, .. } | Command::Release { id, .. } | Command::Complete { id, .. } => {
+                Named { tasks: vec![*id], chains: Vec::new() }
+            }
+            Command::ReserveFiles(r) => Named { tasks: r.task.into_iter().collect(), chains: Vec::new() },
+            Command::ClaimNext { .. }
+            | Command::PostMessage(_)
+            | Command::Heartbeat { .. }
+            | Command::AckInbox { .. }
+            | Command::Connect { .. }
+            | Command::Disconnect { .. }
+            | Command::ReleaseFiles(_)
+            | Command::ResetConnections
+            | Command::Tick => Named::default(),
+        }
+    }
+
     /// Writes every agent name the command holds in its one spelling, lowercase: names
     /// are case-insensitive (`LINK` is `link`). Mentions are read in it by `decide`.
     pub fn canonicalize(&mut self) {

@@ -24,10 +24,10 @@ mod reservations;
 pub mod rules;
 mod tasks;
 
-pub use command::{Command, Decision, Reply, decide};
+pub use command::{Command, Decision, Named, Reply, decide};
 pub use error::DomainError;
 pub use files::{holders, list as list_reservations};
-pub use model::{Channel, Model, actor, apply};
+pub use model::{Channel, FINISHED_KEPT, Model, actor, apply};
 pub use policy::{Policy, last_seen_text};
 pub use presence::presence;
 pub use rules::{parse_mentions, validate_agent, validate_channel};

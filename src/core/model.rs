@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use super::reservations::Reservations;
 
+/// Finished tasks the model keeps, the ones that changed last: older ones are let go of
+/// (the store keeps every task), so that memory does not grow with history. The rules only
+/// need to know that such a task is finished; a command that names one gets it loaded back
+/// first ([`Model::restore`]).
+pub const FINISHED_KEPT: usize = 1_000;
+
 /// What the broker knows about a chat channel (its messages live in the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,6 +57,11 @@ pub struct Model {
     /// `seq` of the last event that changed a task: the board's version, which chat traffic
     /// does not move. (0 in a model rebuilt from views alone: the store sets it.)
     pub tasks_seq: Seq,
+    /// Number of the last task created (`T-<n>`): every id up to it exists, in `tasks` or,
+    /// finished long ago, only in the store (see [`FINISHED_KEPT`]).
+    pub last_task: u64,
+    /// Tasks by status, those only in the store included, in [`TaskStatus::ALL`] order.
+    counts: [u64; 6],
     /// Index: open (`todo`) tasks in the order `next` hands them out.
     open: OrdSet<(Priority, TaskId)>,
     /// Index: tasks not finished (todo, doing, review, blocked), by id.
@@ -162,17 +173,41 @@ impl Model {
         )
         .with_reservations(self.last_reservation, self.files.all().map(|h| h.reservation.clone()));
         model.tasks_seq = self.tasks_seq;
+        // Tasks the model let go of are counted too (renaming changes no status).
+        model.last_task = self.last_task;
+        model.counts = self.counts;
         Some(model)
     }
 
-    /// The task with this id.
+    /// The task with this id, if the model holds it (see [`Model::evicted`]).
     pub fn task(&self, id: TaskId) -> Option<&Arc<Task>> {
         self.tasks.get(&id)
     }
 
+    /// Whether the task exists but the model let go of it (finished long ago): read it
+    /// from the store.
+    pub fn evicted(&self, id: TaskId) -> bool {
+        (1..=self.last_task).contains(&id.0) && !self.tasks.contains_key(&id)
+    }
+
+    /// Takes back a task the model let go of, as the store has it, so that a command can be
+    /// decided on it. Nothing else changes (it is still counted); the next finished task
+    /// may let it go again.
+    pub fn restore(&mut self, task: Arc<Task>) {
+        if self.evicted(task.id) {
+            self.tasks.insert(task.id, Arc::clone(&task));
+            self.index(&task);
+        }
+    }
+
     /// The id the next created task gets.
     pub fn next_task_id(&self) -> TaskId {
-        TaskId(self.tasks.get_max().map_or(0, |(id, _)| id.0) + 1)
+        TaskId(self.last_task + 1)
+    }
+
+    /// Number of tasks with this status, those only in the store included.
+    pub fn count(&self, status: TaskStatus) -> u64 {
+        self.counts[status_index(status)]
     }
 
     /// Open tasks in hand-out order: highest priority first, then oldest.
@@ -215,49 +250,84 @@ impl Model {
         self.cursors.get(agent).copied().unwrap_or(0)
     }
 
-    /// Stores a task and keeps the indexes in step.
-    fn put_task(&mut self, task: Task) {
+    /// Stores a task (new, or a new version of one the model holds) and keeps the
+    /// indexes and counts in step; then lets go of the oldest finished tasks beyond
+    /// [`FINISHED_KEPT`]. (A task the model let go of is [`restore`](Model::restore)d
+    /// before a new version of it is stored.)
+    pub fn put_task(&mut self, task: Task) {
         let id = task.id;
         let new = Arc::new(task);
         if let Some(old) = self.tasks.insert(id, Arc::clone(&new)) {
-            if old.status == TaskStatus::Todo {
-                self.open.remove(&(old.priority, id));
-            }
-            if old.status.is_finished() {
-                self.finished.remove(&(old.updated_at, id));
-            } else {
-                self.unfinished.remove(&id);
-            }
-            for b in &old.blocked_by {
-                if let Some(set) = self.dependents.get_mut(b) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        self.dependents.remove(b);
-                    }
-                }
-            }
-            if let Some(claim) = &old.claim
-                && let Some(set) = self.held.get_mut(&claim.agent)
-            {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.held.remove(&claim.agent);
-                }
-            }
+            self.counts[status_index(old.status)] -= 1;
+            self.unindex(&old);
         }
-        if new.status == TaskStatus::Todo {
-            self.open.insert((new.priority, id));
+        self.counts[status_index(new.status)] += 1;
+        self.last_task = self.last_task.max(id.0);
+        self.index(&new);
+        self.evict(id);
+    }
+
+    /// Lets go of the oldest finished tasks (never `keep`, nor one with a claim) while
+    /// there are more than [`FINISHED_KEPT`].
+    fn evict(&mut self, keep: TaskId) {
+        while self.finished.len() > FINISHED_KEPT {
+            let oldest = self
+                .finished
+                .iter()
+                .map(|(_, id)| *id)
+                .find(|id| *id != keep && self.tasks.get(id).is_some_and(|t| t.claim.is_none()));
+            let Some(old) = oldest.and_then(|id| self.tasks.remove(&id)) else {
+                return;
+            };
+            self.unindex(&old);
         }
-        if new.status.is_finished() {
-            self.finished.insert((new.updated_at, id));
+    }
+
+    /// Adds `task` to the indexes.
+    fn index(&mut self, task: &Task) {
+        let id = task.id;
+        if task.status == TaskStatus::Todo {
+            self.open.insert((task.priority, id));
+        }
+        if task.status.is_finished() {
+            self.finished.insert((task.updated_at, id));
         } else {
             self.unfinished.insert(id);
         }
-        for b in &new.blocked_by {
+        for b in &task.blocked_by {
             self.dependents.entry(*b).or_default().insert(id);
         }
-        if let Some(claim) = &new.claim {
+        if let Some(claim) = &task.claim {
             self.held.entry(claim.agent.clone()).or_default().insert(id);
+        }
+    }
+
+    /// Removes `task` from the indexes.
+    fn unindex(&mut self, task: &Task) {
+        let id = task.id;
+        if task.status == TaskStatus::Todo {
+            self.open.remove(&(task.priority, id));
+        }
+        if task.status.is_finished() {
+            self.finished.remove(&(task.updated_at, id));
+        } else {
+            self.unfinished.remove(&id);
+        }
+        for b in &task.blocked_by {
+            if let Some(set) = self.dependents.get_mut(b) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.dependents.remove(b);
+                }
+            }
+        }
+        if let Some(claim) = &task.claim
+            && let Some(set) = self.held.get_mut(&claim.agent)
+        {
+            set.remove(&id);
+            if set.is_empty() {
+                self.held.remove(&claim.agent);
+            }
         }
     }
 
@@ -279,6 +349,11 @@ impl Model {
     }
 }
 
+/// Where `status` is in [`TaskStatus::ALL`].
+fn status_index(status: TaskStatus) -> usize {
+    TaskStatus::ALL.iter().position(|s| *s == status).unwrap_or(0)
+}
+
 /// The agent whose action an event records, if any: it counts as contact with that agent.
 pub fn actor(kind: &EventKind) -> Option<&str> {
     match kind {
@@ -298,7 +373,9 @@ pub fn actor(kind: &EventKind) -> Option<&str> {
 /// Folds one event into the model.
 ///
 /// Idempotent: applying an event a second time changes nothing, so the store can replay
-/// the tail of the log over views that may already contain part of it.
+/// the tail of the log over views that may already contain part of it. A task event for a
+/// task the model let go of ([`Model::evicted`]) must follow a [`Model::restore`] of it,
+/// so that it is counted once.
 pub fn apply(model: &mut Model, event: &Event) {
     model.head = model.head.max(event.seq);
     match &event.kind {

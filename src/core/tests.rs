@@ -718,3 +718,55 @@ proptest! {
         prop_assert_eq!(&twice, &sim.state);
     }
 }
+
+#[test]
+fn the_model_keeps_the_last_finished_tasks_and_counts_every_task() {
+    let mut sim = Sim::new();
+    let total = FINISHED_KEPT as u64 + 50;
+    let cancel = UpdateTask { status: Some(TaskStatus::Cancelled), agent: Some("ann".into()), ..Default::default() };
+    for i in 0..total {
+        let id = sim.create(&format!("t{i}"));
+        sim.later(1);
+        task(sim.run(Command::UpdateTask { id, update: cancel.clone() }));
+    }
+    let open = sim.create("still open");
+    assert_eq!(sim.state.tasks.len(), FINISHED_KEPT + 1);
+    assert!(sim.state.evicted(TaskId(50)) && !sim.state.evicted(TaskId(51)) && !sim.state.evicted(open));
+    assert!(!sim.state.evicted(TaskId(total + 2)), "a task that was never created is not evicted");
+    assert_eq!(sim.state.count(TaskStatus::Cancelled), total);
+    assert_eq!(sim.state.count(TaskStatus::Todo), 1);
+    assert_eq!(sim.state.next_task_id(), TaskId(total + 2));
+
+    // The log folded again, or the views (every task's last value) loaded one by one, give
+    // the same model: the same tasks kept, the same counts.
+    let mut folded = Model::default();
+    let mut last = std::collections::BTreeMap::new();
+    for event in &sim.log {
+        apply(&mut folded, event);
+        if let Some(t) = event.kind.task() {
+            last.insert(t.id, t.clone());
+        }
+    }
+    assert_eq!(folded, sim.state);
+    let mut from_views = Model::from_views(sim.state.head, 0, last.into_values(), [], [], []);
+    from_views.tasks_seq = sim.state.tasks_seq;
+    let mut expected = sim.state.clone();
+    expected.agents = Default::default();
+    assert_eq!(from_views, expected);
+
+    // An evicted task is unknown to the rules until it is restored; then it is decided on
+    // like any other and counted once.
+    let reopen = UpdateTask { status: Some(TaskStatus::Todo), agent: Some("ann".into()), ..Default::default() };
+    let refused = sim.run(Command::UpdateTask { id: TaskId(1), update: reopen.clone() });
+    assert!(matches!(refused, Err(DomainError::NotFound { .. })), "{refused:?}");
+    let stored = sim.log.iter().rev().find_map(|e| e.kind.task().filter(|t| t.id == TaskId(1)).cloned()).unwrap();
+    sim.state.restore(std::sync::Arc::new(stored));
+    assert_eq!(task(sim.run(Command::UpdateTask { id: TaskId(1), update: reopen })).status, TaskStatus::Todo);
+    assert_eq!(sim.state.count(TaskStatus::Cancelled), total - 1);
+    assert_eq!(sim.state.count(TaskStatus::Todo), 2);
+    assert_eq!(sim.state.tasks.len(), FINISHED_KEPT + 2);
+    sim.later(1);
+    task(sim.run(Command::UpdateTask { id: open, update: cancel }));
+    assert!(sim.state.evicted(TaskId(51)), "the oldest finished task goes");
+    assert_eq!(sim.state.tasks.len(), FINISHED_KEPT + 1);
+}

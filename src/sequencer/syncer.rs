@@ -28,6 +28,10 @@ pub(super) struct Written {
     /// Whether the batch wrote anything (a batch of refusals only needs to wait for the
     /// batches before it).
     pub(super) wrote: bool,
+    /// The model was replaced rather than moved on by events (a rolled back batch, a
+    /// reloaded store): readers get it even if there are no events. Otherwise a task the
+    /// rollback restored could be read from a store the rollback could not undo.
+    pub(super) replaced: bool,
 }
 
 /// What the writer and the syncer share.
@@ -42,9 +46,9 @@ pub(super) struct Shared {
 #[allow(clippy::large_enum_variant)]
 pub(super) enum ToSyncer {
     Batch(Written),
-    /// The writer rolled back after a failure; batches after this are decided on the
-    /// durable model again.
-    Recovered,
+    /// The writer rolled back after a failure to this model (the durable one); batches
+    /// after this are decided on it. Readers get it at once.
+    Recovered(Box<Model>),
 }
 
 /// The sync thread.
@@ -67,7 +71,10 @@ impl Syncer {
             let mut next = Some(first);
             while let Some(message) = next.take() {
                 match message {
-                    ToSyncer::Recovered => failed = false,
+                    ToSyncer::Recovered(model) => {
+                        failed = false;
+                        self.snapshot.send_replace(Snapshot::new(*model));
+                    }
                     ToSyncer::Batch(b) if failed => self.refuse(b, unavailable(&"an earlier write failed")),
                     ToSyncer::Batch(b) => batches.push(b),
                 }
@@ -101,7 +108,7 @@ impl Syncer {
         self.metrics.batches.fetch_add(1, Ordering::Relaxed);
         self.metrics.events.fetch_add(events as u64, Ordering::Relaxed);
         self.shared.durable.store(head, Ordering::Release);
-        if events > 0 {
+        if events > 0 || batches.iter().any(|b| b.replaced) {
             self.snapshot.send_replace(Snapshot::new(last.model.clone()));
             for b in &batches {
                 self.hub.publish(&b.frames);

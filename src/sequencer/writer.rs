@@ -22,7 +22,7 @@ use crate::core::{Command, Model, Policy, apply, decide};
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{Db, Log, SledLog, Store, StoreError, Views};
+use crate::store::{Archive, Db, Log, SledLog, Store, StoreError, Views};
 
 /// Most commands decided together. Bounds the latency a single batch adds and the memory
 /// it holds.
@@ -48,6 +48,8 @@ pub(crate) struct Sequencer {
     /// The same log, for what only sled's does (reading its tail at load).
     sled_log: Arc<SledLog>,
     views: Arc<Views>,
+    /// Tasks as stored: those the model let go of are loaded back from here.
+    archive: Archive,
     snapshot: watch::Sender<Arc<Snapshot>>,
     hub: Arc<Hub>,
     idempotency: Idempotency,
@@ -94,6 +96,7 @@ impl Sequencer {
             log: store.log.clone(),
             sled_log: Arc::clone(&store.log),
             views: Arc::clone(&store.views),
+            archive: Archive::new(Arc::clone(&store.db)),
             snapshot,
             hub: Arc::clone(&hub),
             idempotency,
@@ -195,7 +198,7 @@ impl Sequencer {
 
     fn decide_and_write(&mut self, batch: Vec<Message>) -> Written {
         let now = self.now();
-        let before = self.model.clone();
+        let mut before = self.model.clone();
         let mut events: Vec<Event> = Vec::new();
         let mut frames: Vec<Frame> = Vec::new();
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
@@ -219,6 +222,12 @@ impl Sequencer {
             if let Some(refusal) = low_on_disk.as_ref().filter(|_| !essential(&cmd)) {
                 self.metrics.commands_failed.fetch_add(1, Ordering::Relaxed);
                 answers.push((reply, Err(refusal.clone())));
+                continue;
+            }
+            if let Err(error) = self.load_evicted(&cmd, &mut before) {
+                tracing::error!(%error, "reading a task back failed");
+                self.metrics.commands_failed.fetch_add(1, Ordering::Relaxed);
+                answers.push((reply, Err(store_failed(&error, &self.floor.dir))));
                 continue;
             }
             let internal = matches!(cmd, Command::Tick | Command::ResetConnections);
@@ -246,7 +255,7 @@ impl Sequencer {
         self.metrics.idempotency_keys.store(self.idempotency.len() as u64, Ordering::Relaxed);
         let wrote = !events.is_empty() || !records.is_empty() || !expired.is_empty();
         if !wrote {
-            return Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote };
+            return Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote, replaced: false };
         }
         let keys: Vec<String> = records.iter().map(|(k, _)| k.clone()).collect();
         let stored = self
@@ -265,10 +274,46 @@ impl Sequencer {
             self.model = before;
             let failed = store_failed(&error, &self.floor.dir);
             let answers = answers.into_iter().map(|(reply, _)| (reply, Err(failed.clone()))).collect();
-            return Written { model: self.model.clone(), frames: Arc::from(Vec::new()), answers, wrote: false };
+            let frames = Arc::from(Vec::new());
+            return Written { model: self.model.clone(), frames, answers, wrote: false, replaced: true };
         }
         self.unsynced.push_back(Unsynced { head: self.model.head, before, events, keys });
-        Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote }
+        Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote, replaced: false }
+    }
+
+    /// Loads back the tasks `cmd` names that the model let go of (finished long ago), and
+    /// for a new list of blockers every task along their chains, so that the rules decide on
+    /// them as on any other. Each goes into the model and into every model a rollback may
+    /// return to (`before` and the unsynced batches'), where it is what the store had
+    /// before them.
+    fn load_evicted(&mut self, cmd: &Command, before: &mut Model) -> Result<(), StoreError> {
+        let named = cmd.tasks();
+        let mut load = |model: &mut Model, unsynced: &mut VecDeque<Unsynced>, id| -> Result<_, StoreError> {
+            if !model.evicted(id) {
+                return Ok(model.task(id).cloned());
+            }
+            let Some(task) = self.archive.task(id)?.map(Arc::new) else {
+                return Ok(None);
+            };
+            for m in std::iter::once(&mut *before).chain(unsynced.iter_mut().map(|u| &mut u.before)) {
+                m.restore(Arc::clone(&task));
+            }
+            model.restore(Arc::clone(&task));
+            Ok(Some(task))
+        };
+        for id in named.tasks {
+            load(&mut self.model, &mut self.unsynced, id)?;
+        }
+        let mut chain = named.chains;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(id) = chain.pop() {
+            if seen.insert(id)
+                && let Some(task) = load(&mut self.model, &mut self.unsynced, id)?
+            {
+                chain.extend(task.blocked_by.iter().copied());
+            }
+        }
+        Ok(())
     }
 
     /// A sync failed: every batch not known durable has been (or will be) answered
@@ -292,7 +337,7 @@ impl Sequencer {
         self.broken.get_or_insert_with(Instant::now);
         shared.failed.store(false, Ordering::Release);
         // If the syncer is gone, the next send of a batch reports it.
-        let _ = to_syncer.send(ToSyncer::Recovered);
+        let _ = to_syncer.send(ToSyncer::Recovered(Box::new(self.model.clone())));
     }
 
     /// Undoes written batches that will not be made durable: the log forgets them, the
@@ -332,10 +377,9 @@ impl Sequencer {
                 tracing::info!(head = model.head, unacknowledged = missing.len(), "storage works again");
                 self.model = model.clone();
                 self.broken = None;
-                if !missing.is_empty() {
-                    let written = Written { model, frames: Arc::from(missing), answers: Vec::new(), wrote: false };
-                    let _ = to_syncer.send(ToSyncer::Batch(written));
-                }
+                let (frames, answers) = (Arc::from(missing), Vec::new());
+                let written = Written { model, frames, answers, wrote: false, replaced: true };
+                let _ = to_syncer.send(ToSyncer::Batch(written));
             }
             Err(error) => tracing::warn!(%error, "storage still failing; retrying in a second"),
         }

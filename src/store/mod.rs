@@ -6,11 +6,13 @@
 //! - `log`: the event log and the [`Log`] seam the sequencer appends through;
 //! - `views`: tasks, agents, cursors, channels, messages by channel and recipient,
 //!   idempotency records; loading them at startup;
-//! - `chat`: reading channels and inboxes back by page.
+//! - `chat`: reading channels and inboxes back by page;
+//! - `archive`: reading tasks back (those the model let go of), by id and by page.
 //!
 //! Only after the log's `sync` returns may a write be acknowledged. All methods block;
 //! async callers run them on the blocking pool.
 
+mod archive;
 mod chat;
 mod db;
 mod log;
@@ -19,6 +21,7 @@ mod views;
 use std::path::Path;
 use std::sync::Arc;
 
+pub(crate) use archive::Archive;
 pub(crate) use chat::History;
 pub(crate) use db::{Db, StoreError};
 pub(crate) use log::{Log, SledLog};
@@ -34,6 +37,8 @@ pub(crate) struct Store {
     pub(crate) views: Arc<Views>,
     /// Chat history by channel and recipient.
     pub(crate) history: History,
+    /// Every task, as stored.
+    pub(crate) archive: Archive,
 }
 
 impl Store {
@@ -45,6 +50,7 @@ impl Store {
             log: Arc::new(SledLog::new(Arc::clone(&db))),
             views: Arc::new(Views::new(Arc::clone(&db))),
             history: History::new(Arc::clone(&db)),
+            archive: Archive::new(Arc::clone(&db)),
             db,
         })
     }

@@ -12,7 +12,7 @@
 //! Startup loads the views, not the log, and replays only the log entries the views may be
 //! missing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -50,7 +50,8 @@ struct Checkpoint {
 /// The entities a batch of events touched, each written once per batch.
 #[derive(Default)]
 struct Touched<'a> {
-    tasks: BTreeSet<TaskId>,
+    /// Each task an event carries, as the last one carries it.
+    tasks: BTreeMap<TaskId, &'a Task>,
     /// Agents whose record changed (`presence.changed`): written with the batch.
     agents: BTreeSet<&'a str>,
     /// Agents that only acted (their `lastSeenAt` moved): written at the next checkpoint.
@@ -67,7 +68,7 @@ impl<'a> Touched<'a> {
         for event in events {
             let kind = &event.kind;
             if let Some(task) = kind.task() {
-                t.tasks.insert(task.id);
+                t.tasks.insert(task.id, task);
             }
             if let Some(actor) = actor(kind) {
                 t.seen.insert(actor);
@@ -134,7 +135,9 @@ impl Views {
     pub(crate) fn load(&self, log: &SledLog) -> Result<Model, StoreError> {
         let h = self.db.handles()?;
         let (head, last_message, last_reservation, tasks_seq) = decode_views_meta(h.meta.get("views")?.as_deref());
-        let tasks = self.values::<Task>("tasks", &h.tasks)?;
+        if h.meta.get("schema")?.and_then(|v| be(&v)).unwrap_or(1) < SCHEMA {
+            canonical_tasks(&h.tasks)?;
+        }
         let agents = self.values::<Agent>("agents", &h.agents)?;
         let channels = self.values::<Channel>("channels", &h.channels)?;
         let mut cursors = Vec::new();
@@ -143,8 +146,12 @@ impl Views {
             cursors.push((String::from_utf8_lossy(&k).into_owned(), be(&v).unwrap_or(0)));
         }
         let files = self.values::<Reservation>("files", &h.files)?;
-        let mut model = Model::from_views(head, last_message, tasks, agents, cursors, channels)
+        let mut model = Model::from_views(head, last_message, [], agents, cursors, channels)
             .with_reservations(last_reservation, files);
+        // One at a time: the model keeps the unfinished and recently finished ones.
+        for value in h.tasks.iter().values() {
+            model.put_task(from_json("tasks", &value?)?);
+        }
         // Written before the board kept it: the head, which is never older.
         model.tasks_seq = tasks_seq.unwrap_or(head);
 
@@ -154,6 +161,12 @@ impl Views {
         let mut replayed = Vec::new();
         for frame in log.tail(agents_seq + 1, head)? {
             let event = frame.event().map_err(|e| StoreError::Corrupt { tree: "log", error: e.to_string() })?;
+            if let Some(task) = event.kind.task().filter(|t| model.evicted(t.id)) {
+                let stored = h.tasks.get(task.id.0.to_be_bytes())?;
+                if let Some(stored) = stored {
+                    model.restore(Arc::new(from_json("tasks", &stored)?));
+                }
+            }
             apply(&mut model, &event);
             replayed.push(event);
         }
@@ -182,9 +195,6 @@ impl Views {
     /// created with.)
     fn migrate_names(&self, migrated: &Model) -> Result<(), StoreError> {
         let h = self.db.handles()?;
-        for task in migrated.tasks.values() {
-            h.tasks.insert(task.id.0.to_be_bytes(), to_json(&**task))?;
-        }
         h.agents.clear()?;
         for agent in migrated.agents.values() {
             h.agents.insert(agent.name.as_bytes(), to_json(&**agent))?;
@@ -283,7 +293,7 @@ impl Views {
             }
         }
         self.write_views(&[], before)?;
-        self.write_entities(&touched, before)?;
+        self.write_entities(&touched, before, true)?;
         for name in &touched.seen {
             match before.agents.get(*name) {
                 Some(agent) => h.agents.insert(name.as_bytes(), to_json(&**agent))?,
@@ -308,7 +318,7 @@ impl Views {
                 h.inbox.insert(key_chat(agent, message.seq), json.as_slice())?;
             }
         }
-        self.write_entities(&touched, state)?;
+        self.write_entities(&touched, state, false)?;
         self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
         self.checkpoint_agents(state, false)?;
         // Last: the head the views now include.
@@ -336,12 +346,19 @@ impl Views {
         Ok(())
     }
 
-    /// Writes the current value (or absence) in `state` of every touched entity.
-    fn write_entities(&self, touched: &Touched<'_>, state: &Model) -> Result<(), StoreError> {
+    /// Writes the current value (or absence) in `state` of every touched entity. When
+    /// `undo`ing, `state` is the model before the events, and a task it let go of keeps
+    /// what is stored (the sequencer restores every task a batch touches into that model
+    /// first, so this does not happen).
+    fn write_entities(&self, touched: &Touched<'_>, state: &Model, undo: bool) -> Result<(), StoreError> {
         let h = self.db.handles()?;
-        for id in &touched.tasks {
+        for (id, carried) in &touched.tasks {
+            // The model may have let go of a task finished in this very batch: then the
+            // event carries its value. A task the model never had did not exist then.
             match state.task(*id) {
                 Some(task) => h.tasks.insert(id.0.to_be_bytes(), to_json(&**task))?,
+                None if state.evicted(*id) && undo => continue,
+                None if state.evicted(*id) => h.tasks.insert(id.0.to_be_bytes(), to_json(*carried))?,
                 None => h.tasks.remove(id.0.to_be_bytes())?,
             };
         }
@@ -386,4 +403,24 @@ impl Views {
         self.checkpoint_agents(state, true)?;
         self.db.flush_and_sync()
     }
+}
+
+/// Rewrites every stored task with its agent names in their one spelling (lowercase), for
+/// data dirs written before names were case-insensitive.
+fn canonical_tasks(tasks: &sled::Tree) -> Result<(), StoreError> {
+    for entry in tasks.iter() {
+        let (key, value) = entry?;
+        let mut task: Task = from_json("tasks", &value)?;
+        let before = task.clone();
+        for name in [&mut task.assignee, &mut task.created_by].into_iter().flatten() {
+            name.make_ascii_lowercase();
+        }
+        if let Some(claim) = &mut task.claim {
+            claim.agent.make_ascii_lowercase();
+        }
+        if task != before {
+            tasks.insert(key, to_json(&task))?;
+        }
+    }
+    Ok(())
 }

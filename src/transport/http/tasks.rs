@@ -116,7 +116,7 @@ pub(crate) async fn list(
     if filter == ListArgs::default() {
         return Ok(board(&*api::tasks::board(&app.broker, &caller)?, &headers));
     }
-    Ok(ok(api::tasks::list(&app.broker, &caller, &filter)?))
+    Ok(ok(api::tasks::list(&app.broker, &caller, filter).await?))
 }
 
 /// The whole board: serialized (and compressed) once per durable change, then shared by
@@ -166,7 +166,7 @@ pub(crate) async fn get(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    Ok(ok(api::tasks::get(&app.broker, &caller, TaskRef { task: task_id(&id)? })?))
+    Ok(ok(api::tasks::get(&app.broker, &caller, TaskRef { task: task_id(&id)? }).await?))
 }
 
 /// Change fields of a task; a status change follows the claim rules.
