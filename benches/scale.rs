@@ -14,6 +14,7 @@
 //! cargo bench --bench scale                                   # 200,000 tasks, 1,000,000 messages
 //! cargo bench --bench scale -- --tasks 20000 --messages 100000 --load 20
 //! cargo bench --bench scale -- --smoke                        # tiny: that it still works (CI)
+//! cargo bench --bench scale -- --dir /tmp/scale               # keep the dirs there (reused if present)
 //! ```
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -45,12 +46,18 @@ async fn fill(addr: std::net::SocketAddr, tasks: u64, messages: u64) -> f64 {
     })
     .await;
     assert_eq!(creates.errors, 0);
+    // Every task but each tenth (T-10, T-20, ...) is completed: the n-th of them (from 0) is
+    // T-(n / 9 * 10 + n % 9 + 1). (A connection stops at its first `None`, so the skipped
+    // ones must not be among its requests.)
+    let finished = tasks - tasks / 10;
     let done = drive(addr, conns as usize, 1e9, move |c, i| {
-        let k = c as u64 * per(tasks) + i + 1;
-        (i < per(tasks) && k <= tasks && !k.is_multiple_of(10))
+        let n = c as u64 * per(finished) + i;
+        let k = n / 9 * 10 + n % 9 + 1;
+        (i < per(finished) && n < finished)
             .then(|| post(&format!("/tasks/T-{k}/complete"), &format!(r#"{{"agent":"worker-{}"}}"#, k % 50)))
     })
     .await;
+    assert_eq!(done.requests, finished, "every task but each tenth is completed");
     assert_eq!(done.errors, 0);
     let chat = drive(addr, conns as usize, 1e9, move |c, i| {
         let k = c as u64 * per(messages) + i;
@@ -155,6 +162,7 @@ fn measure(rt: &tokio::runtime::Runtime, dir: &Path, load: f64, seconds: f64) ->
 
 fn main() {
     let (mut tasks, mut messages, mut load, mut seconds) = (200_000u64, 1_000_000u64, 60.0, 5.0);
+    let mut keep: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -162,16 +170,24 @@ fn main() {
             "--messages" => messages = args.next().unwrap().parse().unwrap(),
             "--load" => load = args.next().unwrap().parse().unwrap(),
             "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
+            "--dir" => keep = Some(args.next().unwrap().into()),
             "--smoke" => (tasks, messages, load, seconds) = (200, 1000, 0.5, 0.3),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let root = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let root = keep.as_deref().unwrap_or(temp.path());
     let sizes = [("empty", 0, 0), ("a tenth", tasks / 10, messages / 10), ("large", tasks, messages)];
+    // The empty dir is made fresh for each run; kept ones are reused (the measurements add
+    // a few tasks and messages to them).
+    let _ = std::fs::remove_dir_all(root.join("empty"));
     for (name, t, m) in sizes.iter().skip(1) {
-        let dir = root.path().join(name);
+        let dir = root.join(name);
+        if keep.is_some() && dir.exists() {
+            continue;
+        }
         let p = common::Process::start(&dir, &[], &[]);
         let rate = rt.block_on(fill(p.addr, *t, *m));
         p.terminate();
@@ -183,7 +199,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, t, m) in sizes {
-        let r = measure(&rt, &root.path().join(name), load, seconds);
+        let r = measure(&rt, &root.join(name), load, seconds);
         println!(
             "| {name} | {t} | {m} | {:.0} | {:.0} | {:.0} | {:.0}, {:.2} | {:.0}, {:.2} | {:.0} | {:.0} |",
             r.start_ms, r.rss_start, r.rss_loaded, r.claim.0, r.claim.1, r.chat.0, r.chat.1, r.board.0, r.messages.0

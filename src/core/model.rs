@@ -87,7 +87,7 @@ impl Model {
     ) -> Model {
         let mut model = Model { head, last_message, ..Model::default() };
         for task in tasks {
-            model.put_task(task);
+            model.load_task(task);
         }
         model.agents = agents.into_iter().map(|a| (a.name.clone(), Arc::new(a))).collect();
         model.cursors = cursors.into_iter().collect();
@@ -210,6 +210,18 @@ impl Model {
         self.counts[status_index(status)]
     }
 
+    /// The number of tasks by status, in [`TaskStatus::ALL`] order (as the store keeps it).
+    pub fn counts(&self) -> [u64; 6] {
+        self.counts
+    }
+
+    /// Sets the last task number and the counts by status, as the store kept them: a model
+    /// loaded from views holds only the tasks it keeps, but counts them all.
+    pub fn set_counts(&mut self, last_task: u64, counts: [u64; 6]) {
+        self.last_task = self.last_task.max(last_task);
+        self.counts = counts;
+    }
+
     /// Open tasks in hand-out order: highest priority first, then oldest.
     pub fn open_tasks(&self) -> impl Iterator<Item = &Arc<Task>> + '_ {
         self.open.iter().filter_map(|(_, id)| self.tasks.get(id))
@@ -254,7 +266,21 @@ impl Model {
     /// indexes and counts in step; then lets go of the oldest finished tasks beyond
     /// [`FINISHED_KEPT`]. (A task the model let go of is [`restore`](Model::restore)d
     /// before a new version of it is stored.)
-    pub fn put_task(&mut self, task: Task) {
+    fn put_task(&mut self, task: Task) {
+        let id = task.id;
+        self.store_task(task);
+        self.evict(Some(id));
+    }
+
+    /// Adds a task as the store has it, when loading: like [`Model::put_task`], but the
+    /// task itself may be let go of at once if it is the oldest finished one, so that the
+    /// order of loading does not matter.
+    pub fn load_task(&mut self, task: Task) {
+        self.store_task(task);
+        self.evict(None);
+    }
+
+    fn store_task(&mut self, task: Task) {
         let id = task.id;
         let new = Arc::new(task);
         if let Some(old) = self.tasks.insert(id, Arc::clone(&new)) {
@@ -264,18 +290,17 @@ impl Model {
         self.counts[status_index(new.status)] += 1;
         self.last_task = self.last_task.max(id.0);
         self.index(&new);
-        self.evict(id);
     }
 
     /// Lets go of the oldest finished tasks (never `keep`, nor one with a claim) while
     /// there are more than [`FINISHED_KEPT`].
-    fn evict(&mut self, keep: TaskId) {
+    fn evict(&mut self, keep: Option<TaskId>) {
         while self.finished.len() > FINISHED_KEPT {
             let oldest = self
                 .finished
                 .iter()
                 .map(|(_, id)| *id)
-                .find(|id| *id != keep && self.tasks.get(id).is_some_and(|t| t.claim.is_none()));
+                .find(|id| Some(*id) != keep && self.tasks.get(id).is_some_and(|t| t.claim.is_none()));
             let Some(old) = oldest.and_then(|id| self.tasks.remove(&id)) else {
                 return;
             };

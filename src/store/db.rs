@@ -15,7 +15,10 @@ use muster_protocol::Seq;
 /// - 3: file reservations (the `files` tree, `files.*` events in the log, the last
 ///   reservation number in `meta/views`). Nothing to migrate; the bump keeps an older
 ///   muster, which cannot read these events, from opening the dir.
-pub(super) const SCHEMA: u64 = 3;
+/// - 4: the task indexes (`unfinished`, `finished`) and the task counts in `meta/views`, so
+///   that loading reads only the tasks the model keeps (a version-3 dir gets them built when
+///   it is loaded).
+pub(super) const SCHEMA: u64 = 4;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +89,8 @@ pub(super) struct Handles {
     pub(super) db: sled::Db,
     pub(super) log: sled::Tree,
     pub(super) tasks: sled::Tree,
+    pub(super) unfinished: sled::Tree,
+    pub(super) finished: sled::Tree,
     pub(super) agents: sled::Tree,
     pub(super) cursors: sled::Tree,
     pub(super) channels: sled::Tree,
@@ -139,6 +144,8 @@ impl Handles {
             db_file: File::open(dir.join("db"))?,
             log: db.open_tree("log")?,
             tasks: db.open_tree("tasks")?,
+            unfinished: db.open_tree("unfinished")?,
+            finished: db.open_tree("finished")?,
             agents: db.open_tree("agents")?,
             cursors: db.open_tree("cursors")?,
             channels: db.open_tree("channels")?,

@@ -203,3 +203,76 @@ fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() 
     let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!(load(&store), model);
 }
+
+/// Decides `cmd` at `at` and commits its events, the way the sequencer does.
+fn commit(store: &Store, model: &mut Model, cmd: Command, at: muster_protocol::Timestamp) {
+    let decision = decide(model, &Policy::default(), &cmd, at).unwrap();
+    let head = model.head;
+    let mut events = Vec::new();
+    for kind in decision.events {
+        let event = Event { seq: model.head + 1, at, kind };
+        apply(model, &event);
+        events.push(event);
+    }
+    let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
+    store.log.append(head, &frames).unwrap();
+    store.views.write(&events, model, &[], &[]).unwrap();
+    store.log.sync().unwrap();
+}
+
+#[test]
+fn loading_reads_the_kept_tasks_by_the_indexes_and_an_older_dir_gets_them_built() {
+    use muster_protocol::{TaskId, TaskStatus, UpdateTask};
+    let dir = tempfile::tempdir().unwrap();
+    let total = crate::core::FINISHED_KEPT as u64 + 30;
+    let model = {
+        let store = Store::open(dir.path(), 16).unwrap();
+        let mut model = load(&store);
+        let mut at: muster_protocol::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        create_tasks(&store, &mut model, total as usize, "2026-11-25T10:00:00Z", false);
+        // Cancelled in an order that is not the ids' (the oldest change is let go of first).
+        for n in (1..=total - 5).rev() {
+            at += std::time::Duration::from_millis(10);
+            let update =
+                UpdateTask { status: Some(TaskStatus::Cancelled), agent: Some("ann".into()), ..Default::default() };
+            commit(&store, &mut model, Command::UpdateTask { id: TaskId(n), update }, at);
+        }
+        // An unfinished task that changes: its index entry follows.
+        let retitle = UpdateTask { title: Some("renamed".into()), ..Default::default() };
+        commit(&store, &mut model, Command::UpdateTask { id: TaskId(total), update: retitle }, at);
+        store.views.close(&model).unwrap();
+        model
+    };
+    assert_eq!(model.task(TaskId(total)).unwrap().title, "renamed");
+    assert_eq!(model.tasks.len(), crate::core::FINISHED_KEPT + 5);
+    assert!(model.evicted(TaskId(total - 5)) && !model.evicted(TaskId(1)));
+    {
+        let store = Store::open(dir.path(), 16).unwrap();
+        assert_eq!(load(&store), model, "loaded by the indexes");
+        // As a version-3 dir would be: no indexes, no task numbers.
+        let h = store.db.handles().unwrap();
+        h.unfinished.clear().unwrap();
+        h.finished.clear().unwrap();
+        let views = h.meta.get("views").unwrap().unwrap();
+        h.meta.insert("views", &views[..32]).unwrap();
+        h.meta.insert("schema", &3u64.to_be_bytes()).unwrap();
+        store.db.flush_and_sync().unwrap();
+    }
+    let store = Store::open(dir.path(), 16).unwrap();
+    let loaded = load(&store);
+    let ids = |m: &Model| m.tasks.keys().map(|id| id.0).collect::<Vec<_>>();
+    let (a, b) = (ids(&loaded), ids(&model));
+    let only = |x: &[u64], y: &[u64]| x.iter().filter(|i| !y.contains(i)).copied().collect::<Vec<_>>();
+    assert_eq!((only(&a, &b), only(&b, &a)), (vec![], vec![]));
+    assert_eq!(
+        (loaded.counts(), loaded.last_task, loaded.head, loaded.tasks_seq),
+        (model.counts(), model.last_task, model.head, model.tasks_seq)
+    );
+    assert_eq!(loaded, model, "loaded by reading every task, and indexed");
+    let h = store.db.handles().unwrap();
+    assert_eq!((h.unfinished.len(), h.finished.len()), (5, total as usize - 5));
+    drop(h);
+    drop(store);
+    let store = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(load(&store), model, "loaded by the indexes built");
+}

@@ -3,11 +3,14 @@
 //!
 //! - `tasks`, `agents`, `cursors`, `channels`, `files`: the current value of each entity
 //!   (`files`: the file reservations held, by id);
+//! - `unfinished`: every task not finished, by id (a second copy, so that start-up reads them
+//!   together); `finished`: `updatedAt \0 id` of every finished one (done, cancelled): start-up
+//!   reads only the tasks the model keeps;
 //! - `chat`: `channel \0 seq` → message, `inbox`: `agent \0 seq` → message;
 //! - `idempotency`: `Idempotency-Key` → the recorded outcome;
 //! - `meta`: the data dir's `epoch`, the schema version, `views` (the `head` the views
-//!   include, the last message number and the last reservation number) and `agents` (the
-//!   agents checkpoint).
+//!   include, the last message, reservation and task numbers, and the tasks by status) and
+//!   `agents` (the agents checkpoint).
 //!
 //! Startup loads the views, not the log, and replays only the log entries the views may be
 //! missing.
@@ -16,11 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use muster_protocol::{Agent, ChatMessage, Event, EventKind, Reservation, ReservationId, Seq, Task, TaskId};
+use muster_protocol::{
+    Agent, ChatMessage, Event, EventKind, Reservation, ReservationId, Seq, Task, TaskId, TaskStatus, Timestamp,
+};
 
-use super::db::{Db, SCHEMA, StoreError, be, from_json, key_chat, prefix, to_json};
+use super::db::{Db, Handles, SCHEMA, StoreError, be, from_json, key_chat, prefix, to_json};
 use super::log::SledLog;
-use crate::core::{Channel, Model, actor, apply};
+use crate::core::{Channel, FINISHED_KEPT, Model, actor, apply};
 
 /// How often agents that only acted (their `lastSeenAt` moved) are written (see
 /// `Checkpoint`). A second bounds the log replayed after a crash to a second of writes.
@@ -95,22 +100,108 @@ impl<'a> Touched<'a> {
     }
 }
 
-/// `head`, the last message number, the last reservation number and the `seq` of the last
-/// task event, as stored under `meta/views`.
-fn encode_views_meta(model: &Model) -> [u8; 32] {
-    let mut v = [0u8; 32];
-    v[..8].copy_from_slice(&model.head.to_be_bytes());
-    v[8..16].copy_from_slice(&model.last_message.to_be_bytes());
-    v[16..24].copy_from_slice(&model.last_reservation.to_be_bytes());
-    v[24..].copy_from_slice(&model.tasks_seq.to_be_bytes());
+/// What `meta/views` holds besides the entities.
+struct ViewsMeta {
+    head: Seq,
+    last_message: u64,
+    last_reservation: u64,
+    /// `seq` of the last task event (`None` before it was kept).
+    tasks_seq: Option<Seq>,
+    /// The last task number and the tasks by status (`None` before schema 4).
+    tasks: Option<(u64, [u64; 6])>,
+}
+
+/// `meta/views` for `model`: `head`, the last message and reservation numbers, the `seq` of
+/// the last task event, the last task number, then the six counts by status.
+fn encode_views_meta(model: &Model) -> [u8; 88] {
+    let mut v = [0u8; 88];
+    let numbers = [model.head, model.last_message, model.last_reservation, model.tasks_seq, model.last_task];
+    for (i, n) in numbers.into_iter().chain(model.counts()).enumerate() {
+        v[i * 8..(i + 1) * 8].copy_from_slice(&n.to_be_bytes());
+    }
     v
 }
 
 /// Reads `meta/views`: 16 bytes before reservations (schema 2), 24 with them, 32 with the
-/// last task event (`None` before it was kept).
-fn decode_views_meta(v: Option<&[u8]>) -> (Seq, u64, u64, Option<Seq>) {
-    let number = |range: std::ops::Range<usize>| v.and_then(|v| v.get(range)).and_then(be);
-    (number(0..8).unwrap_or(0), number(8..16).unwrap_or(0), number(16..24).unwrap_or(0), number(24..32))
+/// last task event, 88 with the task numbers (schema 4).
+fn decode_views_meta(v: Option<&[u8]>) -> ViewsMeta {
+    let number = |i: usize| v.and_then(|v| v.get(i * 8..(i + 1) * 8)).and_then(be);
+    let tasks = (0..6).map(|i| number(5 + i)).collect::<Option<Vec<u64>>>();
+    ViewsMeta {
+        head: number(0).unwrap_or(0),
+        last_message: number(1).unwrap_or(0),
+        last_reservation: number(2).unwrap_or(0),
+        tasks_seq: number(3),
+        tasks: number(4).zip(tasks.and_then(|t| <[u64; 6]>::try_from(t).ok())),
+    }
+}
+
+/// What the task indexes need of a stored task.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Indexed {
+    status: TaskStatus,
+    updated_at: Timestamp,
+}
+
+/// A task's key in its index: `unfinished` by id, `finished` by `updatedAt \0 id`.
+#[derive(PartialEq, Eq)]
+enum IndexKey {
+    Unfinished([u8; 8]),
+    Finished([u8; 17]),
+}
+
+impl IndexKey {
+    fn of(id: TaskId, status: TaskStatus, updated_at: Timestamp) -> IndexKey {
+        if !status.is_finished() {
+            return IndexKey::Unfinished(id.0.to_be_bytes());
+        }
+        // Nanoseconds since the epoch with the sign bit flipped: byte order is time order.
+        let nanos = updated_at.timestamp_nanos_opt().unwrap_or(i64::MAX) as u64 ^ (1 << 63);
+        let mut key = [0u8; 17];
+        key[..8].copy_from_slice(&nanos.to_be_bytes());
+        key[9..].copy_from_slice(&id.0.to_be_bytes());
+        IndexKey::Finished(key)
+    }
+
+    /// Adds the entry: an unfinished task's holds its JSON (start-up reads them together,
+    /// rather than one by one from all over `tasks`); a finished task's holds nothing.
+    fn insert(&self, h: &Handles, json: &[u8]) -> sled::Result<()> {
+        match self {
+            IndexKey::Unfinished(k) => h.unfinished.insert(k, json).map(drop),
+            IndexKey::Finished(k) => h.finished.insert(k, &[]).map(drop),
+        }
+    }
+
+    fn remove(&self, h: &Handles) -> sled::Result<()> {
+        match self {
+            IndexKey::Unfinished(k) => h.unfinished.remove(k).map(drop),
+            IndexKey::Finished(k) => h.finished.remove(k).map(drop),
+        }
+    }
+}
+
+/// Stores `task` (or removes the task `id`) and its index entry.
+fn store_task(h: &Handles, id: TaskId, task: Option<&Task>) -> Result<(), StoreError> {
+    let key = id.0.to_be_bytes();
+    let json = task.map(to_json);
+    let old = match &json {
+        Some(json) => h.tasks.insert(key, json.as_slice())?,
+        None => h.tasks.remove(key)?,
+    };
+    let old =
+        old.map(|v| from_json::<Indexed>("tasks", &v)).transpose()?.map(|o| IndexKey::of(id, o.status, o.updated_at));
+    let new = task.map(|t| IndexKey::of(id, t.status, t.updated_at));
+    if let Some(old) = old.as_ref().filter(|old| Some(*old) != new.as_ref()) {
+        old.remove(h)?;
+    }
+    // An unfinished task's entry holds its value: written with every change.
+    if let (Some(new), Some(json)) = (new, json)
+        && (old.as_ref() != Some(&new) || matches!(new, IndexKey::Unfinished(_)))
+    {
+        new.insert(h, &json)?;
+    }
+    Ok(())
 }
 
 impl Views {
@@ -134,8 +225,10 @@ impl Views {
     /// (see [`SledLog::tail`]).
     pub(crate) fn load(&self, log: &SledLog) -> Result<Model, StoreError> {
         let h = self.db.handles()?;
-        let (head, last_message, last_reservation, tasks_seq) = decode_views_meta(h.meta.get("views")?.as_deref());
-        if h.meta.get("schema")?.and_then(|v| be(&v)).unwrap_or(1) < SCHEMA {
+        let meta = decode_views_meta(h.meta.get("views")?.as_deref());
+        let (head, last_message, last_reservation) = (meta.head, meta.last_message, meta.last_reservation);
+        let schema = h.meta.get("schema")?.and_then(|v| be(&v)).unwrap_or(1);
+        if schema < 2 {
             canonical_tasks(&h.tasks)?;
         }
         let agents = self.values::<Agent>("agents", &h.agents)?;
@@ -148,12 +241,37 @@ impl Views {
         let files = self.values::<Reservation>("files", &h.files)?;
         let mut model = Model::from_views(head, last_message, [], agents, cursors, channels)
             .with_reservations(last_reservation, files);
-        // One at a time: the model keeps the unfinished and recently finished ones.
-        for value in h.tasks.iter().values() {
-            model.put_task(from_json("tasks", &value?)?);
+        match meta.tasks.filter(|_| schema >= 4) {
+            // The unfinished tasks and the last finished ones, by the indexes.
+            Some((last_task, counts)) => {
+                for task in h.unfinished.iter().values() {
+                    model.load_task(from_json("unfinished", &task?)?);
+                }
+                for key in h.finished.iter().keys().rev().take(FINISHED_KEPT) {
+                    let id = key?.get(9..).and_then(be).unwrap_or(0);
+                    let task = h.tasks.get(id.to_be_bytes())?.ok_or_else(|| StoreError::Corrupt {
+                        tree: "finished",
+                        error: format!("T-{id} is in the index but not in tasks"),
+                    })?;
+                    model.load_task(from_json("tasks", &task)?);
+                }
+                model.set_counts(last_task, counts);
+            }
+            // Written before the indexes: read every task once, and index it.
+            None => {
+                tracing::info!("indexing the tasks (once, for this version)");
+                h.unfinished.clear()?;
+                h.finished.clear()?;
+                for value in h.tasks.iter().values() {
+                    let value = value?;
+                    let task: Task = from_json("tasks", &value)?;
+                    IndexKey::of(task.id, task.status, task.updated_at).insert(&h, &value)?;
+                    model.load_task(task);
+                }
+            }
         }
         // Written before the board kept it: the head, which is never older.
-        model.tasks_seq = tasks_seq.unwrap_or(head);
+        model.tasks_seq = meta.tasks_seq.unwrap_or(head);
 
         // Re-apply from the agents checkpoint (idempotent for what the views hold) to
         // restore `lastSeenAt`, and apply what the views do not hold yet.
@@ -181,6 +299,8 @@ impl Views {
                 self.migrate_names(&migrated)?;
                 model = migrated;
             }
+            // With the task numbers the indexes need (schema 4).
+            h.meta.insert("views", &encode_views_meta(&model)[..])?;
             h.meta.insert("schema", &SCHEMA.to_be_bytes())?;
         }
         self.checkpoint_agents(&model, true)?;
@@ -239,7 +359,7 @@ impl Views {
                 h.inbox.insert(key, to_json(&message))?;
             }
         }
-        h.meta.insert("views", &encode_views_meta(migrated))?;
+        h.meta.insert("views", &encode_views_meta(migrated)[..])?;
         h.meta.insert("agents", &migrated.head.to_be_bytes())?;
         let mut seen = self.lock_seen();
         seen.names.clear();
@@ -322,7 +442,7 @@ impl Views {
         self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
         self.checkpoint_agents(state, false)?;
         // Last: the head the views now include.
-        h.meta.insert("views", &encode_views_meta(state))?;
+        h.meta.insert("views", &encode_views_meta(state)[..])?;
         Ok(())
     }
 
@@ -355,12 +475,13 @@ impl Views {
         for (id, carried) in &touched.tasks {
             // The model may have let go of a task finished in this very batch: then the
             // event carries its value. A task the model never had did not exist then.
-            match state.task(*id) {
-                Some(task) => h.tasks.insert(id.0.to_be_bytes(), to_json(&**task))?,
+            let task = match state.task(*id) {
+                Some(task) => Some(&**task),
                 None if state.evicted(*id) && undo => continue,
-                None if state.evicted(*id) => h.tasks.insert(id.0.to_be_bytes(), to_json(*carried))?,
-                None => h.tasks.remove(id.0.to_be_bytes())?,
+                None if state.evicted(*id) => Some(*carried),
+                None => None,
             };
+            store_task(&h, *id, task)?;
         }
         for name in &touched.agents {
             match state.agents.get(*name) {
