@@ -171,7 +171,9 @@ impl Feed {
                 break;
             }
             let (topics, chunk) = (self.topics.clone(), self.chunk);
-            let read = broker.read_store(&self.caller, move |_, log| log.read(scanned, head, &topics, chunk));
+            // Boxed: a replay is rare, and its state inline would make every connection's
+            // writer larger (BENCHMARKS.md, sessions).
+            let read = Box::pin(broker.read_store(&self.caller, move |_, log| log.read(scanned, head, &topics, chunk)));
             let (frames, scanned) = read.await.map_err(Ended::Failed)?;
             self.replay = Some((scanned, head));
             if !frames.is_empty() {

@@ -1,8 +1,10 @@
 //! `GET /ws`: the WebSocket transport.
 //!
 //! One fixed connection shape: a reader loop (this task) that `select!`s on the next frame,
-//! the ping timer, the hello deadline and shutdown; a writer task that owns the sink and
-//! sends everything ready in the connection's [`Outbox`] with one flush; one cleanup spot.
+//! the ping timer (which also ends a connection that sent no hello in time), token changes,
+//! shutdown and the writer's end; a writer task that owns the sink and sends everything ready
+//! in the connection's [`Outbox`] with one flush; one cleanup spot (`finish`). An idle
+//! connection costs what these hold, so every step that is not the idle loop is boxed.
 //!
 //! `hello` opens the api session and its feed (`api::Broker::hello`); the writer sends the
 //! welcome, then the feed: the events the client missed, then live ones. Every other
@@ -24,7 +26,6 @@ use muster_protocol::ws::{
 use muster_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::conns::Conn;
 use super::response::HttpError;
@@ -37,7 +38,7 @@ use crate::hub::{Outbox, Subscription};
 /// Read buffer per connection, allocated up front: tungstenite's default of 128 KiB would
 /// make an idle connection cost over 130 KB. Requests are a few hundred bytes; a larger
 /// frame is read in several steps.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 /// Bytes buffered before a write to the socket: a batch of a few dozen events goes out in
 /// one syscall, and an idle connection holds no buffer.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -68,13 +69,11 @@ enum Control {
 
 /// The reader's line to the writer: control messages beside the outbox, woken by the
 /// outbox's signal. (A channel would allocate its slots up front for every connection,
-/// and an idle connection must stay small.)
+/// and an idle connection must stay small.) The other way, the reader watches the writer's
+/// task end (the socket failed, or it closed the connection) and stops too.
 struct Link {
     outbox: Arc<Outbox>,
     control: std::sync::Mutex<VecDeque<Control>>,
-    /// Cancelled when the writer stops (the socket failed, or it closed the connection):
-    /// the reader stops too.
-    writer_done: CancellationToken,
 }
 
 impl Link {
@@ -132,11 +131,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(state.config.outbox_bytes);
     // Bounded by construction: the reader sends a handful of control messages at most.
-    let link = Arc::new(Link {
-        outbox: Arc::clone(&outbox),
-        control: Default::default(),
-        writer_done: CancellationToken::new(),
-    });
+    let link = Arc::new(Link { outbox: Arc::clone(&outbox), control: Default::default() });
     let mut writer = tokio::spawn(write_loop(sink, Arc::clone(&link), state.clone()));
     let frame_rate = state.config.max_frames_per_second;
     let mut s = Session {
@@ -148,8 +143,22 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
         bucket: Bucket::new(frame_rate),
     };
     let span = tracing::debug_span!("ws", agent = tracing::field::Empty);
-    let close = s.read_loop(&mut stream, &span).await;
-    // The one cleanup spot.
+    let close = s.read_loop(&mut stream, &span, &mut writer).await;
+    // Boxed, like every step that is not the idle loop: a connection's task is as large as
+    // the largest state it may hold, and each idle connection pays for it (BENCHMARKS.md,
+    // sessions).
+    Box::pin(finish(s, stream, writer, close, span)).await;
+}
+
+/// The one cleanup spot: close (or stop) the writer, wait for the requests still running,
+/// end the api session.
+async fn finish(
+    mut s: Session,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    mut writer: tokio::task::JoinHandle<()>,
+    close: Option<Control>,
+    span: tracing::Span,
+) {
     let session = s.opened.take().map(|(session, subscription)| {
         drop(subscription);
         session
@@ -172,7 +181,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
     }
     // A writer stuck on a peer that reads nothing (a full TCP buffer, a half-open
     // connection) is given a moment, then dropped with the socket.
-    if tokio::time::timeout_at(deadline, &mut writer).await.is_err() {
+    if !writer.is_finished() && tokio::time::timeout_at(deadline, &mut writer).await.is_err() {
         writer.abort();
     }
     // Requests still running hold the session; wait for them (their replies go nowhere).
@@ -191,11 +200,14 @@ impl Session {
         &mut self,
         stream: &mut futures_util::stream::SplitStream<WebSocket>,
         span: &tracing::Span,
+        writer: &mut tokio::task::JoinHandle<()>,
     ) -> Option<Control> {
         let every = self.state.config.ping_every;
-        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
-        let hello_deadline = tokio::time::sleep(self.state.config.hello_timeout);
-        tokio::pin!(hello_deadline);
+        // One timer for the pings and the hello deadline (a timer is 112 bytes of every idle
+        // connection): its first tick is at the deadline if that comes first, and a
+        // connection without hello is closed at the first tick past the deadline.
+        let hello_deadline = Instant::now() + self.state.config.hello_timeout;
+        let mut ping = tokio::time::interval_at((Instant::now() + every).min(hello_deadline), every);
         let mut tokens = self.state.broker.token_changes();
         let mut watching = true;
         let mut heard = Instant::now();
@@ -218,7 +230,8 @@ impl Session {
                             };
                             self.reply(Reply::error(None, error));
                         }
-                        Some(Ok(Message::Text(text))) => self.handle(text.as_str(), span).await,
+                        // Boxed: see `finish`.
+                        Some(Ok(Message::Text(text))) => Box::pin(self.handle(text.as_str(), span)).await,
                         Some(Ok(Message::Binary(_))) => {
                             self.reply(Reply::error(None, invalid("frame", "binary frames are not supported; send JSON text")));
                         }
@@ -239,6 +252,9 @@ impl Session {
                     }
                 }
                 _ = ping.tick() => {
+                    if self.opened.is_none() && Instant::now() >= hello_deadline {
+                        return Some(Control::Close(CLOSE_HELLO_TIMEOUT, "no hello in time"));
+                    }
                     if heard.elapsed() > every * 2 {
                         tracing::info!(parent: span, "peer stopped answering pings; dropping it");
                         return None;
@@ -255,13 +271,11 @@ impl Session {
                         return Some(Control::Close(CLOSE_REVOKED, "token revoked"));
                     }
                 }
-                () = &mut hello_deadline, if self.opened.is_none() => {
-                    return Some(Control::Close(CLOSE_HELLO_TIMEOUT, "no hello in time"));
-                }
                 () = self.state.shutdown.cancelled() => {
                     return Some(Control::Close(CLOSE_GOING_AWAY, "broker shutting down"));
                 }
-                () = self.link.writer_done.cancelled() => return None,
+                // (Not polled again once finished: `finish` checks `is_finished` first.)
+                _ = &mut *writer => return None,
             }
         }
     }
@@ -463,7 +477,7 @@ async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message
                     Control::Ping => sink.send(Message::Ping(Default::default())).await?,
                     Control::Close(code, reason) => {
                         drain(&mut sink, &state.broker, None, outbox, &mut frames).await?;
-                        return close(&mut sink, code, reason).await;
+                        return Box::pin(close(&mut sink, code, reason)).await;
                     }
                     Control::Stop => return drain(&mut sink, &state.broker, None, outbox, &mut frames).await,
                 }
@@ -471,18 +485,13 @@ async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message
             drain(&mut sink, &state.broker, feed.as_mut(), outbox, &mut frames).await?;
             if outbox.overflowed() {
                 tracing::info!("slow consumer: outbox overflowed; closing with 4008");
-                return close(
-                    &mut sink,
-                    CLOSE_SLOW_CONSUMER,
-                    "slow consumer: outbox overflowed; resume from your last seq",
-                )
-                .await;
+                let reason = "slow consumer: outbox overflowed; resume from your last seq";
+                return Box::pin(close(&mut sink, CLOSE_SLOW_CONSUMER, reason)).await;
             }
         }
     }
     .await;
     outbox.close();
-    link.writer_done.cancel();
     if let Err(error) = result {
         tracing::debug!(%error, "connection write failed");
     }
@@ -526,6 +535,7 @@ async fn drain(
 }
 
 /// Sends a close frame, giving up after [`CLOSE_WAIT`] (a slow consumer may not read it).
+/// Callers box it: it happens once, and inline it would make every writer larger.
 async fn close(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     code: u16,
