@@ -63,7 +63,8 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub ping_every: Duration,
 
-    /// A WebSocket must send `hello` within this time.
+    /// A WebSocket must send `hello` within this time (checked on the ping timer: when
+    /// `--ping-every` is shorter, the connection is closed at the first ping past it).
     #[arg(long, env = "MUSTER_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub hello_timeout: Duration,

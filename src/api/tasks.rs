@@ -152,12 +152,15 @@ pub(crate) async fn list(broker: &Broker, caller: &Caller, filter: ListArgs) -> 
                 if id.0 > model.last_task {
                     return Ok(true);
                 }
-                let task = match model.task(id) {
-                    Some(task) => Task::clone(task),
-                    None => stored()?,
-                };
-                if query.matches(&task) {
-                    tasks.push(task);
+                match model.task(id) {
+                    Some(task) if query.matches(task) => tasks.push(Task::clone(task)),
+                    Some(_) => {}
+                    None => {
+                        let task = stored()?;
+                        if query.matches(&task) {
+                            tasks.push(task);
+                        }
+                    }
                 }
                 Ok(tasks.len() <= query.limit)
             })?;

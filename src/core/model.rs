@@ -284,7 +284,8 @@ impl Model {
         let id = task.id;
         let new = Arc::new(task);
         if let Some(old) = self.tasks.insert(id, Arc::clone(&new)) {
-            self.counts[status_index(old.status)] -= 1;
+            let count = &mut self.counts[status_index(old.status)];
+            *count = count.saturating_sub(1);
             self.unindex(&old);
         }
         self.counts[status_index(new.status)] += 1;
