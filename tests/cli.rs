@@ -173,9 +173,10 @@ async fn task_commands_print_what_happened_and_exit_with_documented_codes() {
     let (_, body) = server.get("/tasks/T-2").await;
     assert_eq!(body["task"]["claim"]["agent"], "zelda", "{body}");
 
-    // --json errors are JSON too.
-    let (out, _) = exits(&muster(url, &["task", "claim", "T-2", "--as", "link", "--json"]).await, CONFLICT);
-    let error: Value = serde_json::from_str(&out).unwrap();
+    // --json errors are JSON too, on stderr: stdout holds only results.
+    let (out, err) = exits(&muster(url, &["task", "claim", "T-2", "--as", "link", "--json"]).await, CONFLICT);
+    assert_eq!(out, "");
+    let error: Value = serde_json::from_str(&err).unwrap();
     assert_eq!(error["error"]["code"], "conflict", "{error}");
 }
 
@@ -221,6 +222,45 @@ async fn an_unreachable_broker_is_one_clear_line_and_exit_3() {
     assert_eq!(err.lines().count(), 1, "{err}");
     // Bad usage is clap's exit 2, before any connection.
     exits(&muster(&url, &["task", "add"]).await, 2);
+    // With --json, the error is JSON on stderr, with a code a script can test.
+    let (out, err) = exits(&muster(&url, &["task", "list", "--json"]).await, UNREACHABLE);
+    assert_eq!(out, "");
+    let error: Value = serde_json::from_str(&err).unwrap();
+    assert_eq!(error["error"]["code"], "unreachable", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains(&url), "{error}");
+}
+
+/// Runs `muster ARGS` with its stdout a pipe whose reader is already gone (`| head` that
+/// has exited); `then` runs once the command is going. The exit code and stderr.
+async fn into_a_closed_pipe(url: &str, args: &[&str], then: impl AsyncFnOnce(&mut Child)) -> (Option<i32>, String) {
+    let mut child = command(url, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    then(&mut child).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    (out.status.code(), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_ends_a_command_quietly_with_141() {
+    let server = Server::start().await;
+    let url = server.url("");
+    for i in 0..30 {
+        server.post("/tasks", json!({"title": format!("task {i}")})).await;
+    }
+    server.post("/presence/link", json!({})).await;
+    for args in [&["task", "list"][..], &["task", "list", "--json"], &["who"], &["who", "--json"]] {
+        let (code, err) = into_a_closed_pipe(&url, args, async |_| {}).await;
+        assert_eq!((code, err.as_str()), (Some(141), ""), "muster {args:?}");
+    }
+    // watch: the first event it prints ends it.
+    let (code, err) = into_a_closed_pipe(&url, &["watch", "chat"], async |child| {
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let watching = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap()).await.unwrap();
+        assert!(watching.starts_with("muster: watching chat"), "{watching}");
+        say(&server, "one event is enough").await;
+    })
+    .await;
+    assert_eq!((code, err.as_str()), (Some(141), ""), "muster watch");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -53,6 +53,25 @@ pub enum Exit {
     NotAllowed = 10,
 }
 
+impl Exit {
+    /// The code `--json` errors carry when the broker did not answer with one.
+    pub fn code(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Failed => "failed",
+            Exit::Usage => "usage",
+            Exit::Unreachable => "unreachable",
+            Exit::NotFound => "not_found",
+            Exit::Conflict => "conflict",
+            Exit::Invalid => "invalid",
+            Exit::Timeout => "timeout",
+            Exit::Unavailable => "unavailable",
+            Exit::NothingToDo => "nothing_to_do",
+            Exit::NotAllowed => "not_allowed",
+        }
+    }
+}
+
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
         ExitCode::from(e as u8)
@@ -115,11 +134,11 @@ impl Out {
     pub(super) fn show<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         if self.json {
             match serde_json::to_string(value) {
-                Ok(line) => println!("{line}"),
+                Ok(line) => say!("{line}"),
                 Err(e) => eprintln!("muster: {e}"),
             }
         } else {
-            println!("{}", text());
+            say!("{}", text());
         }
     }
 }

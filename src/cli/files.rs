@@ -243,8 +243,8 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
                 reserved.iter().for_each(|r| out.show(r, String::new));
             } else {
                 let repo = reserved.first().map(|r| r.repo.as_str()).unwrap_or_default();
-                println!("reserved in {repo}:");
-                reserved.iter().for_each(|r| println!("  {}", describe(r)));
+                say!("reserved in {repo}:");
+                reserved.iter().for_each(|r| say!("  {}", describe(r)));
             }
         }
         FilesCommand::Release { patterns, task, repo } => {
@@ -257,10 +257,10 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
             if out.json {
                 released.iter().for_each(|r| out.show(r, String::new));
             } else if released.is_empty() {
-                println!("nothing to release in {repo}");
+                say!("nothing to release in {repo}");
             } else {
-                println!("released in {repo}:");
-                released.iter().for_each(|r| println!("  {}", describe(r)));
+                say!("released in {repo}:");
+                released.iter().for_each(|r| say!("  {}", describe(r)));
             }
         }
         FilesCommand::Who { paths, repo } => {
@@ -281,11 +281,11 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
             } else {
                 for p in &answer {
                     match p.reservations.as_slice() {
-                        [] => println!("{}: free", p.path),
+                        [] => say!("{}: free", p.path),
                         held => {
                             let holders: Vec<String> =
                                 held.iter().map(|r| format!("{} holds {}", r.agent, describe(r))).collect();
-                            println!("{}: {}", p.path, holders.join("; "));
+                            say!("{}: {}", p.path, holders.join("; "));
                         }
                     }
                 }
@@ -299,7 +299,7 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
             if out.json {
                 list.iter().for_each(|r| out.show(r, String::new));
             } else {
-                println!("{}", reservations_table(&list));
+                say!("{}", reservations_table(&list));
             }
         }
         FilesCommand::Check { paths, staged, strict, repo } => {
@@ -539,7 +539,7 @@ pub(super) fn hook(global: &Global, command: HookCommand) -> Result<Exit, Failur
                 ));
             }
             std::fs::rename(&hook, &chained).map_err(|e| failed("cannot move the existing hook aside", e))?;
-            println!("kept your pre-commit hook as {}; it runs first", chained.display());
+            say!("kept your pre-commit hook as {}; it runs first", chained.display());
         }
     }
     let muster = std::env::current_exe().map_err(|e| failed("cannot find the muster binary", e))?;
@@ -551,10 +551,10 @@ pub(super) fn hook(global: &Global, command: HookCommand) -> Result<Exit, Failur
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| failed("cannot make the hook executable", e))?;
     }
-    println!("installed {}: a commit touching files another agent reserved is refused", hook.display());
+    say!("installed {}: a commit touching files another agent reserved is refused", hook.display());
     match agent_here(global, &w) {
-        Some(agent) => println!("this worktree commits as {agent}"),
-        None => println!(
+        Some(agent) => say!("this worktree commits as {agent}"),
+        None => say!(
             "name the agent of each worktree: `muster hook install --agent NAME` there, or MUSTER_AGENT in its environment"
         ),
     }

@@ -10,6 +10,12 @@
 //! - `files`: file reservations, the pre-commit check and the Claude Code guard, with `git`
 //!   (what they ask git); `output`: tables and event lines; `token`: issuing tokens.
 
+/// `println!` for what a command prints: a closed pipe ends the command quietly with 141
+/// (see [`output::line`]).
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::cli::output::line(format_args!($($arg)*)) };
+}
+
 mod context;
 pub mod files;
 pub(crate) mod git;
@@ -261,10 +267,12 @@ pub async fn run(global: Global, command: Command) -> ExitCode {
     let out = Out { json: global.json };
     match execute(&global, command, &out).await {
         Ok(exit) => exit.into(),
+        // On stderr, so that stdout holds only results; with --json as JSON, with the
+        // broker's code where it answered, and what went wrong where it did not.
         Err(failure) => {
             if global.json {
-                let error = serde_json::json!({ "error": { "code": failure.code, "message": failure.message } });
-                println!("{error}");
+                let code = failure.code.map_or(serde_json::Value::from(failure.exit.code()), |c| serde_json::json!(c));
+                eprintln!("{}", serde_json::json!({ "error": { "code": code, "message": failure.message } }));
             } else {
                 eprintln!("muster: {}", failure.message);
             }
@@ -300,9 +308,9 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             if out.json {
                 list.messages.iter().for_each(|m| out.show(m, String::new));
             } else if list.messages.is_empty() {
-                println!("no messages in #{}", list.channel);
+                say!("no messages in #{}", list.channel);
             } else {
-                list.messages.iter().for_each(|m| println!("{}", output::message(m)));
+                list.messages.iter().for_each(|m| say!("{}", output::message(m)));
             }
         }
         Command::Inbox { all, ack, limit } => {
@@ -310,9 +318,9 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             if out.json {
                 out.show(&inbox, String::new);
             } else if inbox.messages.is_empty() {
-                println!("no unread messages for {}", inbox.agent);
+                say!("no unread messages for {}", inbox.agent);
             } else {
-                inbox.messages.iter().for_each(|m| println!("{}", output::message(m)));
+                inbox.messages.iter().for_each(|m| say!("{}", output::message(m)));
             }
             if ack && let Some(last) = inbox.messages.last() {
                 client.ack(Some(inbox.agent.clone()), Some(last.seq)).await?;
@@ -323,7 +331,7 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             if out.json {
                 agents.iter().for_each(|a| out.show(a, String::new));
             } else {
-                println!("{}", output::who(&agents));
+                say!("{}", output::who(&agents));
             }
         }
         Command::Status(StatusCommand::Set { status, note }) => {
@@ -362,9 +370,9 @@ async fn task_command(client: &Client, global: &Global, command: TaskCommand, ou
             if out.json {
                 tasks.iter().for_each(|t| out.show(t, String::new));
             } else if board && limit.is_none() {
-                println!("{}", output::board(&tasks));
+                say!("{}", output::board(&tasks));
             } else {
-                println!("{}", output::tasks(&tasks));
+                say!("{}", output::tasks(&tasks));
             }
             return Ok(Exit::Ok);
         }

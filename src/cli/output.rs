@@ -6,6 +6,21 @@ use muster_protocol::{ChatMessage, Event, EventKind, Presence, Reservation, Task
 use crate::core::last_seen_text;
 
 /// Aligns rows under a header, two spaces between columns; the last column is not padded.
+/// Prints a line of a command's output. A closed pipe (`muster who | head -1`) ends the
+/// command at once, quietly, with 141: what a Unix tool killed by SIGPIPE exits with. (Rust
+/// ignores SIGPIPE, so the write fails instead, and `println!` would panic.)
+pub(crate) fn line(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(text).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("muster: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {

@@ -45,7 +45,7 @@ pub fn run(command: TokenCommand) -> ExitCode {
     let result = match command {
         TokenCommand::Add { name, human, data_dir } => auth::add(&data_dir, &name, human).map(|token| {
             // The token alone on stdout, for `export MUSTER_TOKEN=$(muster token add ...)`.
-            println!("{token}");
+            say!("{token}");
             eprintln!(
                 "muster: token for {name} issued; it is shown only now. Tokens are on for {}",
                 data_dir.display()
@@ -53,15 +53,15 @@ pub fn run(command: TokenCommand) -> ExitCode {
         }),
         TokenCommand::List { data_dir } => auth::list(&data_dir).map(|tokens| {
             if tokens.is_empty() {
-                println!("no tokens: tokens are off");
+                say!("no tokens: tokens are off");
             }
             for t in tokens {
                 let kind = if t.human { " (human)" } else { "" };
-                println!("{}{kind}  issued {}", t.agent, t.created_at.format("%Y-%m-%d %H:%M UTC"));
+                say!("{}{kind}  issued {}", t.agent, t.created_at.format("%Y-%m-%d %H:%M UTC"));
             }
         }),
         TokenCommand::Remove { name, data_dir } => auth::remove(&data_dir, &name).map(|n| {
-            println!("revoked {n} token(s) of {name}");
+            say!("revoked {n} token(s) of {name}");
             if n > 0 && auth::list(&data_dir).is_ok_and(|left| left.is_empty()) {
                 eprintln!(
                     "muster: that was the last token: a broker running on {} refuses every request until it is \
