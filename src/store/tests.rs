@@ -17,18 +17,7 @@ fn create_tasks(store: &Store, model: &mut Model, n: usize, at: &str, with_agent
             agent: with_agents.then(|| format!("planner-{}", i % 3)),
             ..Default::default()
         });
-        let decision = decide(model, &Policy::default(), &cmd, now).unwrap();
-        let head = model.head;
-        let mut events = Vec::new();
-        for kind in decision.events {
-            let event = Event { seq: model.head + 1, at: now, kind };
-            apply(model, &event);
-            events.push(event);
-        }
-        let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
-        store.log.append(head, &frames).unwrap();
-        store.views.write(&events, model, &[], &[]).unwrap();
-        store.log.sync().unwrap();
+        commit(store, model, cmd, now);
     }
 }
 
