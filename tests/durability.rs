@@ -1,6 +1,6 @@
 //! The durability contract, checked on the real binary with `strace`: an acknowledged
-//! write was preceded by an `fdatasync` of sled's data file (sled's own flush is only
-//! `sync_file_range`, which does not survive a power loss).
+//! write was preceded by an `fdatasync` of the log's segment file and of sled's data file
+//! (sled's own flush is only `sync_file_range`, which does not survive a power loss).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -68,27 +68,35 @@ fn an_acknowledged_write_was_fdatasynced_before_the_ack() {
     let request_read = lines.iter().position(|l| l.contains("POST /tasks")).expect("request read in the trace");
     let ack = lines.iter().position(|l| l.contains("HTTP/1.1 201")).expect("response write in the trace");
     assert!(request_read < ack);
-    // A completed fdatasync of sled's `db` file between reading the request and writing
-    // the response. A blocking call shows as `fdatasync(fd</path/db> <unfinished ...>`
-    // and, when it returns, `<... fdatasync resumed>) = 0`.
+    // A completed fdatasync of the log's segment file (the event) and of sled's `db` file
+    // (its position and the views) between reading the request and writing the response.
+    let between = &lines[request_read..ack];
+    for file in ["/log/00000000>", "/db>"] {
+        assert!(
+            fdatasynced(between, file),
+            "no completed fdatasync of {file} between the request and the ack:\n{}",
+            lines[request_read..=ack].join("\n")
+        );
+    }
+}
+
+/// Whether `lines` hold a completed `fdatasync` of the file whose path ends as `file`. A
+/// blocking call shows as `fdatasync(fd</path/db> <unfinished ...>` and, when it returns,
+/// `<... fdatasync resumed>) = 0`, on the same thread.
+fn fdatasynced(lines: &[&str], file: &str) -> bool {
     let mut pending: Vec<String> = Vec::new();
-    let mut synced = false;
-    for line in &lines[request_read..ack] {
+    for line in lines {
         let pid = line.split_whitespace().next().unwrap_or_default().to_owned();
-        if line.contains("fdatasync(") && line.contains("/db>") {
+        if line.contains("fdatasync(") && line.contains(file) {
             if line.contains("<unfinished") {
                 pending.push(pid);
             } else if line.trim_end().ends_with("= 0") {
-                synced = true;
+                return true;
             }
         } else if line.contains("<... fdatasync resumed>") && pending.contains(&pid) && line.trim_end().ends_with("= 0")
         {
-            synced = true;
+            return true;
         }
     }
-    assert!(
-        synced,
-        "no completed fdatasync of the db file between the request and the ack:\n{}",
-        lines[request_read..=ack].join("\n")
-    );
+    false
 }

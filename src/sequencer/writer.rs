@@ -22,7 +22,7 @@ use crate::core::{Command, Model, Policy, apply, decide};
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{Archive, Db, Log, SledLog, Store, StoreError, Views};
+use crate::store::{Archive, Db, DiskLog, Log, Store, StoreError, Views};
 
 /// Most commands decided together. Bounds the latency a single batch adds and the memory
 /// it holds.
@@ -46,7 +46,7 @@ pub(crate) struct Sequencer {
     /// The log, through its seam.
     log: Arc<dyn Log>,
     /// The same log, for what only sled's does (reading its tail at load).
-    sled_log: Arc<SledLog>,
+    disk_log: Arc<DiskLog>,
     views: Arc<Views>,
     /// Tasks as stored: those the model let go of are loaded back from here.
     archive: Archive,
@@ -94,7 +94,7 @@ impl Sequencer {
             clock,
             db: Arc::clone(&store.db),
             log: store.log.clone(),
-            sled_log: Arc::clone(&store.log),
+            disk_log: Arc::clone(&store.log),
             views: Arc::clone(&store.views),
             archive: Archive::new(Arc::clone(&store.db)),
             snapshot,
@@ -357,7 +357,7 @@ impl Sequencer {
         if self.floor.check().is_some() || free < REOPEN_MIN_FREE {
             return;
         }
-        let reloaded = self.db.reopen().and_then(|()| self.views.load(&self.sled_log)).and_then(|model| {
+        let reloaded = self.db.reopen().and_then(|()| self.views.load(&self.disk_log)).and_then(|model| {
             let missing = if model.head > self.model.head {
                 self.log.read(self.model.head, model.head, &[Topic::All], usize::MAX)?.0
             } else {

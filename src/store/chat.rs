@@ -1,4 +1,7 @@
-//! Chat history: the messages of a channel and an agent's inbox, read back by page.
+//! Chat history: the messages of a channel and an agent's inbox, read back by page. Each
+//! message is one record in the `chat/` segment files; the `chat-index` and `inbox-index`
+//! trees hold its position under `channel \0 seq` and under `agent \0 seq` for each
+//! recipient.
 
 use std::sync::Arc;
 
@@ -6,6 +9,7 @@ use bytes::Bytes;
 use muster_protocol::Seq;
 
 use super::db::{Db, StoreError, be, key_chat, prefix};
+use super::segments::Pos;
 
 /// Messages by channel and by recipient, as the views keep them.
 pub(crate) struct History {
@@ -28,7 +32,7 @@ impl History {
         limit: usize,
     ) -> Result<Vec<(Seq, Bytes)>, StoreError> {
         let h = self.db.handles()?;
-        Self::range(&h.chat, channel, since, before, limit)
+        self.range(&h.chat, channel, since, before, limit)
     }
 
     /// Inbox entries of an agent as JSON, oldest first, with the same paging as
@@ -41,7 +45,7 @@ impl History {
         limit: usize,
     ) -> Result<Vec<(Seq, Bytes)>, StoreError> {
         let h = self.db.handles()?;
-        Self::range(&h.inbox, agent, since, before, limit)
+        self.range(&h.inbox, agent, since, before, limit)
     }
 
     /// Number of inbox entries of an agent after `seq`.
@@ -56,6 +60,7 @@ impl History {
     }
 
     fn range(
+        &self,
         tree: &sled::Tree,
         name: &str,
         since: Option<Seq>,
@@ -72,20 +77,33 @@ impl History {
                 end
             }
         };
-        // The key ends with the message's `seq`, big-endian.
-        let entry = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
-            kv.map(|(k, v)| {
-                (k.len().checked_sub(8).and_then(|at| be(&k[at..])).unwrap_or(0), Bytes::copy_from_slice(&v))
-            })
+        // The key ends with the message's `seq`, big-endian; the value is its position.
+        let entry = |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Result<(Seq, Pos), StoreError> {
+            let (k, v) = kv?;
+            let seq = k.len().checked_sub(8).and_then(|at| be(&k[at..])).unwrap_or(0);
+            let pos = Pos::decode(&v)
+                .ok_or_else(|| StoreError::Corrupt { tree: "chat-index", error: format!("{seq} is not a position") })?;
+            Ok((seq, pos))
         };
         let iter = tree.range(start..end);
-        let mut out: Vec<(Seq, Bytes)> = if since.is_some() {
+        let positions: Vec<(Seq, Pos)> = if since.is_some() {
             iter.take(limit).map(entry).collect::<Result<_, _>>()?
         } else {
             let mut newest = iter.rev().take(limit).map(entry).collect::<Result<Vec<_>, _>>()?;
             newest.reverse();
             newest
         };
+        let mut out = Vec::with_capacity(positions.len());
+        for (seq, pos) in positions {
+            match self.db.chat_records.read(pos) {
+                Ok(json) => out.push((seq, Bytes::from(json))),
+                // Indexed, but the record is not on disk: a message never acknowledged (sled's
+                // index reached the disk before it, then the power went). Left out, loudly,
+                // rather than making the whole channel unreadable.
+                Err(StoreError::Corrupt { error, .. }) => tracing::error!(name, seq, %error, "chat message unreadable"),
+                Err(other) => return Err(other),
+            }
+        }
         out.shrink_to_fit();
         Ok(out)
     }

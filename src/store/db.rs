@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use muster_protocol::Seq;
 
+use super::segments::Segments;
+
 /// Version of the layout of the trees. Bumped on incompatible change.
 ///
 /// - 1: the first layout;
@@ -18,7 +20,10 @@ use muster_protocol::Seq;
 /// - 4: the task indexes (`unfinished`, `finished`) and the task counts in `meta/views`, so
 ///   that loading reads only the tasks the model keeps (a version-3 dir gets them built when
 ///   it is loaded).
-pub(super) const SCHEMA: u64 = 4;
+/// - 5: the log's batches and chat messages in segment files (`log/`, `chat/`), sled holding
+///   their positions (`log-index`, `chat-index`, `inbox-index`); see `upgrade` for how an
+///   older dir is moved.
+pub(super) const SCHEMA: u64 = 5;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -82,11 +87,16 @@ pub(crate) struct Db {
     /// Largest blob file already synced (sled names blobs by log position).
     blobs_synced: Mutex<u64>,
     epoch: String,
+    /// The log's batches (see `log`).
+    pub(super) log_records: Segments,
+    /// Chat messages, each once (see `chat`).
+    pub(super) chat_records: Segments,
 }
 
 /// The open database: its trees, and a second handle on its data file, for `fdatasync`.
 pub(super) struct Handles {
     pub(super) db: sled::Db,
+    /// The log: the `seq` of a batch's first event → its record's position.
     pub(super) log: sled::Tree,
     pub(super) tasks: sled::Tree,
     pub(super) unfinished: sled::Tree,
@@ -94,7 +104,9 @@ pub(super) struct Handles {
     pub(super) agents: sled::Tree,
     pub(super) cursors: sled::Tree,
     pub(super) channels: sled::Tree,
+    /// `channel \0 seq` → the message's position.
     pub(super) chat: sled::Tree,
+    /// `agent \0 seq` → the position of a message the agent received.
     pub(super) inbox: sled::Tree,
     pub(super) idempotency: sled::Tree,
     pub(super) files: sled::Tree,
@@ -142,15 +154,15 @@ impl Handles {
         })?;
         Ok(Handles {
             db_file: File::open(dir.join("db"))?,
-            log: db.open_tree("log")?,
+            log: db.open_tree("log-index")?,
             tasks: db.open_tree("tasks")?,
             unfinished: db.open_tree("unfinished")?,
             finished: db.open_tree("finished")?,
             agents: db.open_tree("agents")?,
             cursors: db.open_tree("cursors")?,
             channels: db.open_tree("channels")?,
-            chat: db.open_tree("chat")?,
-            inbox: db.open_tree("inbox")?,
+            chat: db.open_tree("chat-index")?,
+            inbox: db.open_tree("inbox-index")?,
             idempotency: db.open_tree("idempotency")?,
             files: db.open_tree("files")?,
             meta: db.open_tree("meta")?,
@@ -189,6 +201,8 @@ impl Db {
             handles: RwLock::new(Some(Arc::new(handles))),
             blobs_synced: Mutex::new(0),
             epoch,
+            log_records: Segments::open("log", &dir.join("log"))?,
+            chat_records: Segments::open("chat", &dir.join("chat"))?,
         })
     }
 
@@ -241,10 +255,13 @@ impl Db {
         &self.epoch
     }
 
-    /// Makes everything written so far durable: flushes sled, then `fdatasync`s its data
-    /// file and any new blob files. (sled 0.34's flush only calls `sync_file_range`, which
-    /// survives a process crash but not a power loss.)
+    /// Makes everything written so far durable: the segment files first (sled's positions
+    /// must not reach the disk before what they point to has), then sled's flush and an
+    /// `fdatasync` of its data file and any new blob files. (sled 0.34's flush only calls
+    /// `sync_file_range`, which survives a process crash but not a power loss.)
     pub(crate) fn flush_and_sync(&self) -> Result<(), StoreError> {
+        self.log_records.sync()?;
+        self.chat_records.sync()?;
         let h = self.handles()?;
         h.db.flush()?;
         h.db_file.sync_data()?;
@@ -286,9 +303,10 @@ impl Db {
         Ok(())
     }
 
-    /// Bytes sled occupies on disk.
+    /// Bytes the store occupies on disk: sled and the segment files.
     pub(crate) fn size_on_disk(&self) -> u64 {
-        self.handles().map_or(0, |h| h.db.size_on_disk().unwrap_or(0))
+        let sled = self.handles().map_or(0, |h| h.db.size_on_disk().unwrap_or(0));
+        sled + self.log_records.size() + self.chat_records.size()
     }
 }
 

@@ -1,8 +1,10 @@
 //! The event log, and [`Log`], the seam the sequencer appends through and readers replay
-//! from. [`SledLog`] implements it: the `log` tree holds one entry per committed batch, the
-//! `seq` of its first event (big-endian) → for each event `u32 length, topics \n event-json`
-//! (the exact bytes sent on the wire). One insert per batch keeps the log's share of the
-//! write path small. A replicated log (the cluster) is a second implementation of the seam.
+//! from. [`DiskLog`] implements it: one record per committed batch in the `log/` segment
+//! files — for each event `u32 length, topics \n event-json` (the exact bytes sent on the
+//! wire) — and in sled's `log-index` tree the `seq` of the batch's first event (big-endian)
+//! → the record's position. One record and one small insert per batch keep the log's share
+//! of the write path small, and the log's bytes out of sled's memory. A replicated log (the
+//! cluster) is a second implementation of the seam.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use muster_protocol::{Seq, Timestamp, Topic};
 
 use super::db::{Db, StoreError, be, from_json};
+use super::segments::Pos;
 use crate::frame::Frame;
 
 /// Most log entries one `trim` removes: keeps a first trim of a long log from holding the
@@ -44,21 +47,21 @@ pub(crate) trait Log: Send + Sync {
     fn first_retained(&self, head: Seq) -> Result<Seq, StoreError>;
 }
 
-/// The event log in sled's `log` tree.
-pub(crate) struct SledLog {
+/// The event log in the `log/` segment files, indexed in sled.
+pub(crate) struct DiskLog {
     db: Arc<Db>,
     /// `seq` of the last event appended (durable or not): the next batch must follow it.
     appended: AtomicU64,
 }
 
-impl Log for SledLog {
+impl Log for DiskLog {
     fn append(&self, expected_head: Seq, batch: &[Frame]) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
         if first.seq != expected_head + 1 || self.appended.load(Ordering::Acquire) != expected_head {
             return Err(StoreError::OutOfOrder { expected: self.appended.load(Ordering::Acquire) + 1, got: first.seq });
         }
-        let h = self.db.handles()?;
-        h.log.insert(first.seq.to_be_bytes(), encode_batch(batch))?;
+        let pos = self.db.log_records.append(&encode_batch(batch))?;
+        self.db.handles()?.log.insert(first.seq.to_be_bytes(), &pos.encode())?;
         self.appended.store(last.seq, Ordering::Release);
         Ok(())
     }
@@ -92,7 +95,7 @@ impl Log for SledLog {
             if first > up_to {
                 break;
             }
-            for frame in decode_batch(first, &v)? {
+            for frame in self.batch(first, &v)? {
                 if frame.seq > up_to {
                     return Ok((out, up_to));
                 }
@@ -114,10 +117,20 @@ impl Log for SledLog {
     }
 }
 
-impl SledLog {
-    /// The log of `db`; [`SledLog::tail`] learns where it ends.
-    pub(crate) fn new(db: Arc<Db>) -> SledLog {
-        SledLog { db, appended: AtomicU64::new(0) }
+impl DiskLog {
+    /// The log of `db`; [`DiskLog::tail`] learns where it ends.
+    pub(crate) fn new(db: Arc<Db>) -> DiskLog {
+        DiskLog { db, appended: AtomicU64::new(0) }
+    }
+
+    /// The frames of the batch whose first event has `seq` = `first`, from the record at the
+    /// position `at` (a `log-index` value).
+    fn batch(&self, first: Seq, at: &[u8]) -> Result<Vec<Frame>, StoreError> {
+        let pos = Pos::decode(at).ok_or_else(|| StoreError::Corrupt {
+            tree: "log-index",
+            error: format!("entry {first} is not a position"),
+        })?;
+        decode_batch(first, &self.db.log_records.read(pos)?)
     }
 
     /// The key of the log entry that holds `seq` (or would: `seq` itself).
@@ -148,8 +161,31 @@ impl SledLog {
                 h.log.remove(k)?;
                 continue;
             }
+            let frames = match self.batch(first, &v) {
+                Ok(frames) => frames,
+                // Indexed, but the record is not on disk: sled's index got there first, then
+                // the power went. Never acknowledged (an acknowledgement waits for both).
+                Err(StoreError::Corrupt { error, .. }) if first > head => {
+                    tracing::warn!(first, %error, "log record missing after a crash; dropping the unacknowledged tail");
+                    // Every entry after it now follows a gap, and goes too.
+                    h.log.remove(k)?;
+                    continue;
+                }
+                Err(StoreError::Corrupt { error, .. }) => {
+                    // The views include it, but the log cannot replay it: the log now starts
+                    // after it, as if trimmed there, so a client resuming from before it is
+                    // told to resync rather than shown a gap.
+                    tracing::error!(first, %error, "log record missing after a crash; the log now starts after it");
+                    for key in h.log.range(..=k).keys() {
+                        h.log.remove(key?)?;
+                    }
+                    expected = first + 1;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
             let at = expected;
-            for frame in decode_batch(first, &v)?.into_iter().filter(|f| f.seq >= at) {
+            for frame in frames.into_iter().filter(|f| f.seq >= at) {
                 tail.push(frame);
                 expected += 1;
             }
@@ -172,7 +208,7 @@ impl SledLog {
         let mut removed = 0;
         for entry in h.log.iter() {
             let (k, v) = entry?;
-            let batch = decode_batch(be(&k).unwrap_or(0), &v)?;
+            let batch = self.batch(be(&k).unwrap_or(0), &v)?;
             let Some(last) = batch.last() else {
                 h.log.remove(k)?;
                 continue;
@@ -188,6 +224,16 @@ impl SledLog {
             }
             h.log.remove(k)?;
             removed += batch.len() as u64;
+        }
+        if removed > 0 {
+            // The files of what went are deleted once the removal is durable: a crash must
+            // not bring back positions in files that are gone.
+            self.db.flush_and_sync()?;
+            let oldest = match h.log.first()? {
+                Some((_, v)) => Pos::decode(&v).map_or(0, Pos::segment),
+                None => u32::MAX,
+            };
+            self.db.log_records.remove_below(oldest)?;
         }
         Ok(removed)
     }

@@ -1,8 +1,12 @@
-//! The durable store, in sled: the event log ([`Log`]), the materialized views, chat
-//! history and idempotency records, one [`Store`] opened together.
+//! The durable store: the event log ([`Log`]), the materialized views, chat history and
+//! idempotency records, one [`Store`] opened together. What only grows (the log's batches,
+//! chat messages) is in append-only segment files; everything else, and the positions of
+//! those records, in sled.
 //!
 //! - `db`: opening (and reopening after an I/O error), the trees, making writes durable
-//!   (sled flush, then `fdatasync` of its files);
+//!   (the segment files, then sled's flush, then `fdatasync` of its files);
+//! - `segments`: the append-only segment files, records read back by position;
+//! - `upgrade`: moving an older dir's log and chat out of sled, once;
 //! - `log`: the event log and the [`Log`] seam the sequencer appends through;
 //! - `views`: tasks, agents, cursors, channels, messages by channel and recipient,
 //!   idempotency records; loading them at startup;
@@ -16,6 +20,8 @@ mod archive;
 mod chat;
 mod db;
 mod log;
+mod segments;
+mod upgrade;
 mod views;
 
 use std::path::Path;
@@ -24,7 +30,7 @@ use std::sync::Arc;
 pub(crate) use archive::Archive;
 pub(crate) use chat::History;
 pub(crate) use db::{Db, StoreError};
-pub(crate) use log::{Log, SledLog};
+pub(crate) use log::{DiskLog, Log};
 pub(crate) use views::Views;
 
 /// Everything a data dir holds, opened together.
@@ -32,7 +38,7 @@ pub(crate) struct Store {
     /// The database itself.
     pub(crate) db: Arc<Db>,
     /// The event log.
-    pub(crate) log: Arc<SledLog>,
+    pub(crate) log: Arc<DiskLog>,
     /// The views and idempotency records.
     pub(crate) views: Arc<Views>,
     /// Chat history by channel and recipient.
@@ -46,8 +52,9 @@ impl Store {
     /// model with `views.load(&log)`.
     pub(crate) fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let db = Arc::new(Db::open(dir, cache_mb << 20)?);
+        upgrade::to_segments(&db)?;
         Ok(Store {
-            log: Arc::new(SledLog::new(Arc::clone(&db))),
+            log: Arc::new(DiskLog::new(Arc::clone(&db))),
             views: Arc::new(Views::new(Arc::clone(&db))),
             history: History::new(Arc::clone(&db)),
             archive: Archive::new(Arc::clone(&db)),

@@ -25,6 +25,14 @@ fn seqs(store: &Store, since: Seq, up_to: Seq) -> Vec<Seq> {
     store.log.read(since, up_to, &[Topic::All], 100).unwrap().0.iter().map(|f| f.seq).collect()
 }
 
+/// Writes a batch into the log as it is on disk, bypassing the append's order check (as a
+/// crash can leave it).
+fn put_batch(store: &Store, frames: &[Frame]) -> segments::Pos {
+    let pos = store.db.log_records.append(&encode_batch(frames)).unwrap();
+    store.db.handles().unwrap().log.insert(frames[0].seq.to_be_bytes(), &pos.encode()).unwrap();
+    pos
+}
+
 fn load(store: &Store) -> Model {
     store.views.load(&store.log).unwrap()
 }
@@ -118,12 +126,10 @@ fn log_entries_after_a_gap_are_dropped_at_load() {
         apply(&mut ahead, &event);
         tail.push(Frame::of(&event));
     }
-    let h = store.db.handles().unwrap();
-    h.log.insert(4u64.to_be_bytes(), encode_batch(&tail[..1])).unwrap();
+    put_batch(&store, &tail[..1]);
     let mut six = tail[1].clone();
     six.seq = 6;
-    h.log.insert(6u64.to_be_bytes(), encode_batch(&[six])).unwrap();
-    drop(h);
+    put_batch(&store, &[six]);
     store.log.sync().unwrap();
     drop(store);
 
@@ -160,12 +166,13 @@ fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() 
         store.views.write(&events, &model, &[], &[]).unwrap();
     }
     assert_eq!(model.agents.len(), 2);
+    as_version_4(&store);
     let h = store.db.handles().unwrap();
     let message = serde_json::json!({"id": "M-1", "seq": 9, "channel": "general", "from": "Kai",
         "content": "@Link hi", "mentions": ["Link"], "to": null, "replyTo": null, "at": "2026-11-25T10:00:00Z"});
     let mut key = b"Link\0".to_vec();
     key.extend_from_slice(&9u64.to_be_bytes());
-    h.inbox.insert(key, serde_json::to_vec(&message).unwrap()).unwrap();
+    h.db.open_tree("inbox").unwrap().insert(key, serde_json::to_vec(&message).unwrap()).unwrap();
     h.meta.insert("schema", &1u64.to_be_bytes()).unwrap();
     drop(h);
     store.views.close(&model).unwrap();
@@ -264,4 +271,114 @@ fn loading_reads_the_kept_tasks_by_the_indexes_and_an_older_dir_gets_them_built(
     drop(store);
     let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!(load(&store), model, "loaded by the indexes built");
+}
+
+/// Rewrites the store as version 4 kept it: the log's batches and the messages as sled
+/// values in the trees `log`, `chat` and `inbox`, no segment files.
+fn as_version_4(store: &Store) {
+    let h = store.db.handles().unwrap();
+    for (old, new, records) in [
+        ("log", &h.log, &store.db.log_records),
+        ("chat", &h.chat, &store.db.chat_records),
+        ("inbox", &h.inbox, &store.db.chat_records),
+    ] {
+        let old = h.db.open_tree(old).unwrap();
+        for entry in new.iter() {
+            let (k, at) = entry.unwrap();
+            old.insert(k, records.read(segments::Pos::decode(&at).unwrap()).unwrap()).unwrap();
+        }
+        new.clear().unwrap();
+    }
+    store.db.log_records.clear().unwrap();
+    store.db.chat_records.clear().unwrap();
+    h.meta.remove("segments").unwrap();
+    h.meta.insert("schema", &4u64.to_be_bytes()).unwrap();
+}
+
+/// The log's index entry for the batch that starts at `first`.
+fn log_pos(store: &Store, first: Seq) -> segments::Pos {
+    let h = store.db.handles().unwrap();
+    segments::Pos::decode(&h.log.get(first.to_be_bytes()).unwrap().unwrap()).unwrap()
+}
+
+#[test]
+fn a_log_record_that_never_reached_the_disk_is_dropped_or_starts_the_log_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
+    let mut model = load(&store);
+    create_tasks(&store, &mut model, 3, "2026-11-25T10:00:00Z", false);
+    // Two batches after the views' head, written but never acknowledged; the record of the
+    // first of them lost (sled's index reached the disk, the record did not).
+    let mut ahead = model.clone();
+    let now = "2026-11-25T10:00:01Z".parse().unwrap();
+    for seq in [4, 5] {
+        let cmd = Command::CreateTask(CreateTask { title: format!("t{seq}"), ..Default::default() });
+        let kind = decide(&ahead, &Policy::default(), &cmd, now).unwrap().events.remove(0);
+        let event = Event { seq, at: now, kind };
+        apply(&mut ahead, &event);
+        put_batch(&store, &[Frame::of(&event)]);
+    }
+    store.db.log_records.damage(log_pos(&store, 4));
+    // And the record of an event the views include: as if the agents checkpoint were
+    // older, so that load reads it.
+    store.db.log_records.damage(log_pos(&store, 2));
+    store.db.handles().unwrap().meta.insert("agents", &0u64.to_be_bytes()).unwrap();
+    store.log.sync().unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path(), 16).unwrap();
+    let loaded = load(&store);
+    assert_eq!(loaded, model, "what the views hold stays; the unacknowledged tail goes");
+    assert_eq!(store.log.first_retained(loaded.head).unwrap(), 3, "a resume from before 3 is told to resync");
+    assert_eq!(seqs(&store, 0, 10), [3]);
+    // The next append follows the head.
+    create_tasks(&store, &mut model, 1, "2026-11-25T10:00:02Z", false);
+    assert_eq!(seqs(&store, 0, 10), [3, 4]);
+}
+
+#[test]
+fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
+    use muster_protocol::PostMessage;
+    let dir = tempfile::tempdir().unwrap();
+    let post = |from: &str, content: &str, channel: Option<&str>| {
+        Command::PostMessage(PostMessage {
+            from: from.into(),
+            content: content.into(),
+            channel: channel.map(Into::into),
+            ..Default::default()
+        })
+    };
+    let read_all = |store: &Store| {
+        let log = seqs(store, 0, 100);
+        let general = store.history.messages("general", None, None, 100).unwrap();
+        let review = store.history.messages("review", None, None, 100).unwrap();
+        let inbox = store.history.inbox("bo", None, None, 100).unwrap();
+        (log, general, review, inbox)
+    };
+    let (model, before) = {
+        let store = Store::open(dir.path(), 16).unwrap();
+        let mut model = load(&store);
+        let at: muster_protocol::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+        create_tasks(&store, &mut model, 3, "2026-11-25T10:00:00Z", true);
+        commit(&store, &mut model, post("ann", "@bo the tests pass", None), at);
+        commit(&store, &mut model, post("bo", "thanks", Some("review")), at);
+        commit(&store, &mut model, post("cy", "@bo @ann look", Some("review")), at);
+        store.views.close(&model).unwrap();
+        let before = read_all(&store);
+        assert_eq!((before.1.len(), before.2.len(), before.3.len()), (1, 2, 2));
+        as_version_4(&store);
+        store.db.flush_and_sync().unwrap();
+        (model, before)
+    };
+    let store = Store::open(dir.path(), 16).unwrap();
+    assert_eq!(load(&store), model);
+    assert_eq!(read_all(&store), before, "the same log, channels and inbox");
+    let h = store.db.handles().unwrap();
+    let trees: Vec<_> = h.db.tree_names().into_iter().map(|n| String::from_utf8_lossy(&n).into_owned()).collect();
+    assert!(!trees.iter().any(|t| ["log", "chat", "inbox"].contains(&t.as_str())), "old trees dropped: {trees:?}");
+    assert_eq!(h.meta.get("schema").unwrap().unwrap().as_ref(), 5u64.to_be_bytes());
+    drop(h);
+    drop(store);
+    let store = Store::open(dir.path(), 16).unwrap();
+    assert_eq!((load(&store), read_all(&store)), (model, before), "moved once");
 }

@@ -6,7 +6,8 @@
 //! - `unfinished`: every task not finished, by id (a second copy, so that start-up reads them
 //!   together); `finished`: `updatedAt \0 id` of every finished one (done, cancelled): start-up
 //!   reads only the tasks the model keeps;
-//! - `chat`: `channel \0 seq` → message, `inbox`: `agent \0 seq` → message;
+//! - `chat-index`: `channel \0 seq` → the message's position in the `chat/` segment files,
+//!   `inbox-index`: `agent \0 seq` → the same, for each recipient (see `chat`);
 //! - `idempotency`: `Idempotency-Key` → the recorded outcome;
 //! - `meta`: the data dir's `epoch`, the schema version, `views` (the `head` the views
 //!   include, the last message, reservation and task numbers, and the tasks by status) and
@@ -24,7 +25,8 @@ use muster_protocol::{
 };
 
 use super::db::{Db, Handles, SCHEMA, StoreError, be, from_json, key_chat, prefix, to_json};
-use super::log::SledLog;
+use super::log::DiskLog;
+use super::segments::Pos;
 use crate::core::{Channel, FINISHED_KEPT, Model, actor, apply};
 
 /// How often agents that only acted (their `lastSeenAt` moved) are written (see
@@ -222,8 +224,8 @@ impl Views {
     }
 
     /// Loads the model: the views, then the log's entries after the `head` they include
-    /// (see [`SledLog::tail`]).
-    pub(crate) fn load(&self, log: &SledLog) -> Result<Model, StoreError> {
+    /// (see [`DiskLog::tail`]).
+    pub(crate) fn load(&self, log: &DiskLog) -> Result<Model, StoreError> {
         let h = self.db.handles()?;
         let meta = decode_views_meta(h.meta.get("views")?.as_deref());
         let (head, last_message, last_reservation) = (meta.head, meta.last_message, meta.last_reservation);
@@ -338,25 +340,35 @@ impl Views {
             message.mentions = mentions;
             before != (message.from.clone(), message.to.clone(), message.mentions.clone())
         };
+        // A message that changes is written again, and its entries point to the new record.
+        let read = |tree: &'static str, at: &[u8]| -> Result<ChatMessage, StoreError> {
+            let pos = Pos::decode(at).ok_or_else(|| StoreError::Corrupt { tree, error: "not a position".into() })?;
+            from_json(tree, &self.db.chat_records.read(pos)?)
+        };
         for entry in h.chat.iter() {
-            let (key, value) = entry?;
-            let mut message: ChatMessage = from_json("chat", &value)?;
+            let (key, at) = entry?;
+            let mut message = read("chat-index", &at)?;
             if canonical(&mut message) {
-                h.chat.insert(key, to_json(&message))?;
+                h.chat.insert(key, &self.db.chat_records.append(&to_json(&message))?.encode())?;
             }
         }
         for entry in h.inbox.iter() {
-            let (key, value) = entry?;
+            let (key, at) = entry?;
             let agent_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-            let mut message: ChatMessage = from_json("inbox", &value)?;
+            let mut message = read("inbox-index", &at)?;
             let changed = canonical(&mut message);
+            let at = if changed {
+                sled::IVec::from(&self.db.chat_records.append(&to_json(&message))?.encode()[..])
+            } else {
+                at
+            };
             if key[..agent_end].iter().any(u8::is_ascii_uppercase) {
                 let mut moved = prefix(&String::from_utf8_lossy(&key[..agent_end]).to_ascii_lowercase());
                 moved.extend_from_slice(&key[(agent_end + 1).min(key.len())..]);
                 h.inbox.remove(&key)?;
-                h.inbox.insert(moved, to_json(&message))?;
+                h.inbox.insert(moved, at)?;
             } else if changed {
-                h.inbox.insert(key, to_json(&message))?;
+                h.inbox.insert(key, at)?;
             }
         }
         h.meta.insert("views", &encode_views_meta(migrated)[..])?;
@@ -432,10 +444,10 @@ impl Views {
         let h = self.db.handles()?;
         let touched = Touched::of(events);
         for message in &touched.messages {
-            let json = to_json(message);
-            h.chat.insert(key_chat(&message.channel, message.seq), json.as_slice())?;
+            let at = self.db.chat_records.append(&to_json(message))?.encode();
+            h.chat.insert(key_chat(&message.channel, message.seq), &at)?;
             for agent in message.recipients() {
-                h.inbox.insert(key_chat(agent, message.seq), json.as_slice())?;
+                h.inbox.insert(key_chat(agent, message.seq), &at)?;
             }
         }
         self.write_entities(&touched, state, false)?;
