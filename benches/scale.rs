@@ -1,6 +1,7 @@
 //! At scale: months of history on one node. Builds data dirs through the real write path
-//! (HTTP, as agents would) — a large one (`--tasks` tasks, nine in ten finished, and
-//! `--messages` chat messages, one in ten mentioning someone) and one a tenth of its size —
+//! (HTTP, as agents would) — a large one (`--tasks` tasks, nine in ten finished, or all but
+//! `--open` of them, and `--messages` chat messages, one in ten mentioning someone) and one a
+//! tenth of its size (with the same `--open`, if given) —
 //! then, back to back on the same machine, starts `muster serve` on each and on an empty
 //! one and measures:
 //!
@@ -15,6 +16,7 @@
 //! cargo bench --bench scale -- --tasks 20000 --messages 100000 --load 20
 //! cargo bench --bench scale -- --smoke                        # tiny: that it still works (CI)
 //! cargo bench --bench scale -- --dir /tmp/scale               # keep the dirs there (reused if present)
+//! cargo bench --bench scale -- --open 2000                    # the same open tasks in both dirs: history alone
 //! ```
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -31,9 +33,9 @@ fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
 }
 
-/// Writes `tasks` tasks (nine in ten then completed) and `messages` messages into the broker
-/// at `addr`, over 64 connections; returns the writes per second.
-async fn fill(addr: std::net::SocketAddr, tasks: u64, messages: u64) -> f64 {
+/// Writes `tasks` tasks (all but `open` of them then completed) and `messages` messages into
+/// the broker at `addr`, over 64 connections; returns the writes per second.
+async fn fill(addr: std::net::SocketAddr, tasks: u64, messages: u64, open: u64) -> f64 {
     let started = Instant::now();
     let conns = 64u64;
     let per = move |n: u64| n.div_ceil(conns);
@@ -46,18 +48,19 @@ async fn fill(addr: std::net::SocketAddr, tasks: u64, messages: u64) -> f64 {
     })
     .await;
     assert_eq!(creates.errors, 0);
-    // Every task but each tenth (T-10, T-20, ...) is completed: the n-th of them (from 0) is
-    // T-(n / 9 * 10 + n % 9 + 1). (A connection stops at its first `None`, so the skipped
-    // ones must not be among its requests.)
-    let finished = tasks - tasks / 10;
+    // Every task but each `stride`-th (with 10: T-10, T-20, ...) is completed: the n-th of
+    // them (from 0) is T-(n / (stride - 1) * stride + n % (stride - 1) + 1). (A connection
+    // stops at its first `None`, so the skipped ones must not be among its requests.)
+    let stride = (tasks / open.max(1)).max(2);
+    let finished = tasks - tasks / stride;
     let done = drive(addr, conns as usize, 1e9, move |c, i| {
         let n = c as u64 * per(finished) + i;
-        let k = n / 9 * 10 + n % 9 + 1;
+        let k = n / (stride - 1) * stride + n % (stride - 1) + 1;
         (i < per(finished) && n < finished)
             .then(|| post(&format!("/tasks/T-{k}/complete"), &format!(r#"{{"agent":"worker-{}"}}"#, k % 50)))
     })
     .await;
-    assert_eq!(done.requests, finished, "every task but each tenth is completed");
+    assert_eq!(done.requests, finished, "every task but each {stride}-th is completed");
     assert_eq!(done.errors, 0);
     let chat = drive(addr, conns as usize, 1e9, move |c, i| {
         let k = c as u64 * per(messages) + i;
@@ -163,6 +166,7 @@ fn measure(rt: &tokio::runtime::Runtime, dir: &Path, load: f64, seconds: f64) ->
 fn main() {
     let (mut tasks, mut messages, mut load, mut seconds) = (200_000u64, 1_000_000u64, 60.0, 5.0);
     let mut keep: Option<std::path::PathBuf> = None;
+    let mut open: Option<u64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -171,6 +175,7 @@ fn main() {
             "--load" => load = args.next().unwrap().parse().unwrap(),
             "--seconds" => seconds = args.next().unwrap().parse().unwrap(),
             "--dir" => keep = Some(args.next().unwrap().into()),
+            "--open" => open = Some(args.next().unwrap().parse().unwrap()),
             "--smoke" => (tasks, messages, load, seconds) = (200, 1000, 0.5, 0.3),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -189,10 +194,14 @@ fn main() {
             continue;
         }
         let p = common::Process::start(&dir, &[], &[]);
-        let rate = rt.block_on(fill(p.addr, *t, *m));
+        let o = open.unwrap_or(t / 10).min(*t);
+        let rate = rt.block_on(fill(p.addr, *t, *m, o));
         p.terminate();
         let bytes: u64 = walk(&dir);
-        eprintln!("{name}: {t} tasks, {m} messages written at {rate:.0} writes/s; data dir {} MiB", bytes >> 20);
+        eprintln!(
+            "{name}: {t} tasks ({o} open), {m} messages written at {rate:.0} writes/s; data dir {} MiB",
+            bytes >> 20
+        );
     }
     println!(
         "| data dir | tasks | messages | start-up ms | RSS after start MiB | RSS after {load:.0} s mixed load MiB | claim req/s, p99 ms (64 conns) | chat req/s, p99 ms | GET /tasks req/s | GET /chat/messages?limit=50 req/s |"

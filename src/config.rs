@@ -132,8 +132,9 @@ pub struct Config {
     #[serde(default = "default_idempotency_keys")]
     pub idempotency_keys: usize,
 
-    /// MiB of the database's page cache. Memory does not grow with history beyond it (sled
-    /// keeps some metadata on top); old tasks and messages beyond it are read from disk.
+    /// MiB of the database's page cache (tasks, agents, and the positions of log and chat
+    /// records). Memory does not grow with history beyond it (sled keeps some metadata on
+    /// top); old tasks beyond it, and every log batch and chat message, are read from disk.
     #[arg(long, env = "MUSTER_CACHE_MB", default_value_t = 32)]
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,

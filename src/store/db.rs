@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use muster_protocol::Seq;
 
 use super::segments::Segments;
+use super::upgrade;
 
 /// Version of the layout of the trees. Bumped on incompatible change.
 ///
@@ -21,8 +22,8 @@ use super::segments::Segments;
 ///   that loading reads only the tasks the model keeps (a version-3 dir gets them built when
 ///   it is loaded).
 /// - 5: the log's batches and chat messages in segment files (`log/`, `chat/`), sled holding
-///   their positions (`log-index`, `chat-index`, `inbox-index`); see `upgrade` for how an
-///   older dir is moved.
+///   their positions (`log-index`, `chat-index`, `inbox-index`), in its own directory
+///   (`sled/`); see `upgrade` for how an older dir is moved.
 pub(super) const SCHEMA: u64 = 5;
 
 /// A storage failure.
@@ -115,45 +116,46 @@ pub(super) struct Handles {
 }
 
 /// How long opening waits for the lock of a data dir that another sled handle is letting go
-/// of (see [`Handles::open_waiting`]).
+/// of (see [`open_sled`]).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl Handles {
-    /// Opens the trees, waiting up to [`LOCK_WAIT`] for the data dir's lock: a broker that
-    /// just stopped in this process lets go of it only when sled's background threads have
-    /// finished (seen in tests that restart a broker in place). Another process holding the
-    /// dir is still refused, two seconds later.
-    fn open_waiting(dir: &Path, cache_bytes: u64) -> Result<Handles, StoreError> {
-        let started = std::time::Instant::now();
-        let mut waited = false;
-        loop {
-            match Handles::open(dir, cache_bytes) {
-                Err(StoreError::Locked(_)) if started.elapsed() < LOCK_WAIT => {
-                    waited = true;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+/// sled's directory inside the data dir (since schema 5; before, sled's files were in the
+/// data dir itself, where a stub now stands: see `upgrade`).
+pub(super) const SLED_DIR: &str = "sled";
+
+/// Opens the sled database in `path` with a page cache of `cache_bytes`, waiting up to
+/// [`LOCK_WAIT`] for its lock: a broker that just stopped in this process lets go of it only
+/// when sled's background threads have finished (seen in tests that restart a broker in
+/// place). Another process holding it is still refused, two seconds later, naming `data_dir`.
+pub(super) fn open_sled(path: &Path, data_dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        // sled's default cache is 1 GiB, and it fills as history grows: the cap is what keeps
+        // the broker's memory independent of how long it has run.
+        match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Locked(data_dir.to_owned()));
                 }
-                Ok(handles) => {
-                    if waited {
-                        tracing::info!(waited = ?started.elapsed(), "the data dir's lock was released");
-                    }
-                    return Ok(handles);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(other) => return Err(StoreError::Sled(other)),
+            Ok(db) => {
+                if started.elapsed() > std::time::Duration::from_millis(20) {
+                    tracing::info!(waited = ?started.elapsed(), "the data dir's lock was released");
                 }
-                other => return other,
+                return Ok(db);
             }
         }
     }
+}
 
+impl Handles {
+    /// Opens the trees of the data dir `dir`.
     fn open(dir: &Path, cache_bytes: u64) -> Result<Handles, StoreError> {
-        // sled's default cache is 1 GiB, and it fills as history grows: the cap is what keeps
-        // the broker's memory independent of how long it has run.
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked(dir.to_owned())
-            }
-            other => StoreError::Sled(other),
-        })?;
+        let db = open_sled(&dir.join(SLED_DIR), dir, cache_bytes)?;
         Ok(Handles {
-            db_file: File::open(dir.join("db"))?,
+            db_file: File::open(dir.join(SLED_DIR).join("db"))?,
             log: db.open_tree("log-index")?,
             tasks: db.open_tree("tasks")?,
             unfinished: db.open_tree("unfinished")?,
@@ -175,9 +177,12 @@ impl Db {
     /// Opens (or creates) the database in `dir`, with a page cache of `cache_bytes`.
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Db, StoreError> {
         crate::config::create_data_dir(dir)?;
-        let handles = Handles::open_waiting(dir, cache_bytes)?;
+        upgrade::out_of_root(dir, cache_bytes)?;
+        let handles = Handles::open(dir, cache_bytes)?;
+        upgrade::stub_root(dir)?;
         // The directory entries of sled's files must be durable too.
         File::open(dir)?.sync_all()?;
+        File::open(dir.join(SLED_DIR))?.sync_all()?;
         let (db, meta, db_file) = (&handles.db, &handles.meta, &handles.db_file);
         if let Some(found) = meta.get("schema")?.and_then(|v| be(&v))
             && found > SCHEMA
@@ -255,13 +260,23 @@ impl Db {
         &self.epoch
     }
 
-    /// Makes everything written so far durable: the segment files first (sled's positions
-    /// must not reach the disk before what they point to has), then sled's flush and an
-    /// `fdatasync` of its data file and any new blob files. (sled 0.34's flush only calls
-    /// `sync_file_range`, which survives a process crash but not a power loss.)
+    /// Makes everything written so far durable: `fdatasync` of the segment files written,
+    /// and at the same time sled's flush and an `fdatasync` of its data file and any new blob
+    /// files. (sled 0.34's flush only calls `sync_file_range`, which survives a process crash
+    /// but not a power loss.) At the same time, not one after the other: an acknowledgement
+    /// waits for both, and a position that reached the disk before its record (a power loss
+    /// between the two; sled's background flush can run ahead anyway) is what load copes with
+    /// (`DiskLog::tail`).
     pub(crate) fn flush_and_sync(&self) -> Result<(), StoreError> {
-        self.log_records.sync()?;
-        self.chat_records.sync()?;
+        std::thread::scope(|s| {
+            let records = s.spawn(|| self.log_records.sync().and_then(|()| self.chat_records.sync()));
+            let sled = self.sync_sled();
+            let records = records.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            sled.and(records)
+        })
+    }
+
+    fn sync_sled(&self) -> Result<(), StoreError> {
         let h = self.handles()?;
         h.db.flush()?;
         h.db_file.sync_data()?;
@@ -272,7 +287,7 @@ impl Db {
     /// files and never syncs them. Our values are far smaller, but a full leaf node can
     /// grow past that size, so new blob files are synced too.
     fn sync_blobs(&self) -> Result<(), StoreError> {
-        let dir = self.dir.join("blobs");
+        let dir = self.dir.join(SLED_DIR).join("blobs");
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -6,7 +6,8 @@
 //! - `db`: opening (and reopening after an I/O error), the trees, making writes durable
 //!   (the segment files, then sled's flush, then `fdatasync` of its files);
 //! - `segments`: the append-only segment files, records read back by position;
-//! - `upgrade`: moving an older dir's log and chat out of sled, once;
+//! - `upgrade`: moving an older dir to this layout, once, and the stub that keeps an older
+//!   muster from opening it;
 //! - `log`: the event log and the [`Log`] seam the sequencer appends through;
 //! - `views`: tasks, agents, cursors, channels, messages by channel and recipient,
 //!   idempotency records; loading them at startup;
@@ -52,7 +53,6 @@ impl Store {
     /// model with `views.load(&log)`.
     pub(crate) fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         let db = Arc::new(Db::open(dir, cache_mb << 20)?);
-        upgrade::to_segments(&db)?;
         Ok(Store {
             log: Arc::new(DiskLog::new(Arc::clone(&db))),
             views: Arc::new(Views::new(Arc::clone(&db))),

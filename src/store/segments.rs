@@ -6,7 +6,7 @@
 //! A directory of files named by number (`00000000`, `00000001`, ...), each up to
 //! [`SEGMENT_BYTES`]; a record is `u32 length, u32 crc32, payload`, written with one
 //! `pwrite` (it survives a crash of the process at once) and made durable by [`Segments::sync`],
-//! which the store runs before sled's flush. A record is trusted only through a position
+//! which the store runs with sled's flush. A record is trusted only through a position
 //! sled holds and is checked (length, crc) when read: bytes after the last one referenced
 //! (a write that was never acknowledged) are ignored, and a position whose record is
 //! missing or damaged reads as [`StoreError::Corrupt`].
@@ -188,19 +188,6 @@ impl Segments {
             self.write_files().remove(&n);
             std::fs::remove_file(self.dir.join(name(n)))?;
         }
-        Ok(())
-    }
-
-    /// Deletes every segment file and starts again from an empty one (an upgrade that is
-    /// run again after a crash).
-    pub(super) fn clear(&self) -> Result<(), StoreError> {
-        let mut tail = self.lock_tail();
-        let mut files = self.write_files();
-        for n in std::mem::take(&mut *files).into_keys() {
-            std::fs::remove_file(self.dir.join(name(n)))?;
-        }
-        files.insert(0, Arc::new(create(&self.dir, 0)?));
-        *tail = Tail { segment: 0, len: 0, unsynced: Vec::new(), created: true };
         Ok(())
     }
 

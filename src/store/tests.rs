@@ -166,17 +166,16 @@ fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() 
         store.views.write(&events, &model, &[], &[]).unwrap();
     }
     assert_eq!(model.agents.len(), 2);
-    as_version_4(&store);
-    let h = store.db.handles().unwrap();
-    let message = serde_json::json!({"id": "M-1", "seq": 9, "channel": "general", "from": "Kai",
-        "content": "@Link hi", "mentions": ["Link"], "to": null, "replyTo": null, "at": "2026-11-25T10:00:00Z"});
-    let mut key = b"Link\0".to_vec();
-    key.extend_from_slice(&9u64.to_be_bytes());
-    h.db.open_tree("inbox").unwrap().insert(key, serde_json::to_vec(&message).unwrap()).unwrap();
-    h.meta.insert("schema", &1u64.to_be_bytes()).unwrap();
-    drop(h);
     store.views.close(&model).unwrap();
     drop(store);
+    to_version_4(dir.path(), |old| {
+        let message = serde_json::json!({"id": "M-1", "seq": 9, "channel": "general", "from": "Kai",
+            "content": "@Link hi", "mentions": ["Link"], "to": null, "replyTo": null, "at": "2026-11-25T10:00:00Z"});
+        let mut key = b"Link\0".to_vec();
+        key.extend_from_slice(&9u64.to_be_bytes());
+        old.open_tree("inbox").unwrap().insert(key, serde_json::to_vec(&message).unwrap()).unwrap();
+        old.open_tree("meta").unwrap().insert("schema", &1u64.to_be_bytes()).unwrap();
+    });
 
     let store = Store::open(dir.path(), 16).unwrap();
     let model = load(&store);
@@ -273,26 +272,45 @@ fn loading_reads_the_kept_tasks_by_the_indexes_and_an_older_dir_gets_them_built(
     assert_eq!(load(&store), model, "loaded by the indexes built");
 }
 
-/// Rewrites the store as version 4 kept it: the log's batches and the messages as sled
-/// values in the trees `log`, `chat` and `inbox`, no segment files.
-fn as_version_4(store: &Store) {
-    let h = store.db.handles().unwrap();
-    for (old, new, records) in [
-        ("log", &h.log, &store.db.log_records),
-        ("chat", &h.chat, &store.db.chat_records),
-        ("inbox", &h.inbox, &store.db.chat_records),
-    ] {
-        let old = h.db.open_tree(old).unwrap();
-        for entry in new.iter() {
-            let (k, at) = entry.unwrap();
-            old.insert(k, records.read(segments::Pos::decode(&at).unwrap()).unwrap()).unwrap();
+/// Rewrites the closed store in `dir` as version 4 kept it — sled's files in the dir itself,
+/// the log's batches and the messages as values of the trees `log`, `chat` and `inbox` —
+/// then lets `edit` change it further.
+fn to_version_4(dir: &std::path::Path, edit: impl FnOnce(&sled::Db)) {
+    let new = sled::open(dir.join("sled")).unwrap();
+    let log_records = segments::Segments::open("log", &dir.join("log")).unwrap();
+    let chat_records = segments::Segments::open("chat", &dir.join("chat")).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_str().is_some_and(upgrade::is_sled_file) {
+            let path = entry.path();
+            if path.is_dir() { std::fs::remove_dir_all(path).unwrap() } else { std::fs::remove_file(path).unwrap() }
         }
-        new.clear().unwrap();
     }
-    store.db.log_records.clear().unwrap();
-    store.db.chat_records.clear().unwrap();
-    h.meta.remove("segments").unwrap();
-    h.meta.insert("schema", &4u64.to_be_bytes()).unwrap();
+    let old = sled::open(dir).unwrap();
+    for name in new.tree_names() {
+        let (to, records) = match &name[..] {
+            b"log-index" => (&b"log"[..], Some(&log_records)),
+            b"chat-index" => (&b"chat"[..], Some(&chat_records)),
+            b"inbox-index" => (&b"inbox"[..], Some(&chat_records)),
+            other => (other, None),
+        };
+        let to = old.open_tree(to).unwrap();
+        for entry in new.open_tree(&name).unwrap().iter() {
+            let (k, v) = entry.unwrap();
+            let v = match records {
+                Some(records) => records.read(segments::Pos::decode(&v).unwrap()).unwrap().into(),
+                None => v,
+            };
+            to.insert(k, v).unwrap();
+        }
+    }
+    old.open_tree("meta").unwrap().insert("schema", &4u64.to_be_bytes()).unwrap();
+    edit(&old);
+    old.flush().unwrap();
+    drop((old, new, log_records, chat_records));
+    for moved in ["sled", "log", "chat"] {
+        std::fs::remove_dir_all(dir.join(moved)).unwrap();
+    }
 }
 
 /// The log's index entry for the batch that starts at `first`.
@@ -366,19 +384,48 @@ fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
         store.views.close(&model).unwrap();
         let before = read_all(&store);
         assert_eq!((before.1.len(), before.2.len(), before.3.len()), (1, 2, 2));
-        as_version_4(&store);
-        store.db.flush_and_sync().unwrap();
         (model, before)
     };
+    to_version_4(dir.path(), |_| {});
+    // As an upgrade that crashed part-way leaves it: a half-built copy, part of the records.
+    std::fs::create_dir_all(dir.path().join("sled.new")).unwrap();
+    std::fs::write(dir.path().join("sled.new/db"), b"half").unwrap();
+    std::fs::create_dir_all(dir.path().join("log")).unwrap();
+    std::fs::write(dir.path().join("log/00000000"), b"part of a record").unwrap();
     let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!(load(&store), model);
     assert_eq!(read_all(&store), before, "the same log, channels and inbox");
-    let h = store.db.handles().unwrap();
-    let trees: Vec<_> = h.db.tree_names().into_iter().map(|n| String::from_utf8_lossy(&n).into_owned()).collect();
-    assert!(!trees.iter().any(|t| ["log", "chat", "inbox"].contains(&t.as_str())), "old trees dropped: {trees:?}");
-    assert_eq!(h.meta.get("schema").unwrap().unwrap().as_ref(), 5u64.to_be_bytes());
-    drop(h);
+    assert_eq!(store.db.handles().unwrap().meta.get("schema").unwrap().unwrap().as_ref(), 5u64.to_be_bytes());
     drop(store);
+    // sled moved into its own dir; what stands where it was only refuses an older muster.
+    let root = sled::open(dir.path()).unwrap();
+    let trees: Vec<_> = root.tree_names().into_iter().map(|n| String::from_utf8_lossy(&n).into_owned()).collect();
+    assert_eq!(trees, ["__sled__default", "meta"]);
+    assert_eq!(root.open_tree("meta").unwrap().get("schema").unwrap().unwrap().as_ref(), 5u64.to_be_bytes());
+    drop(root);
+    assert!(!dir.path().join("sled.new").exists());
+    // As a crash right after the copy was renamed into place leaves it: the old database
+    // still where it was. It goes at the next open.
+    for name in ["db", "conf"] {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("snap.") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let root = sled::open(dir.path()).unwrap();
+    root.open_tree("tasks").unwrap().insert("old", "value").unwrap();
+    root.flush().unwrap();
+    drop(root);
     let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!((load(&store), read_all(&store)), (model, before), "moved once");
+    drop(store);
+    let root = sled::open(dir.path()).unwrap();
+    assert!(
+        root.open_tree("meta").unwrap().get("stub").unwrap().is_some(),
+        "the old database was replaced by the stub"
+    );
+    assert!(root.open_tree("tasks").unwrap().is_empty());
 }

@@ -1,63 +1,121 @@
-//! Moving a data dir written before schema 5 — the log's batches and chat messages as sled
-//! values, in the trees `log`, `chat` and `inbox` — into the segment files, once, when it
-//! is opened. A crash part-way is safe: until the copy is complete and durable (`meta/segments`
-//! says so) the old trees are untouched and the next open starts the copy again from an
-//! empty index and empty files; after that, only the old trees' removal is left to finish.
-//! The schema number itself is written by `Views::load`, which has its own steps for older dirs.
+//! Moving a data dir of schema 4 or older to schema 5's layout, once, when it is opened.
+//!
+//! Before schema 5 sled's files were the data dir itself, and the log's batches and chat
+//! messages were sled values (trees `log`, `chat`, `inbox`). Now sled lives in `sled/` and
+//! holds their positions, the records being in the segment files `log/` and `chat/`. The
+//! old database is copied, not changed in place: sled never gives back the memory it keeps
+//! for every page it ever had (measured: a dir moved in place still started at 222 MiB), so
+//! the copy is a fresh, compact database.
+//!
+//! A crash part-way is safe: the copy is built in `sled.new/` and renamed to `sled/` only
+//! when it is complete and durable, so until then the old database is untouched and the
+//! next open starts the copy again; after it, only the old files' removal is left, which
+//! [`stub_root`] finishes. The schema number itself is written by `Views::load`, which has its
+//! own steps for older dirs.
 
-use super::db::{Db, StoreError, key_chat};
+use std::fs::File;
+use std::path::Path;
 
-/// The trees schema 5 moved out of sled.
-const OLD_TREES: [&str; 3] = ["log", "chat", "inbox"];
+use super::db::{SCHEMA, SLED_DIR, StoreError, key_chat, open_sled};
+use super::segments::{Pos, Segments};
 
-/// Moves the old trees' values into the segment files, if the dir has them.
-pub(super) fn to_segments(db: &Db) -> Result<(), StoreError> {
-    let h = db.handles()?;
-    let names = h.db.tree_names();
-    let present: Vec<&str> =
-        OLD_TREES.into_iter().filter(|t| names.iter().any(|n| n.as_ref() == t.as_bytes())).collect();
-    if present.is_empty() {
+/// sled's file and directory names, as it writes them in the directory it is given.
+pub(super) fn is_sled_file(name: &str) -> bool {
+    matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
+}
+
+/// Copies a schema-4 (or older) database from the data dir `dir` itself into `sled/` and
+/// the segment files, if `dir` holds one and has no `sled/` yet.
+pub(super) fn out_of_root(dir: &Path, cache_bytes: u64) -> Result<(), StoreError> {
+    if dir.join(SLED_DIR).exists() || !dir.join("db").exists() {
         return Ok(());
     }
-    if h.meta.get("segments")?.is_none() {
-        let started = std::time::Instant::now();
-        tracing::info!("moving the log and chat history out of sled into segment files (once, for this version)");
-        for tree in [&h.log, &h.chat, &h.inbox] {
-            tree.clear()?;
+    let started = std::time::Instant::now();
+    tracing::info!("moving the data dir to this version's layout (once): the log and chat history into segment files");
+    let building = dir.join("sled.new");
+    for partial in [building.as_path(), &dir.join("log"), &dir.join("chat")] {
+        match std::fs::remove_dir_all(partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
-        db.log_records.clear()?;
-        db.chat_records.clear()?;
-        let (log, chat, inbox) = (h.db.open_tree("log")?, h.db.open_tree("chat")?, h.db.open_tree("inbox")?);
-        for entry in log.iter() {
-            let (first, batch) = entry?;
-            h.log.insert(first, &db.log_records.append(&batch)?.encode())?;
-        }
-        for entry in chat.iter() {
-            let (key, message) = entry?;
-            h.chat.insert(key, &db.chat_records.append(&message)?.encode())?;
-        }
-        for entry in inbox.iter() {
-            let (key, message) = entry?;
-            h.inbox.insert(key, same_as_in_channel(db, &h.chat, &message)?)?;
-        }
-        h.meta.insert("segments", &[1])?;
-        db.flush_and_sync()?;
-        tracing::info!(
-            batches = h.log.len(),
-            messages = h.chat.len(),
-            took = ?started.elapsed(),
-            "the log and chat history are in segment files"
-        );
     }
-    for name in present {
-        h.db.drop_tree(name)?;
+    let old = open_sled(dir, dir, cache_bytes)?;
+    let new = open_sled(&building, dir, cache_bytes)?;
+    let log_records = Segments::open("log", &dir.join("log"))?;
+    let chat_records = Segments::open("chat", &dir.join("chat"))?;
+    for name in old.tree_names() {
+        let (from, to) = match &name[..] {
+            b"log" => (old.open_tree("log")?, new.open_tree("log-index")?),
+            b"chat" => (old.open_tree("chat")?, new.open_tree("chat-index")?),
+            b"inbox" => continue,
+            _ => {
+                let (from, to) = (old.open_tree(&name)?, new.open_tree(&name)?);
+                for entry in from.iter() {
+                    let (k, v) = entry?;
+                    to.insert(k, v)?;
+                }
+                continue;
+            }
+        };
+        let records = if &name[..] == b"log" { &log_records } else { &chat_records };
+        for entry in from.iter() {
+            let (k, v) = entry?;
+            to.insert(k, &records.append(&v)?.encode())?;
+        }
     }
-    db.flush_and_sync()
+    // After the channels: an inbox entry points to its message's record there.
+    let (chat, inbox) = (new.open_tree("chat-index")?, new.open_tree("inbox-index")?);
+    for entry in old.open_tree("inbox")?.iter() {
+        let (key, message) = entry?;
+        inbox.insert(key, same_as_in_channel(&chat_records, &chat, &message)?)?;
+    }
+    log_records.sync()?;
+    chat_records.sync()?;
+    new.flush()?;
+    let (batches, messages) = (new.open_tree("log-index")?.len(), chat.len());
+    drop((chat, inbox, new, old));
+    sync_tree(&building)?;
+    std::fs::rename(&building, dir.join(SLED_DIR))?;
+    File::open(dir)?.sync_all()?;
+    tracing::info!(batches, messages, took = ?started.elapsed(), "the data dir is in this version's layout");
+    Ok(())
+}
+
+/// Keeps, in the data dir itself where muster 0.1 with schema 4 or older opens its database,
+/// a stub holding only the schema number, so that an older muster refuses the dir instead of
+/// starting an empty board there. Removes first an old database that an upgrade copied but
+/// did not get to remove.
+pub(super) fn stub_root(dir: &Path) -> Result<(), StoreError> {
+    let stubbed = dir.join("db").exists() && {
+        let root = open_sled(dir, dir, 1 << 20)?;
+        root.open_tree("meta")?.get("stub")?.is_some()
+    };
+    if stubbed {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(is_sled_file) {
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    let root = open_sled(dir, dir, 1 << 20)?;
+    let meta = root.open_tree("meta")?;
+    meta.insert("schema", &SCHEMA.to_be_bytes())?;
+    meta.insert("stub", &[1])?;
+    root.flush()?;
+    File::open(dir.join("db"))?.sync_data()?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// The position to store for an inbox entry holding `message`: the record of the same
 /// message in its channel when it is the same bytes, or else a record of its own.
-fn same_as_in_channel(db: &Db, chat: &sled::Tree, message: &[u8]) -> Result<Vec<u8>, StoreError> {
+fn same_as_in_channel(records: &Segments, chat: &sled::Tree, message: &[u8]) -> Result<Vec<u8>, StoreError> {
     #[derive(serde::Deserialize)]
     struct Located {
         channel: String,
@@ -65,10 +123,23 @@ fn same_as_in_channel(db: &Db, chat: &sled::Tree, message: &[u8]) -> Result<Vec<
     }
     if let Ok(at) = serde_json::from_slice::<Located>(message)
         && let Some(pos) = chat.get(key_chat(&at.channel, at.seq))?
-        && let Some(decoded) = super::segments::Pos::decode(&pos)
-        && db.chat_records.read(decoded)? == message
+        && let Some(decoded) = Pos::decode(&pos)
+        && records.read(decoded)? == message
     {
         return Ok(pos.to_vec());
     }
-    Ok(db.chat_records.append(message)?.encode().to_vec())
+    Ok(records.append(message)?.encode().to_vec())
+}
+
+/// `fdatasync`s every file under `dir`, and the directories.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            sync_tree(&entry.path())?;
+        } else {
+            File::open(entry.path())?.sync_data()?;
+        }
+    }
+    File::open(dir)?.sync_all()
 }
