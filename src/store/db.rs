@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use muster_protocol::Seq;
 
+pub(crate) use super::error::StoreError;
 use super::segments::Segments;
-use super::upgrade;
 
 /// Version of the layout of the trees. Bumped on incompatible change.
 ///
@@ -25,58 +25,6 @@ use super::upgrade;
 ///   their positions (`log-index`, `chat-index`, `inbox-index`), in its own directory
 ///   (`sled/`); see `upgrade` for how an older dir is moved.
 pub(super) const SCHEMA: u64 = 5;
-
-/// A storage failure.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
-    /// Another process holds the data dir.
-    #[error("data dir {0} is in use by another muster process (stop it, or pass --data-dir to use another directory)")]
-    Locked(PathBuf),
-    /// The data dir was written by a newer Muster.
-    #[error("data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster")]
-    Schema {
-        /// The data dir.
-        dir: PathBuf,
-        /// The version found.
-        found: u64,
-    },
-    /// sled failed.
-    #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
-    /// A file operation failed.
-    #[error("storage I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The database is being reopened after an I/O error (see [`Db::reopen`]).
-    #[error("storage is being reopened after an I/O error; retry")]
-    Reopening,
-    /// A batch was appended out of order: the writer's head is not the log's.
-    #[error("log append refused: the batch starts at {got}, the log expects {expected}")]
-    OutOfOrder {
-        /// The `seq` the log expected next.
-        expected: Seq,
-        /// The `seq` the batch starts at.
-        got: Seq,
-    },
-    /// A stored value does not decode: the data dir is damaged.
-    #[error("corrupt value in tree {tree}: {error}")]
-    Corrupt {
-        /// The tree.
-        tree: &'static str,
-        /// The decode error.
-        error: String,
-    },
-}
-
-impl StoreError {
-    /// Whether the disk is full (`ENOSPC`), rather than broken.
-    pub(crate) fn is_disk_full(&self) -> bool {
-        let io = match self {
-            StoreError::Sled(sled::Error::Io(e)) | StoreError::Io(e) => e,
-            _ => return false,
-        };
-        io.kind() == std::io::ErrorKind::StorageFull
-    }
-}
 
 /// The sled database, reopened whole after an I/O error (see [`Db::reopen`]).
 pub(crate) struct Db {
@@ -176,10 +124,7 @@ impl Handles {
 impl Db {
     /// Opens (or creates) the database in `dir`, with a page cache of `cache_bytes`.
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Db, StoreError> {
-        crate::config::create_data_dir(dir)?;
-        upgrade::out_of_root(dir, cache_bytes)?;
         let handles = Handles::open(dir, cache_bytes)?;
-        upgrade::stub_root(dir)?;
         // The directory entries of sled's files must be durable too.
         File::open(dir)?.sync_all()?;
         File::open(dir.join(SLED_DIR))?.sync_all()?;

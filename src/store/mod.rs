@@ -5,6 +5,7 @@
 //!
 //! - `db`: opening (and reopening after an I/O error), the trees, making writes durable
 //!   (the segment files, then sled's flush, then `fdatasync` of its files);
+//! - `error`: [`StoreError`];
 //! - `segments`: the append-only segment files, records read back by position;
 //! - `upgrade`: moving an older dir to this layout, once, and the stub that keeps an older
 //!   muster from opening it;
@@ -20,6 +21,7 @@
 mod archive;
 mod chat;
 mod db;
+mod error;
 mod log;
 mod segments;
 mod upgrade;
@@ -52,7 +54,10 @@ impl Store {
     /// Opens (or creates) the store in `dir`, with a page cache of `cache_mb` MiB. Load the
     /// model with `views.load(&log)`.
     pub(crate) fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
+        crate::config::create_data_dir(dir)?;
+        upgrade::out_of_root(dir, cache_mb << 20)?;
         let db = Arc::new(Db::open(dir, cache_mb << 20)?);
+        upgrade::stub_root(dir)?;
         Ok(Store {
             log: Arc::new(DiskLog::new(Arc::clone(&db))),
             views: Arc::new(Views::new(Arc::clone(&db))),

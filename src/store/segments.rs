@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::db::StoreError;
+use super::error::StoreError;
 
 /// A segment file is closed for appends once it holds this many bytes.
 pub(super) const SEGMENT_BYTES: u64 = 64 << 20;

@@ -1,0 +1,59 @@
+//! [`StoreError`]: what can go wrong in the store, from sled, the files, or the data.
+
+use std::path::PathBuf;
+
+use muster_protocol::Seq;
+
+use super::db::SCHEMA;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// Another process holds the data dir.
+    #[error("data dir {0} is in use by another muster process (stop it, or pass --data-dir to use another directory)")]
+    Locked(PathBuf),
+    /// The data dir was written by a newer Muster.
+    #[error("data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster")]
+    Schema {
+        /// The data dir.
+        dir: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// sled failed.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A file operation failed.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database is being reopened after an I/O error (see [`super::Db::reopen`]).
+    #[error("storage is being reopened after an I/O error; retry")]
+    Reopening,
+    /// A batch was appended out of order: the writer's head is not the log's.
+    #[error("log append refused: the batch starts at {got}, the log expects {expected}")]
+    OutOfOrder {
+        /// The `seq` the log expected next.
+        expected: Seq,
+        /// The `seq` the batch starts at.
+        got: Seq,
+    },
+    /// A stored value does not decode: the data dir is damaged.
+    #[error("corrupt value in tree {tree}: {error}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// The decode error.
+        error: String,
+    },
+}
+
+impl StoreError {
+    /// Whether the disk is full (`ENOSPC`), rather than broken.
+    pub(crate) fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StoreError::Sled(sled::Error::Io(e)) | StoreError::Io(e) => e,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull
+    }
+}
