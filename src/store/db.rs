@@ -24,7 +24,9 @@ use super::segments::Segments;
 /// - 5: the log's batches and chat messages in segment files (`log/`, `chat/`), sled holding
 ///   their positions (`log-index`, `chat-index`, `inbox-index`), in its own directory
 ///   (`sled/`); see `upgrade` for how an older dir is moved.
-pub(super) const SCHEMA: u64 = 5;
+/// - 6: `chat-index` and `inbox-index` hold chunks of entries, not one key per message (see
+///   `chat_index`); a version-5 dir is copied into a fresh database (see `upgrade`).
+pub(super) const SCHEMA: u64 = 6;
 
 /// The sled database, reopened whole after an I/O error (see [`Db::reopen`]).
 pub(crate) struct Db {
@@ -36,6 +38,8 @@ pub(crate) struct Db {
     /// Largest blob file already synced (sled names blobs by log position).
     blobs_synced: Mutex<u64>,
     epoch: String,
+    /// The schema the dir had when it was opened (this version's for a new dir).
+    pub(super) opened_at_schema: u64,
     /// The log's batches (see `log`).
     pub(super) log_records: Segments,
     /// Chat messages, each once (see `chat`).
@@ -53,9 +57,9 @@ pub(super) struct Handles {
     pub(super) agents: sled::Tree,
     pub(super) cursors: sled::Tree,
     pub(super) channels: sled::Tree,
-    /// `channel \0 seq` → the message's position.
+    /// The messages' positions by channel (see `chat_index`).
     pub(super) chat: sled::Tree,
-    /// `agent \0 seq` → the position of a message the agent received.
+    /// The positions of the messages each agent received.
     pub(super) inbox: sled::Tree,
     pub(super) idempotency: sled::Tree,
     pub(super) files: sled::Tree,
@@ -129,11 +133,13 @@ impl Db {
         File::open(dir)?.sync_all()?;
         File::open(dir.join(SLED_DIR))?.sync_all()?;
         let (db, meta, db_file) = (&handles.db, &handles.meta, &handles.db_file);
-        if let Some(found) = meta.get("schema")?.and_then(|v| be(&v))
+        let found = meta.get("schema")?.and_then(|v| be(&v));
+        if let Some(found) = found
             && found > SCHEMA
         {
             return Err(StoreError::Schema { dir: dir.to_owned(), found });
         }
+        let fresh = meta.get("epoch")?.is_none();
         let epoch = match meta.get("epoch")? {
             Some(epoch) => String::from_utf8_lossy(&epoch).into_owned(),
             None => {
@@ -151,6 +157,8 @@ impl Db {
             handles: RwLock::new(Some(Arc::new(handles))),
             blobs_synced: Mutex::new(0),
             epoch,
+            // No schema and an epoch: the first layout's.
+            opened_at_schema: found.unwrap_or(if fresh { SCHEMA } else { 1 }),
             log_records: Segments::open("log", &dir.join("log"))?,
             chat_records: Segments::open("chat", &dir.join("chat"))?,
         })

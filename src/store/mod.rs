@@ -12,6 +12,7 @@
 //! - `log`: the event log and the [`Log`] seam the sequencer appends through;
 //! - `views`: tasks, agents, cursors, channels, messages by channel and recipient,
 //!   idempotency records; loading them at startup;
+//! - `chat_index`: the positions of chat messages by channel and by recipient, in chunks;
 //! - `chat`: reading channels and inboxes back by page;
 //! - `archive`: reading tasks back (those the model let go of), by id and by page.
 //!
@@ -20,6 +21,7 @@
 
 mod archive;
 mod chat;
+mod chat_index;
 mod db;
 mod error;
 mod log;
@@ -55,8 +57,15 @@ impl Store {
     /// model with `views.load(&log)`.
     pub(crate) fn open(dir: &Path, cache_mb: u64) -> Result<Store, StoreError> {
         crate::config::create_data_dir(dir)?;
+        upgrade::finish_swap(dir)?;
         upgrade::out_of_root(dir, cache_mb << 20)?;
-        let db = Arc::new(Db::open(dir, cache_mb << 20)?);
+        let mut db = Db::open(dir, cache_mb << 20)?;
+        if db.opened_at_schema == 5 {
+            drop(db);
+            upgrade::rechunk(dir, cache_mb << 20)?;
+            db = Db::open(dir, cache_mb << 20)?;
+        }
+        let db = Arc::new(db);
         upgrade::stub_root(dir)?;
         Ok(Store {
             log: Arc::new(DiskLog::new(Arc::clone(&db))),

@@ -288,20 +288,31 @@ fn to_version_4(dir: &std::path::Path, edit: impl FnOnce(&sled::Db)) {
     }
     let old = sled::open(dir).unwrap();
     for name in new.tree_names() {
-        let (to, records) = match &name[..] {
-            b"log-index" => (&b"log"[..], Some(&log_records)),
-            b"chat-index" => (&b"chat"[..], Some(&chat_records)),
-            b"inbox-index" => (&b"inbox"[..], Some(&chat_records)),
+        let tree = new.open_tree(&name).unwrap();
+        let (to, index) = match &name[..] {
+            b"log-index" => (&b"log"[..], None),
+            b"chat-index" => (&b"chat"[..], Some("chat-index")),
+            b"inbox-index" => (&b"inbox"[..], Some("inbox-index")),
             other => (other, None),
         };
         let to = old.open_tree(to).unwrap();
-        for entry in new.open_tree(&name).unwrap().iter() {
-            let (k, v) = entry.unwrap();
-            let v = match records {
-                Some(records) => records.read(segments::Pos::decode(&v).unwrap()).unwrap().into(),
-                None => v,
-            };
-            to.insert(k, v).unwrap();
+        match index {
+            Some(index) => {
+                for entry in chat_index::ChatIndex::new(&tree, index).all() {
+                    let (name, seq, pos) = entry.unwrap();
+                    to.insert(db::key_chat(&name, seq), chat_records.read(pos).unwrap()).unwrap();
+                }
+            }
+            None => {
+                for entry in tree.iter() {
+                    let (k, v) = entry.unwrap();
+                    let v = match &name[..] {
+                        b"log-index" => log_records.read(segments::Pos::decode(&v).unwrap()).unwrap().into(),
+                        _ => v,
+                    };
+                    to.insert(k, v).unwrap();
+                }
+            }
         }
     }
     old.open_tree("meta").unwrap().insert("schema", &4u64.to_be_bytes()).unwrap();
@@ -354,10 +365,21 @@ fn a_log_record_that_never_reached_the_disk_is_dropped_or_starts_the_log_after_i
     assert_eq!(seqs(&store, 0, 10), [3, 4]);
 }
 
-#[test]
-fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
+/// What a store's log, channels and an inbox read back.
+type ReadBack = (Vec<Seq>, Vec<(Seq, bytes::Bytes)>, Vec<(Seq, bytes::Bytes)>, Vec<(Seq, bytes::Bytes)>);
+
+fn read_back(store: &Store) -> ReadBack {
+    let log = seqs(store, 0, 100);
+    let general = store.history.messages("general", None, None, 100).unwrap();
+    let review = store.history.messages("review", None, None, 100).unwrap();
+    let inbox = store.history.inbox("bo", None, None, 100).unwrap();
+    (log, general, review, inbox)
+}
+
+/// A closed store in `dir` with tasks and messages in two channels and an inbox; its model
+/// and what it reads back.
+fn with_chat(dir: &std::path::Path) -> (Model, ReadBack) {
     use muster_protocol::PostMessage;
-    let dir = tempfile::tempdir().unwrap();
     let post = |from: &str, content: &str, channel: Option<&str>| {
         Command::PostMessage(PostMessage {
             from: from.into(),
@@ -366,26 +388,24 @@ fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
             ..Default::default()
         })
     };
-    let read_all = |store: &Store| {
-        let log = seqs(store, 0, 100);
-        let general = store.history.messages("general", None, None, 100).unwrap();
-        let review = store.history.messages("review", None, None, 100).unwrap();
-        let inbox = store.history.inbox("bo", None, None, 100).unwrap();
-        (log, general, review, inbox)
-    };
-    let (model, before) = {
-        let store = Store::open(dir.path(), 16).unwrap();
-        let mut model = load(&store);
-        let at: muster_protocol::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
-        create_tasks(&store, &mut model, 3, "2026-11-25T10:00:00Z", true);
-        commit(&store, &mut model, post("ann", "@bo the tests pass", None), at);
-        commit(&store, &mut model, post("bo", "thanks", Some("review")), at);
-        commit(&store, &mut model, post("cy", "@bo @ann look", Some("review")), at);
-        store.views.close(&model).unwrap();
-        let before = read_all(&store);
-        assert_eq!((before.1.len(), before.2.len(), before.3.len()), (1, 2, 2));
-        (model, before)
-    };
+    let store = Store::open(dir, 16).unwrap();
+    let mut model = load(&store);
+    let at: muster_protocol::Timestamp = "2026-11-25T10:00:00Z".parse().unwrap();
+    create_tasks(&store, &mut model, 3, "2026-11-25T10:00:00Z", true);
+    commit(&store, &mut model, post("ann", "@bo the tests pass", None), at);
+    commit(&store, &mut model, post("bo", "thanks", Some("review")), at);
+    commit(&store, &mut model, post("cy", "@bo @ann look", Some("review")), at);
+    store.views.close(&model).unwrap();
+    let before = read_back(&store);
+    assert_eq!((before.1.len(), before.2.len(), before.3.len()), (1, 2, 2));
+    (model, before)
+}
+
+#[test]
+fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let read_all = read_back;
+    let (model, before) = with_chat(dir.path());
     to_version_4(dir.path(), |_| {});
     // As an upgrade that crashed part-way leaves it: a half-built copy, part of the records.
     std::fs::create_dir_all(dir.path().join("sled.new")).unwrap();
@@ -395,13 +415,13 @@ fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
     let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!(load(&store), model);
     assert_eq!(read_all(&store), before, "the same log, channels and inbox");
-    assert_eq!(store.db.handles().unwrap().meta.get("schema").unwrap().unwrap().as_ref(), 5u64.to_be_bytes());
+    assert_eq!(store.db.handles().unwrap().meta.get("schema").unwrap().unwrap().as_ref(), db::SCHEMA.to_be_bytes());
     drop(store);
     // sled moved into its own dir; what stands where it was only refuses an older muster.
     let root = sled::open(dir.path()).unwrap();
     let trees: Vec<_> = root.tree_names().into_iter().map(|n| String::from_utf8_lossy(&n).into_owned()).collect();
     assert_eq!(trees, ["__sled__default", "meta"]);
-    assert_eq!(root.open_tree("meta").unwrap().get("schema").unwrap().unwrap().as_ref(), 5u64.to_be_bytes());
+    assert_eq!(root.open_tree("meta").unwrap().get("schema").unwrap().unwrap().as_ref(), db::SCHEMA.to_be_bytes());
     drop(root);
     assert!(!dir.path().join("sled.new").exists());
     // As a crash right after the copy was renamed into place leaves it: the old database
@@ -428,4 +448,63 @@ fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
         "the old database was replaced by the stub"
     );
     assert!(root.open_tree("tasks").unwrap().is_empty());
+}
+
+/// Rewrites the closed store in `dir` as version 5 kept it: one key per message in the chat
+/// indexes.
+fn to_version_5(dir: &std::path::Path) {
+    let db = sled::open(dir.join("sled")).unwrap();
+    for name in ["chat-index", "inbox-index"] {
+        let tree = db.open_tree(name).unwrap();
+        let entries: Vec<_> = chat_index::ChatIndex::new(&tree, name).all().map(Result::unwrap).collect();
+        tree.clear().unwrap();
+        for (name, seq, pos) in entries {
+            tree.insert(db::key_chat(&name, seq), &pos.encode()).unwrap();
+        }
+    }
+    db.open_tree("meta").unwrap().insert("schema", &5u64.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+}
+
+/// The values of a chat index tree: chunks, or one position per message (version 5).
+fn chat_index_values(store: &Store) -> Vec<usize> {
+    store.db.handles().unwrap().chat.iter().values().map(|v| v.unwrap().len()).collect()
+}
+
+#[test]
+fn a_version_5_dir_gets_its_chat_indexes_in_chunks_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, before) = with_chat(dir.path());
+    to_version_5(dir.path());
+    let values = |db: &sled::Db| -> Vec<usize> {
+        db.open_tree("chat-index").unwrap().iter().values().map(|v| v.unwrap().len()).collect()
+    };
+    assert_eq!(values(&sled::open(dir.path().join("sled")).unwrap()), [12, 12, 12], "the layout this test starts from");
+    // A half-built copy from an upgrade that crashed part-way is started over.
+    std::fs::create_dir_all(dir.path().join("sled.new")).unwrap();
+    std::fs::write(dir.path().join("sled.new/db"), b"half").unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
+    assert_eq!((load(&store), read_back(&store)), (model.clone(), before.clone()));
+    assert_eq!(chat_index_values(&store), [20, 40], "one chunk per channel");
+    assert_eq!(store.db.handles().unwrap().meta.get("schema").unwrap().unwrap().as_ref(), db::SCHEMA.to_be_bytes());
+    assert!(!dir.path().join("sled.new").exists() && !dir.path().join("sled.old").exists());
+    drop(store);
+
+    // A crash between the two renames: the old database in `sled.old/`, the complete copy
+    // still in `sled.new/`. The next open finishes the swap.
+    to_version_5(dir.path());
+    let (old, saved) = (dir.path().join("sled.old"), tempfile::tempdir().unwrap());
+    for entry in std::fs::read_dir(dir.path().join("sled")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), saved.path().join(entry.file_name())).unwrap();
+        }
+    }
+    upgrade::rechunk(dir.path(), 1 << 20).unwrap();
+    std::fs::rename(dir.path().join("sled"), dir.path().join("sled.new")).unwrap();
+    std::fs::rename(saved.path(), &old).unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
+    assert_eq!((load(&store), read_back(&store)), (model, before));
+    assert_eq!(chat_index_values(&store), [20, 40]);
+    assert!(!dir.path().join("sled.new").exists() && !old.exists());
 }

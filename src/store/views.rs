@@ -6,8 +6,8 @@
 //! - `unfinished`: every task not finished, by id (a second copy, so that start-up reads them
 //!   together); `finished`: `updatedAt \0 id` of every finished one (done, cancelled): start-up
 //!   reads only the tasks the model keeps;
-//! - `chat-index`: `channel \0 seq` → the message's position in the `chat/` segment files,
-//!   `inbox-index`: `agent \0 seq` → the same, for each recipient (see `chat`);
+//! - `chat-index`: by channel, the `seq` and position in the `chat/` segment files of each
+//!   message; `inbox-index`: the same by recipient (see `chat_index`);
 //! - `idempotency`: `Idempotency-Key` → the recorded outcome;
 //! - `meta`: the data dir's `epoch`, the schema version, `views` (the `head` the views
 //!   include, the last message, reservation and task numbers, and the tasks by status) and
@@ -24,9 +24,9 @@ use muster_protocol::{
     Agent, ChatMessage, Event, EventKind, Reservation, ReservationId, Seq, Task, TaskId, TaskStatus, Timestamp,
 };
 
-use super::db::{Db, Handles, SCHEMA, StoreError, be, from_json, key_chat, prefix, to_json};
+use super::chat_index::ChatIndex;
+use super::db::{Db, Handles, SCHEMA, StoreError, be, from_json, to_json};
 use super::log::DiskLog;
-use super::segments::Pos;
 use crate::core::{Channel, FINISHED_KEPT, Model, actor, apply};
 
 /// How often agents that only acted (their `lastSeenAt` moved) are written (see
@@ -340,37 +340,27 @@ impl Views {
             message.mentions = mentions;
             before != (message.from.clone(), message.to.clone(), message.mentions.clone())
         };
-        // A message that changes is written again, and its entries point to the new record.
-        let read = |tree: &'static str, at: &[u8]| -> Result<ChatMessage, StoreError> {
-            let pos = Pos::decode(at).ok_or_else(|| StoreError::Corrupt { tree, error: "not a position".into() })?;
-            from_json(tree, &self.db.chat_records.read(pos)?)
+        // A message that changes is written again, and its entries point to the new record;
+        // inbox entries move to the lowercase name (merging inboxes that differ in case).
+        let rewrite = |index: ChatIndex<'_>, lowercase: bool| -> Result<(), StoreError> {
+            let mut entries = BTreeMap::new();
+            for entry in index.all() {
+                let (mut name, seq, pos) = entry?;
+                let mut message: ChatMessage = from_json(index.name(), &self.db.chat_records.read(pos)?)?;
+                let pos = if canonical(&mut message) { self.db.chat_records.append(&to_json(&message))? } else { pos };
+                if lowercase {
+                    name.make_ascii_lowercase();
+                }
+                entries.insert((name, seq), pos);
+            }
+            index.clear()?;
+            for ((name, seq), pos) in entries {
+                index.append(&name, seq, pos)?;
+            }
+            Ok(())
         };
-        for entry in h.chat.iter() {
-            let (key, at) = entry?;
-            let mut message = read("chat-index", &at)?;
-            if canonical(&mut message) {
-                h.chat.insert(key, &self.db.chat_records.append(&to_json(&message))?.encode())?;
-            }
-        }
-        for entry in h.inbox.iter() {
-            let (key, at) = entry?;
-            let agent_end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-            let mut message = read("inbox-index", &at)?;
-            let changed = canonical(&mut message);
-            let at = if changed {
-                sled::IVec::from(&self.db.chat_records.append(&to_json(&message))?.encode()[..])
-            } else {
-                at
-            };
-            if key[..agent_end].iter().any(u8::is_ascii_uppercase) {
-                let mut moved = prefix(&String::from_utf8_lossy(&key[..agent_end]).to_ascii_lowercase());
-                moved.extend_from_slice(&key[(agent_end + 1).min(key.len())..]);
-                h.inbox.remove(&key)?;
-                h.inbox.insert(moved, at)?;
-            } else if changed {
-                h.inbox.insert(key, at)?;
-            }
-        }
+        rewrite(ChatIndex::new(&h.chat, "chat-index"), false)?;
+        rewrite(ChatIndex::new(&h.inbox, "inbox-index"), true)?;
         h.meta.insert("views", &encode_views_meta(migrated)[..])?;
         h.meta.insert("agents", &migrated.head.to_be_bytes())?;
         let mut seen = self.lock_seen();
@@ -418,10 +408,11 @@ impl Views {
             h.idempotency.remove(key.as_bytes())?;
         }
         let touched = Touched::of(events);
+        let (chat, inbox) = (ChatIndex::new(&h.chat, "chat-index"), ChatIndex::new(&h.inbox, "inbox-index"));
         for message in &touched.messages {
-            h.chat.remove(key_chat(&message.channel, message.seq))?;
+            chat.remove(&message.channel, message.seq)?;
             for agent in message.recipients() {
-                h.inbox.remove(key_chat(agent, message.seq))?;
+                inbox.remove(agent, message.seq)?;
             }
         }
         self.write_views(&[], before)?;
@@ -443,11 +434,12 @@ impl Views {
     fn write_views(&self, events: &[Event], state: &Model) -> Result<(), StoreError> {
         let h = self.db.handles()?;
         let touched = Touched::of(events);
+        let (chat, inbox) = (ChatIndex::new(&h.chat, "chat-index"), ChatIndex::new(&h.inbox, "inbox-index"));
         for message in &touched.messages {
-            let at = self.db.chat_records.append(&to_json(message))?.encode();
-            h.chat.insert(key_chat(&message.channel, message.seq), &at)?;
+            let at = self.db.chat_records.append(&to_json(message))?;
+            chat.append(&message.channel, message.seq, at)?;
             for agent in message.recipients() {
-                h.inbox.insert(key_chat(agent, message.seq), &at)?;
+                inbox.append(agent, message.seq, at)?;
             }
         }
         self.write_entities(&touched, state, false)?;
