@@ -65,7 +65,12 @@ fn mount_or_skip(size: &str) -> Option<Tmpfs> {
     if fs.is_none() {
         let required = std::env::var("MUSTER_REQUIRE_MOUNT").is_ok_and(|v| v == "1");
         assert!(!required, "MUSTER_REQUIRE_MOUNT=1 but mounting a tmpfs failed");
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        // Straight to stderr, past the test harness's capture: a skip must show in the normal
+        // output, not only with --nocapture.
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("SKIPPED: cannot mount a tmpfs here (needs root)\n"),
+        );
     }
     fs
 }

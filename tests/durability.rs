@@ -18,7 +18,12 @@ fn strace_available() -> bool {
             std::env::var_os("MUSTER_REQUIRE_STRACE").is_none(),
             "strace is required (MUSTER_REQUIRE_STRACE is set) but does not run here"
         );
-        eprintln!("SKIPPED: strace is not available (install it: apt-get install strace)");
+        // Straight to stderr, past the test harness's capture: a skip must show in the normal
+        // output, not only with --nocapture.
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("SKIPPED: strace is not available (install it: apt-get install strace)\n"),
+        );
     }
     ok
 }

@@ -181,3 +181,32 @@ async fn a_steady_flood_at_twice_the_rate_is_closed_too() {
     sender.abort();
     assert_eq!(close, Some(1008), "a steady flood of a few hundred frames/s against a limit of 20/s was not closed");
 }
+
+/// A body over the limit is read through (up to a bound) before the 413 goes out: a client
+/// that writes its whole request before reading, as Python's urllib does, gets the answer
+/// rather than a reset connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversize_body_gets_its_413_every_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start().await;
+    let body = format!(r#"{{"title":"{}"}}"#, "a".repeat(2 << 20));
+    for attempt in 0..5 {
+        let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let head = format!(
+            "POST /tasks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(body.as_bytes()).await.unwrap_or_else(|e| panic!("attempt {attempt}: writing the body: {e}"));
+        let mut answer = Vec::new();
+        let mut buf = [0; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap_or_else(|e| panic!("attempt {attempt}: reading the answer: {e}"));
+            assert!(n > 0, "attempt {attempt}: closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let status = String::from_utf8_lossy(&answer).lines().next().unwrap().to_owned();
+        assert_eq!(status, "HTTP/1.1 413 Payload Too Large", "attempt {attempt}");
+    }
+    assert_eq!(s.get("/health").await.0, 200);
+}

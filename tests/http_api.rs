@@ -176,6 +176,8 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         ("POST", "/presence/kai", json!({"note": "n".repeat(300)}).to_string(), 400, "invalid", Some("note")),
         ("POST", "/inbox/kai/ack", json!({"seq": 1_000_000}).to_string(), 400, "invalid", Some("seq")),
         ("GET", "/events?wait=61", "".into(), 400, "invalid", Some("wait")),
+        ("GET", "/events?wait=2m", "".into(), 400, "invalid", Some("wait")),
+        ("GET", "/events?wait=soon", "".into(), 400, "invalid", Some("wait")),
         ("GET", "/events?since=-1", "".into(), 400, "invalid", Some("since")),
         ("GET", "/events?topics=tasks,bogus", "".into(), 400, "invalid", Some("topics")),
         ("DELETE", "/tasks/T-1", "".into(), 405, "method_not_allowed", None),
@@ -279,6 +281,21 @@ async fn long_poll_returns_at_once_when_events_exist_and_wakes_on_a_new_one() {
     let head = page["head"].as_u64().unwrap();
     let (status, page) = s.get(&format!("/events?since={head}&wait=1")).await;
     assert_eq!((status, page["events"].as_array().unwrap().len()), (200, 0));
+    assert_eq!((&page["resync"], &page["next"]), (&json!(false), &json!(head)));
+    // `wait` as the CLI writes durations.
+    let started = Instant::now();
+    let (status, page) = s.get(&format!("/events?since={head}&wait=1s")).await;
+    assert_eq!((status, page["events"].as_array().unwrap().len()), (200, 0));
+    assert!(started.elapsed() >= Duration::from_millis(900), "1s was waited");
+
+    // A `since` past the head (a seq from another history, as README's `since=12` on a fresh
+    // broker): answered at once, telling the client to re-read the state and go on from the head.
+    let started = Instant::now();
+    let (status, page) = s.get(&format!("/events?since={}&wait=30s", head + 100)).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "did not wait for events that cannot come");
+    assert_eq!(status, 200);
+    assert_eq!((&page["resync"], &page["head"], &page["next"]), (&json!(true), &json!(head), &json!(head)), "{page}");
+    assert_eq!(page["epoch"].as_str().map(str::len), Some(16));
 }
 
 #[tokio::test(flavor = "multi_thread")]

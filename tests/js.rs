@@ -21,7 +21,9 @@ fn available(program: &str) -> bool {
 
 fn skip(why: &str) {
     assert!(!required(), "MUSTER_REQUIRE_JS=1 but {why}");
-    eprintln!("SKIPPED: {why}");
+    // Straight to stderr, past the test harness's capture: a skip must show in the normal
+    // output, not only with --nocapture.
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("SKIPPED: {why}\n"));
 }
 
 /// `npm ci` (if `node_modules` is missing), then `npm test`, in `dir`.

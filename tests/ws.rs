@@ -442,6 +442,10 @@ async fn server_sent_events_resume_from_last_event_id() {
     s.task("c").await;
     let events = pending.await.unwrap();
     assert_eq!(events, [(2, "task.created".to_owned()), (3, "task.created".to_owned())]);
+    // A Last-Event-ID from another history: a `resync` event with the head as its id, so that
+    // a browser reconnecting resumes from there instead of sending the stale id again.
+    let r = s.http.get(s.url("/events/stream?topics=tasks")).header("Last-Event-ID", "999").send().await.unwrap();
+    assert_eq!(read(r, 1).await, [(3, "resync".to_owned())]);
 
     let (status, body) =
         split(s.http.get(s.url("/events/stream")).header("Last-Event-ID", "soon").send().await.unwrap()).await;

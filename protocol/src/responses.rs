@@ -122,6 +122,11 @@ pub struct EventPage {
     /// Events after `since` were trimmed from the log (retention): re-read the state
     /// (`GET /tasks`, `/presence`, `/chat/messages`) and continue from `head`.
     pub truncated: bool,
+    /// The events after `since` cannot all be given: some were trimmed (`truncated`), or
+    /// `since` is past `head` (a history this broker does not have: another data dir). Re-read
+    /// the state (`GET /tasks`, `/presence`, `/chat/messages`) and poll again from `next`.
+    #[serde(default)]
+    pub resync: bool,
     /// Matching events after `since`, oldest first.
     pub events: Vec<Event>,
     /// The `since` of the next poll: the last event's `seq`, or `head` when there was none.

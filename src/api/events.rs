@@ -25,8 +25,8 @@ pub(crate) struct Poll {
     pub(crate) since: Option<Seq>,
     /// Comma-separated topics (default `*`).
     pub(crate) topics: Option<String>,
-    /// Seconds to wait for a matching event when there is none yet (default 0).
-    pub(crate) wait: Option<u64>,
+    /// How long to wait for a matching event when there is none yet (default 0).
+    pub(crate) wait: Option<Duration>,
     /// At most this many events (default 100).
     pub(crate) limit: Option<usize>,
 }
@@ -46,17 +46,21 @@ pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result
         Some(list) => list.split(',').map(str::to_owned).collect(),
     };
     parse_topics(&topics)?;
-    let wait = poll.wait.unwrap_or(0);
-    if wait > MAX_WAIT {
+    let wait = poll.wait.unwrap_or_default();
+    if wait > Duration::from_secs(MAX_WAIT) {
         return Err(ApiError::invalid("wait", format!("must be at most {MAX_WAIT} seconds")));
     }
     let limit = page::limit(poll.limit, page::EVENTS.0, page::EVENTS.1)?;
     let since = poll.since.unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(wait);
+    let deadline = Instant::now() + wait;
     let outbox = Outbox::new(broker.limits.outbox_bytes);
     let (_subscription, mut feed, start) =
         subscribe(broker, caller, outbox, &topics, Begin::Since(since), limit).await?;
     let truncated = since < start.head && since + 1 < start.first;
+    // A `since` past the head is from another history (a new data dir, or the client's own
+    // mistake): waiting would never bring its events. Said at once, as SSE and the WebSocket
+    // say it, so that a poll loop re-reads the state instead of spinning on a stale `since`.
+    let ahead = since > start.head;
     let mut events: Vec<Bytes> = Vec::new();
     let mut head = start.head;
     let mut tokens = broker.token_changes();
@@ -76,7 +80,7 @@ pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result
         if !feed.replaying() {
             head = head.max(seen);
         }
-        if !events.is_empty() || since > start.head || Instant::now() >= deadline {
+        if !events.is_empty() || ahead || Instant::now() >= deadline {
             break;
         }
         tokio::select! {
@@ -89,15 +93,16 @@ pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result
     }
     events.truncate(limit);
     // The `since` of the next poll: the last event's, or the head when none came (a poll
-    // after a trimmed gap resumes at the head too).
+    // after a trimmed gap, or from past the head, resumes at the head too).
     let next = match events.last() {
         Some(last) => frame_seq(last).unwrap_or(head),
-        None => head.max(since),
+        None => head,
     };
     let extra = [
         ("epoch", quoted(broker.epoch())),
         ("head", head.to_string()),
         ("truncated", truncated.to_string()),
+        ("resync", (truncated || ahead).to_string()),
         ("next", next.to_string()),
     ];
     Ok(Json::from_bytes(json_list("events", &events, &extra)))

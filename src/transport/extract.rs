@@ -28,21 +28,56 @@ pub(crate) struct JsonBody<T>(pub(crate) T);
 /// A JSON object body that may be omitted (an empty body reads as `{}`).
 pub(crate) struct OptionalJsonBody<T>(pub(crate) T);
 
+/// Bytes of an oversize body read (and dropped) before its 413 is sent. A client that is
+/// still sending when the connection closes gets a reset instead of the answer (Python's
+/// urllib did, 2 times in 5, for a 2 MiB body); reading on lets it finish and read the 413.
+/// Beyond this, the connection is closed.
+const DRAIN_AFTER_LIMIT: usize = 4 << 20;
+
 /// The body, read within `--body-timeout` (a client sending a byte a second would hold the
 /// connection for hours).
 async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     let limit = state.config.body_timeout;
-    match tokio::time::timeout(limit, Bytes::from_request(req, state)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(rejection)) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+    match tokio::time::timeout(limit, read_at_most(req, MAX_BODY)).await {
+        Ok(Ok(Some(bytes))) => Ok(bytes),
+        Ok(Ok(None)) => {
             Err(ApiError::new(ErrorCode::TooLarge, format!("request body is larger than {MAX_BODY} bytes")))
         }
-        Ok(Err(_)) => Err(ApiError::invalid("body", "could not be read")),
+        Ok(Err(())) => Err(ApiError::invalid("body", "could not be read")),
         Err(_) => Err(ApiError::new(
             ErrorCode::RequestTimeout,
             format!("the request body did not arrive within {}", humantime::format_duration(limit)),
         )),
     }
+}
+
+/// The body if it has at most `max` bytes; `None` if it has more, after reading on (up to
+/// [`DRAIN_AFTER_LIMIT`]) so that the client gets to read the answer.
+async fn read_at_most(req: Request, max: usize) -> Result<Option<Bytes>, ()> {
+    use futures_util::StreamExt;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut body = req.into_body().into_data_stream();
+    if declared.is_some_and(|n| n > (max + DRAIN_AFTER_LIMIT) as u64) {
+        // Too much to read through: closed at once.
+        return Ok(None);
+    }
+    let mut read = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| ())?;
+        if read.len() + chunk.len() > max {
+            let mut drained = read.len() + chunk.len();
+            drop(read);
+            while drained <= max + DRAIN_AFTER_LIMIT {
+                match body.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len(),
+                    _ => break,
+                }
+            }
+            return Ok(None);
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(Some(read.freeze()))
 }
 
 /// Parses a JSON object, naming the field at fault when it does not fit `T`.

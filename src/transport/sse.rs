@@ -85,7 +85,9 @@ pub(crate) async fn stream(
     conn.stream();
     let resync = start.resync.then(|| {
         let data = serde_json::json!({ "epoch": start.epoch, "head": start.head });
-        SseEvent::default().event("resync").data(data.to_string())
+        // With the head as its id: a browser that reconnects resumes from there, not from
+        // the stale `Last-Event-ID` that caused the resync.
+        SseEvent::default().event("resync").id(start.head.to_string()).data(data.to_string())
     });
     let stream = Stream {
         tokens: app.broker.token_changes(),

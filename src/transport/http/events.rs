@@ -3,6 +3,8 @@
 use axum::extract::State;
 use axum::response::Response;
 use muster_protocol::{ErrorBody, EventPage, Seq};
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::api;
@@ -21,14 +23,30 @@ pub(crate) struct PollQuery {
     /// Comma-separated topics: `*` (default), `tasks`, `task:<id>`, `chat`,
     /// `chat:<channel>`, `presence`, `inbox:<agent>`.
     topics: Option<String>,
-    /// Seconds to wait for a matching event when there is none yet (0-60, default 0).
-    wait: Option<u64>,
+    /// How long to wait for a matching event when there is none yet, at most 60 seconds
+    /// (default 0): seconds (`30`) or with a unit, as the CLI takes it (`30s`, `1m`, `500ms`).
+    #[serde(default, deserialize_with = "duration")]
+    #[param(value_type = Option<String>, pattern = r"^([0-9]|[1-5][0-9]|60)s?$")]
+    wait: Option<Duration>,
     /// At most this many events (default 100, at most 1000).
     limit: Option<usize>,
 }
 
+/// Seconds (`30`) or a duration with its unit (`30s`, `1m`).
+fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let raw = String::deserialize(de)?;
+    let parsed = match raw.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(&raw),
+    };
+    parsed
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not seconds (30) nor a duration (30s, 1m)")))
+}
+
 /// Events after `since`, oldest first. Returns at once when there are some; otherwise
-/// waits up to `wait` seconds for the next matching one.
+/// waits up to `wait` for the next matching one. With `since` past the head, or events after
+/// it trimmed, `resync` is true: re-read the state and go on from `next`.
 #[utoipa::path(
     get, path = "/events", tag = "events",
     params(PollQuery),
