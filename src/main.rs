@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use muster::{Config, cli};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,14 @@ enum Command {
     /// Issue, list and revoke tokens (only their hashes are stored, in the data dir).
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
+    /// Print shell completions, e.g. `muster completions bash >
+    /// ~/.local/share/bash-completion/completions/muster`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `muster man > ~/.local/share/man/man1/muster.1`.
+    Man,
     /// Run the broker.
     Serve {
         #[command(flatten)]
@@ -62,6 +70,21 @@ fn main() -> ExitCode {
         }
         Command::Client(command) => client(cli.global, command),
         Command::Token(command) => cli::token::run(command),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "muster", &mut out);
+            print_all(&out)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => print_all(&out),
+                Err(e) => {
+                    eprintln!("muster: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Mcp => match cli.global.agent.clone() {
             Some(agent) => block_on(muster::mcp::serve(cli.global.url.clone(), agent, cli.global.token.clone())),
             None => {
@@ -69,6 +92,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// Writes `bytes` to stdout: a closed pipe ends quietly with 141, as every command does.
+fn print_all(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
+        Err(e) => {
+            eprintln!("muster: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! A handful of atomics, written on the hot path without locks; rendering reads them.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -66,9 +67,42 @@ pub(crate) struct Metrics {
     pub(crate) commit_seconds: Histogram,
     /// HTTP responses by status class (1xx..5xx).
     pub(crate) http_responses: [AtomicU64; 5],
+    /// Streams open now, by [`Stream`] kind (see [`Metrics::open`]).
+    streams: [AtomicU64; 2],
+    /// Subscribers closed because they fell too far behind (WebSocket 4008, SSE).
+    pub(crate) slow_consumer_closes: AtomicU64,
+    /// WebSocket frames refused for the connection's rate limit.
+    pub(crate) rate_limited_frames: AtomicU64,
+}
+
+/// A kind of long-lived connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stream {
+    /// A WebSocket session.
+    WebSocket = 0,
+    /// A Server-Sent Events stream.
+    Sse = 1,
+}
+
+/// One open stream, counted while it is held.
+pub(crate) struct Open {
+    metrics: Arc<Metrics>,
+    kind: Stream,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.metrics.streams[self.kind as usize].fetch_sub(1, Relaxed);
+    }
 }
 
 impl Metrics {
+    /// Counts a stream open for as long as the returned guard lives.
+    pub(crate) fn open(self: &Arc<Self>, kind: Stream) -> Open {
+        self.streams[kind as usize].fetch_add(1, Relaxed);
+        Open { metrics: Arc::clone(self), kind }
+    }
+
     /// Counts one HTTP response.
     pub(crate) fn http_response(&self, status: u16) {
         if let Some(c) = self.http_responses.get(usize::from(status / 100).wrapping_sub(1)) {
@@ -129,9 +163,62 @@ impl Metrics {
         for (i, c) in self.http_responses.iter().enumerate() {
             let _ = writeln!(out, "muster_http_responses_total{{class=\"{}xx\"}} {}", i + 1, c.load(Relaxed));
         }
+        let _ = writeln!(out, "# HELP muster_connections Streams open now, by kind.\n# TYPE muster_connections gauge");
+        for (kind, n) in ["websocket", "sse"].iter().zip(&self.streams) {
+            let _ = writeln!(out, "muster_connections{{kind=\"{kind}\"}} {}", n.load(Relaxed));
+        }
+        counter(
+            &mut out,
+            "muster_slow_consumer_closes_total",
+            "Subscribers closed for falling too far behind (WebSocket 4008, SSE).",
+            "",
+            self.slow_consumer_closes.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "muster_rate_limited_frames_total",
+            "WebSocket frames refused for the connection's rate limit.",
+            "",
+            self.rate_limited_frames.load(Relaxed),
+        );
+        process(&mut out);
         for (name, help, lines) in extra {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{lines}");
         }
         out
+    }
+}
+
+/// The process's resident memory, CPU time and open file descriptors, under the names
+/// Prometheus's own clients use, read from `/proc/self` (absent where there is none).
+fn process(out: &mut String) {
+    let page = 4096.0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // After the command name (in parentheses, which may hold spaces): fields 3 on.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        // utime and stime (fields 14, 15) in clock ticks (100 per second on Linux); rss
+        // (field 24) in pages.
+        if let (Some(user), Some(system), Some(rss)) = (field(14), field(15), field(24)) {
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total CPU time used, user and system.\n# TYPE process_cpu_seconds_total counter\n\
+                 process_cpu_seconds_total {}",
+                (user + system) / 100.0
+            );
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\n\
+                 process_resident_memory_bytes {}",
+                rss * page
+            );
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+            fds.count()
+        );
     }
 }

@@ -392,3 +392,14 @@ async fn wait_stuck_wakes_when_a_teammate_goes_silent_on_a_doing_task() {
     let (out, _) = exits(&muster(&url, &["wait", "--stuck", "--timeout", "5s"]).await, 0);
     assert!(out.contains("link is stuck on T-1"), "{out}");
 }
+
+#[tokio::test]
+async fn completions_and_a_man_page_are_generated_from_the_commands() {
+    let url = "http://127.0.0.1:1";
+    for shell in ["bash", "zsh", "fish"] {
+        let (script, _) = exits(&muster(url, &["completions", shell]).await, 0);
+        assert!(script.contains("muster") && script.contains("reserve"), "{shell}: {script}");
+    }
+    let (man, _) = exits(&muster(url, &["man"]).await, 0);
+    assert!(man.contains(".TH muster") && man.contains("serve"), "{man}");
+}

@@ -500,6 +500,30 @@ async fn metrics_count_what_happened() {
     assert!(text.contains("muster_commands_total{result=\"refused\"} 1"), "{text}");
     assert!(text.contains("muster_tasks{status=\"doing\"} 1"), "{text}");
     assert!(text.contains("muster_commit_seconds_count"), "{text}");
+    // Agents by status, not every agent ever seen; the process as Prometheus clients name it.
+    assert!(text.contains("muster_agents{status=\"active\"} 1"), "{text}");
+    assert!(text.contains("muster_agents_seen 1"), "{text}");
+    assert!(text.contains("muster_connections{kind=\"websocket\"} 0"), "{text}");
+    for gauge in ["process_resident_memory_bytes ", "process_open_fds ", "process_cpu_seconds_total "] {
+        let value = text.lines().find_map(|l| l.strip_prefix(gauge)).and_then(|v| v.parse::<f64>().ok());
+        assert!(value.is_some_and(|v| v > 0.0), "{gauge}: {text}");
+    }
+
+    // Streams open now: one WebSocket session.
+    let mut ws = common::Ws::connect(s.addr).await;
+    ws.hello(json!({"agent": "navi"})).await;
+    let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("muster_connections{kind=\"websocket\"} 1"), "{text}");
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if text.contains("muster_connections{kind=\"websocket\"} 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closed session is still counted: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -206,24 +206,41 @@ impl DiskLog {
         }
         let by_count = up_to.saturating_sub(keep);
         let mut removed = 0;
-        for entry in h.log.iter() {
+        let mut entries = h.log.iter().peekable();
+        while let Some(entry) = entries.next() {
             let (k, v) = entry?;
-            let batch = self.batch(be(&k).unwrap_or(0), &v)?;
-            let Some(last) = batch.last() else {
-                h.log.remove(k)?;
-                continue;
+            let first = be(&k).unwrap_or(0);
+            // A batch ends before the next one starts: its record is read only when its time
+            // decides (or it is the newest). Reading every record of a cold part of the log
+            // (preads contending with the commits' fdatasyncs) made claims wait 170 ms (p99)
+            // while a large dir was trimmed.
+            let next = match entries.peek() {
+                Some(Ok((next, _))) => be(next),
+                _ => None,
             };
-            if last.seq > up_to || removed >= TRIM_BATCH {
+            let last = match next {
+                Some(next) if next > first => next - 1,
+                _ => match self.batch(first, &v)?.last() {
+                    Some(last) => last.seq,
+                    None => {
+                        h.log.remove(k)?;
+                        continue;
+                    }
+                },
+            };
+            if last > up_to || removed >= TRIM_BATCH {
                 break;
             }
-            if last.seq > by_count {
-                let at: At = from_json("log", &last.json)?;
+            if last > by_count {
+                let batch = self.batch(first, &v)?;
+                let Some(newest) = batch.last() else { break };
+                let at: At = from_json("log", &newest.json)?;
                 if at.at >= older_than {
                     break;
                 }
             }
             h.log.remove(k)?;
-            removed += batch.len() as u64;
+            removed += last + 1 - first;
         }
         if removed > 0 {
             // The files of what went are deleted once the removal is durable: a crash must

@@ -22,7 +22,7 @@ use super::conns::Conn;
 use super::extract::{Auth, Query};
 use super::response::HttpError;
 use super::state::AppState;
-use crate::api::feed::{Begin, Feed};
+use crate::api::feed::{Begin, Ended, Feed};
 use crate::api::{self, ApiError};
 use crate::hub::{Outbox, Subscription};
 
@@ -89,6 +89,7 @@ pub(crate) async fn stream(
         // the stale `Last-Event-ID` that caused the resync.
         SseEvent::default().event("resync").id(start.head.to_string()).data(data.to_string())
     });
+    let open = app.metrics.open(crate::metrics::Stream::Sse);
     let stream = Stream {
         tokens: app.broker.token_changes(),
         app,
@@ -96,6 +97,7 @@ pub(crate) async fn stream(
         feed,
         _subscription: subscription,
         _permit: permit,
+        _open: open,
         pending: resync.into_iter().collect(),
     };
     let events =
@@ -114,6 +116,8 @@ struct Stream {
     feed: Feed,
     _subscription: Subscription,
     _permit: OwnedSemaphorePermit,
+    /// Counted in `/metrics` while open.
+    _open: crate::metrics::Open,
     /// Events to send before reading more, last first.
     pending: Vec<SseEvent>,
 }
@@ -141,8 +145,13 @@ impl Stream {
             if let Some(event) = self.pending.pop() {
                 return Some(event);
             }
-            if self.feed.take(&self.app.broker, &mut frames).await.is_err() {
-                return None;
+            match self.feed.take(&self.app.broker, &mut frames).await {
+                Ok(()) => {}
+                Err(Ended::Overflowed) => {
+                    self.app.metrics.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return None;
+                }
+                Err(_) => return None,
             }
             if frames.is_empty() {
                 tokio::select! {

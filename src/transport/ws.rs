@@ -128,6 +128,7 @@ struct Session {
 }
 
 async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePermit) {
+    let _open = state.metrics.open(crate::metrics::Stream::WebSocket);
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(state.config.outbox_bytes);
     // Bounded by construction: the reader sends a handful of control messages at most.
@@ -221,6 +222,7 @@ impl Session {
                                 tracing::warn!(parent: span, "peer kept flooding past the frame rate; closing");
                                 return Some(Control::Close(CLOSE_POLICY, "rate limit exceeded"));
                             }
+                            self.state.metrics.rate_limited_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let limit = self.state.config.max_frames_per_second;
                             let error = ErrorInfo {
                                 code: ErrorCode::RateLimited,
@@ -485,6 +487,7 @@ async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message
             drain(&mut sink, &state.broker, feed.as_mut(), outbox, &mut frames).await?;
             if outbox.overflowed() {
                 tracing::info!("slow consumer: outbox overflowed; closing with 4008");
+                state.metrics.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let reason = "slow consumer: outbox overflowed; resume from your last seq";
                 return Box::pin(close(&mut sink, CLOSE_SLOW_CONSUMER, reason)).await;
             }

@@ -419,3 +419,43 @@ impl Ws {
         }
     }
 }
+
+/// Whether a test may skip for a missing Python (see [`python_venv`]).
+pub fn skip_python(why: &str) {
+    assert!(!std::env::var("MUSTER_REQUIRE_PYTHON").is_ok_and(|v| v == "1"), "MUSTER_REQUIRE_PYTHON=1 but {why}");
+    // Straight to stderr, past the test harness's capture: a skip must show in the normal
+    // output, not only with --nocapture.
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("SKIPPED: {why}\n"));
+}
+
+/// The Python of the virtual environment under `target/` that the tests' Python tools live
+/// in (Debian's Python refuses a system-wide `pip install`), made if missing, with
+/// `packages` (pinned requirements) installed if `import name` fails for one of them.
+/// `Err` says why there is none: no Python 3, or no `venv` module.
+pub fn python_venv(packages: &[(&str, &str)]) -> Result<PathBuf, String> {
+    // Tests run in parallel: one makes the venv and installs at a time.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        match Command::new("python3").args(["-m", "venv"]).arg(&venv).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(format!(
+                    "python3 -m venv failed (apt install python3-venv): {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+            Err(e) => return Err(format!("python3 is not installed ({e})")),
+        }
+    }
+    for (module, requirement) in packages {
+        let present = Command::new(&python).args(["-c", &format!("import {module}")]).output();
+        if !present.is_ok_and(|o| o.status.success()) {
+            let pip = Command::new(&python).args(["-m", "pip", "install", "--quiet", requirement]).status().unwrap();
+            assert!(pip.success(), "pip install {requirement} failed");
+        }
+    }
+    Ok(python)
+}
