@@ -4,24 +4,34 @@
 //! (and its claims held) while the MCP process runs, and leaves when it exits. Every tool is
 //! a broker operation; a refusal (a conflict, a stale token, bad input) is a tool error
 //! carrying the broker's message, never a success.
+//!
+//! - `args`: what each tool takes, and how it is read (a bad argument is a tool error);
+//! - `schema`: the output schemas, from the same definitions as `/openapi.json`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use muster_client::protocol::ws::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::protocol::{
     ChatMessage, CreateTask, Cursor, Heartbeat, Inbox, MessageId, MessageList, PathHolders, PostMessage, Presence,
-    Priority, ReleaseFiles, Reservation, ReserveFiles, Task, TaskAction, TaskId, TaskList, TaskStatus, Topic,
-    UpdateTask,
+    ReleaseFiles, Reservation, ReserveFiles, Task, TaskAction, TaskId, TaskList, Topic, UpdateTask,
 };
 use muster_client::{Client, Error, Options, Wait};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, JsonObject, ServerCapabilities, ServerConfig};
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ErrorData, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+mod args;
+mod schema;
+
+use args::{
+    AckArgs, Args, CompleteTaskArgs, CreateTaskArgs, ListTasksArgs, NextTaskArgs, NoArgs, PostArgs, ReadChatArgs,
+    ReadInboxArgs, ReleaseFilesArgs, ReleaseTaskArgs, ReserveFilesArgs, StatusArgs, TaskArg, UpdateTaskArgs, WaitArgs,
+    WhoHasFilesArgs,
+};
+use schema::{Shape, output, output_field};
 
 /// Longest a `wait_for` may block: MCP clients time tool calls out.
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -78,76 +88,6 @@ fn ok<T: Serialize>(value: &T) -> Result<CallToolResult, ErrorData> {
     Ok(CallToolResult::structured(value))
 }
 
-/// The output schema of a tool that answers a `T`: `T`'s schema as the OpenAPI document
-/// states it (the same definitions), made self-contained with the types it refers to under
-/// `$defs`.
-fn output<T: utoipa::ToSchema>() -> Arc<JsonObject> {
-    let mut defs = definitions::<T>();
-    let mut root = defs.remove(T::name().as_ref()).and_then(|v| v.as_object().cloned()).unwrap_or_default();
-    if !defs.is_empty() {
-        root.insert("$defs".into(), serde_json::Value::Object(defs));
-    }
-    Arc::new(root)
-}
-
-/// How a wrapped result holds its `T`s.
-enum Shape {
-    /// `T` or `null`.
-    Nullable,
-    /// A list of `T`.
-    List,
-}
-
-/// The output schema of a tool that answers `{field: …}` with `T`s (MCP's structured
-/// content is an object).
-fn output_field<T: utoipa::ToSchema>(field: &str, shape: Shape) -> Arc<JsonObject> {
-    let item = serde_json::json!({ "$ref": format!("#/$defs/{}", T::name()) });
-    let value = match shape {
-        Shape::Nullable => serde_json::json!({ "anyOf": [item, { "type": "null" }] }),
-        Shape::List => serde_json::json!({ "type": "array", "items": item }),
-    };
-    let schema = serde_json::json!({
-        "type": "object",
-        "properties": { field: value },
-        "required": [field],
-        "$defs": definitions::<T>(),
-    });
-    Arc::new(schema.as_object().cloned().unwrap_or_default())
-}
-
-/// `T` and every type its schema refers to, by name, with references into `$defs`.
-fn definitions<T: utoipa::ToSchema>() -> JsonObject {
-    let mut found = vec![(T::name().into_owned(), <T as utoipa::PartialSchema>::schema())];
-    T::schemas(&mut found);
-    let mut defs = JsonObject::new();
-    for (name, schema) in found {
-        let mut value = serde_json::to_value(schema).unwrap_or_default();
-        to_defs(&mut value);
-        defs.insert(name, value);
-    }
-    defs
-}
-
-/// Points OpenAPI's `#/components/schemas/X` references at `#/$defs/X`.
-fn to_defs(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                match v {
-                    serde_json::Value::String(r) if key == "$ref" => {
-                        if let Some(name) = r.strip_prefix("#/components/schemas/") {
-                            *r = format!("#/$defs/{name}");
-                        }
-                    }
-                    other => to_defs(other),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(to_defs),
-        _ => {}
-    }
-}
-
 /// A refusal or failure, as the broker said it: a tool error, not a protocol error.
 fn refused(e: Error) -> Result<CallToolResult, ErrorData> {
     let text = match &e {
@@ -180,32 +120,6 @@ where
     raw.parse().map_err(|e: T::Err| e.to_string())
 }
 
-/// A tool's arguments as the client sent them, or why they do not fit. A misspelled or
-/// unknown argument, or a value of the wrong type, is a tool error naming it, which the model
-/// sees and can correct, rather than a protocol error (or, for an unknown argument, silence:
-/// `timeout` for `timeout_seconds` used to wait the default 60 s).
-pub struct Args<T>(Result<T, String>);
-
-impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Args<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(de)?;
-        Ok(Args(serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string() {
-            path if path == "." => e.into_inner().to_string(),
-            path => format!("{path}: {}", e.into_inner()),
-        })))
-    }
-}
-
-impl<T: JsonSchema> JsonSchema for Args<T> {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        T::schema_name()
-    }
-
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        T::json_schema(generator)
-    }
-}
-
 /// The arguments of a tool call, or the tool error that says what is wrong with them.
 macro_rules! args {
     ($args:expr) => {
@@ -214,348 +128,6 @@ macro_rules! args {
             Err(e) => return bad(e),
         }
     };
-}
-
-/// A number, or a string holding one: some clients (the MCP Inspector's CLI) send every
-/// argument as a string.
-fn number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
-    match serde_json::Value::deserialize(de)? {
-        serde_json::Value::Null => Ok(None),
-        serde_json::Value::Number(n) => {
-            n.as_u64().map(Some).ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number ≥ 0")))
-        }
-        serde_json::Value::String(s) => {
-            s.trim().parse().map(Some).map_err(|_| serde::de::Error::custom(format!("{s:?} is not a whole number ≥ 0")))
-        }
-        other => Err(serde::de::Error::custom(format!("expected a whole number, got {other}"))),
-    }
-}
-
-/// A boolean, or `"true"` / `"false"`.
-fn boolean<'de, D: serde::Deserializer<'de>>(de: D) -> Result<bool, D::Error> {
-    match serde_json::Value::deserialize(de)? {
-        serde_json::Value::Bool(b) => Ok(b),
-        serde_json::Value::String(s) if s == "true" || s == "false" => Ok(s == "true"),
-        other => Err(serde::de::Error::custom(format!("expected true or false, got {other}"))),
-    }
-}
-
-/// A value named by a string, through its `FromStr` (e.g. `"P1"`, `"done"`, `"T-12"`).
-fn named<'de, D: serde::Deserializer<'de>, T: std::str::FromStr>(de: D) -> Result<Option<T>, D::Error>
-where
-    T::Err: std::fmt::Display,
-{
-    match Option::<String>::deserialize(de)? {
-        None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
-    }
-}
-
-/// Statuses: a list, or one string with commas (`"todo,doing"`).
-fn statuses<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<TaskStatus>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        List(Vec<String>),
-        One(String),
-    }
-    let raw = match Raw::deserialize(de)? {
-        Raw::List(list) => list,
-        Raw::One(one) => one.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
-    };
-    raw.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect()
-}
-
-/// A task's priority, as the schema publishes it.
-#[derive(JsonSchema)]
-#[schemars(inline)]
-#[allow(dead_code)] // only its schema is used
-enum PriorityName {
-    P0,
-    P1,
-    P2,
-    P3,
-}
-
-/// A task's status, as the schema publishes it.
-#[derive(JsonSchema)]
-#[schemars(inline)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // only its schema is used
-enum StatusName {
-    Todo,
-    Doing,
-    Review,
-    Blocked,
-    Done,
-    Cancelled,
-}
-
-/// No arguments.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoArgs {}
-
-/// A task, by id.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TaskArg {
-    /// The task id, e.g. "T-12".
-    pub task: String,
-}
-
-/// `list_tasks`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListTasksArgs {
-    /// Only these statuses: todo, doing, review, blocked, done, cancelled.
-    #[serde(default, deserialize_with = "statuses")]
-    #[schemars(with = "Vec<StatusName>")]
-    pub status: Vec<TaskStatus>,
-    /// Only tasks assigned to this agent.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub assignee: Option<String>,
-    /// Only your own tasks.
-    #[serde(default, deserialize_with = "boolean")]
-    pub mine: bool,
-    /// Every task, finished ones from the whole history included (without it and without
-    /// status: open work and the last finished tasks).
-    #[serde(default, deserialize_with = "boolean")]
-    pub all: bool,
-    /// At most this many (default 50, at most 1000).
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64")]
-    pub limit: Option<u64>,
-    /// The "next" of the previous page, to go on.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub cursor: Option<String>,
-}
-
-/// `create_task`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTaskArgs {
-    /// One line.
-    pub title: String,
-    /// Details.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub description: Option<String>,
-    /// P0 (most urgent) to P3; default P2.
-    #[serde(default, deserialize_with = "named")]
-    #[schemars(with = "PriorityName", extend("default" = "P2"))]
-    pub priority: Option<Priority>,
-    /// Reserve the task for this agent.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub assignee: Option<String>,
-    /// Tasks that must be done first, e.g. ["T-3"].
-    #[serde(default)]
-    pub blocked_by: Vec<String>,
-    /// Labels.
-    #[serde(default)]
-    pub tags: Vec<String>,
-}
-
-/// `next_task`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NextTaskArgs {
-    /// Claim it too (atomically). Without, only shows it.
-    #[serde(default, deserialize_with = "boolean")]
-    pub claim: bool,
-}
-
-/// `update_task`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateTaskArgs {
-    /// The task id, e.g. "T-12".
-    pub task: String,
-    /// New title.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub title: Option<String>,
-    /// New description.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub description: Option<String>,
-    /// New priority, P0 (most urgent) to P3.
-    #[serde(default, deserialize_with = "named")]
-    #[schemars(with = "PriorityName")]
-    pub priority: Option<Priority>,
-    /// New status: doing claims, todo releases, review, blocked, done completes, cancelled.
-    #[serde(default, deserialize_with = "named")]
-    #[schemars(with = "StatusName")]
-    pub status: Option<TaskStatus>,
-    /// The fencing token of your claim; refused if the claim changed hands since.
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64")]
-    pub token: Option<u64>,
-}
-
-/// `complete_task`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CompleteTaskArgs {
-    /// The task id, e.g. "T-12".
-    pub task: String,
-    /// The fencing token of your claim.
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64")]
-    pub token: Option<u64>,
-}
-
-/// `release_task`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseTaskArgs {
-    /// The task id, e.g. "T-12".
-    pub task: String,
-    /// Take it away from another owner.
-    #[serde(default, deserialize_with = "boolean")]
-    pub force: bool,
-}
-
-/// `post_message`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PostArgs {
-    /// The text; @name mentions reach that agent's inbox.
-    pub content: String,
-    /// Channel, default "general".
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub channel: Option<String>,
-    /// A direct message to this agent.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub to: Option<String>,
-    /// The message this answers, e.g. "M-40".
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub reply_to: Option<String>,
-}
-
-/// `read_chat`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReadChatArgs {
-    /// Channel, default "general".
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub channel: Option<String>,
-    /// Only messages after this seq.
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64")]
-    pub since: Option<u64>,
-    /// At most this many (default 50).
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64")]
-    pub limit: Option<u64>,
-    /// The "next" of the previous page, to go on (older messages, or newer after since).
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub cursor: Option<String>,
-}
-
-/// `read_inbox`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReadInboxArgs {
-    /// Include messages already read.
-    #[serde(default, deserialize_with = "boolean")]
-    pub all: bool,
-    /// At most this many (default 50).
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64")]
-    pub limit: Option<u64>,
-    /// The "next" of the previous page, to go on.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub cursor: Option<String>,
-}
-
-/// `ack_inbox`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AckArgs {
-    /// Mark read up to this seq (default: everything).
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64")]
-    pub seq: Option<u64>,
-}
-
-/// `set_status`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StatusArgs {
-    /// busy, reviewing, ... ("active" clears it).
-    pub status: String,
-    /// What you are doing, briefly.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub note: Option<String>,
-}
-
-/// `reserve_files`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReserveFilesArgs {
-    /// Repository-relative paths or globs: "src/auth/**", "*.lock" (at any depth),
-    /// "docs/api.md". A plain path is that path from the repository's root; a directory's
-    /// contents: "src/auth/".
-    pub patterns: Vec<String>,
-    /// The task you hold these for, e.g. "T-12": they are released with your claim.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub task: Option<String>,
-    /// Let other agents share them (they may read-share, nobody may hold them exclusively).
-    #[serde(default, deserialize_with = "boolean")]
-    pub shared: bool,
-    /// Why, shown to whoever runs into them.
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub reason: Option<String>,
-    /// Release after this many seconds unless reserved again (default 7200 without a task).
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64")]
-    pub ttl_seconds: Option<u64>,
-    /// The repository (default: the git remote of the directory this server runs in).
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub repo: Option<String>,
-}
-
-/// `release_files`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseFilesArgs {
-    /// The patterns to release, as reserved (default: all of yours in the repository).
-    #[serde(default)]
-    pub patterns: Vec<String>,
-    /// Release the reservations of this task only, e.g. "T-12".
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub task: Option<String>,
-    /// The repository (default: the git remote of the directory this server runs in).
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub repo: Option<String>,
-}
-
-/// `who_has_files`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WhoHasFilesArgs {
-    /// Paths of files, repository-relative (or absolute, inside the repository).
-    pub paths: Vec<String>,
-    /// The repository (default: the git remote of the directory this server runs in).
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub repo: Option<String>,
 }
 
 /// The repository named, or the one this server runs in.
@@ -567,35 +139,6 @@ fn repo(named: Option<String>) -> Result<String, String> {
     let worktree = crate::cli::git::Worktree::find(&cwd)
         .ok_or_else(|| format!("{} is not in a git repository: give repo", cwd.display()))?;
     worktree.repo_name().map_err(|e| e.0)
-}
-
-/// `wait_for`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WaitArgs {
-    /// Wait for a message that mentions you or is addressed to you (an unread one counts).
-    #[serde(default, deserialize_with = "boolean")]
-    pub mention: bool,
-    /// Wait for a change to this task, e.g. "T-12".
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub task: Option<String>,
-    /// With task: until it has this status (e.g. "done").
-    #[serde(default, deserialize_with = "named")]
-    #[schemars(with = "StatusName")]
-    pub until: Option<TaskStatus>,
-    /// Wait for a teammate to be stuck: holding a doing task and silent too long (one
-    /// already stuck counts).
-    #[serde(default, deserialize_with = "boolean")]
-    pub stuck: bool,
-    /// Wait for any event on this topic (tasks, task:T-12, chat, chat:NAME, presence, or *).
-    #[serde(default)]
-    #[schemars(with = "String")]
-    pub topic: Option<String>,
-    /// Give up after this many seconds (default 60, at most 600).
-    #[serde(default, deserialize_with = "number")]
-    #[schemars(with = "u64", extend("default" = 60, "maximum" = 600))]
-    pub timeout_seconds: Option<u64>,
 }
 
 /// Tasks in one `list_tasks` answer unless the tool is asked for more: a page that fits in
