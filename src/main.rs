@@ -21,11 +21,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Made once, at start: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     #[command(flatten)]
     Client(cli::Command),
     /// Serve MCP over stdio for one agent (Claude Code, Codex, Cursor...).
-    Mcp,
+    Mcp {
+        /// (Not used: MCP answers in JSON anyway; see `cli::Unused`.)
+        #[arg(long, hide = true)]
+        json: bool,
+    },
     /// Issue, list and revoke tokens (only their hashes are stored, in the data dir).
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
@@ -34,13 +40,20 @@ enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        _client: cli::Unused,
     },
     /// Print the man page (roff), e.g. `muster man > ~/.local/share/man/man1/muster.1`.
-    Man,
+    Man {
+        #[command(flatten)]
+        _client: cli::Unused,
+    },
     /// Run the broker.
     Serve {
         #[command(flatten)]
         config: Config,
+        #[command(flatten)]
+        _client: cli::Unused,
         /// Print the effective configuration as JSON and exit.
         #[arg(long)]
         print_config: bool,
@@ -58,7 +71,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Serve { config, print_config } => {
+        Command::Serve { config, print_config, .. } => {
             if print_config {
                 match serde_json::to_string_pretty(&config) {
                     Ok(json) => println!("{json}"),
@@ -70,12 +83,12 @@ fn main() -> ExitCode {
         }
         Command::Client(command) => client(cli.global, command),
         Command::Token(command) => cli::token::run(command),
-        Command::Completions { shell } => {
+        Command::Completions { shell, .. } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "muster", &mut out);
             print_all(&out)
         }
-        Command::Man => {
+        Command::Man { .. } => {
             let mut out = Vec::new();
             match clap_mangen::Man::new(Cli::command()).render(&mut out) {
                 Ok(()) => print_all(&out),
@@ -85,7 +98,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Mcp => match cli.global.agent.clone() {
+        Command::Mcp { .. } => match cli.global.agent.clone() {
             Some(agent) => block_on(muster::mcp::serve(cli.global.url.clone(), agent, cli.global.token.clone())),
             None => {
                 eprintln!("muster: name the agent this MCP server acts as: muster mcp --as NAME (or MUSTER_AGENT)");

@@ -394,8 +394,22 @@ async fn wait_stuck_wakes_when_a_teammate_goes_silent_on_a_doing_task() {
 }
 
 #[tokio::test]
-async fn completions_and_a_man_page_are_generated_from_the_commands() {
+async fn help_shows_what_each_command_uses_and_completions_and_a_man_page_are_generated() {
     let url = "http://127.0.0.1:1";
+    let (serve, _) = exits(&muster(url, &["serve", "--help"]).await, 0);
+    assert!(serve.contains("--data-dir") && !serve.contains("--url") && !serve.contains("--as"), "{serve}");
+    let (add, _) = exits(&muster(url, &["token", "add", "--help"]).await, 0);
+    assert!(!add.contains("--url") && !add.contains("--json"), "{add}");
+    let (mcp, _) = exits(&muster(url, &["mcp", "--help"]).await, 0);
+    assert!(mcp.contains("--as") && mcp.contains("--url") && !mcp.contains("--json"), "{mcp}");
+    let (list, _) = exits(&muster(url, &["task", "list", "--help"]).await, 0);
+    assert!(list.contains("--as") && list.contains("--json") && list.contains("--url"), "{list}");
+    // The client options still go before the subcommand or after it.
+    let (_, err) = exits(&muster(url, &["--as", "link", "task", "list"]).await, 3);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    let (_, err) = exits(&muster(url, &["task", "list", "--as", "link"]).await, 3);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+
     for shell in ["bash", "zsh", "fish"] {
         let (script, _) = exits(&muster(url, &["completions", shell]).await, 0);
         assert!(script.contains("muster") && script.contains("reserve"), "{shell}: {script}");

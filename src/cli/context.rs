@@ -25,6 +25,22 @@ pub struct Global {
     pub token: Option<muster_client::protocol::ws::Secret>,
 }
 
+/// The client options (`--url`, `--as`, `--json`, `--token`) under a command that does not
+/// use them: accepted and ignored as before, but kept out of its `--help`. They are global
+/// options, and clap does not give a command the global option when it has its own of the
+/// same id.
+#[derive(Debug, Clone, Args)]
+pub struct Unused {
+    #[arg(long, hide = true)]
+    url: Option<String>,
+    #[arg(long = "as", hide = true)]
+    agent: Option<String>,
+    #[arg(long, hide = true)]
+    json: bool,
+    #[arg(long, hide = true)]
+    token: Option<String>,
+}
+
 /// Exit codes, for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -32,7 +32,7 @@ use muster_client::protocol::{
 };
 use muster_client::{Client, Notice, Options, Wait, Waited};
 
-pub use context::{Exit, Global};
+pub use context::{Exit, Global, Unused};
 use context::{Failure, Out, acting, connect, require_agent, task_id, topic};
 
 /// The client commands.

@@ -23,12 +23,18 @@ pub enum TokenCommand {
         /// The broker's data dir.
         #[arg(long, env = "MUSTER_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
+        /// The client options: not used here.
+        #[command(flatten)]
+        _client: crate::cli::Unused,
     },
     /// The names tokens are issued to (never the tokens).
     List {
         /// The broker's data dir.
         #[arg(long, env = "MUSTER_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
+        /// The client options: not used here.
+        #[command(flatten)]
+        _client: crate::cli::Unused,
     },
     /// Revoke every token of NAME.
     Remove {
@@ -37,13 +43,16 @@ pub enum TokenCommand {
         /// The broker's data dir.
         #[arg(long, env = "MUSTER_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
+        /// The client options: not used here.
+        #[command(flatten)]
+        _client: crate::cli::Unused,
     },
 }
 
 /// Runs a token command.
 pub fn run(command: TokenCommand) -> ExitCode {
     let result = match command {
-        TokenCommand::Add { name, human, data_dir } => auth::add(&data_dir, &name, human).map(|token| {
+        TokenCommand::Add { name, human, data_dir, .. } => auth::add(&data_dir, &name, human).map(|token| {
             // The token alone on stdout, for `export MUSTER_TOKEN=$(muster token add ...)`.
             say!("{token}");
             eprintln!(
@@ -51,7 +60,7 @@ pub fn run(command: TokenCommand) -> ExitCode {
                 data_dir.display()
             );
         }),
-        TokenCommand::List { data_dir } => auth::list(&data_dir).map(|tokens| {
+        TokenCommand::List { data_dir, .. } => auth::list(&data_dir).map(|tokens| {
             if tokens.is_empty() {
                 say!("no tokens: tokens are off");
             }
@@ -60,7 +69,7 @@ pub fn run(command: TokenCommand) -> ExitCode {
                 say!("{}{kind}  issued {}", t.agent, t.created_at.format("%Y-%m-%d %H:%M UTC"));
             }
         }),
-        TokenCommand::Remove { name, data_dir } => auth::remove(&data_dir, &name).map(|n| {
+        TokenCommand::Remove { name, data_dir, .. } => auth::remove(&data_dir, &name).map(|n| {
             say!("revoked {n} token(s) of {name}");
             if n > 0 && auth::list(&data_dir).is_ok_and(|left| left.is_empty()) {
                 eprintln!(

@@ -18,10 +18,14 @@ use crate::api::ApiError;
 use crate::dashboard;
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "Muster",
-    description = "Coordination broker for teams of AI coding agents: task board with claim mutex, presence, chat, events."
-))]
+#[openapi(
+    info(
+        title = "Muster",
+        description = "Coordination broker for teams of AI coding agents: task board with claim mutex, presence, chat, events."
+    ),
+    // Referred to by a query parameter, which does not register the types it names.
+    components(schemas(muster_protocol::ws::Order))
+)]
 struct ApiDoc;
 
 /// The routes and their OpenAPI description, from one table.
