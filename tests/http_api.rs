@@ -487,6 +487,21 @@ async fn capabilities_and_openapi_describe_the_routes_that_exist() {
     assert!(api["paths"]["/tasks/{id}/claim"]["post"].is_object());
     assert!(api["components"]["schemas"]["Task"].is_object());
     assert!(api["components"]["schemas"]["ReserveFiles"].is_object(), "the reservation routes are described");
+    // Each list's `limit` is stated with the bounds the broker enforces (1 to the largest page).
+    let pages = &caps["limits"]["pages"];
+    for (path, largest) in [
+        ("/tasks", &pages["tasks"]["max"]),
+        ("/chat/messages", &pages["messages"]["max"]),
+        ("/inbox/{agent}", &pages["inbox"]["max"]),
+        ("/presence", &pages["agents"]["max"]),
+        ("/chat/channels", &pages["channels"]["max"]),
+        ("/events", &serde_json::json!(1000)),
+    ] {
+        let params = api["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let limit =
+            &params.iter().find(|p| p["name"] == "limit").unwrap_or_else(|| panic!("{path}: no limit"))["schema"];
+        assert_eq!((&limit["minimum"], &limit["maximum"]), (&serde_json::json!(1), largest), "{path}: {limit}");
+    }
     // Every reference resolves (schemathesis skipped what `order` refers to, once).
     fn refs(value: &Value, out: &mut Vec<String>) {
         match value {

@@ -42,6 +42,7 @@ pub(crate) struct ListQuery {
     /// Only messages with a smaller `seq` (paging back).
     before: Option<Seq>,
     /// At most this many (default 50, at most 500). Without `since`, the newest ones.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// The `next` of the previous page: goes on the same way (forward after `since`,
     /// backward otherwise).
@@ -69,6 +70,7 @@ pub(crate) async fn list(
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
     /// At most this many (default 500, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next` of the previous page.
     cursor: Option<String>,
@@ -103,6 +105,7 @@ pub(crate) struct InboxQuery {
     #[serde(default)]
     all: bool,
     /// At most this many (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// The `next` of the previous page.
     cursor: Option<String>,

@@ -29,6 +29,7 @@ pub(crate) struct PollQuery {
     #[param(value_type = Option<String>, pattern = r"^([0-9]|[1-5][0-9]|60)s?$")]
     wait: Option<Duration>,
     /// At most this many events (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

@@ -68,6 +68,7 @@ pub(crate) struct ListQuery {
     /// Only tasks with this tag.
     tag: Option<String>,
     /// At most this many (default 500, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next` of the previous page.
     cursor: Option<String>,
