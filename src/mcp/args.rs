@@ -82,31 +82,6 @@ fn statuses<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<TaskStatus>, 
     raw.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect()
 }
 
-/// A task's priority, as the schema publishes it.
-#[derive(JsonSchema)]
-#[schemars(inline)]
-#[allow(dead_code)] // only its schema is used
-enum PriorityName {
-    P0,
-    P1,
-    P2,
-    P3,
-}
-
-/// A task's status, as the schema publishes it.
-#[derive(JsonSchema)]
-#[schemars(inline)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // only its schema is used
-enum StatusName {
-    Todo,
-    Doing,
-    Review,
-    Blocked,
-    Done,
-    Cancelled,
-}
-
 /// No arguments.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -126,7 +101,7 @@ pub(super) struct TaskArg {
 pub(super) struct ListTasksArgs {
     /// Only these statuses: todo, doing, review, blocked, done, cancelled.
     #[serde(default, deserialize_with = "statuses")]
-    #[schemars(with = "Vec<StatusName>")]
+    #[schemars(schema_with = "super::schema::input_list::<TaskStatus>")]
     pub(super) status: Vec<TaskStatus>,
     /// Only tasks assigned to this agent.
     #[serde(default)]
@@ -161,7 +136,7 @@ pub(super) struct CreateTaskArgs {
     pub(super) description: Option<String>,
     /// P0 (most urgent) to P3; default P2.
     #[serde(default, deserialize_with = "named")]
-    #[schemars(with = "PriorityName", extend("default" = "P2"))]
+    #[schemars(schema_with = "super::schema::input::<Priority>", extend("default" = "P2"))]
     pub(super) priority: Option<Priority>,
     /// Reserve the task for this agent.
     #[serde(default)]
@@ -200,11 +175,11 @@ pub(super) struct UpdateTaskArgs {
     pub(super) description: Option<String>,
     /// New priority, P0 (most urgent) to P3.
     #[serde(default, deserialize_with = "named")]
-    #[schemars(with = "PriorityName")]
+    #[schemars(schema_with = "super::schema::input::<Priority>")]
     pub(super) priority: Option<Priority>,
     /// New status: doing claims, todo releases, review, blocked, done completes, cancelled.
     #[serde(default, deserialize_with = "named")]
-    #[schemars(with = "StatusName")]
+    #[schemars(schema_with = "super::schema::input::<TaskStatus>")]
     pub(super) status: Option<TaskStatus>,
     /// The fencing token of your claim; refused if the claim changed hands since.
     #[serde(default, deserialize_with = "number")]
@@ -387,7 +362,7 @@ pub(super) struct WaitArgs {
     pub(super) task: Option<String>,
     /// With task: until it has this status (e.g. "done").
     #[serde(default, deserialize_with = "named")]
-    #[schemars(with = "StatusName")]
+    #[schemars(schema_with = "super::schema::input::<TaskStatus>")]
     pub(super) until: Option<TaskStatus>,
     /// Wait for a teammate to be stuck: holding a doing task and silent too long (one
     /// already stuck counts).

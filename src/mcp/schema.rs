@@ -17,6 +17,18 @@ pub(super) fn output<T: utoipa::ToSchema>() -> Arc<JsonObject> {
     Arc::new(root)
 }
 
+/// The schema of an argument of type `T` (priority, status) as the OpenAPI document states
+/// it: the protocol's own list of values, not a copy of it.
+pub(super) fn input<T: utoipa::ToSchema>(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let root = definitions::<T>().remove(T::name().as_ref()).unwrap_or_default();
+    schemars::Schema::try_from(root).unwrap_or_default()
+}
+
+/// The schema of a list of `T` arguments (see [`input`]).
+pub(super) fn input_list<T: utoipa::ToSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "array", "items": input::<T>(generator) })
+}
+
 /// How a wrapped result holds its `T`s.
 pub(super) enum Shape {
     /// `T` or `null`.
