@@ -111,7 +111,7 @@ async fn tasks_finished_long_ago_are_read_from_disk_and_decided_on_as_before() {
     assert!(old_refusal["error"]["message"].as_str().unwrap().contains("T-3"), "{old_refusal}");
     // ... a dependency cycle through an old task is refused (T-2 waits on T-1) ...
     let (status, body) = s.patch("/tasks/T-1", json!({"blockedBy": ["T-2"]})).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["field"], "blockedBy[0]", "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("cycle"), "{body}");
     // ... and one reopens, is claimed, and is done.

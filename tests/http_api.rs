@@ -119,6 +119,14 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             "POST",
             "/tasks",
             json!({"title": "t", "blockedBy": ["T-99"]}).to_string(),
+            404,
+            "not_found",
+            Some("blockedBy[0]"),
+        ),
+        (
+            "POST",
+            "/tasks",
+            json!({"title": "t", "blockedBy": ["T-10000000000000000000"]}).to_string(),
             400,
             "invalid",
             Some("blockedBy[0]"),
@@ -167,14 +175,17 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             "POST",
             "/chat/messages",
             json!({"from": "kai", "content": "hi", "replyTo": "M-77"}).to_string(),
-            400,
-            "invalid",
+            404,
+            "not_found",
             Some("replyTo"),
         ),
         ("GET", "/chat/messages?limit=0", "".into(), 400, "invalid", Some("limit")),
         ("POST", "/presence/kai", json!({"status": "Very Busy"}).to_string(), 400, "invalid", Some("status")),
         ("POST", "/presence/kai", json!({"note": "n".repeat(300)}).to_string(), 400, "invalid", Some("note")),
-        ("POST", "/inbox/kai/ack", json!({"seq": 1_000_000}).to_string(), 400, "invalid", Some("seq")),
+        ("POST", "/inbox/kai/ack", json!({"seq": 1_000_000}).to_string(), 409, "conflict", Some("seq")),
+        ("POST", "/inbox/kai/ack", json!({"seq": 2.5}).to_string(), 400, "invalid", Some("seq")),
+        ("GET", "/tasks?tag=", "".into(), 400, "invalid", Some("tag")),
+        ("GET", "/events?since=9223372036854775808", "".into(), 400, "invalid", Some("since")),
         ("GET", "/events?wait=61", "".into(), 400, "invalid", Some("wait")),
         ("GET", "/events?wait=2m", "".into(), 400, "invalid", Some("wait")),
         ("GET", "/events?wait=soon", "".into(), 400, "invalid", Some("wait")),
@@ -192,7 +203,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         assert!(!info["message"].as_str().unwrap_or_default().is_empty(), "{method} {path}: {body}");
     }
 
-    // X-Agent and the body disagree: refused rather than guessed.
+    // X-Agent says who calls; a body naming another agent is refused, as with a token.
     let r = s
         .http
         .post(s.url("/tasks/T-1/release"))
@@ -202,7 +213,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         .await
         .unwrap();
     let (status, body) = split(r).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("agent")), "{body}");
+    assert_eq!((status, body["error"]["field"].as_str()), (403, Some("agent")), "{body}");
 
     // Nothing stored changed, and the broker still serves.
     let (_, after) = s.get("/tasks").await;

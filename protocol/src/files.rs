@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
 
+use crate::grammar::{AgentName, GlobPattern, Note, Repo};
 use crate::{ReservationId, TaskId};
 
 /// TTL of a reservation without a task, unless the request gives one.
@@ -59,8 +60,10 @@ pub struct Reservation {
 pub struct ReserveFiles {
     /// The repository (required: a directory's name differs per worktree and collides
     /// across repositories).
+    #[schema(value_type = Repo)]
     pub repo: String,
     /// Repository-relative paths or globs (`src/auth/**`, `*.lock`, `docs/api.md`).
+    #[schema(value_type = Vec<GlobPattern>, min_items = 1, max_items = 100)]
     pub patterns: Vec<String>,
     /// Share the paths with other agents' shared reservations (default: exclusive).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -70,13 +73,16 @@ pub struct ReserveFiles {
     pub task: Option<TaskId>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Note>)]
     pub reason: Option<String>,
     /// End after this many seconds unless renewed (default: two hours without a task,
-    /// none with one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// none with one); at most a week.
+    #[serde(default, deserialize_with = "crate::grammar::int64", skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_seconds: Option<u64>,
     /// The acting agent; the `X-Agent` header also works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub agent: Option<String>,
 }
 
@@ -86,15 +92,18 @@ pub struct ReserveFiles {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReleaseFiles {
     /// The repository.
+    #[schema(value_type = Repo)]
     pub repo: String,
-    /// The patterns, as reserved.
+    /// The patterns, as reserved (any other string matches no reservation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 100)]
     pub patterns: Vec<String>,
     /// The reservations of this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskId>,
     /// The acting agent; the `X-Agent` header also works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub agent: Option<String>,
 }
 

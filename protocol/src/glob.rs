@@ -33,7 +33,7 @@ pub const MAX_PATTERN: usize = 256;
 /// Most wildcards (`*`, `?`, `[...]`, `**`) in one pattern: bounds the work of deciding an
 /// overlap (the product of two patterns' automata).
 pub const MAX_WILDCARDS: usize = 16;
-/// Longest path, in bytes.
+/// Longest path, in characters.
 pub const MAX_PATH: usize = 4096;
 
 /// A pattern that cannot be read, with the reason.
@@ -187,13 +187,13 @@ impl<T> Index<T> {
 }
 
 /// Checks a repository-relative path: not empty, no leading or trailing `/`, no empty,
-/// `.` or `..` segment, no NUL, at most [`MAX_PATH`] bytes.
+/// `.` or `..` segment, no NUL, at most [`MAX_PATH`] characters.
 pub fn check_path(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("must not be empty".to_owned());
     }
-    if path.len() > MAX_PATH {
-        return Err(format!("is longer than {MAX_PATH} bytes"));
+    if path.chars().count() > MAX_PATH {
+        return Err(format!("is longer than {MAX_PATH} characters"));
     }
     if path.contains('\0') {
         return Err("must not contain NUL".to_owned());

@@ -29,10 +29,11 @@ impl fmt::Display for ParseIdError {
 impl std::error::Error for ParseIdError {}
 
 macro_rules! short_id {
-    ($name:ident, $prefix:literal, $what:literal) => {
+    ($name:ident, $prefix:literal, $what:literal, $pattern:expr) => {
         #[doc = concat!("A ", $what, " such as `", $prefix, "-12`: a prefix and a sequential number starting at 1.")]
         ///
-        /// Parsing accepts the prefix in either case, or the bare number.
+        /// Parsing accepts the prefix in either case, or the bare number, with leading zeros;
+        /// the number is below 10^19 (19 digits), as the schema's pattern says.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub u64);
 
@@ -59,6 +60,9 @@ macro_rules! short_id {
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(err());
                 }
+                if digits.trim_start_matches('0').len() > 19 {
+                    return Err(err());
+                }
                 match digits.parse::<u64>() {
                     Ok(n) if n > 0 => Ok($name(n)),
                     _ => Err(err()),
@@ -76,7 +80,7 @@ macro_rules! short_id {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
-                    .pattern(Some(concat!("^(", $prefix, "-)?[1-9][0-9]*$")))
+                    .pattern(Some($pattern))
                     .description(Some(concat!("A ", $what, ", e.g. `", $prefix, "-12`.")))
                     .examples([concat!($prefix, "-12")])
                     .into()
@@ -94,9 +98,9 @@ macro_rules! short_id {
     };
 }
 
-short_id!(TaskId, "T", "task id");
-short_id!(MessageId, "M", "message id");
-short_id!(ReservationId, "R", "reservation id");
+short_id!(TaskId, "T", "task id", crate::grammar::TASK_ID);
+short_id!(MessageId, "M", "message id", crate::grammar::MESSAGE_ID);
+short_id!(ReservationId, "R", "reservation id", crate::grammar::RESERVATION_ID);
 
 #[cfg(test)]
 mod tests {
@@ -108,7 +112,9 @@ mod tests {
         assert_eq!("t-12".parse::<TaskId>(), Ok(TaskId(12)));
         assert_eq!("12".parse::<TaskId>(), Ok(TaskId(12)));
         assert_eq!(TaskId(7).to_string(), "T-7");
-        for bad in ["", "T-", "T-0", "M-3", "T-x", "T--1", "T-1.5", "99999999999999999999999"] {
+        assert_eq!("T-007".parse::<TaskId>(), Ok(TaskId(7)));
+        assert_eq!("9999999999999999999".parse::<TaskId>(), Ok(TaskId(9_999_999_999_999_999_999)));
+        for bad in ["", "T-", "T-0", "M-3", "T-x", "T--1", "T-1.5", "10000000000000000000", "99999999999999999999999"] {
             assert!(bad.parse::<TaskId>().is_err(), "{bad:?} should not parse");
         }
     }

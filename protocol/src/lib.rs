@@ -8,6 +8,7 @@
 
 mod files;
 pub mod glob;
+pub mod grammar;
 mod ids;
 mod model;
 pub mod names;
@@ -21,4 +22,4 @@ pub use ids::{MessageId, ParseIdError, ReservationId, TaskId};
 pub use model::*;
 pub use requests::*;
 pub use responses::*;
-pub use topic::{ParseTopicError, Topic};
+pub use topic::{ParseTopicError, Topic, parse_topics, split_topics};

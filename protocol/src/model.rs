@@ -434,6 +434,10 @@ pub enum EventKind {
     PresenceChanged {
         /// The agent record after the change.
         agent: Agent,
+        /// While it holds claims and has no session: when they are released if it stays
+        /// away (as `GET /presence` says). Absent while it is here or holds nothing.
+        #[serde(rename = "claimsExpireAt", default, skip_serializing_if = "Option::is_none")]
+        claims_expire_at: Option<DateTime<Utc>>,
     },
     /// An agent marked its inbox read up to `seq`.
     #[serde(rename = "inbox.acked")]

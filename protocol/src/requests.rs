@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::grammar::{AgentName, ChannelName, Content, Note, SelfStatus, Tag, Text, Title, int64};
 use crate::{MessageId, Priority, Seq, TaskId, TaskStatus};
 
 /// Create a task. Only `title` is required.
@@ -12,24 +13,30 @@ use crate::{MessageId, Priority, Seq, TaskId, TaskStatus};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTask {
     /// One line.
+    #[schema(value_type = Title)]
     pub title: String,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Text>)]
     pub description: Option<String>,
     /// `P0`..`P3`; default `P2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     /// Reserve the task for this agent: only it may claim the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub assignee: Option<String>,
     /// Tasks that must be finished first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 50)]
     pub blocked_by: Vec<TaskId>,
     /// Free labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Tag>, max_items = 20)]
     pub tags: Vec<String>,
     /// The acting agent (recorded as `createdBy`); the `X-Agent` header also works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub agent: Option<String>,
 }
 
@@ -42,31 +49,37 @@ pub struct CreateTask {
 pub struct UpdateTask {
     /// New title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Title>)]
     pub title: Option<String>,
     /// New description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Text>)]
     pub description: Option<String>,
     /// New priority.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     /// New assignee; `null` removes it.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub assignee: Option<Option<String>>,
     /// New status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskStatus>,
     /// New dependency list (replaces the old one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 50)]
     pub blocked_by: Option<Vec<TaskId>>,
     /// New tags (replace the old ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 20)]
     pub tags: Option<Vec<String>>,
     /// The acting agent; the `X-Agent` header also works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub agent: Option<String>,
     /// The fencing token of the caller's claim; refused as `stale_claim` if it is not the
     /// current one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int64", skip_serializing_if = "Option::is_none")]
     pub token: Option<u64>,
 }
 
@@ -76,9 +89,10 @@ pub struct UpdateTask {
 pub struct TaskAction {
     /// The acting agent; the `X-Agent` header also works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub agent: Option<String>,
     /// The fencing token of the caller's claim, checked when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int64", skip_serializing_if = "Option::is_none")]
     pub token: Option<u64>,
     /// Release: take the task away from another owner (a human stepping in).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -91,6 +105,7 @@ pub struct TaskAction {
 pub struct NextTask {
     /// The agent that will own the task; the `X-Agent` header also works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub agent: Option<String>,
 }
 
@@ -98,16 +113,21 @@ pub struct NextTask {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PostMessage {
-    /// Sender (over a WebSocket, the session's agent when omitted).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Sender; when omitted, the `X-Agent` header's agent, the token's, or the WebSocket
+    /// session's. Empty is refused (omit it instead).
+    #[serde(default, deserialize_with = "sender", skip_serializing_if = "String::is_empty")]
+    #[schema(value_type = AgentName)]
     pub from: String,
     /// Text; `@name` mentions land in that agent's inbox.
+    #[schema(value_type = Content)]
     pub content: String,
     /// Channel; `general` by default (or the direct channel when `to` is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ChannelName>)]
     pub channel: Option<String>,
     /// Recipient of a direct message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AgentName>)]
     pub to: Option<String>,
     /// The message this one answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,9 +140,11 @@ pub struct PostMessage {
 pub struct Heartbeat {
     /// A status of the agent's choosing (`busy`, `reviewing`); `active` clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<SelfStatus>)]
     pub status: Option<String>,
     /// A short note; `null` clears it.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Note>)]
     pub note: Option<Option<String>>,
 }
 
@@ -131,8 +153,19 @@ pub struct Heartbeat {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AckInbox {
     /// The new read cursor.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "int64", skip_serializing_if = "Option::is_none")]
     pub seq: Option<Seq>,
+}
+
+/// A sender named explicitly: an empty name is refused rather than read as "omitted".
+fn sender<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    if name.is_empty() {
+        return Err(serde::de::Error::custom(
+            "must not be empty: omit it to act as the X-Agent header's agent (or the session's)",
+        ));
+    }
+    Ok(name)
 }
 
 /// Deserializes a field that is present (possibly `null`) as `Some(..)`, so that an

@@ -79,6 +79,21 @@ impl FromStr for Topic {
     }
 }
 
+/// Reads topics as a request lists them: at most [`crate::grammar::MAX_TOPICS`], each with
+/// spaces around it allowed.
+pub fn parse_topics<S: AsRef<str>>(raw: &[S]) -> Result<Vec<Topic>, String> {
+    let max = crate::grammar::MAX_TOPICS;
+    if raw.len() > max {
+        return Err(format!("at most {max} topics per request"));
+    }
+    raw.iter().map(|t| t.as_ref().trim_matches(' ').parse().map_err(|e: ParseTopicError| e.to_string())).collect()
+}
+
+/// The topics of a comma-separated list (`tasks,chat:general`); an empty list is `*`.
+pub fn split_topics(list: &str) -> Vec<String> {
+    if list.is_empty() { vec!["*".to_owned()] } else { list.split(',').map(str::to_owned).collect() }
+}
+
 impl fmt::Display for Topic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -13,16 +13,16 @@ use crate::core::{Command, Reply, validate_channel};
 use crate::sequencer::IdempotencyKey;
 use crate::store::StoreError;
 
-/// Where a page of messages starts: after a `seq` (forward, oldest first), or before one
-/// (backward: the newest before it).
+/// Where a page of messages starts: after a `seq` (forward, oldest first, up to an optional
+/// `before`), or before one (backward: the newest before it).
 #[derive(Debug, Clone, Copy)]
 enum From {
-    After(Seq),
+    After(Seq, Option<Seq>),
     Before(Option<Seq>),
 }
 
 impl From {
-    /// From `since`/`before`, or from a cursor (never both).
+    /// From `since`/`before` (both: those between), or from a cursor (never with them).
     fn of(
         cursor: Option<&str>,
         list: List,
@@ -31,7 +31,10 @@ impl From {
         before: Option<Seq>,
     ) -> Result<From, ApiError> {
         let Some(cursor) = cursor else {
-            return Ok(since.map_or(From::Before(before), From::After));
+            return Ok(match since {
+                Some(since) => From::After(since, before),
+                None => From::Before(before),
+            });
         };
         if since.is_some() || before.is_some() {
             return Err(ApiError::invalid(
@@ -40,11 +43,11 @@ impl From {
             ));
         }
         let position = page::decode(cursor, list, key)?;
-        let (way, seq) = position.split_first().ok_or_else(|| ApiError::invalid("cursor", "is empty"))?;
-        let seq = page::number(seq)?;
-        match way {
-            b'>' => Ok(From::After(seq)),
-            b'<' => Ok(From::Before(Some(seq))),
+        let (way, rest) = position.split_first().ok_or_else(|| ApiError::invalid("cursor", "is empty"))?;
+        match (way, rest.len()) {
+            (b'>', 8) => Ok(From::After(page::number(rest)?, None)),
+            (b'>', 16) => Ok(From::After(page::number(&rest[..8])?, Some(page::number(&rest[8..])?))),
+            (b'<', 8) => Ok(From::Before(Some(page::number(rest)?))),
             _ => Err(ApiError::invalid("cursor", "is not a cursor this broker gave")),
         }
     }
@@ -59,32 +62,35 @@ impl From {
         read: impl FnOnce(Option<Seq>, Option<Seq>, usize) -> Result<Vec<(Seq, Bytes)>, StoreError>,
     ) -> Result<(Vec<Bytes>, Option<String>), StoreError> {
         let (since, before) = match self {
-            From::After(seq) => (Some(seq), None),
+            From::After(seq, bound) => (Some(seq), bound),
             From::Before(seq) => (None, seq),
         };
         let mut entries = read(since, before, limit + 1)?;
         let more = entries.len() > limit;
         let next = match self {
-            From::After(_) => {
+            From::After(_, bound) => {
                 entries.truncate(limit);
                 let last = entries.last().map(|(seq, _)| *seq);
-                more.then(|| next_cursor(list, key, b'>', last))
+                more.then(|| next_cursor(list, key, b'>', last, bound))
             }
             From::Before(_) => {
                 if more {
                     entries.remove(0);
                 }
                 let first = entries.first().map(|(seq, _)| *seq);
-                more.then(|| next_cursor(list, key, b'<', first))
+                more.then(|| next_cursor(list, key, b'<', first, None))
             }
         };
         Ok((entries.into_iter().map(|(_, json)| json).collect(), next))
     }
 }
 
-fn next_cursor(list: List, key: &str, way: u8, seq: Option<Seq>) -> String {
+fn next_cursor(list: List, key: &str, way: u8, seq: Option<Seq>, bound: Option<Seq>) -> String {
     let mut position = vec![way];
     position.extend_from_slice(&seq.unwrap_or(0).to_be_bytes());
+    if let Some(bound) = bound {
+        position.extend_from_slice(&bound.to_be_bytes());
+    }
     page::encode(list, key, &position)
 }
 
@@ -101,8 +107,8 @@ pub(crate) async fn post(
     })
 }
 
-/// A page of a channel, oldest first: after `since`, or the newest before `before` (or
-/// at all); `next` goes on the same way.
+/// A page of a channel, oldest first: after `since` (and before `before` when both are
+/// given), or the newest before `before` (or at all); `next` goes on the same way.
 pub(crate) async fn read(broker: &Broker, caller: &Caller, args: ChatReadArgs) -> Result<Json<MessageList>, ApiError> {
     let limit = page::limit(args.limit, page::MESSAGES.0, page::MESSAGES.1)?;
     let channel = args.channel.unwrap_or_else(|| "general".to_owned());
@@ -140,7 +146,7 @@ pub(crate) async fn inbox(broker: &Broker, caller: &Caller, args: InboxReadArgs)
     let key = format!("{agent}|{}", args.all);
     // Unread: forward from the read cursor; all: backward from the newest.
     let from = match (args.cursor.as_deref(), args.all) {
-        (None, false) => From::After(cursor),
+        (None, false) => From::After(cursor, None),
         (None, true) => From::Before(None),
         (Some(c), _) => From::of(Some(c), List::Inbox, &key, None, None)?,
     };

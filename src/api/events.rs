@@ -41,10 +41,7 @@ fn frame_seq(frame: &[u8]) -> Option<Seq> {
 /// Events after `since`, oldest first. Answers at once when there are some; otherwise
 /// waits up to `wait` seconds for the next matching one.
 pub(crate) async fn poll(broker: &Broker, caller: &Caller, poll: Poll) -> Result<Json<EventPage>, ApiError> {
-    let topics: Vec<String> = match poll.topics.as_deref() {
-        None | Some("") => vec!["*".to_owned()],
-        Some(list) => list.split(',').map(str::to_owned).collect(),
-    };
+    let topics = muster_protocol::split_topics(poll.topics.as_deref().unwrap_or_default());
     parse_topics(&topics)?;
     let wait = poll.wait.unwrap_or_default();
     if wait > Duration::from_secs(MAX_WAIT) {

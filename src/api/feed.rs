@@ -19,7 +19,6 @@ use super::error::ApiError;
 use crate::hub::{Outbox, Stopped, Subscription};
 
 /// Most topics in one request (`hello`, `subscribe`, a query).
-pub(crate) const MAX_TOPICS: usize = 256;
 /// Most topics one connection may hold: each costs a hub entry, and a client following
 /// more tasks than this should subscribe to `tasks`.
 pub(crate) const MAX_TOPICS_PER_CONNECTION: usize = 1024;
@@ -82,10 +81,7 @@ pub(crate) struct Feed {
 
 /// Checks and normalizes topics (`task:12` is `task:T-12`).
 pub(crate) fn parse_topics<S: AsRef<str>>(raw: &[S]) -> Result<Vec<Topic>, ApiError> {
-    if raw.len() > MAX_TOPICS {
-        return Err(ApiError::invalid("topics", format!("at most {MAX_TOPICS} topics per request")));
-    }
-    raw.iter().map(|t| t.as_ref().trim().parse().map_err(|e| ApiError::invalid("topics", e))).collect()
+    muster_protocol::parse_topics(raw).map_err(|m| ApiError::invalid("topics", m))
 }
 
 /// Subscribes `outbox` to `topics` for `caller` and returns the subscription (dropping

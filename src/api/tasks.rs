@@ -185,6 +185,12 @@ struct Query {
 impl Query {
     fn of(filter: &ListArgs) -> Result<Query, ApiError> {
         let limit = page::limit(filter.limit, page::TASKS.0, page::TASKS.1)?;
+        if let Some(assignee) = &filter.assignee {
+            muster_protocol::names::check_agent(assignee).map_err(|m| ApiError::invalid("assignee", m))?;
+        }
+        if let Some(tag) = &filter.tag {
+            muster_protocol::grammar::check_tag(tag).map_err(|m| ApiError::invalid("tag", m))?;
+        }
         let assignee = filter.assignee.as_deref().map(muster_protocol::names::canonical);
         let key = fingerprint(filter, assignee.as_deref());
         let after = match &filter.cursor {

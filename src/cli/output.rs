@@ -222,7 +222,7 @@ pub(crate) fn event(e: &Event) -> String {
             };
             format!("{place}: {}", message.content)
         }
-        EventKind::PresenceChanged { agent } => {
+        EventKind::PresenceChanged { agent, .. } => {
             let shown = agent.shown.as_ref().map(|s| s.as_str().to_owned());
             let mut state = if agent.connections > 0 {
                 format!("connected ({} session{})", agent.connections, if agent.connections == 1 { "" } else { "s" })

@@ -30,7 +30,7 @@ impl Decider<'_> {
         if let Some(reply_to) = p.reply_to
             && reply_to.0 > self.model.last_message
         {
-            return Err(DomainError::invalid("replyTo", format!("message {reply_to} does not exist")));
+            return Err(DomainError::missing("replyTo", format!("message {reply_to} does not exist")));
         }
         self.touch(&p.from);
         let message = ChatMessage {
@@ -53,7 +53,11 @@ impl Decider<'_> {
         validate_agent("agent", agent)?;
         let seq = seq.unwrap_or(self.model.head);
         if seq > self.model.head {
-            return Err(DomainError::invalid("seq", format!("{seq} is beyond the last event ({})", self.model.head)));
+            // Well-formed, but not an event of this broker (yet): a conflict with its state.
+            return Err(DomainError::Conflict {
+                field: Some("seq".to_owned()),
+                message: format!("seq: {seq} is beyond the last event ({})", self.model.head),
+            });
         }
         self.touch(agent);
         let cursor = self.model.cursor(agent);

@@ -26,7 +26,7 @@ impl<'a> Decider<'a> {
         self.model
             .task(id)
             .map(|t| &**t)
-            .ok_or_else(|| DomainError::NotFound { message: format!("task {id} does not exist") })
+            .ok_or_else(|| DomainError::NotFound { field: None, message: format!("task {id} does not exist") })
     }
 
     /// Contact with `agent`: announce it when it is new or coming back (not `active` a

@@ -18,12 +18,16 @@ pub enum DomainError {
     /// The task (or message) does not exist.
     #[error("{message}")]
     NotFound {
+        /// The field that names it, when not the target itself (`blockedBy[0]`, `replyTo`).
+        field: Option<String>,
         /// e.g. "task T-9 does not exist".
         message: String,
     },
     /// Another agent holds the task.
     #[error("{message}")]
     Conflict {
+        /// The field that conflicts, when the request names it (`blockedBy[0]`, `seq`).
+        field: Option<String>,
         /// Names the owner: "T-12 is claimed by link".
         message: String,
     },
@@ -61,6 +65,11 @@ impl DomainError {
         DomainError::Invalid { field: field.into(), message: message.into() }
     }
 
+    /// A field that names something that does not exist (a task in `blockedBy`).
+    pub fn missing(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::NotFound { field: Some(field.into()), message: message.into() }
+    }
+
     /// The wire error code.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -80,6 +89,7 @@ impl DomainError {
             message: self.to_string(),
             field: match self {
                 DomainError::Invalid { field, .. } => Some(field.clone()),
+                DomainError::NotFound { field, .. } | DomainError::Conflict { field, .. } => field.clone(),
                 _ => None,
             },
             conflicts: match self {

@@ -95,6 +95,7 @@ impl Decider<'_> {
                 Some(claim) if claim.agent == agent => {}
                 Some(claim) => {
                     return Err(DomainError::Conflict {
+                        field: None,
                         message: format!("{id} is claimed by {}: only its owner reserves files for it", claim.agent),
                     });
                 }
@@ -136,10 +137,12 @@ impl Decider<'_> {
         let new = globs.iter().filter(|g| !mine.contains_key(g.as_str())).count();
         let held = self.model.files.of_agent(agent).count();
         if held + new > MAX_PER_AGENT {
-            return Err(DomainError::invalid(
-                "patterns",
-                format!("{agent} holds {held} reservations: at most {MAX_PER_AGENT} at once (release some first)"),
-            ));
+            return Err(DomainError::Conflict {
+                field: None,
+                message: format!(
+                    "{agent} holds {held} reservations: at most {MAX_PER_AGENT} at once (release some first)"
+                ),
+            });
         }
         let expires_at = ttl.map(|s| self.now + std::time::Duration::from_secs(s));
         let mut next = self.model.last_reservation;

@@ -429,7 +429,7 @@ pub fn apply(model: &mut Model, event: &Event) {
                 channel.last_at = message.at;
             }
         }
-        EventKind::PresenceChanged { agent } => {
+        EventKind::PresenceChanged { agent, .. } => {
             model.agents.insert(agent.name.clone(), Arc::new(agent.clone()));
         }
         EventKind::InboxAcked { agent, seq } => {

@@ -121,7 +121,9 @@ impl Decider<'_> {
     /// `presence.changed` event.
     pub(super) fn announce(&mut self, record: Agent) -> Agent {
         let record = announced(self.model, self.policy, record, self.now);
-        self.events.push(EventKind::PresenceChanged { agent: record.clone() });
+        let holds = self.model.held_by(&record.name).next().is_some();
+        let claims_expire_at = if holds { self.policy.claims_expire_at(&record) } else { None };
+        self.events.push(EventKind::PresenceChanged { agent: record.clone(), claims_expire_at });
         record
     }
 

@@ -1,29 +1,16 @@
 //! Input rules: names, lengths, mentions. Every limit a client can hit is here (the grammar
 //! of names is the protocol's, `muster_protocol::names`).
 
-use muster_protocol::names::{self, is_name_char, truncate};
+use muster_protocol::grammar;
+use muster_protocol::names::{self, is_name_char};
 
 use super::error::DomainError;
 
 /// Longest agent name, in bytes (names are ASCII).
 pub const MAX_NAME: usize = names::MAX_AGENT;
-/// Longest task title, in characters: one line on a board card.
-pub const MAX_TITLE: usize = 200;
-/// Longest task description or chat message, in bytes: a long comment, far below the size
-/// where sled would move a value out of line into a blob file.
-pub const MAX_TEXT: usize = 8 * 1024;
-/// Longest note an agent can set, in characters.
-pub const MAX_NOTE: usize = 256;
-/// Most tags on a task, and the longest tag in bytes.
-pub const MAX_TAGS: usize = 20;
-/// Longest tag, in bytes.
-pub const MAX_TAG: usize = 32;
-/// Most tasks in one `blockedBy` list.
-pub const MAX_BLOCKERS: usize = 50;
 /// Longest channel name, in bytes (a direct channel holds two names).
 pub const MAX_CHANNEL: usize = names::MAX_CHANNEL;
-/// Longest self-set status, in bytes.
-pub const MAX_STATUS: usize = 32;
+pub use muster_protocol::grammar::{MAX_BLOCKERS, MAX_NOTE, MAX_STATUS, MAX_TAG, MAX_TAGS, MAX_TEXT, MAX_TITLE};
 
 /// Checks an agent name: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting and ending with a
 /// letter, digit or `_` (so that `@link.` at the end of a sentence mentions `link`).
@@ -43,28 +30,13 @@ pub fn require_agent<'a>(field: &str, name: Option<&'a str>) -> Result<&'a str, 
 
 /// Checks a task title: not blank, one line, at most 200 characters.
 pub fn validate_title(title: &str) -> Result<(), DomainError> {
-    if title.trim().is_empty() {
-        return Err(DomainError::invalid("title", "must not be empty"));
-    }
-    if title.chars().count() > MAX_TITLE {
-        return Err(DomainError::invalid("title", format!("is longer than {MAX_TITLE} characters")));
-    }
-    if title.chars().any(char::is_control) {
-        return Err(DomainError::invalid("title", "must be one line without control characters"));
-    }
-    Ok(())
+    grammar::check_title(title).map_err(|m| DomainError::invalid("title", m))
 }
 
-/// Checks free text (description, message content): at most 8 KiB, no control characters
-/// other than newline, tab and carriage return.
+/// Checks free text (description, message content): at most 8192 characters, no control
+/// characters other than newline, tab and carriage return.
 pub fn validate_text(field: &str, text: &str) -> Result<(), DomainError> {
-    if text.len() > MAX_TEXT {
-        return Err(DomainError::invalid(field, format!("is longer than {MAX_TEXT} bytes")));
-    }
-    if text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
-        return Err(DomainError::invalid(field, "contains control characters"));
-    }
-    Ok(())
+    grammar::check_text(text).map_err(|m| DomainError::invalid(field, m))
 }
 
 /// Checks a tag list: at most 20 tags of 1 to 32 letters, digits or `. _ - : /`.
@@ -73,17 +45,7 @@ pub fn validate_tags(tags: &[String]) -> Result<(), DomainError> {
         return Err(DomainError::invalid("tags", format!("has more than {MAX_TAGS} tags")));
     }
     for (i, tag) in tags.iter().enumerate() {
-        let ok =
-            !tag.is_empty() && tag.len() <= MAX_TAG && tag.chars().all(|c| is_name_char(c) || matches!(c, ':' | '/'));
-        if !ok {
-            return Err(DomainError::invalid(
-                format!("tags[{i}]"),
-                format!(
-                    "{:?} is not a valid tag (1-{MAX_TAG} letters, digits, '.', '_', '-', ':' or '/')",
-                    truncate(tag, 80)
-                ),
-            ));
-        }
+        grammar::check_tag(tag).map_err(|m| DomainError::invalid(format!("tags[{i}]"), m))?;
     }
     Ok(())
 }
@@ -95,31 +57,12 @@ pub fn validate_channel(channel: &str) -> Result<(), DomainError> {
 
 /// Checks a self-set status: 1 to 32 of lowercase letters, digits, `_` and `-`.
 pub fn validate_status(status: &str) -> Result<(), DomainError> {
-    let ok = !status.is_empty()
-        && status.len() <= MAX_STATUS
-        && status.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(
-            "status",
-            format!(
-                "{:?} is not a valid status (1-{MAX_STATUS} lowercase letters, digits, '_' or '-', e.g. busy)",
-                truncate(status, 80)
-            ),
-        ))
-    }
+    grammar::check_status(status).map_err(|m| DomainError::invalid("status", m))
 }
 
 /// Checks a note: one line, at most 256 characters.
 pub fn validate_note(note: &str) -> Result<(), DomainError> {
-    if note.chars().count() > MAX_NOTE {
-        return Err(DomainError::invalid("note", format!("is longer than {MAX_NOTE} characters")));
-    }
-    if note.chars().any(char::is_control) {
-        return Err(DomainError::invalid("note", "must be one line without control characters"));
-    }
-    Ok(())
+    grammar::check_note(note).map_err(|m| DomainError::invalid("note", m))
 }
 
 /// The agents named with `@name` in a text, in order of first appearance, in their

@@ -58,17 +58,21 @@ impl Decider<'_> {
         }
         let mut out: Vec<TaskId> = Vec::new();
         for (i, b) in blockers.iter().enumerate() {
+            // Well-formed, but the dependencies as they stand refuse it: a conflict (409).
             if *b == id {
-                return Err(DomainError::invalid(format!("blockedBy[{i}]"), format!("{id} cannot wait on itself")));
+                return Err(DomainError::Conflict {
+                    field: Some(format!("blockedBy[{i}]")),
+                    message: format!("blockedBy[{i}]: {id} cannot wait on itself"),
+                });
             }
             if self.model.task(*b).is_none() {
-                return Err(DomainError::invalid(format!("blockedBy[{i}]"), format!("task {b} does not exist")));
+                return Err(DomainError::missing(format!("blockedBy[{i}]"), format!("task {b} does not exist")));
             }
             if self.depends_on(*b, id) {
-                return Err(DomainError::invalid(
-                    format!("blockedBy[{i}]"),
-                    format!("{b} already waits on {id}: that would be a cycle"),
-                ));
+                return Err(DomainError::Conflict {
+                    field: Some(format!("blockedBy[{i}]")),
+                    message: format!("blockedBy[{i}]: {b} already waits on {id}: that would be a cycle"),
+                });
             }
             if !out.contains(b) {
                 out.push(*b);
@@ -135,7 +139,10 @@ impl Decider<'_> {
             if claim.agent == agent {
                 return Ok(task.clone());
             }
-            return Err(DomainError::Conflict { message: format!("{} is claimed by {}", task.id, claim.agent) });
+            return Err(DomainError::Conflict {
+                field: None,
+                message: format!("{} is claimed by {}", task.id, claim.agent),
+            });
         }
         match task.status {
             TaskStatus::Todo => {}
@@ -151,7 +158,10 @@ impl Decider<'_> {
             }
         }
         if let Some(assignee) = task.assignee.as_deref().filter(|a| *a != agent) {
-            return Err(DomainError::Conflict { message: format!("{} is assigned to {assignee}", task.id) });
+            return Err(DomainError::Conflict {
+                field: None,
+                message: format!("{} is assigned to {assignee}", task.id),
+            });
         }
         let blockers = self.model.unfinished_blockers(task);
         if !blockers.is_empty() {
@@ -182,6 +192,7 @@ impl Decider<'_> {
             ReleaseReason::Forced
         } else {
             return Err(DomainError::Conflict {
+                field: None,
                 message: format!(
                     "{} is claimed by {}, not {agent} (force the release to take it away)",
                     task.id, claim.agent
@@ -213,10 +224,16 @@ impl Decider<'_> {
         }
         match (&task.claim, task.assignee.as_deref()) {
             (Some(claim), _) if claim.agent != agent => {
-                return Err(DomainError::Conflict { message: format!("{} is claimed by {}", task.id, claim.agent) });
+                return Err(DomainError::Conflict {
+                    field: None,
+                    message: format!("{} is claimed by {}", task.id, claim.agent),
+                });
             }
             (None, Some(assignee)) if assignee != agent => {
-                return Err(DomainError::Conflict { message: format!("{} is assigned to {assignee}", task.id) });
+                return Err(DomainError::Conflict {
+                    field: None,
+                    message: format!("{} is assigned to {assignee}", task.id),
+                });
             }
             _ => {}
         }
@@ -329,6 +346,7 @@ impl Decider<'_> {
             if &task.assignee != assignee {
                 if let Some(claim) = &task.claim {
                     return Err(DomainError::Conflict {
+                        field: None,
                         message: format!(
                             "{id} is claimed by {}: it must be released before it can be reassigned",
                             claim.agent
@@ -368,7 +386,10 @@ impl Decider<'_> {
             TaskStatus::Doing | TaskStatus::Review | TaskStatus::Blocked | TaskStatus::Cancelled => {
                 let agent = need_actor()?;
                 if let Some(claim) = task.claim.as_ref().filter(|c| c.agent != agent) {
-                    return Err(DomainError::Conflict { message: format!("{id} is claimed by {}", claim.agent) });
+                    return Err(DomainError::Conflict {
+                        field: None,
+                        message: format!("{id} is claimed by {}", claim.agent),
+                    });
                 }
                 match (status, task.status, &task.claim) {
                     (TaskStatus::Review, _, None) => {

@@ -87,7 +87,7 @@ fn a_claim_is_a_mutex_and_the_loser_learns_the_owner() {
     assert_eq!(won.status, TaskStatus::Doing);
     assert_eq!(won.claim.as_ref().unwrap().token, 1);
     let lost = sim.claim(id, "zelda").unwrap_err();
-    assert_eq!(lost, DomainError::Conflict { message: "T-1 is claimed by link".into() });
+    assert_eq!(lost, DomainError::Conflict { field: None, message: "T-1 is claimed by link".into() });
     // Claiming again as the owner is a no-op that returns the same token.
     let events = sim.log.len();
     assert_eq!(task(sim.claim(id, "link")).claim.unwrap().token, 1);
@@ -169,10 +169,16 @@ fn dependencies_cannot_form_a_cycle() {
     let b = task(reply).id;
     let update = UpdateTask { blocked_by: Some(vec![b]), ..Default::default() };
     let err = sim.run(Command::UpdateTask { id: a, update }).unwrap_err();
-    assert_eq!(err, DomainError::invalid("blockedBy[0]", "T-2 already waits on T-1: that would be a cycle"));
+    assert_eq!(
+        err,
+        DomainError::Conflict {
+            field: Some("blockedBy[0]".to_owned()),
+            message: "blockedBy[0]: T-2 already waits on T-1: that would be a cycle".to_owned(),
+        }
+    );
     let update = UpdateTask { blocked_by: Some(vec![TaskId(9)]), ..Default::default() };
     let err = sim.run(Command::UpdateTask { id: a, update }).unwrap_err();
-    assert_eq!(err, DomainError::invalid("blockedBy[0]", "task T-9 does not exist"));
+    assert_eq!(err, DomainError::missing("blockedBy[0]", "task T-9 does not exist"));
 }
 
 #[test]
@@ -249,7 +255,7 @@ fn inbox_cursor_only_moves_forward_and_not_past_the_head() {
     sim.create("t");
     let head = sim.state.head;
     let ack = |seq| Command::AckInbox { agent: "link".into(), seq };
-    assert!(matches!(sim.run(ack(Some(head + 5))), Err(DomainError::Invalid { .. })));
+    assert!(matches!(sim.run(ack(Some(head + 5))), Err(DomainError::Conflict { .. })));
     assert_eq!(sim.run(ack(None)), Ok(Reply::Cursor { agent: "link".into(), seq: head }));
     assert_eq!(sim.run(ack(Some(0))), Ok(Reply::Cursor { agent: "link".into(), seq: head }));
     assert_eq!(sim.state.cursor("link"), head);

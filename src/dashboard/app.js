@@ -47,7 +47,15 @@ function ago(iso) {
   return `${Math.floor(seconds / 86400)}d ago`;
 }
 
-const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+/** The time of day; with the date too when it is not today ("Nov 30 14:02:05"). */
+function clock(iso) {
+  const t = new Date(iso);
+  const now = new Date();
+  const time = t.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  if (t.toDateString() === now.toDateString()) return time;
+  const year = t.getFullYear() === now.getFullYear() ? {} : { year: 'numeric' };
+  return `${t.toLocaleDateString([], { month: 'short', day: 'numeric', ...year })} ${time}`;
+}
 const idNumber = (id) => Number(String(id).slice(2));
 
 // ---------------------------------------------------------------------------------------
@@ -123,11 +131,24 @@ function showConnection(status) {
   document.body.dataset.connection = status;
   const text = {
     connecting: 'Connecting…',
-    open: `Live · #${client?.lastSeq ?? 0}`,
+    open: liveLabel(),
     reconnecting: 'Reconnecting… what you see may be out of date',
     closed: 'Disconnected: reload the page to reconnect',
   }[status] ?? status;
   $('connection').textContent = text;
+}
+
+/** When the last change arrived (the seq itself is in the tooltip). */
+let lastChangeAt = null;
+
+function liveLabel() {
+  return lastChangeAt ? `Live · last change ${ago(lastChangeAt)}` : 'Live · up to date';
+}
+
+function showLive() {
+  if (client?.status !== 'open') return;
+  $('connection').textContent = liveLabel();
+  $('connection').title = `up to event #${client.lastSeq ?? 0}`;
 }
 
 function showLoadError(error) {
@@ -181,7 +202,7 @@ function onEvent(event) {
   } else if (event.type === 'chat.message') {
     onMessage(data.message);
   } else if (event.type === 'presence.changed') {
-    onAgentRecord(data.agent);
+    onAgentRecord({ ...data.agent, claimsExpireAt: data.claimsExpireAt ?? null });
   } else if (event.type === 'files.reserved' || event.type === 'files.released') {
     for (const r of data.reservations) {
       if (event.type === 'files.reserved') state.files.set(r.id, r);
@@ -193,7 +214,8 @@ function onEvent(event) {
   }
   onContact(event);
   addActivity(event, true);
-  if (client.status === 'open') $('connection').textContent = `Live · #${event.seq}`;
+  lastChangeAt = event.at;
+  showLive();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -210,8 +232,10 @@ function buildColumns() {
     const list = h('ol', { 'aria-label': `${status} tasks` });
     const count = h('span', { class: 'count' });
     const more = FINISHED.has(status) && h('button', { type: 'button', class: 'older', dataset: { status } }, `Show older ${status}`);
-    const column = h('section', { class: 'column', dataset: { status } }, h('h3', {}, status, count), list, more);
+    const waiting = status === 'blocked' && h('span', { class: 'waiting-count', hidden: true });
+    const column = h('section', { class: 'column', dataset: { status } }, h('h3', {}, status, count, waiting), list, more);
     list.count = count;
+    list.waiting = waiting;
     columns.set(status, list);
     board.append(column);
     if (more) more.addEventListener('click', () => showOlder(status, more));
@@ -250,6 +274,9 @@ function before(a, b) {
     const [at, bt] = [when(a.updatedAt), when(b.updatedAt)];
     return at > bt || (at === bt && idNumber(a.id) > idNumber(b.id));
   }
+  // Ready work first: a task waiting on unfinished ones sinks below those that can start.
+  const [aw, bw] = [unfinishedBlockers(a).length > 0, unfinishedBlockers(b).length > 0];
+  if (aw !== bw) return bw;
   if (a.priority !== b.priority) return a.priority < b.priority;
   return idNumber(a.id) < idNumber(b.id);
 }
@@ -273,23 +300,57 @@ function unfinishedBlockers(task) {
   });
 }
 
+/**
+ * When the claims of a task's holder are released if it stays away: set while the holder is
+ * offline (its last session closed, or it went silent), null while it is here.
+ */
+function ownerGoneUntil(task) {
+  const owner = task.claim && state.agents.get(task.claim.agent);
+  if (!owner || owner.status !== 'offline' || !owner.claimsExpireAt) return null;
+  return owner.claimsExpireAt;
+}
+
+/** "released in 3 min" / "released in 40 s" / "released now". */
+function releasedIn(iso) {
+  const seconds = Math.round((Date.parse(iso) - Date.now()) / 1000);
+  if (seconds <= 0) return 'owner gone, released any moment';
+  if (seconds < 60) return `owner gone, released in ${seconds} s`;
+  return `owner gone, released in ${Math.ceil(seconds / 60)} min`;
+}
+
 function cardContent(task) {
-  const who = holder(task);
   const blockers = unfinishedBlockers(task);
-  const label = [task.id, task.title, task.priority, task.status, who ? `assigned to ${who}` : 'unassigned'].join(', ');
+  const gone = ownerGoneUntil(task);
+  const who = task.claim
+    ? `held by ${task.claim.agent}`
+    : task.assignee
+      ? `reserved for ${task.assignee}`
+      : 'unassigned';
+  const waiting = blockers.length > 0 && !FINISHED.has(task.status);
+  const label = [task.id, task.title, task.priority, task.status, who, waiting && `waiting on ${blockers.join(', ')}`]
+    .filter(Boolean)
+    .join(', ');
   return h(
     'button',
-    { type: 'button', class: 'card', dataset: { priority: task.priority }, 'aria-label': label },
+    {
+      type: 'button',
+      class: `card${waiting ? ' waiting' : ''}${task.claim ? ' held' : ''}${gone ? ' gone' : ''}`,
+      dataset: { priority: task.priority },
+      'aria-label': label,
+    },
     h(
       'span',
       { class: 'line' },
       h('span', { class: 'id' }, task.id),
       h('span', { class: `prio ${task.priority}` }, task.priority),
-      who && h('span', { class: 'assignee' }, who),
+      task.claim && h('span', { class: 'holder', title: `${task.claim.agent} holds the claim` }, task.claim.agent),
       task.claim && h('span', { class: 'age', dataset: { since: task.claim.at }, title: 'claimed' }, ago(task.claim.at)),
+      !task.claim && task.assignee && !FINISHED.has(task.status) && h('span', { class: 'reserved', title: `reserved for ${task.assignee}: only it may claim` }, `for ${task.assignee}`),
+      !task.claim && task.assignee && FINISHED.has(task.status) && h('span', { class: 'assignee' }, task.assignee),
     ),
     h('span', { class: 'title' }, task.title),
-    blockers.length > 0 && h('span', { class: 'line blocked' }, `after ${blockers.join(', ')}`),
+    waiting && h('span', { class: 'line waiting-on' }, `waiting on ${blockers.join(', ')}`),
+    gone && h('span', { class: 'line owner-gone', dataset: { until: gone } }, releasedIn(gone)),
     (task.tags ?? []).length > 0 && h('span', { class: 'line' }, task.tags.map((t) => h('span', { class: 'tag' }, t))),
   );
 }
@@ -323,7 +384,10 @@ function upsertTask(task, live) {
   // Tasks waiting on this one show their blockers: refresh them when it finishes.
   if (previous && previous.status !== task.status) {
     for (const other of state.tasks.values()) {
-      if (other.blockedBy?.includes(task.id)) cards.get(other.id)?.replaceChildren(cardContent(other));
+      const card = cards.get(other.id);
+      if (!card || !other.blockedBy?.includes(task.id)) continue;
+      card.replaceChildren(cardContent(other));
+      placeCard(card, other);
     }
   }
   if (!previous || previous.status !== task.status || holder(previous) !== holder(task)) {
@@ -350,8 +414,16 @@ function renderBoard() {
 
 function updateCounts() {
   const counts = Object.fromEntries(STATUSES.map((s) => [s, 0]));
-  for (const task of state.tasks.values()) counts[task.status] += 1;
+  let waiting = 0;
+  for (const task of state.tasks.values()) {
+    counts[task.status] += 1;
+    if (task.status === 'todo' && unfinishedBlockers(task).length > 0) waiting += 1;
+  }
   for (const [status, list] of columns) list.count.textContent = String(counts[status]);
+  // Tasks waiting on others stay in todo (they are not `blocked`): say so where one looks.
+  const blocked = columns.get('blocked');
+  blocked.waiting.textContent = waiting ? `+ ${waiting} waiting in todo` : '';
+  blocked.waiting.hidden = waiting === 0;
 }
 
 // Filters
@@ -416,9 +488,14 @@ function onAgentRecord(record) {
     note: record.note,
     connections: record.connections,
     lastSeenAt: record.lastSeenAt,
+    claimsExpireAt: record.claimsExpireAt ?? null,
     human: record.human ?? known.human ?? false,
     stuck: record.stuck ?? false,
   });
+  // The cards of the tasks it holds say whether their owner is gone.
+  for (const task of state.tasks.values()) {
+    if (task.claim?.agent === record.name) cards.get(task.id)?.replaceChildren(cardContent(task));
+  }
   renderTeamSoon();
 }
 
@@ -489,21 +566,24 @@ function agentRow(agent) {
   li.dataset.status = agent.status;
   li.dataset.name = agent.name;
   li.classList.toggle('is-stuck', Boolean(agent.stuck));
+  // (replaceChildren, unlike h, would write a `false` as text: each child is an element.)
   li.replaceChildren(
     h('span', { class: 'dot', 'aria-hidden': 'true' }),
     h('span', { class: 'name' }, agent.name),
+    agent.connections > 0
+      ? h('span', { class: 'live', title: 'holds a live WebSocket session' }, agent.connections > 1 ? `live · ${agent.connections} connections` : 'live')
+      : h('span', { class: 'not-live', title: 'no live session: seen through HTTP, or gone' }, 'not connected'),
     h('span', { class: 'seen', dataset: { at: agent.lastSeenAt }, title: agent.lastSeenAt }, ago(agent.lastSeenAt)),
     h(
       'span',
       { class: 'sub' },
       h('span', { class: 'status' }, agent.status),
       task && h('span', { class: 'task' }, `${task.id} ${task.title}`),
-      agent.connections > 1 && h('span', {}, `${agent.connections} connections`),
       agent.note && h('span', { class: 'note' }, `“${agent.note}”`),
       agent.stuck && h('span', { class: 'stuck' }, 'STUCK'),
       agent.human && h('span', { class: 'tag' }, 'human'),
     ),
-    files.length > 0 && h('span', { class: 'files', title: files.map((r) => `${r.repo}: ${held(r)}`).join('\n') }, `files: ${files.map(held).join(', ')}`),
+    ...(files.length > 0 ? [h('span', { class: 'files', title: files.map((r) => `${r.repo}: ${held(r)}`).join('\n') }, `files: ${files.map(held).join(', ')}`)] : []),
   );
   rows.set(agent.name, li);
   return li;
@@ -511,8 +591,15 @@ function agentRow(agent) {
 
 function renderTeam() {
   const order = { active: 0, idle: 2, offline: 3 };
+  // Stuck first, then those with a live session, then by status: the top of the panel is
+  // who needs a look and who is working now.
+  const live = (a) => (a.connections > 0 ? 0 : 1);
   const agents = [...state.agents.values()].sort(
-    (a, b) => (b.stuck ? 1 : 0) - (a.stuck ? 1 : 0) || (order[a.status] ?? 1) - (order[b.status] ?? 1) || a.name.localeCompare(b.name),
+    (a, b) =>
+      (b.stuck ? 1 : 0) - (a.stuck ? 1 : 0) ||
+      live(a) - live(b) ||
+      (order[a.status] ?? 1) - (order[b.status] ?? 1) ||
+      a.name.localeCompare(b.name),
   );
   const list = $('team');
   agents.forEach((agent, i) => {
@@ -526,12 +613,15 @@ function renderTeam() {
     }
   }
   const online = agents.filter((a) => a.status !== 'offline').length;
-  $('team-count').textContent = `${online} of ${agents.length} here`;
+  const connected = agents.filter((a) => a.connections > 0).length;
+  $('team-count').textContent = `${online} of ${agents.length} here · ${connected} live`;
   updateAgentFilter();
 }
 
 function tick() {
   for (const el of document.querySelectorAll('.seen[data-at]')) el.textContent = ago(el.dataset.at);
+  for (const el of document.querySelectorAll('.owner-gone[data-until]')) el.textContent = releasedIn(el.dataset.until);
+  showLive();
 }
 
 function tickCards() {
@@ -856,7 +946,12 @@ function renderDetail() {
 async function openDetail(id) {
   state.detail = id;
   $('detail-error').textContent = '';
-  $('detail-assignee').value = state.tasks.get(id)?.assignee ?? '';
+  const task = state.tasks.get(id);
+  $('detail-assignee').value = task?.assignee ?? '';
+  const edit = $('edit-form');
+  edit.elements.title.value = task?.title ?? '';
+  edit.elements.description.value = task?.description ?? '';
+  $('detail-edit').open = false;
   renderDetail();
   $('task-history').replaceChildren();
   const dialog = $('task-dialog');
@@ -889,6 +984,20 @@ async function control(action) {
   } catch (error) {
     $('detail-error').textContent = error.message;
   }
+}
+
+async function saveEdit(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  await control(async (id, me, task) => {
+    const title = form.elements.title.value.trim();
+    const description = form.elements.description.value;
+    const changes = { agent: me };
+    if (title !== task.title) changes.title = title;
+    if (description !== (task.description ?? '')) changes.description = description;
+    if (Object.keys(changes).length > 1) await client.updateTask(id, changes);
+    $('detail-edit').open = false;
+  });
 }
 
 async function changePriority() {
@@ -1033,6 +1142,7 @@ function wire() {
   $('detail-assign').addEventListener('click', reassign);
   $('detail-release').addEventListener('click', forceRelease);
   $('detail-cancel').addEventListener('click', cancelTask);
+  $('edit-form').addEventListener('submit', saveEdit);
 
   $('new-task').addEventListener('click', () => $('create-dialog').showModal());
   $('create-form').addEventListener('submit', createTask);

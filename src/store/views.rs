@@ -81,7 +81,7 @@ impl<'a> Touched<'a> {
                 t.seen.insert(actor);
             }
             match kind {
-                EventKind::PresenceChanged { agent } => {
+                EventKind::PresenceChanged { agent, .. } => {
                     t.agents.insert(&agent.name);
                 }
                 EventKind::ChatMessage { message } => {

@@ -8,7 +8,8 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
-use muster_protocol::{ErrorCode, TaskId};
+use muster_protocol::{ErrorCode, TaskId, grammar};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::response::HttpError;
@@ -19,13 +20,10 @@ use crate::api::{ApiError, Caller, IdempotencyKey};
 /// escaping fits several times over.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
 
-/// Longest accepted `Idempotency-Key`.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
-
 /// A JSON object body, required.
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
-/// A JSON object body that may be omitted (an empty body reads as `{}`).
+/// A JSON object body that may be omitted (an empty body, or `null`, reads as `{}`).
 pub(crate) struct OptionalJsonBody<T>(pub(crate) T);
 
 /// Bytes of an oversize body read (and dropped) before its 413 is sent. A client that is
@@ -133,7 +131,8 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, HttpError> {
         let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or JSON `null` (the schema's `oneOf: [null, ...]`): the defaults.
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
             return Ok(OptionalJsonBody(T::default()));
         }
         Ok(OptionalJsonBody(parse_json(&bytes)?))
@@ -165,6 +164,11 @@ fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
     form_urlencoded::parse(query.as_bytes())
 }
 
+/// A page cursor from a query: empty (`cursor=`) is the first page, as no cursor is.
+pub(crate) fn first_page_if_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|c| !c.is_empty()))
+}
+
 /// The agent named by the `X-Agent` header, if any.
 pub(crate) struct AgentHeader(pub(crate) Option<String>);
 
@@ -183,13 +187,14 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentHeader {
 }
 
 impl AgentHeader {
-    /// The acting agent: the body's if given, else the header's. Both given and different
-    /// is an error rather than a guess.
+    /// The acting agent: the body's if given, else the header's. The header says who is
+    /// calling, so a body naming another agent is refused (403), as with a token.
     pub(crate) fn resolve(self, field: &str, body: Option<String>) -> Result<Option<String>, ApiError> {
         match (body, self.0) {
-            (Some(b), Some(h)) if b != h => {
-                Err(ApiError::invalid(field, format!("the body says {b:?} but the X-Agent header says {h:?}")))
-            }
+            (Some(b), Some(h)) if !b.eq_ignore_ascii_case(&h) => Err(ApiError::forbidden(
+                field,
+                format!("the X-Agent header says you are {h:?}: you may not act as {b:?}"),
+            )),
             (Some(b), _) => Ok(Some(b)),
             (None, h) => Ok(h),
         }
@@ -206,14 +211,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
         let Some(value) = parts.headers.get("idempotency-key") else {
             return Ok(Idempotency(None));
         };
-        let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
-        match key {
-            Some(key) => Ok(Idempotency(Some(IdempotencyKey(key.to_owned())))),
-            None => Err(ApiError::invalid(
-                "Idempotency-Key",
-                format!("must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
-            )
-            .into()),
+        let key = value.to_str().map_err(|_| "must be 1-255 visible ASCII characters".to_owned());
+        match key.and_then(|k| grammar::check_idempotency_key(k).map(|()| k)) {
+            Ok(key) => Ok(Idempotency(Some(IdempotencyKey(key.to_owned())))),
+            Err(message) => Err(ApiError::invalid("Idempotency-Key", message).into()),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::{Router, middleware};
-use muster_protocol::ErrorCode;
+use muster_protocol::{ErrorCode, grammar};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,14 +23,33 @@ use crate::dashboard;
         title = "Muster",
         description = "Coordination broker for teams of AI coding agents: task board with claim mutex, presence, chat, events."
     ),
-    // Referred to by a query parameter, which does not register the types it names.
-    components(schemas(muster_protocol::ws::Order))
+    // Referred to by parameters, which do not register the types they name.
+    components(schemas(
+        muster_protocol::ws::Order,
+        muster_protocol::TaskId,
+        grammar::AgentName,
+        grammar::ChannelName,
+        grammar::Title,
+        grammar::Text,
+        grammar::Content,
+        grammar::Note,
+        grammar::Tag,
+        grammar::SelfStatus,
+        grammar::Repo,
+        grammar::RepoPath,
+        grammar::PageCursor,
+        grammar::StatusList,
+        grammar::Topics,
+        grammar::Wait,
+        grammar::IdempotencyKey,
+        grammar::GlobPattern,
+    ))
 )]
 struct ApiDoc;
 
 /// The routes and their OpenAPI description, from one table.
 pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tasks::create, tasks::list))
         .routes(routes!(tasks::next, tasks::claim_next))
         .routes(routes!(tasks::get, tasks::update))
@@ -59,7 +78,52 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dashboard::app))
         .routes(routes!(dashboard::style))
         .routes(routes!(dashboard::client))
-        .split_for_parts()
+        .split_for_parts();
+    common_errors(&mut api);
+    (router, api)
+}
+
+/// Adds the answers every operation of a kind can give, where its own description does not
+/// already state them: a request with input can be invalid (400), unauthorized with tokens
+/// on (401), or have a longer URI than the server reads (414); a write can also act as another agent or come from another site
+/// (403), be too large (413), or reuse an `Idempotency-Key` for another request (422).
+fn common_errors(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build()
+    };
+    let reads = [
+        ("400", "Invalid input: `error.field` names it"),
+        ("401", "Tokens are on and none (or an unknown one) was sent"),
+    ];
+    let writes = [
+        ("403", "Acting as another agent than the token's or the X-Agent header's, or a write from another site"),
+        ("413", "Body larger than 64 KiB"),
+        (
+            "422",
+            "The request cannot apply to the current state (see `error.code`), or its Idempotency-Key was used for another request",
+        ),
+    ];
+    for item in api.paths.paths.values_mut() {
+        let ops = [(&mut item.get, false), (&mut item.post, true), (&mut item.patch, true)];
+        for (op, write) in ops {
+            let Some(op) = op else { continue };
+            let has_input = write || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            if !has_input || op.responses.responses.contains_key("101") {
+                continue;
+            }
+            let extra = reads.iter().chain(if write { &writes[..] } else { &[] });
+            for (status, description) in extra {
+                op.responses.responses.entry((*status).to_owned()).or_insert_with(|| error(description).into());
+            }
+            // Answered by the HTTP parser itself, before any handler: no body.
+            let too_long = ResponseBuilder::new().description("The URI is longer than the server reads (64 KiB)");
+            op.responses.responses.entry("414".to_owned()).or_insert_with(|| too_long.build().into());
+        }
+    }
 }
 
 /// The whole application, ready to serve.

@@ -35,8 +35,10 @@ const REPLAY_CHUNK: usize = 500;
 #[into_params(parameter_in = Query)]
 pub(crate) struct StreamQuery {
     /// Comma-separated topics (default `*`).
+    #[param(value_type = Option<muster_protocol::grammar::Topics>)]
     topics: Option<String>,
     /// Replay events after this `seq` first (the `Last-Event-ID` header takes precedence).
+    #[serde(default, deserialize_with = "muster_protocol::grammar::query_int64")]
     since: Option<Seq>,
 }
 
@@ -57,15 +59,12 @@ pub(crate) async fn stream(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, HttpError> {
-    let topics: Vec<String> = match q.topics.as_deref() {
-        None | Some("") => vec!["*".to_owned()],
-        Some(list) => list.split(',').map(str::to_owned).collect(),
-    };
+    let topics = muster_protocol::split_topics(q.topics.as_deref().unwrap_or_default());
     let since = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|s| s.trim().parse::<Seq>().ok())
+                .and_then(|s| s.trim().parse::<Seq>().ok().filter(|n| i64::try_from(*n).is_ok()))
                 .ok_or_else(|| ApiError::invalid("Last-Event-ID", "must be an event seq"))?,
         ),
         None => q.since,

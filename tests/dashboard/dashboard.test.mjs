@@ -131,11 +131,14 @@ test('the dashboard shows the team working, live, and lets a human step in', { t
     assert.match(await card.innerText(), /P1/);
   });
 
-  await t.test('a claim made with curl moves the card and shows the assignee', async () => {
+  await t.test('a claim made with curl moves the card and shows who holds it', async () => {
+    // Before the claim the card says whom the task is reserved for.
+    assert.equal(await page.locator('li[data-id="T-1"] .reserved').innerText(), 'for link');
     curl(base, 'POST', '/tasks/T-1/claim', { agent: 'link' });
     const card = page.locator('[data-status="doing"] li[data-id="T-1"]');
     await card.waitFor({ timeout: SHOWS });
-    assert.equal(await card.locator('.assignee').innerText(), 'link');
+    assert.equal(await card.locator('.holder').innerText(), 'link');
+    assert.equal(await card.locator('.reserved').count(), 0);
     assert.equal(await page.locator('[data-status="todo"] li[data-id="T-1"]').count(), 0);
   });
 
@@ -207,7 +210,7 @@ test('the dashboard shows the team working, live, and lets a human step in', { t
     await page.locator('li[data-id="T-2"] .prio', { hasText: 'P0' }).waitFor({ timeout: SHOWS });
     await page.fill('#detail-assignee', 'zelda');
     await page.click('#detail-assign');
-    await page.locator('li[data-id="T-2"] .assignee', { hasText: 'zelda' }).waitFor({ timeout: SHOWS });
+    await page.locator('li[data-id="T-2"] .reserved', { hasText: 'for zelda' }).waitFor({ timeout: SHOWS });
     task = curl(base, 'GET', '/tasks/T-2').task;
     assert.deepEqual([task.priority, task.assignee], ['P0', 'zelda']);
 
@@ -332,6 +335,85 @@ test('the dashboard shows the team working, live, and lets a human step in', { t
     const order = await page.locator('[data-status="cancelled"] li').evaluateAll((lis) => lis.map((li) => li.dataset.id));
     assert.equal(order.at(-1), 'T-2');
     assert.equal(order[0], ids[109]);
+  });
+
+  await t.test('the board tells at a glance: waiting, reserved or held, owner gone, who is live', async () => {
+    const create = (body) => curl(base, 'POST', '/tasks', body).task.id;
+    const first = create({ title: 'Design the schema', priority: 'P2' });
+    const second = create({ title: 'Write the migration', priority: 'P2' });
+    const waiting = create({ title: 'Ship the new schema', priority: 'P0', blockedBy: [first, second] });
+    const card = (id) => page.locator(`li[data-id="${id}"] .card`);
+    // A P0 waiting on two unfinished tasks says so, and sits below the work that can start.
+    await card(waiting).locator('.waiting-on', { hasText: `waiting on ${first}, ${second}` }).waitFor({ timeout: SHOWS });
+    const todo = await page.locator('[data-status="todo"] li').evaluateAll((lis) => lis.map((li) => li.dataset.id));
+    assert.ok(todo.indexOf(waiting) > todo.indexOf(first), `${waiting} after ${first} in ${todo}`);
+    assert.match(await page.locator('[data-status="blocked"] h3 .waiting-count').innerText(), /\+ 1 waiting in todo/);
+    curl(base, 'POST', `/tasks/${first}/complete`, { agent: 'lead' });
+    curl(base, 'POST', `/tasks/${second}/complete`, { agent: 'lead' });
+    await card(waiting).locator('.waiting-on').waitFor({ state: 'detached', timeout: SHOWS });
+    await page.locator('[data-status="blocked"] h3 .waiting-count').waitFor({ state: 'hidden', timeout: SHOWS });
+
+    // Reserved for an agent, then held by it: two different looks.
+    const reserved = create({ title: 'Review the API docs', assignee: 'otto' });
+    await card(reserved).locator('.reserved', { hasText: 'for otto' }).waitFor({ timeout: SHOWS });
+    assert.equal(await card(reserved).locator('.holder').count(), 0);
+
+    // quinn holds a task over a live session, then goes away: its claim waits out the grace.
+    const held = create({ title: 'Rotate the signing keys' });
+    const quinn = agent(base, { agent: 'quinn' });
+    await quinn.ready();
+    await quinn.claim(held);
+    await card(held).locator('.holder', { hasText: 'quinn' }).waitFor({ timeout: SHOWS });
+    assert.equal(await card(held).locator('.owner-gone').count(), 0);
+    quinn.close();
+    await card(held).locator('.owner-gone', { hasText: /owner gone, released in [45] min/ }).waitFor({ timeout: SHOWS });
+
+    // Live sessions show as such, with their count, above those only seen through HTTP.
+    const rex = [agent(base, { agent: 'rex' }), agent(base, { agent: 'rex' })];
+    clients.push(...rex);
+    await Promise.all(rex.map((c) => c.ready()));
+    const rexRow = page.locator('#team li[data-name="rex"]');
+    await rexRow.locator('.live', { hasText: 'live · 2 connections' }).waitFor({ timeout: SHOWS });
+    assert.equal(await page.locator('#team li[data-name="otto"] .not-live').innerText(), 'not connected');
+    assert.doesNotMatch(await page.locator('#team').innerText(), /\b(false|undefined|null)\b/);
+    const order = await page.locator('#team li').evaluateAll((lis) => lis.map((li) => Boolean(li.querySelector('.live'))));
+    assert.ok(order.indexOf(false) > order.lastIndexOf(true), `live rows first: ${order}`);
+    // At 900 px the live agents are in view, not below the fold.
+    const box = await rexRow.boundingBox();
+    assert.ok(box && box.y + box.height <= 900, `rex's row at ${JSON.stringify(box)}`);
+
+    // The connection line speaks of time, not of a raw seq (which stays in the tooltip).
+    const connection = page.locator('#connection');
+    assert.match(await connection.innerText(), /^Live · (up to date|last change \d+s ago)$/);
+    assert.match(await connection.getAttribute('title'), /^up to event #\d+$/);
+  });
+
+  await t.test('a task title and description are edited from the page', async () => {
+    const id = curl(base, 'POST', '/tasks', { title: 'Fix teh typo', description: 'in the README' }).task.id;
+    await page.locator(`li[data-id="${id}"] .card`).click();
+    await page.locator('#task-dialog[open]').waitFor({ timeout: SHOWS });
+    await page.click('#detail-edit summary');
+    assert.equal(await page.inputValue('#edit-form [name="title"]'), 'Fix teh typo');
+    await page.fill('#edit-form [name="title"]', 'Fix the typo');
+    await page.fill('#edit-form [name="description"]', 'in the README, second paragraph');
+    await page.click('#edit-form button[type="submit"]');
+    await page.locator(`li[data-id="${id}"] .title`, { hasText: 'Fix the typo' }).waitFor({ timeout: SHOWS });
+    const task = curl(base, 'GET', `/tasks/${id}`).task;
+    assert.deepEqual([task.title, task.description], ['Fix the typo', 'in the README, second paragraph']);
+    await page.keyboard.press('Escape');
+  });
+
+  await t.test('chat older than a day shows its date', async () => {
+    // The same broker seen two days later: yesterday's messages carry their date.
+    const later = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+    await later.clock.setFixedTime(new Date(Date.now() + 2 * 86_400_000));
+    await later.goto(`${base}/dashboard`);
+    const time = later.locator('#messages li time').first();
+    await time.waitFor({ timeout: SHOWS });
+    assert.match(await time.innerText(), /[A-Z][a-z]{2} \d{1,2}/);
+    // Today's are shown as a time only.
+    assert.doesNotMatch(await page.locator('#messages li time').first().innerText(), /[A-Z][a-z]{2} \d{1,2}/);
+    await later.close();
   });
 
   assert.deepEqual(problems, []);

@@ -70,7 +70,7 @@ impl Wait {
             (Some(id), Some(t)) => t.id == id && self.until.is_none_or(|s| t.status == s),
             _ => false,
         };
-        let stuck = self.stuck && matches!(&event.kind, EventKind::PresenceChanged { agent } if agent.stuck);
+        let stuck = self.stuck && matches!(&event.kind, EventKind::PresenceChanged { agent, .. } if agent.stuck);
         mention || changed || stuck || self.topics.iter().any(|t| t.matches(event))
     }
 }

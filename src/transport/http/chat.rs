@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use muster_protocol::grammar::{self, AgentName, ChannelName, IdempotencyKey, PageCursor};
 use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
 use muster_protocol::{
     AckInbox, ChannelList, Cursor, ErrorBody, Inbox, MessageEnvelope, MessageList, PostMessage, Seq,
@@ -10,7 +11,9 @@ use muster_protocol::{
 use serde::Deserialize;
 
 use crate::api;
-use crate::transport::extract::{Auth, Idempotency, JsonBody, OptionalJsonBody, Query};
+use crate::transport::extract::{
+    AgentHeader, Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty,
+};
 use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
 
@@ -18,15 +21,25 @@ use crate::transport::state::AppState;
 #[utoipa::path(
     post, path = "/chat/messages", tag = "chat",
     request_body = PostMessage,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 201, body = MessageEnvelope), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody))
+    params(
+        ("X-Agent" = Option<AgentName>, Header, description = "The sender, when the body names none"),
+        ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe"),
+    ),
+    responses(
+        (status = 201, body = MessageEnvelope),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "`replyTo` names no message", body = ErrorBody),
+    )
 )]
 pub(crate) async fn post(
     State(app): State<AppState>,
     Auth(caller): Auth,
+    agent: AgentHeader,
     idem: Idempotency,
-    JsonBody(body): JsonBody<PostMessage>,
+    JsonBody(mut body): JsonBody<PostMessage>,
 ) -> Result<Response, HttpError> {
+    let named = (!body.from.is_empty()).then(|| std::mem::take(&mut body.from));
+    body.from = agent.resolve("from", named)?.unwrap_or_default();
     Ok(written(StatusCode::CREATED, api::chat::post(&app.broker, &caller, body, idem.0).await?))
 }
 
@@ -36,16 +49,21 @@ pub(crate) async fn post(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Channel (default `general`).
+    #[param(value_type = Option<ChannelName>)]
     channel: Option<String>,
-    /// Only messages with a larger `seq`, oldest first.
+    /// Only messages with a larger `seq`, oldest first (with `before`: those between).
+    #[serde(default, deserialize_with = "grammar::query_int64")]
     since: Option<Seq>,
     /// Only messages with a smaller `seq` (paging back).
+    #[serde(default, deserialize_with = "grammar::query_int64")]
     before: Option<Seq>,
     /// At most this many (default 50, at most 500). Without `since`, the newest ones.
     #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// The `next` of the previous page: goes on the same way (forward after `since`,
-    /// backward otherwise).
+    /// backward otherwise); not with `since` or `before`.
+    #[serde(default, deserialize_with = "first_page_if_empty")]
+    #[param(value_type = Option<PageCursor>)]
     cursor: Option<String>,
 }
 
@@ -73,6 +91,8 @@ pub(crate) struct PageQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next` of the previous page.
+    #[serde(default, deserialize_with = "first_page_if_empty")]
+    #[param(value_type = Option<PageCursor>)]
     cursor: Option<String>,
 }
 
@@ -108,6 +128,8 @@ pub(crate) struct InboxQuery {
     #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// The `next` of the previous page.
+    #[serde(default, deserialize_with = "first_page_if_empty")]
+    #[param(value_type = Option<PageCursor>)]
     cursor: Option<String>,
 }
 
@@ -115,7 +137,7 @@ pub(crate) struct InboxQuery {
 /// mark them read; `POST /inbox/{agent}/ack` does.
 #[utoipa::path(
     get, path = "/inbox/{agent}", tag = "chat",
-    params(("agent" = String, Path, description = "Agent name"), InboxQuery),
+    params(("agent" = AgentName, Path, description = "Agent name"), InboxQuery),
     responses((status = 200, body = Inbox), (status = 400, body = ErrorBody))
 )]
 pub(crate) async fn inbox(
@@ -131,9 +153,12 @@ pub(crate) async fn inbox(
 /// Mark the inbox read up to `seq` (default: everything so far).
 #[utoipa::path(
     post, path = "/inbox/{agent}/ack", tag = "chat",
-    request_body = AckInbox,
-    params(("agent" = String, Path, description = "Agent name"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 200, body = Cursor), (status = 400, body = ErrorBody))
+    request_body = Option<AckInbox>,
+    params(("agent" = AgentName, Path, description = "Agent name"), ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe")),
+    responses(
+        (status = 200, body = Cursor),
+        (status = 409, description = "`seq` is beyond the last event", body = ErrorBody),
+    )
 )]
 pub(crate) async fn ack(
     State(app): State<AppState>,

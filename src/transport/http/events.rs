@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
+use muster_protocol::grammar::{self, Topics, Wait};
 use muster_protocol::{ErrorBody, EventPage, Seq};
 use std::time::Duration;
 
@@ -19,30 +20,26 @@ use crate::transport::state::AppState;
 #[into_params(parameter_in = Query)]
 pub(crate) struct PollQuery {
     /// Only events with a larger `seq` (default 0: from the start of the retained log).
+    #[serde(default, deserialize_with = "grammar::query_int64")]
     since: Option<Seq>,
     /// Comma-separated topics: `*` (default), `tasks`, `task:<id>`, `chat`,
-    /// `chat:<channel>`, `presence`, `inbox:<agent>`.
+    /// `chat:<channel>`, `presence`, `inbox:<agent>`, `files`.
+    #[param(value_type = Option<Topics>)]
     topics: Option<String>,
-    /// How long to wait for a matching event when there is none yet, at most 60 seconds
+    /// How long to wait for a matching event when there is none yet, at most a minute
     /// (default 0): seconds (`30`) or with a unit, as the CLI takes it (`30s`, `1m`, `500ms`).
     #[serde(default, deserialize_with = "duration")]
-    #[param(value_type = Option<String>, pattern = r"^([0-9]|[1-5][0-9]|60)s?$")]
+    #[param(value_type = Option<Wait>)]
     wait: Option<Duration>,
     /// At most this many events (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-/// Seconds (`30`) or a duration with its unit (`30s`, `1m`).
+/// A wait as [`grammar::WAIT`] states it: `30`, `30s`, `1m`, `500ms`.
 fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     let raw = String::deserialize(de)?;
-    let parsed = match raw.parse::<u64>() {
-        Ok(seconds) => Ok(Duration::from_secs(seconds)),
-        Err(_) => humantime::parse_duration(&raw),
-    };
-    parsed
-        .map(Some)
-        .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not seconds (30) nor a duration (30s, 1m)")))
+    grammar::parse_wait(&raw).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// Events after `since`, oldest first. Returns at once when there are some; otherwise

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
+use muster_protocol::grammar::{AgentName, IdempotencyKey, Repo, RepoPath};
 use muster_protocol::{
     ErrorBody, FilesQuery, ReleaseFiles, ReservationList, ReserveFiles, TaskId, WhoHas, WhoHasFiles,
 };
@@ -18,8 +19,8 @@ use crate::transport::state::AppState;
     post, path = "/files/reserve", tag = "files",
     request_body = ReserveFiles,
     params(
-        ("X-Agent" = Option<String>, Header, description = "The acting agent"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe"),
+        ("X-Agent" = Option<AgentName>, Header, description = "The acting agent"),
+        ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe"),
     ),
     responses(
         (status = 200, description = "Reserved (or renewed): every reservation of the request", body = ReservationList),
@@ -46,8 +47,8 @@ pub(crate) async fn reserve(
     post, path = "/files/release", tag = "files",
     request_body = ReleaseFiles,
     params(
-        ("X-Agent" = Option<String>, Header, description = "The acting agent"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe"),
+        ("X-Agent" = Option<AgentName>, Header, description = "The acting agent"),
+        ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe"),
     ),
     responses(
         (status = 200, description = "The reservations released (none when nothing matched)", body = ReservationList),
@@ -71,11 +72,13 @@ pub(crate) async fn release(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Only in this repository.
+    #[param(value_type = Option<Repo>)]
     repo: Option<String>,
     /// Only this agent's.
+    #[param(value_type = Option<AgentName>)]
     agent: Option<String>,
     /// Only this task's.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<TaskId>)]
     task: Option<TaskId>,
 }
 
@@ -100,8 +103,10 @@ pub(crate) async fn list(
 #[allow(dead_code)]
 pub(crate) struct WhoQuery {
     /// The repository.
+    #[param(value_type = Repo)]
     repo: String,
     /// A repository-relative path; repeat for several (at most 100).
+    #[param(value_type = Vec<RepoPath>, min_items = 1, max_items = 100)]
     path: Vec<String>,
 }
 

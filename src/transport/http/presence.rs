@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use muster_protocol::grammar::{AgentName, IdempotencyKey};
 use muster_protocol::ws::PresenceSetArgs;
 use muster_protocol::{ErrorBody, Heartbeat, PresenceEnvelope, PresenceList};
 
@@ -29,7 +30,7 @@ pub(crate) async fn list(
 /// One agent.
 #[utoipa::path(
     get, path = "/presence/{agent}", tag = "presence",
-    params(("agent" = String, Path, description = "Agent name")),
+    params(("agent" = AgentName, Path, description = "Agent name")),
     responses((status = 200, body = PresenceEnvelope), (status = 404, body = ErrorBody))
 )]
 pub(crate) async fn get(
@@ -44,8 +45,8 @@ pub(crate) async fn get(
 /// it) and a note.
 #[utoipa::path(
     post, path = "/presence/{agent}", tag = "presence",
-    request_body = Heartbeat,
-    params(("agent" = String, Path, description = "Agent name"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    request_body = Option<Heartbeat>,
+    params(("agent" = AgentName, Path, description = "Agent name"), ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = PresenceEnvelope), (status = 400, body = ErrorBody))
 )]
 pub(crate) async fn heartbeat(

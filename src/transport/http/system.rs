@@ -60,7 +60,7 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
         "limits": {
             "maxBodyBytes": MAX_BODY,
             "maxTitleChars": rules::MAX_TITLE,
-            "maxTextBytes": rules::MAX_TEXT,
+            "maxTextChars": rules::MAX_TEXT,
             "maxNameBytes": rules::MAX_NAME,
             "maxNoteChars": rules::MAX_NOTE,
             "maxTags": rules::MAX_TAGS,
@@ -76,7 +76,7 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
                 "maxPatternsPerRequest": muster_protocol::MAX_PATTERNS,
                 "maxPatternBytes": muster_protocol::glob::MAX_PATTERN,
                 "maxWildcardsPerPattern": muster_protocol::glob::MAX_WILDCARDS,
-                "maxPathBytes": muster_protocol::glob::MAX_PATH,
+                "maxPathChars": muster_protocol::glob::MAX_PATH,
                 "maxPathsPerWho": muster_protocol::MAX_WHO_PATHS,
                 "maxHeldPerAgent": muster_protocol::MAX_PER_AGENT,
                 "defaultTtlSeconds": muster_protocol::DEFAULT_TTL_SECONDS,

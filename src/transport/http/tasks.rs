@@ -3,16 +3,19 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use muster_protocol::grammar::{self, AgentName, IdempotencyKey, PageCursor, StatusList, Tag};
 use muster_protocol::ws::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
 use muster_protocol::{
-    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, TaskAction, TaskEnvelope, TaskList, TaskStatus,
+    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, TaskAction, TaskEnvelope, TaskId, TaskList,
     UpdateTask,
 };
 use serde::Deserialize;
 
 use crate::api::tasks::Board;
 use crate::api::{self, ApiError};
-use crate::transport::extract::{AgentHeader, Auth, Idempotency, JsonBody, OptionalJsonBody, Query, task_id};
+use crate::transport::extract::{
+    AgentHeader, Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty, task_id,
+};
 use crate::transport::guard;
 use crate::transport::response::{HttpError, json, ok, written};
 use crate::transport::state::AppState;
@@ -22,12 +25,14 @@ use crate::transport::state::AppState;
     post, path = "/tasks", tag = "tasks",
     request_body = CreateTask,
     params(
-        ("X-Agent" = Option<String>, Header, description = "The acting agent (recorded as createdBy)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key returns the first outcome"),
+        ("X-Agent" = Option<AgentName>, Header, description = "The acting agent (recorded as createdBy)"),
+        ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe: the same key returns the first outcome"),
     ),
     responses(
         (status = 201, description = "Created", body = TaskEnvelope),
         (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 404, description = "A task in `blockedBy` does not exist (`error.field` names it)", body = ErrorBody),
+        (status = 409, description = "`blockedBy` names the task itself", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
     )
 )]
@@ -55,6 +60,7 @@ pub(crate) async fn create(
 pub(crate) struct ListQuery {
     /// Only these statuses, comma-separated (`todo,doing`); finished ones from the whole
     /// history. Without `status` or `all`: every unfinished task and the 100 finished last.
+    #[param(value_type = Option<StatusList>)]
     status: Option<String>,
     /// Every task, finished ones from the whole history included.
     #[serde(default)]
@@ -62,15 +68,19 @@ pub(crate) struct ListQuery {
     /// By id, `asc` (default) or `desc` (newest first).
     order: Option<Order>,
     /// Only tasks assigned to this agent.
+    #[param(value_type = Option<AgentName>)]
     assignee: Option<String>,
     /// Only this priority.
     priority: Option<Priority>,
     /// Only tasks with this tag.
+    #[param(value_type = Option<Tag>)]
     tag: Option<String>,
     /// At most this many (default 500, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next` of the previous page.
+    #[serde(default, deserialize_with = "first_page_if_empty")]
+    #[param(value_type = Option<PageCursor>)]
     cursor: Option<String>,
 }
 
@@ -93,16 +103,7 @@ pub(crate) async fn list(
 ) -> Result<Response, HttpError> {
     let status = match &q.status {
         None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(|s| serde_json::from_value::<TaskStatus>(serde_json::Value::String(s.trim().to_owned())))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                ApiError::invalid(
-                    "status",
-                    format!("{list:?} is not a list of todo, doing, review, blocked, done, cancelled"),
-                )
-            })?,
+        Some(list) => grammar::parse_status_list(list).map_err(|m| ApiError::invalid("status", m))?,
     };
     let filter = ListArgs {
         status,
@@ -159,7 +160,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// Show one task.
 #[utoipa::path(
     get, path = "/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "Task id, e.g. T-12")),
+    params(("id" = TaskId, Path, description = "Task id, e.g. T-12")),
     responses((status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody))
 )]
 pub(crate) async fn get(
@@ -175,13 +176,13 @@ pub(crate) async fn get(
     patch, path = "/tasks/{id}", tag = "tasks",
     request_body = UpdateTask,
     params(
-        ("id" = String, Path, description = "Task id, e.g. T-12"),
-        ("X-Agent" = Option<String>, Header, description = "The acting agent"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe"),
+        ("id" = TaskId, Path, description = "Task id, e.g. T-12"),
+        ("X-Agent" = Option<AgentName>, Header, description = "The acting agent"),
+        ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe"),
     ),
     responses(
         (status = 200, body = TaskEnvelope), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "Held by another agent, or stale token", body = ErrorBody),
+        (status = 409, description = "Held by another agent, a stale token, or `blockedBy` would make a cycle", body = ErrorBody),
         (status = 422, description = "Status change not allowed", body = ErrorBody),
     )
 )]
@@ -207,10 +208,11 @@ fn action(id: &str, agent: AgentHeader, mut action: TaskAction) -> Result<TaskAc
 /// Claim a task: exactly one agent wins; the others get 409 naming the owner.
 #[utoipa::path(
     post, path = "/tasks/{id}/claim", tag = "tasks",
-    request_body = TaskAction,
-    params(("id" = String, Path, description = "Task id"), ("X-Agent" = Option<String>, Header, description = "The claiming agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    request_body = Option<TaskAction>,
+    params(("id" = TaskId, Path, description = "Task id"), ("X-Agent" = Option<AgentName>, Header, description = "The claiming agent"), ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe")),
     responses(
         (status = 200, description = "Claimed (or already held by this agent); `task.claim.token` is the fencing token", body = TaskEnvelope),
+        (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "Claimed by / assigned to another agent, or blocked", body = ErrorBody),
         (status = 422, description = "Not open (done, cancelled, blocked)", body = ErrorBody),
     )
@@ -230,9 +232,9 @@ pub(crate) async fn claim(
 /// Release a claim; the task goes back to `todo`. `force` takes it from another owner.
 #[utoipa::path(
     post, path = "/tasks/{id}/release", tag = "tasks",
-    request_body = TaskAction,
-    params(("id" = String, Path, description = "Task id"), ("X-Agent" = Option<String>, Header, description = "The acting agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody))
+    request_body = Option<TaskAction>,
+    params(("id" = TaskId, Path, description = "Task id"), ("X-Agent" = Option<AgentName>, Header, description = "The acting agent"), ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe")),
+    responses((status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
 pub(crate) async fn release(
     State(app): State<AppState>,
@@ -249,9 +251,12 @@ pub(crate) async fn release(
 /// Complete a task (as its owner, or when nobody holds it).
 #[utoipa::path(
     post, path = "/tasks/{id}/complete", tag = "tasks",
-    request_body = TaskAction,
-    params(("id" = String, Path, description = "Task id"), ("X-Agent" = Option<String>, Header, description = "The acting agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
-    responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody))
+    request_body = Option<TaskAction>,
+    params(("id" = TaskId, Path, description = "Task id"), ("X-Agent" = Option<AgentName>, Header, description = "The acting agent"), ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe")),
+    responses(
+        (status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, description = "Not open (already done, cancelled)", body = ErrorBody),
+    )
 )]
 pub(crate) async fn complete(
     State(app): State<AppState>,
@@ -271,6 +276,7 @@ pub(crate) async fn complete(
 #[into_params(parameter_in = Query)]
 pub(crate) struct NextQuery {
     /// The agent (or the `X-Agent` header).
+    #[param(value_type = Option<AgentName>)]
     agent: Option<String>,
     /// Claim the task atomically (the one GET that changes state, by explicit request).
     #[serde(default)]
@@ -283,7 +289,7 @@ pub(crate) struct NextQuery {
 /// against a page claiming tasks through an `<img>`.
 #[utoipa::path(
     get, path = "/tasks/next", tag = "tasks",
-    params(NextQuery, ("X-Agent" = Option<String>, Header, description = "The agent (required with claim=true unless Authorization is sent)")),
+    params(NextQuery, ("X-Agent" = Option<AgentName>, Header, description = "The agent (required with claim=true unless Authorization is sent)")),
     responses(
         (status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope),
         (status = 400, body = ErrorBody),
@@ -317,8 +323,8 @@ pub(crate) async fn next(
 /// Pick the next task for an agent and claim it atomically.
 #[utoipa::path(
     post, path = "/tasks/next", tag = "tasks",
-    request_body = NextTask,
-    params(("X-Agent" = Option<String>, Header, description = "The agent"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    request_body = Option<NextTask>,
+    params(("X-Agent" = Option<AgentName>, Header, description = "The agent"), ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe")),
     responses((status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope), (status = 400, body = ErrorBody))
 )]
 pub(crate) async fn claim_next(
