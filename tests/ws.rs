@@ -526,3 +526,34 @@ async fn a_page_from_another_origin_cannot_open_the_websocket() {
         stream.send(tokio_tungstenite::tungstenite::Message::text(r#"{"id":1,"op":"hello"}"#)).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_makes_a_websocket_write_safe_to_retry() {
+    let s = Server::start().await;
+    let mut ws = Ws::connect(s.addr).await;
+    ws.hello(json!({"agent": "link"})).await;
+    let create = json!({"op": "task.create", "title": "Retry me", "idempotencyKey": "create-retry-me"});
+    let first = ws.ok(create.clone()).await;
+    // The retry (as after a dropped connection) gets the first answer: no second task.
+    let again = ws.ok(create).await;
+    assert_eq!(first, again);
+    let (_, list) = s.get("/tasks").await;
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 1, "{list}");
+    // The same key with another request is refused, and changes nothing.
+    let other = ws.request(json!({"op": "task.create", "title": "Else", "idempotencyKey": "create-retry-me"})).await;
+    assert_eq!(other["error"]["code"], "idempotency_mismatch", "{other}");
+    // A key shared with HTTP is the same key.
+    let r = s
+        .http
+        .post(s.url("/tasks"))
+        .header("Idempotency-Key", "create-retry-me")
+        .header("X-Agent", "link")
+        .body(r#"{"title": "Retry me"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    // A read takes no key: it is safe to repeat anyway.
+    let read = ws.request(json!({"op": "task.get", "task": "T-1", "idempotencyKey": "k"})).await;
+    assert_eq!(read["error"]["field"], "idempotencyKey", "{read}");
+}

@@ -782,9 +782,10 @@ export class MusterClient {
   }
 
   /**
-   * Claims a task (`task.claim`), as the session's agent unless `agent` names one.
+   * Claims a task (`task.claim`), as the session's agent unless `agent` names one. Every
+   * write takes `idempotencyKey`: a retry with the same key gets the first answer back.
    * @param {string} id
-   * @param {{agent?: string, token?: number}} [options]
+   * @param {{agent?: string, token?: number, idempotencyKey?: string}} [options]
    * @returns {Promise<Task>} The task; `claim.token` is the fencing token.
    */
   async claim(id, options = {}) {

@@ -502,7 +502,7 @@ mod tests {
         #[test]
         fn a_validator_accepts_what_its_pattern_matches(s in prop_oneof![text(), words()]) {
             for rule in rules() {
-                prop_assert_eq!((rule.accepts)(&s), matches(&rule, &s), "{}: {:?}", rule.name, s);
+                prop_assert_eq!((rule.accepts)(&s), matches(rule, &s), "{}: {:?}", rule.name, s);
             }
         }
     }

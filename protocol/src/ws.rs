@@ -43,6 +43,12 @@ pub const CLOSE_REVOKED: u16 = 4003;
 pub struct Request {
     /// Chosen by the client; echoed as `re` in the reply.
     pub id: u64,
+    /// Makes a retry of a write safe, as HTTP's `Idempotency-Key` header does: the same key
+    /// and request get the first answer back; the same key with another request is refused
+    /// (`idempotency_mismatch`). Writes only.
+    #[serde(rename = "idempotencyKey", default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::grammar::IdempotencyKey>)]
+    pub idempotency_key: Option<String>,
     /// The operation and its arguments (`op` on the wire).
     #[serde(flatten)]
     pub op: Op,
@@ -146,6 +152,34 @@ impl Op {
         "files.list",
         "files.who",
     ];
+
+    /// Whether this operation changes state (and so may carry an `idempotencyKey`).
+    pub fn is_write(&self) -> bool {
+        match self {
+            Op::TaskCreate(_)
+            | Op::TaskUpdate(_)
+            | Op::TaskClaim(_)
+            | Op::TaskRelease(_)
+            | Op::TaskComplete(_)
+            | Op::ChatPost(_)
+            | Op::InboxAck(_)
+            | Op::PresenceSet(_)
+            | Op::FilesReserve(_)
+            | Op::FilesRelease(_) => true,
+            Op::TaskNext(args) => args.claim,
+            Op::Hello(_)
+            | Op::Subscribe(_)
+            | Op::Unsubscribe(_)
+            | Op::TaskGet(_)
+            | Op::TaskList(_)
+            | Op::ChatRead(_)
+            | Op::ChatChannels(_)
+            | Op::InboxRead(_)
+            | Op::PresenceList(_)
+            | Op::FilesList(_)
+            | Op::FilesWho(_) => false,
+        }
+    }
 }
 
 /// No arguments.
@@ -512,6 +546,14 @@ impl Request {
             Some(_) => return Err(frame_error(Some(id), "op", "must be a string")),
             None => return Err(frame_error(Some(id), "op", "is required")),
         };
+        let idempotency_key = match map.remove("idempotencyKey") {
+            None => None,
+            Some(Value::String(key)) => {
+                crate::grammar::check_idempotency_key(&key).map_err(|m| frame_error(Some(id), "idempotencyKey", m))?;
+                Some(key)
+            }
+            Some(_) => return Err(frame_error(Some(id), "idempotencyKey", "must be a string")),
+        };
         let op = match op.as_str() {
             "hello" => Op::Hello(args(id, map)?),
             "subscribe" => Op::Subscribe(args(id, map)?),
@@ -559,7 +601,10 @@ impl Request {
                 ));
             }
         };
-        Ok(Request { id, op })
+        if idempotency_key.is_some() && !op.is_write() {
+            return Err(frame_error(Some(id), "idempotencyKey", "only a write takes one (a read is safe to repeat)"));
+        }
+        Ok(Request { id, idempotency_key, op })
     }
 }
 
@@ -594,6 +639,9 @@ mod tests {
             (r#"{"id": 6, "op": "task.create"}"#, Some(6), "title"),
             (r#"{"id": 6, "op": "task.create", "title": "t", "priority": "P9"}"#, Some(6), "priority"),
             (r#"{"id": 8, "op": "hello", "since": "yesterday"}"#, Some(8), "since"),
+            (r#"{"id": 9, "op": "task.get", "task": "T-1", "idempotencyKey": "k"}"#, Some(9), "idempotencyKey"),
+            (r#"{"id": 9, "op": "task.claim", "task": "T-1", "idempotencyKey": 7}"#, Some(9), "idempotencyKey"),
+            (r#"{"id": 9, "op": "task.claim", "task": "T-1", "idempotencyKey": ""}"#, Some(9), "idempotencyKey"),
         ];
         for (text, id, field) in cases {
             let err = Request::parse(text).unwrap_err();

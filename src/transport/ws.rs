@@ -32,7 +32,7 @@ use super::response::HttpError;
 use super::state::AppState;
 use crate::api::feed::{Ended, Feed};
 use crate::api::session::Opened;
-use crate::api::{self, ApiError, Broker, Reply as _};
+use crate::api::{self, ApiError, Broker, IdempotencyKey, Reply as _};
 use crate::hub::{Outbox, Subscription};
 
 /// Read buffer per connection, allocated up front: tungstenite's default of 128 KiB would
@@ -296,6 +296,7 @@ impl Session {
             }
         };
         let id = request.id;
+        let key = request.idempotency_key.map(IdempotencyKey);
         let broker = &self.state.broker;
         match (request.op, &self.opened) {
             (Op::Hello(hello), None) => {
@@ -323,7 +324,7 @@ impl Session {
                 let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
                 let (broker, outbox, session) = (Arc::clone(broker), Arc::clone(&self.outbox), Arc::clone(session));
                 tokio::spawn(async move {
-                    let result = execute(&broker, &session, op).await;
+                    let result = execute(&broker, &session, op, key).await;
                     // The session before the permit: once every permit is back, the
                     // reader holds the only reference and can close the session.
                     drop(session);
@@ -358,29 +359,34 @@ impl Session {
 
 /// Runs one operation for a session: every operation of the protocol but the three the
 /// connection itself handles (`hello`, `subscribe`, `unsubscribe`), each one line.
-async fn execute(broker: &Broker, session: &api::session::Session, op: Op) -> Result<Bytes, ApiError> {
+async fn execute(
+    broker: &Broker,
+    session: &api::session::Session,
+    op: Op,
+    key: Option<IdempotencyKey>,
+) -> Result<Bytes, ApiError> {
     let caller = session.caller();
     Ok(match op {
         Op::Hello(_) | Op::Subscribe(_) | Op::Unsubscribe(_) => {
             return Err(ApiError::invalid("op", "handled by the connection, not here"));
         }
-        Op::TaskCreate(args) => api::tasks::create(broker, caller, args, None).await?.to_json(),
-        Op::TaskUpdate(args) => api::tasks::update(broker, caller, args, None).await?.to_json(),
-        Op::TaskClaim(args) => api::tasks::claim(broker, caller, args, None).await?.to_json(),
-        Op::TaskRelease(args) => api::tasks::release(broker, caller, args, None).await?.to_json(),
-        Op::TaskComplete(args) => api::tasks::complete(broker, caller, args, None).await?.to_json(),
-        Op::TaskNext(args) => api::tasks::next(broker, caller, args, None).await?.to_json(),
+        Op::TaskCreate(args) => api::tasks::create(broker, caller, args, key).await?.to_json(),
+        Op::TaskUpdate(args) => api::tasks::update(broker, caller, args, key).await?.to_json(),
+        Op::TaskClaim(args) => api::tasks::claim(broker, caller, args, key).await?.to_json(),
+        Op::TaskRelease(args) => api::tasks::release(broker, caller, args, key).await?.to_json(),
+        Op::TaskComplete(args) => api::tasks::complete(broker, caller, args, key).await?.to_json(),
+        Op::TaskNext(args) => api::tasks::next(broker, caller, args, key).await?.to_json(),
         Op::TaskGet(args) => api::tasks::get(broker, caller, args).await?.to_json(),
         Op::TaskList(args) => api::tasks::list(broker, caller, args).await?.to_json(),
-        Op::ChatPost(args) => api::chat::post(broker, caller, args, None).await?.to_json(),
+        Op::ChatPost(args) => api::chat::post(broker, caller, args, key).await?.to_json(),
         Op::ChatRead(args) => api::chat::read(broker, caller, args).await?.to_json(),
         Op::ChatChannels(args) => api::chat::channels(broker, caller, args)?.to_json(),
         Op::InboxRead(args) => api::chat::inbox(broker, caller, args).await?.to_json(),
-        Op::InboxAck(args) => api::chat::ack(broker, caller, args, None).await?.to_json(),
+        Op::InboxAck(args) => api::chat::ack(broker, caller, args, key).await?.to_json(),
         Op::PresenceList(args) => api::presence::list(broker, caller, args)?.to_json(),
-        Op::PresenceSet(args) => api::presence::heartbeat(broker, caller, args, None).await?.to_json(),
-        Op::FilesReserve(args) => api::files::reserve(broker, caller, args, None).await?.to_json(),
-        Op::FilesRelease(args) => api::files::release(broker, caller, args, None).await?.to_json(),
+        Op::PresenceSet(args) => api::presence::heartbeat(broker, caller, args, key).await?.to_json(),
+        Op::FilesReserve(args) => api::files::reserve(broker, caller, args, key).await?.to_json(),
+        Op::FilesRelease(args) => api::files::release(broker, caller, args, key).await?.to_json(),
         Op::FilesList(args) => api::files::list(broker, caller, args)?.to_json(),
         Op::FilesWho(args) => api::files::who(broker, caller, args)?.to_json(),
     })

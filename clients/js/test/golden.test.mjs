@@ -40,7 +40,7 @@ const makers = {
   'unsubscribe.json': (c) => c.unsubscribe(['presence']),
   'task.create.json': (c) =>
     c.createTask({ title: 'Fix auth redirect', assignee: 'link', priority: 'P1', blockedBy: ['T-3'], tags: ['auth'] }),
-  'task.claim.json': (c) => c.claim('T-12'),
+  'task.claim.json': (c) => c.claim('T-12', { idempotencyKey: 'claim-T-12-once' }),
   'task.update.json': (c) => c.updateTask('T-12', { status: 'review', token: 3 }),
   'task.release.json': (c) => c.release('T-12', { agent: 'kai', force: true }),
   'task.complete.json': (c) => c.complete('T-12', { token: 3 }),

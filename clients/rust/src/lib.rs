@@ -609,7 +609,7 @@ impl Session {
             epoch,
             human: self.options.human,
         };
-        let frame = serde_json::to_string(&Request { id: 0, op: Op::Hello(hello) })
+        let frame = serde_json::to_string(&Request { id: 0, idempotency_key: None, op: Op::Hello(hello) })
             .map_err(|e| Failed::Unreachable(e.to_string()))?;
         socket.send(Message::text(frame)).await.map_err(|e| Failed::Unreachable(e.to_string()))?;
         let welcome: Welcome = loop {
@@ -661,7 +661,7 @@ impl Session {
                     let sets_topics = matches!(op, Op::Subscribe(_) | Op::Unsubscribe(_));
                     let id = next_id;
                     next_id += 1;
-                    let frame = match serde_json::to_string(&Request { id, op }) {
+                    let frame = match serde_json::to_string(&Request { id, idempotency_key: None, op }) {
                         Ok(frame) => frame,
                         Err(e) => {
                             let _ = reply.send(Err(Error::Protocol(e.to_string())));

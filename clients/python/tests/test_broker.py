@@ -1,0 +1,234 @@
+"""The client against the real broker binary (MUSTER_BIN), on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import muster
+from conftest import Broker, token_add
+
+
+async def next_event(stream: AsyncIterator[muster.Event], seconds: float = 10) -> muster.Event:
+    return await asyncio.wait_for(stream.__anext__(), seconds)
+
+
+async def titles_until(stream: AsyncIterator[muster.Event], want: list[str], seconds: float = 15) -> list[str]:
+    """The titles of the task.created events, until ``want`` has arrived (or a timeout)."""
+    seen: list[str] = []
+    seqs: list[int] = []
+    deadline = time.monotonic() + seconds
+    while seen[-len(want):] != want:
+        event = await next_event(stream, max(0.1, deadline - time.monotonic()))
+        seqs.append(event.seq)
+        if event.type == "task.created" and event.task is not None:
+            seen.append(event.task.title)
+    assert seqs == sorted(set(seqs)), f"events out of order or repeated: {seqs}"
+    return seen
+
+
+# 2 ----------------------------------------------------------------------------------------
+
+
+async def test_two_clients_race_to_claim_one_task_exactly_one_wins(broker: Broker) -> None:
+    async def race() -> None:
+        async with muster.connect(broker.url, agent="link") as a, muster.connect(broker.url, agent="zelda") as b:
+            task = await a.create_task("Fix auth redirect", priority="P1")
+            results = await asyncio.gather(a.claim(task.id), b.claim(task.id), return_exceptions=True)
+            wins = [r for r in results if isinstance(r, muster.Task)]
+            losses = [r for r in results if isinstance(r, muster.Conflict)]
+            assert len(wins) == 1 and len(losses) == 1, results
+            winner = wins[0].claim
+            assert winner is not None and winner.token == 1
+            assert losses[0].owner == winner.agent
+            assert losses[0].code == "conflict" and winner.agent in losses[0].message
+            current = await b.get_task(task.id)
+            assert current.claim is not None and current.claim.agent == winner.agent
+
+    await asyncio.wait_for(race(), 30)
+
+
+# 3 ----------------------------------------------------------------------------------------
+
+
+async def test_resume_after_sigkill_delivers_missed_events_once_and_in_order(broker: Broker, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with muster.connect(broker.url, agent="watcher", topics=["tasks"]) as m:
+            stream = m.events()
+            for title in ("before-1", "before-2"):
+                broker.http("POST", "/tasks", {"title": title}, agent="kai")
+            assert await titles_until(stream, ["before-1", "before-2"]) == ["before-1", "before-2"]
+            epoch = m.epoch
+
+            broker.kill()  # SIGKILL: no close frame, no clean shutdown
+            deadline = time.monotonic() + 10
+            while m.status == "open" and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert m.status == "reconnecting"
+            # A request while disconnected fails at once; nothing is queued for later.
+            started = time.monotonic()
+            with pytest.raises(muster.Disconnected):
+                await m.create_task("never sent")
+            assert time.monotonic() - started < 0.5
+
+            # While the client is away, the same data dir takes writes on another port, so
+            # the client cannot reconnect before they are in the log.
+            aside = Broker(broker.data_dir)
+            aside.start()
+            for title in ("away-1", "away-2", "away-3"):
+                aside.http("POST", "/tasks", {"title": title}, agent="kai")
+            aside.kill()
+
+            broker.start()  # same data dir, same port
+            got = await titles_until(stream, ["away-1", "away-2", "away-3"])
+            assert got == ["away-1", "away-2", "away-3"], "each missed event once, in order"
+            assert m.welcome is not None and m.welcome.resumed and m.epoch == epoch
+            assert [t.title for t in await m.tasks()].count("never sent") == 0
+
+            # Live again after the replay, and nothing repeated.
+            broker.http("POST", "/tasks", {"title": "after"}, agent="kai")
+            assert await titles_until(stream, ["after"]) == ["after"]
+
+            # A broker on a NEW data dir is another history: the client says resync.
+            broker.kill()
+            broker.start(data_dir=tmp_path / "other")
+            with pytest.raises(muster.Resync) as resync:
+                await next_event(stream, 15)
+            assert resync.value.epoch != epoch and m.epoch == resync.value.epoch
+            assert m.welcome is not None and not m.welcome.resumed
+            # The stream goes on after a resync, with live events.
+            await m.create_task("fresh")
+            assert await titles_until(stream, ["fresh"]) == ["fresh"]
+
+    await asyncio.wait_for(scenario(), 90)
+
+
+# 4 ----------------------------------------------------------------------------------------
+
+
+async def test_wait_for_a_mention_is_woken_by_a_post_from_another_client(broker: Broker) -> None:
+    async def scenario() -> None:
+        async with muster.connect(broker.url, agent="link") as link, muster.connect(broker.url, agent="kai") as kai:
+            waiting = asyncio.create_task(link.wait_for(mention=True, timeout=10))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            await kai.post("@link PR #522 is green, merge it")
+            woke = await waiting
+            assert isinstance(woke, muster.Event) and woke.message is not None
+            assert woke.message.sender == "kai" and "link" in woke.message.mentions
+            # Unread already: found in the state at once (and acked on request).
+            found = await link.wait_for(mention=True, timeout=5, ack=True)
+            assert isinstance(found, muster.ChatMessage) and found.content.startswith("@link")
+            assert (await link.inbox()).unread == 0
+            # The wait's own subscription is gone again.
+            assert "inbox:link" not in link.topics
+
+    await asyncio.wait_for(scenario(), 30)
+
+
+async def test_wait_for_times_out_cleanly_with_none(broker: Broker) -> None:
+    async def scenario() -> None:
+        link = await muster.connect(broker.url, agent="link")  # the await form
+        try:
+            started = time.monotonic()
+            assert await link.wait_for(mention=True, timeout=0.5) is None
+            assert 0.4 < time.monotonic() - started < 3
+            assert link.status == "open"
+            assert await link.tasks() == []
+        finally:
+            await link.close()
+        assert link.status == "closed"
+        with pytest.raises(muster.Closed):
+            await link.tasks()
+
+    await asyncio.wait_for(scenario(), 30)
+
+
+async def test_wait_for_a_task_until_done(broker: Broker) -> None:
+    async def scenario() -> None:
+        async with muster.connect(broker.url, agent="link") as link, muster.connect(broker.url, agent="kai") as kai:
+            task = await kai.create_task("ship it")
+            waiting = asyncio.create_task(link.wait_for(task=task.id, until="done", timeout=10))
+            claimed = await kai.claim(task.id)
+            await asyncio.sleep(0.2)
+            assert not waiting.done(), "a claim is not done"
+            assert claimed.claim is not None
+            await kai.complete(task.id, token=claimed.claim.token)
+            woke = await waiting
+            assert isinstance(woke, muster.Event) and woke.task is not None and woke.task.status == "done"
+            # Already done: found in the state.
+            again = await link.wait_for(task=task.id, until="done", timeout=5)
+            assert isinstance(again, muster.Task) and again.status == "done"
+
+    await asyncio.wait_for(scenario(), 30)
+
+
+# 5 ----------------------------------------------------------------------------------------
+
+
+async def test_tokens_authenticate_in_hello_and_acting_as_another_is_forbidden(
+    muster_bin: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    link_token = token_add("link", data)
+    token_add("zelda", data)
+    broker = Broker(data)
+    broker.start()
+    try:
+
+        async def scenario() -> None:
+            with pytest.raises(muster.Unauthorized):
+                await muster.connect(broker.url, agent="link").start()
+            with pytest.raises(muster.Unauthorized):
+                await muster.connect(broker.url, agent="link", token="mst_wrong").start()
+            async with muster.connect(broker.url, agent="link", token=link_token) as link:
+                assert link.welcome is not None and link.welcome.agent == "link"
+                task = await link.create_task("mine")
+                with pytest.raises(muster.Forbidden):
+                    await link.claim(task.id, agent="zelda")
+                with pytest.raises(muster.Forbidden):
+                    await link.post("hi", sender="zelda")
+                assert (await link.claim(task.id)).claim is not None
+            # A token is its agent's only: hello as another agent is refused.
+            with pytest.raises((muster.Forbidden, muster.Unauthorized)):
+                await muster.connect(broker.url, agent="zelda", token=link_token).start()
+
+        await asyncio.wait_for(scenario(), 30)
+    finally:
+        broker.stop()
+
+
+# the blocking facade and idempotency keys ----------------------------------------------
+
+
+def test_the_sync_facade_runs_the_same_client(broker: Broker) -> None:
+    with muster.Client(broker.url, agent="a", topics=["tasks"]) as a, muster.Client(broker.url, agent="b") as b:
+        task = a.create_task("sync", priority="P0")
+        assert a.claim(task.id).claim is not None
+        with pytest.raises(muster.Conflict) as lost:
+            b.claim(task.id)
+        assert lost.value.owner == "a"
+        nxt = a.next_task()
+        assert nxt is not None and nxt.id == task.id
+        events = a.events()
+        first = next(events)
+        assert first.type in ("task.created", "task.claimed")
+        assert a.wait_for(mention=True, timeout=0.2) is None
+    assert a.status == "closed"
+
+
+async def test_a_retried_write_with_an_idempotency_key_gets_the_first_answer(broker: Broker) -> None:
+    async def scenario() -> None:
+        async with muster.connect(broker.url, agent="link") as link:
+            task = await link.create_task("once")
+            first = await link.claim(task.id, idempotency_key="claim-once")
+            again = await link.claim(task.id, idempotency_key="claim-once")
+            assert again == first
+            with pytest.raises(muster.IdempotencyMismatch):
+                await link.complete(task.id, idempotency_key="claim-once")
+
+    await asyncio.wait_for(scenario(), 30)
