@@ -212,7 +212,7 @@ class Muster:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         agent: str | None = None,
         token: str | None = None,
@@ -224,7 +224,11 @@ class Muster:
         connect_timeout: float = 10.0,
         max_buffer: int = 100_000,
     ) -> None:
-        self.url = url
+        # Several brokers of one cluster: each (re)connection tries the next, resuming by seq.
+        self._urls: list[str] = [url] if isinstance(url, str) else list(url)
+        if not self._urls:
+            raise ValueError("connect needs at least one broker URL")
+        self.url = self._urls[0]
         self.agent = agent.lower() if agent else None
         self._token = token or None
         self._human = human
@@ -337,9 +341,16 @@ class Muster:
             if not future.done():
                 future.set_exception(error)
 
+    def _next_url(self) -> None:
+        """Moves to the next broker URL (a no-op with one)."""
+        self.url = self._urls[(self._urls.index(self.url) + 1) % len(self._urls)]
+
     async def _run(self) -> None:
         backoff = BACKOFF_MIN
         ever_connected = False
+        # Before the first welcome each URL is tried once, at once; only when every one
+        # failed is the broker unreachable.
+        first_tries = len(self._urls)
         while True:
             reason: str
             try:
@@ -354,7 +365,11 @@ class Muster:
             except Exception as error:  # noqa: BLE001 - any failure to connect is a loss
                 reason = str(error) or type(error).__name__
                 if not ever_connected:
-                    self._finish("closed", Unreachable("unreachable", f"broker not reachable at {self.url}: {reason}"), _END)
+                    first_tries -= 1
+                    if first_tries > 0:
+                        self._next_url()
+                        continue
+                    self._finish("closed", Unreachable("unreachable", f"broker not reachable at {self._where()}: {reason}"), _END)
                     return
             else:
                 self._ws = ws
@@ -371,7 +386,11 @@ class Muster:
                     reason = str(error) or "timed out"
                     if not ever_connected:
                         await self._drop(ws)
-                        self._finish("closed", Unreachable("unreachable", f"broker not reachable at {self.url}: {reason}"), _END)
+                        first_tries -= 1
+                        if first_tries > 0:
+                            self._next_url()
+                            continue
+                        self._finish("closed", Unreachable("unreachable", f"broker not reachable at {self._where()}: {reason}"), _END)
                         return
                 else:
                     ever_connected = True
@@ -395,9 +414,13 @@ class Muster:
                 self._finish("closed", Closed("closed", "the connection was lost"), _END)
                 return
             self._status = "reconnecting"
+            self._next_url()
             # Jitter spreads the reconnections of many clients after a broker restart.
             await asyncio.sleep(min(backoff * (0.75 + random.random() / 2), BACKOFF_MAX))
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _where(self) -> str:
+        return self.url if len(self._urls) == 1 else f"any of {', '.join(self._urls)}"
 
     async def _drop(self, ws: ClientConnection) -> None:
         if self._ws is ws:
@@ -959,7 +982,7 @@ class Muster:
 
 
 def connect(
-    url: str,
+    url: str | Sequence[str],
     *,
     agent: str | None = None,
     token: str | None = None,
@@ -971,7 +994,9 @@ def connect(
     connect_timeout: float = 10.0,
     max_buffer: int = 100_000,
 ) -> Muster:
-    """A session to the broker at ``url`` (``http://127.0.0.1:4445`` or ``ws://...``):
+    """A session to the broker at ``url`` (``http://127.0.0.1:4445`` or ``ws://...``), or to
+    the first that answers of several (the nodes of a cluster; a lost connection moves on to
+    the next and resumes by ``seq``):
     ``async with connect(url, agent="bot-1") as m:`` (or ``m = await connect(...)``, then
     ``await m.close()``).
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import muster
-from conftest import Broker, token_add
+from conftest import Broker, free_port, token_add
 
 
 async def next_event(stream: AsyncIterator[muster.Event], seconds: float = 10) -> muster.Event:
@@ -232,3 +232,30 @@ async def test_a_retried_write_with_an_idempotency_key_gets_the_first_answer(bro
                 await link.complete(task.id, idempotency_key="claim-once")
 
     await asyncio.wait_for(scenario(), 30)
+
+
+# Several URLs ------------------------------------------------------------------------------
+
+
+async def test_several_urls_fail_over_to_the_broker_that_answers_and_resume(broker: Broker) -> None:
+    async def scenario() -> None:
+        # The first URL has nobody behind it: the client goes on to the next, at once.
+        elsewhere = Broker(broker.data_dir)
+        urls = [elsewhere.url, broker.url]
+        async with muster.connect(urls, agent="watcher", topics=["tasks"]) as m:
+            assert m.url == broker.url
+            stream = m.events()
+            broker.http("POST", "/tasks", {"title": "on-the-first"}, agent="kai")
+            assert await titles_until(stream, ["on-the-first"]) == ["on-the-first"]
+            # The broker moves to the other address (the same data, as a cluster's node
+            # would share its log): the client follows and resumes without a gap.
+            broker.kill()
+            elsewhere.start()
+            elsewhere.http("POST", "/tasks", {"title": "on-the-second"}, agent="kai")
+            assert await titles_until(stream, ["on-the-second"]) == ["on-the-second"]
+            assert m.url == elsewhere.url and m.welcome is not None and m.welcome.resumed
+            elsewhere.kill()
+
+    await asyncio.wait_for(scenario(), 60)
+    with pytest.raises(muster.Unreachable, match="any of"):
+        await muster.connect([f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"], agent="x").start()
