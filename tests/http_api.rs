@@ -513,6 +513,18 @@ async fn capabilities_and_openapi_describe_the_routes_that_exist() {
             &params.iter().find(|p| p["name"] == "limit").unwrap_or_else(|| panic!("{path}: no limit"))["schema"];
         assert_eq!((&limit["minimum"], &limit["maximum"]), (&serde_json::json!(1), largest), "{path}: {limit}");
     }
+    // The counts written as numbers in the schemas are the broker's limits.
+    let schemas = &api["components"]["schemas"];
+    let (limits, files) = (&caps["limits"], &caps["limits"]["files"]);
+    for (schema, field, key, limit) in [
+        ("CreateTask", "blockedBy", "maxItems", &limits["maxBlockers"]),
+        ("CreateTask", "tags", "maxItems", &limits["maxTags"]),
+        ("ReserveFiles", "patterns", "maxItems", &files["maxPatternsPerRequest"]),
+        ("ReleaseFiles", "patterns", "maxItems", &files["maxPatternsPerRequest"]),
+        ("ReserveFiles", "ttlSeconds", "maximum", &files["maxTtlSeconds"]),
+    ] {
+        assert_eq!(&schemas[schema]["properties"][field][key], limit, "{schema}.{field}.{key}");
+    }
     // Every reference resolves (schemathesis skipped what `order` refers to, once).
     fn refs(value: &Value, out: &mut Vec<String>) {
         match value {

@@ -310,7 +310,7 @@ function ownerGoneUntil(task) {
   return owner.claimsExpireAt;
 }
 
-/** "released in 3 min" / "released in 40 s" / "released now". */
+/** "owner gone, released in 3 min" / "… in 40 s" / "… any moment". */
 function releasedIn(iso) {
   const seconds = Math.round((Date.parse(iso) - Date.now()) / 1000);
   if (seconds <= 0) return 'owner gone, released any moment';
