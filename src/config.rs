@@ -144,6 +144,59 @@ pub struct Config {
     #[arg(long)]
     #[serde(default)]
     pub insecure: bool,
+
+    /// Run as a node of a cluster: the NATS servers (`nats://host:4222`, comma-separated)
+    /// whose JetStream holds the cluster's log. Without it, this broker is a single node
+    /// on its data dir.
+    #[arg(long, env = "MUSTER_CLUSTER", value_delimiter = ',', help_heading = "Cluster")]
+    #[serde(default)]
+    pub cluster: Vec<String>,
+
+    /// This node's name in the cluster (default: the host name).
+    #[arg(long, env = "MUSTER_NODE", help_heading = "Cluster")]
+    #[serde(default)]
+    pub node: Option<String>,
+
+    /// The cluster's name: its stream and buckets in JetStream are named after it, so one
+    /// set of NATS servers can hold several clusters.
+    #[arg(long, env = "MUSTER_CLUSTER_NAME", default_value = "muster", help_heading = "Cluster")]
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+
+    /// Copies of the log JetStream keeps, on as many servers (3 in production; 1 for a
+    /// single NATS server). Set when the stream is created.
+    #[arg(long, env = "MUSTER_REPLICAS", default_value_t = 3, help_heading = "Cluster")]
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+
+    /// The leader's lease: a leader that stops renewing it is replaced after this long.
+    /// Longer than a NATS stream's own failover (5–7 s), or a stalled stream deposes the
+    /// leader for nothing.
+    #[arg(long, env = "MUSTER_LEADER_LEASE", default_value = "8s", value_parser = humantime::parse_duration, help_heading = "Cluster")]
+    #[serde(with = "humantime_serde", default = "default_leader_lease")]
+    pub leader_lease: Duration,
+
+    /// NATS credentials file (`.creds`, a user JWT and its NKey seed).
+    #[arg(long, env = "MUSTER_NATS_CREDS", help_heading = "Cluster")]
+    #[serde(default)]
+    pub nats_creds: Option<PathBuf>,
+
+    /// A CA certificate (PEM) to verify the NATS servers with; connections then require TLS.
+    #[arg(long, env = "MUSTER_NATS_CA", help_heading = "Cluster")]
+    #[serde(default)]
+    pub nats_ca: Option<PathBuf>,
+}
+
+fn default_cluster_name() -> String {
+    "muster".into()
+}
+
+fn default_replicas() -> usize {
+    3
+}
+
+fn default_leader_lease() -> Duration {
+    Duration::from_secs(8)
 }
 
 fn default_max_frames_per_second() -> u32 {
@@ -221,6 +274,23 @@ pub(crate) fn create_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+impl Config {
+    /// This node's name in the cluster: `--node`, else the host name (its characters
+    /// outside `[A-Za-z0-9_-]` made `-`).
+    pub(crate) fn node_name(&self) -> Result<String, String> {
+        if let Some(node) = &self.node {
+            return Ok(node.clone());
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .ok_or("cannot tell this host's name: pass --node NAME")?;
+        Ok(host.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect())
+    }
+}
+
 /// `~/.local/share/muster` on Linux, the equivalent elsewhere; `./muster-data` if the
 /// platform has no data dir.
 pub fn default_data_dir() -> PathBuf {
@@ -255,6 +325,13 @@ impl Config {
             body_timeout: default_body_timeout(),
             cache_mb: default_cache_mb(),
             insecure: false,
+            cluster: Vec::new(),
+            node: None,
+            cluster_name: default_cluster_name(),
+            replicas: default_replicas(),
+            leader_lease: default_leader_lease(),
+            nats_creds: None,
+            nats_ca: None,
         }
     }
 
@@ -306,6 +383,23 @@ impl Config {
         }
         if !(1..=1 << 20).contains(&self.cache_mb) {
             return Err("--cache-mb must be between 1 and 1048576".into());
+        }
+        if !self.cluster.is_empty() {
+            if !(1..=5).contains(&self.replicas) {
+                return Err("--replicas must be between 1 and 5 (JetStream's limit)".into());
+            }
+            if self.leader_lease < Duration::from_secs(1) {
+                return Err("--leader-lease must be at least 1s".into());
+            }
+            let name_ok = |s: &str| {
+                !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            };
+            if !name_ok(&self.cluster_name) {
+                return Err(format!("--cluster-name {:?} must be 1 to 64 letters, digits, - or _", self.cluster_name));
+            }
+            if let Some(node) = self.node.as_deref().filter(|n| !name_ok(n)) {
+                return Err(format!("--node {node:?} must be 1 to 64 letters, digits, - or _"));
+            }
         }
         Ok(())
     }

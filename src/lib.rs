@@ -36,6 +36,7 @@ mod api;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+mod cluster;
 pub mod config;
 pub mod core;
 mod dashboard;
@@ -76,6 +77,9 @@ pub enum ServeError {
     /// The store could not be opened or loaded.
     #[error("{0}")]
     Store(String),
+    /// The cluster could not be joined (`--cluster`).
+    #[error("{0}")]
+    Cluster(String),
     /// The server failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -98,15 +102,15 @@ pub async fn serve(
     config.validate().map_err(ServeError::Config)?;
     let tokens = Arc::new(auth::Tokens::open(&config.data_dir)?);
     exposure(listener.local_addr()?, &config, &tokens)?;
-    let (dir, cache_mb) = (config.data_dir.clone(), config.cache_mb);
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache_mb))
-        .await
-        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
-        .map_err(|e| ServeError::Store(e.to_string()))?;
-    let store = Arc::new(store);
+    let (store, joined) = open(&config).await?;
+    let log: Arc<dyn store::Log> = match &joined {
+        Some(joined) => Arc::clone(&joined.log),
+        None => store.log.clone(),
+    };
     let metrics = Arc::new(Metrics::default());
     let (sequencer, writer, reader) = Sequencer::new(
         &store,
+        log,
         config.policy(),
         clock.clone(),
         config.min_free_mb << 20,
@@ -117,7 +121,7 @@ pub async fn serve(
     let snapshot = reader.snapshot();
     tracing::info!(
         head = snapshot.model.head,
-        epoch = store.db.epoch(),
+        epoch = joined.as_ref().map_or_else(|| store.db.epoch(), |j| j.cluster.epoch()),
         tasks = snapshot.model.last_task,
         in_memory = snapshot.model.tasks.len(),
         "state loaded"
@@ -127,6 +131,10 @@ pub async fn serve(
     // The sequencer stops after the HTTP server and the sessions, so that in-flight writes
     // (and the sessions' goodbyes) are answered.
     tracker.spawn_blocking(move || sequencer.run());
+    let cluster = joined.map(|j| j.cluster);
+    if let Some(cluster) = &cluster {
+        tracker.spawn(Arc::clone(cluster).run(writer.clone(), reader.clone(), shutdown.clone()));
+    }
     let broker = Arc::new(Broker::new(
         writer,
         reader,
@@ -137,6 +145,7 @@ pub async fn serve(
         Arc::clone(&metrics),
         shutdown.clone(),
         config.limits(),
+        cluster,
     ));
     api::timers::reset_sessions(&broker).await.map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
     tracker.spawn(api::timers::run(Arc::clone(&broker), config.tick));
@@ -152,6 +161,38 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
     served.map_err(ServeError::from)
+}
+
+/// Opens the data dir's store and, with `--cluster`, joins the cluster. A node whose data
+/// dir diverged from the cluster's log (it crashed while leading, holding batches the log
+/// never took) has it set aside and starts afresh, filling from the cluster.
+async fn open(config: &Config) -> Result<(Arc<Store>, Option<cluster::Joined>), ServeError> {
+    let mut set_aside = false;
+    loop {
+        let (dir, cache_mb) = (config.data_dir.clone(), config.cache_mb);
+        let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache_mb))
+            .await
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
+            .map_err(|e| ServeError::Store(e.to_string()))?;
+        let store = Arc::new(store);
+        if config.cluster.is_empty() {
+            return Ok((store, None));
+        }
+        match cluster::join(config, &store).await {
+            Ok(joined) => return Ok((store, Some(joined))),
+            Err(error @ cluster::JoinError::Diverged { .. }) if !set_aside => {
+                drop(store);
+                let aside = store::set_aside(&config.data_dir).map_err(|e| ServeError::Store(e.to_string()))?;
+                tracing::warn!(
+                    %error,
+                    "the data dir was moved to {} and this node starts afresh from the cluster's log",
+                    aside.display()
+                );
+                set_aside = true;
+            }
+            Err(error) => return Err(ServeError::Cluster(error.to_string())),
+        }
+    }
 }
 
 /// Binds the broker's address with a deep listen backlog (a burst of connects is queued,

@@ -182,7 +182,7 @@ impl Metrics {
             self.rate_limited_frames.load(Relaxed),
         );
         process(&mut out);
-        for (name, help, lines) in extra {
+        for (name, help, lines) in extra.iter().filter(|(_, _, lines)| !lines.is_empty()) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{lines}");
         }
         out

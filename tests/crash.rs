@@ -121,45 +121,6 @@ async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) 
     }
 }
 
-/// Reads the whole log, checking that it is gap-free and that claims never overlap.
-async fn check_log(http: &reqwest::Client, base: &str) -> u64 {
-    let mut since = 0;
-    let mut owner: HashMap<String, String> = HashMap::new();
-    let mut last_token: HashMap<String, u64> = HashMap::new();
-    loop {
-        let r = http.get(format!("{base}/events?since={since}&limit=1000")).send().await.unwrap();
-        let (_, page) = split(r).await;
-        let events = page["events"].as_array().unwrap();
-        if events.is_empty() {
-            assert_eq!(since, page["head"].as_u64().unwrap(), "the log ends at the head");
-            return since;
-        }
-        for e in events {
-            let seq = e["seq"].as_u64().unwrap();
-            assert_eq!(seq, since + 1, "gap in the log after {since}");
-            since = seq;
-            let task = &e["data"]["task"];
-            let Some(id) = task["id"].as_str() else {
-                continue;
-            };
-            match e["type"].as_str().unwrap() {
-                "task.claimed" => {
-                    let agent = e["data"]["agent"].as_str().unwrap();
-                    assert!(!owner.contains_key(id), "{id} claimed by {agent} while held by {}", owner[id]);
-                    let token = task["claim"]["token"].as_u64().unwrap();
-                    assert!(token > last_token.get(id).copied().unwrap_or(0), "{id}: token went back");
-                    last_token.insert(id.to_owned(), token);
-                    owner.insert(id.to_owned(), agent.to_owned());
-                }
-                _ if task["claim"].is_null() => {
-                    owner.remove(id);
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
 async fn verify(p: &Process, acked: &Acked, last_head: u64) -> u64 {
     let http = reqwest::Client::new();
     let base = p.url("");
@@ -191,7 +152,7 @@ async fn verify(p: &Process, acked: &Acked, last_head: u64) -> u64 {
     for (seq, content) in &acked.messages {
         assert_eq!(stored.get(seq), Some(content), "acknowledged message {seq} is lost");
     }
-    let head = check_log(&http, &base).await;
+    let head = common::check_log(&http, &base).await;
     assert!(head >= last_head, "head went back from {last_head} to {head}");
     head
 }

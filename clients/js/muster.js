@@ -196,8 +196,9 @@
 
 /**
  * @typedef {object} MusterOptions
- * @property {string} [url] The broker: `http://127.0.0.1:4445` (or `ws://...`). In a
- *   browser, the page's origin by default.
+ * @property {string | string[]} [url] The broker: `http://127.0.0.1:4445` (or `ws://...`).
+ *   In a browser, the page's origin by default. For a cluster, every node's URL: they are
+ *   tried in turn, at the start and after each lost connection, resuming by `seq`.
  * @property {string} [agent] Act as this agent: it is present while the session is open,
  *   and its claims are held.
  * @property {boolean} [human] The session is a person (the dashboard); needs `agent`.
@@ -410,7 +411,12 @@ export class MusterClient {
   /** @type {(error: MusterError) => void} */
   #rejectReady = () => {};
 
-  #url;
+  /** @type {string[]} */
+  #urls;
+  /** Index in `#urls` of the node tried last. */
+  #at = 0;
+  /** Nodes tried for the first connection. */
+  #tried = 0;
   #agent;
   #human;
   #token;
@@ -431,8 +437,9 @@ export class MusterClient {
       );
     }
     const url = options.url ?? globalThis.location?.origin;
-    if (!url) throw new Error('MusterClient: `url` is required (e.g. http://127.0.0.1:4445)');
-    this.#url = url;
+    const urls = (Array.isArray(url) ? url : [url]).filter(Boolean);
+    if (urls.length === 0) throw new Error('MusterClient: `url` is required (e.g. http://127.0.0.1:4445)');
+    this.#urls = urls;
     this.#agent = options.agent;
     this.#human = options.human === true;
     this.#token = options.token || undefined;
@@ -518,6 +525,11 @@ export class MusterClient {
     }
   }
 
+  /** The node connected to (or tried) now. */
+  get #url() {
+    return this.#urls[this.#at];
+  }
+
   /** @param {Status} status */
   #setStatus(status) {
     if (this.#status === status) return;
@@ -531,6 +543,7 @@ export class MusterClient {
     let socket;
     try {
       socket = new this.#WebSocket(wsUrl(this.#url));
+      this.#tried += 1;
     } catch (error) {
       // A malformed URL throws at once; the broker can never be reached at it.
       this.#socket = null;
@@ -650,8 +663,16 @@ export class MusterClient {
     this.#socket = null;
     if (socket) this.#detach(socket);
     this.#failPending('disconnected', `connection to the broker lost before it answered (${reason}); the operation may or may not have happened`);
+    // The next attempt goes to the next node (a cluster's; with one URL, the same broker).
+    const failedUrl = this.#url;
+    this.#at = (this.#at + 1) % this.#urls.length;
     if (!this.#everConnected) {
-      this.#rejectReady(new MusterError('unreachable', `broker not reachable at ${this.#url}: ${reason}`));
+      if (this.#tried < this.#urls.length) {
+        this.#connect();
+        return;
+      }
+      const where = this.#urls.length > 1 ? `any of ${this.#urls.join(', ')}` : failedUrl;
+      this.#rejectReady(new MusterError('unreachable', `broker not reachable at ${where}: ${reason}`));
       this.#setStatus('closed');
       return;
     }

@@ -215,6 +215,10 @@ pub struct Agent {
     /// Open WebSocket sessions.
     #[serde(default)]
     pub connections: u32,
+    /// Open sessions by cluster node (each node's instance: its name and when it started);
+    /// empty on a single broker. When a node stops, its sessions close with it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub nodes: std::collections::BTreeMap<String, u32>,
     /// When its last session closed (it shows `offline` from then until its next contact).
     #[serde(default)]
     pub left_at: Option<DateTime<Utc>>,
@@ -242,6 +246,7 @@ impl Agent {
             first_seen_at: at,
             last_seen_at: at,
             connections: 0,
+            nodes: Default::default(),
             left_at: None,
             human: false,
             shown: None,

@@ -141,8 +141,29 @@ pub struct Health {
     pub status: String,
     /// Broker version.
     pub version: String,
-    /// The data dir's epoch.
+    /// The epoch of the history (the data dir's; a cluster's nodes share the cluster's).
     pub epoch: String,
-    /// The newest durable `seq`.
+    /// The newest durable `seq` (on a cluster node: the newest it has applied).
     pub head: Seq,
+    /// This node in its cluster; absent for a single broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// A cluster node's part of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterHealth {
+    /// This node's name.
+    pub node: String,
+    /// `leader` or `follower`.
+    pub role: String,
+    /// The node that leads, as this node last saw it (`null` during an election).
+    pub leader: Option<String>,
+    /// The replicated log's newest message (`null` when the NATS servers did not answer).
+    pub stream_head: Option<u64>,
+    /// The log's newest message this node has applied.
+    pub applied: u64,
+    /// Messages of the log this node has yet to apply (`null` with `streamHead`).
+    pub lag: Option<u64>,
 }

@@ -12,6 +12,7 @@ use super::caller::Caller;
 use super::error::ApiError;
 use crate::auth::Tokens;
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::Limits;
 use crate::core::{Command, Policy};
 use crate::metrics::Metrics;
@@ -43,6 +44,8 @@ pub(crate) struct Broker {
     pub(super) limits: Limits,
     /// The board as `GET /tasks` last served it.
     pub(super) board: super::board::BoardCache,
+    /// This node in its cluster (`--cluster`); `None` for a single broker.
+    pub(super) cluster: Option<Arc<Cluster>>,
 }
 
 /// A write's answer: the value, and whether it was answered from an idempotency record
@@ -67,6 +70,7 @@ impl Broker {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         limits: Limits,
+        cluster: Option<Arc<Cluster>>,
     ) -> Broker {
         let log: Arc<dyn Log> = store.log.clone();
         Broker {
@@ -82,6 +86,7 @@ impl Broker {
             shutdown,
             limits,
             board: Default::default(),
+            cluster,
         }
     }
 
@@ -132,6 +137,16 @@ impl Broker {
         Ok(self.reader.snapshot())
     }
 
+    /// The model for a read: on a cluster's follower, once this node has applied every
+    /// write acknowledged before the read (through any node); see [`Cluster::catch_up`].
+    pub(super) async fn read_fresh(&self, caller: &Caller) -> Result<Arc<Snapshot>, ApiError> {
+        self.check(caller)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.catch_up(&self.reader).await;
+        }
+        Ok(self.reader.snapshot())
+    }
+
     /// The one way to the writer: `cmd` is bound to `caller` (the acting agent filled in or
     /// checked), submitted, and answered once durable.
     pub(super) async fn write(
@@ -143,7 +158,10 @@ impl Broker {
         self.check(caller)?;
         cmd.canonicalize();
         caller.bind(&mut cmd)?;
-        let committed = self.writer.submit(cmd, idempotency).await?;
+        let committed = match &self.cluster {
+            Some(cluster) if !cluster.leading() => cluster.forward(cmd, idempotency, &self.reader).await?,
+            _ => self.writer.submit(cmd, idempotency).await?,
+        };
         Ok(Written { value: committed.reply, replayed: committed.replayed })
     }
 
@@ -155,6 +173,9 @@ impl Broker {
         f: impl FnOnce(&Store, &dyn Log) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
         self.check(caller)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.catch_up(&self.reader).await;
+        }
         // The semaphore is never closed.
         let _permit = self.readers.acquire().await;
         let (store, log) = (Arc::clone(&self.store), Arc::clone(&self.log));
@@ -174,9 +195,14 @@ impl Broker {
         self.tokens.enabled()
     }
 
-    /// The data dir's epoch.
+    /// The epoch of this history: the data dir's, or the cluster's.
     pub(crate) fn epoch(&self) -> &str {
-        self.store.db.epoch()
+        self.cluster.as_ref().map_or_else(|| self.store.db.epoch(), |c| c.epoch())
+    }
+
+    /// This node in its cluster, if it is one's.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Now, by the broker's clock.

@@ -118,11 +118,11 @@ impl Caller {
             Command::Heartbeat { agent, .. }
             | Command::AckInbox { agent, .. }
             | Command::Connect { agent, .. }
-            | Command::Disconnect { agent } => {
+            | Command::Disconnect { agent, .. } => {
                 self.act_as(Some(agent.clone()))?;
                 return Ok(());
             }
-            Command::ResetConnections | Command::Tick => {
+            Command::ResetConnections | Command::ResetNode { .. } | Command::Tick => {
                 return if self.is_system() {
                     Ok(())
                 } else {

@@ -126,8 +126,8 @@ pub(crate) async fn read(broker: &Broker, caller: &Caller, args: ChatReadArgs) -
 }
 
 /// A page of the channels with messages, by name.
-pub(crate) fn channels(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<ChannelList, ApiError> {
-    let snapshot = broker.read(caller)?;
+pub(crate) async fn channels(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<ChannelList, ApiError> {
+    let snapshot = broker.read_fresh(caller).await?;
     let (channels, next) = page::by_name(&snapshot.model.channels, List::Channels, page::CHANNELS, &args)?;
     let channels = channels
         .into_iter()
@@ -142,7 +142,7 @@ pub(crate) fn channels(broker: &Broker, caller: &Caller, args: PageArgs) -> Resu
 pub(crate) async fn inbox(broker: &Broker, caller: &Caller, args: InboxReadArgs) -> Result<Json<Inbox>, ApiError> {
     let agent = caller.named(args.agent)?;
     let limit = page::limit(args.limit, page::MESSAGES.0, page::MESSAGES.1)?;
-    let cursor = broker.read(caller)?.model.cursor(&agent);
+    let cursor = broker.read_fresh(caller).await?.model.cursor(&agent);
     let key = format!("{agent}|{}", args.all);
     // Unread: forward from the read cursor; all: backward from the newest.
     let from = match (args.cursor.as_deref(), args.all) {

@@ -43,7 +43,7 @@ pub(crate) async fn release(
 }
 
 /// The reservations held now that pass a filter, by id.
-pub(crate) fn list(broker: &Broker, caller: &Caller, query: FilesQuery) -> Result<ReservationList, ApiError> {
+pub(crate) async fn list(broker: &Broker, caller: &Caller, query: FilesQuery) -> Result<ReservationList, ApiError> {
     if let Some(repo) = &query.repo {
         check_repo(repo).map_err(|m| ApiError::invalid("repo", m))?;
     }
@@ -51,12 +51,12 @@ pub(crate) fn list(broker: &Broker, caller: &Caller, query: FilesQuery) -> Resul
         validate_agent("agent", agent)?;
     }
     let query = FilesQuery { agent: query.agent.as_deref().map(names::canonical), ..query };
-    let snapshot = broker.read(caller)?;
+    let snapshot = broker.read_fresh(caller).await?;
     Ok(ReservationList { reservations: list_reservations(&snapshot.model, &query).cloned().collect() })
 }
 
 /// Who holds each of these paths, in the order asked.
-pub(crate) fn who(broker: &Broker, caller: &Caller, args: WhoHasFiles) -> Result<WhoHas, ApiError> {
+pub(crate) async fn who(broker: &Broker, caller: &Caller, args: WhoHasFiles) -> Result<WhoHas, ApiError> {
     check_repo(&args.repo).map_err(|m| ApiError::invalid("repo", m))?;
     if args.paths.is_empty() {
         return Err(ApiError::invalid("paths", "is empty: name the repository-relative paths to look up"));
@@ -72,7 +72,7 @@ pub(crate) fn who(broker: &Broker, caller: &Caller, args: WhoHasFiles) -> Result
     for (i, path) in args.paths.iter().enumerate() {
         check_path(path).map_err(|m| ApiError::invalid(format!("paths[{i}]"), m))?;
     }
-    let snapshot = broker.read(caller)?;
+    let snapshot = broker.read_fresh(caller).await?;
     let model = &snapshot.model;
     let paths = args
         .paths

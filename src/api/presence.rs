@@ -11,8 +11,8 @@ use crate::core::{Command, Reply, presence, validate_agent};
 use crate::sequencer::IdempotencyKey;
 
 /// A page of the agents seen, by name, with their status as of now.
-pub(crate) fn list(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<PresenceList, ApiError> {
-    let snapshot = broker.read(caller)?;
+pub(crate) async fn list(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<PresenceList, ApiError> {
+    let snapshot = broker.read_fresh(caller).await?;
     let (now, model) = (broker.now(), &snapshot.model);
     let (agents, next) = page::by_name(&model.agents, List::Agents, page::AGENTS, &args)?;
     let agents = agents.into_iter().map(|a| presence(model, &broker.policy, a, now)).collect();
@@ -20,10 +20,10 @@ pub(crate) fn list(broker: &Broker, caller: &Caller, args: PageArgs) -> Result<P
 }
 
 /// One agent, as of now.
-pub(crate) fn get(broker: &Broker, caller: &Caller, name: &str) -> Result<PresenceEnvelope, ApiError> {
+pub(crate) async fn get(broker: &Broker, caller: &Caller, name: &str) -> Result<PresenceEnvelope, ApiError> {
     validate_agent("agent", name)?;
     let name = &muster_protocol::names::canonical(name);
-    let snapshot = broker.read(caller)?;
+    let snapshot = broker.read_fresh(caller).await?;
     match snapshot.model.agents.get(name) {
         Some(agent) => Ok(PresenceEnvelope { agent: view(broker, caller, agent)? }),
         None => Err(ApiError::not_found(format!("agent {name} has not been seen"))),

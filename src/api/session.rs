@@ -106,7 +106,8 @@ pub(crate) async fn open(
     }
     let Some(agent) = agent else { return Ok(Session { caller, agent: None }) };
     validate_agent("agent", &agent)?;
-    broker.write(&caller, Command::Connect { agent: agent.clone(), human }, None).await?;
+    let node = broker.cluster().map(|c| c.instance().to_owned());
+    broker.write(&caller, Command::Connect { agent: agent.clone(), human, node }, None).await?;
     let caller = if caller.identity().is_some() { caller } else { Caller::session(agent.clone()) };
     Ok(Session { caller, agent: Some(agent) })
 }
@@ -117,6 +118,7 @@ pub(crate) async fn open(
 pub(crate) async fn close(broker: &Broker, session: Session) {
     if let Some(agent) = session.agent {
         // The broker's own bookkeeping: even a revoked token's session is closed.
-        let _ = broker.write(&Caller::system(), Command::Disconnect { agent }, None).await;
+        let node = broker.cluster().map(|c| c.instance().to_owned());
+        let _ = broker.write(&Caller::system(), Command::Disconnect { agent, node }, None).await;
     }
 }

@@ -1,24 +1,44 @@
 //! The broker about itself: health (open to anyone) and metrics.
 
-use muster_protocol::{Health, TaskStatus};
+use muster_protocol::{ClusterHealth, Health, TaskStatus};
 
 use super::broker::Broker;
 use super::caller::Caller;
 use super::error::ApiError;
+use crate::cluster::Cluster;
 
-/// Liveness, version, epoch and head. Open to anyone, with tokens on too.
-pub(crate) fn health(broker: &Broker) -> Health {
+/// Liveness, version, epoch and head, and on a cluster node where it stands. Open to
+/// anyone, with tokens on too.
+pub(crate) async fn health(broker: &Broker) -> Health {
+    let cluster = match broker.cluster() {
+        Some(cluster) => Some(cluster_health(cluster).await),
+        None => None,
+    };
     Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         epoch: broker.epoch().into(),
         head: broker.head(),
+        cluster,
+    }
+}
+
+async fn cluster_health(cluster: &Cluster) -> ClusterHealth {
+    let applied = cluster.applied();
+    let stream_head = cluster.stream_head().await;
+    ClusterHealth {
+        node: cluster.node().to_owned(),
+        role: if cluster.leading() { "leader" } else { "follower" }.into(),
+        leader: cluster.leader(),
+        stream_head,
+        applied,
+        lag: stream_head.map(|head| head.saturating_sub(applied)),
     }
 }
 
 /// Counters and gauges in the Prometheus text format.
-pub(crate) fn metrics(broker: &Broker, caller: &Caller) -> Result<String, ApiError> {
-    let snapshot = broker.read(caller)?;
+pub(crate) async fn metrics(broker: &Broker, caller: &Caller) -> Result<String, ApiError> {
+    let snapshot = broker.read_fresh(caller).await?;
     let model = &snapshot.model;
     let mut by_status = String::new();
     for status in TaskStatus::ALL {
@@ -49,6 +69,16 @@ pub(crate) fn metrics(broker: &Broker, caller: &Caller) -> Result<String, ApiErr
             "muster_subscribers",
             "Connections following events (WebSocket, SSE, long-poll).",
             format!("muster_subscribers {}", broker.hub().subscribers()),
+        ),
+        (
+            "muster_cluster_leader",
+            "1 on the node that leads its cluster, 0 on a follower (absent for a single broker).",
+            broker.cluster().map_or_else(String::new, |c| format!("muster_cluster_leader {}", u8::from(c.leading()))),
+        ),
+        (
+            "muster_cluster_applied",
+            "The replicated log's newest message this node has applied (absent for a single broker).",
+            broker.cluster().map_or_else(String::new, |c| format!("muster_cluster_applied {}", c.applied())),
         ),
         (
             "muster_store_bytes",

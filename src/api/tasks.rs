@@ -114,7 +114,7 @@ pub(crate) async fn next(
 
 /// One task: from the model, or from the store when the model let go of it.
 pub(crate) async fn get(broker: &Broker, caller: &Caller, args: TaskRef) -> Result<TaskEnvelope, ApiError> {
-    let snapshot = broker.read(caller)?;
+    let snapshot = broker.read_fresh(caller).await?;
     let id = args.task;
     let missing = || ApiError::not_found(format!("task {id} does not exist"));
     if let Some(task) = snapshot.model.task(id) {
@@ -132,9 +132,9 @@ pub(crate) async fn get(broker: &Broker, caller: &Caller, args: TaskRef) -> Resu
 /// which keeps those the model let go of.
 pub(crate) async fn list(broker: &Broker, caller: &Caller, filter: ListArgs) -> Result<Json<TaskList>, ApiError> {
     if filter == ListArgs::default() {
-        return Ok(Json::from_bytes(board(broker, caller)?.json()));
+        return Ok(Json::from_bytes(board(broker, caller).await?.json()));
     }
-    let snapshot = broker.read(caller)?;
+    let snapshot = broker.read_fresh(caller).await?;
     let query = Query::of(&filter)?;
     if filter.status.is_empty() && !filter.all {
         return Ok(Json::of(&page(&snapshot.model, &query, board_ids(&snapshot.model).into_iter())));
@@ -246,8 +246,8 @@ fn fingerprint(filter: &ListArgs, assignee: Option<&str>) -> String {
 }
 
 /// The board (see [`Board`]), served from the cache while no task changed.
-pub(crate) fn board(broker: &Broker, caller: &Caller) -> Result<Arc<Board>, ApiError> {
-    let snapshot = broker.read(caller)?;
+pub(crate) async fn board(broker: &Broker, caller: &Caller) -> Result<Arc<Board>, ApiError> {
+    let snapshot = broker.read_fresh(caller).await?;
     let model = &snapshot.model;
     let etag = format!("\"{}-{}\"", broker.epoch(), model.tasks_seq);
     broker.board.get_or_make(etag, || {

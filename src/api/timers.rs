@@ -15,8 +15,12 @@ use crate::core::Command;
 /// How often the log is trimmed to its retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
-/// At start: agents that had sessions open when the broker stopped are offline now.
+/// At start: agents that had sessions open when the broker stopped are offline now. Not on
+/// a cluster's node: the other nodes' sessions are still open.
 pub(crate) async fn reset_sessions(broker: &Broker) -> Result<(), ApiError> {
+    if broker.cluster().is_some() {
+        return Ok(());
+    }
     broker.write(&Caller::system(), Command::ResetConnections, None).await.map(|_| ())
 }
 
@@ -45,6 +49,10 @@ pub(crate) async fn run(broker: Arc<Broker>, every: Duration) {
 /// Releases the claims of owners that have been away longer than their grace or lease, ends
 /// expired reservations and announces presence changes (the rules are in `core`).
 async fn tick(broker: &Broker) {
+    // In a cluster, the leader's sequencer decides for everyone.
+    if broker.cluster().is_some_and(|c| !c.leading()) {
+        return;
+    }
     if let Err(error) = broker.write(&Caller::system(), Command::Tick, None).await {
         tracing::warn!(%error, "tick failed");
     }

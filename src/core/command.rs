@@ -13,7 +13,7 @@ use super::policy::Policy;
 use super::rules::require_agent;
 
 /// Something an agent (or a human, or the broker itself) asks to change.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Add a task.
     CreateTask(CreateTask),
@@ -73,11 +73,23 @@ pub enum Command {
         agent: String,
         /// The session is a person's (see `Hello::human`).
         human: bool,
+        /// The cluster node (its instance: name and start) that holds the session; `None`
+        /// on a single broker.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// A WebSocket session of the agent closed (cleanly or not).
     Disconnect {
         /// The agent.
         agent: String,
+        /// The cluster node that held it (see `Connect::node`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+    },
+    /// A cluster node stopped (or restarted): the sessions it held closed with it.
+    ResetNode {
+        /// The node's instance, as in `Connect::node`.
+        node: String,
     },
     /// Reserve paths of a repository.
     ReserveFiles(ReserveFiles),
@@ -121,6 +133,7 @@ impl Command {
             | Command::Disconnect { .. }
             | Command::ReleaseFiles(_)
             | Command::ResetConnections
+            | Command::ResetNode { .. }
             | Command::Tick => Named::default(),
         }
     }
@@ -161,8 +174,8 @@ impl Command {
             Command::Heartbeat { agent, .. }
             | Command::AckInbox { agent, .. }
             | Command::Connect { agent, .. }
-            | Command::Disconnect { agent } => one(agent),
-            Command::ResetConnections | Command::Tick => {}
+            | Command::Disconnect { agent, .. } => one(agent),
+            Command::ResetConnections | Command::ResetNode { .. } | Command::Tick => {}
         }
     }
 }
@@ -238,9 +251,13 @@ pub fn decide(model: &Model, policy: &Policy, cmd: &Command, now: Timestamp) -> 
             Reply::Cursor { agent: agent.clone(), seq }
         }
         Command::Heartbeat { agent, heartbeat } => Reply::Agent(d.heartbeat(agent, heartbeat)?),
-        Command::Connect { agent, human } => Reply::Agent(d.connect(agent, *human)?),
-        Command::Disconnect { agent } => {
-            d.disconnect(agent);
+        Command::Connect { agent, human, node } => Reply::Agent(d.connect(agent, *human, node.as_deref())?),
+        Command::Disconnect { agent, node } => {
+            d.disconnect(agent, node.as_deref());
+            Reply::Done
+        }
+        Command::ResetNode { node } => {
+            d.reset_node(node);
             Reply::Done
         }
         Command::ResetConnections => {

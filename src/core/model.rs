@@ -149,6 +149,13 @@ impl Model {
                         first_seen_at: older.first_seen_at.min(newer.first_seen_at),
                         last_seen_at: newer.last_seen_at,
                         connections: older.connections + newer.connections,
+                        nodes: {
+                            let mut nodes = older.nodes.clone();
+                            for (node, n) in &newer.nodes {
+                                *nodes.entry(node.clone()).or_default() += n;
+                            }
+                            nodes
+                        },
                         left_at: older.left_at.max(newer.left_at),
                         human: older.human || newer.human,
                         shown: newer.shown.clone(),

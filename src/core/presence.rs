@@ -67,11 +67,15 @@ impl Decider<'_> {
         Ok(agent)
     }
 
-    /// A session of `name` opened: it is present (and its claims held) until it closes.
-    pub(super) fn connect(&mut self, name: &str, human: bool) -> Result<Agent, DomainError> {
+    /// A session of `name` opened (on cluster node `node`): it is present (and its claims
+    /// held) until it closes.
+    pub(super) fn connect(&mut self, name: &str, human: bool, node: Option<&str>) -> Result<Agent, DomainError> {
         validate_agent("agent", name)?;
         let mut record = self.record(name);
         record.connections += 1;
+        if let Some(node) = node {
+            *record.nodes.entry(node.to_owned()).or_default() += 1;
+        }
         record.human |= human;
         record.last_seen_at = self.now;
         record.left_at = None;
@@ -81,10 +85,33 @@ impl Decider<'_> {
 
     /// A session of `name` closed; after its last one, it shows offline and its claims wait
     /// out the grace.
-    pub(super) fn disconnect(&mut self, name: &str) {
+    pub(super) fn disconnect(&mut self, name: &str, node: Option<&str>) {
         if let Some(a) = self.model.agents.get(name).filter(|a| a.connections > 0) {
             let mut record = Agent::clone(a);
             record.connections -= 1;
+            if let Some(node) = node
+                && let Some(n) = record.nodes.get_mut(node)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    record.nodes.remove(node);
+                }
+            }
+            if record.connections == 0 {
+                record.left_at = Some(self.now);
+            }
+            self.announce(record);
+        }
+    }
+
+    /// Cluster node `node` stopped: the sessions it held are closed; an agent left with none
+    /// shows offline, and its claims wait out the grace.
+    pub(super) fn reset_node(&mut self, node: &str) {
+        let held: Vec<Agent> =
+            self.model.agents.values().filter(|a| a.nodes.contains_key(node)).map(|a| Agent::clone(a)).collect();
+        for mut record in held {
+            let n = record.nodes.remove(node).unwrap_or(0);
+            record.connections = record.connections.saturating_sub(n);
             if record.connections == 0 {
                 record.left_at = Some(self.now);
             }
@@ -95,7 +122,8 @@ impl Decider<'_> {
     /// The broker (re)started: no session survived.
     pub(super) fn reset_connections(&mut self) {
         for a in self.model.agents.values().filter(|a| a.connections > 0) {
-            self.announce(Agent { connections: 0, left_at: Some(self.now), ..Agent::clone(a) });
+            let nodes = Default::default();
+            self.announce(Agent { connections: 0, nodes, left_at: Some(self.now), ..Agent::clone(a) });
         }
     }
 

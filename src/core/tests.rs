@@ -297,7 +297,7 @@ fn presence_goes_idle_offline_and_stuck_with_silence() {
 fn a_closed_session_goes_offline_at_once_and_its_claims_wait_out_the_grace() {
     let mut sim = Sim::new();
     let id = sim.create("t");
-    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false, node: None }).unwrap();
     sim.claim(id, "link").unwrap();
     let status = |sim: &Sim| sim.policy.status(sim.state.agents.get("link").unwrap(), sim.now);
     assert_eq!(status(&sim), "active");
@@ -306,7 +306,7 @@ fn a_closed_session_goes_offline_at_once_and_its_claims_wait_out_the_grace() {
     sim.run(Command::Tick).unwrap();
     assert!(sim.state.task(id).unwrap().claim.is_some(), "a session holds the claim");
 
-    sim.run(Command::Disconnect { agent: "link".into() }).unwrap();
+    sim.run(Command::Disconnect { agent: "link".into(), node: None }).unwrap();
     assert_eq!(status(&sim), "offline");
     sim.later(4 * 60);
     sim.run(Command::Tick).unwrap();
@@ -323,17 +323,46 @@ fn a_closed_session_goes_offline_at_once_and_its_claims_wait_out_the_grace() {
 fn reconnecting_within_the_grace_keeps_the_claims() {
     let mut sim = Sim::new();
     let id = sim.create("t");
-    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
-    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false, node: None }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false, node: None }).unwrap();
     sim.claim(id, "link").unwrap();
-    sim.run(Command::Disconnect { agent: "link".into() }).unwrap();
+    sim.run(Command::Disconnect { agent: "link".into(), node: None }).unwrap();
     assert_eq!(sim.state.agents.get("link").unwrap().connections, 1, "one session is still open");
-    sim.run(Command::Disconnect { agent: "link".into() }).unwrap();
+    sim.run(Command::Disconnect { agent: "link".into(), node: None }).unwrap();
     sim.later(4 * 60);
-    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false, node: None }).unwrap();
     sim.later(3600);
     sim.run(Command::Tick).unwrap();
     assert_eq!(sim.state.task(id).unwrap().claim.as_ref().unwrap().agent, "link");
+}
+
+#[test]
+fn a_stopped_cluster_node_closes_only_its_own_sessions_and_claims_wait_out_the_grace() {
+    let mut sim = Sim::new();
+    let id = sim.create("t");
+    let connect =
+        |agent: &str, node: &str| Command::Connect { agent: agent.into(), human: false, node: Some(node.into()) };
+    sim.run(connect("link", "a-1")).unwrap();
+    sim.run(connect("link", "b-1")).unwrap();
+    sim.run(connect("zelda", "a-1")).unwrap();
+    sim.claim(id, "zelda").unwrap();
+    sim.run(Command::ResetNode { node: "a-1".into() }).unwrap();
+    let link = sim.state.agents.get("link").unwrap();
+    assert_eq!((link.connections, link.nodes.len()), (1, 1), "link's session on b-1 stays open");
+    let zelda = sim.state.agents.get("zelda").unwrap();
+    assert_eq!((zelda.connections, zelda.left_at.is_some()), (0, true), "zelda left with her node");
+    sim.run(Command::ResetNode { node: "a-1".into() }).unwrap();
+    assert_eq!(sim.state.agents.get("link").unwrap().connections, 1, "a second reset changes nothing");
+    // Back through another node within the grace: the claim stands.
+    sim.later(60);
+    sim.run(connect("zelda", "b-1")).unwrap();
+    sim.later(3600);
+    sim.run(Command::Tick).unwrap();
+    assert_eq!(sim.state.task(id).unwrap().claim.as_ref().unwrap().agent, "zelda");
+    // A disconnect names its node: the count of that node goes, the other stays.
+    sim.run(Command::Disconnect { agent: "link".into(), node: Some("b-1".into()) }).unwrap();
+    let link = sim.state.agents.get("link").unwrap();
+    assert_eq!((link.connections, link.nodes.is_empty()), (0, true));
 }
 
 #[test]
@@ -355,7 +384,7 @@ fn an_owner_without_a_session_keeps_its_claims_by_staying_in_contact() {
 #[test]
 fn after_a_restart_no_session_is_left_open() {
     let mut sim = Sim::new();
-    sim.run(Command::Connect { agent: "link".into(), human: false }).unwrap();
+    sim.run(Command::Connect { agent: "link".into(), human: false, node: None }).unwrap();
     sim.run(Command::ResetConnections).unwrap();
     let link = sim.state.agents.get("link").unwrap();
     assert_eq!((link.connections, sim.policy.status(link, sim.now).as_str()), (0, "offline"));
@@ -481,7 +510,7 @@ fn a_task_reservation_needs_the_claim_and_ends_with_it() {
 #[test]
 fn reservations_end_when_their_ttl_runs_out_or_their_holder_stays_away() {
     let mut sim = Sim::new();
-    sim.run(Command::Connect { agent: "kai".into(), human: false }).unwrap();
+    sim.run(Command::Connect { agent: "kai".into(), human: false, node: None }).unwrap();
     let id = sim.create("t");
     sim.claim(id, "link").unwrap();
     reserve(&mut sim, "link", &["src/**"], false, Some(id)).unwrap();
@@ -608,8 +637,8 @@ fn command(op: &Op) -> Option<Command> {
             to: to.map(|t| AGENTS[t].to_owned()),
             ..Default::default()
         }),
-        Op::Connect { agent } => Command::Connect { agent: AGENTS[*agent].into(), human: false },
-        Op::Disconnect { agent } => Command::Disconnect { agent: AGENTS[*agent].into() },
+        Op::Connect { agent } => Command::Connect { agent: AGENTS[*agent].into(), human: false, node: None },
+        Op::Disconnect { agent } => Command::Disconnect { agent: AGENTS[*agent].into(), node: None },
         Op::Tick => Command::Tick,
         Op::Later { .. } => return None,
         Op::Reserve { agent, patterns, shared, task } => Command::ReserveFiles(ReserveFiles {

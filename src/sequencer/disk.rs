@@ -41,6 +41,7 @@ pub(super) fn essential(cmd: &Command) -> bool {
         cmd,
         Command::Tick
             | Command::ResetConnections
+            | Command::ResetNode { .. }
             | Command::Connect { .. }
             | Command::Disconnect { .. }
             | Command::Heartbeat { .. }

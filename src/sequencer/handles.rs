@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use muster_protocol::Seq;
+
 use crate::core::{Command, DomainError, Model, Reply};
+use crate::frame::Frame;
 use crate::hub::Hub;
 
 /// Commands that may wait for the writer. When the queue is full, callers wait (up to
@@ -28,7 +31,7 @@ impl Snapshot {
 }
 
 /// A write that could not be carried out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub(crate) enum WriteError {
     /// The domain refused the command.
     #[error(transparent)]
@@ -47,12 +50,30 @@ pub(crate) enum WriteError {
 }
 
 /// An accepted, durable command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Committed {
     /// The domain's reply.
     pub(crate) reply: Reply,
     /// Answered from an idempotency record, not executed again.
     pub(crate) replayed: bool,
+    /// The head once the command's batch was durable: a reader that has seen this `seq`
+    /// sees the write (a cluster node waits for it before answering a forwarded write).
+    #[serde(default)]
+    pub(crate) seq: Seq,
+}
+
+/// A batch another node decided, read from the replicated log, for this node to apply
+/// (a cluster follower). Answered, like a command, once it is durable here.
+#[derive(Debug, Clone)]
+pub(crate) struct Applied {
+    /// `seq` of its first event (the events follow without a gap).
+    pub(crate) first: Seq,
+    /// Its events, as logged.
+    pub(crate) frames: Vec<Frame>,
+    /// The idempotency records the batch made, as the store keeps them.
+    pub(crate) records: Vec<(String, Vec<u8>)>,
+    /// The idempotency keys the batch forgot.
+    pub(crate) expired: Vec<String>,
 }
 
 /// An `Idempotency-Key` sent with a command: a retry with the same key and the same
@@ -61,13 +82,14 @@ pub(crate) struct Committed {
 pub(crate) struct IdempotencyKey(pub(crate) String);
 
 /// What a caller is told once its batch is durable (or failed).
-pub(super) type Outcome = Result<Committed, WriteError>;
+pub(crate) type Outcome = Result<Committed, WriteError>;
 
 /// What the writer thread receives.
 // `Stop` is sent once; boxing the command instead would cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Message {
     Command { cmd: Command, idempotency: Option<IdempotencyKey>, reply: oneshot::Sender<Outcome> },
+    Apply { batch: Applied, reply: oneshot::Sender<Outcome> },
     Stop,
 }
 
@@ -93,6 +115,14 @@ impl Writer {
         rx.await.unwrap_or_else(|_| Err(stopping()))
     }
 
+    /// Hands a batch decided elsewhere (read from the replicated log) to the writer; the
+    /// returned receiver is answered once it is durable here. Waits while the queue is full.
+    pub(crate) async fn apply(&self, batch: Applied) -> Result<oneshot::Receiver<Outcome>, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Message::Apply { batch, reply }).await.map_err(|_| stopping())?;
+        Ok(rx)
+    }
+
     /// Asks the sequencer to finish what is queued and stop.
     pub(crate) async fn stop(&self) {
         // Already stopped is fine.
@@ -115,6 +145,11 @@ impl Reader {
     /// The model as of the last durable batch.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// The snapshots as they come: wait on it for a `seq` to be readable.
+    pub(crate) fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
     }
 
     /// The hub: subscribe to receive events as they become durable.

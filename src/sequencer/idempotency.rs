@@ -96,7 +96,7 @@ impl Idempotency {
     pub(super) fn replay(&self, key: &str, fingerprint: u64) -> Option<Outcome> {
         let (recorded, _) = self.recorded.get(key)?;
         Some(if recorded.fingerprint == fingerprint {
-            recorded.outcome.clone().map(|reply| Committed { reply, replayed: true }).map_err(WriteError::from)
+            recorded.outcome.clone().map(|reply| Committed { reply, replayed: true, seq: 0 }).map_err(WriteError::from)
         } else {
             Err(WriteError::IdempotencyMismatch(key.to_owned()))
         })
@@ -112,6 +112,21 @@ impl Idempotency {
         self.recorded.insert(key, (record, bytes.len()));
         self.bound();
         bytes
+    }
+
+    /// Takes a record another node made (a cluster follower applying the leader's batch), as
+    /// the store keeps it; an unreadable one is skipped.
+    pub(super) fn adopt(&mut self, key: String, bytes: &[u8]) {
+        match serde_json::from_slice::<Recorded>(bytes) {
+            Ok(record) => {
+                self.forget(std::slice::from_ref(&key));
+                self.expiry.push_back((record.at, key.clone()));
+                self.bytes += bytes.len();
+                self.recorded.insert(key, (record, bytes.len()));
+                self.bound();
+            }
+            Err(error) => tracing::warn!(%key, %error, "skipping an unreadable idempotency record"),
+        }
     }
 
     /// Forgets records that were never made durable.

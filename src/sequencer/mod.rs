@@ -26,5 +26,5 @@ mod idempotency;
 mod syncer;
 mod writer;
 
-pub(crate) use handles::{IdempotencyKey, Reader, Snapshot, WriteError, Writer};
+pub(crate) use handles::{Applied, IdempotencyKey, Outcome, Reader, Snapshot, WriteError, Writer};
 pub(crate) use writer::Sequencer;

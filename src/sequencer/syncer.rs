@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::{oneshot, watch};
 
 use super::disk::{store_failed, unavailable};
-use super::handles::{Outcome, Snapshot, WriteError};
+use super::handles::{Committed, Outcome, Snapshot, WriteError};
 use crate::core::Model;
 use crate::frame::Frame;
 use crate::hub::Hub;
@@ -40,6 +40,9 @@ pub(super) struct Shared {
     pub(super) durable: AtomicU64,
     /// A sync failed: the writer must roll back before deciding anything else.
     pub(super) failed: AtomicBool,
+    /// The failed sync was the store's (not a replicated log refusing or not confirming a
+    /// batch): the writer reopens the store once there is room again.
+    pub(super) store_broken: AtomicBool,
 }
 
 // `Recovered` is rare; batches are the traffic.
@@ -91,6 +94,8 @@ impl Syncer {
                 Err(error) => {
                     tracing::error!(%error, "sync failed; the unsynced batches are rolled back");
                     failed = true;
+                    let store = !matches!(error, crate::store::StoreError::Replication(_));
+                    self.shared.store_broken.store(store, Ordering::Release);
                     self.shared.failed.store(true, Ordering::Release);
                     for b in batches {
                         self.refuse(b, store_failed(&error, &self.dir));
@@ -115,9 +120,10 @@ impl Syncer {
             }
         }
         for b in batches {
+            let seq = b.model.head;
             for (reply, answer) in b.answers {
                 // The caller may have gone away (client disconnected); the write stands.
-                let _ = reply.send(answer);
+                let _ = reply.send(answer.map(|committed| Committed { seq, ..committed }));
             }
         }
     }

@@ -22,7 +22,7 @@ use crate::core::{Command, Model, Policy, apply, decide};
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{Archive, Db, DiskLog, Log, Store, StoreError, Views};
+use crate::store::{Archive, Db, DiskLog, Idempotency as LoggedKeys, Log, Store, StoreError, Views};
 
 /// Most commands decided together. Bounds the latency a single batch adds and the memory
 /// it holds.
@@ -61,6 +61,18 @@ pub(crate) struct Sequencer {
     /// Since when the store has been failing (sled keeps an I/O error until it is
     /// reopened); `None` while it works.
     broken: Option<Instant>,
+    /// A message taken from the queue that starts the next batch (a batch holds commands
+    /// or applied batches, not both).
+    next: Option<Message>,
+}
+
+/// Whether two queued messages may go in one batch: commands with commands, batches to
+/// apply with batches to apply.
+fn same_kind(a: &Message, b: &Message) -> bool {
+    matches!(
+        (a, b),
+        (Message::Command { .. }, Message::Command { .. }) | (Message::Apply { .. }, Message::Apply { .. })
+    )
 }
 
 /// What undoing a written batch needs.
@@ -72,9 +84,11 @@ struct Unsynced {
 }
 
 impl Sequencer {
-    /// Loads the model from `store` and returns the sequencer with its two handles.
+    /// Loads the model from `store` and returns the sequencer with its two handles. It
+    /// appends through `log`: the store's own, or a cluster's replicated log.
     pub(crate) fn new(
         store: &Store,
+        log: Arc<dyn Log>,
         policy: Policy,
         clock: Clock,
         min_free_bytes: u64,
@@ -93,7 +107,7 @@ impl Sequencer {
             policy,
             clock,
             db: Arc::clone(&store.db),
-            log: store.log.clone(),
+            log,
             disk_log: Arc::clone(&store.log),
             views: Arc::clone(&store.views),
             archive: Archive::new(Arc::clone(&store.db)),
@@ -105,6 +119,7 @@ impl Sequencer {
             unsynced: VecDeque::new(),
             floor,
             broken: None,
+            next: None,
         };
         Ok((sequencer, Writer { tx }, Reader { snapshot: snapshot_rx, hub }))
     }
@@ -113,7 +128,11 @@ impl Sequencer {
     /// [`Writer::stop`] (or every `Writer` is gone); answers what was queued before the
     /// stop, then flushes.
     pub(crate) fn run(mut self) {
-        let shared = Arc::new(Shared { durable: AtomicU64::new(self.model.head), failed: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            durable: AtomicU64::new(self.model.head),
+            failed: AtomicBool::new(false),
+            store_broken: AtomicBool::new(false),
+        });
         let (to_syncer, from_writer) = std_mpsc::sync_channel(PIPELINE);
         let syncer = Syncer {
             rx: from_writer,
@@ -133,7 +152,7 @@ impl Sequencer {
             }
         };
 
-        while let Some(first) = self.rx.blocking_recv() {
+        while let Some(first) = self.next.take().or_else(|| self.rx.blocking_recv()) {
             let (batch, stop) = self.take_batch(first);
             if shared.failed.load(Ordering::Acquire) {
                 self.recover(&shared, &to_syncer);
@@ -165,15 +184,19 @@ impl Sequencer {
         }
     }
 
-    /// The first message and everything else waiting, up to [`MAX_BATCH`] commands; and
-    /// whether a stop was asked for.
+    /// The first message and everything else waiting of the same kind (commands, or
+    /// batches to apply), up to [`MAX_BATCH`]; and whether a stop was asked for.
     fn take_batch(&mut self, first: Message) -> (Vec<Message>, bool) {
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Stop => return (batch, true),
-                command => batch.push(command),
+                message if batch.first().is_some_and(|f| !same_kind(f, &message)) => {
+                    self.next = Some(message);
+                    break;
+                }
+                message => batch.push(message),
             }
             if batch.len() < MAX_BATCH {
                 next = self.rx.try_recv().ok();
@@ -188,10 +211,14 @@ impl Sequencer {
         self.last_now
     }
 
-    /// Decides, applies and writes one batch.
+    /// Decides (or, for batches decided elsewhere, checks), applies and writes one batch.
     fn process(&mut self, batch: Vec<Message>) -> Written {
         let started = Instant::now();
-        let written = self.decide_and_write(batch);
+        let written = if matches!(batch.first(), Some(Message::Apply { .. })) {
+            self.apply_and_write(batch)
+        } else {
+            self.decide_and_write(batch)
+        };
         self.metrics.write_seconds.observe(started.elapsed());
         written
     }
@@ -230,7 +257,7 @@ impl Sequencer {
                 answers.push((reply, Err(store_failed(&error, &self.floor.dir))));
                 continue;
             }
-            let internal = matches!(cmd, Command::Tick | Command::ResetConnections);
+            let internal = matches!(cmd, Command::Tick | Command::ResetConnections | Command::ResetNode { .. });
             let outcome = decide(&self.model, &self.policy, &cmd, now).map(|decision| {
                 for kind in decision.events {
                     let event = Event { seq: self.model.head + 1, at: now, kind };
@@ -248,7 +275,8 @@ impl Sequencer {
                 let counter = if outcome.is_ok() { &self.metrics.commands_ok } else { &self.metrics.commands_refused };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-            answers.push((reply, outcome.map(|reply| Committed { reply, replayed: false }).map_err(WriteError::from)));
+            let committed = outcome.map(|reply| Committed { reply, replayed: false, seq: 0 });
+            answers.push((reply, committed.map_err(WriteError::from)));
         }
 
         let expired = self.idempotency.expire(now);
@@ -257,16 +285,98 @@ impl Sequencer {
         if !wrote {
             return Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote, replaced: false };
         }
-        let keys: Vec<String> = records.iter().map(|(k, _)| k.clone()).collect();
+        let idempotency = LoggedKeys { records: &records, expired: &expired };
         let stored = self
             .log
-            .append(before.head, &frames)
+            .append(before.head, &frames, idempotency)
             .and_then(|()| self.views.write(&events, &self.model, &records, &expired));
+        self.store_written(stored, before, events, frames, &records, answers)
+    }
+
+    /// Applies batches that another node decided and the replicated log holds (this node
+    /// follows the cluster's leader): each must follow the model's head without a gap (one
+    /// already here is skipped), its events move the model on as they moved the leader's,
+    /// and it is written like a batch decided here, to this node's log and views.
+    fn apply_and_write(&mut self, batch: Vec<Message>) -> Written {
+        let before = self.model.clone();
+        let mut events: Vec<Event> = Vec::new();
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut expired: Vec<String> = Vec::new();
+        let mut answers: Vec<Answer> = Vec::new();
+        for message in batch {
+            let Message::Apply { batch: applied, reply } = message else {
+                continue;
+            };
+            let done = Ok(Committed { reply: crate::core::Reply::Done, replayed: false, seq: 0 });
+            let last = applied.first + applied.frames.len() as Seq;
+            if !applied.frames.is_empty() && last <= self.model.head + 1 && applied.first <= self.model.head {
+                answers.push((reply, done));
+                continue;
+            }
+            if applied.first != self.model.head + 1 {
+                let error = format!("the replicated log skips from {} to {}", self.model.head, applied.first);
+                answers.push((reply, Err(WriteError::Unavailable(error))));
+                continue;
+            }
+            let decoded: Result<Vec<Event>, _> =
+                applied.frames.iter().map(|f| serde_json::from_slice::<Event>(&f.json)).collect();
+            let decoded = match decoded {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    let error = format!("an event of the replicated log is unreadable: {error}");
+                    answers.push((reply, Err(WriteError::Unavailable(error))));
+                    continue;
+                }
+            };
+            for event in decoded {
+                self.last_now = self.last_now.max(event.at);
+                apply(&mut self.model, &event);
+                events.push(event);
+            }
+            frames.extend(applied.frames);
+            for (key, record) in &applied.records {
+                self.idempotency.adopt(key.clone(), record);
+            }
+            self.idempotency.forget(&applied.expired);
+            records.extend(applied.records);
+            expired.extend(applied.expired);
+            answers.push((reply, done));
+        }
+        self.metrics.idempotency_keys.store(self.idempotency.len() as u64, Ordering::Relaxed);
+        let wrote = !events.is_empty() || !records.is_empty() || !expired.is_empty();
+        if !wrote {
+            return Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote, replaced: false };
+        }
+        let stored = self
+            .disk_log
+            .append(before.head, &frames, LoggedKeys::default())
+            .and_then(|()| self.views.write(&events, &self.model, &records, &expired));
+        self.store_written(stored, before, events, frames, &records, answers)
+    }
+
+    /// After a batch was appended and its views written (`stored`): on success it waits for
+    /// the syncer; on failure it is undone, in the store and in the model, and every caller
+    /// is told.
+    fn store_written(
+        &mut self,
+        stored: Result<(), StoreError>,
+        before: Model,
+        events: Vec<Event>,
+        frames: Vec<Frame>,
+        records: &[(String, Vec<u8>)],
+        answers: Vec<Answer>,
+    ) -> Written {
+        let keys: Vec<String> = records.iter().map(|(k, _)| k.clone()).collect();
         if let Err(error) = stored {
             // Nothing of this batch is answered as done; the syncer will not be asked to
             // make it durable. Undo what may have reached sled, and the model.
-            tracing::error!(%error, "writing a batch failed; it is rolled back");
-            self.broken.get_or_insert_with(Instant::now);
+            if let StoreError::Replication(_) = error {
+                tracing::warn!(%error, "the replicated log refused a batch; it is rolled back");
+            } else {
+                tracing::error!(%error, "writing a batch failed; it is rolled back");
+                self.broken.get_or_insert_with(Instant::now);
+            }
             if let Err(e) = self.undo(&events, &before, &keys) {
                 tracing::error!(error = %e, "rolling back the failed batch failed too");
             }
@@ -278,7 +388,7 @@ impl Sequencer {
             return Written { model: self.model.clone(), frames, answers, wrote: false, replaced: true };
         }
         self.unsynced.push_back(Unsynced { head: self.model.head, before, events, keys });
-        Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote, replaced: false }
+        Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote: true, replaced: false }
     }
 
     /// Loads back the tasks `cmd` names that the model let go of (finished long ago), and
@@ -334,7 +444,9 @@ impl Sequencer {
             self.model = before;
         }
         self.unsynced.clear();
-        self.broken.get_or_insert_with(Instant::now);
+        if shared.store_broken.swap(false, Ordering::AcqRel) {
+            self.broken.get_or_insert_with(Instant::now);
+        }
         shared.failed.store(false, Ordering::Release);
         // If the syncer is gone, the next send of a batch reports it.
         let _ = to_syncer.send(ToSyncer::Recovered(Box::new(self.model.clone())));

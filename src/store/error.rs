@@ -37,6 +37,10 @@ pub(crate) enum StoreError {
         /// The `seq` the batch starts at.
         got: Seq,
     },
+    /// The replicated log (a cluster's) did not take or confirm a batch: this node is not
+    /// (or no longer) the leader, or the NATS servers did not answer.
+    #[error("replication: {0}")]
+    Replication(String),
     /// A stored value does not decode: the data dir is damaged.
     #[error("corrupt value in tree {tree}: {error}")]
     Corrupt {

@@ -27,8 +27,10 @@ pub(crate) const TRIM_BATCH: u64 = 100_000;
 /// acknowledged only after a `sync` that followed its `append` returned.
 pub(crate) trait Log: Send + Sync {
     /// Appends a batch that must follow `expected_head` without a gap (a writer whose head
-    /// is not the log's is refused: fencing). Not yet durable.
-    fn append(&self, expected_head: Seq, batch: &[Frame]) -> Result<(), StoreError>;
+    /// is not the log's is refused: fencing). Not yet durable. `idempotency` is what the
+    /// batch recorded and forgot of idempotency keys: this node's views keep them, a
+    /// replicated log carries them to the other nodes.
+    fn append(&self, expected_head: Seq, batch: &[Frame], idempotency: Idempotency<'_>) -> Result<(), StoreError>;
 
     /// Makes everything appended so far durable; returns once it is.
     fn sync(&self) -> Result<(), StoreError>;
@@ -47,6 +49,15 @@ pub(crate) trait Log: Send + Sync {
     fn first_retained(&self, head: Seq) -> Result<Seq, StoreError>;
 }
 
+/// What a batch recorded (key, record as stored) and forgot of idempotency keys.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Idempotency<'a> {
+    /// New records.
+    pub(crate) records: &'a [(String, Vec<u8>)],
+    /// Keys forgotten (expired or evicted).
+    pub(crate) expired: &'a [String],
+}
+
 /// The event log in the `log/` segment files, indexed in sled.
 pub(crate) struct DiskLog {
     db: Arc<Db>,
@@ -55,7 +66,7 @@ pub(crate) struct DiskLog {
 }
 
 impl Log for DiskLog {
-    fn append(&self, expected_head: Seq, batch: &[Frame]) -> Result<(), StoreError> {
+    fn append(&self, expected_head: Seq, batch: &[Frame], _: Idempotency<'_>) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
         if first.seq != expected_head + 1 || self.appended.load(Ordering::Acquire) != expected_head {
             return Err(StoreError::OutOfOrder { expected: self.appended.load(Ordering::Acquire) + 1, got: first.seq });
@@ -257,7 +268,7 @@ impl DiskLog {
 }
 
 /// Encodes a committed batch as one log value.
-pub(super) fn encode_batch(frames: &[Frame]) -> Vec<u8> {
+pub(crate) fn encode_batch(frames: &[Frame]) -> Vec<u8> {
     use std::io::Write;
     let len: usize = frames.iter().map(|f| f.json.len() + 64).sum();
     let mut value = Vec::with_capacity(len);
@@ -278,7 +289,7 @@ pub(super) fn encode_batch(frames: &[Frame]) -> Vec<u8> {
 }
 
 /// Decodes a log value whose first event has `seq` = `first`.
-pub(super) fn decode_batch(first: Seq, value: &[u8]) -> Result<Vec<Frame>, StoreError> {
+pub(crate) fn decode_batch(first: Seq, value: &[u8]) -> Result<Vec<Frame>, StoreError> {
     let corrupt = |error: String| StoreError::Corrupt { tree: "log", error };
     let mut out = Vec::new();
     let mut rest = value;

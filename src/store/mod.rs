@@ -35,8 +35,8 @@ use std::sync::Arc;
 pub(crate) use archive::Archive;
 pub(crate) use chat::History;
 pub(crate) use db::{Db, StoreError};
-pub(crate) use log::{DiskLog, Log};
-pub(crate) use views::Views;
+pub(crate) use log::{DiskLog, Idempotency, Log, decode_batch, encode_batch};
+pub(crate) use views::{ClusterPosition, Views};
 
 /// Everything a data dir holds, opened together.
 pub(crate) struct Store {
@@ -75,6 +75,24 @@ impl Store {
             db,
         })
     }
+}
+
+/// Moves the data dir `dir` aside, to `<dir>.diverged-<unix time>`, and makes an empty one
+/// in its place with the token file (`tokens.json`) copied over; returns where it went. A
+/// cluster node whose history diverged from the cluster's starts afresh this way, keeping
+/// the old one for inspection.
+pub(crate) fn set_aside(dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".diverged-{}", now.as_secs()));
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::rename(dir, &aside)?;
+    crate::config::create_data_dir(dir)?;
+    let tokens = aside.join(crate::auth::FILE);
+    if tokens.exists() {
+        std::fs::copy(&tokens, dir.join(crate::auth::FILE))?;
+    }
+    Ok(aside)
 }
 
 #[cfg(test)]

@@ -76,11 +76,11 @@ fn an_append_that_does_not_follow_the_head_is_refused() {
     let kind = decide(&model, &Policy::default(), &cmd, now).unwrap().events.remove(0);
     // A writer that believes the head is 1 (a deposed one) cannot append seq 2 again.
     let stale = Frame::of(&Event { seq: 2, at: now, kind: kind.clone() });
-    let err = store.log.append(1, &[stale]).unwrap_err();
+    let err = store.log.append(1, &[stale], Default::default()).unwrap_err();
     assert!(matches!(err, StoreError::OutOfOrder { expected: 3, got: 2 }), "{err}");
     // Nor skip one.
     let ahead = Frame::of(&Event { seq: 4, at: now, kind });
-    assert!(store.log.append(3, &[ahead]).is_err());
+    assert!(store.log.append(3, &[ahead], Default::default()).is_err());
     assert_eq!(seqs(&store, 0, 10), [1, 2]);
 }
 
@@ -162,7 +162,7 @@ fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() 
             events.push(event);
         }
         let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
-        store.log.append(head, &frames).unwrap();
+        store.log.append(head, &frames, Default::default()).unwrap();
         store.views.write(&events, &model, &[], &[]).unwrap();
     }
     assert_eq!(model.agents.len(), 2);
@@ -210,7 +210,7 @@ fn commit(store: &Store, model: &mut Model, cmd: Command, at: muster_protocol::T
         events.push(event);
     }
     let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
-    store.log.append(head, &frames).unwrap();
+    store.log.append(head, &frames, Default::default()).unwrap();
     store.views.write(&events, model, &[], &[]).unwrap();
     store.log.sync().unwrap();
 }

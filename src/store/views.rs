@@ -102,6 +102,17 @@ impl<'a> Touched<'a> {
     }
 }
 
+/// Where a cluster node's data dir stands in the cluster's replicated log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ClusterPosition {
+    /// The cluster's epoch (a data dir never joins another cluster).
+    pub(crate) epoch: String,
+    /// The stream sequence of the last message of the log this dir holds.
+    pub(crate) stream: u64,
+    /// `head` after that message.
+    pub(crate) head: Seq,
+}
+
 /// What `meta/views` holds besides the entities.
 struct ViewsMeta {
     head: Seq,
@@ -221,6 +232,27 @@ impl Views {
     /// restore `lastSeenAt` after a crash, so it is not trimmed.
     pub(crate) fn checkpointed(&self) -> Seq {
         self.lock_seen().seq
+    }
+
+    /// Where this data dir stands in a cluster's replicated log, if it is a cluster node's:
+    /// the cluster's epoch, and the last message of the log it holds with the `head` after it.
+    pub(crate) fn cluster_position(&self) -> Result<Option<ClusterPosition>, StoreError> {
+        let h = self.db.handles()?;
+        h.meta.get("cluster")?.map(|v| from_json("meta", &v)).transpose()
+    }
+
+    /// The `head` the views include (without the log's tail after it).
+    pub(crate) fn stored_head(&self) -> Result<Seq, StoreError> {
+        let h = self.db.handles()?;
+        Ok(decode_views_meta(h.meta.get("views")?.as_deref()).head)
+    }
+
+    /// Records where this data dir stands in the cluster's log (durable with the next sync).
+    pub(crate) fn set_cluster_position(&self, position: &ClusterPosition) -> Result<(), StoreError> {
+        let h = self.db.handles()?;
+        // Plain data; serializing cannot fail.
+        h.meta.insert("cluster", serde_json::to_vec(position).unwrap_or_default())?;
+        Ok(())
     }
 
     /// Loads the model: the views, then the log's entries after the `head` they include

@@ -380,15 +380,15 @@ async fn execute(
         Op::TaskList(args) => api::tasks::list(broker, caller, args).await?.to_json(),
         Op::ChatPost(args) => api::chat::post(broker, caller, args, key).await?.to_json(),
         Op::ChatRead(args) => api::chat::read(broker, caller, args).await?.to_json(),
-        Op::ChatChannels(args) => api::chat::channels(broker, caller, args)?.to_json(),
+        Op::ChatChannels(args) => api::chat::channels(broker, caller, args).await?.to_json(),
         Op::InboxRead(args) => api::chat::inbox(broker, caller, args).await?.to_json(),
         Op::InboxAck(args) => api::chat::ack(broker, caller, args, key).await?.to_json(),
-        Op::PresenceList(args) => api::presence::list(broker, caller, args)?.to_json(),
+        Op::PresenceList(args) => api::presence::list(broker, caller, args).await?.to_json(),
         Op::PresenceSet(args) => api::presence::heartbeat(broker, caller, args, key).await?.to_json(),
         Op::FilesReserve(args) => api::files::reserve(broker, caller, args, key).await?.to_json(),
         Op::FilesRelease(args) => api::files::release(broker, caller, args, key).await?.to_json(),
-        Op::FilesList(args) => api::files::list(broker, caller, args)?.to_json(),
-        Op::FilesWho(args) => api::files::who(broker, caller, args)?.to_json(),
+        Op::FilesList(args) => api::files::list(broker, caller, args).await?.to_json(),
+        Op::FilesWho(args) => api::files::who(broker, caller, args).await?.to_json(),
     })
 }
 

@@ -224,6 +224,7 @@ impl Process {
         let log_path = log.clone();
         std::thread::spawn(move || {
             let mut out = std::fs::File::create(log_path).unwrap();
+            let _ = std::io::Write::write_all(&mut out, seen.as_bytes());
             for line in lines.map_while(Result::ok) {
                 use std::io::Write;
                 let _ = writeln!(out, "{line}");
@@ -257,6 +258,46 @@ impl Process {
             signal("TERM", pid.parse().unwrap());
         }
         self.child.wait().unwrap()
+    }
+}
+
+/// Reads the whole log through `base`, checking that it is gap-free, that claims never
+/// overlap and that fencing tokens only grow; returns the head.
+pub async fn check_log(http: &reqwest::Client, base: &str) -> u64 {
+    let mut since = 0;
+    let mut owner: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut last_token: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    loop {
+        let r = http.get(format!("{base}/events?since={since}&limit=1000")).send().await.unwrap();
+        let (_, page) = split(r).await;
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            assert_eq!(since, page["head"].as_u64().unwrap(), "the log ends at the head");
+            return since;
+        }
+        for e in events {
+            let seq = e["seq"].as_u64().unwrap();
+            assert_eq!(seq, since + 1, "gap in the log after {since}");
+            since = seq;
+            let task = &e["data"]["task"];
+            let Some(id) = task["id"].as_str() else {
+                continue;
+            };
+            match e["type"].as_str().unwrap() {
+                "task.claimed" => {
+                    let agent = e["data"]["agent"].as_str().unwrap();
+                    assert!(!owner.contains_key(id), "{id} claimed by {agent} while held by {}", owner[id]);
+                    let token = task["claim"]["token"].as_u64().unwrap();
+                    assert!(token > last_token.get(id).copied().unwrap_or(0), "{id}: token went back");
+                    last_token.insert(id.to_owned(), token);
+                    owner.insert(id.to_owned(), agent.to_owned());
+                }
+                _ if task["claim"].is_null() => {
+                    owner.remove(id);
+                }
+                _ => {}
+            }
+        }
     }
 }
 

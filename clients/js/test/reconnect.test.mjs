@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 import WebSocket from 'ws';
 
-import { MusterError } from '../muster.js';
+import { MusterClient, MusterError } from '../muster.js';
 import { freePort, harness, next, record, sleep, until } from '../test-support/broker.mjs';
 
 /** Creates a task over plain HTTP, as a script would. */
@@ -116,4 +116,42 @@ test('reconnect: false closes the client when the connection is lost', async (t)
   await until(() => client.status === 'closed', 'status closed');
   assert.deepEqual(statuses, ['open', 'closed']);
   await assert.rejects(client.tasks(), (e) => e instanceof MusterError && e.code === 'closed');
+});
+
+test('with several URLs (a cluster), the client connects to one that answers and resumes on another when it is lost', async (t) => {
+  const h = harness(t);
+  const dataDir = h.tempDir();
+  const [nowhere, portA, portB] = [await freePort(), await freePort(), await freePort()];
+  const broker = await h.broker({ dataDir, port: portA });
+  const urls = [`http://127.0.0.1:${nowhere}`, broker.url, `http://127.0.0.1:${portB}`];
+  const client = h.client({ url: urls, topics: ['tasks'] });
+  const welcomes = record(client, 'welcome');
+  const events = record(client, 'event');
+  await client.ready();
+  await client.createTask({ title: 'through A' });
+  await until(() => events.length === 1, 'the first event');
+
+  // A goes away; the same history comes back at the third URL (a cluster's other node).
+  await broker.kill('SIGKILL');
+  const other = await h.broker({ dataDir, port: portB });
+  await createOverHttp(other.url, 'through B');
+  await until(() => events.length === 2, 'the event written through B', 8000);
+  await sleep(200); // nothing more may come
+  assert.deepEqual(events.map((e) => e.data.task.title), ['through A', 'through B']);
+  assert.equal(events[1].seq, events[0].seq + 1);
+  assert.equal(welcomes.length, 2);
+  assert.equal(welcomes[1].recovered, true);
+  assert.equal((await client.task('T-2')).title, 'through B');
+});
+
+test('with several URLs none of which answers, ready() names them all', async () => {
+  const urls = [`http://127.0.0.1:${await freePort()}`, `http://127.0.0.1:${await freePort()}`];
+  const client = new MusterClient({ url: urls, WebSocket });
+  await assert.rejects(client.ready(), (error) => {
+    assert.ok(error instanceof MusterError);
+    assert.equal(error.code, 'unreachable');
+    for (const url of urls) assert.match(error.message, new RegExp(url.replace(/[.]/g, '\\.')));
+    return true;
+  });
+  assert.equal(client.status, 'closed');
 });

@@ -61,7 +61,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The broker: `http://127.0.0.1:4445` (or `ws://...`).
+    /// The broker: `http://127.0.0.1:4445` (or `ws://...`). For a cluster, its nodes'
+    /// URLs separated by commas: they are tried in turn, at the start and after each lost
+    /// connection, and the session resumes by `seq` on whichever answers.
     pub url: String,
     /// The agent this session acts as; `None` for an observer.
     pub agent: Option<String>,
@@ -123,13 +125,18 @@ impl Options {
         self
     }
 
-    /// The WebSocket URL.
-    fn ws_url(&self) -> String {
-        let base = self.url.trim_end_matches('/');
-        let base = base.strip_prefix("http://").map(|b| format!("ws://{b}")).unwrap_or_else(|| base.to_owned());
-        let base = base.strip_prefix("https://").map(|b| format!("wss://{b}")).unwrap_or(base);
-        if base.ends_with("/ws") { base } else { format!("{base}/ws") }
+    /// The WebSocket URLs, one per broker listed.
+    fn ws_urls(&self) -> Vec<String> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(ws_url).collect()
     }
+}
+
+/// The WebSocket URL of a broker's URL.
+fn ws_url(url: &str) -> String {
+    let base = url.trim_end_matches('/');
+    let base = base.strip_prefix("http://").map(|b| format!("ws://{b}")).unwrap_or_else(|| base.to_owned());
+    let base = base.strip_prefix("https://").map(|b| format!("wss://{b}")).unwrap_or(base);
+    if base.ends_with("/ws") { base } else { format!("{base}/ws") }
 }
 
 /// What can go wrong.
@@ -253,6 +260,7 @@ impl Client {
             listeners: listeners.clone(),
             position: Arc::clone(&position),
             topics,
+            at: 0,
         };
         tokio::spawn(session.run(first));
         (Client { calls, position, listeners }, Events { rx: events_rx })
@@ -515,6 +523,8 @@ struct Session {
     position: Arc<Mutex<Position>>,
     /// Topics to subscribe to on every (re)connection.
     topics: BTreeSet<String>,
+    /// Of the brokers listed, the one tried first on the next connection.
+    at: usize,
 }
 
 impl Session {
@@ -588,10 +598,27 @@ impl Session {
         let _ = self.events.send(notice).await;
     }
 
-    /// Connects and says hello, resuming from where the last session stopped.
+    /// Connects to the first broker (of those listed, from the one used last) that answers,
+    /// and says hello, resuming from where the last session stopped.
     async fn connect(&mut self) -> Result<Socket, Failed> {
-        let url = self.options.ws_url();
-        let connecting = tokio_tungstenite::connect_async(url.as_str());
+        let urls = self.options.ws_urls();
+        let mut reasons = Vec::new();
+        for _ in 0..urls.len() {
+            let url = &urls[self.at % urls.len()];
+            match self.connect_to(url).await {
+                Err(Failed::Unreachable(reason)) => {
+                    reasons.push(if urls.len() > 1 { format!("{url}: {reason}") } else { reason });
+                    self.at = (self.at + 1) % urls.len();
+                }
+                answered => return answered,
+            }
+        }
+        Err(Failed::Unreachable(if reasons.is_empty() { "no URL given".into() } else { reasons.join("; ") }))
+    }
+
+    /// Connects to `url` and says hello, resuming from where the last session stopped.
+    async fn connect_to(&mut self, url: &str) -> Result<Socket, Failed> {
+        let connecting = tokio_tungstenite::connect_async(url);
         let (mut socket, _) = match tokio::time::timeout(self.options.connect_timeout, connecting).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(Failed::Unreachable(e.to_string())),
@@ -733,9 +760,10 @@ mod tests {
 
     #[test]
     fn urls_become_websocket_urls() {
-        assert_eq!(Options::new("http://127.0.0.1:4445").ws_url(), "ws://127.0.0.1:4445/ws");
-        assert_eq!(Options::new("http://localhost:4445/").ws_url(), "ws://localhost:4445/ws");
-        assert_eq!(Options::new("ws://h:1/ws").ws_url(), "ws://h:1/ws");
-        assert_eq!(Options::new("https://h").ws_url(), "wss://h/ws");
+        assert_eq!(Options::new("http://127.0.0.1:4445").ws_urls(), ["ws://127.0.0.1:4445/ws"]);
+        assert_eq!(Options::new("http://localhost:4445/").ws_urls(), ["ws://localhost:4445/ws"]);
+        assert_eq!(Options::new("ws://h:1/ws").ws_urls(), ["ws://h:1/ws"]);
+        assert_eq!(Options::new("http://a:1, https://b:2/").ws_urls(), ["ws://a:1/ws", "wss://b:2/ws"]);
+        assert_eq!(Options::new("https://h").ws_urls(), ["wss://h/ws"]);
     }
 }

@@ -113,7 +113,7 @@ pub(crate) async fn channels(
     Auth(caller): Auth,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, HttpError> {
-    Ok(ok(api::chat::channels(&app.broker, &caller, q.into())?))
+    Ok(ok(api::chat::channels(&app.broker, &caller, q.into()).await?))
 }
 
 /// Which inbox entries to read.

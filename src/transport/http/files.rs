@@ -94,7 +94,7 @@ pub(crate) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, HttpError> {
     let query = FilesQuery { repo: q.repo, agent: q.agent, task: q.task };
-    Ok(ok(api::files::list(&app.broker, &caller, query)?))
+    Ok(ok(api::files::list(&app.broker, &caller, query).await?))
 }
 
 /// The question of `GET /files/who` (documentation; the query is read by [`who_query`]).
@@ -139,5 +139,5 @@ fn who_query(uri: &Uri) -> Result<WhoHasFiles, ApiError> {
     responses((status = 200, body = WhoHas), (status = 400, body = ErrorBody))
 )]
 pub(crate) async fn who(State(app): State<AppState>, Auth(caller): Auth, uri: Uri) -> Result<Response, HttpError> {
-    Ok(ok(api::files::who(&app.broker, &caller, who_query(&uri)?)?))
+    Ok(ok(api::files::who(&app.broker, &caller, who_query(&uri)?).await?))
 }

@@ -24,7 +24,7 @@ pub(crate) async fn list(
     Auth(caller): Auth,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, HttpError> {
-    Ok(ok(api::presence::list(&app.broker, &caller, q.into())?))
+    Ok(ok(api::presence::list(&app.broker, &caller, q.into()).await?))
 }
 
 /// One agent.
@@ -38,7 +38,7 @@ pub(crate) async fn get(
     Auth(caller): Auth,
     Path(name): Path<String>,
 ) -> Result<Response, HttpError> {
-    Ok(ok(api::presence::get(&app.broker, &caller, &name)?))
+    Ok(ok(api::presence::get(&app.broker, &caller, &name).await?))
 }
 
 /// Heartbeat: the agent is here; optionally set its own status (`busy`; `active` clears

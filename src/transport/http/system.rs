@@ -16,13 +16,13 @@ use crate::transport::state::AppState;
 /// Liveness, version, epoch and head.
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health)))]
 pub(crate) async fn health(State(app): State<AppState>) -> Response {
-    ok(api::system::health(&app.broker))
+    ok(api::system::health(&app.broker).await)
 }
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
-    let mut response = api::system::metrics(&app.broker, &caller)?.into_response();
+    let mut response = api::system::metrics(&app.broker, &caller).await?.into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

@@ -116,7 +116,7 @@ pub(crate) async fn list(
         cursor: q.cursor,
     };
     if filter == ListArgs::default() {
-        return Ok(board(&*api::tasks::board(&app.broker, &caller)?, &headers));
+        return Ok(board(&*api::tasks::board(&app.broker, &caller).await?, &headers));
     }
     Ok(ok(api::tasks::list(&app.broker, &caller, filter).await?))
 }

@@ -1,0 +1,229 @@
+//! [`ReplicatedLog`]: the [`Log`] seam on a JetStream stream. The leader's batches are
+//! published to the stream, each with `Nats-Expected-Last-Sequence` set to the message it
+//! was decided after, so that a deposed or paused leader can never append: its publish is
+//! refused, its sync fails, and the writer rolls the batch back as after a failed disk sync.
+//! `sync` returns once JetStream acknowledged every batch published so far (after its
+//! replicas stored them) and this node's copy is on disk. Every node keeps the log on its
+//! own disk too ([`DiskLog`]): reads and replays never go to NATS.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
+use muster_protocol::{Seq, Topic};
+
+use super::wire;
+use crate::frame::Frame;
+use crate::store::{ClusterPosition, DiskLog, Idempotency, Log, StoreError, Views};
+
+/// Bytes kept free under the server's maximum payload for the headers.
+const HEADROOM: usize = 4096;
+
+/// The replicated log of a cluster node.
+pub(crate) struct ReplicatedLog {
+    local: Arc<DiskLog>,
+    views: Arc<Views>,
+    js: jetstream::Context,
+    runtime: tokio::runtime::Handle,
+    subject: String,
+    node: String,
+    /// The largest message the NATS servers take.
+    max_payload: usize,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Whether this node may append (it holds the lease and marked its term).
+    leading: bool,
+    /// The stream sequence the next message must follow.
+    last: u64,
+    /// Published, not yet confirmed.
+    pending: VecDeque<Pending>,
+    /// The last message of the stream this node holds on its disk (durable with the next
+    /// sync of its store).
+    position: ClusterPosition,
+}
+
+/// One message of the stream, to publish.
+struct Message {
+    first: Seq,
+    count: Seq,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+}
+
+struct Pending {
+    stream: u64,
+    head: Seq,
+    ack: PublishAckFuture,
+}
+
+impl ReplicatedLog {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        local: Arc<DiskLog>,
+        views: Arc<Views>,
+        js: jetstream::Context,
+        subject: String,
+        node: String,
+        max_payload: usize,
+        position: ClusterPosition,
+    ) -> ReplicatedLog {
+        ReplicatedLog {
+            local,
+            views,
+            js,
+            runtime: tokio::runtime::Handle::current(),
+            subject,
+            node,
+            max_payload,
+            state: Mutex::new(State { leading: false, last: position.stream, pending: VecDeque::new(), position }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain numbers; go on with them.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where this node stands in the stream.
+    pub(super) fn position(&self) -> ClusterPosition {
+        self.state().position.clone()
+    }
+
+    /// Whether this node may append.
+    pub(super) fn leading(&self) -> bool {
+        self.state().leading
+    }
+
+    /// A batch that came from the stream (message `stream`, leaving the head at `head`) is
+    /// durable here.
+    pub(super) fn applied(&self, stream: u64, head: Seq) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if stream <= state.position.stream {
+            return Ok(());
+        }
+        state.position.stream = stream;
+        state.position.head = head;
+        state.last = state.last.max(stream);
+        self.views.set_cluster_position(&state.position)
+    }
+
+    /// This node won the lease and holds the whole stream (its position is the stream's
+    /// last message): it appends from now on, after `marker`, the message that marks its
+    /// term (already confirmed).
+    pub(super) fn lead(&self, marker: u64) -> Result<(), StoreError> {
+        let mut state = self.state();
+        state.position.stream = marker;
+        state.last = marker;
+        state.leading = true;
+        self.views.set_cluster_position(&state.position)
+    }
+
+    /// This node no longer appends: what it published and was not confirmed is dropped (a
+    /// follower reads what the stream really holds from its position on).
+    pub(super) fn follow(&self) {
+        let mut state = self.state();
+        state.leading = false;
+        state.pending.clear();
+        state.last = state.position.stream;
+    }
+
+    /// The messages a batch becomes: one, unless it is larger than the servers take; then
+    /// it is split between events, the idempotency keys going with the last part.
+    fn messages(&self, first: Seq, batch: &[Frame], keys: Idempotency<'_>) -> Vec<Message> {
+        let limit = self.max_payload.saturating_sub(HEADROOM).max(1);
+        let mut parts: Vec<&[Frame]> = Vec::new();
+        let (mut start, mut size) = (0, 0);
+        for (i, frame) in batch.iter().enumerate() {
+            let len = frame.json.len() + 64;
+            if i > start && size + len > limit {
+                parts.push(&batch[start..i]);
+                (start, size) = (i, 0);
+            }
+            size += len;
+        }
+        parts.push(&batch[start..]);
+        let last = parts.len() - 1;
+        let mut seq = first;
+        let mut out = Vec::with_capacity(parts.len());
+        for (i, part) in parts.into_iter().enumerate() {
+            let (records, expired) = if i == last { (keys.records, keys.expired) } else { (&[][..], &[][..]) };
+            let (headers, payload) = wire::encode(&self.node, seq, part, records, expired);
+            out.push(Message { first: seq, count: part.len() as Seq, headers, payload });
+            seq += part.len() as Seq;
+        }
+        out
+    }
+}
+
+fn replication(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Replication(error.to_string())
+}
+
+impl Log for ReplicatedLog {
+    fn append(&self, expected_head: Seq, batch: &[Frame], keys: Idempotency<'_>) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if !state.leading {
+            return Err(replication("this node is not the cluster's leader (any more); retry"));
+        }
+        for Message { first, count, headers, payload } in self.messages(expected_head + 1, batch, keys) {
+            let publish = PublishMessage::build().payload(payload).headers(headers).expected_last_sequence(state.last);
+            let sent = self.runtime.block_on(self.js.send_publish(self.subject.clone(), publish));
+            let ack = match sent {
+                Ok(ack) => ack,
+                Err(error) => {
+                    state.leading = false;
+                    return Err(replication(format!("publishing a batch failed: {error}")));
+                }
+            };
+            state.last += 1;
+            let stream = state.last;
+            state.pending.push_back(Pending { stream, head: first + count - 1, ack });
+        }
+        self.local.append(expected_head, batch, keys)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.state().pending);
+        let mut confirmed = None;
+        for p in pending {
+            match self.runtime.block_on(p.ack.into_future()) {
+                Ok(ack) if ack.sequence == p.stream => confirmed = Some((p.stream, p.head)),
+                Ok(ack) => {
+                    self.state().leading = false;
+                    return Err(replication(format!(
+                        "the stream stored a batch as message {} where {} was expected",
+                        ack.sequence, p.stream
+                    )));
+                }
+                Err(error) => {
+                    // Fenced off (another leader appended), or no answer in time: this node
+                    // rolls back to what it knows is in the stream and follows from there.
+                    self.state().leading = false;
+                    return Err(replication(format!("the stream did not confirm a batch: {error}")));
+                }
+            }
+        }
+        if let Some((stream, head)) = confirmed {
+            let mut state = self.state();
+            state.position.stream = stream;
+            state.position.head = head;
+            self.views.set_cluster_position(&state.position)?;
+        }
+        self.local.sync()
+    }
+
+    fn discard(&self, first: Seq) -> Result<(), StoreError> {
+        self.follow();
+        self.local.discard(first)
+    }
+
+    fn read(&self, since: Seq, up_to: Seq, topics: &[Topic], limit: usize) -> Result<(Vec<Frame>, Seq), StoreError> {
+        self.local.read(since, up_to, topics, limit)
+    }
+
+    fn first_retained(&self, head: Seq) -> Result<Seq, StoreError> {
+        self.local.first_retained(head)
+    }
+}

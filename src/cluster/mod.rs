@@ -1,0 +1,26 @@
+//! The cluster (`muster serve --cluster nats://…`): several nodes share one history,
+//! replicated by NATS JetStream, so that losing a node loses no acknowledged write.
+//!
+//! - **The log is a JetStream stream** (`<name>-log`, `num_replicas` copies), one message
+//!   per batch ([`wire`]). Every node applies the stream to its own store, in order, and so
+//!   holds the same log (`seq` for `seq`), the same views and the same idempotency records:
+//!   resume by `seq`, SSE and long-poll work the same on any node.
+//! - **One writer at a time, fenced** ([`log`]): the node that holds the lease (a key of
+//!   the `<name>-leader` KV bucket whose `max_age` is the lease) runs the usual sequencer and
+//!   publishes each batch with `Nats-Expected-Last-Sequence` set to the message it decided
+//!   after. A write is acknowledged once JetStream acknowledged its batch. A deposed or
+//!   paused leader's publish is refused and rolled back; it then follows like any node.
+//! - **Followers** ([`node`]) apply the stream, forward writes to the leader over NATS
+//!   request/reply (the caller already checked and bound here) and serve reads, sessions
+//!   and the dashboard themselves; before a read they catch up to the leader's head, and
+//!   before answering a forwarded write to its `seq`, so a client sees its writes whichever
+//!   node it reads from.
+//!
+//! The embedded single node on sled stays the default: without `--cluster` none of this
+//! runs.
+
+mod log;
+mod node;
+mod wire;
+
+pub(crate) use node::{Cluster, JoinError, Joined, join};

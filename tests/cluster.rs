@@ -1,0 +1,724 @@
+//! The cluster (`muster serve --cluster`) with real processes on loopback: three
+//! nats-servers (Debian's `nats-server`, started from the configs in `tests/cluster/`, the
+//! ports and store dirs moved by flags) and three `muster` nodes on them. Clients are
+//! spread over the nodes: a write through one is read through another.
+//!
+//! The faults are real too: `kill -9` of the leading node under load, of one nats-server,
+//! `SIGSTOP` of the leader past its lease, a follower stopped while the others write. After
+//! each, the crash harness's invariants: every acknowledged write is on every node, no task
+//! had two owners, fencing tokens never went back, and the log is gap-free and the same,
+//! `seq` for `seq`, on every node.
+//!
+//! Skipped (visibly) without `nats-server`; `MUSTER_REQUIRE_NATS=1` (set by `.ci/run`) turns
+//! the skip into a failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Process, check_log, signal, split};
+use serde_json::{Value, json};
+
+/// The nodes' lease: the default, longer than a NATS stream's own failover.
+const LEASE: &str = "8s";
+/// How long a claim waits for its owner's session to come back.
+const GRACE: &str = "4s";
+
+/// One nats-server of three.
+struct Nats {
+    index: usize,
+    port: u16,
+    route: u16,
+    routes: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn spawn(&mut self) {
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/cluster/nats-{}.conf", self.index));
+        let log = std::fs::File::create(self.dir.join(format!("nats-{}.log", self.index))).unwrap();
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(conf)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", self.route), "--routes", &self.routes])
+            .arg("-sd")
+            .arg(self.dir.join(format!("nats-{}", self.index)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "nats-server {} did not listen", self.index);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Three nats-servers and three Muster nodes.
+struct Cluster {
+    dir: tempfile::TempDir,
+    nats: Vec<Nats>,
+    nodes: Vec<Option<Process>>,
+    addrs: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// The whole cluster, once one node leads; `None` (and a visible skip) without
+    /// nats-server.
+    async fn start() -> Option<Cluster> {
+        if Command::new("nats-server").arg("--version").output().is_err() {
+            let required = std::env::var("MUSTER_REQUIRE_NATS").is_ok_and(|v| v == "1");
+            assert!(!required, "MUSTER_REQUIRE_NATS=1 but nats-server is not installed");
+            let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("SKIPPED: no nats-server\n"));
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let list = routes.iter().map(|r| format!("nats://127.0.0.1:{r}")).collect::<Vec<_>>().join(",");
+        let mut nats: Vec<Nats> = (0..3)
+            .map(|i| Nats {
+                index: i + 1,
+                port: free_port(),
+                route: routes[i],
+                routes: list.clone(),
+                dir: dir.path().to_owned(),
+                child: None,
+            })
+            .collect();
+        for n in &mut nats {
+            n.spawn();
+        }
+        let addrs = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), addrs };
+        for i in 0..3 {
+            let node = cluster.spawn_node(i);
+            cluster.nodes.push(Some(node));
+        }
+        cluster.leader().await;
+        Some(cluster)
+    }
+
+    fn urls(&self) -> String {
+        self.nats.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    fn spawn_node(&self, i: usize) -> Process {
+        let data = self.dir.path().join(format!("node-{i}"));
+        let name = format!("node-{i}");
+        let args = [
+            "--cluster",
+            &self.urls(),
+            "--node",
+            &name,
+            "--leader-lease",
+            LEASE,
+            "--tick",
+            "200ms",
+            "--claim-grace",
+            GRACE,
+        ];
+        Process::start_at(&data, &self.addrs[i], &[], &args)
+    }
+
+    fn node(&self, i: usize) -> &Process {
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{path}", self.addrs[i])
+    }
+
+    async fn health(&self, i: usize) -> Option<Value> {
+        let r = reqwest::get(self.url(i, "/health")).await.ok()?;
+        Some(split(r).await.1)
+    }
+
+    /// The node that leads, once one does and every running node knows it.
+    async fn leader(&self) -> usize {
+        let started = Instant::now();
+        loop {
+            let mut leaders = Vec::new();
+            let mut named = Vec::new();
+            for i in (0..3).filter(|i| self.nodes[*i].is_some()) {
+                if let Some(h) = self.health(i).await {
+                    if h["cluster"]["role"] == "leader" {
+                        leaders.push(i);
+                    }
+                    named.push(h["cluster"]["leader"].as_str().map(str::to_owned));
+                }
+            }
+            if let [leader] = leaders[..]
+                && named.iter().all(|n| n.as_deref() == Some(format!("node-{leader}").as_str()))
+            {
+                return leader;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no leader after 60 s: {leaders:?} {named:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every running node has applied the same head; returns it.
+    async fn converged(&self) -> u64 {
+        let started = Instant::now();
+        loop {
+            let mut heads = Vec::new();
+            for i in (0..3).filter(|i| self.nodes[*i].is_some()) {
+                heads.push(self.health(i).await.map(|h| h["head"].as_u64().unwrap()));
+            }
+            if heads.iter().all(|h| h.is_some() && *h == heads[0]) {
+                return heads[0].unwrap();
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the nodes did not converge: {heads:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every running node's log, read whole: gap-free, claims never overlapping, tokens
+    /// growing (`check_log`), and the same events, `seq` for `seq`, on each.
+    async fn check_logs(&self) -> u64 {
+        let http = reqwest::Client::new();
+        let head = self.converged().await;
+        let mut first: Option<Vec<Value>> = None;
+        for i in (0..3).filter(|i| self.nodes[*i].is_some()) {
+            assert_eq!(check_log(&http, &self.url(i, "")).await, head);
+            let events = all_events(&http, &self.url(i, "")).await;
+            match &first {
+                None => first = Some(events),
+                Some(expected) => assert!(&events == expected, "node-{i}'s log differs from the others'"),
+            }
+        }
+        head
+    }
+}
+
+async fn all_events(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let r = http.get(format!("{base}/events?since={}&limit=1000", out.len())).send().await.unwrap();
+        let (_, page) = split(r).await;
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            return out;
+        }
+        out.extend(events.iter().cloned());
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, agent: &str, body: Value) -> (u16, Value) {
+    match http.post(url).header("X-Agent", agent).json(&body).send().await {
+        Ok(r) => {
+            // A write refused for now says when to try again.
+            let retry = r.headers().get("retry-after").is_some();
+            let (status, body) = split(r).await;
+            assert!(status != 503 || retry, "a 503 without Retry-After: {body}");
+            (status, body)
+        }
+        // The node went away (killed): nothing was acknowledged.
+        Err(_) => (0, Value::Null),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_through_one_node_is_read_through_every_other() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let http = reqwest::Client::new();
+
+    // Read-your-writes across nodes: each task read back at once through the next node.
+    for n in 0..30 {
+        let (status, body) =
+            post(&http, cluster.url(n % 3, "/tasks"), "alice", json!({"title": format!("task {n}")})).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["task"]["id"].as_str().unwrap();
+        let (status, read) =
+            split(http.get(cluster.url((n + 1) % 3, &format!("/tasks/{id}"))).send().await.unwrap()).await;
+        assert_eq!(
+            status,
+            200,
+            "task {id} written through node-{} is not readable through node-{}",
+            n % 3,
+            (n + 1) % 3
+        );
+        assert_eq!(read["task"]["title"], format!("task {n}"));
+    }
+
+    // A claim is one mutex across the nodes: twelve agents race through all three.
+    let (_, body) = post(&http, cluster.url(0, "/tasks"), "alice", json!({"title": "contended"})).await;
+    let id = body["task"]["id"].as_str().unwrap().to_owned();
+    let racers = (0..12).map(|a| {
+        let (http, url) = (http.clone(), cluster.url(a % 3, &format!("/tasks/{id}/claim")));
+        tokio::spawn(async move { post(&http, url, &format!("agent-{a}"), json!({})).await })
+    });
+    let results: Vec<(u16, Value)> =
+        futures_util::future::join_all(racers).await.into_iter().map(Result::unwrap).collect();
+    let winners: Vec<&Value> = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
+    assert_eq!(winners.len(), 1, "one claim wins: {results:?}");
+    assert!(results.iter().all(|(s, _)| matches!(s, 200 | 409)), "{results:?}");
+    let owner = winners[0]["task"]["assignee"].clone();
+    for i in 0..3 {
+        let (_, t) = split(http.get(cluster.url(i, &format!("/tasks/{id}"))).send().await.unwrap()).await;
+        assert_eq!(t["task"]["assignee"], owner, "node-{i} names another owner");
+    }
+
+    // A mention written through one node is in the inbox read through another.
+    let (status, _) =
+        post(&http, cluster.url(2, "/chat/messages"), "bob", json!({"channel": "general", "content": "@carol look"}))
+            .await;
+    assert_eq!(status, 201);
+    let (_, inbox) = split(http.get(cluster.url(1, "/inbox/carol")).send().await.unwrap()).await;
+    assert_eq!(inbox["unread"], 1, "{inbox}");
+
+    // A subscriber on one node gets, in order and once, what is written through the others.
+    let mut ws = common::Ws::connect(cluster.node(2).addr).await;
+    let head = cluster.converged().await;
+    ws.hello(json!({"agent": "watcher", "topics": ["tasks"], "since": head})).await;
+    for n in 0..5 {
+        let (status, _) =
+            post(&http, cluster.url(n % 2, "/tasks"), "alice", json!({"title": format!("live {n}")})).await;
+        assert_eq!(status, 201);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let event = ws.event().await;
+        if event["type"] == "task.created" {
+            seen.push(event["data"]["task"]["title"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen, (0..5).map(|n| format!("live {n}")).collect::<Vec<_>>());
+
+    // One epoch, one leader, named by every node.
+    let leader = cluster.leader().await;
+    let epochs: Vec<Value> = futures_util::future::join_all((0..3).map(|i| cluster.health(i)))
+        .await
+        .into_iter()
+        .map(|h| h.unwrap()["epoch"].clone())
+        .collect();
+    assert!(epochs.iter().all(|e| *e == epochs[0]), "{epochs:?}");
+    let (_, metrics) = (200, http.get(cluster.url(leader, "/metrics")).send().await.unwrap().text().await.unwrap());
+    assert!(metrics.contains("muster_cluster_leader 1"), "{metrics}");
+    cluster.check_logs().await;
+}
+
+/// What the writers were told was done.
+#[derive(Default)]
+struct Acked {
+    tasks: HashMap<String, String>,
+    claims: Vec<(String, String, u64)>,
+    /// Statuses seen, for the report: 0 is a connection the killed node dropped.
+    statuses: HashMap<u16, usize>,
+}
+
+/// Creates and claims tasks through every node in turn until `stop`, recording what was
+/// acknowledged. Every answer is a success, a conflict, or a clear "retry" (503): never a
+/// server error.
+async fn write_load(
+    cluster_urls: Vec<String>,
+    w: usize,
+    acked: Arc<Mutex<Acked>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(40)).build().unwrap();
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let base = &cluster_urls[(w + n) % cluster_urls.len()];
+        let title = format!("w{w}-{n}");
+        let (status, body) = post(&http, format!("{base}/tasks"), "writer", json!({"title": title})).await;
+        *acked.lock().unwrap().statuses.entry(status).or_default() += 1;
+        assert!(matches!(status, 0 | 201 | 503), "create: {status} {body}");
+        if status == 503 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if status != 201 {
+            continue;
+        }
+        let id = body["task"]["id"].as_str().unwrap().to_owned();
+        acked.lock().unwrap().tasks.insert(id.clone(), title);
+        let base = &cluster_urls[(w + n + 1) % cluster_urls.len()];
+        let agent = format!("agent-{}", n % 4);
+        let (status, body) = post(&http, format!("{base}/tasks/{id}/claim"), &agent, json!({})).await;
+        *acked.lock().unwrap().statuses.entry(status).or_default() += 1;
+        assert!(matches!(status, 0 | 200 | 409 | 503), "claim: {status} {body}");
+        if status == 200 {
+            let token = body["task"]["claim"]["token"].as_u64().unwrap();
+            acked.lock().unwrap().claims.push((id, agent, token));
+        }
+    }
+}
+
+/// Every acknowledged task and claim, read through node `i`.
+async fn check_acked(cluster: &Cluster, i: usize, acked: &Acked) {
+    let board = common::all_tasks(&cluster.url(i, "")).await;
+    let tasks: HashMap<&str, &Value> = board.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
+    for (id, title) in &acked.tasks {
+        let task = tasks.get(id.as_str()).unwrap_or_else(|| panic!("acknowledged task {id} is lost on node-{i}"));
+        assert_eq!(task["title"], title.as_str());
+    }
+    for (id, agent, token) in &acked.claims {
+        let last = tasks[id.as_str()]["lastToken"].as_u64().unwrap();
+        assert!(last >= *token, "acknowledged claim of {id} by {agent} (token {token}) is lost on node-{i}");
+    }
+}
+
+fn start_load(
+    cluster: &Cluster,
+    nodes: &[usize],
+) -> (Arc<Mutex<Acked>>, Arc<std::sync::atomic::AtomicBool>, Vec<tokio::task::JoinHandle<()>>) {
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls: Vec<String> = nodes.iter().map(|i| cluster.url(*i, "")).collect();
+    let writers =
+        (0..6).map(|w| tokio::spawn(write_load(urls.clone(), w, Arc::clone(&acked), Arc::clone(&stop)))).collect();
+    (acked, stop, writers)
+}
+
+/// Waits until a write through `node` succeeds; returns how long it took.
+async fn until_writable(cluster: &Cluster, node: usize, within: Duration) -> Duration {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(40)).build().unwrap();
+    let started = Instant::now();
+    loop {
+        let (status, _) = post(&http, cluster.url(node, "/tasks"), "probe", json!({"title": "probe"})).await;
+        if status == 201 {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "no write succeeded within {within:?} (last status {status})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let leader = cluster.leader().await;
+    let (acked, stop, writers) = start_load(&cluster, &[0, 1, 2]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = acked.lock().unwrap().tasks.len();
+    assert!(before > 0, "the load made no write");
+
+    cluster.nodes[leader].take().unwrap().kill9();
+    let other = (leader + 1) % 3;
+    let failover = until_writable(&cluster, other, Duration::from_secs(60)).await;
+    eprintln!("writes resumed {failover:?} after the leader was killed");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.tasks.len() > before, "no write was acknowledged after the failover");
+    eprintln!("statuses: {:?}", acked.statuses);
+
+    // The killed node comes back (afresh if it held batches the log never took) and agrees.
+    cluster.nodes[leader] = Some(cluster.spawn_node(leader));
+    cluster.check_logs().await;
+    for i in 0..3 {
+        check_acked(&cluster, i, &acked).await;
+    }
+    let log = std::fs::read_to_string(&cluster.node(leader).log).unwrap_or_default();
+    let afresh = log.contains("starts afresh");
+    eprintln!(
+        "the killed leader came back {}",
+        if afresh { "afresh (it held unconfirmed batches)" } else { "on its data dir" }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_one_nats_server_of_three_keeps_writes_going() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let (acked, stop, writers) = start_load(&cluster, &[0, 1, 2]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.nats[0].kill9();
+    let stalled = until_writable(&cluster, 1, Duration::from_secs(30)).await;
+    eprintln!("a write succeeded {stalled:?} after a nats-server was killed");
+    let count = acked.lock().unwrap().tasks.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.tasks.len() > count, "writes did not go on with two nats-servers of three");
+    cluster.check_logs().await;
+    for i in 0..3 {
+        check_acked(&cluster, i, &acked).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_paused_past_its_lease_is_fenced_off() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let leader = cluster.leader().await;
+    let pid = cluster.node(leader).child.id();
+    for n in 0..5 {
+        let (status, _) =
+            post(&http, cluster.url(n % 3, "/tasks"), "alice", json!({"title": format!("before {n}")})).await;
+        assert_eq!(status, 201);
+    }
+
+    signal("STOP", pid);
+    // A write sent to the paused leader waits in its socket; it is decided after SIGCONT.
+    // On a connection of its own: a pooled one, idle past the broker's keep-alive limit
+    // while it was paused, would be closed as the request arrives.
+    let paused = {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let url = cluster.url(leader, "/tasks");
+        tokio::spawn(async move {
+            let r = http.post(url).header("X-Agent", "alice").header("Idempotency-Key", "paused-write");
+            split(r.json(&json!({"title": "sent to the paused leader"})).send().await.unwrap()).await
+        })
+    };
+    let other = (leader + 1) % 3;
+    until_writable(&cluster, other, Duration::from_secs(60)).await;
+    for n in 0..5 {
+        let (status, _) =
+            post(&http, cluster.url(other, "/tasks"), "bob", json!({"title": format!("during {n}")})).await;
+        assert_eq!(status, 201);
+    }
+    signal("CONT", pid);
+
+    // The paused write is refused by the fence (a clear 503), or made once through the new
+    // leader; a retry with its key never makes it twice.
+    let (status, body) = paused.await.unwrap();
+    assert!(matches!(status, 201 | 503), "{status} {body}");
+    eprintln!("the write sent to the paused leader: {status} {body}");
+    let retry = http
+        .post(cluster.url(other, "/tasks"))
+        .header("X-Agent", "alice")
+        .header("Idempotency-Key", "paused-write")
+        .json(&json!({"title": "sent to the paused leader"}));
+    let (status, _) = split(retry.send().await.unwrap()).await;
+    assert!(matches!(status, 200 | 201), "the retry: {status}");
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader, "the paused node still leads");
+    cluster.check_logs().await;
+    let board = common::all_tasks(&cluster.url(leader, "")).await;
+    let made = board.iter().filter(|t| t["title"] == "sent to the paused leader").count();
+    assert_eq!(made, 1, "the paused write was made {made} times");
+    assert_eq!(board.iter().filter(|t| t["title"].as_str().unwrap().starts_with("during")).count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_that_missed_events_catches_up_and_serves_resume() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let missed: usize = std::env::var("MUSTER_CLUSTER_MISSED").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let writer = (leader + 2) % 3;
+    let resume_from = cluster.converged().await;
+    cluster.nodes[follower].take().unwrap().terminate();
+
+    // Events written while it is away, through the other follower, sixteen at a time.
+    let http = reqwest::Client::new();
+    let per = missed.div_ceil(16);
+    let writers = (0..16).map(|w| {
+        let (http, url) = (http.clone(), cluster.url(writer, "/tasks"));
+        tokio::spawn(async move {
+            for n in 0..per {
+                let (status, body) =
+                    post(&http, url.clone(), "alice", json!({"title": format!("missed {w}-{n}")})).await;
+                assert_eq!(status, 201, "{body}");
+            }
+        })
+    });
+    for w in writers {
+        w.await.unwrap();
+    }
+    let head = cluster.converged().await;
+    assert!(head >= resume_from + (per * 16) as u64);
+
+    let restarted = Instant::now();
+    cluster.nodes[follower] = Some(cluster.spawn_node(follower));
+    assert_eq!(cluster.converged().await, head);
+    eprintln!("node-{follower} caught up on {} events in {:?}", head - resume_from, restarted.elapsed());
+
+    // Resume on the follower from before it left: every event once, in order.
+    let mut since = resume_from;
+    loop {
+        let r = http.get(cluster.url(follower, &format!("/events?since={since}&limit=1000"))).send().await.unwrap();
+        let (_, page) = split(r).await;
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            assert_eq!(e["seq"].as_u64().unwrap(), since + 1, "a gap in the resumed events");
+            since += 1;
+        }
+    }
+    assert_eq!(since, head);
+    cluster.check_logs().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_died_holding_an_unconfirmed_batch_starts_afresh() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let http = reqwest::Client::new();
+    let leader = cluster.leader().await;
+    for n in 0..3 {
+        let (status, _) = post(&http, cluster.url(n, "/tasks"), "alice", json!({"title": format!("kept {n}")})).await;
+        assert_eq!(status, 201);
+    }
+    cluster.converged().await;
+
+    // With every nats-server stopped, the leader writes a batch to its own disk and
+    // publishes it into a socket nobody reads; it dies before any confirmation, and so do
+    // the servers, with the batch unread.
+    for n in &cluster.nats {
+        signal("STOP", n.child.as_ref().unwrap().id());
+    }
+    let quick = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let (status, _) = post(&quick, cluster.url(leader, "/tasks"), "alice", json!({"title": "never confirmed"})).await;
+    assert_eq!(status, 0, "a write was answered with every nats-server stopped");
+    // sled writes its buffers out every half second: the batch is on the node's disk.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.nodes[leader].take().unwrap().kill9();
+    for n in &mut cluster.nats {
+        n.kill9();
+    }
+    for n in &mut cluster.nats {
+        n.spawn();
+    }
+
+    cluster.nodes[leader] = Some(cluster.spawn_node(leader));
+    cluster.check_logs().await;
+    let log = std::fs::read_to_string(&cluster.node(leader).log).unwrap();
+    assert!(log.contains("starts afresh"), "the node kept a batch the cluster's log never took:\n{log}");
+    let aside = std::fs::read_dir(cluster.dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with(&format!("node-{leader}.diverged-")));
+    assert!(aside, "the diverged data dir was not kept for inspection");
+    for i in 0..3 {
+        let board = common::all_tasks(&cluster.url(i, "")).await;
+        assert_eq!(board.iter().filter(|t| t["title"].as_str().unwrap().starts_with("kept")).count(), 3);
+        assert!(board.iter().all(|t| t["title"] != "never confirmed"), "node-{i} shows a write nobody confirmed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_dies_closes_its_sessions_and_a_reconnect_elsewhere_keeps_its_claims() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let http = reqwest::Client::new();
+    let leader = cluster.leader().await;
+    let doomed = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let mut ids = Vec::new();
+    for title in ["dave's", "erin's"] {
+        let (_, body) = post(&http, cluster.url(leader, "/tasks"), "alice", json!({"title": title})).await;
+        ids.push(body["task"]["id"].as_str().unwrap().to_owned());
+    }
+    // dave and erin work through the node that will die, each holding a claim.
+    let mut sessions = Vec::new();
+    for (agent, id) in ["dave", "erin"].iter().zip(&ids) {
+        let mut ws = common::Ws::connect(cluster.node(doomed).addr).await;
+        ws.hello(json!({"agent": agent})).await;
+        let reply = ws.ok(json!({"op": "task.claim", "task": id})).await;
+        assert_eq!(reply["task"]["assignee"], *agent, "{reply}");
+        sessions.push(ws);
+    }
+    let (_, dave) = split(http.get(cluster.url(other, "/presence/dave")).send().await.unwrap()).await;
+    assert_eq!(dave["agent"]["connections"], 1, "{dave}");
+
+    cluster.nodes[doomed].take().unwrap().kill9();
+    drop(sessions);
+    // erin is back within the grace, through another node; dave is not.
+    let mut erin = common::Ws::connect(cluster.node(other).addr).await;
+    erin.hello(json!({"agent": "erin"})).await;
+
+    // The dead node's sessions are closed once its heartbeat lapses (a lease), and dave's
+    // claim is released after the grace; erin's stands.
+    let started = Instant::now();
+    loop {
+        let (_, task) = split(http.get(cluster.url(leader, &format!("/tasks/{}", ids[0]))).send().await.unwrap()).await;
+        if task["task"]["assignee"].is_null() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "dave's claim outlived his dead node: {task}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("dave's claim was released {:?} after his node died", started.elapsed());
+    let (_, task) = split(http.get(cluster.url(other, &format!("/tasks/{}", ids[1]))).send().await.unwrap()).await;
+    assert_eq!(task["task"]["assignee"], "erin", "erin reconnected within the grace and keeps her claim");
+    for (agent, connections) in [("dave", 0), ("erin", 1)] {
+        let (_, p) = split(http.get(cluster.url(leader, &format!("/presence/{agent}"))).send().await.unwrap()).await;
+        assert_eq!(p["agent"]["connections"], connections, "{p}");
+    }
+    drop(erin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rust_client_given_every_node_fails_over_and_resumes_by_seq() {
+    use muster_client::{Client, Events, Notice, Options};
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let http = reqwest::Client::new();
+    let leader = cluster.leader().await;
+    let first = (leader + 1) % 3;
+    let urls = [first, (leader + 2) % 3, leader].map(|i| cluster.url(i, "")).join(",");
+    let (_client, mut events) = Client::connect(Options::new(urls).agent("watcher").topics(["tasks"])).await.unwrap();
+    // (seq, title) of every task.created received, and the other notices.
+    let mut created: Vec<(u64, String)> = Vec::new();
+    let mut notices: Vec<String> = Vec::new();
+    async fn until(events: &mut Events, n: usize, created: &mut Vec<(u64, String)>, notices: &mut Vec<String>) {
+        while created.len() < n {
+            let notice = tokio::time::timeout(Duration::from_secs(30), events.next()).await.unwrap().unwrap();
+            match notice {
+                Notice::Event(e) => {
+                    let e = serde_json::to_value(&*e).unwrap();
+                    if e["type"] == "task.created" {
+                        created.push((e["seq"].as_u64().unwrap(), e["data"]["task"]["title"].as_str().unwrap().into()));
+                    }
+                }
+                other => notices.push(format!("{other:?}")),
+            }
+        }
+    }
+
+    for n in 0..3 {
+        let (status, _) =
+            post(&http, cluster.url(leader, "/tasks"), "alice", json!({"title": format!("task {n}")})).await;
+        assert_eq!(status, 201);
+    }
+    until(&mut events, 3, &mut created, &mut notices).await;
+    // The node the client is on dies; writes go on through the leader meanwhile.
+    cluster.nodes[first].take().unwrap().kill9();
+    for n in 3..8 {
+        let (status, _) =
+            post(&http, cluster.url(leader, "/tasks"), "alice", json!({"title": format!("task {n}")})).await;
+        assert_eq!(status, 201);
+    }
+    until(&mut events, 8, &mut created, &mut notices).await;
+    let titles: Vec<&str> = created.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(titles, (0..8).map(|n| format!("task {n}")).collect::<Vec<_>>(), "each event once, in order");
+    assert!(created.windows(2).all(|w| w[0].0 < w[1].0), "{created:?}");
+    assert!(notices.iter().any(|n| n.starts_with("Resumed")), "the client resumed on another node: {notices:?}");
+    assert!(
+        !notices.iter().any(|n| n.starts_with("Resync")),
+        "a node of the same cluster needs no resync: {notices:?}"
+    );
+}
