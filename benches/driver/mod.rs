@@ -85,11 +85,23 @@ pub(crate) async fn drive(
     seconds: f64,
     make: impl Fn(usize, u64) -> Option<Vec<u8>> + Send + Sync + Clone + 'static,
 ) -> Outcome {
+    drive_spread(&[addr], connections, seconds, make).await
+}
+
+/// [`drive`] with the connections spread over several brokers (a cluster's nodes):
+/// connection c goes to `addrs[c % addrs.len()]`.
+pub(crate) async fn drive_spread(
+    addrs: &[std::net::SocketAddr],
+    connections: usize,
+    seconds: f64,
+    make: impl Fn(usize, u64) -> Option<Vec<u8>> + Send + Sync + Clone + 'static,
+) -> Outcome {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut handles = Vec::new();
     for c in 0..connections {
         let make = make.clone();
+        let addr = addrs[c % addrs.len()];
         handles.push(tokio::spawn(async move {
             let mut conn = Conn::open(addr).await;
             let (mut lat, mut errors, mut bytes) = (Vec::new(), 0u64, 0u64);

@@ -163,13 +163,20 @@ fn replication(error: impl std::fmt::Display) -> StoreError {
 
 impl Log for ReplicatedLog {
     fn append(&self, expected_head: Seq, batch: &[Frame], keys: Idempotency<'_>) -> Result<(), StoreError> {
-        let mut state = self.state();
-        if !state.leading {
-            return Err(replication("this node is not the cluster's leader (any more); retry"));
-        }
+        let not_leader = || replication("this node is not the cluster's leader (any more); retry");
         for Message { first, count, headers, payload } in self.messages(expected_head + 1, batch, keys) {
-            let publish = PublishMessage::build().payload(payload).headers(headers).expected_last_sequence(state.last);
+            // The lock is not held while the message is handed to the NATS client: that
+            // waits on the runtime, whose workers may be waiting on the lock.
+            let after = {
+                let state = self.state();
+                if !state.leading {
+                    return Err(not_leader());
+                }
+                state.last
+            };
+            let publish = PublishMessage::build().payload(payload).headers(headers).expected_last_sequence(after);
             let sent = self.runtime.block_on(self.js.send_publish(self.subject.clone(), publish));
+            let mut state = self.state();
             let ack = match sent {
                 Ok(ack) => ack,
                 Err(error) => {
@@ -177,6 +184,11 @@ impl Log for ReplicatedLog {
                     return Err(replication(format!("publishing a batch failed: {error}")));
                 }
             };
+            // Stepped down meanwhile: what the stream took (if anything) is read back as a
+            // follower.
+            if !state.leading || state.last != after {
+                return Err(not_leader());
+            }
             state.last += 1;
             let stream = state.last;
             state.pending.push_back(Pending { stream, head: first + count - 1, ack });

@@ -356,9 +356,11 @@ impl Cluster {
         self.log.position().stream
     }
 
-    /// The newest message of the stream (asks the servers).
+    /// The newest message of the stream (asks the servers; `None` if they do not answer
+    /// within a second).
     pub(crate) async fn stream_head(&self) -> Option<u64> {
-        self.stream.get_info().await.ok().map(|info| info.state.last_sequence)
+        let info = tokio::time::timeout(Duration::from_secs(1), self.stream.get_info()).await;
+        info.ok()?.ok().map(|info| info.state.last_sequence)
     }
 
     /// The node's life, until `shutdown`: follow, lead when elected, follow again.
@@ -483,11 +485,18 @@ impl Cluster {
                     }
                     held = match held {
                         None => match self.leases.create(LEASE_KEY, Bytes::from(self.node.clone())).await {
-                            Ok(revision) => {
-                                let target = self.stream_head().await.ok_or("reading the log's head")?;
-                                tracing::info!(node = %self.node, target, "won the lease; catching up before leading");
-                                Some((revision, target))
-                            }
+                            Ok(revision) => match self.stream_head().await {
+                                Some(target) => {
+                                    tracing::info!(node = %self.node, target, "won the lease; catching up before leading");
+                                    Some((revision, target))
+                                }
+                                // Without the log's head this node cannot know it caught up:
+                                // let another (or a later attempt) lead.
+                                None => {
+                                    let _ = self.leases.delete_expect_revision(LEASE_KEY, Some(revision)).await;
+                                    None
+                                }
+                            },
                             Err(_) => {
                                 if let Ok(Some(leader)) = self.leases.get(LEASE_KEY).await {
                                     self.leader.send_if_modified(|l| replace(l, &String::from_utf8_lossy(&leader)));

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod cluster;
+
 use muster::{Clock, Config, ServeError};
 use serde_json::Value;
 use tokio::task::JoinHandle;

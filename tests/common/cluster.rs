@@ -1,0 +1,217 @@
+//! A cluster on loopback for the tests and the cluster benchmark: three nats-servers
+//! (Debian's `nats-server`, from the configs in `tests/cluster/`, the ports and store dirs
+//! moved by flags) and three `muster` nodes on them, as processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Process, check_log, split};
+
+/// The nodes' lease: the default, longer than a NATS stream's own failover.
+pub const LEASE: &str = "8s";
+/// How long a claim waits for its owner's session to come back.
+pub const GRACE: &str = "4s";
+
+/// One nats-server of three.
+pub struct Nats {
+    pub index: usize,
+    pub port: u16,
+    pub route: u16,
+    pub routes: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Nats {
+    pub fn spawn(&mut self) {
+        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/cluster/nats-{}.conf", self.index));
+        let log = std::fs::File::create(self.dir.join(format!("nats-{}.log", self.index))).unwrap();
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(conf)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", self.route), "--routes", &self.routes])
+            .arg("-sd")
+            .arg(self.dir.join(format!("nats-{}", self.index)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "nats-server {} did not listen", self.index);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Three nats-servers and three Muster nodes.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nats: Vec<Nats>,
+    pub nodes: Vec<Option<Process>>,
+    pub addrs: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// The whole cluster, once one node leads; `None` (and a visible skip) without
+    /// nats-server.
+    pub async fn start() -> Option<Cluster> {
+        if Command::new("nats-server").arg("--version").output().is_err() {
+            let required = std::env::var("MUSTER_REQUIRE_NATS").is_ok_and(|v| v == "1");
+            assert!(!required, "MUSTER_REQUIRE_NATS=1 but nats-server is not installed");
+            let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("SKIPPED: no nats-server\n"));
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let list = routes.iter().map(|r| format!("nats://127.0.0.1:{r}")).collect::<Vec<_>>().join(",");
+        let mut nats: Vec<Nats> = (0..3)
+            .map(|i| Nats {
+                index: i + 1,
+                port: free_port(),
+                route: routes[i],
+                routes: list.clone(),
+                dir: dir.path().to_owned(),
+                child: None,
+            })
+            .collect();
+        for n in &mut nats {
+            n.spawn();
+        }
+        let addrs = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), addrs };
+        for i in 0..3 {
+            let node = cluster.spawn_node(i);
+            cluster.nodes.push(Some(node));
+        }
+        cluster.leader().await;
+        Some(cluster)
+    }
+
+    pub fn urls(&self) -> String {
+        self.nats.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn spawn_node(&self, i: usize) -> Process {
+        let data = self.dir.path().join(format!("node-{i}"));
+        let name = format!("node-{i}");
+        let args = [
+            "--cluster",
+            &self.urls(),
+            "--node",
+            &name,
+            "--leader-lease",
+            LEASE,
+            "--tick",
+            "200ms",
+            "--claim-grace",
+            GRACE,
+        ];
+        Process::start_at(&data, &self.addrs[i], &[], &args)
+    }
+
+    pub fn node(&self, i: usize) -> &Process {
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{path}", self.addrs[i])
+    }
+
+    pub async fn health(&self, i: usize) -> Option<Value> {
+        let r = reqwest::get(self.url(i, "/health")).await.ok()?;
+        Some(split(r).await.1)
+    }
+
+    /// The node that leads, once one does and every running node knows it.
+    pub async fn leader(&self) -> usize {
+        let started = Instant::now();
+        loop {
+            let mut leaders = Vec::new();
+            let mut named = Vec::new();
+            for i in (0..3).filter(|i| self.nodes[*i].is_some()) {
+                if let Some(h) = self.health(i).await {
+                    if h["cluster"]["role"] == "leader" {
+                        leaders.push(i);
+                    }
+                    named.push(h["cluster"]["leader"].as_str().map(str::to_owned));
+                }
+            }
+            if let [leader] = leaders[..]
+                && named.iter().all(|n| n.as_deref() == Some(format!("node-{leader}").as_str()))
+            {
+                return leader;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "no leader after 60 s: {leaders:?} {named:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every running node has applied the same head; returns it.
+    pub async fn converged(&self) -> u64 {
+        let started = Instant::now();
+        loop {
+            let mut heads = Vec::new();
+            for i in (0..3).filter(|i| self.nodes[*i].is_some()) {
+                heads.push(self.health(i).await.map(|h| h["head"].as_u64().unwrap()));
+            }
+            if heads.iter().all(|h| h.is_some() && *h == heads[0]) {
+                return heads[0].unwrap();
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the nodes did not converge: {heads:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every running node's log, read whole: gap-free, claims never overlapping, tokens
+    /// growing (`check_log`), and the same events, `seq` for `seq`, on each.
+    pub async fn check_logs(&self) -> u64 {
+        let http = reqwest::Client::new();
+        let head = self.converged().await;
+        let mut first: Option<Vec<Value>> = None;
+        for i in (0..3).filter(|i| self.nodes[*i].is_some()) {
+            assert_eq!(check_log(&http, &self.url(i, "")).await, head);
+            let events = all_events(&http, &self.url(i, "")).await;
+            match &first {
+                None => first = Some(events),
+                Some(expected) => assert!(&events == expected, "node-{i}'s log differs from the others'"),
+            }
+        }
+        head
+    }
+}
+
+pub async fn all_events(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let r = http.get(format!("{base}/events?since={}&limit=1000", out.len())).send().await.unwrap();
+        let (_, page) = split(r).await;
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            return out;
+        }
+        out.extend(events.iter().cloned());
+    }
+}
