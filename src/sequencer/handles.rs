@@ -94,7 +94,8 @@ pub(super) enum Message {
 }
 
 /// The handle that submits commands. The sequencer knows no credentials: whoever holds a
-/// `Writer` has checked the caller (only the api layer holds one).
+/// `Writer` has checked the caller — the api layer, and a cluster's leader for the writes
+/// its followers' api layers checked and forwarded (and its own bookkeeping).
 #[derive(Clone)]
 pub(crate) struct Writer {
     pub(super) tx: mpsc::Sender<Message>,

@@ -10,6 +10,11 @@
 //!   with one sync (group commit), publishes the new snapshot to readers and the events to
 //!   the hub, and only then answers the callers of those batches.
 //!
+//! On a cluster's follower the writer takes, instead of commands, batches another node
+//! decided (`Message::Apply`, from the replicated log): it checks that each follows its
+//! head, applies and writes it the same way, and the syncer makes it durable and publishes
+//! it like any other.
+//!
 //! So a batch is decided while the previous one is being synced, and no answer — not even
 //! a refusal, which may depend on an earlier write of the same pipeline — leaves before
 //! everything it depends on is on disk. If a sync fails, its batches and every batch
