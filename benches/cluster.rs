@@ -9,11 +9,15 @@
 //!   first write acknowledged through another node (then the killed node is restarted and
 //!   the cluster converges before the next kill);
 //! - catch-up: a follower is stopped, `--missed` events are written, it is started again;
-//!   the time until it has applied them all (including its start).
+//!   the time until it has applied them all (including its start);
+//! - fan-out: `--subscribers` WebSocket subscribers to `tasks` (spread over the nodes, or
+//!   all on the single node) while `--events` tasks are created: the time from the first
+//!   write to the last subscriber's last event, and the deliveries/s that makes.
 //!
 //! ```text
-//! cargo bench --bench cluster                      # 64 connections, 3 runs of 10 s, 10 kills, 100,000 missed
+//! cargo bench --bench cluster                      # 64 connections, 3 runs of 10 s, 10 kills, 100,000 missed, 300 subscribers × 2,000 events
 //! cargo bench --bench cluster -- --seconds 5 --runs 1 --kills 3 --missed 20000
+//! cargo bench --bench cluster -- --parts fanout --subscribers 300 --events 2000
 //! cargo bench --bench cluster -- --smoke           # tiny: that it still works (CI)
 //! ```
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -24,6 +28,9 @@ mod driver;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 use common::cluster::Cluster;
 use driver::{Outcome, drive_spread, post};
@@ -74,6 +81,48 @@ async fn run(addrs: &[SocketAddr], scenario: &str, conns: usize, seconds: f64) -
     drive_spread(addrs, conns, seconds, request(scenario, conns, n)).await
 }
 
+/// `subscribers` WebSocket subscribers to `tasks`, spread over `subscribe_at`, while
+/// `events` tasks are created through `write_to` (16 connections): the time from the first
+/// write to the last subscriber's last `task.created`.
+async fn fanout(subscribe_at: &[SocketAddr], write_to: &[SocketAddr], subscribers: usize, events: u64) -> Duration {
+    let (ready, mut welcomed) = tokio::sync::mpsc::channel::<()>(subscribers);
+    let mut done = Vec::new();
+    for s in 0..subscribers {
+        let (addr, ready) = (subscribe_at[s % subscribe_at.len()], ready.clone());
+        done.push(tokio::spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+            ws.send(Message::text(r#"{"id":1,"op":"hello","topics":["tasks"]}"#)).await.unwrap();
+            let _welcome = ws.next().await;
+            ready.send(()).await.unwrap();
+            let mut seen = 0;
+            while seen < events {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) if text.as_str().contains(r#""type":"task.created""#) => seen += 1,
+                    Some(Ok(_)) => {}
+                    other => panic!("subscriber {s} lost its connection after {seen} events: {other:?}"),
+                }
+            }
+            Instant::now()
+        }));
+    }
+    for _ in 0..subscribers {
+        welcomed.recv().await.unwrap();
+    }
+    let started = Instant::now();
+    let per = events.div_ceil(16);
+    let wrote = drive_spread(write_to, 16, 3600.0, move |c, i| {
+        let k = c as u64 * per + i;
+        (i < per && k < events).then(|| post("/tasks", &format!(r#"{{"title":"fan-out {k}"}}"#)))
+    })
+    .await;
+    assert_eq!(wrote.errors, 0);
+    let mut last = started;
+    for d in done {
+        last = last.max(d.await.unwrap());
+    }
+    last - started
+}
+
 fn rate(o: &Outcome) -> f64 {
     o.requests as f64 / o.elapsed.as_secs_f64()
 }
@@ -96,6 +145,8 @@ fn addrs(cluster: &Cluster) -> Vec<SocketAddr> {
 
 fn main() {
     let (mut seconds, mut runs, mut conns, mut kills, mut missed, mut smoke) = (10.0, 3, 64, 10, 100_000u64, false);
+    let (mut subscribers, mut events) = (300, 2_000u64);
+    let mut parts = vec!["writes".to_owned(), "fanout".to_owned(), "failover".to_owned(), "catchup".to_owned()];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -104,90 +155,140 @@ fn main() {
             "--connections" => conns = args.next().unwrap().parse().unwrap(),
             "--kills" => kills = args.next().unwrap().parse().unwrap(),
             "--missed" => missed = args.next().unwrap().parse().unwrap(),
-            "--smoke" => (seconds, runs, conns, kills, missed, smoke) = (0.3, 1, 3, 1, 200, true),
+            "--subscribers" => subscribers = args.next().unwrap().parse().unwrap(),
+            "--events" => events = args.next().unwrap().parse().unwrap(),
+            "--parts" => parts = args.next().unwrap().split(',').map(str::to_owned).collect(),
+            "--smoke" => {
+                (seconds, runs, conns, kills, missed, smoke) = (0.3, 1, 3, 1, 200, true);
+                (subscribers, events) = (6, 20);
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let part = |name: &str| parts.iter().any(|p| p == name);
     rt.block_on(async {
-        println!("| scenario | conns | broker | writes/s (median run) | p50 ms | p99 ms | writes/s of each run | errors |");
-        println!("|---|---|---|---|---|---|---|---|");
-        for scenario in ["create", "claim", "chat"] {
-            let mut rates = Vec::new();
-            for broker in ["cluster R3", "single node"] {
-                let mut outcomes = Vec::new();
-                for _ in 0..runs {
-                    // A fresh cluster (or node) for every run: the same start for both.
-                    let outcome = if broker == "single node" {
-                        let dir = tempfile::tempdir().unwrap();
-                        let p = common::Process::start(&dir.path().join("data"), &[], &[]);
-                        run(&[p.addr], scenario, conns, seconds).await
-                    } else {
-                        let Some(cluster) = Cluster::start().await else { return };
-                        run(&addrs(&cluster), scenario, conns, seconds).await
-                    };
-                    if smoke {
-                        assert!(outcome.requests > 0 && outcome.errors == 0, "{scenario} on the {broker}");
-                    }
-                    outcomes.push(outcome);
-                }
-                let errors: u64 = outcomes.iter().map(|o| o.errors).sum();
-                let (m, spread) = median(&mut outcomes);
-                rates.push(rate(m));
-                println!(
-                    "| {scenario} | {conns} | {broker} | {:.0} | {:.2} | {:.2} | {spread} | {errors} |",
-                    rate(m),
-                    m.percentile(0.5),
-                    m.percentile(0.99)
-                );
-            }
-            println!("| {scenario} | {conns} | cluster / single | {:.2} | | | | |", rates[0] / rates[1]);
+        if part("writes") {
+            writes(seconds, runs, conns, smoke).await;
         }
-
-        let Some(mut cluster) = Cluster::start().await else { return };
-        let mut times = Vec::new();
-        for _ in 0..kills {
-            let leader = cluster.leader().await;
-            cluster.nodes[leader].take().unwrap().kill9();
-            let killed = Instant::now();
-            let other = (leader + 1) % 3;
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-            loop {
-                let r = http.post(cluster.url(other, "/tasks")).header("X-Agent", "probe").body(r#"{"title":"probe"}"#);
-                if r.send().await.is_ok_and(|r| r.status() == 201) {
-                    break;
-                }
-                assert!(killed.elapsed() < Duration::from_secs(60), "no write within 60 s of the kill");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            times.push(killed.elapsed().as_secs_f64());
-            cluster.nodes[leader] = Some(cluster.spawn_node(leader));
-            cluster.converged().await;
+        if part("fanout") {
+            fanouts(subscribers, events).await;
         }
-        let all = times.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(", ");
-        println!(
-            "\nfailover (kill -9 of the leader → first write acknowledged through another node), {} kills: p50 {:.1} s, max {:.1} s ({all})",
-            times.len(),
-            percentile(&mut times, 0.5),
-            percentile(&mut times, 1.0)
-        );
-
-        let leader = cluster.leader().await;
-        let follower = (leader + 1) % 3;
-        let from = cluster.converged().await;
-        cluster.nodes[follower].take().unwrap().terminate();
-        let writers: Vec<SocketAddr> = [leader, (leader + 2) % 3].map(|i| cluster.addrs[i].parse().unwrap()).to_vec();
-        assert_eq!(fill(&writers, missed).await.errors, 0);
-        let head = cluster.converged().await;
-        let started = Instant::now();
-        cluster.nodes[follower] = Some(cluster.spawn_node(follower));
-        assert_eq!(cluster.converged().await, head);
-        let took = started.elapsed().as_secs_f64();
-        println!(
-            "catch-up: a follower restarted {} events behind had applied them all {took:.1} s later ({:.0} events/s, its start included)",
-            head - from,
-            (head - from) as f64 / took
-        );
+        if part("failover") {
+            failovers(kills).await;
+        }
+        if part("catchup") {
+            catch_up(missed).await;
+        }
     });
+}
+
+/// Durable writes/s of each scenario, on a fresh cluster and a fresh single node per run.
+async fn writes(seconds: f64, runs: usize, conns: usize, smoke: bool) {
+    println!("| scenario | conns | broker | writes/s (median run) | p50 ms | p99 ms | writes/s of each run | errors |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for scenario in ["create", "claim", "chat"] {
+        let mut rates = Vec::new();
+        for broker in ["cluster R3", "single node"] {
+            let mut outcomes = Vec::new();
+            for _ in 0..runs {
+                let outcome = if broker == "single node" {
+                    let dir = tempfile::tempdir().unwrap();
+                    let p = common::Process::start(&dir.path().join("data"), &[], &[]);
+                    run(&[p.addr], scenario, conns, seconds).await
+                } else {
+                    let Some(cluster) = Cluster::start().await else { return };
+                    run(&addrs(&cluster), scenario, conns, seconds).await
+                };
+                if smoke {
+                    assert!(outcome.requests > 0 && outcome.errors == 0, "{scenario} on the {broker}");
+                }
+                outcomes.push(outcome);
+            }
+            let errors: u64 = outcomes.iter().map(|o| o.errors).sum();
+            let (m, spread) = median(&mut outcomes);
+            rates.push(rate(m));
+            let (p50, p99) = (m.percentile(0.5), m.percentile(0.99));
+            println!(
+                "| {scenario} | {conns} | {broker} | {:.0} | {p50:.2} | {p99:.2} | {spread} | {errors} |",
+                rate(m)
+            );
+        }
+        println!("| {scenario} | {conns} | cluster / single | {:.2} | | | | |", rates[0] / rates[1]);
+    }
+}
+
+/// Fan-out with the subscribers spread over the cluster's nodes, then all on a single node.
+async fn fanouts(subscribers: usize, events: u64) {
+    let Some(cluster) = Cluster::start().await else { return };
+    let spread = addrs(&cluster);
+    let took = fanout(&spread, &spread, subscribers, events).await;
+    drop(cluster);
+    let dir = tempfile::tempdir().unwrap();
+    let single = common::Process::start(&dir.path().join("data"), &[], &[]);
+    let alone = fanout(&[single.addr], &[single.addr], subscribers, events).await;
+    let deliveries = (subscribers as u64 * events) as f64;
+    for (broker, took) in [("cluster R3, subscribers on every node", took), ("single node", alone)] {
+        let secs = took.as_secs_f64();
+        println!(
+            "fan-out, {broker}: {subscribers} subscribers × {events} tasks: the last delivered {secs:.2} s after \
+             the first write ({:.0} deliveries/s)",
+            deliveries / secs
+        );
+    }
+}
+
+/// The leader node killed `kills` times: the time to the first write acknowledged through
+/// another node.
+async fn failovers(kills: usize) {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut times = Vec::new();
+    for _ in 0..kills {
+        let leader = cluster.leader().await;
+        cluster.nodes[leader].take().unwrap().kill9();
+        let killed = Instant::now();
+        let other = (leader + 1) % 3;
+        loop {
+            let r = http.post(cluster.url(other, "/tasks")).header("X-Agent", "probe").body(r#"{"title":"probe"}"#);
+            if r.send().await.is_ok_and(|r| r.status() == 201) {
+                break;
+            }
+            assert!(killed.elapsed() < Duration::from_secs(60), "no write within 60 s of the kill");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        times.push(killed.elapsed().as_secs_f64());
+        cluster.nodes[leader] = Some(cluster.spawn_node(leader));
+        cluster.converged().await;
+    }
+    let all = times.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(", ");
+    let (p50, max) = (percentile(&mut times, 0.5), percentile(&mut times, 1.0));
+    println!(
+        "failover (kill -9 of the leader → first write acknowledged through another node), {kills} kills: p50 \
+         {p50:.1} s, max {max:.1} s ({all})"
+    );
+}
+
+/// A follower stopped while `missed` tasks are created: the time it takes, started again,
+/// to have applied them all.
+async fn catch_up(missed: u64) {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let from = cluster.converged().await;
+    cluster.nodes[follower].take().unwrap().terminate();
+    let writers: Vec<SocketAddr> = [leader, (leader + 2) % 3].map(|i| cluster.addrs[i].parse().unwrap()).to_vec();
+    assert_eq!(fill(&writers, missed).await.errors, 0);
+    let head = cluster.converged().await;
+    let started = Instant::now();
+    cluster.nodes[follower] = Some(cluster.spawn_node(follower));
+    assert_eq!(cluster.converged().await, head);
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "catch-up: a follower restarted {} events behind had applied them all {took:.1} s later ({:.0} events/s, \
+         its start included)",
+        head - from,
+        (head - from) as f64 / took
+    );
 }
