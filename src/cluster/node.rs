@@ -155,7 +155,13 @@ async fn verify(store: &Store, stream: &stream::Stream, log: &ReplicatedLog) -> 
     let mut at = position.stream;
     while ours.peek().is_some() {
         at += 1;
-        let Ok(message) = stream.direct_get(at).await else { return Err(diverged()) };
+        let message = match stream.direct_get(at).await {
+            Ok(message) => message,
+            // The stream ends before this dir's history does.
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => return Err(diverged()),
+            // Not an answer about the log: never a reason to set a data dir aside.
+            Err(e) => return Err(JoinError::Failed(format!("cluster: reading message {at} of the log: {e}"))),
+        };
         let batch = wire::decode(Some(&message.headers), &message.payload)
             .map_err(|e| JoinError::Failed(format!("cluster: message {at} of the log: {e}")))?;
         for frame in &batch.frames {
