@@ -18,6 +18,8 @@
 //!   IO, no clock;
 //! - [`store`]: sled — the event log behind the `Log` seam, the views, chat
 //!   history;
+//! - [`cluster`]: with `--cluster`, the log replicated on a NATS JetStream stream behind the
+//!   same seam, the leader's lease, followers applying the stream and forwarding writes;
 //! - [`hub`]: topics → subscribers, byte-bounded outboxes, the slow-consumer
 //!   policy; [`frame`]: an event serialized once;
 //! - [`auth`]: the token file; [`clock`]: the one source of "now"; [`config`]: the one
