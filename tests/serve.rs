@@ -92,7 +92,9 @@ fn sigterm_under_load_finishes_in_bounded_time_and_loses_nothing_acknowledged() 
         .map(|w| {
             let (base, acked, stop) = (base.clone(), acked.clone(), stop.clone());
             rt.spawn(async move {
-                let http = reqwest::Client::new();
+                // A bound on every request: one caught in the client's pool as the broker
+                // went away once waited for ever (seen in CI, the broker long gone).
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                 for n in 0.. {
                     if stop.load(std::sync::atomic::Ordering::Relaxed) {
                         return;
