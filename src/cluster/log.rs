@@ -54,6 +54,8 @@ struct Message {
 
 struct Pending {
     stream: u64,
+    /// `seq` of the message's first event, and the head after it.
+    first: Seq,
     head: Seq,
     ack: PublishAckFuture,
 }
@@ -120,13 +122,11 @@ impl ReplicatedLog {
         self.views.set_cluster_position(&state.position)
     }
 
-    /// This node no longer appends: what it published and was not confirmed is dropped (a
-    /// follower reads what the stream really holds from its position on).
+    /// This node no longer appends. What it published and is not confirmed yet stays
+    /// pending: the sync waiting for it learns from JetStream whether it was stored (never
+    /// answered as done without that), and a refused one is rolled back.
     pub(super) fn follow(&self) {
-        let mut state = self.state();
-        state.leading = false;
-        state.pending.clear();
-        state.last = state.position.stream;
+        self.state().leading = false;
     }
 
     /// The messages a batch becomes: one, unless it is larger than the servers take; then
@@ -191,7 +191,7 @@ impl Log for ReplicatedLog {
             }
             state.last += 1;
             let stream = state.last;
-            state.pending.push_back(Pending { stream, head: first + count - 1, ack });
+            state.pending.push_back(Pending { stream, first, head: first + count - 1, ack });
         }
         self.local.append(expected_head, batch, keys)
     }
@@ -227,7 +227,13 @@ impl Log for ReplicatedLog {
     }
 
     fn discard(&self, first: Seq) -> Result<(), StoreError> {
-        self.follow();
+        // The batches from `first` on are rolled back: their messages are not waited for (if
+        // the stream took one, this node reads it back as a follower). Earlier ones still are.
+        {
+            let mut state = self.state();
+            state.leading = false;
+            state.pending.retain(|p| p.first < first);
+        }
         self.local.discard(first)
     }
 

@@ -385,6 +385,11 @@ impl Cluster {
                 Turn::Lead { revision } => {
                     self.lead(revision, &writer, &reader, &shutdown).await;
                     self.log.follow();
+                    // Before reading the stream again, every batch decided as leader must be
+                    // settled (confirmed, or refused and rolled back): a command queued behind
+                    // them is answered only after they are (a tick; whatever it would write
+                    // is refused, as this node no longer leads).
+                    let _ = writer.submit(Command::Tick, None).await;
                 }
                 Turn::Stop => break,
             }
