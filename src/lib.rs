@@ -134,8 +134,11 @@ pub async fn serve(
     // (and the sessions' goodbyes) are answered.
     tracker.spawn_blocking(move || sequencer.run());
     let cluster = joined.map(|j| j.cluster);
+    // A node stays in its cluster until its sessions said goodbye: their last writes go
+    // through the leader (or are decided here, leading) and come back through the log.
+    let leave = CancellationToken::new();
     if let Some(cluster) = &cluster {
-        tracker.spawn(Arc::clone(cluster).run(writer.clone(), reader.clone(), shutdown.clone()));
+        tracker.spawn(Arc::clone(cluster).run(writer.clone(), reader.clone(), leave.clone()));
     }
     let broker = Arc::new(Broker::new(
         writer,
@@ -159,6 +162,7 @@ pub async fn serve(
         tracing::info!("tokens are on: every request must carry one");
     }
     let served = transport::serve(listener, Arc::clone(&broker), Arc::new(config), metrics, shutdown).await;
+    leave.cancel();
     broker.stop().await;
     tracker.close();
     tracker.wait().await;

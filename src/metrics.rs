@@ -47,7 +47,8 @@ impl Histogram {
 /// Everything the broker counts.
 #[derive(Default)]
 pub(crate) struct Metrics {
-    /// Commands accepted by the domain.
+    /// Commands that came to this node (over any transport) and were accepted; on a
+    /// cluster, the leader decides them all, but each is counted where it came in.
     pub(crate) commands_ok: AtomicU64,
     /// Commands refused by the domain (conflicts, invalid input).
     pub(crate) commands_refused: AtomicU64,
@@ -118,7 +119,7 @@ impl Metrics {
         };
         let _ = writeln!(
             out,
-            "# HELP muster_commands_total Write commands by result.\n# TYPE muster_commands_total counter"
+            "# HELP muster_commands_total Write commands that came to this node, by result.\n# TYPE muster_commands_total counter"
         );
         for (result, c) in
             [("ok", &self.commands_ok), ("refused", &self.commands_refused), ("failed", &self.commands_failed)]

@@ -337,7 +337,7 @@ async fn every_websocket_operation_needs_a_token_and_acts_only_as_its_agent() {
     let (s, link, _zelda) = with_tokens().await;
 
     // Without a session nothing but hello is taken; hello without a token is refused.
-    let mut anonymous = Ws::connect(s.addr).await;
+    let mut anonymous = Ws::connect(s.addr()).await;
     for (name, op) in examples() {
         let reply = anonymous.request(frame(&op)).await;
         let code = reply["error"]["code"].as_str().unwrap_or_default().to_owned();
@@ -356,7 +356,7 @@ async fn every_websocket_operation_needs_a_token_and_acts_only_as_its_agent() {
     let reply = anonymous.request(json!({"op": "hello", "agent": "zelda", "token": link})).await;
     assert_eq!(reply["error"]["code"], "forbidden", "hello as another agent: {reply}");
 
-    let mut ws = Ws::connect(s.addr).await;
+    let mut ws = Ws::connect(s.addr()).await;
     ws.hello(json!({"agent": "link", "token": link})).await;
     for (name, op) in examples() {
         match needs(op.clone()) {

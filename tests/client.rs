@@ -49,7 +49,7 @@ async fn the_client_resumes_without_gap_or_duplicate_after_the_broker_is_killed_
     let (client, mut events) = Client::connect(Options::new(&url).topics(["tasks"])).await.unwrap();
     assert_eq!(next(&mut events).await, Notice::Resumed { head: 0 });
     let epoch = client.epoch().unwrap();
-    create_over_http(&url, "before the crash").await;
+    create_over_http(&broker.url(""), "before the crash").await;
     let first = event(&mut events).await;
     assert_eq!((first.seq, created_title(&first)), (1, "before the crash"));
 
@@ -60,8 +60,8 @@ async fn the_client_resumes_without_gap_or_duplicate_after_the_broker_is_killed_
 
     let broker = Process::start_at(&data, &addr, &[], &[]);
     // Written before the client is back: it must get these from the log, exactly once.
-    create_over_http(&url, "while away 1").await;
-    create_over_http(&url, "while away 2").await;
+    create_over_http(&broker.url(""), "while away 1").await;
+    create_over_http(&broker.url(""), "while away 2").await;
     let Notice::Resumed { head } = next(&mut events).await else { panic!("expected a resume") };
     assert!(head >= 1, "{head}");
     let mut seen = Vec::new();
@@ -90,7 +90,7 @@ async fn the_client_says_resync_when_the_broker_lost_its_history() {
     let (client, mut events) = Client::connect(Options::new(&url).topics(["tasks"])).await.unwrap();
     next(&mut events).await;
     let old_epoch = client.epoch().unwrap();
-    create_over_http(&url, "in the old data").await;
+    create_over_http(&broker.url(""), "in the old data").await;
     event(&mut events).await;
     broker.terminate();
 
@@ -99,7 +99,7 @@ async fn the_client_says_resync_when_the_broker_lost_its_history() {
     let Notice::Resync { epoch, head } = next(&mut events).await else { panic!("expected a resync") };
     assert_ne!(epoch, old_epoch);
     assert_eq!(head, 0);
-    create_over_http(&url, "in the new data").await;
+    create_over_http(&broker.url(""), "in the new data").await;
     let e = event(&mut events).await;
     assert_eq!((e.seq, created_title(&e)), (1, "in the new data"));
     broker.kill9();
@@ -135,7 +135,7 @@ async fn a_refused_subscribe_does_not_poison_later_reconnections() {
     let broker = Process::start_at(&data, &addr, &[], &[]);
     // The next hello repeats only the accepted topic, so the broker takes it.
     assert!(matches!(next(&mut events).await, Notice::Resumed { .. }));
-    create_over_http(&url, "after the restart").await;
+    create_over_http(&broker.url(""), "after the restart").await;
     let e = event(&mut events).await;
     assert_eq!(created_title(&e), "after the restart");
     broker.kill9();

@@ -213,17 +213,27 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let before = acked.lock().unwrap().tasks.len();
     assert!(before > 0, "the load made no write");
 
+    let at_kill = acked.lock().unwrap().tasks.len();
     cluster.nodes[leader].take().unwrap().kill9();
     let other = (leader + 1) % 3;
     let failover = until_writable(&cluster, other, Duration::from_secs(60)).await;
     eprintln!("writes resumed {failover:?} after the leader was killed");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The load's own writes resume too: a writer whose request a follower had forwarded to
+    // the killed leader first waits out the forward's timeout (30 s) and gets a 503.
+    let resumed = Instant::now();
+    while acked.lock().unwrap().tasks.len() <= at_kill {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(60),
+            "no write of the load was acknowledged after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    assert!(acked.tasks.len() > before, "no write was acknowledged after the failover");
     eprintln!("statuses: {:?}", acked.statuses);
 
     // The killed node comes back (afresh if it held batches the log never took) and agrees.

@@ -69,7 +69,7 @@ async fn bad_http_bodies_get_clear_errors_naming_the_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_websocket_frames_get_errors_and_the_connection_stays() {
     let s = Server::start().await;
-    let mut ws = Ws::connect(s.addr).await;
+    let mut ws = Ws::connect(s.addr()).await;
     ws.hello(json!({})).await;
     let deep = format!(r#"{{"id":1,"op":"task.create","title":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
     let ten_thousand: Vec<String> = (0..10_000).map(|i| format!("task:T-{i}")).collect();
@@ -108,10 +108,10 @@ async fn bad_websocket_frames_get_errors_and_the_connection_stays() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_frames_is_refused_then_closed_and_others_are_not_slowed() {
     let s = Server::start_with(|c| c.max_frames_per_second = 100).await;
-    let mut other = Ws::connect(s.addr).await;
+    let mut other = Ws::connect(s.addr()).await;
     other.hello(json!({})).await;
 
-    let flooder = Ws::connect(s.addr).await;
+    let flooder = Ws::connect(s.addr()).await;
     let (mut sink, mut stream) = flooder.stream.split();
     sink.send(Message::text(r#"{"id":0,"op":"hello"}"#)).await.unwrap();
     let sender = tokio::spawn(async move {
@@ -158,7 +158,7 @@ async fn a_steady_flood_at_twice_the_rate_is_closed_too() {
     // Paced, not a burst: some frames always get through as the bucket refills, and the
     // flood must still be recognised (refusals are counted per second, not in a row).
     let s = Server::start_with(|c| c.max_frames_per_second = 20).await;
-    let ws = Ws::connect(s.addr).await;
+    let ws = Ws::connect(s.addr()).await;
     let (mut sink, mut stream) = ws.stream.split();
     sink.send(Message::text(r#"{"id":0,"op":"hello"}"#)).await.unwrap();
     let sender = tokio::spawn(async move {
@@ -191,7 +191,7 @@ async fn an_oversize_body_gets_its_413_every_time() {
     let s = Server::start().await;
     let body = format!(r#"{{"title":"{}"}}"#, "a".repeat(2 << 20));
     for attempt in 0..5 {
-        let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let mut conn = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
         let head = format!(
             "POST /tasks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()

@@ -551,7 +551,9 @@ async fn capabilities_and_openapi_describe_the_routes_that_exist() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_what_happened() {
-    let s = Server::start().await;
+    let mut s = Server::start().await;
+    // Each node counts what came to it (on a cluster under test: one node of three).
+    s.pin_to_one_node();
     s.task("a").await;
     s.post("/tasks/T-1/claim", json!({"agent": "link"})).await;
     s.post("/tasks/T-1/claim", json!({"agent": "zelda"})).await;
@@ -570,7 +572,7 @@ async fn metrics_count_what_happened() {
     }
 
     // Streams open now: one WebSocket session.
-    let mut ws = common::Ws::connect(s.addr).await;
+    let mut ws = common::Ws::connect(s.addr()).await;
     ws.hello(json!({"agent": "navi"})).await;
     let text = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("muster_connections{kind=\"websocket\"} 1"), "{text}");

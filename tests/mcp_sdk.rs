@@ -26,7 +26,7 @@ async fn the_official_mcp_python_sdk_drives_muster_mcp() {
     };
     let s = Server::start().await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_sdk/drive.py");
-    let url = format!("http://{}", s.addr);
+    let url = format!("http://{}", s.addr());
     // Bounded: `timeout` kills a run that hangs (a wait that never wakes).
     let output = tokio::task::spawn_blocking(move || {
         Command::new("timeout")

@@ -108,7 +108,7 @@ async fn agents_racing_for_overlapping_globs_get_disjoint_reservations_and_refus
 
 /// A WebSocket observer of the `files` topic.
 async fn watcher(s: &Server) -> Ws {
-    let mut ws = Ws::connect(s.addr).await;
+    let mut ws = Ws::connect(s.addr()).await;
     ws.hello(json!({ "topics": ["files"] })).await;
     ws
 }
@@ -170,7 +170,7 @@ async fn reservations_end_with_their_task_their_ttl_and_their_holder() {
     );
 
     // An agent whose session closes keeps them for the grace, then loses them all.
-    let mut kai = Ws::connect(s.addr).await;
+    let mut kai = Ws::connect(s.addr()).await;
     kai.hello(json!({ "agent": "kai" })).await;
     let t3 = s.task("docs").await;
     kai.ok(json!({ "op": "task.claim", "task": t3 })).await;

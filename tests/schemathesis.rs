@@ -33,7 +33,7 @@ async fn schemathesis_finds_no_difference_between_the_spec_and_the_server() {
     let s = Server::start().await;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
     let cli = python.with_file_name("schemathesis");
-    let url = format!("http://{}/openapi.json", s.addr);
+    let url = format!("http://{}/openapi.json", s.addr());
     // schemathesis keeps a cache and hypothesis an example database in the working
     // directory: a fresh one each run, outside the repository.
     let scratch = tempfile::tempdir().unwrap();

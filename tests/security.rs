@@ -25,7 +25,7 @@ async fn task_count(s: &Server) -> usize {
 #[tokio::test]
 async fn a_rebinding_host_is_refused() {
     let s = Server::start_with(|c| c.host_names = vec!["muster.internal".into()]).await;
-    let port = s.addr.port();
+    let port = s.addr().port();
     let (status, body) = send(&s, "GET", "/tasks", &[("host", &format!("evil.example:{port}"))], None).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "forbidden");
@@ -45,7 +45,7 @@ async fn a_rebinding_host_is_refused() {
 #[tokio::test]
 async fn a_cross_origin_write_is_refused_and_nothing_is_written() {
     let s = Server::start_with(|c| c.allow_origins = vec!["https://tools.example".into()]).await;
-    let own = format!("http://{}", s.addr);
+    let own = format!("http://{}", s.addr());
     let task = json!({"title": "from a page"});
 
     for (headers, why) in [

@@ -27,7 +27,7 @@ fn curl(port: u16, command: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_three_requests_of_the_article_work_verbatim() {
     let server = Server::start().await;
-    article(&[server.addr.port()]).await;
+    article(&[server.addr().port()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

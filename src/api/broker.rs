@@ -16,7 +16,7 @@ use crate::cluster::Cluster;
 use crate::config::Limits;
 use crate::core::{Command, Policy};
 use crate::metrics::Metrics;
-use crate::sequencer::{IdempotencyKey, Reader, Snapshot, Writer};
+use crate::sequencer::{IdempotencyKey, Reader, Snapshot, WriteError, Writer};
 use crate::store::{Log, Store, StoreError};
 
 /// Store reads running at once. They are short; beyond this, more threads only cost
@@ -158,10 +158,22 @@ impl Broker {
         self.check(caller)?;
         cmd.canonicalize();
         caller.bind(&mut cmd)?;
-        let committed = match &self.cluster {
-            Some(cluster) if !cluster.leading() => cluster.forward(cmd, idempotency, &self.reader).await?,
-            _ => self.writer.submit(cmd, idempotency).await?,
+        let internal = matches!(cmd, Command::Tick | Command::ResetConnections | Command::ResetNode { .. });
+        let outcome = match &self.cluster {
+            Some(cluster) if !cluster.leading() => cluster.forward(cmd, idempotency, &self.reader).await,
+            _ => self.writer.submit(cmd, idempotency).await,
         };
+        // Counted on the node the command came to (a cluster's leader decides them all):
+        // summed over the nodes, every client command once.
+        let counter = match &outcome {
+            Ok(committed) if !committed.replayed => Some(&self.metrics.commands_ok),
+            Err(WriteError::Domain(_)) => Some(&self.metrics.commands_refused),
+            _ => None,
+        };
+        if let Some(counter) = counter.filter(|_| !internal) {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let committed = outcome?;
         Ok(Written { value: committed.reply, replayed: committed.replayed })
     }
 

@@ -33,6 +33,10 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long JetStream has to confirm a batch (or answer any request).
 const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request that creates a stream waits: nodes started together ask for the same
+/// stream at once, and nats-server 2.9 answers only one of them (the others retry, then
+/// find it made).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `join` keeps trying to reach the NATS servers.
 const CONNECT_FOR: Duration = Duration::from_secs(30);
 /// Batches applied but not yet durable here: the follower's pipeline.
@@ -246,13 +250,13 @@ async fn connect(config: &Config, node: &str) -> Result<async_nats::Client, Stri
     }
 }
 
-/// A KV bucket (one value per key, kept `max_age`; zero for ever), created if it does not
-/// exist. Its stream is made here as a KV bucket's is made: async-nats's own
-/// `create_key_value` first asks for the account's details, which nats-server 2.9 answers
-/// in a shape it does not read.
-async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<kv::Store, String> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
+/// A KV bucket's stream (one value per key, kept `max_age`; zero for ever), created if it
+/// does not exist; made here as a KV bucket's is made: async-nats's own `create_key_value`
+/// first asks for the account's details, which nats-server 2.9 answers in a shape it does
+/// not read.
+async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<(), String> {
+    if js.get_key_value(name).await.is_ok() {
+        return Ok(());
     }
     js.get_or_create_stream(stream::Config {
         name: format!("KV_{name}"),
@@ -269,19 +273,25 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
     })
     .await
     .map_err(|e| format!("the {name} bucket: {e}"))?;
-    js.get_key_value(name).await.map_err(|e| format!("the {name} bucket: {e}"))
+    Ok(())
 }
 
-/// The stream, the leader bucket, the nodes' heartbeat bucket and the cluster's epoch (made by the first node, read by
-/// every other), created where missing.
+/// The stream, the leader bucket, the nodes' heartbeat bucket and the cluster's epoch (made
+/// by the first node, read by every other), created where missing.
+///
+/// Every request here waits only [`CREATE_TIMEOUT`]: nodes started together create the same
+/// streams at once, and nats-server 2.9 leaves some of those requests unanswered for a
+/// while; [`retry`] asks again. The handles returned use `js`'s usual timeout.
 async fn setup(
     js: &jetstream::Context,
     config: &Config,
 ) -> Result<(stream::Stream, kv::Store, kv::Store, String), String> {
     let name = &config.cluster_name;
-    let stream = js
+    let quick = creating(js);
+    let log = format!("{name}-log");
+    quick
         .get_or_create_stream(stream::Config {
-            name: format!("{name}-log"),
+            name: log.clone(),
             subjects: vec![format!("{name}.log")],
             num_replicas: config.replicas,
             storage: stream::StorageType::File,
@@ -292,11 +302,17 @@ async fn setup(
         })
         .await
         .map_err(|e| format!("the log's stream: {e}"))?;
-    let leases = bucket(js, &format!("{name}-leader"), config.leader_lease, config.replicas).await?;
-    let nodes = bucket(js, &format!("{name}-nodes"), config.leader_lease, config.replicas).await?;
-    let meta = bucket(js, &format!("{name}-meta"), Duration::ZERO, config.replicas).await?;
+    let (leader, nodes, meta) = (format!("{name}-leader"), format!("{name}-nodes"), format!("{name}-meta"));
+    bucket(&quick, &leader, config.leader_lease, config.replicas).await?;
+    bucket(&quick, &nodes, config.leader_lease, config.replicas).await?;
+    bucket(&quick, &meta, Duration::ZERO, config.replicas).await?;
+    let meta = quick.get_key_value(&meta).await.map_err(|e| format!("the {meta} bucket: {e}"))?;
     let candidate = format!("{:016x}", rand::random::<u64>());
-    let epoch = match meta.create("epoch", Bytes::from(candidate.clone())).await {
+    // A write's acknowledgement waits for the client's own timeout: bounded here too.
+    let made = tokio::time::timeout(CREATE_TIMEOUT, meta.create("epoch", Bytes::from(candidate.clone())))
+        .await
+        .map_err(|_| "making the epoch: timed out")?;
+    let epoch = match made {
         Ok(_) => candidate,
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match meta.get("epoch").await {
             Ok(Some(epoch)) => String::from_utf8_lossy(&epoch).into_owned(),
@@ -305,7 +321,17 @@ async fn setup(
         },
         Err(e) => return Err(format!("making the epoch: {e}")),
     };
+    let stream = js.get_stream(&log).await.map_err(|e| format!("the log's stream: {e}"))?;
+    let leases = js.get_key_value(&leader).await.map_err(|e| format!("the {leader} bucket: {e}"))?;
+    let nodes = js.get_key_value(&nodes).await.map_err(|e| format!("the {nodes} bucket: {e}"))?;
     Ok((stream, leases, nodes, epoch))
+}
+
+/// `js` with the short timeout of a request that creates a stream.
+fn creating(js: &jetstream::Context) -> jetstream::Context {
+    let mut js = js.clone();
+    js.set_timeout(CREATE_TIMEOUT);
+    js
 }
 
 /// Runs `step` until it succeeds, for at most [`CONNECT_FOR`]: servers that just started

@@ -257,7 +257,6 @@ impl Sequencer {
                 answers.push((reply, Err(store_failed(&error, &self.floor.dir))));
                 continue;
             }
-            let internal = matches!(cmd, Command::Tick | Command::ResetConnections | Command::ResetNode { .. });
             let outcome = decide(&self.model, &self.policy, &cmd, now).map(|decision| {
                 for kind in decision.events {
                     let event = Event { seq: self.model.head + 1, at: now, kind };
@@ -270,10 +269,6 @@ impl Sequencer {
             // Only accepted writes are recorded: a refusal's retry is decided again.
             if let (Some(key), Some(fp), Ok(reply)) = (idempotency, fp, &outcome) {
                 records.push((key.0.clone(), self.idempotency.record(key.0, fp, now, reply.clone())));
-            }
-            if !internal {
-                let counter = if outcome.is_ok() { &self.metrics.commands_ok } else { &self.metrics.commands_refused };
-                counter.fetch_add(1, Ordering::Relaxed);
             }
             let committed = outcome.map(|reply| Committed { reply, replayed: false, seq: 0 });
             answers.push((reply, committed.map_err(WriteError::from)));

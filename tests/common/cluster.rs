@@ -129,7 +129,7 @@ impl Cluster {
             "--claim-grace",
             GRACE,
         ];
-        Process::start_at(&data, &self.addrs[i], &[], &args)
+        Process::start_one(&data, &self.addrs[i], &[], &args)
     }
 
     pub fn node(&self, i: usize) -> &Process {

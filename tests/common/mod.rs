@@ -1,11 +1,17 @@
 //! Test harness: the real broker on 127.0.0.1:0 with a temp data dir, in-process or as a
 //! child process of the real `muster` binary.
+//!
+//! With `MUSTER_TEST_CLUSTER` set to NATS URLs (`scripts/test-on-cluster.sh` starts three
+//! nats-servers and sets it), each "broker" is a three-node cluster on those servers, and
+//! the harness spreads requests and connections over its nodes: every test that uses
+//! [`Server`] or [`Process`] then runs, unchanged in what it asserts, against a cluster.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub mod cluster;
@@ -15,14 +21,59 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A broker running inside the test process.
+/// The NATS servers of the cluster the tests run against (`MUSTER_TEST_CLUSTER`), if any.
+pub fn cluster_under_test() -> Option<Vec<String>> {
+    let urls = std::env::var("MUSTER_TEST_CLUSTER").ok().filter(|v| !v.trim().is_empty())?;
+    Some(urls.split(',').map(|u| u.trim().to_owned()).collect())
+}
+
+/// The cluster a data dir belongs to: its name in JetStream (a fresh dir makes a fresh
+/// cluster, as a fresh dir makes a fresh single node) and, for [`Process`], the addresses
+/// of the nodes beside the first, so that a restart brings the same cluster back.
+fn cluster_of(dir: &Path) -> (String, Vec<String>) {
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let file = dir.join("cluster-under-test");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let mut words = text.split_whitespace().map(str::to_owned);
+        let name = words.next().unwrap();
+        return (name, words.collect());
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let name = format!("t{}-{}-{nanos}", std::process::id(), MADE.fetch_add(1, Ordering::Relaxed));
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&file, &name).unwrap();
+    (name, Vec::new())
+}
+
+/// Sets up `config` as node `i` of the cluster under test named `name`.
+fn join_cluster(config: &mut Config, nats: &[String], name: &str, i: usize) {
+    config.cluster = nats.to_vec();
+    config.cluster_name = name.to_owned();
+    config.node = Some(format!("node-{i}"));
+    config.leader_lease = TEST_LEASE;
+}
+
+/// The lease of a cluster under test: its nodes are never cut off from the NATS servers,
+/// and a cluster killed whole restarts a lease later.
+const TEST_LEASE: Duration = Duration::from_secs(3);
+
+/// The node of the next request: each in turn.
+fn next_of<T: Copy>(all: &[T], next: &AtomicUsize) -> T {
+    all[next.fetch_add(1, Ordering::Relaxed) % all.len()]
+}
+
+/// A broker running inside the test process (a single node, or the three nodes of a cluster
+/// under test).
 pub struct Server {
-    pub addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
+    /// Every node's address, pinned or not.
+    addrs_all: Vec<SocketAddr>,
+    next: AtomicUsize,
     pub http: reqwest::Client,
     /// The broker's clock: manual with [`Server::start_manual`], so a test moves time.
     pub clock: Clock,
-    shutdown: CancellationToken,
-    handle: Option<JoinHandle<Result<(), ServeError>>>,
+    /// Each node's own stop, and its task.
+    nodes: Vec<(CancellationToken, JoinHandle<Result<(), ServeError>>)>,
     pub dir: Option<tempfile::TempDir>,
 }
 
@@ -48,16 +99,58 @@ impl Server {
     }
 
     async fn start_clocked(dir: tempfile::TempDir, clock: Clock, configure: impl FnOnce(&mut Config)) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut config = Config::new(addr, dir.path().to_owned());
-        configure(&mut config);
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(muster::serve(listener, config, clock.clone(), shutdown.clone()));
-        let mut server =
-            Server { addr, http: reqwest::Client::new(), clock, shutdown, handle: Some(handle), dir: Some(dir) };
+        let mut configs = Vec::new();
+        let mut listeners = Vec::new();
+        let nats = cluster_under_test();
+        let nodes = if nats.is_some() { 3 } else { 1 };
+        for i in 0..nodes {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let data = if nats.is_some() { dir.path().join(format!("node-{i}")) } else { dir.path().to_owned() };
+            configs.push(Config::new(listener.local_addr().unwrap(), data));
+            listeners.push(listener);
+        }
+        // One configuration for every node.
+        configure(&mut configs[0]);
+        if let Some(nats) = &nats {
+            let (name, _) = cluster_of(dir.path());
+            let first = configs[0].clone();
+            for (i, config) in configs.iter_mut().enumerate() {
+                *config = Config { addr: config.addr, data_dir: config.data_dir.clone(), ..first.clone() };
+                join_cluster(config, nats, &name, i);
+            }
+        }
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let nodes = listeners
+            .into_iter()
+            .zip(configs)
+            .map(|(listener, config)| {
+                let stop = CancellationToken::new();
+                (stop.clone(), tokio::spawn(muster::serve(listener, config, clock.clone(), stop)))
+            })
+            .collect();
+        let mut server = Server {
+            addrs_all: addrs.clone(),
+            addrs,
+            next: AtomicUsize::new(0),
+            http: reqwest::Client::new(),
+            clock,
+            nodes,
+            dir: Some(dir),
+        };
         server.wait_ready().await;
         server
+    }
+
+    /// The address of a node: each call the next node of a cluster under test, so that a
+    /// test's clients are spread over the nodes.
+    pub fn addr(&self) -> SocketAddr {
+        next_of(&self.addrs, &self.next)
+    }
+
+    /// From now on every request and connection goes to one node: for a test of what each
+    /// node counts or limits on its own (metrics, its connection limit).
+    pub fn pin_to_one_node(&mut self) {
+        self.addrs.truncate(1);
     }
 
     /// Moves a manual clock forward; the broker's timers run at once.
@@ -78,31 +171,55 @@ impl Server {
         panic!("{path} never reached the expected state");
     }
 
-    /// Waits for `/health`; a broker that stopped meanwhile fails the test with its error.
+    /// Waits for `/health` on every node (and, on a cluster, until every node knows one
+    /// leader); a broker that stopped meanwhile fails the test with its error.
     async fn wait_ready(&mut self) {
-        for _ in 0..500 {
-            if let Ok(r) = self.http.get(self.url("/health")).send().await
-                && r.status().is_success()
-            {
+        for _ in 0..1500 {
+            let mut healths = Vec::new();
+            for addr in &self.addrs_all {
+                if let Ok(r) = self.http.get(format!("http://{addr}/health")).send().await
+                    && r.status().is_success()
+                {
+                    healths.push(split(r).await.1);
+                }
+            }
+            if healths.len() == self.addrs_all.len() && led(&healths) {
                 return;
             }
-            if self.handle.as_ref().is_some_and(JoinHandle::is_finished) {
-                let outcome = self.handle.take().unwrap().await;
+            if let Some(i) = self.nodes.iter().position(|n| n.1.is_finished()) {
+                let outcome = self.nodes.remove(i).1.await;
                 panic!("the broker stopped before it was ready: {outcome:?}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("broker did not become ready within 10 s");
+        panic!("broker did not become ready within 30 s");
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("http://{}{}", self.addr(), path)
     }
 
-    /// Stops the broker gracefully and returns its data dir for a restart.
+    /// Stops the broker gracefully and returns its data dir for a restart. A cluster stops
+    /// as an operator would stop it: one node at a time, the leader last, so that each
+    /// node's sessions say goodbye through a leader.
     pub async fn stop(mut self) -> tempfile::TempDir {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
+        let mut nodes = std::mem::take(&mut self.nodes);
+        if nodes.len() > 1 {
+            let mut roles = Vec::new();
+            for i in 0..nodes.len() {
+                let health = self.http.get(format!("http://{}/health", self.addrs_all[i])).send().await;
+                let leads = match health {
+                    Ok(r) => split(r).await.1["cluster"]["role"] == "leader",
+                    Err(_) => false,
+                };
+                roles.push(leads);
+            }
+            let mut ordered: Vec<_> = nodes.into_iter().zip(roles).collect();
+            ordered.sort_by_key(|(_, leads)| *leads);
+            nodes = ordered.into_iter().map(|(n, _)| n).collect();
+        }
+        for (stop, handle) in nodes {
+            stop.cancel();
             handle.await.unwrap().unwrap();
         }
         self.dir.take().unwrap()
@@ -133,8 +250,21 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        for (stop, _) in &self.nodes {
+            stop.cancel();
+        }
     }
+}
+
+/// Whether the nodes' `/health` say that the broker takes writes: a single node does; on a
+/// cluster, one node leads and every node names it.
+fn led(healths: &[Value]) -> bool {
+    let leaders = healths.iter().filter(|h| h["cluster"]["role"] == "leader").count();
+    healths.iter().all(|h| h["cluster"].is_null())
+        || (leaders == 1
+            && healths.iter().all(|h| {
+                h["cluster"]["leader"].is_string() && h["cluster"]["leader"] == healths[0]["cluster"]["leader"]
+            }))
 }
 
 pub async fn split(r: reqwest::Response) -> (u16, Value) {
@@ -172,11 +302,15 @@ pub fn rss_kib(pid: u32) -> u64 {
     proc_status(pid, "VmRSS")
 }
 
-/// The real `muster` binary, started as a child process.
+/// The real `muster` binary, started as a child process (on a cluster under test, three:
+/// `child` and `addr` are the first node's, and the others share its fate).
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    siblings: Vec<Child>,
+    addrs: Vec<SocketAddr>,
+    next: AtomicUsize,
 }
 
 /// The `muster` binary built with the tests, or `$MUSTER_BIN` (the load benchmark compares
@@ -194,7 +328,44 @@ impl Process {
 
     /// Starts `muster serve` on `addr`: a broker restarted on the address an earlier one
     /// got (from port 0) takes over the address its clients reconnect to.
+    ///
+    /// On a cluster under test, the three nodes start (again) together, each on the address
+    /// it had, with data dirs under `dir`; this returns once one of them leads.
     pub fn start_at(dir: &Path, addr: &str, wrapper: &[&str], extra: &[&str]) -> Process {
+        let Some(nats) = cluster_under_test() else {
+            return Process::start_one(dir, addr, wrapper, extra);
+        };
+        let (name, mut others) = cluster_of(dir);
+        others.resize(2, "127.0.0.1:0".to_owned());
+        let mut nodes = Vec::new();
+        for (i, at) in [addr.to_owned()].iter().chain(&others).enumerate() {
+            let mut args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+            // The nodes of a cluster killed together restart at once, not a lease later.
+            args.extend(
+                ["--cluster", &nats.join(","), "--cluster-name", &name, "--leader-lease", "3s"].map(String::from),
+            );
+            args.extend(["--node".to_owned(), format!("node-{i}")]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(Process::spawn(&dir.join(format!("node-{i}")), at, wrapper, &args));
+        }
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.1).collect();
+        let remembered = format!("{name} {} {}", addrs[1], addrs[2]);
+        std::fs::write(dir.join("cluster-under-test"), remembered).unwrap();
+        wait_led(&addrs);
+        let mut nodes = nodes.into_iter();
+        let (child, addr, log) = nodes.next().unwrap();
+        Process { child, addr, log, siblings: nodes.map(|n| n.0).collect(), addrs, next: AtomicUsize::new(0) }
+    }
+
+    /// One `muster serve`, whatever `MUSTER_TEST_CLUSTER` says (a node of a cluster the test
+    /// makes itself, as in `tests/cluster.rs`).
+    pub fn start_one(dir: &Path, addr: &str, wrapper: &[&str], extra: &[&str]) -> Process {
+        let (child, addr, log) = Process::spawn(dir, addr, wrapper, extra);
+        Process { child, addr, log, siblings: Vec::new(), addrs: vec![addr], next: AtomicUsize::new(0) }
+    }
+
+    /// Starts one `muster serve` and reads the address it listens on.
+    fn spawn(dir: &Path, addr: &str, wrapper: &[&str], extra: &[&str]) -> (Child, SocketAddr, PathBuf) {
         let log = dir.with_extension("log");
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -232,23 +403,41 @@ impl Process {
                 let _ = writeln!(out, "{line}");
             }
         });
-        Process { child, addr, log }
+        (child, addr, log)
     }
 
+    /// A URL on the broker: each call on the next node of a cluster under test.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("http://{}{}", next_of(&self.addrs, &self.next), path)
     }
 
-    /// SIGKILL: no shutdown, no flush.
+    /// SIGKILL (every node of a cluster under test): no shutdown, no flush.
     pub fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        for child in self.siblings.iter_mut().chain([&mut self.child]) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for a clean exit. A cluster under test stops one node at a time,
+    /// the leader last (see [`Server::stop`]); the first node's status is returned.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        signal("TERM", self.child.id());
-        self.child.wait().unwrap()
+        let leads: Vec<bool> =
+            self.addrs.iter().map(|a| blocking_health(a).is_some_and(|h| h["cluster"]["role"] == "leader")).collect();
+        let mut order: Vec<usize> = (0..self.addrs.len()).collect();
+        order.sort_by_key(|i| leads[*i]);
+        let mut first = None;
+        for i in order {
+            let child = if i == 0 { &mut self.child } else { &mut self.siblings[i - 1] };
+            signal("TERM", child.id());
+            let status = child.wait().unwrap();
+            if i == 0 {
+                first = Some(status);
+            } else {
+                assert!(status.success(), "node-{i} of the cluster did not stop cleanly: {status}");
+            }
+        }
+        first.unwrap()
     }
 
     /// SIGTERM to the processes this one started (the broker under a wrapper such as
@@ -320,8 +509,35 @@ pub fn signal(name: &str, pid: u32) {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in self.siblings.iter_mut().chain([&mut self.child]) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `/health` of the broker at `addr`, asked without a runtime (on a thread of its own, as
+/// the caller may be inside one); `None` if it did not answer.
+fn blocking_health(addr: &SocketAddr) -> Option<Value> {
+    let url = format!("http://{addr}/health");
+    std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        http.get(url).send().ok()?.json().ok()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Waits (blocking, up to 60 s) until the nodes at `addrs` answer `/health` and one leads.
+fn wait_led(addrs: &[SocketAddr]) {
+    let started = std::time::Instant::now();
+    loop {
+        let healths: Vec<Value> = addrs.iter().filter_map(blocking_health).collect();
+        if healths.len() == addrs.len() && led(&healths) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no leader after 60 s: {healths:?}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
