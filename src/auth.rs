@@ -138,6 +138,11 @@ pub fn list(data_dir: &Path) -> Result<Vec<Stored>, String> {
     read(data_dir).map(|f| f.tokens).map_err(|e| e.to_string())
 }
 
+/// Replaces the issued tokens with `tokens` (a cluster's node taking the cluster's).
+pub(crate) fn replace(data_dir: &Path, tokens: Vec<Stored>) -> std::io::Result<()> {
+    write(data_dir, &TokenFile { tokens })
+}
+
 fn modified(data_dir: &Path) -> Option<SystemTime> {
     std::fs::metadata(path(data_dir)).and_then(|m| m.modified()).ok()
 }
@@ -152,9 +157,12 @@ fn by_hash(file: TokenFile) -> HashMap<String, Identity> {
         .collect()
 }
 
-/// The broker's view of the token file, re-read when it changes.
+/// The broker's view of the token file, re-read when it changes (or, on a cluster's node,
+/// the cluster's list, given by the node: see [`Tokens::follow`]).
 pub struct Tokens {
     data_dir: PathBuf,
+    /// Given the issued tokens by [`Tokens::follow`] rather than reading the file.
+    followed: std::sync::atomic::AtomicBool,
     loaded: Mutex<Loaded>,
     /// Bumped whenever the issued tokens change: open sessions check theirs again.
     changes: watch::Sender<u64>,
@@ -174,6 +182,7 @@ impl Tokens {
     pub fn open(data_dir: &Path) -> std::io::Result<Tokens> {
         let tokens = Tokens {
             data_dir: data_dir.to_owned(),
+            followed: std::sync::atomic::AtomicBool::new(false),
             loaded: Mutex::new(Loaded {
                 modified: None,
                 checked: Instant::now(),
@@ -193,16 +202,17 @@ impl Tokens {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Re-reads the file if it changed. Tokens that were on stay on: an empty, missing or
-    /// unreadable file locks the broker instead.
+    /// Re-reads the file if it changed.
     fn reload(&self, loaded: &mut Loaded) {
         loaded.checked = Instant::now();
+        if self.followed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let modified = modified(&self.data_dir);
         if modified == loaded.modified && modified.is_some() {
             return;
         }
         loaded.modified = modified;
-        let was_on = !loaded.by_hash.is_empty() || loaded.locked;
         let now = match read(&self.data_dir) {
             Ok(file) => by_hash(file),
             Err(error) => {
@@ -210,6 +220,22 @@ impl Tokens {
                 HashMap::new()
             }
         };
+        self.load(loaded, now);
+    }
+
+    /// From now on the issued tokens are `tokens` and whatever later calls give, not the
+    /// file's: a cluster's node gives the cluster's list, which it mirrors into the file
+    /// (an edit of the file reaches the broker through the cluster).
+    pub(crate) fn follow(&self, tokens: Vec<Stored>) {
+        self.followed.store(true, std::sync::atomic::Ordering::Release);
+        let mut loaded = self.lock();
+        self.load(&mut loaded, by_hash(TokenFile { tokens }));
+    }
+
+    /// Takes `now` as the issued tokens. Tokens that were on stay on: none at all (an
+    /// empty, missing or unreadable file) locks the broker instead.
+    fn load(&self, loaded: &mut Loaded, now: HashMap<String, Identity>) {
+        let was_on = !loaded.by_hash.is_empty() || loaded.locked;
         if now.is_empty() && was_on {
             if !loaded.locked {
                 tracing::error!(

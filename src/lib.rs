@@ -102,9 +102,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     config.validate().map_err(ServeError::Config)?;
+    // A cluster's node takes the cluster's tokens as it joins: checked after.
+    let (store, joined) = open(&config).await?;
     let tokens = Arc::new(auth::Tokens::open(&config.data_dir)?);
     exposure(listener.local_addr()?, &config, &tokens)?;
-    let (store, joined) = open(&config).await?;
     let log: Arc<dyn store::Log> = match &joined {
         Some(joined) => Arc::clone(&joined.log),
         None => store.log.clone(),
@@ -133,13 +134,14 @@ pub async fn serve(
     // The sequencer stops after the HTTP server and the sessions, so that in-flight writes
     // (and the sessions' goodbyes) are answered.
     tracker.spawn_blocking(move || sequencer.run());
-    let cluster = joined.map(|j| j.cluster);
     // A node stays in its cluster until its sessions said goodbye: their last writes go
     // through the leader (or are decided here, leading) and come back through the log.
     let leave = CancellationToken::new();
-    if let Some(cluster) = &cluster {
-        tracker.spawn(Arc::clone(cluster).run(writer.clone(), reader.clone(), leave.clone()));
-    }
+    let cluster = joined.map(|joined| {
+        tracker.spawn(Arc::clone(&joined.cluster).run(writer.clone(), reader.clone(), leave.clone()));
+        tracker.spawn(joined.tokens.run(Arc::clone(&tokens), leave.clone()));
+        joined.cluster
+    });
     let broker = Arc::new(Broker::new(
         writer,
         reader,

@@ -145,10 +145,16 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        // Before binding: a refused address must not be exposed even for a moment.
-        let checked = muster::auth::Tokens::open(&config.data_dir)
-            .map_err(muster::ServeError::from)
-            .and_then(|tokens| muster::exposure(config.addr, &config, &tokens));
+        // Before binding: a refused address must not be exposed even for a moment. (A
+        // cluster's node takes the cluster's tokens as it joins; `serve` checks it then,
+        // before it answers anything.)
+        let checked = if config.cluster.is_empty() {
+            muster::auth::Tokens::open(&config.data_dir)
+                .map_err(muster::ServeError::from)
+                .and_then(|tokens| muster::exposure(config.addr, &config, &tokens))
+        } else {
+            Ok(())
+        };
         if let Err(e) = checked {
             eprintln!("muster: {e}");
             return ExitCode::FAILURE;

@@ -525,3 +525,66 @@ async fn the_rust_client_given_every_node_fails_over_and_resumes_by_seq() {
         "a node of the same cluster needs no resync: {notices:?}"
     );
 }
+
+/// `muster token …` on node `i`'s data dir; its stdout.
+fn token_command(cluster: &Cluster, i: usize, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::binary())
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(cluster.dir.path().join(format!("node-{i}")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "muster token {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The status of `GET /tasks` on node `i` with `token` (none: no header).
+async fn status_with(cluster: &Cluster, i: usize, token: Option<&str>) -> u16 {
+    let mut request = reqwest::Client::new().get(cluster.url(i, "/tasks"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Waits (at most 20 s) until node `i` answers `token` with `status`.
+async fn until_status(cluster: &Cluster, i: usize, token: Option<&str>, status: u16) {
+    let started = Instant::now();
+    loop {
+        let now = status_with(cluster, i, token).await;
+        if now == status {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "node-{i} still answers {now}, not {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_issued_on_one_node_hold_on_every_node() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    // Issued with the usual command on one node's data dir: every node requires tokens and
+    // takes this one.
+    let alice = token_command(&cluster, 0, &["add", "alice"]);
+    for i in 0..3 {
+        until_status(&cluster, i, None, 401).await;
+        assert_eq!(status_with(&cluster, i, Some(&alice)).await, 200, "node-{i} refused alice's token");
+    }
+
+    // While node 2 is down, bob is issued on node 1 and alice revoked on node 0.
+    cluster.nodes[2].take().unwrap().kill9();
+    let bob = token_command(&cluster, 1, &["add", "bob"]);
+    assert_eq!(token_command(&cluster, 0, &["remove", "alice"]), "revoked 1 token(s) of alice");
+    for i in 0..2 {
+        until_status(&cluster, i, Some(&bob), 200).await;
+        until_status(&cluster, i, Some(&alice), 401).await;
+    }
+    // Node 2 comes back holding alice in its own file: it takes the cluster's list as it
+    // starts, so the revoked token never works there again.
+    cluster.nodes[2] = Some(cluster.spawn_node(2));
+    assert_eq!(status_with(&cluster, 2, Some(&alice)).await, 401);
+    assert_eq!(status_with(&cluster, 2, Some(&bob)).await, 200);
+    let listed = token_command(&cluster, 2, &["list"]);
+    assert!(listed.starts_with("bob ") && !listed.contains("alice"), "{listed}");
+}

@@ -16,11 +16,15 @@
 //!   before answering a forwarded write to its `seq`, so a client sees its writes whichever
 //!   node it reads from.
 //!
+//! - **Tokens are the cluster's** ([`tokens`]): one list in a KV bucket, mirrored into every
+//!   node's `tokens.json`; `muster token add` on any node's host reaches every node.
+//!
 //! The embedded single node on sled stays the default: without `--cluster` none of this
 //! runs.
 
 mod log;
 mod node;
+mod tokens;
 mod wire;
 
 pub(crate) use node::{Cluster, JoinError, Joined, join};

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::log::ReplicatedLog;
+use super::tokens::TokenSync;
 use super::wire::{self, Forwarded};
 use crate::config::Config;
 use crate::core::Command;
@@ -49,6 +50,8 @@ const LEASE_KEY: &str = "leader";
 pub(crate) struct Joined {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) log: Arc<dyn Log>,
+    /// Keeps this node's token file and the cluster's tokens the same, once run.
+    pub(crate) tokens: TokenSync,
 }
 
 /// This node in the cluster.
@@ -85,7 +88,8 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
     let mut js = jetstream::new(client.clone());
     js.set_timeout(JETSTREAM_TIMEOUT);
 
-    let (stream, leases, nodes, epoch) = retry("setting up the stream and buckets", || setup(&js, config)).await?;
+    let (stream, leases, nodes, epoch, tokens) =
+        retry("setting up the stream and buckets", || setup(&js, config)).await?;
 
     let local = |e: &dyn std::fmt::Display| format!("cluster: this node's data dir: {e}");
     let position = match store.views.cluster_position().map_err(|e| local(&e))? {
@@ -140,7 +144,8 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
         leader: watch::channel(None).0,
         stopping: AtomicBool::new(false),
     });
-    Ok(Joined { cluster, log })
+    let tokens = TokenSync::adopt(tokens, &config.data_dir).await?;
+    Ok(Joined { cluster, log, tokens })
 }
 
 /// Checks this node's history against the stream: what it holds beyond its recorded
@@ -276,8 +281,8 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
     Ok(())
 }
 
-/// The stream, the leader bucket, the nodes' heartbeat bucket and the cluster's epoch (made
-/// by the first node, read by every other), created where missing.
+/// The stream, the leader bucket, the nodes' heartbeat bucket, the cluster's epoch (made by
+/// the first node, read by every other) and the tokens bucket, created where missing.
 ///
 /// Every request here waits only [`CREATE_TIMEOUT`]: nodes started together create the same
 /// streams at once, and nats-server 2.9 leaves some of those requests unanswered for a
@@ -285,7 +290,7 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
 async fn setup(
     js: &jetstream::Context,
     config: &Config,
-) -> Result<(stream::Stream, kv::Store, kv::Store, String), String> {
+) -> Result<(stream::Stream, kv::Store, kv::Store, String, kv::Store), String> {
     let name = &config.cluster_name;
     let quick = creating(js);
     let log = format!("{name}-log");
@@ -303,9 +308,11 @@ async fn setup(
         .await
         .map_err(|e| format!("the log's stream: {e}"))?;
     let (leader, nodes, meta) = (format!("{name}-leader"), format!("{name}-nodes"), format!("{name}-meta"));
+    let tokens = format!("{name}-tokens");
     bucket(&quick, &leader, config.leader_lease, config.replicas).await?;
     bucket(&quick, &nodes, config.leader_lease, config.replicas).await?;
     bucket(&quick, &meta, Duration::ZERO, config.replicas).await?;
+    bucket(&quick, &tokens, Duration::ZERO, config.replicas).await?;
     let meta = quick.get_key_value(&meta).await.map_err(|e| format!("the {meta} bucket: {e}"))?;
     let candidate = format!("{:016x}", rand::random::<u64>());
     // A write's acknowledgement waits for the client's own timeout: bounded here too.
@@ -324,7 +331,8 @@ async fn setup(
     let stream = js.get_stream(&log).await.map_err(|e| format!("the log's stream: {e}"))?;
     let leases = js.get_key_value(&leader).await.map_err(|e| format!("the {leader} bucket: {e}"))?;
     let nodes = js.get_key_value(&nodes).await.map_err(|e| format!("the {nodes} bucket: {e}"))?;
-    Ok((stream, leases, nodes, epoch))
+    let tokens = js.get_key_value(&tokens).await.map_err(|e| format!("the {tokens} bucket: {e}"))?;
+    Ok((stream, leases, nodes, epoch, tokens))
 }
 
 /// `js` with the short timeout of a request that creates a stream.
