@@ -7,6 +7,7 @@
 //! own disk too ([`DiskLog`]): reads and replays never go to NATS.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
@@ -14,7 +15,7 @@ use muster_protocol::{Seq, Topic};
 
 use super::wire;
 use crate::frame::Frame;
-use crate::store::{ClusterPosition, DiskLog, Idempotency, Log, StoreError, Views};
+use crate::store::{Carried, ClusterPosition, DiskLog, Log, StoreError, Views};
 
 /// Bytes kept free under the server's maximum payload for the headers.
 const HEADROOM: usize = 4096;
@@ -130,31 +131,51 @@ impl ReplicatedLog {
     }
 
     /// The messages a batch becomes: one, unless it is larger than the servers take; then
-    /// it is split between events, the idempotency keys going with the last part.
-    fn messages(&self, first: Seq, batch: &[Frame], keys: Idempotency<'_>) -> Vec<Message> {
+    /// it is split between commands (see [`parts`]), each part with its commands'
+    /// idempotency records, the forgotten keys with the last.
+    fn messages(&self, first: Seq, batch: &[Frame], carried: Carried<'_>) -> Vec<Message> {
         let limit = self.max_payload.saturating_sub(HEADROOM).max(1);
-        let mut parts: Vec<&[Frame]> = Vec::new();
-        let (mut start, mut size) = (0, 0);
-        for (i, frame) in batch.iter().enumerate() {
-            let len = frame.json.len() + 64;
-            if i > start && size + len > limit {
-                parts.push(&batch[start..i]);
-                (start, size) = (i, 0);
-            }
-            size += len;
-        }
-        parts.push(&batch[start..]);
-        let last = parts.len() - 1;
-        let mut seq = first;
-        let mut out = Vec::with_capacity(parts.len());
-        for (i, part) in parts.into_iter().enumerate() {
-            let (records, expired) = if i == last { (keys.records, keys.expired) } else { (&[][..], &[][..]) };
-            let (headers, payload) = wire::encode(&self.node, seq, part, records, expired);
+        let sizes: Vec<usize> = batch.iter().map(|f| f.json.len() + 64).collect();
+        let ends: Vec<(usize, usize)> =
+            carried.commands.iter().map(|c| ((c.last + 1).saturating_sub(first) as usize, c.records)).collect();
+        let all = parts(&sizes, &ends, carried.records.len(), limit);
+        let last = all.len() - 1;
+        let mut out = Vec::with_capacity(all.len());
+        for (i, (frames, records)) in all.into_iter().enumerate() {
+            let expired = if i == last { carried.expired } else { &[][..] };
+            let seq = first + frames.start as Seq;
+            let part = &batch[frames];
+            let (headers, payload) = wire::encode(&self.node, seq, part, &carried.records[records], expired);
             out.push(Message { first: seq, count: part.len() as Seq, headers, payload });
-            seq += part.len() as Seq;
         }
         out
     }
+}
+
+/// How a batch of frames (`sizes`, encoded) is cut into messages of at most `limit` bytes:
+/// only where a command's part ends (`ends`: frames and records through each command), so
+/// that a leader that dies between two messages leaves whole commands in the stream, each
+/// with its idempotency record. A command larger than `limit` alone is one message (the
+/// servers refuse it, and the batch is rolled back). Returns the frames and the records of
+/// each message; `records` is the batch's count.
+fn parts(sizes: &[usize], ends: &[(usize, usize)], records: usize, limit: usize) -> Vec<(Range<usize>, Range<usize>)> {
+    let mut out = Vec::new();
+    // The current message starts at `start`; `cut` is the last command end within it.
+    let mut start = (0, 0);
+    let mut cut = start;
+    let mut size = 0;
+    for &(frames, made) in ends.iter().chain([&(sizes.len(), records)]) {
+        let frames = frames.clamp(cut.0, sizes.len());
+        let grown: usize = sizes[cut.0..frames].iter().sum();
+        if size + grown > limit && cut.0 > start.0 {
+            out.push((start.0..cut.0, start.1..cut.1));
+            (start, size) = (cut, 0);
+        }
+        size += grown;
+        cut = (frames, made.max(cut.1));
+    }
+    out.push((start.0..sizes.len(), start.1..records));
+    out
 }
 
 fn replication(error: impl std::fmt::Display) -> StoreError {
@@ -162,9 +183,9 @@ fn replication(error: impl std::fmt::Display) -> StoreError {
 }
 
 impl Log for ReplicatedLog {
-    fn append(&self, expected_head: Seq, batch: &[Frame], keys: Idempotency<'_>) -> Result<(), StoreError> {
+    fn append(&self, expected_head: Seq, batch: &[Frame], carried: Carried<'_>) -> Result<(), StoreError> {
         let not_leader = || replication("this node is not the cluster's leader (any more); retry");
-        for Message { first, count, headers, payload } in self.messages(expected_head + 1, batch, keys) {
+        for Message { first, count, headers, payload } in self.messages(expected_head + 1, batch, carried) {
             // The lock is not held while the message is handed to the NATS client: that
             // waits on the runtime, whose workers may be waiting on the lock.
             let after = {
@@ -193,7 +214,7 @@ impl Log for ReplicatedLog {
             let stream = state.last;
             state.pending.push_back(Pending { stream, first, head: first + count - 1, ack });
         }
-        self.local.append(expected_head, batch, keys)
+        self.local.append(expected_head, batch, carried)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -243,5 +264,29 @@ impl Log for ReplicatedLog {
 
     fn first_retained(&self, head: Seq) -> Result<Seq, StoreError> {
         self.local.first_retained(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parts;
+
+    #[test]
+    fn a_batch_is_cut_only_between_commands() {
+        // Five commands of 2, 1, 3, 1 and 2 frames of 10 bytes; the 2nd and 4th recorded a
+        // key.
+        let sizes = [10; 9];
+        let ends = [(2, 0), (3, 1), (6, 1), (7, 2), (9, 2)];
+        // Everything fits: one message.
+        assert_eq!(parts(&sizes, &ends, 2, 1000), vec![(0..9, 0..2)]);
+        // 40 bytes at most: cut after the 2nd command (30), the 4th (40), then the rest.
+        assert_eq!(parts(&sizes, &ends, 2, 40), vec![(0..3, 0..1), (3..7, 1..2), (7..9, 2..2)]);
+        // A command above the limit goes alone, whole.
+        assert_eq!(
+            parts(&sizes, &ends, 2, 25),
+            vec![(0..2, 0..0), (2..3, 0..1), (3..6, 1..1), (6..7, 1..2), (7..9, 2..2)]
+        );
+        // No command's end known: the batch is one message.
+        assert_eq!(parts(&sizes, &[], 0, 25), vec![(0..9, 0..0)]);
     }
 }

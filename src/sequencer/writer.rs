@@ -22,7 +22,7 @@ use crate::core::{Command, Model, Policy, apply, decide};
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{Archive, Db, DiskLog, Idempotency as LoggedKeys, Log, Store, StoreError, Views};
+use crate::store::{Archive, Carried, CommandEnd, Db, DiskLog, Log, Store, StoreError, Views};
 
 /// Most commands decided together. Bounds the latency a single batch adds and the memory
 /// it holds.
@@ -229,6 +229,7 @@ impl Sequencer {
         let mut events: Vec<Event> = Vec::new();
         let mut frames: Vec<Frame> = Vec::new();
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut commands: Vec<CommandEnd> = Vec::new();
         let mut answers: Vec<Answer> = Vec::new();
         let low_on_disk = self.floor.check();
 
@@ -270,6 +271,9 @@ impl Sequencer {
             if let (Some(key), Some(fp), Ok(reply)) = (idempotency, fp, &outcome) {
                 records.push((key.0.clone(), self.idempotency.record(key.0, fp, now, reply.clone())));
             }
+            if outcome.is_ok() {
+                commands.push(CommandEnd { last: self.model.head, records: records.len() });
+            }
             let committed = outcome.map(|reply| Committed { reply, replayed: false, seq: 0 });
             answers.push((reply, committed.map_err(WriteError::from)));
         }
@@ -280,10 +284,10 @@ impl Sequencer {
         if !wrote {
             return Written { model: self.model.clone(), frames: Arc::from(frames), answers, wrote, replaced: false };
         }
-        let idempotency = LoggedKeys { records: &records, expired: &expired };
+        let carried = Carried { records: &records, expired: &expired, commands: &commands };
         let stored = self
             .log
-            .append(before.head, &frames, idempotency)
+            .append(before.head, &frames, carried)
             .and_then(|()| self.views.write(&events, &self.model, &records, &expired));
         self.store_written(stored, before, events, frames, &records, answers)
     }
@@ -345,7 +349,7 @@ impl Sequencer {
         }
         let stored = self
             .disk_log
-            .append(before.head, &frames, LoggedKeys::default())
+            .append(before.head, &frames, Carried::default())
             .and_then(|()| self.views.write(&events, &self.model, &records, &expired));
         self.store_written(stored, before, events, frames, &records, answers)
     }

@@ -30,7 +30,7 @@ pub(crate) trait Log: Send + Sync {
     /// is not the log's is refused: fencing). Not yet durable. `idempotency` is what the
     /// batch recorded and forgot of idempotency keys: this node's views keep them, a
     /// replicated log carries them to the other nodes.
-    fn append(&self, expected_head: Seq, batch: &[Frame], idempotency: Idempotency<'_>) -> Result<(), StoreError>;
+    fn append(&self, expected_head: Seq, batch: &[Frame], carried: Carried<'_>) -> Result<(), StoreError>;
 
     /// Makes everything appended so far durable; returns once it is.
     fn sync(&self) -> Result<(), StoreError>;
@@ -49,13 +49,26 @@ pub(crate) trait Log: Send + Sync {
     fn first_retained(&self, head: Seq) -> Result<Seq, StoreError>;
 }
 
-/// What a batch recorded (key, record as stored) and forgot of idempotency keys.
+/// What a batch carries besides its events: the idempotency records it made (key, record
+/// as stored) and the keys it forgot, and where each command's part of it ends (a
+/// replicated log that must split a batch splits it only there).
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Idempotency<'a> {
-    /// New records.
+pub(crate) struct Carried<'a> {
+    /// New records, in the order of the commands that made them.
     pub(crate) records: &'a [(String, Vec<u8>)],
     /// Keys forgotten (expired or evicted).
     pub(crate) expired: &'a [String],
+    /// Each accepted command of the batch, in order.
+    pub(crate) commands: &'a [CommandEnd],
+}
+
+/// Where one command's part of a batch ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CommandEnd {
+    /// The `seq` of its last event (the one before, if it made none).
+    pub(crate) last: Seq,
+    /// How many of the batch's idempotency records were made by it and the commands before.
+    pub(crate) records: usize,
 }
 
 /// The event log in the `log/` segment files, indexed in sled.
@@ -66,7 +79,7 @@ pub(crate) struct DiskLog {
 }
 
 impl Log for DiskLog {
-    fn append(&self, expected_head: Seq, batch: &[Frame], _: Idempotency<'_>) -> Result<(), StoreError> {
+    fn append(&self, expected_head: Seq, batch: &[Frame], _: Carried<'_>) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
         if first.seq != expected_head + 1 || self.appended.load(Ordering::Acquire) != expected_head {
             return Err(StoreError::OutOfOrder { expected: self.appended.load(Ordering::Acquire) + 1, got: first.seq });

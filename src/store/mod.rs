@@ -35,7 +35,7 @@ use std::sync::Arc;
 pub(crate) use archive::Archive;
 pub(crate) use chat::History;
 pub(crate) use db::{Db, StoreError};
-pub(crate) use log::{DiskLog, Idempotency, Log, decode_batch, encode_batch};
+pub(crate) use log::{Carried, CommandEnd, DiskLog, Log, decode_batch, encode_batch};
 pub(crate) use views::{ClusterPosition, Views};
 
 /// Everything a data dir holds, opened together.
