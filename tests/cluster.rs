@@ -213,11 +213,38 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     let before = acked.lock().unwrap().tasks.len();
     assert!(before > 0, "the load made no write");
 
+    let other = (leader + 1) % 3;
+    let mut ws = common::Ws::connect(cluster.node(other).addr).await;
+    ws.hello(json!({"agent": "sam", "topics": ["chat"]})).await;
     let at_kill = acked.lock().unwrap().tasks.len();
     cluster.nodes[leader].take().unwrap().kill9();
-    let other = (leader + 1) % 3;
-    let failover = until_writable(&cluster, other, Duration::from_secs(60)).await;
-    eprintln!("writes resumed {failover:?} after the leader was killed");
+    let killed = Instant::now();
+    // A WebSocket write sent through a surviving node at once is answered: done, or
+    // `unavailable` (then retried with its key until done), and made once.
+    let create = json!({"op": "task.create", "title": "during the failover", "idempotencyKey": "failover-ws"});
+    let mut answers = Vec::new();
+    loop {
+        let sent = ws.send(create.clone()).await;
+        let reply = loop {
+            let frame = ws.frame_within(Duration::from_secs(60)).await.expect("no reply in 60 s").expect("closed");
+            if frame.get("re").is_some() {
+                break frame;
+            }
+        };
+        assert_eq!(reply["re"], sent);
+        answers.push(reply["error"]["code"].as_str().unwrap_or("ok").to_owned());
+        if reply["ok"] == true {
+            break;
+        }
+        assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+        assert!(answers.len() < 300, "the write never went through: {answers:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "writes resumed {:?} after the leader was killed; the WebSocket write's answers: {answers:?}",
+        killed.elapsed()
+    );
+    until_writable(&cluster, other, Duration::from_secs(60)).await;
     // The load's own writes resume too: a writer whose request a follower had forwarded to
     // the killed leader first waits out the forward's timeout (30 s) and gets a 503.
     let resumed = Instant::now();
@@ -241,6 +268,9 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     cluster.check_logs().await;
     for i in 0..3 {
         check_acked(&cluster, i, &acked).await;
+        let board = common::all_tasks(&cluster.url(i, "")).await;
+        let made = board.iter().filter(|t| t["title"] == "during the failover").count();
+        assert_eq!(made, 1, "the WebSocket write was made {made} times (node-{i})");
     }
     let log = std::fs::read_to_string(&cluster.node(leader).log).unwrap_or_default();
     let afresh = log.contains("starts afresh");

@@ -88,7 +88,7 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
     let mut js = jetstream::new(client.clone());
     js.set_timeout(JETSTREAM_TIMEOUT);
 
-    let (stream, leases, nodes, epoch, tokens) =
+    let Made { stream, leases, nodes, epoch, tokens } =
         retry("setting up the stream and buckets", || setup(&js, config)).await?;
 
     let local = |e: &dyn std::fmt::Display| format!("cluster: this node's data dir: {e}");
@@ -281,16 +281,26 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
     Ok(())
 }
 
-/// The stream, the leader bucket, the nodes' heartbeat bucket, the cluster's epoch (made by
-/// the first node, read by every other) and the tokens bucket, created where missing.
+/// What a cluster is made of in JetStream.
+struct Made {
+    /// The log.
+    stream: stream::Stream,
+    /// The leader's lease.
+    leases: kv::Store,
+    /// Each running instance's heartbeat.
+    nodes: kv::Store,
+    /// The cluster's epoch (made by the first node, read by every other).
+    epoch: String,
+    /// The issued tokens.
+    tokens: kv::Store,
+}
+
+/// The stream, the buckets and the epoch, created where missing.
 ///
 /// Every request here waits only [`CREATE_TIMEOUT`]: nodes started together create the same
 /// streams at once, and nats-server 2.9 leaves some of those requests unanswered for a
 /// while; [`retry`] asks again. The handles returned use `js`'s usual timeout.
-async fn setup(
-    js: &jetstream::Context,
-    config: &Config,
-) -> Result<(stream::Stream, kv::Store, kv::Store, String, kv::Store), String> {
+async fn setup(js: &jetstream::Context, config: &Config) -> Result<Made, String> {
     let name = &config.cluster_name;
     let quick = creating(js);
     let log = format!("{name}-log");
@@ -332,7 +342,7 @@ async fn setup(
     let leases = js.get_key_value(&leader).await.map_err(|e| format!("the {leader} bucket: {e}"))?;
     let nodes = js.get_key_value(&nodes).await.map_err(|e| format!("the {nodes} bucket: {e}"))?;
     let tokens = js.get_key_value(&tokens).await.map_err(|e| format!("the {tokens} bucket: {e}"))?;
-    Ok((stream, leases, nodes, epoch, tokens))
+    Ok(Made { stream, leases, nodes, epoch, tokens })
 }
 
 /// `js` with the short timeout of a request that creates a stream.

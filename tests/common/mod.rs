@@ -53,8 +53,9 @@ fn join_cluster(config: &mut Config, nats: &[String], name: &str, i: usize) {
     config.leader_lease = TEST_LEASE;
 }
 
-/// The lease of a cluster under test: its nodes are never cut off from the NATS servers,
-/// and a cluster killed whole restarts a lease later.
+/// The lease of a cluster under test: short, as a cluster killed whole elects a leader
+/// only once the dead one's lease ran out (here no node is cut off from the NATS servers,
+/// so a short lease does not make a leader step down).
 const TEST_LEASE: Duration = Duration::from_secs(3);
 
 /// The node of the next request: each in turn.
