@@ -37,7 +37,7 @@ const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request that creates a stream waits: nodes started together ask for the same
 /// stream at once, and nats-server 2.9 answers only one of them (the others retry, then
 /// find it made).
-const CREATE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CREATE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `join` keeps trying to reach the NATS servers.
 const CONNECT_FOR: Duration = Duration::from_secs(30);
 /// Batches applied but not yet durable here: the follower's pipeline.
@@ -144,7 +144,7 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
         leader: watch::channel(None).0,
         stopping: AtomicBool::new(false),
     });
-    let tokens = TokenSync::adopt(tokens, &config.data_dir).await?;
+    let tokens = retry("taking the cluster's tokens", || TokenSync::adopt(tokens.clone(), &config.data_dir)).await?;
     Ok(Joined { cluster, log, tokens })
 }
 

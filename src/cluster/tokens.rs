@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::node::CREATE_TIMEOUT;
 use crate::auth::{self, Stored, Tokens};
 
 /// The key of the bucket that holds the list.
@@ -34,11 +35,17 @@ pub(crate) struct TokenSync {
 impl TokenSync {
     /// At join: writes the cluster's list into this node's file (a node that kept tokens
     /// the cluster no longer has is told which it lost); a cluster that has none yet takes
-    /// this node's.
+    /// this node's. Its requests wait only [`CREATE_TIMEOUT`]: the bucket may have just
+    /// been made by nodes started together, and join retries.
     pub(super) async fn adopt(kv: kv::Store, dir: &Path) -> Result<TokenSync, String> {
         let local = sorted(auth::list(dir).map_err(|e| format!("{}: {e}", auth::FILE))?);
+        let timed_out = |_| "timed out".to_owned();
         loop {
-            match kv.entry(KEY).await.map_err(|e| format!("reading the cluster's tokens: {e}"))? {
+            let entry = tokio::time::timeout(CREATE_TIMEOUT, kv.entry(KEY)).await.map_err(timed_out);
+            match entry
+                .and_then(|e| e.map_err(|e| e.to_string()))
+                .map_err(|e| format!("reading the cluster's tokens: {e}"))?
+            {
                 Some(entry) => {
                     let theirs = decode(&entry.value)?;
                     if theirs != local {
@@ -59,7 +66,10 @@ impl TokenSync {
                     return Ok(TokenSync { kv, dir: dir.to_owned(), base: theirs });
                 }
                 None if local.is_empty() => return Ok(TokenSync { kv, dir: dir.to_owned(), base: local }),
-                None => match kv.create(KEY, encode(&local)).await {
+                None => match tokio::time::timeout(CREATE_TIMEOUT, kv.create(KEY, encode(&local)))
+                    .await
+                    .map_err(|_| "publishing this node's tokens: timed out")?
+                {
                     Ok(_) => return Ok(TokenSync { kv, dir: dir.to_owned(), base: local }),
                     // Another node gave its list first: take that one.
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
