@@ -39,13 +39,12 @@ impl TokenSync {
     /// been made by nodes started together, and join retries.
     pub(super) async fn adopt(kv: kv::Store, dir: &Path) -> Result<TokenSync, String> {
         let local = sorted(auth::list(dir).map_err(|e| format!("{}: {e}", auth::FILE))?);
-        let timed_out = |_| "timed out".to_owned();
         loop {
-            let entry = tokio::time::timeout(CREATE_TIMEOUT, kv.entry(KEY)).await.map_err(timed_out);
-            match entry
-                .and_then(|e| e.map_err(|e| e.to_string()))
-                .map_err(|e| format!("reading the cluster's tokens: {e}"))?
-            {
+            let entry = match tokio::time::timeout(CREATE_TIMEOUT, kv.entry(KEY)).await {
+                Err(_) => return Err("reading the cluster's tokens: timed out".into()),
+                Ok(read) => read.map_err(|e| format!("reading the cluster's tokens: {e}"))?,
+            };
+            match entry {
                 Some(entry) => {
                     let theirs = decode(&entry.value)?;
                     if theirs != local {
