@@ -176,6 +176,13 @@ pub struct Config {
     #[serde(with = "humantime_serde", default = "default_leader_lease")]
     pub leader_lease: Duration,
 
+    /// Events between two snapshots of the store, which a follower uploads to the cluster's
+    /// Object Store; the log is trimmed below them, and a new node starts from the newest.
+    /// 0: this node takes none.
+    #[arg(long, env = "MUSTER_SNAPSHOT_EVERY", default_value_t = 100_000, help_heading = "Cluster")]
+    #[serde(default = "default_snapshot_every")]
+    pub snapshot_every: u64,
+
     /// NATS credentials file (`.creds`, a user JWT and its NKey seed).
     #[arg(long, env = "MUSTER_NATS_CREDS", help_heading = "Cluster")]
     #[serde(default)]
@@ -193,6 +200,10 @@ fn default_cluster_name() -> String {
 
 fn default_replicas() -> usize {
     3
+}
+
+fn default_snapshot_every() -> u64 {
+    100_000
 }
 
 fn default_leader_lease() -> Duration {
@@ -330,6 +341,7 @@ impl Config {
             cluster_name: default_cluster_name(),
             replicas: default_replicas(),
             leader_lease: default_leader_lease(),
+            snapshot_every: default_snapshot_every(),
             nats_creds: None,
             nats_ca: None,
         }

@@ -173,9 +173,13 @@ pub async fn serve(
 
 /// Opens the data dir's store and, with `--cluster`, joins the cluster. A node whose data
 /// dir diverged from the cluster's log (it crashed while leading, holding batches the log
-/// never took) has it set aside and starts afresh, filling from the cluster.
+/// never took) has it set aside and starts afresh, filling from the cluster. A node whose
+/// data dir is empty, or was left behind by the trimmed log, has it made from the cluster's
+/// newest snapshot first.
 async fn open(config: &Config) -> Result<(Arc<Store>, Option<cluster::Joined>), ServeError> {
     let mut set_aside = false;
+    // A snapshot may be trimmed past while it is restored: then the next one is.
+    let mut restores = 0;
     loop {
         let (dir, cache_mb) = (config.data_dir.clone(), config.cache_mb);
         let store = tokio::task::spawn_blocking(move || Store::open(&dir, cache_mb))
@@ -197,6 +201,17 @@ async fn open(config: &Config) -> Result<(Arc<Store>, Option<cluster::Joined>), 
                     aside.display()
                 );
                 set_aside = true;
+            }
+            Err(cluster::JoinError::Behind(restore)) if restores < 3 => {
+                drop(store);
+                tracing::info!(
+                    head = restore.snapshot().head,
+                    "making the data dir from the cluster's newest snapshot"
+                );
+                let started = std::time::Instant::now();
+                restore.apply(&config.data_dir, config.cache_mb).await.map_err(ServeError::Cluster)?;
+                tracing::info!(took = ?started.elapsed(), "the data dir was made from the snapshot");
+                restores += 1;
             }
             Err(error) => return Err(ServeError::Cluster(error.to_string())),
         }

@@ -618,3 +618,158 @@ async fn tokens_issued_on_one_node_hold_on_every_node() {
     let listed = token_command(&cluster, 2, &["list"]);
     assert!(listed.starts_with("bob ") && !listed.contains("alice"), "{listed}");
 }
+
+/// Node `i`'s health, once it answers.
+async fn health_of(cluster: &Cluster, i: usize) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Some(h) = cluster.health(i).await {
+            return h;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "node-{i} does not answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether a data dir named `node-{i}{suffix}…` sits beside the nodes' dirs.
+fn beside(cluster: &Cluster, i: usize, suffix: &str) -> bool {
+    std::fs::read_dir(cluster.dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with(&format!("node-{i}{suffix}")))
+}
+
+/// With a snapshot every 300 events, the log is trimmed below them; a node that was away
+/// while it was trimmed, and one on an empty data dir where a crashed restore left its
+/// pieces, both start from the newest snapshot; then every node holds the same log from
+/// `seq` 1, with every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_log_is_trimmed_below_snapshots_and_a_node_starts_from_one() {
+    let Some(mut cluster) = Cluster::start_with(&["--snapshot-every", "300"]).await else { return };
+    let http = reqwest::Client::new();
+    let leader = cluster.leader().await;
+    let (away, writer) = ((leader + 1) % 3, (leader + 2) % 3);
+    cluster.nodes[away].take().unwrap().terminate();
+
+    // Tasks and chat through the follower left, sixteen writers at a time.
+    let writers = (0..16).map(|w| {
+        let (http, base) = (http.clone(), cluster.url(writer, ""));
+        tokio::spawn(async move {
+            for n in 0..25 {
+                let (status, body) =
+                    post(&http, format!("{base}/tasks"), "alice", json!({"title": format!("kept {w}-{n}")})).await;
+                assert_eq!(status, 201, "{body}");
+                let chat = json!({"from": "alice", "content": format!("@bob note {w}-{n}")});
+                let (status, body) = post(&http, format!("{base}/chat/messages"), "alice", chat).await;
+                assert_eq!(status, 201, "{body}");
+            }
+        })
+    });
+    for w in writers {
+        w.await.unwrap();
+    }
+    let started = Instant::now();
+    let first = loop {
+        let first = health_of(&cluster, writer).await["cluster"]["streamFirst"].as_u64().unwrap_or(1);
+        if first > 1 {
+            break first;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "the log was not trimmed after 90 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("the log was trimmed below message {first} after {:?}", started.elapsed());
+
+    // The node that was away finds the log trimmed past it: its dir is set aside, and it
+    // starts from the newest snapshot.
+    cluster.nodes[away] = Some(cluster.spawn_node(away));
+    cluster.converged().await;
+    let log = std::fs::read_to_string(&cluster.node(away).log).unwrap();
+    assert!(log.contains("was made from the snapshot"), "node-{away} did not start from a snapshot:\n{log}");
+    assert!(beside(&cluster, away, ".behind-"), "the data dir left behind was not kept");
+
+    // A node on an empty data dir, where a restore killed midway left its download and the
+    // dir it was making: they are thrown away and it starts from the newest snapshot.
+    cluster.nodes[writer].take().unwrap().kill9();
+    let dir = cluster.data_dir(writer);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut pieces = dir.as_os_str().to_owned();
+    pieces.push(".restore");
+    std::fs::create_dir_all(std::path::Path::new(&pieces).join("sled")).unwrap();
+    std::fs::write(std::path::Path::new(&pieces).join("sled/db"), b"half").unwrap();
+    pieces.push("-download");
+    std::fs::write(&pieces, b"muster snapshot 1\n").unwrap();
+    cluster.nodes[writer] = Some(cluster.spawn_node(writer));
+    let (status, body) = post(&http, cluster.url(writer, "/tasks"), "alice", json!({"title": "kept after"})).await;
+    assert_eq!(status, 201, "{body}");
+    let log = std::fs::read_to_string(&cluster.node(writer).log).unwrap();
+    assert!(log.contains("was made from the snapshot"), "node-{writer} did not start from a snapshot:\n{log}");
+    assert!(!beside(&cluster, writer, ".replaced-"), "the empty data dir that was replaced is left over");
+
+    // Every node holds the whole log, from seq 1, the same, and every acknowledged write.
+    cluster.check_logs().await;
+    for i in 0..3 {
+        let board = common::all_tasks(&cluster.url(i, "")).await;
+        assert_eq!(board.iter().filter(|t| t["title"].as_str().unwrap().starts_with("kept")).count(), 401);
+        let r = http.get(cluster.url(i, "/inbox/bob")).send().await.unwrap();
+        let (status, inbox) = split(r).await;
+        assert_eq!(status, 200, "{inbox}");
+        assert_eq!(inbox["unread"], 400, "node-{i}'s inbox of bob");
+    }
+}
+
+/// A counter of node `i`'s `/metrics`.
+async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
+    let text = reqwest::get(cluster.url(i, "/metrics")).await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// On nats-servers that take messages of at most 32 KB, a backlog of 8 KB chat posts (the
+/// servers paused for a second, as a stall leaves it) is one batch of the leader's, cut
+/// into several messages only between commands: every acknowledged post is on every node
+/// once, the logs are the same, and each post's retry with its key through another node is
+/// answered from the record that travelled with its part of the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_larger_than_the_servers_take_is_cut_between_commands() {
+    let Some(cluster) = Cluster::start_on(Some("32KB"), &[]).await else { return };
+    let http = reqwest::Client::new();
+    let leader = cluster.leader().await;
+    let before = (cluster.health(leader).await.unwrap(), metric(&cluster, leader, "muster_batches_total").await);
+    let content = "x".repeat(8_000);
+    let post = |n: usize, node: usize| {
+        let body = json!({"from": "alice", "content": format!("{n} {content}"), "to": "bob"});
+        http.post(cluster.url(node, "/chat/messages")).header("Idempotency-Key", format!("post-{n}")).json(&body)
+    };
+    for n in &cluster.nats {
+        signal("STOP", n.child.as_ref().unwrap().id());
+    }
+    let posts: Vec<_> = (0..40)
+        .map(|n| {
+            let p = post(n, leader);
+            tokio::spawn(async move { split(p.send().await.unwrap()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for n in &cluster.nats {
+        signal("CONT", n.child.as_ref().unwrap().id());
+    }
+    for p in posts {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let after = (cluster.health(leader).await.unwrap(), metric(&cluster, leader, "muster_batches_total").await);
+    let head = |h: &Value| h["cluster"]["streamHead"].as_u64().unwrap();
+    let (messages, batches) = (head(&after.0) - head(&before.0), after.1 - before.1);
+    eprintln!("40 posts: {batches} batches, {messages} messages of the log");
+    assert!(messages > batches, "no batch was cut ({batches} batches, {messages} messages)");
+
+    for n in [0, 17, 39] {
+        let retry = post(n, (leader + 1 + n % 2) % 3).send().await.unwrap();
+        assert_eq!(retry.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    }
+    cluster.check_logs().await;
+    for i in 0..3 {
+        let r = http.get(cluster.url(i, "/inbox/bob")).send().await.unwrap();
+        assert_eq!(split(r).await.1["unread"], 40, "node-{i}'s inbox of bob");
+    }
+}

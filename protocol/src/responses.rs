@@ -162,6 +162,9 @@ pub struct ClusterHealth {
     pub leader: Option<String>,
     /// The replicated log's newest message (`null` when the NATS servers did not answer).
     pub stream_head: Option<u64>,
+    /// The oldest message the replicated log still holds: it is trimmed below the cluster's
+    /// snapshots (`null` when the NATS servers did not answer).
+    pub stream_first: Option<u64>,
     /// The log's newest message this node has applied.
     pub applied: u64,
     /// Messages of the log this node has yet to apply (`null` with `streamHead`).

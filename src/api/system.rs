@@ -25,12 +25,14 @@ pub(crate) async fn health(broker: &Broker) -> Health {
 
 async fn cluster_health(cluster: &Cluster) -> ClusterHealth {
     let applied = cluster.applied();
-    let stream_head = cluster.stream_head().await;
+    let state = cluster.stream_state().await;
+    let stream_head = state.map(|(_, last)| last);
     ClusterHealth {
         node: cluster.node().to_owned(),
         role: if cluster.leading() { "leader" } else { "follower" }.into(),
         leader: cluster.leader(),
         stream_head,
+        stream_first: state.map(|(first, _)| first),
         applied,
         lag: stream_head.map(|head| head.saturating_sub(applied)),
     }

@@ -135,10 +135,14 @@ impl ReplicatedLog {
     /// idempotency records, the forgotten keys with the last.
     fn messages(&self, first: Seq, batch: &[Frame], carried: Carried<'_>) -> Vec<Message> {
         let limit = self.max_payload.saturating_sub(HEADROOM).max(1);
-        let sizes: Vec<usize> = batch.iter().map(|f| f.json.len() + 64).collect();
+        // Bytes of each part as encoded (a record is a JSON string in JSON: its escapes at
+        // most double it), plus a little for the lengths and quotes around it.
+        let frames: Vec<usize> = batch.iter().map(|f| f.json.len() + 64).collect();
+        let records: Vec<usize> = carried.records.iter().map(|(k, r)| k.len() + 2 * r.len() + 16).collect();
+        let expired = carried.expired.iter().map(|k| k.len() + 4).sum();
         let ends: Vec<(usize, usize)> =
             carried.commands.iter().map(|c| ((c.last + 1).saturating_sub(first) as usize, c.records)).collect();
-        let all = parts(&sizes, &ends, carried.records.len(), limit);
+        let all = parts(&frames, &records, expired, &ends, limit);
         let last = all.len() - 1;
         let mut out = Vec::with_capacity(all.len());
         for (i, (frames, records)) in all.into_iter().enumerate() {
@@ -152,29 +156,38 @@ impl ReplicatedLog {
     }
 }
 
-/// How a batch of frames (`sizes`, encoded) is cut into messages of at most `limit` bytes:
-/// only where a command's part ends (`ends`: frames and records through each command), so
-/// that a leader that dies between two messages leaves whole commands in the stream, each
-/// with its idempotency record. A command larger than `limit` alone is one message (the
-/// servers refuse it, and the batch is rolled back). Returns the frames and the records of
-/// each message; `records` is the batch's count.
-fn parts(sizes: &[usize], ends: &[(usize, usize)], records: usize, limit: usize) -> Vec<(Range<usize>, Range<usize>)> {
+/// How a batch is cut into messages of at most `limit` bytes: `frames` and `records` are
+/// the encoded sizes of its events and idempotency records, `expired` that of the keys it
+/// forgot (which go with the last message). It is cut only where a command's part ends
+/// (`ends`: frames and records through each command), so that a leader that dies between
+/// two messages leaves whole commands in the stream, each with its idempotency record. A
+/// command larger than `limit` alone is one message (the servers refuse it, and the batch
+/// is rolled back). Returns the frames and the records of each message.
+fn parts(
+    frames: &[usize],
+    records: &[usize],
+    expired: usize,
+    ends: &[(usize, usize)],
+    limit: usize,
+) -> Vec<(Range<usize>, Range<usize>)> {
     let mut out = Vec::new();
     // The current message starts at `start`; `cut` is the last command end within it.
     let mut start = (0, 0);
     let mut cut = start;
     let mut size = 0;
-    for &(frames, made) in ends.iter().chain([&(sizes.len(), records)]) {
-        let frames = frames.clamp(cut.0, sizes.len());
-        let grown: usize = sizes[cut.0..frames].iter().sum();
-        if size + grown > limit && cut.0 > start.0 {
+    let last = (frames.len(), records.len());
+    for (i, &(f, r)) in ends.iter().chain([&last]).enumerate() {
+        let (f, r) = (f.clamp(cut.0, frames.len()), r.clamp(cut.1, records.len()));
+        let tail = if i == ends.len() { expired } else { 0 };
+        let grown = frames[cut.0..f].iter().sum::<usize>() + records[cut.1..r].iter().sum::<usize>() + tail;
+        if size + grown > limit && cut != start {
             out.push((start.0..cut.0, start.1..cut.1));
             (start, size) = (cut, 0);
         }
         size += grown;
-        cut = (frames, made.max(cut.1));
+        cut = (f, r);
     }
-    out.push((start.0..sizes.len(), start.1..records));
+    out.push((start.0..frames.len(), start.1..records.len()));
     out
 }
 
@@ -273,20 +286,29 @@ mod tests {
 
     #[test]
     fn a_batch_is_cut_only_between_commands() {
-        // Five commands of 2, 1, 3, 1 and 2 frames of 10 bytes; the 2nd and 4th recorded a
-        // key.
-        let sizes = [10; 9];
+        // Five commands of 2, 1, 3, 1 and 2 frames of 10 bytes; the 2nd and 4th made a record
+        // of 5 bytes.
+        let frames = [10; 9];
+        let records = [5; 2];
         let ends = [(2, 0), (3, 1), (6, 1), (7, 2), (9, 2)];
         // Everything fits: one message.
-        assert_eq!(parts(&sizes, &ends, 2, 1000), vec![(0..9, 0..2)]);
-        // 40 bytes at most: cut after the 2nd command (30), the 4th (40), then the rest.
-        assert_eq!(parts(&sizes, &ends, 2, 40), vec![(0..3, 0..1), (3..7, 1..2), (7..9, 2..2)]);
+        assert_eq!(parts(&frames, &records, 0, &ends, 1000), vec![(0..9, 0..2)]);
+        // 45 bytes at most: cut after the 2nd command (35), the 4th (45), then the rest.
+        assert_eq!(parts(&frames, &records, 0, &ends, 45), vec![(0..3, 0..1), (3..7, 1..2), (7..9, 2..2)]);
+        // The records count: at 40 bytes the 2nd command (35) goes alone after the first.
+        assert_eq!(parts(&frames, &records, 0, &ends, 40), vec![(0..3, 0..1), (3..6, 1..1), (6..9, 1..2)],);
+        // So do the forgotten keys, with the last message, or after it in one of their own.
+        assert_eq!(
+            parts(&frames, &records, 30, &ends, 45),
+            vec![(0..3, 0..1), (3..7, 1..2), (7..9, 2..2), (9..9, 2..2)],
+        );
+        assert_eq!(parts(&frames, &records, 30, &ends, 1000), vec![(0..9, 0..2)]);
         // A command above the limit goes alone, whole.
         assert_eq!(
-            parts(&sizes, &ends, 2, 25),
+            parts(&frames, &records, 0, &ends, 25),
             vec![(0..2, 0..0), (2..3, 0..1), (3..6, 1..1), (6..7, 1..2), (7..9, 2..2)]
         );
         // No command's end known: the batch is one message.
-        assert_eq!(parts(&sizes, &[], 0, 25), vec![(0..9, 0..0)]);
+        assert_eq!(parts(&frames, &[], 0, &[], 25), vec![(0..9, 0..0)]);
     }
 }

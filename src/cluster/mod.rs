@@ -16,6 +16,10 @@
 //!   before answering a forwarded write to its `seq`, so a client sees its writes whichever
 //!   node it reads from.
 //!
+//! - **Snapshots** ([`snapshots`]): now and then a follower uploads its whole store to the
+//!   `<name>-snapshots` Object Store bucket; the stream is trimmed below the older of the
+//!   two kept (and below every running node), and a node on an empty data dir, or one the
+//!   trimmed log left behind, starts from the newest.
 //! - **Tokens are the cluster's** ([`tokens`]): one list in a KV bucket, mirrored into every
 //!   node's `tokens.json`; `muster token add` on any node's host reaches every node.
 //!
@@ -24,6 +28,7 @@
 
 mod log;
 mod node;
+mod snapshots;
 mod tokens;
 mod wire;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, kv, message::PublishMessage, stream};
+use async_nats::jetstream::{self, consumer, kv, message::PublishMessage, object_store::ObjectStore, stream};
 use async_nats::{ServerAddr, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::log::ReplicatedLog;
+use super::snapshots::{self, Restore, Snapshots};
 use super::tokens::TokenSync;
 use super::wire::{self, Forwarded};
 use crate::config::Config;
@@ -77,6 +78,17 @@ pub(crate) struct Cluster {
     leader: watch::Sender<Option<String>>,
     /// Set once the node stops: no new term starts.
     stopping: AtomicBool,
+    snapshots: Snapshots,
+    /// This node's data dir (a snapshot is written there before its upload).
+    data_dir: std::path::PathBuf,
+}
+
+/// What a node's heartbeat says (the value of its key in the nodes bucket).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct Heartbeat {
+    pub(super) node: String,
+    /// The last message of the log it applied: the log is never trimmed above it.
+    pub(super) applied: u64,
 }
 
 /// Connects to the cluster's NATS servers, creates the stream and the buckets if this is
@@ -88,11 +100,16 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
     let mut js = jetstream::new(client.clone());
     js.set_timeout(JETSTREAM_TIMEOUT);
 
-    let Made { stream, leases, nodes, epoch, tokens } =
+    let Made { stream, leases, nodes, epoch, tokens, snapshots } =
         retry("setting up the stream and buckets", || setup(&js, config)).await?;
+    let snapshots = Snapshots::new(snapshots, config.snapshot_every);
 
     let local = |e: &dyn std::fmt::Display| format!("cluster: this node's data dir: {e}");
-    let position = match store.views.cluster_position().map_err(|e| local(&e))? {
+    let recorded = store.views.cluster_position().map_err(|e| local(&e))?;
+    if let Some(restore) = behind(store, recorded.as_ref(), &stream, &snapshots).await? {
+        return Err(JoinError::Behind(Box::new(restore)));
+    }
+    let position = match recorded {
         Some(position) if position.epoch != epoch => {
             return Err(JoinError::Failed(format!(
                 "data dir {} belongs to another cluster (epoch {}, this cluster's is {epoch}); start this node on an \
@@ -143,9 +160,46 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
         lease: config.leader_lease,
         leader: watch::channel(None).0,
         stopping: AtomicBool::new(false),
+        snapshots,
+        data_dir: config.data_dir.clone(),
     });
     let tokens = retry("taking the cluster's tokens", || TokenSync::adopt(tokens.clone(), &config.data_dir)).await?;
     Ok(Joined { cluster, log, tokens })
+}
+
+/// Whether this data dir must be made from a snapshot first: it is empty and the cluster
+/// has a snapshot (quicker than replaying the log), or the log was trimmed past it.
+async fn behind(
+    store: &Store,
+    recorded: Option<&ClusterPosition>,
+    stream: &stream::Stream,
+    snapshots: &Snapshots,
+) -> Result<Option<Restore>, JoinError> {
+    let local = |e: &dyn std::fmt::Display| format!("cluster: this node's data dir: {e}");
+    let applied = recorded.map_or(0, |p| p.stream);
+    let stored_head = store.views.stored_head().map_err(|e| local(&e))?;
+    if recorded.is_none() && stored_head > 0 {
+        // A single broker's history: refused by `join`, never replaced.
+        return Ok(None);
+    }
+    let empty = applied == 0 && stored_head == 0;
+    let first = retry("reading the log's state", || async {
+        stream.get_info().await.map(|i| i.state.first_sequence).map_err(|e| e.to_string())
+    })
+    .await?;
+    let trimmed_past = applied + 1 < first;
+    if !empty && !trimmed_past {
+        return Ok(None);
+    }
+    let restore = retry("listing the snapshots", || snapshots.restore(!empty)).await?;
+    match restore {
+        Some(restore) => Ok(Some(restore)),
+        None if trimmed_past => Err(JoinError::Failed(format!(
+            "cluster: the log starts at message {first}, after this node's {applied}, and the cluster has no \
+             snapshot to start from"
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// Checks this node's history against the stream: what it holds beyond its recorded
@@ -200,6 +254,9 @@ pub(crate) enum JoinError {
         /// The last event this data dir holds.
         last: Seq,
     },
+    /// This data dir is empty, or the log was trimmed past it: it is to be made from the
+    /// cluster's newest snapshot.
+    Behind(Box<Restore>),
 }
 
 impl From<String> for JoinError {
@@ -216,6 +273,12 @@ impl std::fmt::Display for JoinError {
                 f,
                 "cluster: this data dir holds events {first}..={last}, which the cluster's log does not (this node \
                  stopped while leading, before they were confirmed)"
+            ),
+            JoinError::Behind(restore) => write!(
+                f,
+                "cluster: this data dir is to be made from the snapshot at event {} (message {} of the log)",
+                restore.snapshot().head,
+                restore.snapshot().stream
             ),
         }
     }
@@ -293,6 +356,8 @@ struct Made {
     epoch: String,
     /// The issued tokens.
     tokens: kv::Store,
+    /// The snapshots' bucket.
+    snapshots: ObjectStore,
 }
 
 /// The stream, the buckets and the epoch, created where missing.
@@ -323,6 +388,21 @@ async fn setup(js: &jetstream::Context, config: &Config) -> Result<Made, String>
     bucket(&quick, &nodes, config.leader_lease, config.replicas).await?;
     bucket(&quick, &meta, Duration::ZERO, config.replicas).await?;
     bucket(&quick, &tokens, Duration::ZERO, config.replicas).await?;
+    let snapshots = format!("{name}-snapshots");
+    quick
+        .get_or_create_stream(stream::Config {
+            name: format!("OBJ_{snapshots}"),
+            subjects: vec![format!("$O.{snapshots}.C.>"), format!("$O.{snapshots}.M.>")],
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            allow_direct: true,
+            description: Some("Muster's snapshots: a node's store, to start from".into()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("the {snapshots} bucket: {e}"))?;
     let meta = quick.get_key_value(&meta).await.map_err(|e| format!("the {meta} bucket: {e}"))?;
     let candidate = format!("{:016x}", rand::random::<u64>());
     // A write's acknowledgement waits for the client's own timeout: bounded here too.
@@ -342,7 +422,8 @@ async fn setup(js: &jetstream::Context, config: &Config) -> Result<Made, String>
     let leases = js.get_key_value(&leader).await.map_err(|e| format!("the {leader} bucket: {e}"))?;
     let nodes = js.get_key_value(&nodes).await.map_err(|e| format!("the {nodes} bucket: {e}"))?;
     let tokens = js.get_key_value(&tokens).await.map_err(|e| format!("the {tokens} bucket: {e}"))?;
-    Ok(Made { stream, leases, nodes, epoch, tokens })
+    let snapshots = js.get_object_store(&snapshots).await.map_err(|e| format!("the {snapshots} bucket: {e}"))?;
+    Ok(Made { stream, leases, nodes, epoch, tokens, snapshots })
 }
 
 /// `js` with the short timeout of a request that creates a stream.
@@ -409,13 +490,20 @@ impl Cluster {
     /// The newest message of the stream (asks the servers; `None` if they do not answer
     /// within a second).
     pub(crate) async fn stream_head(&self) -> Option<u64> {
+        self.stream_state().await.map(|(_, last)| last)
+    }
+
+    /// The oldest and the newest message the stream holds (`None` if the servers do not
+    /// answer within a second).
+    pub(crate) async fn stream_state(&self) -> Option<(u64, u64)> {
         let info = tokio::time::timeout(Duration::from_secs(1), self.stream.get_info()).await;
-        info.ok()?.ok().map(|info| info.state.last_sequence)
+        info.ok()?.ok().map(|info| (info.state.first_sequence, info.state.last_sequence))
     }
 
     /// The node's life, until `shutdown`: follow, lead when elected, follow again.
     pub(crate) async fn run(self: Arc<Self>, writer: Writer, reader: Reader, shutdown: CancellationToken) {
         let heartbeat = tokio::spawn(Arc::clone(&self).heartbeat(shutdown.clone()));
+        let snapshots = tokio::spawn(Arc::clone(&self).snapshot_now_and_then(writer.clone(), shutdown.clone()));
         loop {
             let turn = match self.follow(&writer, &shutdown).await {
                 Ok(turn) => turn,
@@ -443,6 +531,48 @@ impl Cluster {
         }
         self.stopping.store(true, Ordering::Release);
         let _ = heartbeat.await;
+        let _ = snapshots.await;
+    }
+
+    /// Takes a snapshot whenever one is due (see [`Snapshots::due`]), then trims the log,
+    /// until `shutdown`.
+    async fn snapshot_now_and_then(self: Arc<Self>, writer: Writer, shutdown: CancellationToken) {
+        snapshots::forget_upload(&self.data_dir);
+        let mut check = tokio::time::interval(snapshots::CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = check.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            if !self.snapshots.due(self.log.position().head, self.leading()).await {
+                continue;
+            }
+            // The other followers may find it due too: each waits a moment at random, then
+            // looks again.
+            let pause = snapshots::CHECK_EVERY.mul_f64(rand::random::<f64>());
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if !self.snapshots.due(self.log.position().head, self.leading()).await {
+                continue;
+            }
+            match self.snapshots.take(&writer, &self.data_dir).await {
+                Ok(listed) => tracing::info!(stream = listed.stream, head = listed.head, "snapshot uploaded"),
+                Err(error) => {
+                    tracing::warn!(%error, "taking a snapshot failed");
+                    continue;
+                }
+            }
+            let trimmed = match snapshots::lowest_position(&self.nodes).await {
+                Some(floor) => self.snapshots.prune(&self.stream, floor).await,
+                None => Err("the running nodes' positions cannot be read".into()),
+            };
+            if let Err(error) = trimmed {
+                tracing::warn!(%error, "trimming the log failed");
+            }
+        }
     }
 
     /// Says that this instance runs, every quarter of a lease, until `shutdown`; then that it
@@ -452,7 +582,10 @@ impl Cluster {
         loop {
             tokio::select! {
                 _ = every.tick() => {
-                    if let Err(error) = self.nodes.put(&self.instance, Bytes::from(self.node.clone())).await {
+                    let beat = Heartbeat { node: self.node.clone(), applied: self.applied() };
+                    // Plain data; serializing cannot fail.
+                    let beat = Bytes::from(serde_json::to_vec(&beat).unwrap_or_default());
+                    if let Err(error) = self.nodes.put(&self.instance, beat).await {
                         tracing::warn!(%error, "the node's heartbeat failed");
                     }
                 }
@@ -495,6 +628,7 @@ impl Cluster {
             .await
             .map_err(|e| format!("reading the log from message {from}: {e}"))?;
         let mut messages = consumer.messages().await.map_err(|e| format!("reading the log: {e}"))?;
+        let mut next = from;
         let mut applying = FuturesOrdered::new();
         let mut attempt = tokio::time::interval(self.lease / 4);
         attempt.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -518,6 +652,14 @@ impl Cluster {
                 message = messages.next(), if applying.len() < APPLYING => {
                     let message = message.ok_or("the log's consumer ended")?.map_err(|e| e.to_string())?;
                     let stream = message.info().map_err(|e| e.to_string())?.stream_sequence;
+                    if stream != next {
+                        return Err(format!(
+                            "the log skips from message {} to {stream}: it was trimmed past this node (restart it: \
+                             it starts from the cluster's newest snapshot)",
+                            next - 1
+                        ));
+                    }
+                    next += 1;
                     let batch = wire::decode(message.headers.as_ref(), &message.payload)
                         .map_err(|e| format!("message {stream} of the log: {e}"))?;
                     if let Some(node) = message.headers.as_ref().and_then(|h| h.get(wire::NODE)) {

@@ -90,7 +90,21 @@ pub(crate) type Outcome = Result<Committed, WriteError>;
 pub(super) enum Message {
     Command { cmd: Command, idempotency: Option<IdempotencyKey>, reply: oneshot::Sender<Outcome> },
     Apply { batch: Applied, reply: oneshot::Sender<Outcome> },
+    Export { to: std::fs::File, reply: oneshot::Sender<Result<Exported, WriteError>> },
     Stop,
+}
+
+/// A snapshot of the store that [`Writer::export`] wrote.
+#[derive(Debug, Clone)]
+pub(crate) struct Exported {
+    /// The last event it holds.
+    pub(crate) head: Seq,
+    /// Where the store stood in its cluster's log, as recorded then (`None` for a single
+    /// broker). The snapshot may hold a few batches more, applied but not yet recorded: a
+    /// node made from it checks them against the log as after a restart.
+    pub(crate) position: Option<crate::store::ClusterPosition>,
+    /// Its size.
+    pub(crate) bytes: u64,
 }
 
 /// The handle that submits commands. The sequencer knows no credentials: whoever holds a
@@ -122,6 +136,14 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Message::Apply { batch, reply }).await.map_err(|_| stopping())?;
         Ok(rx)
+    }
+
+    /// Writes a snapshot of the store to `to` (see `store::export`), between two batches,
+    /// once every batch written before is durable; no batch is written meanwhile.
+    pub(crate) async fn export(&self, to: std::fs::File) -> Result<Exported, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Message::Export { to, reply }).await.map_err(|_| stopping())?;
+        rx.await.unwrap_or_else(|_| Err(stopping()))
     }
 
     /// Asks the sequencer to finish what is queued and stop.

@@ -14,7 +14,7 @@ use muster_protocol::{Event, Seq, Timestamp, Topic};
 use tokio::sync::{mpsc, watch};
 
 use super::disk::{DiskFloor, essential, store_failed};
-use super::handles::{Committed, Message, QUEUE, Reader, Snapshot, WriteError, Writer};
+use super::handles::{Committed, Exported, Message, QUEUE, Reader, Snapshot, WriteError, Writer};
 use super::idempotency::{Idempotency, fingerprint};
 use super::syncer::{Answer, Shared, Syncer, ToSyncer, Written};
 use crate::clock::Clock;
@@ -30,6 +30,8 @@ const MAX_BATCH: usize = 1024;
 /// Batches written but not yet handed to a sync: two keep the writer busy while the syncer
 /// waits on the disk; more would only add latency.
 const PIPELINE: usize = 2;
+/// How long an export waits for the batches before it to be durable.
+const EXPORT_WAIT: Duration = Duration::from_secs(10);
 /// How often a failing store is reopened.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// Free space needed before a failing store is reopened: with less, the fresh instance
@@ -161,7 +163,9 @@ impl Sequencer {
             if self.broken.is_some_and(|since| since.elapsed() >= REOPEN_EVERY) && self.unsynced.is_empty() {
                 self.reopen_store(&to_syncer);
             }
-            if !batch.is_empty() {
+            if let [Message::Export { .. }] = &batch[..] {
+                self.export(batch, &shared);
+            } else if !batch.is_empty() {
                 let written = self.process(batch);
                 if to_syncer.send(ToSyncer::Batch(written)).is_err() {
                     tracing::error!("the sync thread is gone; stopping");
@@ -196,6 +200,11 @@ impl Sequencer {
                     self.next = Some(message);
                     break;
                 }
+                // An export is a batch of its own.
+                message @ Message::Export { .. } => {
+                    batch.push(message);
+                    break;
+                }
                 message => batch.push(message),
             }
             if batch.len() < MAX_BATCH {
@@ -203,6 +212,29 @@ impl Sequencer {
             }
         }
         (batch, false)
+    }
+
+    /// Writes a snapshot of the store, once every batch written so far is durable (a
+    /// snapshot never holds a batch that may yet be rolled back).
+    fn export(&mut self, batch: Vec<Message>, shared: &Shared) {
+        let Some(Message::Export { to, reply }) = batch.into_iter().next() else { return };
+        let started = Instant::now();
+        while shared.durable.load(Ordering::Acquire) < self.model.head {
+            if shared.failed.load(Ordering::Acquire) || started.elapsed() > EXPORT_WAIT {
+                let _ = reply.send(Err(WriteError::Unavailable("the store's last writes are not durable".into())));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let exported = self.views.cluster_position().and_then(|position| {
+            let bytes = crate::store::export(&self.db, to)?;
+            Ok(Exported { head: self.model.head, position, bytes })
+        });
+        match &exported {
+            Ok(e) => tracing::info!(head = e.head, bytes = e.bytes, took = ?started.elapsed(), "snapshot written"),
+            Err(error) => tracing::warn!(%error, "writing a snapshot failed"),
+        }
+        let _ = reply.send(exported.map_err(|e| WriteError::Unavailable(format!("writing a snapshot: {e}"))));
     }
 
     /// The clock's time, never earlier than the last event's.

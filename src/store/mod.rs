@@ -14,7 +14,9 @@
 //!   idempotency records; loading them at startup;
 //! - `chat_index`: the positions of chat messages by channel and by recipient, in chunks;
 //! - `chat`: reading channels and inboxes back by page;
-//! - `archive`: reading tasks back (those the model let go of), by id and by page.
+//! - `archive`: reading tasks back (those the model let go of), by id and by page;
+//! - `snapshot`: the whole store as one stream of bytes, and a data dir made from one (a
+//!   cluster's snapshots).
 //!
 //! Only after the log's `sync` returns may a write be acknowledged. All methods block;
 //! async callers run them on the blocking pool.
@@ -26,6 +28,7 @@ mod db;
 mod error;
 mod log;
 mod segments;
+mod snapshot;
 mod upgrade;
 mod views;
 
@@ -36,6 +39,7 @@ pub(crate) use archive::Archive;
 pub(crate) use chat::History;
 pub(crate) use db::{Db, StoreError};
 pub(crate) use log::{Carried, CommandEnd, DiskLog, Log, decode_batch, encode_batch};
+pub(crate) use snapshot::{export, import};
 pub(crate) use views::{ClusterPosition, Views};
 
 /// Everything a data dir holds, opened together.

@@ -191,6 +191,11 @@ impl Segments {
         Ok(())
     }
 
+    /// Every segment file, by number (a snapshot copies them).
+    pub(super) fn files(&self) -> Vec<(u32, Arc<File>)> {
+        self.read_files().iter().map(|(n, f)| (*n, Arc::clone(f))).collect()
+    }
+
     /// Bytes the segment files occupy.
     pub(super) fn size(&self) -> u64 {
         self.read_files().values().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()

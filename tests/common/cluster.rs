@@ -23,11 +23,19 @@ pub struct Nats {
     pub routes: String,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// The largest message it takes, if not its config's.
+    pub max_payload: Option<String>,
 }
 
 impl Nats {
     pub fn spawn(&mut self) {
-        let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/cluster/nats-{}.conf", self.index));
+        let mut conf = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/cluster/nats-{}.conf", self.index));
+        if let Some(max) = &self.max_payload {
+            let text = std::fs::read_to_string(&conf).unwrap();
+            assert!(text.contains("max_payload: 8MB"), "{} no longer sets max_payload", conf.display());
+            conf = self.dir.join(format!("nats-{}.conf", self.index));
+            std::fs::write(&conf, text.replace("max_payload: 8MB", &format!("max_payload: {max}"))).unwrap();
+        }
         let log = std::fs::File::create(self.dir.join(format!("nats-{}.log", self.index))).unwrap();
         let child = Command::new("nats-server")
             .arg("-c")
@@ -68,6 +76,8 @@ pub struct Cluster {
     pub nats: Vec<Nats>,
     pub nodes: Vec<Option<Process>>,
     pub addrs: Vec<String>,
+    /// Flags every node gets besides the usual ones.
+    pub extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -78,6 +88,17 @@ impl Cluster {
     /// The whole cluster, once one node leads; `None` (and a visible skip) without
     /// nats-server.
     pub async fn start() -> Option<Cluster> {
+        Cluster::start_with(&[]).await
+    }
+
+    /// [`Cluster::start`], every node with the flags `extra` too.
+    pub async fn start_with(extra: &[&str]) -> Option<Cluster> {
+        Cluster::start_on(None, extra).await
+    }
+
+    /// [`Cluster::start_with`], on nats-servers that take messages of at most `max_payload`
+    /// (`32KB`) if given.
+    pub async fn start_on(max_payload: Option<&str>, extra: &[&str]) -> Option<Cluster> {
         if Command::new("nats-server").arg("--version").output().is_err() {
             let required = std::env::var("MUSTER_REQUIRE_NATS").is_ok_and(|v| v == "1");
             assert!(!required, "MUSTER_REQUIRE_NATS=1 but nats-server is not installed");
@@ -95,13 +116,15 @@ impl Cluster {
                 routes: list.clone(),
                 dir: dir.path().to_owned(),
                 child: None,
+                max_payload: max_payload.map(str::to_owned),
             })
             .collect();
         for n in &mut nats {
             n.spawn();
         }
         let addrs = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), addrs };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut cluster = Cluster { dir, nats, nodes: Vec::new(), addrs, extra };
         for i in 0..3 {
             let node = cluster.spawn_node(i);
             cluster.nodes.push(Some(node));
@@ -115,11 +138,11 @@ impl Cluster {
     }
 
     pub fn spawn_node(&self, i: usize) -> Process {
-        let data = self.dir.path().join(format!("node-{i}"));
-        let name = format!("node-{i}");
-        let args = [
+        let data = self.data_dir(i);
+        let (name, urls) = (format!("node-{i}"), self.urls());
+        let mut args = vec![
             "--cluster",
-            &self.urls(),
+            &urls,
             "--node",
             &name,
             "--leader-lease",
@@ -129,7 +152,13 @@ impl Cluster {
             "--claim-grace",
             GRACE,
         ];
+        args.extend(self.extra.iter().map(String::as_str));
         Process::start_one(&data, &self.addrs[i], &[], &args)
+    }
+
+    /// Node `i`'s data dir.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{i}"))
     }
 
     pub fn node(&self, i: usize) -> &Process {
