@@ -10,12 +10,18 @@
 //!   the cluster converges before the next kill);
 //! - catch-up: a follower is stopped, `--missed` events are written, it is started again;
 //!   the time until it has applied them all (including its start);
+//! - snapshots: `--joined` events are written to a cluster that takes a snapshot every
+//!   quarter of them, then to one that takes none; in each, a follower's data dir is
+//!   emptied and the node started again: the time until it has applied the whole log (from
+//!   the newest snapshot, or replaying the log from the first event), and the snapshot's
+//!   size and the time its export paused the follower's writer;
 //! - fan-out: `--subscribers` WebSocket subscribers to `tasks` (spread over the nodes, or
 //!   all on the single node) while `--events` tasks are created: the time from the first
 //!   write to the last subscriber's last event, and the deliveries/s that makes.
 //!
 //! ```text
-//! cargo bench --bench cluster                      # 64 connections, 3 runs of 10 s, 10 kills, 100,000 missed, 300 subscribers × 2,000 events
+//! cargo bench --bench cluster                      # 64 connections, 3 runs of 10 s, 10 kills, 100,000 missed and joined, 300 subscribers × 2,000 events
+//! cargo bench --bench cluster -- --parts snapshots --joined 100000
 //! cargo bench --bench cluster -- --seconds 5 --runs 1 --kills 3 --missed 20000
 //! cargo bench --bench cluster -- --parts fanout --subscribers 300 --events 2000
 //! cargo bench --bench cluster -- --smoke           # tiny: that it still works (CI)
@@ -145,8 +151,8 @@ fn addrs(cluster: &Cluster) -> Vec<SocketAddr> {
 
 fn main() {
     let (mut seconds, mut runs, mut conns, mut kills, mut missed, mut smoke) = (10.0, 3, 64, 10, 100_000u64, false);
-    let (mut subscribers, mut events) = (300, 2_000u64);
-    let mut parts = vec!["writes".to_owned(), "fanout".to_owned(), "failover".to_owned(), "catchup".to_owned()];
+    let (mut subscribers, mut events, mut joined) = (300, 2_000u64, 100_000u64);
+    let mut parts = ["writes", "fanout", "failover", "catchup", "snapshots"].map(str::to_owned).to_vec();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -157,10 +163,11 @@ fn main() {
             "--missed" => missed = args.next().unwrap().parse().unwrap(),
             "--subscribers" => subscribers = args.next().unwrap().parse().unwrap(),
             "--events" => events = args.next().unwrap().parse().unwrap(),
+            "--joined" => joined = args.next().unwrap().parse().unwrap(),
             "--parts" => parts = args.next().unwrap().split(',').map(str::to_owned).collect(),
             "--smoke" => {
                 (seconds, runs, conns, kills, missed, smoke) = (0.3, 1, 3, 1, 200, true);
-                (subscribers, events) = (6, 20);
+                (subscribers, events, joined) = (6, 20, 400);
             }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -181,6 +188,9 @@ fn main() {
         if part("catchup") {
             catch_up(missed).await;
         }
+        if part("snapshots") {
+            joins(joined).await;
+        }
     });
 }
 
@@ -199,7 +209,14 @@ async fn writes(seconds: f64, runs: usize, conns: usize, smoke: bool) {
                     run(&[p.addr], scenario, conns, seconds).await
                 } else {
                     let Some(cluster) = Cluster::start().await else { return };
-                    run(&addrs(&cluster), scenario, conns, seconds).await
+                    let messages = async || cluster.health(0).await.unwrap()["cluster"]["streamHead"].as_u64().unwrap();
+                    let before = messages().await;
+                    let outcome = run(&addrs(&cluster), scenario, conns, seconds).await;
+                    // How well the leader batches: writes per message of the log (the
+                    // claim scenario's count includes the tasks it creates first).
+                    let sent = messages().await - before;
+                    eprintln!("{scenario}: {} writes in {sent} messages of the log", outcome.requests);
+                    outcome
                 };
                 if smoke {
                     assert!(outcome.requests > 0 && outcome.errors == 0, "{scenario} on the {broker}");
@@ -291,4 +308,57 @@ async fn catch_up(missed: u64) {
         head - from,
         (head - from) as f64 / took
     );
+}
+
+/// The `key=value` fields of the last line of node `i`'s log that says `what`.
+fn logged(cluster: &Cluster, i: usize, what: &str) -> Option<std::collections::HashMap<String, String>> {
+    let log = std::fs::read_to_string(&cluster.node(i).log).ok()?;
+    let line = log.lines().rfind(|l| l.contains(what))?;
+    let fields = line.split_whitespace().filter_map(|w| w.split_once('=')).map(|(k, v)| (k.into(), v.into()));
+    Some(fields.collect())
+}
+
+/// A node on an empty data dir joining a cluster that holds `events` events: with snapshots
+/// (one every quarter of them), then without.
+async fn joins(events: u64) {
+    for every in [events / 4, 0] {
+        let Some(mut cluster) = Cluster::start_with(&["--snapshot-every", &every.to_string()]).await else { return };
+        let leader = cluster.leader().await;
+        let follower = (leader + 1) % 3;
+        let all = addrs(&cluster);
+        assert_eq!(fill(&all, events).await.errors, 0);
+        let head = cluster.converged().await;
+        let mut taken = None;
+        if every > 0 {
+            // The snapshot the node will start from: one taken after the writes.
+            let started = Instant::now();
+            while taken.is_none() {
+                assert!(started.elapsed() < Duration::from_secs(120), "no snapshot of the last writes");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                taken = (0..3)
+                    .filter_map(|i| logged(&cluster, i, "snapshot written"))
+                    .find(|f| f["head"].parse::<u64>().unwrap() + every > head);
+            }
+        }
+        cluster.nodes[follower].take().unwrap().terminate();
+        std::fs::remove_dir_all(cluster.data_dir(follower)).unwrap();
+        let started = Instant::now();
+        cluster.nodes[follower] = Some(cluster.spawn_node(follower));
+        assert_eq!(cluster.converged().await, head);
+        let took = started.elapsed().as_secs_f64();
+        match taken {
+            Some(t) => println!(
+                "join from a snapshot: a node on an empty data dir had applied all {head} events {took:.1} s after it was \
+                 started (a snapshot of {} events, {:.1} MB, exported in {}; then the log after it)",
+                t["head"],
+                t["bytes"].parse::<f64>().unwrap() / 1e6,
+                t["took"],
+            ),
+            None => println!(
+                "join by replay: a node on an empty data dir had applied all {head} events {took:.1} s after it was \
+                 started ({:.0} events/s), with no snapshot",
+                head as f64 / took
+            ),
+        }
+    }
 }

@@ -138,7 +138,8 @@ pub async fn serve(
     // through the leader (or are decided here, leading) and come back through the log.
     let leave = CancellationToken::new();
     let cluster = joined.map(|joined| {
-        tracker.spawn(Arc::clone(&joined.cluster).run(writer.clone(), reader.clone(), leave.clone()));
+        let run = Arc::clone(&joined.cluster).run(writer.clone(), reader.clone(), leave.clone(), shutdown.clone());
+        tracker.spawn(run);
         tracker.spawn(joined.tokens.run(Arc::clone(&tokens), leave.clone()));
         joined.cluster
     });
@@ -168,6 +169,11 @@ pub async fn serve(
     broker.stop().await;
     tracker.close();
     tracker.wait().await;
+    // A node the trimmed log left behind stopped itself: an error, so that a supervisor
+    // starts it again (it is then made from the cluster's newest snapshot).
+    if let Some(why) = broker.cluster().and_then(|c| c.left_behind()) {
+        return Err(ServeError::Cluster(why));
+    }
     served.map_err(ServeError::from)
 }
 

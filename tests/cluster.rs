@@ -773,3 +773,59 @@ async fn a_batch_larger_than_the_servers_take_is_cut_between_commands() {
         assert_eq!(split(r).await.1["unread"], 40, "node-{i}'s inbox of bob");
     }
 }
+
+/// A follower paused (`SIGSTOP`) for longer than a lease is no longer counted as running, so
+/// the log may be trimmed past it. Woken, it finds the gap, stops with an error that says
+/// so (for its supervisor to start it again) and, started again, is made from the newest
+/// snapshot; every node then holds the same log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_paused_while_the_log_was_trimmed_stops_and_starts_from_a_snapshot() {
+    let Some(mut cluster) = Cluster::start_with(&["--snapshot-every", "300"]).await else { return };
+    let http = reqwest::Client::new();
+    let leader = cluster.leader().await;
+    let (paused, writer) = ((leader + 1) % 3, (leader + 2) % 3);
+    let at_pause = cluster.converged().await;
+    signal("STOP", cluster.node(paused).child.id());
+    // Its heartbeat lapses after a lease.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let writers = (0..16).map(|w| {
+        let (http, url) = (http.clone(), cluster.url(writer, "/tasks"));
+        tokio::spawn(async move {
+            for n in 0..25 {
+                let (status, body) = post(&http, url.clone(), "alice", json!({"title": format!("kept {w}-{n}")})).await;
+                assert_eq!(status, 201, "{body}");
+            }
+        })
+    });
+    for w in writers {
+        w.await.unwrap();
+    }
+    let started = Instant::now();
+    while health_of(&cluster, writer).await["cluster"]["streamFirst"].as_u64().unwrap_or(1) <= at_pause + 1 {
+        assert!(started.elapsed() < Duration::from_secs(90), "the log was not trimmed past the paused node");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    signal("CONT", cluster.node(paused).child.id());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = cluster.nodes[paused].as_mut().unwrap().child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let log = std::fs::read_to_string(&cluster.node(paused).log).unwrap();
+            panic!("the node left behind did not stop:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "the node left behind stopped as if all were well");
+    let log = std::fs::read_to_string(&cluster.node(paused).log).unwrap();
+    assert!(log.contains("trimmed past this node"), "no reason given:\n{log}");
+
+    cluster.nodes[paused] = Some(cluster.spawn_node(paused));
+    cluster.check_logs().await;
+    let log = std::fs::read_to_string(&cluster.node(paused).log).unwrap();
+    assert!(log.contains("was made from the snapshot"), "node-{paused} did not start from a snapshot:\n{log}");
+    let board = common::all_tasks(&cluster.url(paused, "")).await;
+    assert_eq!(board.iter().filter(|t| t["title"].as_str().unwrap().starts_with("kept")).count(), 400);
+}

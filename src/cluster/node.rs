@@ -78,6 +78,8 @@ pub(crate) struct Cluster {
     leader: watch::Sender<Option<String>>,
     /// Set once the node stops: no new term starts.
     stopping: AtomicBool,
+    /// Why this node stopped the broker (the trimmed log left it behind while it ran).
+    left_behind: std::sync::Mutex<Option<String>>,
     snapshots: Snapshots,
     /// This node's data dir (a snapshot is written there before its upload).
     data_dir: std::path::PathBuf,
@@ -160,6 +162,7 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
         lease: config.leader_lease,
         leader: watch::channel(None).0,
         stopping: AtomicBool::new(false),
+        left_behind: std::sync::Mutex::new(None),
         snapshots,
         data_dir: config.data_dir.clone(),
     });
@@ -167,8 +170,10 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
     Ok(Joined { cluster, log, tokens })
 }
 
-/// Whether this data dir must be made from a snapshot first: it is empty and the cluster
-/// has a snapshot (quicker than replaying the log), or the log was trimmed past it.
+/// Whether this data dir must be made from a snapshot first: the log was trimmed past it
+/// (an empty one too, once the log no longer starts at its first message). Where the log
+/// still holds what the node lacks, it replays it: quicker than a snapshot's download and
+/// import (measured: BENCHMARKS.md).
 async fn behind(
     store: &Store,
     recorded: Option<&ClusterPosition>,
@@ -176,29 +181,24 @@ async fn behind(
     snapshots: &Snapshots,
 ) -> Result<Option<Restore>, JoinError> {
     let local = |e: &dyn std::fmt::Display| format!("cluster: this node's data dir: {e}");
-    let applied = recorded.map_or(0, |p| p.stream);
-    let stored_head = store.views.stored_head().map_err(|e| local(&e))?;
-    if recorded.is_none() && stored_head > 0 {
+    if recorded.is_none() && store.views.stored_head().map_err(|e| local(&e))? > 0 {
         // A single broker's history: refused by `join`, never replaced.
         return Ok(None);
     }
-    let empty = applied == 0 && stored_head == 0;
+    let applied = recorded.map_or(0, |p| p.stream);
     let first = retry("reading the log's state", || async {
         stream.get_info().await.map(|i| i.state.first_sequence).map_err(|e| e.to_string())
     })
     .await?;
-    let trimmed_past = applied + 1 < first;
-    if !empty && !trimmed_past {
+    if applied + 1 >= first {
         return Ok(None);
     }
-    let restore = retry("listing the snapshots", || snapshots.restore(!empty)).await?;
-    match restore {
+    match retry("listing the snapshots", || snapshots.restore(applied > 0)).await? {
         Some(restore) => Ok(Some(restore)),
-        None if trimmed_past => Err(JoinError::Failed(format!(
+        None => Err(JoinError::Failed(format!(
             "cluster: the log starts at message {first}, after this node's {applied}, and the cluster has no \
              snapshot to start from"
         ))),
-        None => Ok(None),
     }
 }
 
@@ -254,8 +254,8 @@ pub(crate) enum JoinError {
         /// The last event this data dir holds.
         last: Seq,
     },
-    /// This data dir is empty, or the log was trimmed past it: it is to be made from the
-    /// cluster's newest snapshot.
+    /// The log was trimmed past this data dir (or it is empty and the log no longer starts
+    /// at its first message): it is to be made from the cluster's newest snapshot.
     Behind(Box<Restore>),
 }
 
@@ -449,6 +449,35 @@ async fn retry<T, F: Future<Output = Result<T, String>>>(what: &str, mut step: i
     }
 }
 
+/// Why a node's following failed.
+enum Followed {
+    /// Try again.
+    Failed(String),
+    /// The log was trimmed past this node: it cannot go on.
+    LeftBehind(String),
+}
+
+/// The log, now starting at message `first`, was trimmed past this node, which had
+/// received up to message `had`.
+fn left_behind(first: u64, had: u64) -> Followed {
+    Followed::LeftBehind(format!(
+        "the log now starts at message {first}, and this node had received up to {had}: it was trimmed past this \
+         node (start it again: it is made from the cluster's newest snapshot)"
+    ))
+}
+
+impl From<String> for Followed {
+    fn from(error: String) -> Followed {
+        Followed::Failed(error)
+    }
+}
+
+impl From<&str> for Followed {
+    fn from(error: &str) -> Followed {
+        Followed::Failed(error.to_owned())
+    }
+}
+
 /// What ended a node's following: it won the lease (and holds the whole stream), or the
 /// broker stops.
 enum Turn {
@@ -500,14 +529,35 @@ impl Cluster {
         info.ok()?.ok().map(|info| (info.state.first_sequence, info.state.last_sequence))
     }
 
-    /// The node's life, until `shutdown`: follow, lead when elected, follow again.
-    pub(crate) async fn run(self: Arc<Self>, writer: Writer, reader: Reader, shutdown: CancellationToken) {
+    /// Why this node stopped the broker, if it did: the log was trimmed past it while it ran
+    /// (it was paused, or cut off, for longer than a lease). Started again, it is made from
+    /// the newest snapshot.
+    pub(crate) fn left_behind(&self) -> Option<String> {
+        self.left_behind.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The node's life, until `shutdown`: follow, lead when elected, follow again. If the
+    /// trimmed log leaves it behind, it stops the broker (`stop`), saying why in
+    /// [`Cluster::left_behind`].
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        writer: Writer,
+        reader: Reader,
+        shutdown: CancellationToken,
+        stop: CancellationToken,
+    ) {
         let heartbeat = tokio::spawn(Arc::clone(&self).heartbeat(shutdown.clone()));
         let snapshots = tokio::spawn(Arc::clone(&self).snapshot_now_and_then(writer.clone(), shutdown.clone()));
         loop {
             let turn = match self.follow(&writer, &shutdown).await {
                 Ok(turn) => turn,
-                Err(error) => {
+                Err(Followed::LeftBehind(error)) => {
+                    tracing::error!(%error, "this node was left behind by the trimmed log; stopping");
+                    *self.left_behind.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                    stop.cancel();
+                    break;
+                }
+                Err(Followed::Failed(error)) => {
                     tracing::warn!(%error, "following the cluster's log failed; starting again");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
@@ -616,8 +666,12 @@ impl Cluster {
 
     /// Applies the stream from this node's position on, and tries for the lease; returns
     /// once this node holds it, has applied the whole stream and marked its term.
-    async fn follow(&self, writer: &Writer, shutdown: &CancellationToken) -> Result<Turn, String> {
+    async fn follow(&self, writer: &Writer, shutdown: &CancellationToken) -> Result<Turn, Followed> {
         let from = self.log.position().stream + 1;
+        let first = self.stream.get_info().await.map_err(|e| e.to_string())?.state.first_sequence;
+        if from < first {
+            return Err(left_behind(first, from - 1));
+        }
         let consumer = self
             .stream
             .create_consumer(consumer::push::OrderedConfig {
@@ -653,11 +707,7 @@ impl Cluster {
                     let message = message.ok_or("the log's consumer ended")?.map_err(|e| e.to_string())?;
                     let stream = message.info().map_err(|e| e.to_string())?.stream_sequence;
                     if stream != next {
-                        return Err(format!(
-                            "the log skips from message {} to {stream}: it was trimmed past this node (restart it: \
-                             it starts from the cluster's newest snapshot)",
-                            next - 1
-                        ));
+                        return Err(left_behind(stream, next - 1));
                     }
                     next += 1;
                     let batch = wire::decode(message.headers.as_ref(), &message.payload)
@@ -672,13 +722,20 @@ impl Cluster {
                 Some((stream, head, outcome)) = applying.next() => {
                     match outcome {
                         Ok(Ok(_)) => self.log.applied(stream, head).map_err(|e| e.to_string())?,
-                        Ok(Err(error)) => return Err(format!("applying message {stream} of the log: {error}")),
+                        Ok(Err(error)) => return Err(format!("applying message {stream} of the log: {error}").into()),
                         Err(_) => return Ok(Turn::Stop),
                     }
                 }
                 _ = attempt.tick() => {
                     if self.stopping.load(Ordering::Acquire) {
                         continue;
+                    }
+                    // The next message this node needs is gone (its consumer need not say so:
+                    // one that lost its server-side half while the node was paused waits).
+                    if let Some((first, _)) = self.stream_state().await
+                        && next < first
+                    {
+                        return Err(left_behind(first, next - 1));
                     }
                     held = match held {
                         None => match self.leases.create(LEASE_KEY, Bytes::from(self.node.clone())).await {

@@ -1,7 +1,7 @@
 //! Snapshots and trimming: a node's whole store, uploaded now and then to the cluster's
 //! Object Store bucket (`<name>-snapshots`), so that the log's stream can be trimmed below
-//! them and a node that starts on an empty data dir (or one the trimmed log has left
-//! behind) starts from a snapshot instead of from the first event.
+//! them and a node whose data dir the trimmed log has left behind (an empty one, once the
+//! log no longer starts at its first message) starts from a snapshot.
 //!
 //! - **Taking one** ([`Snapshots::due`], [`Snapshots::take`]): once the newest snapshot is [`Snapshots::every`]
 //!   events old, a follower (`Cluster::snapshot_now_and_then`) asks its writer for an export (`Writer::export`: between two
