@@ -215,9 +215,14 @@ async fn open(config: &Config) -> Result<(Arc<Store>, Option<cluster::Joined>), 
                     "making the data dir from the cluster's newest snapshot"
                 );
                 let started = std::time::Instant::now();
-                restore.apply(&config.data_dir, config.cache_mb).await.map_err(ServeError::Cluster)?;
-                tracing::info!(took = ?started.elapsed(), "the data dir was made from the snapshot");
                 restores += 1;
+                match restore.apply(&config.data_dir, config.cache_mb).await {
+                    Ok(()) => tracing::info!(took = ?started.elapsed(), "the data dir was made from the snapshot"),
+                    // Deleted meanwhile (two newer ones were taken), say: join again, and
+                    // take the newest then.
+                    Err(error) if restores < 3 => tracing::warn!(%error, "restoring the snapshot failed; trying again"),
+                    Err(error) => return Err(ServeError::Cluster(error)),
+                }
             }
             Err(error) => return Err(ServeError::Cluster(error.to_string())),
         }

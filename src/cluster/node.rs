@@ -27,7 +27,8 @@ use crate::sequencer::{IdempotencyKey, Outcome, Reader, WriteError, Writer};
 use crate::store::{ClusterPosition, Log, Store};
 
 /// How long a follower waits for the leader to answer a forwarded write: longer than a
-/// NATS stream's failover (5–7 s), during which the leader's publishes wait.
+/// NATS stream's failover (5–7 s), during which the leader's publishes wait. (A leader
+/// that dies meanwhile is noticed sooner: when another one takes over.)
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node waits to have applied what a read or a write must see.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -706,10 +707,10 @@ impl Cluster {
                 message = messages.next(), if applying.len() < APPLYING => {
                     let message = message.ok_or("the log's consumer ended")?.map_err(|e| e.to_string())?;
                     let stream = message.info().map_err(|e| e.to_string())?.stream_sequence;
-                    if stream != next {
+                    if stream > next {
                         return Err(left_behind(stream, next - 1));
                     }
-                    next += 1;
+                    next = next.max(stream + 1);
                     let batch = wire::decode(message.headers.as_ref(), &message.payload)
                         .map_err(|e| format!("message {stream} of the log: {e}"))?;
                     if let Some(node) = message.headers.as_ref().and_then(|h| h.get(wire::NODE)) {
@@ -871,7 +872,23 @@ impl Cluster {
         // Plain data; serializing cannot fail.
         let payload = serde_json::to_vec(&forwarded).unwrap_or_default();
         let request = async_nats::Request::new().payload(payload.into()).timeout(Some(FORWARD_TIMEOUT));
-        let reply = self.client.send_request(self.writes.clone(), request).await.map_err(|e| match e.kind() {
+        // A leader that dies with the request unanswered is replaced after its lease: the
+        // caller hears so then, not after the whole forward timeout.
+        let asked = self.leader();
+        let mut leaders = self.leader.subscribe();
+        let replaced = leaders.wait_for(|now| asked.is_some() && now.is_some() && *now != asked);
+        let sent = self.client.send_request(self.writes.clone(), request);
+        let reply = tokio::select! {
+            reply = sent => reply,
+            Ok(_) = replaced => {
+                return Err(WriteError::Unavailable(
+                    "the cluster's leader changed while the write was in flight: it may or may not have been made; \
+                     retry with the same Idempotency-Key"
+                        .into(),
+                ));
+            }
+        };
+        let reply = reply.map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => not_leader(),
             async_nats::RequestErrorKind::TimedOut => WriteError::Unavailable(
                 "the cluster's leader did not answer in time: the write may or may not have been made; retry with \
