@@ -180,8 +180,8 @@ pub async fn serve(
 /// Opens the data dir's store and, with `--cluster`, joins the cluster. A node whose data
 /// dir diverged from the cluster's log (it crashed while leading, holding batches the log
 /// never took) has it set aside and starts afresh, filling from the cluster. A node whose
-/// data dir is empty, or was left behind by the trimmed log, has it made from the cluster's
-/// newest snapshot first.
+/// data dir the trimmed log left behind (an empty one too, once the log no longer starts at
+/// its first message) has it made from the cluster's newest snapshot first.
 async fn open(config: &Config) -> Result<(Arc<Store>, Option<cluster::Joined>), ServeError> {
     let mut set_aside = false;
     // A snapshot may be trimmed past while it is restored: then the next one is.

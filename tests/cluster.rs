@@ -639,10 +639,10 @@ fn beside(cluster: &Cluster, i: usize, suffix: &str) -> bool {
         .any(|e| e.file_name().to_string_lossy().starts_with(&format!("node-{i}{suffix}")))
 }
 
-/// With a snapshot every 300 events, the log is trimmed below them; a node that was away
-/// while it was trimmed, and one on an empty data dir where a crashed restore left its
-/// pieces, both start from the newest snapshot; then every node holds the same log from
-/// `seq` 1, with every acknowledged write.
+/// With a snapshot every 300 events (two taken by the same follower), the log is trimmed
+/// below them; a node that was away while it was trimmed, and one on an empty data dir
+/// where a crashed restore left its pieces, both start from the newest snapshot; then every
+/// node holds the same log from `seq` 1, with every acknowledged write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_log_is_trimmed_below_snapshots_and_a_node_starts_from_one() {
     let Some(mut cluster) = Cluster::start_with(&["--snapshot-every", "300"]).await else { return };
@@ -651,22 +651,34 @@ async fn the_log_is_trimmed_below_snapshots_and_a_node_starts_from_one() {
     let (away, writer) = ((leader + 1) % 3, (leader + 2) % 3);
     cluster.nodes[away].take().unwrap().terminate();
 
-    // Tasks and chat through the follower left, sixteen writers at a time.
-    let writers = (0..16).map(|w| {
-        let (http, base) = (http.clone(), cluster.url(writer, ""));
-        tokio::spawn(async move {
-            for n in 0..25 {
-                let (status, body) =
-                    post(&http, format!("{base}/tasks"), "alice", json!({"title": format!("kept {w}-{n}")})).await;
-                assert_eq!(status, 201, "{body}");
-                let chat = json!({"from": "alice", "content": format!("@bob note {w}-{n}")});
-                let (status, body) = post(&http, format!("{base}/chat/messages"), "alice", chat).await;
-                assert_eq!(status, 201, "{body}");
+    // Tasks and chat through the follower left, sixteen writers at a time, in two rounds:
+    // the follower takes a snapshot after each (its second export of the same store too).
+    for round in 0..2 {
+        let writers = (0..16).map(|w| {
+            let (http, base) = (http.clone(), cluster.url(writer, ""));
+            tokio::spawn(async move {
+                for n in 0..13 {
+                    let title = format!("kept {round}-{w}-{n}");
+                    let (status, body) = post(&http, format!("{base}/tasks"), "alice", json!({"title": title})).await;
+                    assert_eq!(status, 201, "{body}");
+                    let chat = json!({"from": "alice", "content": format!("@bob note {round}-{w}-{n}")});
+                    let (status, body) = post(&http, format!("{base}/chat/messages"), "alice", chat).await;
+                    assert_eq!(status, 201, "{body}");
+                }
+            })
+        });
+        for w in writers {
+            w.await.unwrap();
+        }
+        let started = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&cluster.node(writer).log).unwrap();
+            if log.matches("snapshot uploaded").count() > round {
+                break;
             }
-        })
-    });
-    for w in writers {
-        w.await.unwrap();
+            assert!(started.elapsed() < Duration::from_secs(60), "no snapshot {} after 60 s:\n{log}", round + 1);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
     let started = Instant::now();
     let first = loop {
@@ -709,11 +721,11 @@ async fn the_log_is_trimmed_below_snapshots_and_a_node_starts_from_one() {
     cluster.check_logs().await;
     for i in 0..3 {
         let board = common::all_tasks(&cluster.url(i, "")).await;
-        assert_eq!(board.iter().filter(|t| t["title"].as_str().unwrap().starts_with("kept")).count(), 401);
+        assert_eq!(board.iter().filter(|t| t["title"].as_str().unwrap().starts_with("kept")).count(), 417);
         let r = http.get(cluster.url(i, "/inbox/bob")).send().await.unwrap();
         let (status, inbox) = split(r).await;
         assert_eq!(status, 200, "{inbox}");
-        assert_eq!(inbox["unread"], 400, "node-{i}'s inbox of bob");
+        assert_eq!(inbox["unread"], 416, "node-{i}'s inbox of bob");
     }
 }
 

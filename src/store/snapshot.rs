@@ -3,7 +3,7 @@
 //! snapshots, so that the cluster's log can be trimmed below them and a new node starts
 //! from one instead of from the first event.
 //!
-//! The export must run while nothing writes to the store (the sequencer's writer runs it,
+//! The export must run while the writer does not write (the sequencer's writer runs it,
 //! between two batches): what it writes is then the store as a crash would leave it at that
 //! moment, which opening a store already copes with (the views and the log's tail after
 //! them are loaded as after any restart).
@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::db::{Db, SCHEMA, SLED_DIR, open_sled};
@@ -29,10 +30,18 @@ const SETS: [&str; 2] = ["log", "chat"];
 /// Entries inserted into a tree at once while importing.
 const IMPORT_BATCH: usize = 4096;
 
-/// Writes the whole store to `out`; returns the bytes written. Nothing may write to the
-/// store meanwhile.
+/// Writes the whole store to `out`; returns the bytes written. Only the writer writes to
+/// the store, and it must not meanwhile; the log's trimming (a timer) may: the segment
+/// files are listed, and held open, before the trees are read, so that every position the
+/// trees hold is in a file the snapshot carries (a file trimmed meanwhile is read through
+/// the handle held).
 pub(crate) fn export(db: &Db, out: impl Write) -> Result<u64, StoreError> {
     let mut out = Counting { inner: BufWriter::with_capacity(1 << 20, out), bytes: 0 };
+    let files: Vec<_> = SETS
+        .into_iter()
+        .zip([&db.log_records, &db.chat_records])
+        .flat_map(|(set, segments)| segments.files().into_iter().map(move |(n, f)| (set, n, f)))
+        .collect();
     out.write_all(MAGIC)?;
     out.write_all(&SCHEMA.to_be_bytes())?;
     let h = db.handles()?;
@@ -47,17 +56,22 @@ pub(crate) fn export(db: &Db, out: impl Write) -> Result<u64, StoreError> {
         }
         out.write_all(&END_OF_TREE.to_be_bytes())?;
     }
-    for (set, segments) in SETS.into_iter().zip([&db.log_records, &db.chat_records]) {
-        for (number, file) in segments.files() {
-            let len = file.metadata()?.len();
-            out.write_all(b"F")?;
-            bytes(&mut out, set.as_bytes())?;
-            out.write_all(&number.to_be_bytes())?;
-            out.write_all(&len.to_be_bytes())?;
-            let copied = std::io::copy(&mut (&*file).take(len), &mut out)?;
-            if copied != len {
+    for (set, number, file) in files {
+        let len = file.metadata()?.len();
+        out.write_all(b"F")?;
+        bytes(&mut out, set.as_bytes())?;
+        out.write_all(&number.to_be_bytes())?;
+        out.write_all(&len.to_be_bytes())?;
+        // Read by position: the handle is shared with readers.
+        let mut at = 0;
+        let mut buf = vec![0; 1 << 20];
+        while at < len {
+            let n = file.read_at(&mut buf[..(len - at).min(1 << 20) as usize], at)?;
+            if n == 0 {
                 return Err(corrupt(format!("segment {set}/{number:08x} shrank while it was read")));
             }
+            out.write_all(&buf[..n])?;
+            at += n as u64;
         }
     }
     out.write_all(b"E")?;
