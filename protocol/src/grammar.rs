@@ -411,9 +411,18 @@ grammar!(
         .schema_type(Type::String)
         .format(Some(SchemaFormat::Custom("glob".into())))
         .description(Some(
-            "A repository-relative path or gitignore-style glob of at most 256 bytes and 16 wildcards: `*`, `?`, \
-             `[a-z]`, `[!a-z]` (ASCII), `**` as a whole segment, `\\` escapes; a trailing `/` holds a directory; \
-             no `!`, no empty, `.` or `..` segment, no control characters.",
+            format!(
+                "A repository-relative path or gitignore-style glob of at most {} bytes and {} wildcards: `*`, \
+                 `?`, `[a-z]`, `[!a-z]` (ASCII), `**` as a whole segment, `\\` escapes; a trailing `/` holds a \
+                 directory; no `!`, no empty, `.` or `..` segment (escaped or not), no control characters. Its \
+                 automaton may have at most {} states (a path of 256 bytes has about 260; patterns such as \
+                 `*a?a?a?a?b*` grow fast and are refused). The overlap checks of one request may take at most {} \
+                 steps; a request that needs more is refused (409).",
+                crate::glob::MAX_PATTERN,
+                crate::glob::MAX_WILDCARDS,
+                crate::glob::MAX_STATES,
+                crate::MAX_MATCH_STEPS,
+            ),
         ))
         .examples(["src/auth/**"])
 );

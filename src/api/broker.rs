@@ -24,6 +24,14 @@ use crate::store::{Log, Store, StoreError};
 /// threads and the broker to 270 MB of RSS. Waiting readers queue on the semaphore.
 const READ_THREADS: usize = 16;
 
+/// Pattern matching running at once (the overlap checks of reserves, `who`): all the cores
+/// but one, so that however many requests of it come, one core is left for the writer and
+/// the other requests. Each request's work is bounded (`MAX_MATCH_STEPS`); waiting requests
+/// queue on the semaphore.
+fn match_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 /// The broker, as its transports see it.
 pub(crate) struct Broker {
     /// Private to this file: only [`Broker::write`] submits, after binding the caller.
@@ -34,6 +42,7 @@ pub(crate) struct Broker {
     store: Arc<Store>,
     log: Arc<dyn Log>,
     readers: tokio::sync::Semaphore,
+    matchers: tokio::sync::Semaphore,
     pub(super) policy: Policy,
     pub(super) clock: Clock,
     pub(super) tokens: Arc<Tokens>,
@@ -79,6 +88,7 @@ impl Broker {
             store,
             log,
             readers: tokio::sync::Semaphore::new(READ_THREADS),
+            matchers: tokio::sync::Semaphore::new(match_threads()),
             policy,
             clock,
             tokens,
@@ -147,6 +157,14 @@ impl Broker {
         Ok(self.reader.snapshot())
     }
 
+    /// `cmd` as `caller` may send it: the caller checked, names in their one spelling, the
+    /// acting agent filled in or checked. [`Broker::write`] does it too (again is harmless).
+    pub(super) fn bind(&self, caller: &Caller, cmd: &mut Command) -> Result<(), ApiError> {
+        self.check(caller)?;
+        cmd.canonicalize();
+        caller.bind(cmd)
+    }
+
     /// The one way to the writer: `cmd` is bound to `caller` (the acting agent filled in or
     /// checked), submitted, and answered once durable.
     pub(super) async fn write(
@@ -155,9 +173,7 @@ impl Broker {
         mut cmd: Command,
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Written<crate::core::Reply>, ApiError> {
-        self.check(caller)?;
-        cmd.canonicalize();
-        caller.bind(&mut cmd)?;
+        self.bind(caller, &mut cmd)?;
         let internal = matches!(cmd, Command::Tick | Command::ResetConnections | Command::ResetNode { .. });
         let outcome = match &self.cluster {
             Some(cluster) if !cluster.leading() => cluster.forward(cmd, idempotency, &self.reader).await,
@@ -195,6 +211,23 @@ impl Broker {
             Ok(result) => result.map_err(ApiError::from),
             Err(e) => Err(ApiError::new(ErrorCode::Internal, format!("read failed: {e}"))),
         }
+    }
+
+    /// Runs pattern matching off the async workers, at most [`match_threads`] at once.
+    pub(super) async fn matching<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        // The semaphore is never closed.
+        let _permit = self.matchers.acquire().await;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("matching failed: {e}")))
+    }
+
+    /// Counts a command refused before it reached the writer.
+    pub(super) fn refused(&self) {
+        self.metrics.commands_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The hub, for subscriptions (see `feed`).

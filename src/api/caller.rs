@@ -108,7 +108,7 @@ impl Caller {
                 &mut action.agent
             }
             Command::ClaimNext { agent } => agent,
-            Command::ReserveFiles(r) => &mut r.agent,
+            Command::ReserveFiles(r) => &mut r.files.agent,
             Command::ReleaseFiles(r) => &mut r.agent,
             Command::PostMessage(p) => {
                 let named = (!p.from.is_empty()).then(|| std::mem::take(&mut p.from));

@@ -2,12 +2,15 @@
 //! This file lists the commands and hands each to its rules (`tasks`, `chat`, `presence`).
 
 use muster_protocol::{
-    Agent, ChatMessage, CreateTask, EventKind, Heartbeat, PostMessage, ReleaseFiles, Reservation, ReserveFiles, Seq,
-    Task, TaskAction, TaskId, Timestamp, UpdateTask,
+    Agent, ChatMessage, CreateTask, EventKind, Heartbeat, PostMessage, ReleaseFiles, Reservation, Seq, Task,
+    TaskAction, TaskId, Timestamp, UpdateTask,
 };
+
+use muster_protocol::ReserveFiles;
 
 use super::decider::Decider;
 use super::error::DomainError;
+use super::files::Reserve;
 use super::model::Model;
 use super::policy::Policy;
 use super::rules::require_agent;
@@ -92,7 +95,7 @@ pub enum Command {
         node: String,
     },
     /// Reserve paths of a repository.
-    ReserveFiles(ReserveFiles),
+    ReserveFiles(Reserve),
     /// Release reservations.
     ReleaseFiles(ReleaseFiles),
     /// The broker (re)started: no session survived; every agent with open sessions left.
@@ -124,7 +127,7 @@ impl Command {
             Command::Claim { id, .. } | Command::Release { id, .. } | Command::Complete { id, .. } => {
                 Named { tasks: vec![*id], chains: Vec::new() }
             }
-            Command::ReserveFiles(r) => Named { tasks: r.task.into_iter().collect(), chains: Vec::new() },
+            Command::ReserveFiles(r) => Named { tasks: r.files.task.into_iter().collect(), chains: Vec::new() },
             Command::ClaimNext { .. }
             | Command::PostMessage(_)
             | Command::Heartbeat { .. }
@@ -164,9 +167,8 @@ impl Command {
                 maybe(&mut action.agent);
             }
             Command::ClaimNext { agent } => maybe(agent),
-            Command::ReserveFiles(ReserveFiles { agent, .. }) | Command::ReleaseFiles(ReleaseFiles { agent, .. }) => {
-                maybe(agent)
-            }
+            Command::ReserveFiles(Reserve { files: ReserveFiles { agent, .. }, .. })
+            | Command::ReleaseFiles(ReleaseFiles { agent, .. }) => maybe(agent),
             Command::PostMessage(p) => {
                 one(&mut p.from);
                 maybe(&mut p.to);

@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use muster_protocol::glob::Glob;
+use muster_protocol::glob::{Budget, Glob, OverBudget};
 use muster_protocol::{
-    DEFAULT_TTL_SECONDS, EventKind, FileConflict, FilesQuery, FilesReleaseReason, MAX_PATTERNS, MAX_PER_AGENT,
-    MAX_TTL_SECONDS, ReleaseFiles, ReleaseReason, Reservation, ReservationId, ReserveFiles, TaskId, check_repo,
+    DEFAULT_TTL_SECONDS, EventKind, FileConflict, FilesQuery, FilesReleaseReason, MAX_MATCH_STEPS, MAX_PATTERNS,
+    MAX_PER_AGENT, MAX_TTL_SECONDS, ReleaseFiles, ReleaseReason, Reservation, ReservationId, ReserveFiles, Seq, TaskId,
+    check_repo,
 };
 
 use super::decider::Decider;
@@ -22,9 +23,60 @@ use super::rules::{require_agent, validate_note};
 /// Most conflicts listed in one refusal.
 const MAX_CONFLICTS: usize = 20;
 
-/// The reservations in `repo` that hold `path`, by id.
-pub fn holders<'m>(model: &'m Model, repo: &'m str, path: &'m str) -> impl Iterator<Item = &'m Reservation> + 'm {
-    model.files.in_repo(repo).filter(move |h| h.matches(path)).map(|h| &h.reservation)
+/// A reserve, as the writer decides it: the request, and what a check of it made on a
+/// snapshot before (off the writer) found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Reserve {
+    /// The request.
+    pub files: ReserveFiles,
+    /// Not sent on: a command forwarded to a cluster's leader is checked there in full.
+    #[serde(skip)]
+    pub precheck: Precheck,
+}
+
+/// What deciding a reserve on a snapshot found, so that the writer does only what the
+/// snapshot could not: the overlap checks are the costly part of a reserve, and the writer
+/// holds every other write while it decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Precheck {
+    /// No check was made: the writer checks against every reservation.
+    #[default]
+    None,
+    /// No overlap with any reservation held at `seq` `at`: the writer checks only those
+    /// put after it.
+    Clear {
+        /// The snapshot's head.
+        at: Seq,
+    },
+    /// Refused for an overlap (or a check over its budget) on the snapshot. The refusal
+    /// goes through the writer only so that a retry with an `Idempotency-Key` whose first
+    /// attempt succeeded is answered with that success.
+    Refused(DomainError),
+}
+
+impl From<ReserveFiles> for Reserve {
+    fn from(files: ReserveFiles) -> Reserve {
+        Reserve { files, precheck: Precheck::None }
+    }
+}
+
+/// The reservations in `repo` that hold `path`, by id, the matching counted against
+/// `budget`.
+pub fn holders<'m>(
+    model: &'m Model,
+    repo: &'m str,
+    path: &'m str,
+    budget: &mut Budget,
+) -> Result<Vec<&'m Reservation>, OverBudget> {
+    let mut found = Vec::new();
+    for held in model.files.along(repo, path) {
+        if held.matches(path, budget)? {
+            found.push(&held.reservation);
+        }
+    }
+    found.sort_by_key(|r| r.id);
+    Ok(found)
 }
 
 /// The reservations that pass a filter, by id.
@@ -60,7 +112,8 @@ fn conflict_message(conflicts: &[FileConflict]) -> String {
 
 impl Decider<'_> {
     /// Reserves `r.patterns` for the acting agent, all or none.
-    pub(super) fn reserve(&mut self, r: &ReserveFiles) -> Result<Vec<Reservation>, DomainError> {
+    pub(super) fn reserve(&mut self, reserve: &Reserve) -> Result<Vec<Reservation>, DomainError> {
+        let r = &reserve.files;
         let agent = require_agent("agent", r.agent.as_deref())?;
         check_repo(&r.repo).map_err(|m| DomainError::invalid("repo", m))?;
         if r.patterns.is_empty() {
@@ -107,21 +160,12 @@ impl Decider<'_> {
             }
         }
 
-        let exclusive = !r.shared;
-        let mut conflicts = Vec::new();
-        for glob in &globs {
-            let others = self.model.files.in_repo(&r.repo).filter(|h| h.reservation.agent != agent);
-            for held in others.filter(|h| exclusive || h.reservation.exclusive) {
-                let Some(witness) = held.glob.as_ref().and_then(|g| glob.overlap(g)) else { continue };
-                if conflicts.len() < MAX_CONFLICTS {
-                    conflicts.push(FileConflict {
-                        pattern: glob.as_str().to_owned(),
-                        holder: held.reservation.clone(),
-                        witness,
-                    });
-                }
-            }
-        }
+        let since = match &reserve.precheck {
+            Precheck::Refused(refusal) => return Err(refusal.clone()),
+            Precheck::Clear { at } => Some(*at),
+            Precheck::None => None,
+        };
+        let conflicts = self.conflicts(r, agent, &globs, since)?;
         if !conflicts.is_empty() {
             return Err(DomainError::FilesConflict { message: conflict_message(&conflicts), conflicts });
         }
@@ -144,6 +188,7 @@ impl Decider<'_> {
                 ),
             });
         }
+        let exclusive = !r.shared;
         let expires_at = ttl.map(|s| self.now + std::time::Duration::from_secs(s));
         let mut next = self.model.last_reservation;
         let reservations: Vec<Reservation> = globs
@@ -169,6 +214,57 @@ impl Decider<'_> {
         self.touch(agent);
         self.events.push(EventKind::FilesReserved { agent: agent.to_owned(), reservations: reservations.clone() });
         Ok(reservations)
+    }
+
+    /// The overlaps of `globs` (for `agent`) with other agents' reservations in `r.repo`
+    /// that are not allowed, of those put after `since` (all without it): at most
+    /// [`MAX_CONFLICTS`], the search stopping there. The work is bounded by
+    /// [`MAX_MATCH_STEPS`]; a search that needs more is refused as a conflict.
+    fn conflicts(
+        &self,
+        r: &ReserveFiles,
+        agent: &str,
+        globs: &[Glob],
+        since: Option<Seq>,
+    ) -> Result<Vec<FileConflict>, DomainError> {
+        let exclusive = !r.shared;
+        let mut budget = Budget::new(MAX_MATCH_STEPS);
+        let mut conflicts = Vec::new();
+        for glob in globs {
+            let others = self.model.files.near(&r.repo, glob).filter(|h| {
+                h.reservation.agent != agent
+                    && since.is_none_or(|at| h.put > at)
+                    && (exclusive || h.reservation.exclusive)
+            });
+            for held in others {
+                let Some(theirs) = &held.glob else { continue };
+                let Some(witness) = glob.overlap_within(theirs, &mut budget).map_err(|OverBudget| {
+                    let i = r.patterns.iter().position(|p| p == glob.as_str()).unwrap_or_default();
+                    DomainError::Conflict {
+                        field: Some(format!("patterns[{i}]")),
+                        message: format!(
+                            "{:?} could not be checked against the reservations held in {} within the limit of \
+                             {MAX_MATCH_STEPS} matching steps, so nothing was reserved: reserve files or \
+                             directories (src/auth/, src/auth/session.rs) rather than patterns with many wildcards",
+                            glob.as_str(),
+                            r.repo
+                        ),
+                    }
+                })?
+                else {
+                    continue;
+                };
+                conflicts.push(FileConflict {
+                    pattern: glob.as_str().to_owned(),
+                    holder: held.reservation.clone(),
+                    witness,
+                });
+                if conflicts.len() == MAX_CONFLICTS {
+                    return Ok(conflicts);
+                }
+            }
+        }
+        Ok(conflicts)
     }
 
     /// Releases the acting agent's reservations in `r.repo`: those with `r.patterns`, those

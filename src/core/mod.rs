@@ -26,7 +26,7 @@ mod tasks;
 
 pub use command::{Command, Decision, Named, Reply, decide};
 pub use error::DomainError;
-pub use files::{holders, list as list_reservations};
+pub use files::{Precheck, Reserve, holders, list as list_reservations};
 pub use model::{Channel, FINISHED_KEPT, Model, actor, apply};
 pub use policy::{Policy, last_seen_text};
 pub use presence::presence;

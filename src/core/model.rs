@@ -101,7 +101,8 @@ impl Model {
         self.last_reservation = last;
         for r in reservations {
             self.last_reservation = self.last_reservation.max(r.id.0);
-            self.files.put(r);
+            let head = self.head;
+            self.files.put(r, head);
         }
         self
     }
@@ -446,7 +447,7 @@ pub fn apply(model: &mut Model, event: &Event) {
         EventKind::FilesReserved { reservations, .. } => {
             for r in reservations {
                 model.last_reservation = model.last_reservation.max(r.id.0);
-                model.files.put(r.clone());
+                model.files.put(r.clone(), event.seq);
             }
         }
         EventKind::FilesReleased { reservations, .. } => {

@@ -399,14 +399,17 @@ fn reserve(
     shared: bool,
     task: Option<TaskId>,
 ) -> Result<Vec<muster_protocol::Reservation>, DomainError> {
-    let cmd = Command::ReserveFiles(ReserveFiles {
-        repo: "app".into(),
-        patterns: patterns.iter().map(|p| (*p).to_owned()).collect(),
-        shared,
-        task,
-        agent: Some(agent.into()),
-        ..Default::default()
-    });
+    let cmd = Command::ReserveFiles(
+        ReserveFiles {
+            repo: "app".into(),
+            patterns: patterns.iter().map(|p| (*p).to_owned()).collect(),
+            shared,
+            task,
+            agent: Some(agent.into()),
+            ..Default::default()
+        }
+        .into(),
+    );
     match sim.run(cmd)? {
         Reply::Reservations(r) => Ok(r),
         other => panic!("expected reservations, got {other:?}"),
@@ -521,7 +524,7 @@ fn reservations_end_when_their_ttl_runs_out_or_their_holder_stays_away() {
         agent: Some("kai".into()),
         ..Default::default()
     };
-    sim.run(Command::ReserveFiles(short)).unwrap();
+    sim.run(Command::ReserveFiles(short.into())).unwrap();
     reserve(&mut sim, "link", &["docs/**"], false, None).unwrap();
 
     sim.later(61);
@@ -551,13 +554,16 @@ fn bad_reservations_name_the_field() {
         (vec!["ok"], "app", Some(0), "ttlSeconds"),
         (vec!["ok"], "app", Some(8 * 24 * 3600), "ttlSeconds"),
     ] {
-        let cmd = Command::ReserveFiles(ReserveFiles {
-            repo: repo.into(),
-            patterns: patterns.iter().map(|p: &&str| (*p).to_owned()).collect(),
-            ttl_seconds: ttl,
-            agent: Some("link".into()),
-            ..Default::default()
-        });
+        let cmd = Command::ReserveFiles(
+            ReserveFiles {
+                repo: repo.into(),
+                patterns: patterns.iter().map(|p: &&str| (*p).to_owned()).collect(),
+                ttl_seconds: ttl,
+                agent: Some("link".into()),
+                ..Default::default()
+            }
+            .into(),
+        );
         match sim.run(cmd) {
             Err(DomainError::Invalid { field: f, .. }) => assert_eq!(f, field),
             other => panic!("{patterns:?} {repo:?}: {other:?}"),
@@ -569,22 +575,72 @@ const AGENTS: [&str; 4] = ["link", "zelda", "kai", "ganon"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { blocked_by: Vec<u64>, assignee: Option<usize> },
-    Claim { task: u64, agent: usize },
-    Release { task: u64, agent: usize, force: bool },
-    Complete { task: u64, agent: usize, token: Option<u64> },
-    Status { task: u64, agent: usize, status: TaskStatus },
-    Next { agent: usize },
-    Post { agent: usize, to: Option<usize> },
-    Connect { agent: usize },
-    Disconnect { agent: usize },
+    Create {
+        blocked_by: Vec<u64>,
+        assignee: Option<usize>,
+    },
+    Claim {
+        task: u64,
+        agent: usize,
+    },
+    Release {
+        task: u64,
+        agent: usize,
+        force: bool,
+    },
+    Complete {
+        task: u64,
+        agent: usize,
+        token: Option<u64>,
+    },
+    Status {
+        task: u64,
+        agent: usize,
+        status: TaskStatus,
+    },
+    Next {
+        agent: usize,
+    },
+    Post {
+        agent: usize,
+        to: Option<usize>,
+    },
+    Connect {
+        agent: usize,
+    },
+    Disconnect {
+        agent: usize,
+    },
     Tick,
-    Later { secs: u64 },
-    Reserve { agent: usize, patterns: Vec<usize>, shared: bool, task: Option<u64> },
-    ReleaseFiles { agent: usize, pattern: Option<usize> },
+    Later {
+        secs: u64,
+    },
+    /// `lag`: how many operations old the snapshot its precheck was made on is.
+    Reserve {
+        agent: usize,
+        patterns: Vec<usize>,
+        shared: bool,
+        task: Option<u64>,
+        lag: usize,
+    },
+    ReleaseFiles {
+        agent: usize,
+        pattern: Option<usize>,
+    },
 }
 
-const PATTERNS: [&str; 6] = ["src/**", "src/a.rs", "*.md", "docs/x.md", "src/*.rs", "docs/"];
+const PATTERNS: [&str; 10] = [
+    "src/**",
+    "src/a.rs",
+    "*.md",
+    "docs/x.md",
+    "src/*.rs",
+    "docs/",
+    "src/auth/**",
+    "s*/a.rs",
+    "/README.md",
+    "src/au*/",
+];
 
 fn op() -> impl Strategy<Value = Op> {
     let agent = 0..AGENTS.len();
@@ -603,8 +659,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => agent.clone().prop_map(|agent| Op::Disconnect { agent }),
         1 => Just(Op::Tick),
         1 => (0..2000u64).prop_map(|secs| Op::Later { secs }),
-        3 => (agent.clone(), proptest::collection::vec(0..PATTERNS.len(), 1..3), any::<bool>(), proptest::option::of(1..8u64))
-            .prop_map(|(agent, patterns, shared, task)| Op::Reserve { agent, patterns, shared, task }),
+        3 => (agent.clone(), proptest::collection::vec(0..PATTERNS.len(), 1..3), any::<bool>(), proptest::option::of(1..8u64), 0..4usize)
+            .prop_map(|(agent, patterns, shared, task, lag)| Op::Reserve { agent, patterns, shared, task, lag }),
         1 => (agent, proptest::option::of(0..PATTERNS.len())).prop_map(|(agent, pattern)| Op::ReleaseFiles { agent, pattern }),
     ]
 }
@@ -641,14 +697,17 @@ fn command(op: &Op) -> Option<Command> {
         Op::Disconnect { agent } => Command::Disconnect { agent: AGENTS[*agent].into(), node: None },
         Op::Tick => Command::Tick,
         Op::Later { .. } => return None,
-        Op::Reserve { agent, patterns, shared, task } => Command::ReserveFiles(ReserveFiles {
-            repo: "app".into(),
-            patterns: patterns.iter().map(|p| PATTERNS[*p].to_owned()).collect(),
-            shared: *shared,
-            task: task.map(TaskId),
-            agent: Some(AGENTS[*agent].into()),
-            ..Default::default()
-        }),
+        Op::Reserve { agent, patterns, shared, task, .. } => Command::ReserveFiles(
+            ReserveFiles {
+                repo: "app".into(),
+                patterns: patterns.iter().map(|p| PATTERNS[*p].to_owned()).collect(),
+                shared: *shared,
+                task: task.map(TaskId),
+                agent: Some(AGENTS[*agent].into()),
+                ..Default::default()
+            }
+            .into(),
+        ),
         Op::ReleaseFiles { agent, pattern } => Command::ReleaseFiles(ReleaseFiles {
             repo: "app".into(),
             patterns: pattern.iter().map(|p| PATTERNS[*p].to_owned()).collect(),
@@ -684,15 +743,28 @@ proptest! {
 
     /// Never two owners, tokens only grow, reservations never overlap where they may not
     /// and last no longer than their task's claim, and the state is what the log says it is.
+    /// Reserves are prechecked on a snapshot a few operations old, as the api does, and the
+    /// writer checks only what came after it.
     #[test]
     fn claims_stay_exclusive_and_the_log_rebuilds_the_state(ops in proptest::collection::vec(op(), 1..80)) {
         let mut sim = Sim::new();
+        let mut snapshots = vec![sim.state.clone()];
         for op in &ops {
             match command(op) {
-                Some(cmd) => { let _ = sim.run(cmd); }
+                Some(mut cmd) => {
+                    if let (Command::ReserveFiles(reserve), Op::Reserve { lag, .. }) = (&mut cmd, op) {
+                        let snapshot = &snapshots[snapshots.len() - 1 - (*lag).min(snapshots.len() - 1)];
+                        reserve.precheck = match decide(snapshot, &sim.policy, &Command::ReserveFiles(reserve.clone()), sim.now) {
+                            Ok(_) => Precheck::Clear { at: snapshot.head },
+                            Err(refusal) => Precheck::Refused(refusal),
+                        };
+                    }
+                    let _ = sim.run(cmd);
+                }
                 None => if let Op::Later { secs } = op { sim.later(*secs) },
             }
             reservations_hold(&sim.state)?;
+            snapshots.push(sim.state.clone());
         }
 
         // Walk the log: who holds each task, and the last token handed out.

@@ -26,7 +26,7 @@ use crate::transport::state::AppState;
         (status = 200, description = "Reserved (or renewed): every reservation of the request", body = ReservationList),
         (status = 400, description = "Invalid field (a pattern, the repo, the TTL)", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
-        (status = 409, description = "Overlaps another agent's reservation (`error.conflicts` lists each holder, its pattern and a path both match), or the task is another agent's; nothing was reserved", body = ErrorBody),
+        (status = 409, description = "Overlaps another agent's reservation (`error.conflicts` lists each holder, its pattern and a path both match), the task is another agent's, or the overlap checks would take more than the request's limit of matching steps (`error.field` names the pattern); nothing was reserved", body = ErrorBody),
         (status = 422, description = "The task is not claimed", body = ErrorBody),
     )
 )]
@@ -136,7 +136,10 @@ fn who_query(uri: &Uri) -> Result<WhoHasFiles, ApiError> {
 #[utoipa::path(
     get, path = "/files/who", tag = "files",
     params(WhoQuery),
-    responses((status = 200, body = WhoHas), (status = 400, body = ErrorBody))
+    responses(
+        (status = 200, body = WhoHas),
+        (status = 400, description = "An invalid repo or path, or matching the paths would take more than the request's limit of matching steps", body = ErrorBody),
+    )
 )]
 pub(crate) async fn who(State(app): State<AppState>, Auth(caller): Auth, uri: Uri) -> Result<Response, HttpError> {
     Ok(ok(api::files::who(&app.broker, &caller, who_query(&uri)?).await?))

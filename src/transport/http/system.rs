@@ -76,6 +76,8 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
                 "maxPatternsPerRequest": muster_protocol::MAX_PATTERNS,
                 "maxPatternBytes": muster_protocol::glob::MAX_PATTERN,
                 "maxWildcardsPerPattern": muster_protocol::glob::MAX_WILDCARDS,
+                "maxAutomatonStates": muster_protocol::glob::MAX_STATES,
+                "maxMatchStepsPerRequest": muster_protocol::MAX_MATCH_STEPS,
                 "maxPathChars": muster_protocol::glob::MAX_PATH,
                 "maxPathsPerWho": muster_protocol::MAX_WHO_PATHS,
                 "maxHeldPerAgent": muster_protocol::MAX_PER_AGENT,

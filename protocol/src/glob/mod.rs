@@ -19,22 +19,46 @@
 //! `README.md` would overlap (on `a.lock/README.md`). `src/auth/` or `src/auth/**` holds a
 //! directory; the CLI writes the `/` when the path it is given is a directory.
 //!
-//! Whether two globs match a common path is decided exactly: both compile to finite
-//! automata over the bytes of a path, and [`Glob::overlap`] searches their product
-//! (together with a small automaton of valid paths: non-empty segments, none `.` or `..`)
-//! for the shortest path both match, which it returns as the witness. No path is
-//! enumerated and no overlap is guessed.
+//! Whether two globs match a common path is decided exactly: each compiles, when it is read,
+//! to a deterministic automaton over the bytes of a valid path (non-empty segments, none
+//! `.` or `..`), and [`Glob::overlap`] searches the product of two of them for the
+//! shortest path both match, which it returns as the witness. No path is enumerated and no
+//! overlap is guessed.
+//!
+//! What that costs is bounded by construction: a pattern whose automaton would have more
+//! than [`MAX_STATES`] states is refused when it is read, so a match costs one step per
+//! byte of the path and an overlap decision at most the product of two automata's states;
+//! [`Glob::overlap_within`] and [`Glob::matches_within`] also stop at a [`Budget`], which
+//! the broker sets per request. Patterns are compiled once: the last ones read are kept
+//! (up to [`CACHE_BYTES`] of tables), so that the same pattern read again by a check, a
+//! reservation and its replay costs a lookup.
 
-use std::collections::{HashMap, VecDeque};
+mod dfa;
+mod nfa;
+
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, LazyLock, Mutex};
+
+pub use dfa::{Budget, OverBudget};
+use dfa::{Dfa, product};
+use nfa::{ByteSet, Nfa};
 
 /// Longest pattern, in bytes.
 pub const MAX_PATTERN: usize = 256;
-/// Most wildcards (`*`, `?`, `[...]`, `**`) in one pattern: bounds the work of deciding an
-/// overlap (the product of two patterns' automata).
+/// Most wildcards (`*`, `?`, `[...]`, `**`) in one pattern.
 pub const MAX_WILDCARDS: usize = 16;
+/// Most states of a pattern's automaton: bounds the work of a match (a step per byte) and of
+/// an overlap decision (at most the product of two patterns' states). An ordinary path of
+/// 256 bytes takes about 260; patterns whose wildcards must be tracked in many ways at once
+/// (`*a?a?a?a?b*`) grow quickly and are refused.
+pub const MAX_STATES: usize = 1_000;
 /// Longest path, in characters.
 pub const MAX_PATH: usize = 4096;
+/// Bytes of compiled patterns kept for reuse; the cache is emptied when it would hold
+/// more. The largest pattern's tables take about 0.5 MiB, a path of a few dozen bytes a
+/// few KiB.
+pub const CACHE_BYTES: usize = 32 << 20;
 
 /// A pattern that cannot be read, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,43 +72,73 @@ impl fmt::Display for GlobError {
 
 impl std::error::Error for GlobError {}
 
-/// A compiled pattern.
+/// A compiled pattern (cheap to clone: the automaton is shared).
 #[derive(Clone)]
-pub struct Glob {
+pub struct Glob(Arc<Compiled>);
+
+struct Compiled {
     source: String,
     /// The bytes every matched path starts with (the literal text before the first
     /// wildcard of an anchored pattern): a quick test before the automaton.
     prefix: Vec<u8>,
     /// The bytes every matched path ends with (the literal text after the last wildcard).
     suffix: Vec<u8>,
-    nfa: Nfa,
+    /// The pattern has no wildcard and is anchored: it matches one path, `prefix`.
+    literal: bool,
+    dfa: Dfa,
 }
 
 impl fmt::Debug for Glob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Glob").field(&self.source).finish()
+        f.debug_tuple("Glob").field(&self.0.source).finish()
     }
 }
 
 impl PartialEq for Glob {
     fn eq(&self, other: &Glob) -> bool {
-        self.source == other.source
+        self.0.source == other.0.source
     }
 }
 
 impl Eq for Glob {}
 
+/// The patterns compiled last, by their text, and the bytes their tables take.
+static COMPILED: LazyLock<Mutex<(HashMap<String, Glob>, usize)>> = LazyLock::new(Mutex::default);
+
 impl Glob {
-    /// Reads a pattern.
+    /// Reads a pattern (from the cache of compiled patterns when it was read lately).
     pub fn parse(pattern: &str) -> Result<Glob, GlobError> {
+        let cache = || COMPILED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(glob) = cache().0.get(pattern) {
+            return Ok(glob.clone());
+        }
+        let glob = Glob::compile(pattern)?;
+        let size = glob.0.dfa.size() + pattern.len();
+        let mut cache = cache();
+        if cache.1 + size > CACHE_BYTES {
+            *cache = (HashMap::new(), 0);
+        }
+        cache.0.insert(pattern.to_owned(), glob.clone());
+        cache.1 += size;
+        Ok(glob)
+    }
+
+    fn compile(pattern: &str) -> Result<Glob, GlobError> {
         let segments = parse(pattern)?;
         let mut prefix = Vec::new();
         let anchored = !matches!(segments.first(), Some(Segment::Any));
+        let mut literal = anchored;
         if anchored {
             'segments: for (i, segment) in segments.iter().enumerate() {
-                let Segment::Items(items) = segment else { break };
+                let Segment::Items(items) = segment else {
+                    literal = false;
+                    break;
+                };
                 for item in items {
-                    let Item::Byte(b) = item else { break 'segments };
+                    let Item::Byte(b) = item else {
+                        literal = false;
+                        break 'segments;
+                    };
                     prefix.push(*b);
                 }
                 if i + 1 < segments.len() {
@@ -101,40 +155,80 @@ impl Glob {
             }
             _ => Vec::new(),
         };
-        Ok(Glob { source: pattern.to_owned(), prefix, suffix, nfa: Nfa::compile(&segments) })
+        let dfa = Dfa::determinize(&Nfa::compile(&segments), MAX_STATES).map_err(|_| {
+            GlobError(format!(
+                "{pattern:?} is too complex to check quickly: its automaton would have more than {MAX_STATES} \
+                 states (use fewer wildcards, or name a directory: src/auth/)"
+            ))
+        })?;
+        Ok(Glob(Arc::new(Compiled { source: pattern.to_owned(), prefix, suffix, literal, dfa })))
     }
 
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
-        &self.source
+        &self.0.source
+    }
+
+    /// How many states its automaton has.
+    pub fn states(&self) -> usize {
+        self.0.dfa.states()
     }
 
     /// Whether the pattern matches `path` (a repository-relative path, see [`check_path`]).
     pub fn matches(&self, path: &str) -> bool {
-        let bytes = path.as_bytes();
-        bytes.starts_with(&self.prefix) && bytes.ends_with(&self.suffix) && self.nfa.accepts(bytes)
+        self.matches_within(path, &mut Budget::unlimited()).unwrap_or(false)
+    }
+
+    /// [`Glob::matches`], counting its steps (one per byte of the path read) against
+    /// `budget`.
+    pub fn matches_within(&self, path: &str, budget: &mut Budget) -> Result<bool, OverBudget> {
+        let (g, bytes) = (&self.0, path.as_bytes());
+        budget.spend(1)?;
+        if !(bytes.starts_with(&g.prefix) && bytes.ends_with(&g.suffix)) {
+            return Ok(false);
+        }
+        g.dfa.run(bytes, budget)
     }
 
     /// The deepest directory every matched path is in (`src/auth/` for `src/auth/*.rs`),
     /// when the pattern fixes one: see [`Index`].
-    fn fixed_dir(&self) -> Option<&[u8]> {
-        let slash = self.prefix.iter().rposition(|b| *b == b'/')?;
-        Some(&self.prefix[..=slash])
+    pub fn fixed_dir(&self) -> Option<&[u8]> {
+        let prefix = &self.0.prefix;
+        let slash = prefix.iter().rposition(|b| *b == b'/')?;
+        Some(&prefix[..=slash])
+    }
+
+    /// The bytes every matched path starts with.
+    pub fn prefix(&self) -> &[u8] {
+        &self.0.prefix
     }
 
     /// A path both patterns match (the shortest), or `None` when they have none in common.
     pub fn overlap(&self, other: &Glob) -> Option<String> {
+        self.overlap_within(other, &mut Budget::unlimited()).unwrap_or(None)
+    }
+
+    /// [`Glob::overlap`], counting its steps against `budget`.
+    pub fn overlap_within(&self, other: &Glob, budget: &mut Budget) -> Result<Option<String>, OverBudget> {
+        let (a, b) = (&self.0, &other.0);
+        budget.spend(1)?;
         // Quick answers first: a common path starts with both prefixes and ends with both
         // suffixes, so one of each pair must extend the other.
-        let n = self.prefix.len().min(other.prefix.len());
-        let m = self.suffix.len().min(other.suffix.len());
-        if self.prefix[..n] != other.prefix[..n]
-            || self.suffix[self.suffix.len() - m..] != other.suffix[other.suffix.len() - m..]
-        {
-            return None;
+        let n = a.prefix.len().min(b.prefix.len());
+        let m = a.suffix.len().min(b.suffix.len());
+        if a.prefix[..n] != b.prefix[..n] || a.suffix[a.suffix.len() - m..] != b.suffix[b.suffix.len() - m..] {
+            return Ok(None);
         }
-        let bytes = product(&self.nfa, &other.nfa)?;
-        Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        // A pattern without wildcards is one path: does the other match it?
+        for (one, other) in [(self, other), (other, self)] {
+            if one.0.literal {
+                // The prefix of a pattern is whole characters.
+                let path = String::from_utf8_lossy(&one.0.prefix);
+                return Ok(other.matches_within(&path, budget)?.then(|| path.into_owned()));
+            }
+        }
+        let bytes = product(&a.dfa, &b.dfa, budget)?;
+        Ok(bytes.map(|b| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())))
     }
 }
 
@@ -165,8 +259,9 @@ impl<T> Index<T> {
     pub fn insert(&mut self, glob: Glob, value: T) {
         if let Some(dir) = glob.fixed_dir() {
             self.by_dir.entry(dir.to_vec()).or_default().push((glob, value));
-        } else if !glob.suffix.is_empty() {
-            let tail = glob.suffix[glob.suffix.len().saturating_sub(Self::TAIL)..].to_vec();
+        } else if !glob.0.suffix.is_empty() {
+            let suffix = &glob.0.suffix;
+            let tail = suffix[suffix.len().saturating_sub(Self::TAIL)..].to_vec();
             self.by_tail.entry(tail).or_default().push((glob, value));
         } else {
             self.anywhere.push((glob, value));
@@ -271,6 +366,12 @@ fn parse(pattern: &str) -> Result<Vec<Segment>, GlobError> {
             continue;
         }
         let items = segment_items(raw).map_err(|m| GlobError(format!("{pattern:?}: {m}")))?;
+        // `\.\.` is `..` once unescaped.
+        if items.len() <= 2 && items.iter().all(|i| *i == Item::Byte(b'.')) {
+            return err(format!(
+                "{pattern:?} has a '.' or '..' segment (escaped or not): write a path from the repository's root"
+            ));
+        }
         wildcards += items.iter().filter(|i| !matches!(i, Item::Byte(_))).count();
         segments.push(Segment::Items(items));
     }
@@ -384,323 +485,6 @@ fn ascii_member(c: char) -> Result<u8, String> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Automata.
-
-/// A set of bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct ByteSet([u64; 4]);
-
-impl fmt::Debug for ByteSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ByteSet({} bytes)", (0..=255u8).filter(|b| self.contains(*b)).count())
-    }
-}
-
-impl ByteSet {
-    const EMPTY: ByteSet = ByteSet([0; 4]);
-
-    const fn range(from: u8, to: u8) -> ByteSet {
-        let mut words = [0u64; 4];
-        let mut b = from as usize;
-        while b <= to as usize {
-            words[b / 64] |= 1 << (b % 64);
-            b += 1;
-        }
-        ByteSet(words)
-    }
-
-    const fn one(b: u8) -> ByteSet {
-        ByteSet::range(b, b)
-    }
-
-    const fn without(self, b: u8) -> ByteSet {
-        let mut words = self.0;
-        words[(b / 64) as usize] &= !(1 << (b % 64));
-        ByteSet(words)
-    }
-
-    fn insert(&mut self, b: u8) {
-        self.0[usize::from(b / 64)] |= 1 << (b % 64);
-    }
-
-    fn remove(&mut self, b: u8) {
-        self.0[usize::from(b / 64)] &= !(1 << (b % 64));
-    }
-
-    fn contains(&self, b: u8) -> bool {
-        self.0[usize::from(b / 64)] & (1 << (b % 64)) != 0
-    }
-
-    fn and(&self, other: &ByteSet) -> ByteSet {
-        ByteSet([0, 1, 2, 3].map(|i| self.0[i] & other.0[i]))
-    }
-
-    fn minus(&self, other: &ByteSet) -> ByteSet {
-        ByteSet([0, 1, 2, 3].map(|i| self.0[i] & !other.0[i]))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0 == [0; 4]
-    }
-
-    /// The byte a witness path uses from this set: a letter, a digit, then other visible
-    /// ASCII, then anything.
-    fn pick(&self) -> Option<u8> {
-        const PREFERRED: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789._-ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-        PREFERRED.iter().copied().chain(0x21..=0x7e).chain(0x80..=0xff).chain(0x01..=0x20).find(|b| self.contains(*b))
-    }
-}
-
-const SLASH: u8 = b'/';
-/// Any byte of a path (NUL is none).
-const ANY: ByteSet = ByteSet::range(1, 255);
-const NOT_SLASH: ByteSet = ANY.without(SLASH);
-const ASCII_NOT_SLASH: ByteSet = ByteSet::range(1, 0x7f).without(SLASH);
-/// The bytes after the first of a multi-byte UTF-8 character.
-const CONTINUATION: ByteSet = ByteSet::range(0x80, 0xbf);
-
-/// A nondeterministic automaton with ε-moves; state 0 is the start.
-#[derive(Clone, Debug)]
-struct Nfa {
-    edges: Vec<Vec<(ByteSet, u32)>>,
-    /// Each state's ε-closure (itself included).
-    closure: Vec<Vec<u32>>,
-    accept: Vec<bool>,
-}
-
-/// Builds an [`Nfa`].
-struct Builder {
-    edges: Vec<Vec<(ByteSet, u32)>>,
-    eps: Vec<Vec<u32>>,
-}
-
-impl Builder {
-    fn state(&mut self) -> u32 {
-        self.edges.push(Vec::new());
-        self.eps.push(Vec::new());
-        u32::try_from(self.edges.len() - 1).unwrap_or(u32::MAX)
-    }
-
-    fn edge(&mut self, from: u32, set: ByteSet, to: u32) {
-        self.edges[from as usize].push((set, to));
-    }
-
-    fn eps(&mut self, from: u32, to: u32) {
-        self.eps[from as usize].push(to);
-    }
-
-    /// One character: an ASCII byte of `ascii`, or any multi-byte UTF-8 character.
-    fn one_char(&mut self, from: u32, ascii: ByteSet) -> u32 {
-        let next = self.state();
-        self.edge(from, ascii, next);
-        let (c1, c2, c3) = (self.state(), self.state(), self.state());
-        self.edge(c1, CONTINUATION, next);
-        self.edge(c2, CONTINUATION, c1);
-        self.edge(c3, CONTINUATION, c2);
-        self.edge(from, ByteSet::range(0xc2, 0xdf), c1);
-        self.edge(from, ByteSet::range(0xe0, 0xef), c2);
-        self.edge(from, ByteSet::range(0xf0, 0xf4), c3);
-        next
-    }
-
-    fn item(&mut self, from: u32, item: &Item) -> u32 {
-        match item {
-            Item::Byte(b) => {
-                let next = self.state();
-                self.edge(from, ByteSet::one(*b), next);
-                next
-            }
-            Item::Star => {
-                let s = self.state();
-                self.eps(from, s);
-                self.edge(s, NOT_SLASH, s);
-                s
-            }
-            Item::Char => self.one_char(from, ASCII_NOT_SLASH),
-            Item::Class { set, negated: false } => {
-                let next = self.state();
-                self.edge(from, *set, next);
-                next
-            }
-            Item::Class { set, negated: true } => self.one_char(from, ASCII_NOT_SLASH.minus(set)),
-        }
-    }
-}
-
-impl Nfa {
-    fn compile(segments: &[Segment]) -> Nfa {
-        let mut b = Builder { edges: Vec::new(), eps: Vec::new() };
-        let mut cur = b.state();
-        for (i, segment) in segments.iter().enumerate() {
-            let last = i + 1 == segments.len();
-            match segment {
-                // Zero or more directories, with the `/` that follows them.
-                Segment::Any if !last => {
-                    let (next, dirs) = (b.state(), b.state());
-                    b.eps(cur, next);
-                    b.edge(cur, ANY, dirs);
-                    b.edge(dirs, ANY, dirs);
-                    b.edge(dirs, ByteSet::one(SLASH), next);
-                    cur = next;
-                }
-                // At the end: anything inside.
-                Segment::Any => {
-                    let rest = b.state();
-                    b.edge(cur, ANY, rest);
-                    b.edge(rest, ANY, rest);
-                    cur = rest;
-                }
-                Segment::Items(items) => {
-                    for item in items {
-                        cur = b.item(cur, item);
-                    }
-                    if !last {
-                        let next = b.state();
-                        b.edge(cur, ByteSet::one(SLASH), next);
-                        cur = next;
-                    }
-                }
-            }
-        }
-        let mut accept = vec![false; b.edges.len()];
-        accept[cur as usize] = true;
-        let closure = (0..b.eps.len()).map(|s| closure_of(&b.eps, s)).collect();
-        Nfa { edges: b.edges, closure, accept }
-    }
-
-    fn accepts(&self, input: &[u8]) -> bool {
-        let n = self.edges.len();
-        let mut current = vec![false; n];
-        let mut next = vec![false; n];
-        for &s in &self.closure[0] {
-            current[s as usize] = true;
-        }
-        for &byte in input {
-            next.iter_mut().for_each(|s| *s = false);
-            let mut any = false;
-            for (s, _) in current.iter().enumerate().filter(|(_, on)| **on) {
-                for (set, to) in &self.edges[s] {
-                    if set.contains(byte) {
-                        for &t in &self.closure[*to as usize] {
-                            next[t as usize] = true;
-                            any = true;
-                        }
-                    }
-                }
-            }
-            if !any {
-                return false;
-            }
-            std::mem::swap(&mut current, &mut next);
-        }
-        current.iter().zip(&self.accept).any(|(on, accept)| *on && *accept)
-    }
-
-    fn accepting(&self, s: u32) -> bool {
-        self.closure[s as usize].iter().any(|t| self.accept[*t as usize])
-    }
-}
-
-fn closure_of(eps: &[Vec<u32>], start: usize) -> Vec<u32> {
-    let mut seen = vec![false; eps.len()];
-    let mut stack = vec![start];
-    let mut out = Vec::new();
-    while let Some(s) = stack.pop() {
-        if std::mem::replace(&mut seen[s], true) {
-            continue;
-        }
-        out.push(u32::try_from(s).unwrap_or(u32::MAX));
-        stack.extend(eps[s].iter().map(|t| *t as usize));
-    }
-    out
-}
-
-/// Where a valid path stands: at the start of a segment, in a segment that is so far `.`
-/// or `..`, or in a proper segment (the only accepting place). An empty segment, a `.` or
-/// `..` segment and NUL lead nowhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum PathState {
-    SegmentStart,
-    Dot,
-    DotDot,
-    Name,
-}
-
-impl PathState {
-    /// The classes of bytes this automaton tells apart, and where each leads.
-    fn moves(self) -> [(ByteSet, Option<PathState>); 3] {
-        const SLASHES: ByteSet = ByteSet::one(SLASH);
-        const DOTS: ByteSet = ByteSet::one(b'.');
-        const OTHER: ByteSet = NOT_SLASH.without(b'.');
-        use PathState::*;
-        let (on_slash, on_dot) = match self {
-            SegmentStart => (None, Some(Dot)),
-            Dot => (None, Some(DotDot)),
-            DotDot => (None, Some(Name)),
-            Name => (Some(SegmentStart), Some(Name)),
-        };
-        [(SLASHES, on_slash), (DOTS, on_dot), (OTHER, Some(Name))]
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The shortest byte string both automata accept that is a valid path: a breadth-first
-/// search of the product of `a`, `b` and the valid-path automaton.
-fn product(a: &Nfa, b: &Nfa) -> Option<Vec<u8>> {
-    type Node = (u32, u32, PathState);
-    // Each node's place in `parent`, which holds how it was first reached:
-    // `(previous node's place << 8) | byte`, START for the start, UNSEEN until then.
-    const UNSEEN: u64 = u64::MAX;
-    const START: u64 = u64::MAX - 1;
-    let nb = b.edges.len();
-    let place = |(sa, sb, path): Node| (sa as usize * nb + sb as usize) * 4 + path.index();
-    let mut parent = vec![UNSEEN; a.edges.len() * nb * 4];
-    let start: Node = (0, 0, PathState::SegmentStart);
-    parent[place(start)] = START;
-    let mut queue = VecDeque::from([start]);
-    while let Some(node @ (sa, sb, path)) = queue.pop_front() {
-        if path == PathState::Name && a.accepting(sa) && b.accepting(sb) {
-            let mut bytes = Vec::new();
-            let mut at = parent[place(node)];
-            while at != START {
-                bytes.push((at & 0xff) as u8);
-                at = parent[(at >> 8) as usize];
-            }
-            bytes.reverse();
-            return Some(bytes);
-        }
-        let here = place(node) as u64;
-        for &xa in &a.closure[sa as usize] {
-            for (set_a, ta) in &a.edges[xa as usize] {
-                for &xb in &b.closure[sb as usize] {
-                    for (set_b, tb) in &b.edges[xb as usize] {
-                        let both = set_a.and(set_b);
-                        if both.is_empty() {
-                            continue;
-                        }
-                        for (class, to) in path.moves() {
-                            let Some(to) = to else { continue };
-                            let next = (*ta, *tb, to);
-                            let slot = &mut parent[place(next)];
-                            if *slot != UNSEEN {
-                                continue;
-                            }
-                            let Some(byte) = both.and(&class).pick() else { continue };
-                            *slot = (here << 8) | u64::from(byte);
-                            queue.push_back(next);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,6 +536,9 @@ mod tests {
             ("a\\", "escape"),
             ("/", "whole repository"),
             ("tab\there", "control"),
+            ("\\.\\./secret", "'..'"),
+            ("\\./secret", "'.'"),
+            ("a/\\.", "'.'"),
         ] {
             let err = Glob::parse(bad).expect_err(bad).0;
             assert!(err.contains(says), "{bad:?}: {err}");
