@@ -355,3 +355,110 @@ async fn a_name_is_one_agent_in_any_case_and_a_mention_is_a_whole_name() {
     let (_, l) = call(&p, "GET", "/inbox/l", &[], None).await;
     assert_eq!(l["unread"], 0, "{l}");
 }
+
+// Issue 25: what an attack run against 0631a6e found (real processes, loopback).
+
+/// A pattern of the attack: `*[!b]` seven times (14 wildcards), a 200-byte literal (its
+/// first four bytes `i`), and `*`: 236 bytes, whose automaton is several hundred states.
+fn adversarial(i: usize) -> String {
+    let letters: String = (0..196).map(|k| char::from(b'a' + ((k * 7 + k / 26) % 26) as u8)).collect();
+    format!("{}{i:04}{letters}*", "*[!b]".repeat(7))
+}
+
+/// A client that gives up after five seconds: the attacks below held a request (and every
+/// write behind it) for 17 to 68 seconds.
+fn impatient() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
+}
+
+/// `mallory` holds 1,000 adversarial patterns (an agent's own never conflict).
+async fn hold_adversarial(p: &Process) {
+    for chunk in 0..10 {
+        let patterns: Vec<String> = (chunk * 100..chunk * 100 + 100).map(adversarial).collect();
+        let body = json!({"repo": "app", "patterns": patterns, "agent": "mallory"});
+        let (status, reply) = call(p, "POST", "/files/reserve", &[], Some(body)).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+}
+
+/// 1. Overlap checks ran in the writer thread, each adversarial pair 17–60 ms: a reserve
+/// against 1,000 held took 17 s, and a chat post sent meanwhile 38.9 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn adversarial_patterns_never_hold_the_writer() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &[]);
+    hold_adversarial(&p).await;
+    let http = impatient();
+    let reserve = |patterns: Vec<String>| {
+        let body = json!({"repo": "app", "patterns": patterns, "agent": "eve"});
+        http.post(p.url("/files/reserve")).body(body.to_string()).send()
+    };
+    let post = http.post(p.url("/chat/messages")).body(json!({"from": "bob", "content": "still here"}).to_string());
+    // Two attack patterns (they overlap mallory's: refused, listing the conflicts) while bob posts.
+    let (refused, posted) = tokio::join!(reserve(vec![adversarial(1000), adversarial(1001)]), post.send());
+    let (status, refused) = split(refused.expect("the reserve was answered")).await;
+    let conflicts = refused["error"]["conflicts"].as_array().map(Vec::len);
+    assert_eq!((status, conflicts), (409, Some(20)), "{}", refused["error"]["code"]);
+    assert_eq!(posted.expect("the post was answered").status(), 201);
+
+    // A pattern that shares no path with mallory's (one segment of at most 33 characters
+    // cannot hold her 200-byte literal) but must be checked against each: the checks stop
+    // at the request's limit of steps, and nothing is reserved.
+    let short = format!("{}a", "[!z]".repeat(16));
+    let (status, refused) = split(reserve(vec!["docs/api.md".into(), short]).await.unwrap()).await;
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!((status, refused["error"]["field"].as_str()), (409, Some("patterns[1]")), "{message}");
+    assert!(message.contains("2000000 matching steps"), "{message}");
+    let (_, held) = call(&p, "GET", "/files?agent=eve", &[], None).await;
+    assert_eq!(held["reservations"], json!([]), "all or nothing: {held}");
+
+    // A pattern whose automaton would be too large is refused when read.
+    let (status, refused) = split(reserve(vec![format!("*a{}b*", "?".repeat(8))]).await.unwrap()).await;
+    assert_eq!((status, refused["error"]["field"].as_str()), (400, Some("patterns[0]")), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("1000 states"), "{refused}");
+
+    // Ordinary work goes on: eve reserves a file of her own.
+    let (status, ok) = split(reserve(vec!["src/eve.rs".into()]).await.unwrap()).await;
+    assert_eq!((status, ok["reservations"][0]["pattern"].as_str()), (200, Some("src/eve.rs")), "{ok}");
+}
+
+/// 2. `/files/who` matched on an async worker without a bound: 15 paths of 4,095 bytes
+/// against 1,000 adversarial reservations took 46–51 s, `/health` waited 20 s, and an idle
+/// agent's WebSocket was dropped for not answering pings.
+#[tokio::test(flavor = "multi_thread")]
+async fn who_holds_a_path_is_answered_within_its_budget() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &["--ping-every", "1s"]);
+    hold_adversarial(&p).await;
+    let mut idle = Ws::connect(p.addr).await;
+    idle.hello(json!({"agent": "idle"})).await;
+
+    let long = format!("{}/{}", "d".repeat(2000), "f".repeat(2092));
+    let query: String = (0..15).map(|i| format!("&path={long}{i}")).collect();
+    let http = impatient();
+    let who = http.get(p.url(&format!("/files/who?repo=app{query}"))).send();
+    let health = http.get(p.url("/health")).send();
+    let (who, health) = tokio::join!(who, health);
+    let (status, refused) = split(who.expect("who was answered")).await;
+    assert_eq!((status, refused["error"]["field"].as_str()), (400, Some("paths")), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("2000000 steps"), "{refused}");
+    assert_eq!(health.expect("health was answered").status(), 200);
+    // The same question about ordinary paths is answered.
+    let (status, found) = split(http.get(p.url("/files/who?repo=app&path=src/a.rs")).send().await.unwrap()).await;
+    assert_eq!((status, found["paths"][0]["reservations"].clone()), (200, json!([])), "{found}");
+    // The idle agent's session answered every ping meanwhile.
+    let reply = idle.request(json!({"op": "presence.list"})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+}
+
+/// 5. `\.\./secret` passed: the `.`/`..` check ran before unescaping.
+#[tokio::test(flavor = "multi_thread")]
+async fn escaped_dot_segments_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &[]);
+    for pattern in [r"\.\./secret", r"\./secret", r"src/\.\.", r"a/\./b"] {
+        let body = json!({"repo": "app", "patterns": [pattern], "agent": "eve"});
+        let (status, refused) = call(&p, "POST", "/files/reserve", &[], Some(body)).await;
+        assert_eq!((status, refused["error"]["field"].as_str()), (400, Some("patterns[0]")), "{pattern}: {refused}");
+    }
+}

@@ -416,7 +416,7 @@ grammar!(
                  `?`, `[a-z]`, `[!a-z]` (ASCII), `**` as a whole segment, `\\` escapes; a trailing `/` holds a \
                  directory; no `!`, no empty, `.` or `..` segment (escaped or not), no control characters. Its \
                  automaton may have at most {} states (a path of 256 bytes has about 260; patterns such as \
-                 `*a?a?a?a?b*` grow fast and are refused). The overlap checks of one request may take at most {} \
+                 `*a???????b*` grow fast and are refused). The overlap checks of one request may take at most {} \
                  steps; a request that needs more is refused (409).",
                 crate::glob::MAX_PATTERN,
                 crate::glob::MAX_WILDCARDS,

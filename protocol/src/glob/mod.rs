@@ -51,7 +51,7 @@ pub const MAX_WILDCARDS: usize = 16;
 /// Most states of a pattern's automaton: bounds the work of a match (a step per byte) and of
 /// an overlap decision (at most the product of two patterns' states). An ordinary path of
 /// 256 bytes takes about 260; patterns whose wildcards must be tracked in many ways at once
-/// (`*a?a?a?a?b*`) grow quickly and are refused.
+/// (`*a???????b*`: an `a` seven characters before a `b`, anywhere) grow quickly and are refused.
 pub const MAX_STATES: usize = 1_000;
 /// Longest path, in characters.
 pub const MAX_PATH: usize = 4096;
