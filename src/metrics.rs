@@ -66,6 +66,9 @@ pub(crate) struct Metrics {
     pub(crate) write_seconds: Histogram,
     /// Time to make the written batches durable: sled flush + `fdatasync` (the sync thread).
     pub(crate) commit_seconds: Histogram,
+    /// Time to check one request's patterns off the writer: a reserve's overlaps with the
+    /// held reservations, a `who`'s matches (bounded by `MAX_MATCH_STEPS`).
+    pub(crate) match_seconds: Histogram,
     /// HTTP responses by status class (1xx..5xx).
     pub(crate) http_responses: [AtomicU64; 5],
     /// Streams open now, by [`Stream`] kind (see [`Metrics::open`]).
@@ -156,6 +159,11 @@ impl Metrics {
             &mut out,
             "muster_commit_seconds",
             "Time to make written batches durable (flush + fdatasync).",
+        );
+        self.match_seconds.render(
+            &mut out,
+            "muster_match_seconds",
+            "Time to check one request's file patterns (a reserve's overlaps, a who's matches), off the writer.",
         );
         let _ = writeln!(
             out,

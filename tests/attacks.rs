@@ -408,7 +408,7 @@ async fn adversarial_patterns_never_hold_the_writer() {
     let (status, refused) = split(reserve(vec!["docs/api.md".into(), short]).await.unwrap()).await;
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert_eq!((status, refused["error"]["field"].as_str()), (409, Some("patterns[1]")), "{message}");
-    assert!(message.contains("2000000 matching steps"), "{message}");
+    assert!(message.contains("1000000 matching steps"), "{message}");
     let (_, held) = call(&p, "GET", "/files?agent=eve", &[], None).await;
     assert_eq!(held["reservations"], json!([]), "all or nothing: {held}");
 
@@ -441,7 +441,7 @@ async fn who_holds_a_path_is_answered_within_its_budget() {
     let (who, health) = tokio::join!(who, health);
     let (status, refused) = split(who.expect("who was answered")).await;
     assert_eq!((status, refused["error"]["field"].as_str()), (400, Some("paths")), "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("2000000 steps"), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("1000000 steps"), "{refused}");
     assert_eq!(health.expect("health was answered").status(), 200);
     // The same question about ordinary paths is answered.
     let (status, found) = split(http.get(p.url("/files/who?repo=app&path=src/a.rs")).send().await.unwrap()).await;

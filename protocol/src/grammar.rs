@@ -415,12 +415,13 @@ grammar!(
                 "A repository-relative path or gitignore-style glob of at most {} bytes and {} wildcards: `*`, \
                  `?`, `[a-z]`, `[!a-z]` (ASCII), `**` as a whole segment, `\\` escapes; a trailing `/` holds a \
                  directory; no `!`, no empty, `.` or `..` segment (escaped or not), no control characters. Its \
-                 automaton may have at most {} states (a path of 256 bytes has about 260; patterns such as \
-                 `*a???????b*` grow fast and are refused). The overlap checks of one request may take at most {} \
-                 steps; a request that needs more is refused (409).",
+                 automaton may have at most {} states and {} moves (a path of 256 bytes has about 260 states; \
+                 patterns such as `*a???????b*` grow fast and are refused). The overlap checks of one request may \
+                 take at most {} steps; a request that needs more is refused (409).",
                 crate::glob::MAX_PATTERN,
                 crate::glob::MAX_WILDCARDS,
                 crate::glob::MAX_STATES,
+                crate::glob::MAX_MOVES,
                 crate::MAX_MATCH_STEPS,
             ),
         ))

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::caller::Caller;
 use super::error::ApiError;
+use super::matcher::Matcher;
 use crate::auth::Tokens;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
@@ -24,14 +25,6 @@ use crate::store::{Log, Store, StoreError};
 /// threads and the broker to 270 MB of RSS. Waiting readers queue on the semaphore.
 const READ_THREADS: usize = 16;
 
-/// Pattern matching running at once (the overlap checks of reserves, `who`): all the cores
-/// but one, so that however many requests of it come, one core is left for the writer and
-/// the other requests. Each request's work is bounded (`MAX_MATCH_STEPS`); waiting requests
-/// queue on the semaphore.
-fn match_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
-}
-
 /// The broker, as its transports see it.
 pub(crate) struct Broker {
     /// Private to this file: only [`Broker::write`] submits, after binding the caller.
@@ -42,7 +35,7 @@ pub(crate) struct Broker {
     store: Arc<Store>,
     log: Arc<dyn Log>,
     readers: tokio::sync::Semaphore,
-    matchers: tokio::sync::Semaphore,
+    matcher: Matcher,
     pub(super) policy: Policy,
     pub(super) clock: Clock,
     pub(super) tokens: Arc<Tokens>,
@@ -88,7 +81,7 @@ impl Broker {
             store,
             log,
             readers: tokio::sync::Semaphore::new(READ_THREADS),
-            matchers: tokio::sync::Semaphore::new(match_threads()),
+            matcher: Matcher::start(Arc::clone(&metrics)),
             policy,
             clock,
             tokens,
@@ -213,16 +206,21 @@ impl Broker {
         }
     }
 
-    /// Runs pattern matching off the async workers, at most [`match_threads`] at once.
+    /// Runs pattern matching for `caller` on the [`Matcher`]'s threads, on the newest
+    /// snapshot when its turn comes (at least as new as [`Broker::read_fresh`]'s: a request
+    /// waiting in the queue holds no snapshot).
     pub(super) async fn matching<T: Send + 'static>(
         &self,
-        f: impl FnOnce() -> T + Send + 'static,
+        caller: &Caller,
+        f: impl FnOnce(&Snapshot) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        // The semaphore is never closed.
-        let _permit = self.matchers.acquire().await;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("matching failed: {e}")))
+        drop(self.read_fresh(caller).await?);
+        let snapshots = self.reader.watch();
+        let job = move || {
+            let snapshot = Arc::clone(&snapshots.borrow());
+            f(&snapshot)
+        };
+        self.matcher.run(job).await.map_err(|_| ApiError::new(ErrorCode::Unavailable, "the broker is stopping"))
     }
 
     /// Counts a command refused before it reached the writer.

@@ -36,10 +36,9 @@ pub(crate) async fn reserve(
 ) -> Result<Written<ReservationList>, ApiError> {
     let mut cmd = Command::ReserveFiles(Reserve::from(args));
     broker.bind(caller, &mut cmd)?;
-    let snapshot = broker.read_fresh(caller).await?;
     let (policy, now) = (broker.policy.clone(), broker.now());
     let (mut cmd, outcome) = broker
-        .matching(move || {
+        .matching(caller, move |snapshot| {
             let outcome = decide(&snapshot.model, &policy, &cmd, now).map(|_| snapshot.model.head);
             (cmd, outcome)
         })
@@ -99,10 +98,9 @@ pub(crate) async fn who(broker: &Broker, caller: &Caller, args: WhoHasFiles) -> 
     for (i, path) in args.paths.iter().enumerate() {
         check_path(path).map_err(|m| ApiError::invalid(format!("paths[{i}]"), m))?;
     }
-    let snapshot = broker.read_fresh(caller).await?;
     let WhoHasFiles { repo, paths } = args;
     let found = broker
-        .matching(move || {
+        .matching(caller, move |snapshot| {
             let mut budget = Budget::new(MAX_MATCH_STEPS);
             let mut found = Vec::with_capacity(paths.len());
             for path in paths {

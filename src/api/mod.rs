@@ -15,7 +15,8 @@
 //!   `session`: a WebSocket session's hello and goodbye;
 //! - `timers`: the broker's own writes (start-up, ticks, retention);
 //! - `json`, `error`, `page`: reply bodies, the one error type, and the pages of lists
-//!   (`limit` and an opaque `cursor`).
+//!   (`limit` and an opaque `cursor`); `matcher`: the low-priority threads that check file
+//!   patterns.
 //!
 //! (Free functions, not `impl Broker` blocks in each file: a type's impls count as its
 //! module's dependencies, and a Broker impl per domain file would make every one of them a
@@ -30,6 +31,7 @@ pub(crate) mod events;
 pub(crate) mod feed;
 pub(crate) mod files;
 mod json;
+mod matcher;
 mod page;
 pub(crate) mod presence;
 pub(crate) mod session;

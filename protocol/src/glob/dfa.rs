@@ -69,9 +69,10 @@ pub(super) struct TooManyStates;
 
 impl Dfa {
     /// The automaton accepting the valid paths `nfa` accepts, with at most `max_states`
-    /// states (the dead one not counted).
-    pub(super) fn determinize(nfa: &Nfa, max_states: usize) -> Result<Dfa, TooManyStates> {
+    /// states (the dead one not counted) and `max_moves` moves (states × classes).
+    pub(super) fn determinize(nfa: &Nfa, max_states: usize, max_moves: usize) -> Result<Dfa, TooManyStates> {
         let (class, classes) = byte_classes(nfa);
+        let max_states = max_states.min(max_moves / classes);
         // One byte of each class stands for it: every move treats the class's bytes alike.
         let mut rep = vec![0u8; classes];
         for b in (0..=255u8).rev() {
@@ -237,49 +238,77 @@ fn preference() -> &'static [u8; 255] {
 /// those), or `None`: a breadth-first search of their product, one step of the budget per
 /// move looked at.
 pub(super) fn product(a: &Dfa, b: &Dfa, budget: &mut Budget) -> Result<Option<Vec<u8>>, OverBudget> {
-    // The classes of the product: a pair of classes, with the preferred byte of the pair.
-    budget.spend(255)?;
-    let mut seen = vec![false; a.classes * b.classes];
-    let mut moves: Vec<(usize, usize, u8)> = Vec::new();
-    for &byte in preference() {
-        let (ca, cb) = (usize::from(a.class[usize::from(byte)]), usize::from(b.class[usize::from(byte)]));
-        if !std::mem::replace(&mut seen[ca * b.classes + cb], true) {
-            moves.push((ca, cb, byte));
-        }
+    thread_local! {
+        /// The search's buffers, kept between searches: a reserve makes one per neighbour,
+        /// and fresh ones each time made the allocator's work (and its traffic with the
+        /// other cores) larger than the search's.
+        static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
     }
-    let nb = b.states();
-    let mut visited = vec![0u64; (a.states() * nb).div_ceil(64)];
-    let mut visit = |sa: u16, sb: u16| {
-        let i = usize::from(sa) * nb + usize::from(sb);
-        let fresh = visited[i / 64] & (1 << (i % 64)) == 0;
-        visited[i / 64] |= 1 << (i % 64);
-        fresh
-    };
-    // Each node: its states, the node it was reached from (its index) and the byte.
-    let mut nodes: Vec<(u16, u16, u32, u8)> = vec![(START, START, u32::MAX, 0)];
-    visit(START, START);
-    let mut at = 0;
-    while let Some(&(sa, sb, _, _)) = nodes.get(at) {
-        if a.accept[usize::from(sa)] && b.accept[usize::from(sb)] {
-            let mut bytes = Vec::new();
-            let mut i = at;
-            while let Some(&(_, _, from, byte)) = nodes.get(i).filter(|n| n.2 != u32::MAX) {
-                bytes.push(byte);
-                i = from as usize;
-            }
-            bytes.reverse();
-            return Ok(Some(bytes));
-        }
-        budget.spend(moves.len() as u64)?;
-        let (row_a, row_b) = (usize::from(sa) * a.classes, usize::from(sb) * b.classes);
-        for &(ca, cb, byte) in &moves {
-            let (ta, tb) = (a.next[row_a + ca], b.next[row_b + cb]);
-            if ta != DEAD && tb != DEAD && visit(ta, tb) {
-                // Fewer than (u16::MAX)² nodes: the index fits in u32.
-                nodes.push((ta, tb, at as u32, byte));
+    SCRATCH.with_borrow_mut(|scratch| scratch.search(a, b, budget))
+}
+
+/// The buffers of [`product`].
+#[derive(Default)]
+struct Scratch {
+    /// Which pairs of classes have a move yet.
+    seen: Vec<bool>,
+    /// The moves of the product: a pair of classes, with the preferred byte of the pair.
+    moves: Vec<(usize, usize, u8)>,
+    /// Which pairs of states were reached, a bit each.
+    visited: Vec<u64>,
+    /// Each node reached: its states, the node it was reached from (its index) and the byte.
+    nodes: Vec<(u16, u16, u32, u8)>,
+}
+
+impl Scratch {
+    fn search(&mut self, a: &Dfa, b: &Dfa, budget: &mut Budget) -> Result<Option<Vec<u8>>, OverBudget> {
+        budget.spend(255)?;
+        self.seen.clear();
+        self.seen.resize(a.classes * b.classes, false);
+        self.moves.clear();
+        for &byte in preference() {
+            let (ca, cb) = (usize::from(a.class[usize::from(byte)]), usize::from(b.class[usize::from(byte)]));
+            if !std::mem::replace(&mut self.seen[ca * b.classes + cb], true) {
+                self.moves.push((ca, cb, byte));
             }
         }
-        at += 1;
+        let nb = b.states();
+        self.visited.clear();
+        self.visited.resize((a.states() * nb).div_ceil(64), 0);
+        let visited = &mut self.visited;
+        let mut visit = |sa: u16, sb: u16| {
+            let i = usize::from(sa) * nb + usize::from(sb);
+            let fresh = visited[i / 64] & (1 << (i % 64)) == 0;
+            visited[i / 64] |= 1 << (i % 64);
+            fresh
+        };
+        let nodes = &mut self.nodes;
+        nodes.clear();
+        nodes.push((START, START, u32::MAX, 0));
+        visit(START, START);
+        let mut at = 0;
+        while let Some(&(sa, sb, _, _)) = nodes.get(at) {
+            if a.accept[usize::from(sa)] && b.accept[usize::from(sb)] {
+                let mut bytes = Vec::new();
+                let mut i = at;
+                while let Some(&(_, _, from, byte)) = nodes.get(i).filter(|n| n.2 != u32::MAX) {
+                    bytes.push(byte);
+                    i = from as usize;
+                }
+                bytes.reverse();
+                return Ok(Some(bytes));
+            }
+            budget.spend(self.moves.len() as u64)?;
+            let (row_a, row_b) = (usize::from(sa) * a.classes, usize::from(sb) * b.classes);
+            for &(ca, cb, byte) in &self.moves {
+                let (ta, tb) = (a.next[row_a + ca], b.next[row_b + cb]);
+                if ta != DEAD && tb != DEAD && visit(ta, tb) {
+                    // Fewer than (u16::MAX)² nodes: the index fits in u32.
+                    nodes.push((ta, tb, at as u32, byte));
+                }
+            }
+            at += 1;
+        }
+        Ok(None)
     }
-    Ok(None)
 }

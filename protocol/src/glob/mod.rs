@@ -53,6 +53,10 @@ pub const MAX_WILDCARDS: usize = 16;
 /// 256 bytes takes about 260; patterns whose wildcards must be tracked in many ways at once
 /// (`*a???????b*`: an `a` seven characters before a `b`, anywhere) grow quickly and are refused.
 pub const MAX_STATES: usize = 1_000;
+/// Most moves of a pattern's automaton (states × classes of bytes it tells apart): bounds
+/// the memory a reservation holds, about 2 bytes a move (at most 128 KiB). A path of 256
+/// bytes of 90 different characters takes about 23,000.
+pub const MAX_MOVES: usize = 65_536;
 /// Longest path, in characters.
 pub const MAX_PATH: usize = 4096;
 /// Bytes of compiled patterns kept for reuse; the cache is emptied when it would hold
@@ -85,6 +89,9 @@ struct Compiled {
     suffix: Vec<u8>,
     /// The pattern has no wildcard and is anchored: it matches one path, `prefix`.
     literal: bool,
+    /// How many segments a matched path has: at least the first, at most the second
+    /// (`None`: no limit, the pattern has a `**`).
+    segments: (usize, Option<usize>),
     dfa: Dfa,
 }
 
@@ -155,13 +162,20 @@ impl Glob {
             }
             _ => Vec::new(),
         };
-        let dfa = Dfa::determinize(&Nfa::compile(&segments), MAX_STATES).map_err(|_| {
+        let named = segments.iter().filter(|s| matches!(s, Segment::Items(_))).count();
+        let bounds = match segments.last() {
+            Some(Segment::Any) => (named + 1, None),
+            _ if segments.contains(&Segment::Any) => (named, None),
+            _ => (named, Some(named)),
+        };
+        let dfa = Dfa::determinize(&Nfa::compile(&segments), MAX_STATES, MAX_MOVES).map_err(|_| {
             GlobError(format!(
                 "{pattern:?} is too complex to check quickly: its automaton would have more than {MAX_STATES} \
-                 states (use fewer wildcards, or name a directory: src/auth/)"
+                 states or {MAX_MOVES} moves (use fewer wildcards, or name a directory: src/auth/)"
             ))
         })?;
-        Ok(Glob(Arc::new(Compiled { source: pattern.to_owned(), prefix, suffix, literal, dfa })))
+        let source = pattern.to_owned();
+        Ok(Glob(Arc::new(Compiled { source, prefix, suffix, literal, segments: bounds, dfa })))
     }
 
     /// The pattern as written.
@@ -213,10 +227,16 @@ impl Glob {
         let (a, b) = (&self.0, &other.0);
         budget.spend(1)?;
         // Quick answers first: a common path starts with both prefixes and ends with both
-        // suffixes, so one of each pair must extend the other.
+        // suffixes, so one of each pair must extend the other; and it has a number of
+        // segments both allow.
         let n = a.prefix.len().min(b.prefix.len());
         let m = a.suffix.len().min(b.suffix.len());
-        if a.prefix[..n] != b.prefix[..n] || a.suffix[a.suffix.len() - m..] != b.suffix[b.suffix.len() - m..] {
+        let fewer = |x: &Compiled, y: &Compiled| x.segments.1.is_some_and(|max| max < y.segments.0);
+        if a.prefix[..n] != b.prefix[..n]
+            || a.suffix[a.suffix.len() - m..] != b.suffix[b.suffix.len() - m..]
+            || fewer(a, b)
+            || fewer(b, a)
+        {
             return Ok(None);
         }
         // A pattern without wildcards is one path: does the other match it?

@@ -77,6 +77,7 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
                 "maxPatternBytes": muster_protocol::glob::MAX_PATTERN,
                 "maxWildcardsPerPattern": muster_protocol::glob::MAX_WILDCARDS,
                 "maxAutomatonStates": muster_protocol::glob::MAX_STATES,
+                "maxAutomatonMoves": muster_protocol::glob::MAX_MOVES,
                 "maxMatchStepsPerRequest": muster_protocol::MAX_MATCH_STEPS,
                 "maxPathChars": muster_protocol::glob::MAX_PATH,
                 "maxPathsPerWho": muster_protocol::MAX_WHO_PATHS,
