@@ -9,6 +9,7 @@
 //! not slowed down.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -40,22 +41,45 @@ pub(crate) enum Stopped {
 /// A connection's queue of frames to send (JSON text), bounded in bytes. Filled by the hub
 /// (events) and by the connection itself (replies); emptied by the connection's writer
 /// task, which sends everything that is ready and flushes once.
+///
+/// The limit is the connection's memory budget: what its subscription holds (see
+/// [`topic_cost`]) counts against it too, so a connection with many topics has less
+/// room for frames.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
     limit: usize,
+    /// Bytes of the budget its subscription takes.
+    topics: AtomicUsize,
+}
+
+/// What one subscribed topic holds, in bytes, as counted against its connection's budget:
+/// its text three times (the subscriber's set, the hub's index, the feed's list for
+/// replays) and the entries around them (about 250 bytes, measured: BENCHMARKS.md).
+pub(crate) fn topic_cost(topic: &Topic) -> usize {
+    3 * topic.to_string().len() + 256
 }
 
 impl Outbox {
     /// An empty outbox holding at most `limit` bytes.
     pub(crate) fn new(limit: usize) -> Arc<Outbox> {
-        Arc::new(Outbox { queue: Mutex::new(Queue::default()), ready: Notify::new(), limit })
+        Arc::new(Outbox {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            limit,
+            topics: AtomicUsize::new(0),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A poisoned lock only means a pusher panicked; the queue is still consistent.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Its budget, in bytes.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Queues a frame. Returns false, and queues nothing, if the outbox is closed or
@@ -66,7 +90,7 @@ impl Outbox {
         if q.overflowed || q.closed {
             return false;
         }
-        if q.bytes + frame.len() > self.limit {
+        if q.bytes + frame.len() + self.topics.load(Ordering::Relaxed) > self.limit {
             q.overflowed = true;
             q.frames.clear();
             q.bytes = 0;
@@ -142,6 +166,16 @@ impl Outbox {
 struct Subscriber {
     outbox: Arc<Outbox>,
     topics: HashSet<Topic>,
+    /// Bytes of topic text subscribed.
+    bytes: usize,
+}
+
+impl Subscriber {
+    /// Records the topics' text and cost (on the outbox's budget) after a change.
+    fn count(&mut self) {
+        self.bytes = self.topics.iter().map(|t| t.to_string().len()).sum();
+        self.outbox.topics.store(self.topics.iter().map(topic_cost).sum(), Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -157,6 +191,19 @@ struct Inner {
 /// The hub. Shared by the sync thread (publisher) and every connection.
 pub(crate) struct Hub {
     inner: Mutex<Inner>,
+}
+
+/// The size of a subscription (see [`Subscription::size`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Size {
+    /// Topics subscribed.
+    pub(crate) topics: usize,
+    /// Bytes of their text.
+    pub(crate) bytes: usize,
+    /// Bytes of the outbox's budget they take ([`topic_cost`]).
+    pub(crate) cost: usize,
+    /// The outbox's budget.
+    pub(crate) budget: usize,
 }
 
 /// A connection's place in the hub; leaving it (drop) unsubscribes.
@@ -193,7 +240,7 @@ impl Hub {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
-        inner.subscribers.insert(id, Subscriber { outbox, topics: HashSet::new() });
+        inner.subscribers.insert(id, Subscriber { outbox, topics: HashSet::new(), bytes: 0 });
         add(&mut inner, id, topics);
         (Subscription { hub: Arc::clone(self), id }, inner.head)
     }
@@ -243,6 +290,9 @@ fn add(inner: &mut Inner, id: u64, topics: &[Topic]) {
             inner.by_topic.entry(topic.clone()).or_default().insert(id);
         }
     }
+    if let Some(s) = inner.subscribers.get_mut(&id) {
+        s.count();
+    }
 }
 
 impl Subscription {
@@ -253,9 +303,16 @@ impl Subscription {
         sorted(&inner, self.id)
     }
 
-    /// How many topics are subscribed.
-    pub(crate) fn len(&self) -> usize {
-        self.hub.lock().subscribers.get(&self.id).map_or(0, |s| s.topics.len())
+    /// What is subscribed: how many topics, the bytes of their text, and what they cost of
+    /// the outbox's budget.
+    pub(crate) fn size(&self) -> Size {
+        let inner = self.hub.lock();
+        inner.subscribers.get(&self.id).map_or_else(Size::default, |s| Size {
+            topics: s.topics.len(),
+            bytes: s.bytes,
+            cost: s.outbox.topics.load(Ordering::Relaxed),
+            budget: s.outbox.limit,
+        })
     }
 
     /// Removes topics; returns every topic still subscribed, sorted as written.
@@ -271,6 +328,9 @@ impl Subscription {
                     inner.by_topic.remove(topic);
                 }
             }
+        }
+        if let Some(s) = inner.subscribers.get_mut(&self.id) {
+            s.count();
         }
         sorted(&inner, self.id)
     }

@@ -462,3 +462,92 @@ async fn escaped_dot_segments_are_refused() {
         assert_eq!((status, refused["error"]["field"].as_str()), (400, Some("patterns[0]")), "{pattern}: {refused}");
     }
 }
+
+/// 3. Subscriptions were bounded in count, not size: 1,024 topics of 137 characters cost
+/// about 855 KiB per WebSocket, 13 GiB at the connection cap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_is_bounded_in_bytes_and_counted_in_the_connections_budget() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &[]);
+    let mut ws = Ws::connect(p.addr).await;
+    ws.hello(json!({"agent": "watcher"})).await;
+    let long: Vec<String> = (0..256).map(|i| format!("chat:{i:0>132}")).collect();
+    let refused = ws.request(json!({"op": "subscribe", "topics": long})).await;
+    assert_eq!(refused["error"]["field"], "topics", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("16384 bytes"), "{refused}");
+    // The largest subscription allowed: 1,024 topics of 16 bytes.
+    for chunk in 0..4 {
+        let topics: Vec<String> = (chunk * 256..chunk * 256 + 256).map(|i| format!("chat:c{i:0>10}")).collect();
+        let reply = ws.request(json!({"op": "subscribe", "topics": topics})).await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    let one_more = ws.request(json!({"op": "subscribe", "topics": ["presence"]})).await;
+    assert_eq!(one_more["error"]["field"], "topics", "{one_more}");
+    // It still gets its events.
+    call(&p, "POST", "/chat/messages", &[], Some(json!({"from": "kai", "content": "hi", "channel": "c0000000007"})))
+        .await;
+    assert_eq!(ws.event().await["data"]["message"]["channel"], "c0000000007");
+
+    // What a subscription holds counts against the connection's budget: a small one leaves
+    // room for few topics.
+    let small = Process::start(&root.path().join("small"), &[], &["--outbox-bytes", "65536"]);
+    let mut ws = Ws::connect(small.addr).await;
+    ws.hello(json!({"agent": "watcher"})).await;
+    let topics: Vec<String> = (1..=200).map(|i| format!("task:T-{i}")).collect();
+    let refused = ws.request(json!({"op": "subscribe", "topics": topics})).await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("budget of 65536"), "{refused}");
+}
+
+/// 4. A refused value reached the log: a token sent by mistake in `since` was logged whole
+/// in the WARN "bad frame" line, and in `op` its first 40 characters.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_refused_value_reaches_the_log() {
+    const SECRET: &str = "mst_0ddba11c0ffee5ecre7t0ken4a1b2c3d4e5f6";
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &[]);
+    let frames = [
+        format!(r#"{{"id":"{SECRET}","op":"hello"}}"#),
+        format!(r#"{{"id":1,"op":"{SECRET}"}}"#),
+        format!(r#"{{"id":2,"op":"hello","since":"{SECRET}"}}"#),
+        format!(r#"{{"id":3,"op":"hello","agent":"{SECRET}!"}}"#),
+        format!(r#"{{"id":4,"op":"hello","topics":["{SECRET}"]}}"#),
+        format!(r#"{{"id":5,"op":"hello","epoch":{{"{SECRET}":1}}}}"#),
+        format!(r#"{{"id":6,"op":"hello","{SECRET}":1}}"#),
+        SECRET.to_owned(),
+    ];
+    let mut ws = Ws::connect(p.addr).await;
+    for frame in &frames {
+        ws.send_raw(frame).await;
+        assert_eq!(ws.frame().await.unwrap()["ok"], false, "{frame}");
+    }
+    ws.hello(json!({"agent": "link"})).await;
+    for op in [
+        json!({"op": "task.claim", "task": SECRET}),
+        json!({"op": "chat.post", "content": "x", "channel": format!("{SECRET}!")}),
+        json!({"op": "files.reserve", "repo": "app", "patterns": [format!("!{SECRET}")]}),
+        json!({"op": "inbox.read", "agent": format!("{SECRET}!")}),
+        json!({"op": "subscribe", "topics": [SECRET]}),
+    ] {
+        assert_eq!(ws.request(op.clone()).await["ok"], false, "{op}");
+    }
+    for path in [
+        format!("/events?since={SECRET}"),
+        format!("/events?topics={SECRET}"),
+        format!("/tasks?status={SECRET}"),
+        format!("/tasks/{SECRET}"),
+        format!("/files/who?repo=app&path=/{SECRET}"),
+        format!("/inbox/{SECRET}!"),
+        format!("/events/stream?{SECRET}=1"),
+    ] {
+        let (status, _) = call(&p, "GET", &path, &[("x-agent", &format!("{SECRET}!"))], None).await;
+        assert_eq!(status, 400, "{path}");
+    }
+    let (status, _) = call(&p, "GET", "/events/stream", &[("last-event-id", SECRET)], None).await;
+    assert_eq!(status, 400);
+    drop(ws);
+    let log_path = p.log.clone();
+    assert!(p.terminate().success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(log.contains("bad frame"), "the refusals were logged:\n{log}");
+    assert!(!log.contains(&SECRET[..16]), "a refused value reached the log:\n{log}");
+}

@@ -16,12 +16,44 @@ use muster_protocol::{Seq, Topic};
 use super::broker::Broker;
 use super::caller::Caller;
 use super::error::ApiError;
-use crate::hub::{Outbox, Stopped, Subscription};
+use crate::hub::{Outbox, Size, Stopped, Subscription, topic_cost};
 
-/// Most topics in one request (`hello`, `subscribe`, a query).
 /// Most topics one connection may hold: each costs a hub entry, and a client following
 /// more tasks than this should subscribe to `tasks`.
 pub(crate) const MAX_TOPICS_PER_CONNECTION: usize = 1024;
+/// Most bytes of topic text one connection may hold subscribed: with the count above, what
+/// a subscription may cost stays a fraction of the connection's outbox budget (where it is
+/// counted: `hub::topic_cost`), about 300 KiB at most.
+pub(crate) const MAX_TOPIC_BYTES_PER_CONNECTION: usize = 16 * 1024;
+
+/// Refuses a subscription grown by `topics` past the limits, or past half its connection's
+/// budget (what is left is for the frames it is sent).
+fn check_size(now: Size, topics: &[Topic]) -> Result<(), ApiError> {
+    let count = now.topics + topics.len();
+    let bytes = now.bytes + topics.iter().map(|t| t.to_string().len()).sum::<usize>();
+    let cost = now.cost + topics.iter().map(topic_cost).sum::<usize>();
+    if count > MAX_TOPICS_PER_CONNECTION || bytes > MAX_TOPIC_BYTES_PER_CONNECTION {
+        return Err(ApiError::invalid(
+            "topics",
+            format!(
+                "at most {MAX_TOPICS_PER_CONNECTION} topics and {MAX_TOPIC_BYTES_PER_CONNECTION} bytes of topic names \
+                 per connection (this would be {count} topics, {bytes} bytes); subscribe to `tasks`, `chat` or `*` \
+                 instead of many single ones"
+            ),
+        ));
+    }
+    if cost > now.budget / 2 {
+        return Err(ApiError::invalid(
+            "topics",
+            format!(
+                "these topics would take {cost} bytes of this connection's budget of {} (--outbox-bytes), more \
+                 than half; subscribe to `tasks`, `chat` or `*` instead of many single ones",
+                now.budget
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Where a feed starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +129,7 @@ pub(crate) async fn subscribe(
 ) -> Result<(Subscription, Feed, Start), ApiError> {
     broker.check(caller)?;
     let topics = parse_topics(topics)?;
+    check_size(Size { budget: outbox.limit(), ..Size::default() }, &topics)?;
     // Nothing live goes out before the replay is done.
     outbox.pause();
     let (subscription, head) = broker.hub().subscribe(Arc::clone(&outbox), &topics);
@@ -128,14 +161,7 @@ pub(crate) fn add_topics(
 ) -> Result<Vec<String>, ApiError> {
     broker.check(caller)?;
     let topics = nonempty(raw).and_then(parse_topics)?;
-    if subscription.len() + topics.len() > MAX_TOPICS_PER_CONNECTION {
-        return Err(ApiError::invalid(
-            "topics",
-            format!(
-                "at most {MAX_TOPICS_PER_CONNECTION} topics per connection; subscribe to `tasks` or `*` instead of many single ones"
-            ),
-        ));
-    }
+    check_size(subscription.size(), &topics)?;
     Ok(subscription.add(&topics))
 }
 

@@ -291,7 +291,14 @@ impl Session {
         let request = match Request::parse(text) {
             Ok(request) => request,
             Err(e) => {
-                tracing::warn!(parent: span, message = %e.error.message, "bad frame");
+                // Never the message: it may quote the refused value (a token sent by mistake
+                // in `since`, say). The field and the frame's length are enough to look into.
+                let field =
+                    e.error.field.as_deref().filter(|f| {
+                        f.len() <= 40 && f.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.[]".contains(&b))
+                    });
+                let field = field.unwrap_or("-");
+                tracing::warn!(parent: span, code = e.error.code.as_str(), field, bytes = text.len(), "bad frame");
                 return self.reply(Reply::error(e.id, e.error));
             }
         };
