@@ -48,9 +48,17 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub claim_lease: Duration,
 
-    /// Most WebSocket and SSE connections at once (the process may open 20,000 files).
+    /// Most agents' WebSocket sessions at once, and WebSockets that have not said hello yet
+    /// (the process may open 20,000 files).
     #[arg(long, env = "MUSTER_MAX_CONNECTIONS", default_value_t = 16_000)]
     pub max_connections: usize,
+
+    /// Most observers at once: event streams (SSE) and WebSocket sessions that are not an
+    /// agent's (dashboards, people, sessions without an agent). Kept apart from
+    /// `--max-connections`, so that observers never take an agent's place.
+    #[arg(long, env = "MUSTER_MAX_OBSERVERS", default_value_t = 1_000)]
+    #[serde(default = "default_max_observers")]
+    pub max_observers: usize,
 
     /// Bytes of events and replies a connection may have waiting to be sent; beyond, it is
     /// closed as a slow consumer (4008) and resumes from its last `seq`.
@@ -226,6 +234,10 @@ fn default_idempotency_keys() -> usize {
     10_000
 }
 
+fn default_max_observers() -> usize {
+    1_000
+}
+
 fn default_max_http_connections() -> usize {
     1024
 }
@@ -320,6 +332,7 @@ impl Config {
             claim_grace: Duration::from_secs(5 * 60),
             claim_lease: Duration::from_secs(30 * 60),
             max_connections: 16_000,
+            max_observers: default_max_observers(),
             outbox_bytes: 1 << 20,
             ping_every: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(10),

@@ -3,9 +3,11 @@
 //! A handful of atomics, written on the hot path without locks; rendering reads them.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 /// Upper bounds, in seconds, of the latency histogram buckets: from a fast `fdatasync`
 /// (a quarter millisecond) to a stalled disk (a second).
@@ -77,7 +79,11 @@ pub(crate) struct Metrics {
     pub(crate) slow_consumer_closes: AtomicU64,
     /// WebSocket frames refused for the connection's rate limit.
     pub(crate) rate_limited_frames: AtomicU64,
+    /// The transport's budgets of connections: a name, its semaphore and its size.
+    places: OnceLock<[Places; 2]>,
 }
+
+type Places = (&'static str, Arc<Semaphore>, usize);
 
 /// A kind of long-lived connection.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +111,11 @@ impl Metrics {
     pub(crate) fn open(self: &Arc<Self>, kind: Stream) -> Open {
         self.streams[kind as usize].fetch_add(1, Relaxed);
         Open { metrics: Arc::clone(self), kind }
+    }
+
+    /// Shows the transport's budgets of connections (agents', observers').
+    pub(crate) fn count_places(&self, places: [Places; 2]) {
+        let _ = self.places.set(places);
     }
 
     /// Counts one HTTP response.
@@ -175,6 +186,24 @@ impl Metrics {
         let _ = writeln!(out, "# HELP muster_connections Streams open now, by kind.\n# TYPE muster_connections gauge");
         for (kind, n) in ["websocket", "sse"].iter().zip(&self.streams) {
             let _ = writeln!(out, "muster_connections{{kind=\"{kind}\"}} {}", n.load(Relaxed));
+        }
+        if let Some(places) = self.places.get() {
+            let _ = writeln!(
+                out,
+                "# HELP muster_connection_places Connections each budget allows (--max-connections: agents' \
+                 WebSockets; --max-observers: event streams and dashboards).\n# TYPE muster_connection_places gauge"
+            );
+            for (budget, _, size) in places {
+                let _ = writeln!(out, "muster_connection_places{{budget=\"{budget}\"}} {size}");
+            }
+            let _ = writeln!(
+                out,
+                "# HELP muster_connection_places_used Places taken now.\n# TYPE muster_connection_places_used gauge"
+            );
+            for (budget, places, size) in places {
+                let used = size.saturating_sub(places.available_permits());
+                let _ = writeln!(out, "muster_connection_places_used{{budget=\"{budget}\"}} {used}");
+            }
         }
         counter(
             &mut out,

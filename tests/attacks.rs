@@ -551,3 +551,58 @@ async fn no_refused_value_reaches_the_log() {
     assert!(log.contains("bad frame"), "the refusals were logged:\n{log}");
     assert!(!log.contains(&SECRET[..16]), "a refused value reached the log:\n{log}");
 }
+
+/// Opens an event stream and returns it once its headers came (it stays open while held).
+async fn stream(p: &Process) -> reqwest::Response {
+    reqwest::get(p.url("/events/stream?topics=tasks")).await.unwrap()
+}
+
+/// 6. Observers and agents shared `--max-connections`: 300 held event streams made agents'
+/// WebSocket hello get 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn observers_never_take_an_agents_place() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &["--max-connections", "3", "--max-observers", "4"]);
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let s = stream(&p).await;
+        assert_eq!(s.status(), 200);
+        streams.push(s);
+    }
+    // The observers' places are taken: a fifth stream is refused, naming its budget...
+    let refused = stream(&p).await;
+    assert_eq!(refused.status(), 503);
+    assert!(split(refused).await.1["error"]["message"].as_str().unwrap().contains("--max-observers"));
+    // Every agent still gets its place.
+    let mut agents = Vec::new();
+    for name in ["link", "zelda", "kai"] {
+        let mut ws = Ws::connect(p.addr).await;
+        ws.hello(json!({"agent": name})).await;
+        agents.push(ws);
+    }
+    // A dashboard (a session without an agent) finds no place left.
+    let refused = Ws::try_connect(p.addr).await.err().map(|e| e.to_string());
+    assert!(refused.as_deref().is_some_and(|e| e.contains("503")), "{refused:?}");
+    let text = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"muster_connection_places{budget="agents"} 3"#,
+        r#"muster_connection_places_used{budget="agents"} 3"#,
+        r#"muster_connection_places{budget="observers"} 4"#,
+        r#"muster_connection_places_used{budget="observers"} 4"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in /metrics:\n{text}");
+    }
+    // A stream that ends gives its place back, to the observers: the dashboard gets it.
+    streams.pop();
+    let mut dashboard = None;
+    for _ in 0..50 {
+        dashboard = Ws::try_connect(p.addr).await.ok();
+        if dashboard.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut dashboard = dashboard.expect("the dashboard never got the freed place");
+    let welcome = dashboard.request(json!({"op": "hello", "topics": ["tasks"]})).await;
+    assert_eq!(welcome["ok"], true, "{welcome}");
+}

@@ -406,14 +406,20 @@ async fn a_connection_without_hello_is_closed_in_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_beyond_the_limit_are_refused() {
-    let mut s = Server::start_with(|c| c.max_connections = 2).await;
+    let mut s = Server::start_with(|c| (c.max_connections, c.max_observers) = (2, 1)).await;
     // The limit is each node's (on a cluster under test: one node of three).
     s.pin_to_one_node();
-    let _a = Ws::connect(s.addr()).await;
+    let mut a = Ws::connect(s.addr()).await;
+    a.hello(json!({"agent": "a"})).await;
     let _b = Ws::connect(s.addr()).await;
+    // Before its hello, a connection takes an observer's place when the agents' are taken.
+    let mut c = Ws::connect(s.addr()).await;
     let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.addr())).await;
-    let Err(err) = refused else { panic!("the third connection was accepted") };
+    let Err(err) = refused else { panic!("the fourth connection was accepted") };
     assert!(err.to_string().contains("503"), "{err}");
+    // Saying hello as an agent, it needs an agent's place, and none is free.
+    let refused = c.request(json!({"op": "hello", "agent": "c"})).await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("--max-connections"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

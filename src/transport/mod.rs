@@ -48,7 +48,12 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (_, api) = routes::routes();
-    let connections = ws::limit(config.max_connections);
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let observers = Arc::new(tokio::sync::Semaphore::new(config.max_observers));
+    metrics.count_places([
+        ("agents", Arc::clone(&connections), config.max_connections),
+        ("observers", Arc::clone(&observers), config.max_observers),
+    ]);
     let state = state::AppState {
         broker,
         config,
@@ -56,6 +61,7 @@ pub(crate) async fn serve(
         shutdown: shutdown.clone(),
         api: Arc::new(api),
         connections,
+        observers,
         sessions: tokio_util::task::TaskTracker::new(),
     };
     let sessions = state.sessions.clone();

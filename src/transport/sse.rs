@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use muster_protocol::{ErrorCode, Seq};
+use muster_protocol::Seq;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -22,6 +22,7 @@ use super::conns::Conn;
 use super::extract::{Auth, Query};
 use super::response::HttpError;
 use super::state::AppState;
+use super::ws::too_many_observers;
 use crate::api::feed::{Begin, Ended, Feed};
 use crate::api::{self, ApiError};
 use crate::hub::{Outbox, Subscription};
@@ -49,7 +50,7 @@ pub(crate) struct StreamQuery {
     responses(
         (status = 200, description = "text/event-stream: `id: <seq>`, `event: <type>`, `data: <event JSON>`", content_type = "text/event-stream"),
         (status = 400, body = muster_protocol::ErrorBody),
-        (status = 503, description = "Too many connections", body = muster_protocol::ErrorBody),
+        (status = 503, description = "Too many observers (`--max-observers`)", body = muster_protocol::ErrorBody),
     )
 )]
 pub(crate) async fn stream(
@@ -69,8 +70,8 @@ pub(crate) async fn stream(
         ),
         None => q.since,
     };
-    let Ok(permit) = Arc::clone(&app.connections).try_acquire_owned() else {
-        return Err(ApiError::new(ErrorCode::Unavailable, "too many connections; retry later").into());
+    let Ok(permit) = Arc::clone(&app.observers).try_acquire_owned() else {
+        return Err(too_many_observers(app.config.max_observers).into());
     };
     let outbox = Outbox::new(app.config.outbox_bytes);
     let begin = match since {

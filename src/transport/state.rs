@@ -24,8 +24,12 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     /// The generated API description (`/openapi.json`, `/capabilities`).
     pub(crate) api: Arc<utoipa::openapi::OpenApi>,
-    /// Permits for WebSocket and SSE connections (`max-connections`).
+    /// Places for agents' WebSocket sessions and WebSockets before their hello
+    /// (`--max-connections`).
     pub(crate) connections: Arc<Semaphore>,
+    /// Places for observers: event streams, and WebSocket sessions without an agent or of a
+    /// person (`--max-observers`).
+    pub(crate) observers: Arc<Semaphore>,
     /// Every WebSocket session, to wait for at shutdown (axum does not).
     pub(crate) sessions: TaskTracker,
 }

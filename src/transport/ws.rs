@@ -48,9 +48,12 @@ pub(crate) const MAX_FRAME: usize = 1 << 20;
 const IN_FLIGHT: usize = 32;
 /// Events read from the log per step of a replay.
 const REPLAY_CHUNK: usize = 1000;
-/// WebSocket and SSE connections at once: the permits of `--max-connections`.
-pub(crate) fn limit(max: usize) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(max))
+/// The refusal of an observer past `--max-observers`.
+pub(crate) fn too_many_observers(max: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("too many observers (event streams, dashboards): at most {max} (--max-observers); retry later"),
+    )
 }
 /// How long closing may wait on a peer that does not read.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -94,7 +97,7 @@ impl Link {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol (see protocol/schema)"),
         (status = 403, description = "A browser page from another origin (see transport::guard)", body = muster_protocol::ErrorBody),
-        (status = 503, description = "Too many connections", body = muster_protocol::ErrorBody),
+        (status = 503, description = "Too many connections (`--max-connections`)", body = muster_protocol::ErrorBody),
     )
 )]
 pub(crate) async fn upgrade(
@@ -102,8 +105,13 @@ pub(crate) async fn upgrade(
     Extension(conn): Extension<Conn>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Ok(permit) = Arc::clone(&state.connections).try_acquire_owned() else {
-        return HttpError(ApiError::new(ErrorCode::Unavailable, "too many connections; retry later")).into_response();
+    // Until its hello says which it is, a connection takes an agent's place, or an
+    // observer's when those are all taken.
+    let place = Place::take(&state, true).or_else(|_| Place::take(&state, false));
+    let Ok(place) = place else {
+        let max = state.config.max_connections;
+        let refused = format!("too many connections: at most {max} (--max-connections); retry later");
+        return HttpError(ApiError::new(ErrorCode::Unavailable, refused)).into_response();
     };
     let tracker = state.sessions.clone();
     // A WebSocket has its own limit and pings: it leaves the pool of plain HTTP connections.
@@ -112,7 +120,28 @@ pub(crate) async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| tracker.track_future(session(socket, state, permit)))
+        .on_upgrade(move |socket| tracker.track_future(session(socket, state, place)))
+}
+
+/// A connection's place in one of the two budgets: agents' (`--max-connections`) or
+/// observers' (`--max-observers`); given back when dropped.
+struct Place {
+    agent: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Place {
+    fn take(state: &AppState, agent: bool) -> Result<Place, ApiError> {
+        let (places, refused) = if agent {
+            let max = state.config.max_connections;
+            let refused = format!("too many agents' sessions: at most {max} (--max-connections); retry later");
+            (&state.connections, ApiError::new(ErrorCode::Unavailable, refused))
+        } else {
+            (&state.observers, too_many_observers(state.config.max_observers))
+        };
+        let permit = Arc::clone(places).try_acquire_owned().map_err(|_| refused)?;
+        Ok(Place { agent, _permit: permit })
+    }
 }
 
 /// The connection, as the reader loop holds it.
@@ -125,9 +154,11 @@ struct Session {
     opened: Option<(Arc<api::session::Session>, Subscription)>,
     in_flight: Arc<Semaphore>,
     bucket: Bucket,
+    /// Its place, of the kind its hello said (see [`Place`]).
+    place: Place,
 }
 
-async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePermit) {
+async fn session(socket: WebSocket, state: AppState, place: Place) {
     let _open = state.metrics.open(crate::metrics::Stream::WebSocket);
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(state.config.outbox_bytes);
@@ -142,6 +173,7 @@ async fn session(socket: WebSocket, state: AppState, _permit: OwnedSemaphorePerm
         opened: None,
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
         bucket: Bucket::new(frame_rate),
+        place,
     };
     let span = tracing::debug_span!("ws", agent = tracing::field::Empty);
     let close = s.read_loop(&mut stream, &span, &mut writer).await;
@@ -345,7 +377,14 @@ impl Session {
     /// `hello`: become present as the agent, subscribe, and have the writer send the
     /// welcome and what the client missed.
     async fn hello(&mut self, id: u64, hello: Hello, span: &tracing::Span) -> Result<(), ApiError> {
+        // An agent's session takes an agent's place, an observer's (a dashboard, a person's,
+        // one without an agent) an observer's: the connection swaps if it holds the other.
+        let agent = hello.agent.is_some() && !hello.human;
+        let place = (self.place.agent != agent).then(|| Place::take(&self.state, agent)).transpose()?;
         let opened = api::session::hello(&self.state.broker, hello, Arc::clone(&self.outbox), REPLAY_CHUNK).await?;
+        if let Some(place) = place {
+            self.place = place;
+        }
         let Opened { session, subscription, feed, start } = opened;
         if let Some(agent) = session.agent() {
             span.record("agent", agent);

@@ -568,8 +568,13 @@ pub const FRAME_WAIT: Duration = Duration::from_secs(10);
 
 impl Ws {
     pub async fn connect(addr: SocketAddr) -> Ws {
-        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
-        Ws { stream, next_id: 1, events: Default::default() }
+        Ws::try_connect(addr).await.unwrap()
+    }
+
+    /// [`Ws::connect`], or the handshake's error (a 503 when the broker has no place).
+    pub async fn try_connect(addr: SocketAddr) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
+        Ok(Ws { stream, next_id: 1, events: Default::default() })
     }
 
     pub async fn send_raw(&mut self, text: &str) {
