@@ -606,3 +606,76 @@ async fn observers_never_take_an_agents_place() {
     let welcome = dashboard.request(json!({"op": "hello", "topics": ["tasks"]})).await;
     assert_eq!(welcome["ok"], true, "{welcome}");
 }
+
+/// 7. With tokens on, any agent's token could take another agent's claim away (`force`,
+/// ending its task's reservations) and read or follow another agent's inbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agents_token_takes_no_claim_away_and_reads_no_other_inbox() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let link = format!("Bearer {}", issue(&data, "link", false));
+    let zelda = format!("Bearer {}", issue(&data, "zelda", false));
+    let boss = format!("Bearer {}", issue(&data, "boss", true));
+    let p = Process::start(&data, &[], &[]);
+    let req = async |method: &str, path: &str, token: &String, body: Option<Value>| {
+        let headers: Vec<(&str, &str)> = vec![("authorization", token.as_str())];
+        call(&p, method, path, &headers, body).await
+    };
+    req("POST", "/tasks", &boss, Some(json!({"title": "session store"}))).await;
+    req("POST", "/tasks/T-1/claim", &link, None).await;
+    let (status, _) =
+        req("POST", "/files/reserve", &link, Some(json!({"repo": "app", "patterns": ["src/auth/"], "task": "T-1"})))
+            .await;
+    assert_eq!(status, 200);
+
+    // zelda cannot take it away: 403 naming the rule and the way to ask.
+    let (status, refused) = req("POST", "/tasks/T-1/release", &zelda, Some(json!({"force": true}))).await;
+    assert_eq!((status, refused["error"]["field"].as_str()), (403, Some("force")), "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("person's token") && message.contains("muster chat post '@link"), "{message}");
+    let (_, task) = req("GET", "/tasks/T-1", &zelda, None).await;
+    assert_eq!(task["task"]["claim"]["agent"], "link", "{task}");
+    let (_, files) = req("GET", "/files?task=T-1", &zelda, None).await;
+    assert_eq!(files["reservations"].as_array().map(Vec::len), Some(1), "the reservations are still held: {files}");
+    // Over the WebSocket too.
+    let mut ws = Ws::connect(p.addr).await;
+    ws.hello(json!({"agent": "zelda", "token": zelda.trim_start_matches("Bearer ")})).await;
+    let refused = ws.request(json!({"op": "task.release", "task": "T-1", "force": true})).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+
+    // Its owner releases it, force or not; a person takes a claim away.
+    req("POST", "/tasks", &boss, Some(json!({"title": "second"}))).await;
+    req("POST", "/tasks/T-2/claim", &link, None).await;
+    let (status, _) = req("POST", "/tasks/T-2/release", &link, Some(json!({"force": true}))).await;
+    assert_eq!(status, 200);
+    let (status, released) = req("POST", "/tasks/T-1/release", &boss, Some(json!({"force": true}))).await;
+    assert_eq!((status, released["task"]["claim"].clone()), (200, Value::Null), "{released}");
+
+    // link's inbox: link's and a person's only.
+    req("POST", "/chat/messages", &boss, Some(json!({"content": "@link the store is yours"}))).await;
+    for (method, path) in [("GET", "/inbox/link"), ("POST", "/inbox/link/ack"), ("GET", "/events?topics=inbox:link")] {
+        let (status, refused) = req(method, path, &zelda, None).await;
+        assert_eq!(status, 403, "{method} {path}: {refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("link's inbox is link's"), "{refused}");
+    }
+    let stream = reqwest::Client::new()
+        .get(p.url("/events/stream?topics=inbox:link"))
+        .header("authorization", &zelda)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 403);
+    let refused = ws.request(json!({"op": "subscribe", "topics": ["inbox:link"]})).await;
+    assert_eq!(refused["error"]["field"], "topics", "{refused}");
+    let refused = ws.request(json!({"op": "inbox.read", "agent": "link"})).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    let mut other = Ws::connect(p.addr).await;
+    let refused = other
+        .request(json!({"op": "hello", "agent": "zelda", "token": zelda.trim_start_matches("Bearer "), "topics": ["inbox:link"]}))
+        .await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    let (status, inbox) = req("GET", "/inbox/link", &link, None).await;
+    assert_eq!((status, inbox["unread"].as_u64()), (200, Some(1)), "{inbox}");
+    let (status, inbox) = req("GET", "/inbox/link", &boss, None).await;
+    assert_eq!((status, inbox["unread"].as_u64()), (200, Some(1)), "{inbox}");
+}

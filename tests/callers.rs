@@ -47,7 +47,8 @@ fn table() -> Vec<(&'static str, &'static str, Access)> {
         ("GET", "/presence/{agent}", Read { path: "/presence/zelda" }),
         ("GET", "/chat/messages", Read { path: "/chat/messages" }),
         ("GET", "/chat/channels", Read { path: "/chat/channels" }),
-        ("GET", "/inbox/{agent}", Read { path: "/inbox/zelda" }),
+        // An inbox is its owner's (or a person's): read like one's own write.
+        ("GET", "/inbox/{agent}", Write { own: ("/inbox/link", Value::Null), other: ("/inbox/zelda", Value::Null) }),
         ("GET", "/events", Read { path: "/events?since=0" }),
         ("GET", "/events/stream", Read { path: "/events/stream" }),
         ("GET", "/files", Read { path: "/files?repo=app" }),
@@ -237,7 +238,6 @@ fn needs(op: Op) -> Needs {
         | Op::TaskList(_)
         | Op::ChatRead(_)
         | Op::ChatChannels(_)
-        | Op::InboxRead(_)
         | Op::PresenceList(_)
         | Op::FilesList(_)
         | Op::FilesWho(_) => Needs::Read,
@@ -266,6 +266,13 @@ fn needs(op: Op) -> Needs {
             a.from = String::new();
             let other = Op::ChatPost(muster_protocol::PostMessage { from: "zelda".into(), ..a.clone() });
             Needs::Write { own: Box::new(Op::ChatPost(a)), other: Box::new(other) }
+        }
+        // An inbox is its owner's (or a person's): read like one's own write.
+        Op::InboxRead(mut a) => {
+            a.agent = None;
+            let mut b = a.clone();
+            b.agent = zelda();
+            Needs::Write { own: Box::new(Op::InboxRead(a)), other: Box::new(Op::InboxRead(b)) }
         }
         Op::InboxAck(mut a) => {
             a.agent = None;

@@ -98,6 +98,28 @@ impl Caller {
         }
     }
 
+    /// With tokens on, only a person's token (the dashboard's) takes a claim away from
+    /// another agent (`force`); an agent that needs a task another holds asks in chat.
+    pub(super) fn may_force(&self) -> bool {
+        !matches!(&self.0, Who::Token(identity) if !identity.human)
+    }
+
+    /// With tokens on, an inbox is read, acknowledged and followed by its owner's token or a
+    /// person's only; `field` names the request's field in the refusal.
+    pub(super) fn may_read_inbox(&self, agent: &str, field: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            Who::Token(identity) if identity.agent != agent && !identity.human => Err(ApiError::forbidden(
+                field,
+                format!(
+                    "{agent}'s inbox is {agent}'s: only its own token or a person's (the dashboard's) reads, \
+                     acknowledges or follows it, and yours is {}'s",
+                    identity.agent
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Binds a command to this caller: fills in the acting agent where the command names
     /// none; with a token, refuses one that names another agent.
     pub(super) fn bind(&self, cmd: &mut Command) -> Result<(), ApiError> {
@@ -115,10 +137,8 @@ impl Caller {
                 p.from = self.act_as(named).map_err(|e| field(e, "from"))?.unwrap_or_default();
                 return Ok(());
             }
-            Command::Heartbeat { agent, .. }
-            | Command::AckInbox { agent, .. }
-            | Command::Connect { agent, .. }
-            | Command::Disconnect { agent, .. } => {
+            Command::AckInbox { agent, .. } => return self.may_read_inbox(agent, "agent"),
+            Command::Heartbeat { agent, .. } | Command::Connect { agent, .. } | Command::Disconnect { agent, .. } => {
                 self.act_as(Some(agent.clone()))?;
                 return Ok(());
             }

@@ -141,6 +141,7 @@ pub(crate) async fn channels(broker: &Broker, caller: &Caller, args: PageArgs) -
 /// them read.
 pub(crate) async fn inbox(broker: &Broker, caller: &Caller, args: InboxReadArgs) -> Result<Json<Inbox>, ApiError> {
     let agent = caller.named(args.agent)?;
+    caller.may_read_inbox(&agent, "agent")?;
     let limit = page::limit(args.limit, page::MESSAGES.0, page::MESSAGES.1)?;
     let cursor = broker.read_fresh(caller).await?.model.cursor(&agent);
     let key = format!("{agent}|{}", args.all);

@@ -26,6 +26,16 @@ pub(crate) const MAX_TOPICS_PER_CONNECTION: usize = 1024;
 /// counted: `hub::topic_cost`), about 300 KiB at most.
 pub(crate) const MAX_TOPIC_BYTES_PER_CONNECTION: usize = 16 * 1024;
 
+/// Refuses an inbox's topic to a caller who may not follow it.
+fn check_inboxes(caller: &Caller, topics: &[Topic]) -> Result<(), ApiError> {
+    for topic in topics {
+        if let Topic::Inbox(agent) = topic {
+            caller.may_read_inbox(agent, "topics")?;
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a subscription grown by `topics` past the limits, or past half its connection's
 /// budget (what is left is for the frames it is sent).
 fn check_size(now: Size, topics: &[Topic]) -> Result<(), ApiError> {
@@ -129,6 +139,7 @@ pub(crate) async fn subscribe(
 ) -> Result<(Subscription, Feed, Start), ApiError> {
     broker.check(caller)?;
     let topics = parse_topics(topics)?;
+    check_inboxes(caller, &topics)?;
     check_size(Size { budget: outbox.limit(), ..Size::default() }, &topics)?;
     // Nothing live goes out before the replay is done.
     outbox.pause();
@@ -161,6 +172,7 @@ pub(crate) fn add_topics(
 ) -> Result<Vec<String>, ApiError> {
     broker.check(caller)?;
     let topics = nonempty(raw).and_then(parse_topics)?;
+    check_inboxes(caller, &topics)?;
     check_size(subscription.size(), &topics)?;
     Ok(subscription.add(&topics))
 }

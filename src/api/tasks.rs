@@ -66,13 +66,32 @@ pub(crate) async fn claim(
     broker.write(caller, cmd, idempotency).await?.map(task)
 }
 
-/// Releases a claim (with `force`, another agent's).
+/// Releases a claim (with `force`, another agent's: with tokens on, a person's token only).
 pub(crate) async fn release(
     broker: &Broker,
     caller: &Caller,
-    args: TaskActionArgs,
+    mut args: TaskActionArgs,
     idempotency: Option<IdempotencyKey>,
 ) -> Result<Written<TaskEnvelope>, ApiError> {
+    if args.action.force && !caller.may_force() {
+        let snapshot = broker.read_fresh(caller).await?;
+        let owner = snapshot.model.task(args.task).and_then(|t| t.claim.as_ref()).map(|c| c.agent.clone());
+        match owner {
+            Some(owner) if Some(owner.as_str()) != caller.agent() => {
+                let id = args.task;
+                return Err(ApiError::forbidden(
+                    "force",
+                    format!(
+                        "taking {owner}'s claim on {id} away takes a person's token (the dashboard's); ask {owner} in \
+                         chat instead: muster chat post '@{owner} may I take {id}?'"
+                    ),
+                ));
+            }
+            // Its own claim (or none): a release needs no force, and without it a claim
+            // taken by another meanwhile is refused, not taken away.
+            _ => args.action.force = false,
+        }
+    }
     let cmd = Command::Release { id: args.task, action: args.action };
     broker.write(caller, cmd, idempotency).await?.map(task)
 }
