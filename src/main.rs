@@ -61,7 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MUSTER_LOG")
@@ -70,6 +70,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if matches!(cli.command, Command::Client(_) | Command::Mcp { .. })
+        && let Err(e) = cli.global.read_token_file()
+    {
+        eprintln!("muster: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Serve { config, print_config, .. } => {
             if print_config {

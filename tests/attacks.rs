@@ -679,3 +679,31 @@ async fn an_agents_token_takes_no_claim_away_and_reads_no_other_inbox() {
     let (status, inbox) = req("GET", "/inbox/link", &boss, None).await;
     assert_eq!((status, inbox["unread"].as_u64()), (200, Some(1)), "{inbox}");
 }
+
+/// `X-Content-Type-Options: nosniff` on every response, whatever answered it: a route, an
+/// error, the guard, the fallback, the dashboard.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_says_nosniff() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Process::start(&root.path().join("data"), &[], &[]);
+    let http = reqwest::Client::new();
+    let big = "x".repeat(100_000);
+    let requests = [
+        http.get(p.url("/health")),
+        http.get(p.url("/tasks")),
+        http.get(p.url("/tasks/T-404")),
+        http.post(p.url("/tasks")).body("{"),
+        http.post(p.url("/tasks")).body(big),
+        http.delete(p.url("/tasks")),
+        http.get(p.url("/no-such-route")),
+        http.post(p.url("/tasks")).header("origin", "http://evil.example").body(r#"{"title":"x"}"#),
+        http.get(p.url("/dashboard")),
+        http.get(p.url("/metrics")),
+    ];
+    for request in requests {
+        let response = request.send().await.unwrap();
+        let (status, url) = (response.status(), response.url().clone());
+        let nosniff = response.headers().get("x-content-type-options").and_then(|v| v.to_str().ok());
+        assert_eq!(nosniff, Some("nosniff"), "{status} {url}");
+    }
+}

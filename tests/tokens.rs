@@ -104,6 +104,26 @@ async fn with_tokens_every_caller_is_one_agent_and_cannot_impersonate_another() 
     assert!(String::from_utf8_lossy(&out.stderr).contains("requires a token"));
     assert_eq!(cli(Some(&zelda), &["task", "list"]).status.code(), Some(0));
     assert_eq!(cli(Some(&zelda), &["chat", "post", "hi", "--as", "link"]).status.code(), Some(10));
+    // From a file (--token-file, MUSTER_TOKEN_FILE): out of the command line and the
+    // environment. An empty or missing file is a usage error, never a request without one.
+    let file = root.path().join("zelda.token");
+    std::fs::write(&file, format!("{zelda}\n")).unwrap();
+    let from_file = |args: &[&str], env: bool| {
+        let mut cmd = Command::new(binary());
+        cmd.args(args).env("MUSTER_URL", p.url("")).env_remove("MUSTER_AGENT").env_remove("MUSTER_TOKEN");
+        if env {
+            cmd.env("MUSTER_TOKEN_FILE", &file);
+        }
+        cmd.output().unwrap()
+    };
+    let posted = from_file(&["chat", "post", "from a file", "--json"], true);
+    assert_eq!(posted.status.code(), Some(0), "{}", String::from_utf8_lossy(&posted.stderr));
+    assert!(String::from_utf8_lossy(&posted.stdout).contains(r#""from":"zelda""#));
+    assert_eq!(from_file(&["task", "list", "--token-file", file.to_str().unwrap()], false).status.code(), Some(0));
+    std::fs::write(&file, "\n").unwrap();
+    let empty = from_file(&["task", "list"], true);
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("is empty"));
 
     // Revoked: refused at once (the file is re-read within a second).
     let out = Command::new(binary()).args(["token", "remove", "zelda", "--data-dir"]).arg(&data).output().unwrap();

@@ -23,6 +23,27 @@ pub struct Global {
     /// The token the broker issued to you (where tokens are on).
     #[arg(long, env = "MUSTER_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<muster_client::protocol::ws::Secret>,
+    /// A file holding your token (its first line), read when no token is given: keeps the
+    /// token out of the command line and the environment, where other local users and
+    /// processes may see it.
+    #[arg(long, env = "MUSTER_TOKEN_FILE", global = true, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl Global {
+    /// Reads the token from `--token-file` when no token was given.
+    pub fn read_token_file(&mut self) -> Result<(), String> {
+        let (None, Some(path)) = (&self.token, &self.token_file) else { return Ok(()) };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!("cannot read the token file {} (--token-file, MUSTER_TOKEN_FILE): {e}", path.display())
+        })?;
+        let token = text.lines().next().unwrap_or_default().trim();
+        if token.is_empty() {
+            return Err(format!("the token file {} is empty", path.display()));
+        }
+        self.token = Some(muster_client::protocol::ws::Secret(token.to_owned()));
+        Ok(())
+    }
 }
 
 /// The client options (`--url`, `--as`, `--json`, `--token`) under a command that does not
@@ -39,6 +60,8 @@ pub struct Unused {
     json: bool,
     #[arg(long, hide = true)]
     token: Option<String>,
+    #[arg(long, hide = true)]
+    token_file: Option<String>,
 }
 
 /// Exit codes, for scripts.

@@ -133,7 +133,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
-        .layer(middleware::from_fn_with_state(state.clone(), count_responses))
+        .layer(middleware::from_fn_with_state(state.clone(), every_response))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -165,12 +165,17 @@ async fn method_not_allowed(
     .into()
 }
 
-async fn count_responses(
+/// What every response gets: counted in `/metrics`, and `X-Content-Type-Options: nosniff`
+/// (a browser never reads a JSON error or a text body as a script or a page).
+async fn every_response(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
     state.metrics.http_response(response.status().as_u16());
+    response
+        .headers_mut()
+        .insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
     response
 }
