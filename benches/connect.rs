@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench connect                          # every measure, default sizes
-//! cargo bench --bench connect -- --connects 10000 --ws 5000 --idle 15000
+//! cargo bench --bench connect -- --connects 10000 --ws 5000 --idle 15000 --subscribed 300
 //! cargo bench --bench connect -- --smoke               # tiny sizes, for CI
 //! ```
 //!
@@ -13,7 +13,9 @@
 //! - `ws`: N WebSocket handshakes, each followed by `hello`, 256 at a time: the rate, and the
 //!   time to the welcome, p50/p99/max;
 //! - `idle`: N connections that never send a byte: the broker's RSS before, with them open,
-//!   and ten seconds after they closed; and how many the broker still held.
+//!   and ten seconds after they closed; and how many the broker still held;
+//! - `subscribed`: N WebSocket sessions, first with no topic, then each holding the largest
+//!   subscription allowed (1,024 topics, 16 KiB of names): the broker's RSS per session.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
@@ -146,17 +148,58 @@ async fn idle(addr: std::net::SocketAddr, pid: u32, n: usize) {
     );
 }
 
+/// Opens `n` sessions, each subscribed to `topics` topics of 16 bytes (in requests of 256);
+/// returns the broker's RSS growth per session, in KiB, with the sessions still open.
+async fn sessions(addr: std::net::SocketAddr, pid: u32, n: usize, topics: usize) -> (f64, Vec<WsStream>) {
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = common::rss_kib(pid);
+    let mut open = Vec::new();
+    for i in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        let hello = format!(r#"{{"id":0,"op":"hello","agent":"sub-{i}-{topics}"}}"#);
+        ws.send(Message::text(hello)).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+        for chunk in 0..topics.div_ceil(256) {
+            let names: Vec<String> =
+                (chunk * 256..(chunk * 256 + 256).min(topics)).map(|t| format!("\"chat:c{t:0>10}\"")).collect();
+            let op = format!(r#"{{"id":{},"op":"subscribe","topics":[{}]}}"#, chunk + 1, names.join(","));
+            ws.send(Message::text(op)).await.unwrap();
+            let reply = ws.next().await.unwrap().unwrap().into_text().unwrap();
+            assert!(reply.contains(r#""ok":true"#), "{reply}");
+        }
+        open.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = common::rss_kib(pid);
+    (after.saturating_sub(before) as f64 / n as f64, open)
+}
+
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn subscribed(addr: std::net::SocketAddr, pid: u32, n: usize) {
+    let (plain, open) = sessions(addr, pid, n, 0).await;
+    let (full, _more) = sessions(addr, pid, n, 1024).await;
+    drop(open);
+    println!(
+        "| {n} sessions | RSS per session: {plain:.1} KiB with no topic, {full:.1} KiB holding 1,024 topics and \
+         16 KiB of names (the largest subscription allowed) |"
+    );
+}
+
 fn main() {
     let mut connects_n = 10_000;
     let mut ws_n = 5_000;
     let mut idle_n = 15_000;
+    let mut sub_n = 300;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--connects" => connects_n = args.next().unwrap().parse().unwrap(),
             "--ws" => ws_n = args.next().unwrap().parse().unwrap(),
             "--idle" => idle_n = args.next().unwrap().parse().unwrap(),
-            "--smoke" => (connects_n, ws_n, idle_n) = (200, 100, 200),
+            "--subscribed" => sub_n = args.next().unwrap().parse().unwrap(),
+            "--smoke" => (connects_n, ws_n, idle_n, sub_n) = (200, 100, 200, 5),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -164,14 +207,15 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("| measure | n | rate | p50 ms | p99 ms | max ms | ≥ 1 s |");
     println!("|---|---|---|---|---|---|---|");
-    for measure in ["connects", "ws", "idle"] {
+    for measure in ["connects", "ws", "idle", "subscribed"] {
         let dir = tempfile::tempdir().unwrap();
         let p = common::Process::start(&dir.path().join("data"), &[], &[]);
         rt.block_on(async {
             match measure {
                 "connects" => connects(p.addr, connects_n).await,
                 "ws" => websockets(p.addr, ws_n).await,
-                _ => idle(p.addr, p.child.id(), idle_n).await,
+                "idle" => idle(p.addr, p.child.id(), idle_n).await,
+                _ => subscribed(p.addr, p.child.id(), sub_n).await,
             }
         });
         p.terminate();

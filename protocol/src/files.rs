@@ -23,12 +23,14 @@ pub const MAX_PATTERNS: usize = 100;
 pub const MAX_WHO_PATHS: usize = 100;
 /// Most reservations one agent may hold at once.
 pub const MAX_PER_AGENT: usize = 1_000;
-/// Most work one request's pattern matching may take, in steps of the patterns' automata
-/// (one step: one move looked at, about 2 ns on the 2-core VM of BENCHMARKS.md): the
-/// overlap checks of a reserve, the matches of a `who`. A request that needs more is
-/// refused, so that no pattern, however made, holds the broker for more than about 2 ms.
-/// Ordinary requests take a few thousand.
-pub const MAX_MATCH_STEPS: u64 = 1_000_000;
+/// Most work one request's patterns may take, in steps (one step: a word of a set joined
+/// while compiling a pattern, or a move looked at while matching; about a nanosecond on the
+/// 2-core VM of BENCHMARKS.md): compiling a reserve's new patterns and checking them for
+/// overlaps, or a `who`'s matches. A request that needs more is refused, so that no
+/// pattern, however made, holds the broker for more than a few milliseconds. Ordinary
+/// requests take a few thousand; compiling the longest adversarial patterns about 1.2
+/// million.
+pub const MAX_MATCH_STEPS: u64 = 2_000_000;
 /// Longest repository name, in bytes.
 pub const MAX_REPO: usize = 200;
 

@@ -11,7 +11,9 @@ use muster_protocol::{
 use super::broker::{Broker, Written};
 use super::caller::Caller;
 use super::error::ApiError;
-use crate::core::{Command, Precheck, Reply, Reserve, decide, holders, list_reservations, validate_agent};
+use crate::core::{
+    Command, DomainError, Model, Precheck, Reply, Reserve, decide, holders, list_reservations, validate_agent,
+};
 use crate::sequencer::IdempotencyKey;
 
 fn reservations(reply: Reply) -> Option<ReservationList> {
@@ -21,28 +23,43 @@ fn reservations(reply: Reply) -> Option<ReservationList> {
     }
 }
 
+/// The steps a reserve's or a `who`'s checks may take on the async worker that received
+/// it (about 20 µs): ordinary requests take a few hundred to a few thousand. One that
+/// needs more is checked again, in full, on the matcher's low-priority threads.
+const INLINE_STEPS: u64 = 20_000;
+
 /// Reserves paths for the acting agent, all or none: 409 listing every overlap with
 /// another agent's reservation.
 ///
-/// The reserve is decided first on a snapshot, off the async workers and off the writer
-/// (`Broker::matching`): the overlap checks are the costly part, and the writer holds every
-/// other write while it decides. The writer then checks only the reservations put since
-/// the snapshot (see `core::Precheck`).
+/// The reserve is decided first on a snapshot, off the writer: the overlap checks are the
+/// costly part, and the writer holds every other write while it decides. An ordinary
+/// reserve is decided there and then, within [`INLINE_STEPS`]; a costly one on the
+/// matcher's threads (`Broker::matching`), within `MAX_MATCH_STEPS`. The writer then checks
+/// only the reservations put since the snapshot (see `core::Precheck`).
 pub(crate) async fn reserve(
     broker: &Broker,
     caller: &Caller,
     args: ReserveFiles,
     idempotency: Option<IdempotencyKey>,
 ) -> Result<Written<ReservationList>, ApiError> {
-    let mut cmd = Command::ReserveFiles(Reserve::from(args));
+    let mut cmd = Command::ReserveFiles(Reserve { steps: Some(INLINE_STEPS), ..Reserve::from(args) });
     broker.bind(caller, &mut cmd)?;
     let (policy, now) = (broker.policy.clone(), broker.now());
-    let (mut cmd, outcome) = broker
-        .matching(caller, move |snapshot| {
-            let outcome = decide(&snapshot.model, &policy, &cmd, now).map(|_| snapshot.model.head);
-            (cmd, outcome)
-        })
-        .await?;
+    let snapshot = broker.read_fresh(caller).await?;
+    let mut outcome = decide(&snapshot.model, &policy, &cmd, now).map(|_| snapshot.model.head);
+    drop(snapshot);
+    if let Err(DomainError::TooCostly { .. }) = outcome {
+        if let Command::ReserveFiles(reserve) = &mut cmd {
+            reserve.steps = None;
+        }
+        let checked = broker
+            .matching(caller, move |snapshot| {
+                let outcome = decide(&snapshot.model, &policy, &cmd, now).map(|_| snapshot.model.head);
+                (cmd, outcome)
+            })
+            .await?;
+        (cmd, outcome) = checked;
+    }
     let precheck = match outcome {
         Ok(at) => Precheck::Clear { at },
         // With a key, the writer answers: a success recorded under it comes first.
@@ -53,7 +70,7 @@ pub(crate) async fn reserve(
         }
     };
     if let Command::ReserveFiles(reserve) = &mut cmd {
-        reserve.precheck = precheck;
+        (reserve.precheck, reserve.steps) = (precheck, None);
     }
     broker.write(caller, cmd, idempotency).await?.map(reservations)
 }
@@ -99,17 +116,15 @@ pub(crate) async fn who(broker: &Broker, caller: &Caller, args: WhoHasFiles) -> 
         check_path(path).map_err(|m| ApiError::invalid(format!("paths[{i}]"), m))?;
     }
     let WhoHasFiles { repo, paths } = args;
-    let found = broker
-        .matching(caller, move |snapshot| {
-            let mut budget = Budget::new(MAX_MATCH_STEPS);
-            let mut found = Vec::with_capacity(paths.len());
-            for path in paths {
-                let reservations = holders(&snapshot.model, &repo, &path, &mut budget)?.into_iter().cloned().collect();
-                found.push(PathHolders { path, reservations });
-            }
-            Ok::<_, OverBudget>(found)
-        })
-        .await?;
+    // An ordinary question is answered here and now; a costly one on the matcher's threads.
+    let snapshot = broker.read_fresh(caller).await?;
+    let found = match holding(&snapshot.model, &repo, &paths, INLINE_STEPS) {
+        Some(found) => Ok(found),
+        None => broker
+            .matching(caller, move |snapshot| holding(&snapshot.model, &repo, &paths, MAX_MATCH_STEPS))
+            .await?
+            .ok_or(OverBudget),
+    };
     let paths = found.map_err(|OverBudget| {
         ApiError::invalid(
             "paths",
@@ -120,4 +135,15 @@ pub(crate) async fn who(broker: &Broker, caller: &Caller, args: WhoHasFiles) -> 
         )
     })?;
     Ok(WhoHas { paths })
+}
+
+/// Who holds each of `paths`, within `steps`; `None` when that is not enough.
+fn holding(model: &Model, repo: &str, paths: &[String], steps: u64) -> Option<Vec<PathHolders>> {
+    let mut budget = Budget::new(steps);
+    let mut found = Vec::with_capacity(paths.len());
+    for path in paths {
+        let reservations = holders(model, repo, path, &mut budget).ok()?.into_iter().cloned().collect();
+        found.push(PathHolders { path: path.clone(), reservations });
+    }
+    Some(found)
 }

@@ -39,6 +39,16 @@ pub enum DomainError {
         /// Every overlap.
         conflicts: Vec<FileConflict>,
     },
+    /// Checking the request would take more than its budget of matching steps (or, on a
+    /// first check with a small budget, more than that: the api then checks again with the
+    /// full one).
+    #[error("{message}")]
+    TooCostly {
+        /// The pattern (`patterns[2]`).
+        field: String,
+        /// Names the limit and what to do instead.
+        message: String,
+    },
     /// The fencing token is not the current claim's.
     #[error("{message}")]
     StaleClaim {
@@ -75,7 +85,9 @@ impl DomainError {
         match self {
             DomainError::Invalid { .. } => ErrorCode::Invalid,
             DomainError::NotFound { .. } => ErrorCode::NotFound,
-            DomainError::Conflict { .. } | DomainError::FilesConflict { .. } => ErrorCode::Conflict,
+            DomainError::Conflict { .. } | DomainError::FilesConflict { .. } | DomainError::TooCostly { .. } => {
+                ErrorCode::Conflict
+            }
             DomainError::StaleClaim { .. } => ErrorCode::StaleClaim,
             DomainError::Blocked { .. } => ErrorCode::Blocked,
             DomainError::InvalidTransition { .. } => ErrorCode::InvalidTransition,
@@ -88,7 +100,7 @@ impl DomainError {
             code: self.code(),
             message: self.to_string(),
             field: match self {
-                DomainError::Invalid { field, .. } => Some(field.clone()),
+                DomainError::Invalid { field, .. } | DomainError::TooCostly { field, .. } => Some(field.clone()),
                 DomainError::NotFound { field, .. } | DomainError::Conflict { field, .. } => field.clone(),
                 _ => None,
             },

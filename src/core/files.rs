@@ -33,6 +33,10 @@ pub struct Reserve {
     /// Not sent on: a command forwarded to a cluster's leader is checked there in full.
     #[serde(skip)]
     pub precheck: Precheck,
+    /// The steps its checks may take (compiling its patterns included); `None`:
+    /// [`MAX_MATCH_STEPS`]. Not sent on either.
+    #[serde(skip)]
+    pub steps: Option<u64>,
 }
 
 /// What deciding a reserve on a snapshot found, so that the writer does only what the
@@ -57,7 +61,7 @@ pub enum Precheck {
 
 impl From<ReserveFiles> for Reserve {
     fn from(files: ReserveFiles) -> Reserve {
-        Reserve { files, precheck: Precheck::None }
+        Reserve { files, precheck: Precheck::None, steps: None }
     }
 }
 
@@ -94,6 +98,19 @@ pub fn list<'m>(model: &'m Model, q: &'m FilesQuery) -> impl Iterator<Item = &'m
     })
 }
 
+/// The refusal of a reserve whose checks would take more than their budget.
+fn too_costly(i: usize, pattern: &str, repo: &str) -> DomainError {
+    DomainError::TooCostly {
+        field: format!("patterns[{i}]"),
+        message: format!(
+            "checking {pattern:?} (compiling the request's patterns, and matching them against the reservations \
+             held in {repo}) would take more than {MAX_MATCH_STEPS} matching steps, so nothing was reserved: \
+             reserve files or directories (src/auth/, src/auth/session.rs) rather than patterns with many \
+             wildcards, or fewer at once"
+        ),
+    }
+}
+
 fn conflict_message(conflicts: &[FileConflict]) -> String {
     let each: Vec<String> = conflicts
         .iter()
@@ -114,6 +131,7 @@ impl Decider<'_> {
     /// Reserves `r.patterns` for the acting agent, all or none.
     pub(super) fn reserve(&mut self, reserve: &Reserve) -> Result<Vec<Reservation>, DomainError> {
         let r = &reserve.files;
+        let mut budget = Budget::new(reserve.steps.unwrap_or(MAX_MATCH_STEPS));
         let agent = require_agent("agent", r.agent.as_deref())?;
         check_repo(&r.repo).map_err(|m| DomainError::invalid("repo", m))?;
         if r.patterns.is_empty() {
@@ -124,7 +142,9 @@ impl Decider<'_> {
         }
         let mut globs: Vec<Glob> = Vec::with_capacity(r.patterns.len());
         for (i, pattern) in r.patterns.iter().enumerate() {
-            let glob = Glob::parse(pattern).map_err(|e| DomainError::invalid(format!("patterns[{i}]"), e.0))?;
+            let glob = Glob::parse_within(pattern, &mut budget)
+                .map_err(|OverBudget| too_costly(i, pattern, &r.repo))?
+                .map_err(|e| DomainError::invalid(format!("patterns[{i}]"), e.0))?;
             if !globs.contains(&glob) {
                 globs.push(glob);
             }
@@ -165,7 +185,7 @@ impl Decider<'_> {
             Precheck::Clear { at } => Some(*at),
             Precheck::None => None,
         };
-        let conflicts = self.conflicts(r, agent, &globs, since)?;
+        let conflicts = self.conflicts(r, agent, &globs, since, &mut budget)?;
         if !conflicts.is_empty() {
             return Err(DomainError::FilesConflict { message: conflict_message(&conflicts), conflicts });
         }
@@ -226,9 +246,9 @@ impl Decider<'_> {
         agent: &str,
         globs: &[Glob],
         since: Option<Seq>,
+        budget: &mut Budget,
     ) -> Result<Vec<FileConflict>, DomainError> {
         let exclusive = !r.shared;
-        let mut budget = Budget::new(MAX_MATCH_STEPS);
         let mut conflicts = Vec::new();
         for glob in globs {
             let others = self.model.files.near(&r.repo, glob).filter(|h| {
@@ -238,18 +258,9 @@ impl Decider<'_> {
             });
             for held in others {
                 let Some(theirs) = &held.glob else { continue };
-                let Some(witness) = glob.overlap_within(theirs, &mut budget).map_err(|OverBudget| {
+                let Some(witness) = glob.overlap_within(theirs, budget).map_err(|OverBudget| {
                     let i = r.patterns.iter().position(|p| p == glob.as_str()).unwrap_or_default();
-                    DomainError::Conflict {
-                        field: Some(format!("patterns[{i}]")),
-                        message: format!(
-                            "{:?} could not be checked against the reservations held in {} within the limit of \
-                             {MAX_MATCH_STEPS} matching steps, so nothing was reserved: reserve files or \
-                             directories (src/auth/, src/auth/session.rs) rather than patterns with many wildcards",
-                            glob.as_str(),
-                            r.repo
-                        ),
-                    }
+                    too_costly(i, glob.as_str(), &r.repo)
                 })?
                 else {
                     continue;

@@ -24,6 +24,10 @@ pub struct Budget {
 pub struct OverBudget;
 
 impl Budget {
+    /// What looking at one more pattern costs before any move: reaching it and its quick
+    /// tests took about as long as 16 moves, measured (BENCHMARKS.md).
+    pub const PER_PATTERN: u64 = 16;
+
     /// A budget of `steps`.
     pub fn new(steps: u64) -> Budget {
         Budget { left: steps }
@@ -63,14 +67,26 @@ pub(super) struct Dfa {
     accept: Vec<bool>,
 }
 
-/// The automaton would have more states than allowed.
+/// Why an automaton was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct TooManyStates;
+pub(super) enum NotMade {
+    /// It would have more states (or moves) than allowed.
+    TooLarge,
+    /// Making it would take more than the budget.
+    OverBudget,
+}
 
 impl Dfa {
     /// The automaton accepting the valid paths `nfa` accepts, with at most `max_states`
-    /// states (the dead one not counted) and `max_moves` moves (states × classes).
-    pub(super) fn determinize(nfa: &Nfa, max_states: usize, max_moves: usize) -> Result<Dfa, TooManyStates> {
+    /// states (the dead one not counted) and `max_moves` moves (states × classes), made
+    /// within `budget`: each state costs a step per word of the sets its members' moves
+    /// join, and a few per class (about a nanosecond a step).
+    pub(super) fn determinize(
+        nfa: &Nfa,
+        max_states: usize,
+        max_moves: usize,
+        budget: &mut Budget,
+    ) -> Result<Dfa, NotMade> {
         let (class, classes) = byte_classes(nfa);
         let max_states = max_states.min(max_moves / classes);
         // One byte of each class stands for it: every move treats the class's bytes alike.
@@ -99,7 +115,8 @@ impl Dfa {
         let start = (closure[0].clone(), PathState::SegmentStart);
         ids.insert(start.clone(), START);
         keys.push(start);
-        // For each move of the NFA, the classes it takes.
+        // For each move of the NFA, the classes it takes; and what following a state's moves
+        // costs (a word of a set joined per class of each move).
         let on: Vec<Vec<Vec<usize>>> = nfa
             .edges
             .iter()
@@ -107,24 +124,26 @@ impl Dfa {
                 edges.iter().map(|(set, _)| (0..classes).filter(|c| set.contains(rep[*c])).collect()).collect()
             })
             .collect();
+        let work: Vec<u64> = on
+            .iter()
+            .map(|edges| edges.iter().map(|c: &Vec<usize>| (c.len() * words) as u64).sum::<u64>() + 1)
+            .collect();
         let mut todo = VecDeque::from([START]);
         let mut to = vec![vec![0u64; words]; classes];
         while let Some(state) = todo.pop_front() {
             let (set, path) = keys[usize::from(state)].clone();
+            // (And per class a set compared and perhaps kept: a few words' work each.)
+            let cost: u64 = members(&set).map(|m| work[m]).sum::<u64>() + (classes * (words + 8)) as u64;
+            budget.spend(cost).map_err(|OverBudget| NotMade::OverBudget)?;
             accept.push(path == PathState::Name && set[nfa.accept as usize / 64] & (1 << (nfa.accept % 64)) != 0);
             next.resize(next.len() + classes, DEAD);
             // Where each class leads from this state, every member's moves at once.
             to.iter_mut().for_each(|t| t.fill(0));
-            for (w, bits) in set.iter().enumerate() {
-                let mut bits = *bits;
-                while bits != 0 {
-                    let s = w * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    for ((_, target), classes) in nfa.edges[s].iter().zip(&on[s]) {
-                        let reached = &closure[*target as usize];
-                        for c in classes {
-                            to[*c].iter_mut().zip(reached).for_each(|(t, r)| *t |= r);
-                        }
+            for s in members(&set) {
+                for ((_, target), classes) in nfa.edges[s].iter().zip(&on[s]) {
+                    let reached = &closure[*target as usize];
+                    for c in classes {
+                        to[*c].iter_mut().zip(reached).for_each(|(t, r)| *t |= r);
                     }
                 }
             }
@@ -138,10 +157,10 @@ impl Dfa {
                     Some(id) => *id,
                     None => {
                         if keys.len() > max_states {
-                            return Err(TooManyStates);
+                            return Err(NotMade::TooLarge);
                         }
                         // At most `max_states + 1` states, which the caller keeps below u16::MAX.
-                        let id = u16::try_from(keys.len()).map_err(|_| TooManyStates)?;
+                        let id = u16::try_from(keys.len()).map_err(|_| NotMade::TooLarge)?;
                         ids.insert(key.clone(), id);
                         keys.push(key);
                         todo.push_back(id);
@@ -181,6 +200,20 @@ impl Dfa {
         budget.spend(bytes.len() as u64)?;
         Ok(self.accept[usize::from(state)])
     }
+}
+
+/// The states of a set, in order.
+fn members(set: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    set.iter().enumerate().flat_map(|(w, bits)| {
+        let mut bits = *bits;
+        std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let s = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                s
+            })
+        })
+    })
 }
 
 /// The classes of bytes `nfa` and the valid-path automaton tell apart: bytes in the same
@@ -262,7 +295,8 @@ struct Scratch {
 
 impl Scratch {
     fn search(&mut self, a: &Dfa, b: &Dfa, budget: &mut Budget) -> Result<Option<Vec<u8>>, OverBudget> {
-        budget.spend(255)?;
+        // The product's classes: a look at each byte, three steps' time each (measured).
+        budget.spend(3 * 255)?;
         self.seen.clear();
         self.seen.resize(a.classes * b.classes, false);
         self.moves.clear();

@@ -41,7 +41,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex};
 
 pub use dfa::{Budget, OverBudget};
-use dfa::{Dfa, product};
+use dfa::{Dfa, NotMade, product};
 use nfa::{ByteSet, Nfa};
 
 /// Longest pattern, in bytes.
@@ -115,11 +115,23 @@ static COMPILED: LazyLock<Mutex<(HashMap<String, Glob>, usize)>> = LazyLock::new
 impl Glob {
     /// Reads a pattern (from the cache of compiled patterns when it was read lately).
     pub fn parse(pattern: &str) -> Result<Glob, GlobError> {
+        // With no limit, only a pattern that cannot be read fails.
+        Glob::parse_within(pattern, &mut Budget::unlimited())
+            .unwrap_or_else(|OverBudget| Err(GlobError(format!("{pattern:?} is too costly to compile"))))
+    }
+
+    /// [`Glob::parse`], compiling within `budget` (a step per class and per move of each
+    /// state made): `Err` when compiling would take more, `Ok` with what [`Glob::parse`]
+    /// would answer otherwise. A pattern from the cache costs nothing.
+    pub fn parse_within(pattern: &str, budget: &mut Budget) -> Result<Result<Glob, GlobError>, OverBudget> {
         let cache = || COMPILED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(glob) = cache().0.get(pattern) {
-            return Ok(glob.clone());
+            return Ok(Ok(glob.clone()));
         }
-        let glob = Glob::compile(pattern)?;
+        let glob = match Glob::compile(pattern, budget)? {
+            Ok(glob) => glob,
+            Err(e) => return Ok(Err(e)),
+        };
         let size = glob.0.dfa.size() + pattern.len();
         let mut cache = cache();
         if cache.1 + size > CACHE_BYTES {
@@ -127,11 +139,14 @@ impl Glob {
         }
         cache.0.insert(pattern.to_owned(), glob.clone());
         cache.1 += size;
-        Ok(glob)
+        Ok(Ok(glob))
     }
 
-    fn compile(pattern: &str) -> Result<Glob, GlobError> {
-        let segments = parse(pattern)?;
+    fn compile(pattern: &str, budget: &mut Budget) -> Result<Result<Glob, GlobError>, OverBudget> {
+        let segments = match parse(pattern) {
+            Ok(segments) => segments,
+            Err(e) => return Ok(Err(e)),
+        };
         let mut prefix = Vec::new();
         let anchored = !matches!(segments.first(), Some(Segment::Any));
         let mut literal = anchored;
@@ -168,14 +183,18 @@ impl Glob {
             _ if segments.contains(&Segment::Any) => (named, None),
             _ => (named, Some(named)),
         };
-        let dfa = Dfa::determinize(&Nfa::compile(&segments), MAX_STATES, MAX_MOVES).map_err(|_| {
-            GlobError(format!(
-                "{pattern:?} is too complex to check quickly: its automaton would have more than {MAX_STATES} \
-                 states or {MAX_MOVES} moves (use fewer wildcards, or name a directory: src/auth/)"
-            ))
-        })?;
+        let dfa = match Dfa::determinize(&Nfa::compile(&segments), MAX_STATES, MAX_MOVES, budget) {
+            Ok(dfa) => dfa,
+            Err(NotMade::OverBudget) => return Err(OverBudget),
+            Err(NotMade::TooLarge) => {
+                return Ok(Err(GlobError(format!(
+                    "{pattern:?} is too complex to check quickly: its automaton would have more than {MAX_STATES} \
+                     states or {MAX_MOVES} moves (use fewer wildcards, or name a directory: src/auth/)"
+                ))));
+            }
+        };
         let source = pattern.to_owned();
-        Ok(Glob(Arc::new(Compiled { source, prefix, suffix, literal, segments: bounds, dfa })))
+        Ok(Ok(Glob(Arc::new(Compiled { source, prefix, suffix, literal, segments: bounds, dfa }))))
     }
 
     /// The pattern as written.
@@ -193,11 +212,11 @@ impl Glob {
         self.matches_within(path, &mut Budget::unlimited()).unwrap_or(false)
     }
 
-    /// [`Glob::matches`], counting its steps (one per byte of the path read) against
-    /// `budget`.
+    /// [`Glob::matches`], counting its steps (one per byte of the path read, and
+    /// [`Budget::PER_PATTERN`] for looking at the pattern at all) against `budget`.
     pub fn matches_within(&self, path: &str, budget: &mut Budget) -> Result<bool, OverBudget> {
         let (g, bytes) = (&self.0, path.as_bytes());
-        budget.spend(1)?;
+        budget.spend(Budget::PER_PATTERN)?;
         if !(bytes.starts_with(&g.prefix) && bytes.ends_with(&g.suffix)) {
             return Ok(false);
         }
@@ -222,10 +241,11 @@ impl Glob {
         self.overlap_within(other, &mut Budget::unlimited()).unwrap_or(None)
     }
 
-    /// [`Glob::overlap`], counting its steps against `budget`.
+    /// [`Glob::overlap`], counting its steps against `budget` ([`Budget::PER_PATTERN`] for
+    /// the pair, then a step per move of the product looked at).
     pub fn overlap_within(&self, other: &Glob, budget: &mut Budget) -> Result<Option<String>, OverBudget> {
         let (a, b) = (&self.0, &other.0);
-        budget.spend(1)?;
+        budget.spend(Budget::PER_PATTERN)?;
         // Quick answers first: a common path starts with both prefixes and ends with both
         // suffixes, so one of each pair must extend the other; and it has a number of
         // segments both allow.
