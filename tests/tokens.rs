@@ -120,6 +120,10 @@ async fn with_tokens_every_caller_is_one_agent_and_cannot_impersonate_another() 
     assert_eq!(posted.status.code(), Some(0), "{}", String::from_utf8_lossy(&posted.stderr));
     assert!(String::from_utf8_lossy(&posted.stdout).contains(r#""from":"zelda""#));
     assert_eq!(from_file(&["task", "list", "--token-file", file.to_str().unwrap()], false).status.code(), Some(0));
+    // Taking link's claim (T-1) away is a person's (the CLI says so, exit 10).
+    let refused = from_file(&["task", "release", "T-1", "--force"], true);
+    assert_eq!(refused.status.code(), Some(10));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("takes a person's token"));
     std::fs::write(&file, "\n").unwrap();
     let empty = from_file(&["task", "list"], true);
     assert_eq!(empty.status.code(), Some(2));
