@@ -53,9 +53,9 @@ pub enum Precheck {
         /// The snapshot's head.
         at: Seq,
     },
-    /// Refused for an overlap (or a check over its budget) on the snapshot. The refusal
-    /// goes through the writer only so that a retry with an `Idempotency-Key` whose first
-    /// attempt succeeded is answered with that success.
+    /// Refused on the snapshot (an overlap, checks over their budget, anything else). The
+    /// refusal goes through the writer only with an `Idempotency-Key`, so that a retry
+    /// whose first attempt succeeded is answered with that success.
     Refused(DomainError),
 }
 
