@@ -10,9 +10,9 @@ use muster_protocol::ReserveFiles;
 
 use super::decider::Decider;
 use super::error::DomainError;
-use super::files::Reserve;
 use super::model::Model;
 use super::policy::Policy;
+use super::reserve::Reserve;
 use super::rules::require_agent;
 
 /// Something an agent (or a human, or the broker itself) asks to change.

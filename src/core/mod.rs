@@ -9,6 +9,7 @@
 //! - `command`: the commands, their replies, and `decide`, which hands each to its rules;
 //! - `tasks`, `chat`, `presence`, `files`: the rules of each domain (`impl Decider` blocks);
 //! - `reservations`: the file reservations held, with their compiled patterns and indexes;
+//!   `reserve`: a reserve as the writer decides it, with what its check on a snapshot found;
 //! - `policy`: presence thresholds, grace and lease; `rules`: input limits and names;
 //! - `model`: the model and `apply`; `decider`: one decision in progress.
 
@@ -21,15 +22,17 @@ mod model;
 mod policy;
 mod presence;
 mod reservations;
+mod reserve;
 pub mod rules;
 mod tasks;
 
 pub use command::{Command, Decision, Named, Reply, decide};
 pub use error::DomainError;
-pub use files::{Precheck, Reserve, holders, list as list_reservations};
+pub use files::{holders, list as list_reservations};
 pub use model::{Channel, FINISHED_KEPT, Model, actor, apply};
 pub use policy::{Policy, last_seen_text};
 pub use presence::presence;
+pub use reserve::{Precheck, Reserve};
 pub use rules::{parse_mentions, validate_agent, validate_channel};
 pub use tasks::next_for;
 
