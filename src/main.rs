@@ -31,6 +31,10 @@ enum Command {
         /// (Not used: MCP answers in JSON anyway; see `cli::Unused`.)
         #[arg(long, hide = true)]
         json: bool,
+        /// The repository the file tools use when a call names none (default: the git
+        /// remote of the directory the server runs in).
+        #[arg(long, env = "MUSTER_REPO")]
+        repo: Option<String>,
     },
     /// Issue, list and revoke tokens (only their hashes are stored, in the data dir).
     #[command(subcommand)]
@@ -104,8 +108,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Mcp { .. } => match cli.global.agent.clone() {
-            Some(agent) => block_on(muster::mcp::serve(cli.global.url.clone(), agent, cli.global.token.clone())),
+        Command::Mcp { repo, .. } => match cli.global.agent.clone() {
+            Some(agent) => block_on(muster::mcp::serve(cli.global.url.clone(), agent, cli.global.token.clone(), repo)),
             None => {
                 eprintln!("muster: name the agent this MCP server acts as: muster mcp --as NAME (or MUSTER_AGENT)");
                 ExitCode::from(2)

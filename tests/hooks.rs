@@ -87,7 +87,7 @@ async fn the_pre_commit_hook_refuses_a_commit_touching_another_agents_files_in_t
         std::fs::set_permissions(hooks.join("pre-commit"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let installed = ok(&muster(&link, &url, &["hook", "install", "--agent", "link"], &[]));
-    assert!(installed.contains("kept your pre-commit hook"), "{installed}");
+    assert!(installed.contains("running those of"), "the hook there is chained: {installed}");
     ok(&muster(&zelda, &url, &["hook", "install", "--agent", "zelda"], &[]));
     assert_eq!(git(&link, &["config", "--worktree", "muster.agent"]).trim(), "link");
     assert_eq!(git(&zelda, &["config", "--worktree", "muster.agent"]).trim(), "zelda");
@@ -148,9 +148,13 @@ async fn hook_install_honours_core_hooks_path_and_the_check_warns_when_the_broke
     // No broker at this address.
     let (_socket, addr) = common::refusing_addr();
     let url = format!("http://{addr}");
+    std::fs::create_dir_all(link.join(".githooks")).unwrap();
     ok(&muster(&link, &url, &["hook", "install", "--agent", "link"], &[]));
-    assert!(link.join(".githooks/pre-commit").exists(), "core.hooksPath is where git runs hooks from");
-    assert!(!link.join(".git/hooks/pre-commit").exists());
+    // The directory core.hooksPath named (tracked, often) is left as it is: git runs
+    // muster's hooks, which run those of .githooks.
+    assert!(!link.join(".githooks/pre-commit").exists(), "a hooks directory of the worktree is never modified");
+    assert!(link.join(".git/muster/hooks/pre-commit").exists());
+    assert!(git(&link, &["rev-parse", "--git-path", "hooks"]).trim().ends_with(".git/muster/hooks"));
 
     std::fs::write(link.join("README.md"), "changed\n").unwrap();
     git(&link, &["add", "README.md"]);
@@ -212,7 +216,6 @@ async fn the_claude_code_guard_blocks_an_edit_of_another_agents_file_and_allows_
     let blocked = guard(&link, &url, &edit, &[], Some("link"));
     assert_eq!(blocked.status.code(), Some(2), "{}", stderr(&blocked));
     let reason = stderr(&blocked);
-    assert_eq!(reason.trim_end().lines().count(), 1, "one line for the model: {reason}");
     assert!(reason.contains("zelda") && reason.contains("src/auth/session.rs") && reason.contains("session rewrite"));
     // Writing a new file inside the reserved directory, with a relative path, is blocked too.
     let write = payload(&link, "Write", json!({ "file_path": "src/auth/new.rs", "content": "x" }));
@@ -256,7 +259,7 @@ async fn the_claude_code_guard_blocks_an_edit_of_another_agents_file_and_allows_
     drop(s);
     let down = guard(&link, &url, &edit, &[], Some("link"));
     assert_eq!(down.status.code(), Some(0), "{}", stderr(&down));
-    assert!(stderr(&down).contains("cannot ask the broker"), "{}", stderr(&down));
+    assert!(stderr(&down).contains("broker") && stderr(&down).contains("allowing"), "{}", stderr(&down));
     let strict = guard(&link, &url, &edit, &["--strict"], Some("link"));
     assert_eq!(strict.status.code(), Some(2), "{}", stderr(&strict));
 }

@@ -58,6 +58,10 @@ pub struct Reservation {
     pub at: DateTime<Utc>,
     /// When it ends unless renewed; `null` for a task's reservation without a TTL.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Made by an edit (see [`ReserveFiles::auto`]), not asked for: one file, renewed by
+    /// each edit of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
 }
 
 /// Reserve paths of a repository. All or nothing: when any pattern overlaps another
@@ -92,6 +96,14 @@ pub struct ReserveFiles {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<AgentName>)]
     pub agent: Option<String>,
+    /// An edit's reservation, made for the agent as it writes (the CLI's guard and hooks
+    /// send it): `patterns` are then the repository-relative paths of the files written,
+    /// not globs, each held exactly and exclusively — for the task the agent claimed last
+    /// (unless `task` names one), else for `ttlSeconds` (default two hours) from this
+    /// edit. A file the agent already holds exclusively through another of its
+    /// reservations is not reserved again: that reservation is in the answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto: bool,
 }
 
 /// Release reservations of the acting agent in a repository: those with these patterns,

@@ -1,20 +1,16 @@
-//! `muster files ...` and `muster hook install`: file reservations from a shell, and the two
-//! places where they are enforced — a git pre-commit hook (`files check --staged`) and a
-//! Claude Code `PreToolUse` hook (`files guard`), which stop an agent before it writes a
-//! file another agent holds.
+//! `muster files ...`: file reservations from a shell, and the check the git hooks run
+//! (`files check --staged`); `guard` (Claude Code's hooks) is in `guard`, the hooks' setup
+//! in `init`.
 //!
-//! Patterns are repository-relative; paths given to `check` and `who` are relative to the
-//! current directory, as git takes them. The repository is named by `--repo` (or
-//! `MUSTER_REPO`, or `git config muster.repo`), else by its normalized remote URL: the same in
-//! every worktree of it, and different for two repositories whose directories share a name.
+//! Paths and patterns are read as a user means them (see `paths`): from the current
+//! directory, absolute ones inside the worktree made repository-relative, symlinks
+//! resolved. The repository is named by `--repo` (or `MUSTER_REPO`, or `git config
+//! muster.repo`), else by its normalized remote URL: the same in every worktree of it, and
+//! different for two repositories whose directories share a name.
 //!
-//! When the broker cannot be asked, `check` and `guard` warn and allow (a broker that is
-//! down must not stop all work); with `--strict` they refuse instead. Neither fails by
-//! crashing: the guard's outcome is always one of allow (0) or block (2), on purpose.
+//! When the broker cannot be asked, `check` warns and allows (a broker that is down must
+//! not stop all work); with `--strict` it refuses instead.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -25,6 +21,7 @@ use muster_client::{Client, Error};
 use super::context::{Exit, Failure, Global, Out, acting, connect, require_agent, task_id};
 use super::git::Worktree;
 use super::output;
+use super::paths::Here;
 
 /// How long `check` and `guard` wait for the broker before deciding it cannot be asked.
 const ASK_WITHIN: Duration = Duration::from_secs(3);
@@ -32,18 +29,13 @@ const ASK_WITHIN: Duration = Duration::from_secs(3);
 /// Most blocked paths listed in text (all of them with `--json`).
 const SHOWN: usize = 20;
 
-/// Marks a pre-commit hook as ours (to update it rather than chain to it).
-const HOOK_MARKER: &str = "# muster pre-commit hook";
-/// Where an existing pre-commit hook is kept when ours is installed; ours runs it first.
-const CHAINED: &str = "pre-commit.before-muster";
-
 /// `--repo`.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArg {
     /// The repository's name for the broker (default: `git config muster.repo`, else the
     /// normalized URL of the git remote).
     #[arg(long, env = "MUSTER_REPO")]
-    repo: Option<String>,
+    pub(crate) repo: Option<String>,
 }
 
 /// `muster files ...`
@@ -129,28 +121,16 @@ pub enum FilesCommand {
     },
 }
 
-/// `muster hook ...`
-#[derive(Debug, Subcommand)]
-pub enum HookCommand {
-    /// Install a git pre-commit hook that refuses a commit touching files another agent
-    /// reserved (honours core.hooksPath; an existing hook is kept and runs first).
-    Install {
-        /// The agent working in this worktree (`git config --worktree muster.agent`).
-        #[arg(long)]
-        agent: Option<String>,
-        /// Refuse commits when the broker cannot be asked.
-        #[arg(long)]
-        strict: bool,
-    },
+fn here() -> Result<Here, Failure> {
+    Here::now().map_err(|e| Failure::new(Exit::Failed, e))
 }
 
-fn cwd() -> Result<PathBuf, Failure> {
-    std::env::current_dir().map_err(|e| Failure::new(Exit::Failed, format!("cannot read the current directory: {e}")))
-}
-
-fn worktree(cwd: &Path) -> Result<Worktree, Failure> {
-    Worktree::find(cwd).ok_or_else(|| {
-        Failure::new(Exit::Invalid, format!("{} is not in a git repository (or git is not installed)", cwd.display()))
+fn worktree(here: &Here) -> Result<&Worktree, Failure> {
+    here.worktree.as_ref().ok_or_else(|| {
+        Failure::new(
+            Exit::Invalid,
+            format!("{} is not in a git repository (or git is not installed)", here.cwd.display()),
+        )
     })
 }
 
@@ -166,29 +146,32 @@ fn repo_name(arg: &RepoArg, worktree: Option<&Worktree>) -> Result<String, Failu
 }
 
 /// The agent committing or editing here: `--as`/`MUSTER_AGENT`, else the worktree's.
-fn agent_here(global: &Global, worktree: &Worktree) -> Option<String> {
+pub(crate) fn agent_here(global: &Global, worktree: &Worktree) -> Option<String> {
     global.agent.clone().or_else(|| worktree.agent()).map(|a| names::canonical(&a))
 }
 
-/// The pattern a person or an agent means: a glob as written (`*.lock` at any depth), but a
-/// plain path is that path from the root (`README.md` is `/README.md`, not every README.md
-/// below), and a directory of this worktree is what is in it (`src/auth` is `src/auth/`).
-pub(crate) fn pattern_for(raw: &str, worktree: Option<&Worktree>) -> String {
-    let raw = raw.strip_prefix("./").unwrap_or(raw);
-    if raw.contains(['*', '?', '[', '\\']) {
-        return raw.to_owned();
-    }
-    let dir = !raw.ends_with('/') && worktree.is_some_and(|w| w.root.join(raw.trim_start_matches('/')).is_dir());
-    let anchored = if raw.trim_end_matches('/').contains('/') || raw.starts_with('/') { "" } else { "/" };
-    format!("{anchored}{raw}{}", if dir { "/" } else { "" })
-}
-
-/// What to release for the patterns given: each as [`pattern_for`] reads it, and as written
-/// (a reservation made through the API keeps the spelling it was made with).
-pub(crate) fn release_patterns(raw: &[String], worktree: Option<&Worktree>) -> Vec<String> {
+/// The patterns to reserve for what was typed (see [`Here::patterns`]).
+pub(crate) fn patterns_for(raw: &[String], here: &Here) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for p in raw {
-        for candidate in [pattern_for(p, worktree), p.clone()] {
+        for pattern in here.patterns(p)? {
+            if !out.contains(&pattern) {
+                out.push(pattern);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What to release for the patterns given: each as [`Here::patterns`] reads it, and as
+/// written (a reservation made through the API keeps the spelling it was made with, and one
+/// made by an earlier version the spelling it gave it).
+pub(crate) fn release_patterns(raw: &[String], here: &Here) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in raw {
+        let read = here.patterns(p).unwrap_or_default();
+        let older = read.iter().filter(|r| !r.ends_with('/')).map(|r| format!("{r}/"));
+        for candidate in read.clone().into_iter().chain(older).chain([p.clone()]) {
             if !out.contains(&candidate) {
                 out.push(candidate);
             }
@@ -197,7 +180,12 @@ pub(crate) fn release_patterns(raw: &[String], worktree: Option<&Worktree>) -> V
     out
 }
 
-fn describe(r: &Reservation) -> String {
+/// The repository-relative paths of what was typed (see [`Here::path`]).
+fn paths_for(raw: &[String], here: &Here) -> Result<Vec<String>, Failure> {
+    raw.iter().map(|p| here.path(p).map_err(|e| Failure::new(Exit::Invalid, e))).collect()
+}
+
+pub(crate) fn describe(r: &Reservation) -> String {
     let mode = if r.exclusive { "exclusive" } else { "shared" };
     let task = r.task.map(|t| format!(", for {t}")).unwrap_or_default();
     let until = r.expires_at.map(|at| format!(", until {}", at.format("%H:%M UTC"))).unwrap_or_default();
@@ -228,15 +216,15 @@ fn reservations_table(list: &[Reservation]) -> String {
 
 /// Runs `muster files ...` (but `guard`, which answers Claude Code, see [`guard`]).
 pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> Result<Exit, Failure> {
-    let cwd = cwd()?;
-    let here = Worktree::find(&cwd);
+    let here = here()?;
     match command {
         FilesCommand::Reserve { patterns, task, shared, ttl, reason, repo } => {
-            let repo = repo_name(&repo, here.as_ref())?;
-            let patterns = patterns.iter().map(|p| pattern_for(p, here.as_ref())).collect();
+            let repo = repo_name(&repo, here.worktree.as_ref())?;
+            let patterns = patterns_for(&patterns, &here).map_err(|e| Failure::new(Exit::Invalid, e))?;
             let task = task.as_deref().map(task_id).transpose()?;
             let ttl_seconds = ttl.map(|t| t.as_secs().max(1));
-            let request = ReserveFiles { repo, patterns, shared, task, reason, ttl_seconds, agent: acting(global)? };
+            let request =
+                ReserveFiles { repo, patterns, shared, task, reason, ttl_seconds, agent: acting(global)?, auto: false };
             let (client, _) = connect(global, Vec::new(), None).await?;
             let reserved = client.reserve_files(request).await?;
             if out.json {
@@ -248,9 +236,9 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
             }
         }
         FilesCommand::Release { patterns, task, repo } => {
-            let repo = repo_name(&repo, here.as_ref())?;
+            let repo = repo_name(&repo, here.worktree.as_ref())?;
             let task: Option<TaskId> = task.as_deref().map(task_id).transpose()?;
-            let patterns = release_patterns(&patterns, here.as_ref());
+            let patterns = release_patterns(&patterns, &here);
             let (client, _) = connect(global, Vec::new(), None).await?;
             let agent = acting(global)?;
             let released = client.release_files(ReleaseFiles { repo: repo.clone(), patterns, task, agent }).await?;
@@ -264,16 +252,8 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
             }
         }
         FilesCommand::Who { paths, repo } => {
-            let w = worktree(&cwd)?;
-            let repo = repo_name(&repo, Some(&w))?;
-            let paths = paths
-                .iter()
-                .map(|p| {
-                    w.relative(&cwd, Path::new(p)).ok_or_else(|| {
-                        Failure::new(Exit::Invalid, format!("{p} is outside the repository at {}", w.root.display()))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let repo = repo_name(&repo, here.worktree.as_ref())?;
+            let paths = paths_for(&paths, &here)?;
             let (client, _) = connect(global, Vec::new(), None).await?;
             let answer = client.who_has_files(repo, paths).await?;
             if out.json {
@@ -292,7 +272,7 @@ pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> 
             }
         }
         FilesCommand::List { mine, all_repos, repo } => {
-            let repo = if all_repos { None } else { Some(repo_name(&repo, here.as_ref())?) };
+            let repo = if all_repos { None } else { Some(repo_name(&repo, here.worktree.as_ref())?) };
             let agent = if mine { Some(require_agent(global)?) } else { None };
             let (client, _) = connect(global, Vec::new(), None).await?;
             let list = client.files(FilesQuery { repo, agent, task: None }).await?;
@@ -354,22 +334,17 @@ async fn check(
     repo: &RepoArg,
     out: &Out,
 ) -> Result<Exit, Failure> {
-    let cwd = cwd()?;
-    let w = worktree(&cwd)?;
+    let here = here()?;
+    let w = worktree(&here)?;
     let mut targets = if staged { w.staged().map_err(|e| Failure::new(Exit::Failed, e.0))? } else { Vec::new() };
-    for p in &paths {
-        match w.relative(&cwd, Path::new(p)) {
-            Some(rel) => targets.push(rel),
-            None => eprintln!("muster: {p} is outside the repository at {}; not checked", w.root.display()),
-        }
-    }
+    targets.extend(paths_for(&paths, &here)?);
     if targets.is_empty() {
         if staged {
             return Ok(Exit::Ok);
         }
         return Err(Failure::new(Exit::Invalid, "check what? name paths, or --staged"));
     }
-    let Some(me) = agent_here(global, &w) else {
+    let Some(me) = agent_here(global, w) else {
         return Err(Failure::new(
             Exit::Invalid,
             "who is committing? Set MUSTER_AGENT=NAME, or name this worktree's agent once with \
@@ -377,7 +352,7 @@ async fn check(
              created from)",
         ));
     };
-    let repo = repo_name(repo, Some(&w))?;
+    let repo = repo_name(repo, Some(w))?;
     let query = FilesQuery { repo: Some(repo.clone()), agent: None, task: None };
     let Some(reservations) = ask(global, async |c: &Client| c.files(query).await).await? else {
         let why = format!("cannot ask the broker at {} whether these files are reserved", global.url);
@@ -417,168 +392,4 @@ async fn check(
         );
     }
     Ok(Exit::Conflict)
-}
-
-/// What the guard decided.
-enum Verdict {
-    Allow,
-    Block(String),
-    /// It could not tell: allowed, or blocked with `--strict`.
-    Unsure(String),
-}
-
-/// `muster files guard`: a Claude Code `PreToolUse` hook. Exit 0 allows the tool call, exit
-/// 2 blocks it and shows stderr to the model. Every path out of here is one of those two.
-pub async fn guard(global: Global, strict: bool, repo: RepoArg) -> ExitCode {
-    let mut input = Vec::new();
-    // The payload of a Write carries the whole file; 64 MiB is far beyond any edit.
-    let read = std::io::stdin().take(64 << 20).read_to_end(&mut input);
-    let verdict = match read {
-        Err(e) => Verdict::Unsure(format!("could not read the hook's input: {e}")),
-        // Run apart, so that even a panic ends as a deliberate verdict.
-        Ok(_) => match tokio::spawn(async move { decide(&global, &input, repo).await }).await {
-            Ok(verdict) => verdict,
-            Err(e) => Verdict::Unsure(format!("the guard failed: {e}")),
-        },
-    };
-    match verdict {
-        Verdict::Allow => ExitCode::SUCCESS,
-        Verdict::Block(reason) => {
-            eprintln!("{reason}");
-            ExitCode::from(2)
-        }
-        Verdict::Unsure(why) if strict => {
-            eprintln!("muster: {why}; blocking the edit (--strict)");
-            ExitCode::from(2)
-        }
-        Verdict::Unsure(why) => {
-            eprintln!("muster: {why}; allowing the edit (--strict would block it)");
-            ExitCode::SUCCESS
-        }
-    }
-}
-
-/// The tools that write a file, and where their payload names it.
-const EDITS: [(&str, &str); 4] =
-    [("Edit", "file_path"), ("Write", "file_path"), ("MultiEdit", "file_path"), ("NotebookEdit", "notebook_path")];
-
-async fn decide(global: &Global, input: &[u8], repo: RepoArg) -> Verdict {
-    let payload: serde_json::Value = match serde_json::from_slice(input) {
-        Ok(v) => v,
-        Err(e) => return Verdict::Unsure(format!("the hook's input is not JSON ({e})")),
-    };
-    let tool = payload["tool_name"].as_str().unwrap_or_default();
-    let Some((_, field)) = EDITS.iter().find(|(name, _)| *name == tool) else {
-        return Verdict::Allow;
-    };
-    let Some(file) = payload["tool_input"][field].as_str() else {
-        return Verdict::Unsure(format!("{tool} without tool_input.{field}"));
-    };
-    let cwd = match payload["cwd"].as_str() {
-        Some(dir) => PathBuf::from(dir),
-        None => match std::env::current_dir() {
-            Ok(dir) => dir,
-            Err(e) => return Verdict::Unsure(format!("no cwd in the hook's input, and none here ({e})")),
-        },
-    };
-    let file = cwd.join(file);
-    // Outside a git repository there is nothing reserved.
-    let Some(w) = file.parent().and_then(Worktree::find) else { return Verdict::Allow };
-    let Some(path) = w.relative(&cwd, &file) else { return Verdict::Allow };
-    let repo = match repo_name(&repo, Some(&w)) {
-        Ok(repo) => repo,
-        Err(f) => return Verdict::Unsure(f.message),
-    };
-    let me = agent_here(global, &w);
-    let asked = ask(global, async |c: &Client| c.who_has_files(repo, vec![path.clone()]).await).await;
-    let holders = match asked {
-        Ok(Some(mut answer)) => answer.pop().map(|p| p.reservations).unwrap_or_default(),
-        Ok(None) => return Verdict::Unsure(format!("cannot ask the broker at {} who holds {path}", global.url)),
-        Err(f) => return Verdict::Unsure(f.message),
-    };
-    let Some(r) = holders.into_iter().find(|r| forbids(r, me.as_deref())) else {
-        return Verdict::Allow;
-    };
-    let not_me = match &me {
-        Some(_) => String::new(),
-        None => format!(" (if you are {}, set MUSTER_AGENT to your name)", r.agent),
-    };
-    let who = &r.agent;
-    Verdict::Block(format!(
-        "muster: {path} is reserved by {who}: {}. Do not edit it: work on other files, or ask {who} in chat \
-         (muster chat post --to {who} ...){not_me}",
-        describe(&r)
-    ))
-}
-
-/// `muster hook install`.
-pub(super) fn hook(global: &Global, command: HookCommand) -> Result<Exit, Failure> {
-    let HookCommand::Install { agent, strict } = command;
-    let w = worktree(&cwd()?)?;
-    if let Some(agent) = &agent {
-        names::check_agent(agent).map_err(|e| Failure::new(Exit::Invalid, format!("--agent: {e}")))?;
-        w.set_agent(&names::canonical(agent)).map_err(|e| Failure::new(Exit::Failed, e.0))?;
-    }
-    let dir = w.hooks_dir().map_err(|e| Failure::new(Exit::Failed, e.0))?;
-    let failed = |what: &str, e: std::io::Error| Failure::new(Exit::Failed, format!("{what}: {e}"));
-    std::fs::create_dir_all(&dir).map_err(|e| failed(&format!("cannot create {}", dir.display()), e))?;
-    let hook = dir.join("pre-commit");
-    let chained = dir.join(CHAINED);
-    if hook.exists() {
-        let ours = std::fs::read_to_string(&hook).is_ok_and(|text| text.contains(HOOK_MARKER));
-        if !ours {
-            if chained.exists() {
-                return Err(Failure::new(
-                    Exit::Invalid,
-                    format!(
-                        "{} exists and is not muster's, and {} is taken: add `muster files check --staged` to your \
-                         hook by hand",
-                        hook.display(),
-                        chained.display()
-                    ),
-                ));
-            }
-            std::fs::rename(&hook, &chained).map_err(|e| failed("cannot move the existing hook aside", e))?;
-            say!("kept your pre-commit hook as {}; it runs first", chained.display());
-        }
-    }
-    let muster = std::env::current_exe().map_err(|e| failed("cannot find the muster binary", e))?;
-    std::fs::write(&hook, hook_script(&muster, &global.url, strict))
-        .map_err(|e| failed(&format!("cannot write {}", hook.display()), e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| failed("cannot make the hook executable", e))?;
-    }
-    say!("installed {}: a commit touching files another agent reserved is refused", hook.display());
-    match agent_here(global, &w) {
-        Some(agent) => say!("this worktree commits as {agent}"),
-        None => say!(
-            "name the agent of each worktree: `muster hook install --agent NAME` there, or MUSTER_AGENT in its environment"
-        ),
-    }
-    Ok(Exit::Ok)
-}
-
-/// The hook: runs the hook it replaced (if any), then the check, with the broker's URL of
-/// the install unless `MUSTER_URL` says otherwise (git may run from a shell that has not
-/// got it, as when the agent talks to the broker over MCP).
-fn hook_script(muster: &Path, url: &str, strict: bool) -> String {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let quoted = quote(&muster.display().to_string());
-    let url = quote(url);
-    let strict = if strict { " --strict" } else { "" };
-    format!(
-        "#!/bin/sh\n\
-         {HOOK_MARKER} (installed by `muster hook install`): refuses a commit that touches\n\
-         # files another agent reserved. Remove this file to uninstall.\n\
-         hooks=$(dirname \"$0\")\n\
-         if [ -x \"$hooks/{CHAINED}\" ]; then\n  \"$hooks/{CHAINED}\" \"$@\" || exit $?\nfi\n\
-         muster={quoted}\n\
-         [ -x \"$muster\" ] || muster=muster\n\
-         MUSTER_URL=${{MUSTER_URL:-{url}}}\n\
-         export MUSTER_URL\n\
-         exec \"$muster\" files check --staged{strict}\n"
-    )
 }

@@ -2,7 +2,7 @@
 //! is working in this worktree, what is staged, where the hooks go. Each runs `git` itself,
 //! so worktrees, `core.hooksPath` and remotes mean what they mean to git.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A git question that got no answer.
@@ -37,8 +37,24 @@ fn git_line(dir: &Path, args: &[&str]) -> Result<String, GitError> {
 /// A worktree of a git repository.
 #[derive(Debug, Clone)]
 pub(crate) struct Worktree {
-    /// Its root directory (absolute).
+    /// Its root directory (absolute, symlinks resolved).
     pub(crate) root: PathBuf,
+    /// Its git directory (`.git`, or `.git/worktrees/NAME` for a linked worktree).
+    pub(crate) git_dir: PathBuf,
+}
+
+/// What git's configuration says of Muster in a worktree, read with one `git config`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settings {
+    /// `muster.repo`: the repository's name, when set.
+    pub(crate) repo: Option<String>,
+    /// `muster.agent` of this worktree's own configuration, when it was set for this
+    /// worktree (see [`Worktree::settings`]).
+    pub(crate) agent: Option<String>,
+    /// `muster.autoReserve` (default true): edits reserve the files they write.
+    pub(crate) auto_reserve: bool,
+    /// The remotes' URLs, by name, in the order configured.
+    remotes: Vec<(String, String)>,
 }
 
 impl Worktree {
@@ -46,63 +62,54 @@ impl Worktree {
     /// `None` when it is in none.
     pub(crate) fn find(dir: &Path) -> Option<Worktree> {
         let existing = dir.ancestors().find(|d| d.is_dir())?;
-        let root = git_line(existing, &["rev-parse", "--show-toplevel"]).ok()?;
-        (!root.is_empty()).then(|| Worktree { root: PathBuf::from(root) })
+        let out = git_line(existing, &["rev-parse", "--show-toplevel", "--absolute-git-dir"]).ok()?;
+        let mut lines = out.lines();
+        let (root, git_dir) = (lines.next()?, lines.next()?);
+        (!root.is_empty()).then(|| Worktree { root: PathBuf::from(root), git_dir: PathBuf::from(git_dir) })
+    }
+
+    /// Muster's settings for this worktree. `muster.agent` counts only from this
+    /// worktree's own configuration (`git config --worktree`), and only when
+    /// `muster.agentWorktree` names this root: `git worktree add` copies the per-worktree
+    /// configuration of the worktree it runs in, and a new worktree must not act as its
+    /// parent's agent.
+    pub(crate) fn settings(&self) -> Settings {
+        let mut settings = Settings { auto_reserve: true, ..Settings::default() };
+        let Ok(out) = git(&self.root, &["config", "--show-scope", "-z", "--get-regexp", r"^(muster|remote)\."]) else {
+            return settings;
+        };
+        let (mut agent, mut agent_root) = (None, None);
+        // `scope NUL key LF value NUL`, for each entry.
+        let mut fields = out.split(|b| *b == 0).map(String::from_utf8_lossy);
+        while let (Some(scope), Some(entry)) = (fields.next(), fields.next()) {
+            let (key, value) = entry.split_once('\n').unwrap_or((&entry, ""));
+            let key = key.to_ascii_lowercase();
+            let value = value.to_owned();
+            match key.as_str() {
+                "muster.repo" if !value.is_empty() => settings.repo = Some(value),
+                "muster.agent" if scope == "worktree" && !value.is_empty() => agent = Some(value),
+                "muster.agentworktree" if scope == "worktree" => agent_root = Some(value),
+                "muster.autoreserve" => settings.auto_reserve = !matches!(value.as_str(), "false" | "no" | "off" | "0"),
+                _ => {
+                    if let Some(name) = key.strip_prefix("remote.").and_then(|k| k.strip_suffix(".url")) {
+                        settings.remotes.push((name.to_owned(), value));
+                    }
+                }
+            }
+        }
+        settings.agent = agent.filter(|_| agent_root.is_none_or(|root| Path::new(&root) == self.root));
+        settings
     }
 
     /// The repository's name for the broker: `git config muster.repo`, else the normalized
-    /// URL of its `origin` remote (or its only remote).
+    /// URL of its `origin` remote (or its first remote).
     pub(crate) fn repo_name(&self) -> Result<String, GitError> {
-        if let Ok(name) = git_line(&self.root, &["config", "--get", "muster.repo"])
-            && !name.is_empty()
-        {
-            return Ok(name);
-        }
-        let url = match git_line(&self.root, &["config", "--get", "remote.origin.url"]) {
-            Ok(url) if !url.is_empty() => url,
-            _ => {
-                let remotes = git_line(&self.root, &["remote"]).unwrap_or_default();
-                let first = remotes.lines().next().unwrap_or_default().to_owned();
-                if first.is_empty() {
-                    return Err(GitError(format!(
-                        "cannot tell which repository {} is: it has no remote. Name it with --repo NAME \
-                         (or MUSTER_REPO, or `git config muster.repo NAME`), the same in every worktree",
-                        self.root.display()
-                    )));
-                }
-                git_line(&self.root, &["config", "--get", &format!("remote.{first}.url")])?
-            }
-        };
-        Ok(normalize_remote(&url))
+        self.settings().repo_name(&self.root)
     }
 
-    /// The agent working in this worktree: `git config --worktree muster.agent`, if it was
-    /// set for this worktree. (`git worktree add` copies the per-worktree config of the
-    /// worktree it runs in, so a new worktree would otherwise commit as its parent's agent:
-    /// `muster.agentWorktree` records the root the agent was named for.)
+    /// The agent working in this worktree, as [`Worktree::settings`] reads it.
     pub(crate) fn agent(&self) -> Option<String> {
-        let get = |key: &str| git_line(&self.root, &["config", "--worktree", "--get", key]).ok();
-        let agent = get("muster.agent").filter(|a| !a.is_empty())?;
-        match get("muster.agentWorktree") {
-            Some(root) if Path::new(&root) != self.root => None,
-            _ => Some(agent),
-        }
-    }
-
-    /// Sets the agent of this worktree (`git config --worktree muster.agent NAME`), turning
-    /// on per-worktree configuration first so that other worktrees keep their own.
-    pub(crate) fn set_agent(&self, agent: &str) -> Result<(), GitError> {
-        git(&self.root, &["config", "extensions.worktreeConfig", "true"])?;
-        git(&self.root, &["config", "--worktree", "muster.agent", agent])?;
-        let root = self.root.to_string_lossy();
-        git(&self.root, &["config", "--worktree", "muster.agentWorktree", &root])?;
-        Ok(())
-    }
-
-    /// The directory git runs this worktree's hooks from (`core.hooksPath` honoured).
-    pub(crate) fn hooks_dir(&self) -> Result<PathBuf, GitError> {
-        let dir = PathBuf::from(git_line(&self.root, &["rev-parse", "--git-path", "hooks"])?);
-        Ok(if dir.is_absolute() { dir } else { self.root.join(dir) })
+        self.settings().agent
     }
 
     /// Paths the staged change touches, repository-relative: added, modified, deleted,
@@ -126,39 +133,25 @@ impl Worktree {
         }
         Ok(paths.into_iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect())
     }
-
-    /// `path` (absolute, or relative to `cwd`) relative to this worktree's root, or `None`
-    /// when it is outside it.
-    pub(crate) fn relative(&self, cwd: &Path, path: &Path) -> Option<String> {
-        let absolute = lexical(&cwd.join(path));
-        let rel = match absolute.strip_prefix(&self.root) {
-            Ok(rel) => rel.to_path_buf(),
-            // Through a symlink (git prints the root resolved): resolve the deepest
-            // ancestor that exists, and try again.
-            Err(_) => {
-                let existing = absolute.ancestors().find(|d| d.exists())?;
-                let rest = absolute.strip_prefix(existing).ok()?;
-                existing.canonicalize().ok()?.join(rest).strip_prefix(&self.root).ok()?.to_path_buf()
-            }
-        };
-        let text = rel.to_str()?.replace(std::path::MAIN_SEPARATOR, "/");
-        (!text.is_empty()).then_some(text)
-    }
 }
 
-/// `.` and `..` resolved without touching the disk.
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            c => out.push(c),
+impl Settings {
+    /// The repository's name: `muster.repo`, else the normalized URL of the `origin`
+    /// remote (or the first one).
+    pub(crate) fn repo_name(&self, root: &Path) -> Result<String, GitError> {
+        if let Some(repo) = &self.repo {
+            return Ok(repo.clone());
+        }
+        let url = self.remotes.iter().find(|(name, _)| name == "origin").or(self.remotes.first());
+        match url {
+            Some((_, url)) => Ok(normalize_remote(url)),
+            None => Err(GitError(format!(
+                "cannot tell which repository {} is: it has no remote. Name it with --repo NAME \
+                 (or MUSTER_REPO, or `git config muster.repo NAME`), the same in every worktree",
+                root.display()
+            ))),
         }
     }
-    out
 }
 
 /// One name for a repository, whichever way its remote is written: `host/path`, lowercase,
@@ -202,10 +195,5 @@ mod tests {
         }
         assert_eq!(normalize_remote("/srv/git/app.git"), "srv/git/app");
         assert_eq!(normalize_remote("file:///srv/git/app.git"), "srv/git/app");
-    }
-
-    #[test]
-    fn dot_dot_is_resolved_without_the_disk() {
-        assert_eq!(lexical(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
     }
 }

@@ -17,9 +17,14 @@ macro_rules! say {
 }
 
 mod context;
+mod doctor;
 pub mod files;
 pub(crate) mod git;
+mod guard;
+pub mod init;
 mod output;
+pub(crate) mod paths;
+mod shell;
 pub mod token;
 
 use std::process::ExitCode;
@@ -61,9 +66,18 @@ pub enum Command {
     /// File reservations: reserve, release, who, list; check and guard enforce them.
     #[command(subcommand)]
     Files(files::FilesCommand),
-    /// Git hooks: install the pre-commit check of file reservations.
+    /// Set up this checkout for its agents in one command: agent name, git hooks (chained),
+    /// Claude Code hooks and MCP server, other agents' MCP configuration. Safe to run twice.
+    Init(init::InitArgs),
+    /// Check that what `muster init` set up would work, and print the fix for each problem.
+    Doctor {
+        /// The repository.
+        #[command(flatten)]
+        repo: files::RepoArg,
+    },
+    /// Git hooks: install the commit checks of file reservations (the git part of `init`).
     #[command(subcommand)]
-    Hook(files::HookCommand),
+    Hook(init::HookCommand),
     /// Your own status.
     #[command(subcommand)]
     Status(StatusCommand),
@@ -262,7 +276,7 @@ pub enum StatusCommand {
 /// Runs a client command; returns the exit code.
 pub async fn run(global: Global, command: Command) -> ExitCode {
     if let Command::Files(files::FilesCommand::Guard { strict, repo }) = command {
-        return files::guard(global, strict, repo).await;
+        return guard::guard(global, strict, repo).await;
     }
     let out = Out { json: global.json };
     match execute(&global, command, &out).await {
@@ -288,7 +302,9 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             return wait(global, WaitArgs { mention, task, until, stuck, topics: topic, ack }, timeout, out).await;
         }
         Command::Files(command) => return files::files(global, command, out).await,
-        Command::Hook(command) => return files::hook(global, command),
+        Command::Hook(command) => return init::hook(global, command),
+        Command::Init(args) => return init::init(global, args),
+        Command::Doctor { repo } => return doctor::doctor(global, repo).await,
         _ => {}
     }
     let (client, _events) = connect(global, Vec::new(), None).await?;
@@ -339,7 +355,12 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             let presence = client.set_status(acting(global)?, heartbeat).await?;
             out.show(&presence, || format!("{} is {}", presence.name, presence.status));
         }
-        Command::Watch { .. } | Command::Wait { .. } | Command::Files(_) | Command::Hook(_) => {}
+        Command::Watch { .. }
+        | Command::Wait { .. }
+        | Command::Files(_)
+        | Command::Hook(_)
+        | Command::Init(_)
+        | Command::Doctor { .. } => {}
     }
     Ok(Exit::Ok)
 }

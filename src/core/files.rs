@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use muster_protocol::glob::{Budget, Glob, OverBudget};
+use muster_protocol::glob::{Budget, Glob, OverBudget, check_path, exact};
 use muster_protocol::{
     DEFAULT_TTL_SECONDS, EventKind, FileConflict, FilesQuery, FilesReleaseReason, MAX_MATCH_STEPS, MAX_PATTERNS,
     MAX_PER_AGENT, MAX_TTL_SECONDS, ReleaseFiles, ReleaseReason, Reservation, ReservationId, ReserveFiles, Seq, TaskId,
@@ -99,10 +99,21 @@ impl Decider<'_> {
         if r.patterns.len() > MAX_PATTERNS {
             return Err(DomainError::invalid("patterns", format!("has more than {MAX_PATTERNS} patterns")));
         }
+        if r.auto && r.shared {
+            return Err(DomainError::invalid("shared", "an edit's reservation (auto) is exclusive"));
+        }
         let mut globs: Vec<Glob> = Vec::with_capacity(r.patterns.len());
-        for (i, pattern) in r.patterns.iter().enumerate() {
-            let glob = Glob::parse_within(pattern, &mut budget)
-                .map_err(|OverBudget| too_costly(i, pattern, &r.repo))?
+        for (i, raw) in r.patterns.iter().enumerate() {
+            let pattern = if r.auto {
+                check_path(raw).map_err(|m| {
+                    DomainError::invalid(format!("patterns[{i}]"), format!("{m} (auto: give the paths of files)"))
+                })?;
+                exact(raw)
+            } else {
+                raw.clone()
+            };
+            let glob = Glob::parse_within(&pattern, &mut budget)
+                .map_err(|OverBudget| too_costly(i, &pattern, &r.repo))?
                 .map_err(|e| DomainError::invalid(format!("patterns[{i}]"), e.0))?;
             if !globs.contains(&glob) {
                 globs.push(glob);
@@ -112,13 +123,18 @@ impl Decider<'_> {
             validate_note(reason)
                 .map_err(|_| DomainError::invalid("reason", "must be one line of at most 256 characters"))?;
         }
+        // An edit is for the task the agent claimed last, unless it names one.
+        let task = match (r.task, r.auto) {
+            (None, true) => self.model.held_by(agent).max_by_key(|t| t.claim.as_ref().map(|c| c.at)).map(|t| t.id),
+            (task, _) => task,
+        };
         let ttl = match r.ttl_seconds {
             Some(0) => return Err(DomainError::invalid("ttlSeconds", "must be at least 1")),
             Some(s) if s > MAX_TTL_SECONDS => {
                 return Err(DomainError::invalid("ttlSeconds", format!("must be at most {MAX_TTL_SECONDS} (a week)")));
             }
             Some(s) => Some(s),
-            None if r.task.is_none() => Some(DEFAULT_TTL_SECONDS),
+            None if task.is_none() => Some(DEFAULT_TTL_SECONDS),
             None => None,
         };
         if let Some(id) = r.task {
@@ -144,6 +160,31 @@ impl Decider<'_> {
             Precheck::Clear { at } => Some(*at),
             Precheck::None => None,
         };
+        // What an edit writes that the agent holds already (not through the same pattern,
+        // which is renewed) needs nothing more.
+        let mut covering: Vec<Reservation> = Vec::new();
+        if r.auto {
+            let mut kept = Vec::with_capacity(globs.len());
+            for (glob, path) in globs.into_iter().zip(&r.patterns) {
+                let held = self.model.files.along(&r.repo, path).find(|h| {
+                    let mine = &h.reservation;
+                    mine.agent == agent
+                        && mine.exclusive
+                        && mine.pattern != glob.as_str()
+                        && h.matches(path, &mut budget).unwrap_or(false)
+                });
+                match held {
+                    Some(h) if !covering.contains(&h.reservation) => covering.push(h.reservation.clone()),
+                    Some(_) => {}
+                    None => kept.push(glob),
+                }
+            }
+            globs = kept;
+            if globs.is_empty() {
+                self.touch(agent);
+                return Ok(covering);
+            }
+        }
         let conflicts = self.conflicts(r, agent, &globs, since, &mut budget)?;
         if !conflicts.is_empty() {
             return Err(DomainError::FilesConflict { message: conflict_message(&conflicts), conflicts });
@@ -183,16 +224,17 @@ impl Decider<'_> {
                     pattern: glob.as_str().to_owned(),
                     agent: agent.to_owned(),
                     exclusive,
-                    task: r.task,
+                    task,
                     reason: r.reason.clone().filter(|s| !s.is_empty()),
                     at: self.now,
                     expires_at,
+                    auto: r.auto,
                 }
             })
             .collect();
         self.touch(agent);
         self.events.push(EventKind::FilesReserved { agent: agent.to_owned(), reservations: reservations.clone() });
-        Ok(reservations)
+        Ok(covering.into_iter().chain(reservations).collect())
     }
 
     /// The overlaps of `globs` (for `agent`) with other agents' reservations in `r.repo`

@@ -17,6 +17,8 @@ use muster_client::protocol::{
     ReleaseFiles, Reservation, ReserveFiles, Task, TaskAction, TaskId, TaskList, Topic, UpdateTask,
 };
 use muster_client::{Client, Error, Options, Wait};
+
+use crate::cli::paths::Here;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -37,7 +39,12 @@ use schema::{Shape, output, output_field};
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Runs the MCP server on stdin/stdout until the client closes it.
-pub async fn serve(url: String, agent: String, token: Option<muster_client::protocol::ws::Secret>) -> ExitCode {
+pub async fn serve(
+    url: String,
+    agent: String,
+    token: Option<muster_client::protocol::ws::Secret>,
+    repo: Option<String>,
+) -> ExitCode {
     // Names are case-insensitive; the broker writes them in lowercase, and so do we.
     let agent = muster_client::protocol::names::canonical(&agent);
     let mut options = Options::new(url.clone()).agent(agent.clone()).topics([format!("inbox:{agent}")]);
@@ -56,7 +63,7 @@ pub async fn serve(url: String, agent: String, token: Option<muster_client::prot
             return ExitCode::from(10);
         }
     };
-    let server = Muster { client, agent, tool_router: Muster::tool_router() };
+    let server = Muster { client, agent, repo, tool_router: Muster::tool_router() };
     match server.serve(rmcp::transport::stdio()).await {
         Ok(running) => match running.waiting().await {
             Ok(_) => ExitCode::SUCCESS,
@@ -77,6 +84,8 @@ pub async fn serve(url: String, agent: String, token: Option<muster_client::prot
 pub struct Muster {
     client: Client,
     agent: String,
+    /// The repository of the file tools when they name none (`--repo`, `MUSTER_REPO`).
+    repo: Option<String>,
     #[allow(dead_code)] // read by the code `tool_handler` generates
     tool_router: ToolRouter<Muster>,
 }
@@ -131,14 +140,22 @@ macro_rules! args {
 }
 
 /// The repository named, or the one this server runs in.
-fn repo(named: Option<String>) -> Result<String, String> {
-    if let Some(repo) = named {
+fn repo(named: Option<String>, default: Option<&str>, here: &Here) -> Result<String, String> {
+    if let Some(repo) = named.or_else(|| default.map(str::to_owned)) {
         return Ok(repo);
     }
-    let cwd = std::env::current_dir().map_err(|e| format!("no current directory: {e}"))?;
-    let worktree = crate::cli::git::Worktree::find(&cwd)
-        .ok_or_else(|| format!("{} is not in a git repository: give repo", cwd.display()))?;
+    let worktree = here.worktree.as_ref().ok_or_else(|| {
+        format!(
+            "{} is not in a git repository: give repo (or start the server with --repo / MUSTER_REPO)",
+            here.cwd.display()
+        )
+    })?;
     worktree.repo_name().map_err(|e| e.0)
+}
+
+/// Where the server runs: paths are read from its directory.
+fn here() -> Here {
+    Here::at(std::env::current_dir().unwrap_or_default())
 }
 
 /// Tasks in one `list_tasks` answer unless the tool is asked for more: a page that fits in
@@ -357,19 +374,24 @@ impl Muster {
             Ok(t) => t,
             Err(e) => return bad(e),
         };
-        let repo = match repo(a.repo) {
+        let here = here();
+        let repo = match repo(a.repo, self.repo.as_deref(), &here) {
             Ok(r) => r,
             Err(e) => return bad(e),
         };
-        let here = std::env::current_dir().ok().and_then(|cwd| crate::cli::git::Worktree::find(&cwd));
+        let patterns = match crate::cli::files::patterns_for(&a.patterns, &here) {
+            Ok(p) => p,
+            Err(e) => return bad(e),
+        };
         let request = ReserveFiles {
             repo,
-            patterns: a.patterns.iter().map(|p| crate::cli::files::pattern_for(p, here.as_ref())).collect(),
+            patterns,
             shared: a.shared,
             task,
             reason: a.reason,
             ttl_seconds: a.ttl_seconds,
             agent: Some(self.agent.clone()),
+            auto: false,
         };
         answer(self.client.reserve_files(request).await.map(|r| serde_json::json!({ "reservations": r })))
     }
@@ -388,12 +410,12 @@ impl Muster {
             Ok(t) => t,
             Err(e) => return bad(e),
         };
-        let repo = match repo(a.repo) {
+        let here = here();
+        let repo = match repo(a.repo, self.repo.as_deref(), &here) {
             Ok(r) => r,
             Err(e) => return bad(e),
         };
-        let here = std::env::current_dir().ok().and_then(|cwd| crate::cli::git::Worktree::find(&cwd));
-        let patterns = crate::cli::files::release_patterns(&a.patterns, here.as_ref());
+        let patterns = crate::cli::files::release_patterns(&a.patterns, &here);
         let request = ReleaseFiles { repo, patterns, task, agent: Some(self.agent.clone()) };
         answer(self.client.release_files(request).await.map(|r| serde_json::json!({ "released": r })))
     }
@@ -408,23 +430,15 @@ impl Muster {
         Parameters(a): Parameters<Args<WhoHasFilesArgs>>,
     ) -> Result<CallToolResult, ErrorData> {
         let a = args!(a);
-        let repo = match repo(a.repo) {
+        let here = here();
+        let repo = match repo(a.repo, self.repo.as_deref(), &here) {
             Ok(r) => r,
             Err(e) => return bad(e),
         };
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let worktree = crate::cli::git::Worktree::find(&cwd);
-        let paths = a
-            .paths
-            .iter()
-            .map(|p| {
-                let absolute = std::path::Path::new(p).is_absolute();
-                match &worktree {
-                    Some(w) if absolute => w.relative(&cwd, std::path::Path::new(p)).unwrap_or_else(|| p.clone()),
-                    _ => p.clone(),
-                }
-            })
-            .collect();
+        let paths = match a.paths.iter().map(|p| here.path(p)).collect::<Result<Vec<_>, _>>() {
+            Ok(paths) => paths,
+            Err(e) => return bad(e),
+        };
         answer(self.client.who_has_files(repo, paths).await.map(|p| serde_json::json!({ "paths": p })))
     }
 

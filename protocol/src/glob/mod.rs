@@ -321,6 +321,20 @@ impl<T> Index<T> {
     }
 }
 
+/// The pattern that matches `path` (a repository-relative path) and nothing else: anchored
+/// at the root, its wildcard characters escaped.
+pub fn exact(path: &str) -> String {
+    let mut pattern = String::with_capacity(path.len() + 1);
+    pattern.push('/');
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
 /// Checks a repository-relative path: not empty, no leading or trailing `/`, no empty,
 /// `.` or `..` segment, no NUL, at most [`MAX_PATH`] characters.
 pub fn check_path(path: &str) -> Result<(), String> {
@@ -652,6 +666,16 @@ mod tests {
             let all: Vec<usize> = (0..patterns.len()).filter(|i| glob(patterns[*i]).matches(path)).collect();
             assert_eq!(found, all, "{path}");
         }
+    }
+
+    #[test]
+    fn an_exact_pattern_matches_its_path_only() {
+        for path in ["README.md", "src/a*b?.rs", "x/[ab]/\\y", "é/!z"] {
+            let g = glob(&exact(path));
+            assert!(g.matches(path), "{path}");
+            assert!(!g.matches(&format!("{path}x")) && !g.matches(&format!("a/{path}")), "{path}");
+        }
+        assert!(!glob(&exact("src/a*b")).matches("src/aXb"));
     }
 
     #[test]
