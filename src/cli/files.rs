@@ -109,10 +109,12 @@ pub enum FilesCommand {
         #[command(flatten)]
         repo: RepoArg,
     },
-    /// A Claude Code PreToolUse hook: reads the hook's JSON on stdin and exits 2, with the
-    /// reason on stderr, when the edit would touch a file another agent reserved.
+    /// Claude Code's PreToolUse and PostToolUse hook (`muster init` installs it): reads the
+    /// hook's JSON on stdin; before an edit or a shell command, reserves the files it writes
+    /// for you, or exits 2 (refused, the reason on stderr) when another agent holds one;
+    /// after a shell command, exits 2 to tell you of a held file it changed.
     Guard {
-        /// Block the edit when the broker cannot be asked (default: warn and allow).
+        /// Refuse when the broker cannot be asked (default: warn and allow).
         #[arg(long)]
         strict: bool,
         /// The repository.

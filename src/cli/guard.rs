@@ -273,10 +273,9 @@ fn refusal(session: &Session, held: &Held, moment: Moment, restore: &[(String, S
     let mut lines = Vec::new();
     for (path, r) in held {
         let who = &r.agent;
-        let task = r.task.map(|t| format!(" for their task {t}")).unwrap_or_default();
         lines.push(match moment {
-            Moment::Before => format!("muster: {path} is held by {who}{task}: {}.", describe(r)),
-            Moment::After => format!("muster: this command changed {path}, which {who} holds{task}: {}.", describe(r)),
+            Moment::Before => format!("muster: {path} is held by {who}: {}.", describe(r)),
+            Moment::After => format!("muster: this command changed {path}, which {who} holds: {}.", describe(r)),
         });
         if let Some((_, how)) = restore.iter().find(|(p, _)| p == path) {
             lines.push(format!("  Restore it: {how}"));
