@@ -644,3 +644,27 @@ async fn doctor_names_each_problem_of_a_broken_setup_and_passes_a_good_one() {
     let right = doctor(&guarded, &tokens_url, &[("MUSTER_TOKEN", &token)]);
     assert_eq!(right.status.code(), Some(0), "(b) with the right token: {}", said(&right));
 }
+
+// ---------------------------------------------------------------------------------------
+// 11. Automatic reservations can be turned off for a repository.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_auto_reserve_an_edit_holds_nothing_but_a_held_file_is_still_refused() {
+    let s = Server::start().await;
+    let url = s.url("");
+    let root = tempfile::tempdir().unwrap();
+    let (alice, bob) = repository(root.path());
+    ok(&muster(&alice, &url, &["init", "--agent", "alice", "--no-auto-reserve"], &[]));
+    ok(&muster(&bob, &url, &["init", "--agent", "bob"], &[]));
+    ok(&muster(&bob, &url, &["files", "reserve", "old.txt", "--as", "bob"], &[]));
+
+    // The setting is the repository's: alice's edit of a free file goes through and holds
+    // nothing, in either worktree.
+    let free = guard(&alice, &url, &edit(&alice, alice.join("README.md")), Some("alice"));
+    assert_eq!(free.status.code(), Some(0), "{}", stderr(&free));
+    assert!(who(&alice, &url, "README.md").contains("free"), "an edit held a file with --no-auto-reserve");
+    // A file bob holds is still refused, naming him.
+    let held = guard(&alice, &url, &edit(&alice, alice.join("old.txt")), Some("alice"));
+    assert_eq!(held.status.code(), Some(2), "{}", stderr(&held));
+    assert!(stderr(&held).contains("bob"), "{}", stderr(&held));
+}
