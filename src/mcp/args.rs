@@ -295,9 +295,10 @@ pub(super) struct StatusArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReserveFilesArgs {
-    /// Repository-relative paths or globs: "src/auth/**", "*.lock" (at any depth),
-    /// "docs/api.md". A plain path is that path from the repository's root; a directory's
-    /// contents: "src/auth/".
+    /// Paths or globs: "src/auth/**", "*.lock" (at any depth), "docs/api.md". A plain path
+    /// is that path from the repository's root (an absolute path inside the repository
+    /// works too; symlinks are resolved); a directory, existing or not yet, holds what is
+    /// inside it: "src/auth", "src/newmod/". Negation ("!x") is refused.
     pub(super) patterns: Vec<String>,
     /// The task you hold these for, e.g. "T-12": they are released with your claim.
     #[serde(default)]
@@ -314,7 +315,8 @@ pub(super) struct ReserveFilesArgs {
     #[serde(default, deserialize_with = "number")]
     #[schemars(with = "u64")]
     pub(super) ttl_seconds: Option<u64>,
-    /// The repository (default: the git remote of the directory this server runs in).
+    /// The repository (default: the server's --repo / MUSTER_REPO, else the git remote of
+    /// the directory it runs in).
     #[serde(default)]
     #[schemars(with = "String")]
     pub(super) repo: Option<String>,
@@ -331,7 +333,8 @@ pub(super) struct ReleaseFilesArgs {
     #[serde(default)]
     #[schemars(with = "String")]
     pub(super) task: Option<String>,
-    /// The repository (default: the git remote of the directory this server runs in).
+    /// The repository (default: the server's --repo / MUSTER_REPO, else the git remote of
+    /// the directory it runs in).
     #[serde(default)]
     #[schemars(with = "String")]
     pub(super) repo: Option<String>,
@@ -343,7 +346,8 @@ pub(super) struct ReleaseFilesArgs {
 pub(super) struct WhoHasFilesArgs {
     /// Paths of files, repository-relative (or absolute, inside the repository).
     pub(super) paths: Vec<String>,
-    /// The repository (default: the git remote of the directory this server runs in).
+    /// The repository (default: the server's --repo / MUSTER_REPO, else the git remote of
+    /// the directory it runs in).
     #[serde(default)]
     #[schemars(with = "String")]
     pub(super) repo: Option<String>,
