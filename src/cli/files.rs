@@ -216,7 +216,7 @@ fn reservations_table(list: &[Reservation]) -> String {
     output::table(&["ID", "AGENT", "PATTERN", "MODE", "TASK", "UNTIL", "REASON"], &rows)
 }
 
-/// Runs `muster files ...` (but `guard`, which answers Claude Code, see [`guard`]).
+/// Runs `muster files ...` (but `guard`, which answers Claude Code: see `cli::guard`).
 pub(super) async fn files(global: &Global, command: FilesCommand, out: &Out) -> Result<Exit, Failure> {
     let here = here()?;
     match command {
