@@ -98,10 +98,10 @@ pub struct ReserveFiles {
     pub agent: Option<String>,
     /// An edit's reservation, made for the agent as it writes (the CLI's guard and hooks
     /// send it): `patterns` are then the repository-relative paths of the files written,
-    /// not globs, each held exactly and exclusively — for the task the agent claimed last
-    /// (unless `task` names one), else for `ttlSeconds` (default two hours) from this
-    /// edit. A file the agent already holds exclusively through another of its
-    /// reservations is not reserved again: that reservation is in the answer.
+    /// not globs, each held exactly (and exclusively, unless `shared`) — for the task the
+    /// agent claimed last (unless `task` names one), else for `ttlSeconds` (default two
+    /// hours) from this edit. A file the agent already holds exclusively through another of
+    /// its reservations is not reserved again: that reservation is in the answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto: bool,
 }

@@ -99,9 +99,6 @@ impl Decider<'_> {
         if r.patterns.len() > MAX_PATTERNS {
             return Err(DomainError::invalid("patterns", format!("has more than {MAX_PATTERNS} patterns")));
         }
-        if r.auto && r.shared {
-            return Err(DomainError::invalid("shared", "an edit's reservation (auto) is exclusive"));
-        }
         let mut globs: Vec<Glob> = Vec::with_capacity(r.patterns.len());
         for (i, raw) in r.patterns.iter().enumerate() {
             let pattern = if r.auto {

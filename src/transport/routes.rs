@@ -85,8 +85,9 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// Adds the answers every operation of a kind can give, where its own description does not
 /// already state them: a request with input can be invalid (400), unauthorized with tokens
-/// on (401), or have a longer URI than the server reads (414); a write can also act as another agent or come from another site
-/// (403), be too large (413), or reuse an `Idempotency-Key` for another request (422).
+/// on (401), or have a longer URI than the server reads (414, or 431 with the headers); a
+/// write can also act as another agent or come from another site (403), be too large (413),
+/// or reuse an `Idempotency-Key` for another request (422).
 fn common_errors(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let error = |description: &str| {
@@ -122,6 +123,9 @@ fn common_errors(api: &mut utoipa::openapi::OpenApi) {
             // Answered by the HTTP parser itself, before any handler: no body.
             let too_long = ResponseBuilder::new().description("The URI is longer than the server reads (64 KiB)");
             op.responses.responses.entry("414".to_owned()).or_insert_with(|| too_long.build().into());
+            let head = ResponseBuilder::new()
+                .description("The URI and headers together are longer than the server reads (64 KiB)");
+            op.responses.responses.entry("431".to_owned()).or_insert_with(|| head.build().into());
         }
     }
 }
