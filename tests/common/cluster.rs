@@ -29,6 +29,20 @@ pub struct Nats {
 
 impl Nats {
     pub fn spawn(&mut self) {
+        // A port found free may be taken by another test before the server binds it: then
+        // the server exits, and is started again on other ports (the others reach it
+        // through their own routes to it, or it through its routes to them).
+        for _ in 0..5 {
+            if self.try_spawn() {
+                return;
+            }
+            (self.port, self.route) = (free_port(), free_port());
+        }
+        panic!("nats-server {} did not start on any of five pairs of ports", self.index);
+    }
+
+    /// Starts the server; whether it listens (`false`: it exited, its ports taken).
+    fn try_spawn(&mut self) -> bool {
         let mut conf = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/cluster/nats-{}.conf", self.index));
         if let Some(max) = &self.max_payload {
             let text = std::fs::read_to_string(&conf).unwrap();
@@ -37,7 +51,7 @@ impl Nats {
             std::fs::write(&conf, text.replace("max_payload: 8MB", &format!("max_payload: {max}"))).unwrap();
         }
         let log = std::fs::File::create(self.dir.join(format!("nats-{}.log", self.index))).unwrap();
-        let child = Command::new("nats-server")
+        let mut child = Command::new("nats-server")
             .arg("-c")
             .arg(conf)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
@@ -48,12 +62,20 @@ impl Nats {
             .stderr(log)
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "nats-server {} did not listen", self.index);
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "nats-server {} did not listen", self.index);
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Whoever answered, it was not this server if it exited meanwhile.
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        self.child = Some(child);
+        true
     }
 
     pub fn kill9(&mut self) {
