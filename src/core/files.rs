@@ -100,6 +100,8 @@ impl Decider<'_> {
             return Err(DomainError::invalid("patterns", format!("has more than {MAX_PATTERNS} patterns")));
         }
         let mut globs: Vec<Glob> = Vec::with_capacity(r.patterns.len());
+        // What each glob was read from (for an edit, the path).
+        let mut read_from: Vec<&str> = Vec::with_capacity(r.patterns.len());
         for (i, raw) in r.patterns.iter().enumerate() {
             let pattern = if r.auto {
                 check_path(raw).map_err(|m| {
@@ -114,6 +116,7 @@ impl Decider<'_> {
                 .map_err(|e| DomainError::invalid(format!("patterns[{i}]"), e.0))?;
             if !globs.contains(&glob) {
                 globs.push(glob);
+                read_from.push(raw);
             }
         }
         if let Some(reason) = &r.reason {
@@ -162,7 +165,7 @@ impl Decider<'_> {
         let mut covering: Vec<Reservation> = Vec::new();
         if r.auto {
             let mut kept = Vec::with_capacity(globs.len());
-            for (glob, path) in globs.into_iter().zip(&r.patterns) {
+            for (glob, path) in globs.into_iter().zip(read_from) {
                 let held = self.model.files.along(&r.repo, path).find(|h| {
                     let mine = &h.reservation;
                     mine.agent == agent

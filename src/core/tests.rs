@@ -542,6 +542,51 @@ fn reservations_end_when_their_ttl_runs_out_or_their_holder_stays_away() {
     assert!(sim.state.task(id).unwrap().claim.is_none());
 }
 
+fn edit(sim: &mut Sim, agent: &str, paths: &[&str]) -> Result<Vec<muster_protocol::Reservation>, DomainError> {
+    let cmd = Command::ReserveFiles(
+        ReserveFiles {
+            repo: "app".into(),
+            patterns: paths.iter().map(|p| (*p).to_owned()).collect(),
+            agent: Some(agent.into()),
+            auto: true,
+            ..Default::default()
+        }
+        .into(),
+    );
+    match sim.run(cmd)? {
+        Reply::Reservations(r) => Ok(r),
+        other => panic!("expected reservations, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_edit_holds_its_exact_files_for_the_last_claimed_task_and_not_twice() {
+    let mut sim = Sim::new();
+    let (first, second) = (sim.create("one"), sim.create("two"));
+    sim.claim(first, "link").unwrap();
+    sim.later(1);
+    sim.claim(second, "link").unwrap();
+    // Exact paths (a `*` is a character), the same one given twice, for the task claimed last.
+    let held = edit(&mut sim, "link", &["src/a*.rs", "src/b.rs", "src/a*.rs"]).unwrap();
+    let patterns: Vec<&str> = held.iter().map(|r| r.pattern.as_str()).collect();
+    assert_eq!(patterns, [r"/src/a\*.rs", "/src/b.rs"]);
+    assert!(held.iter().all(|r| r.auto && r.exclusive && r.task == Some(second) && r.expires_at.is_none()));
+    // Another agent's edit of one of them is refused; of another file named like the glob, not.
+    assert!(matches!(edit(&mut sim, "zelda", &["src/b.rs"]), Err(DomainError::FilesConflict { .. })));
+    edit(&mut sim, "zelda", &["src/ab.rs"]).unwrap();
+    // A file the agent holds through a reservation of its own is not reserved again.
+    reserve(&mut sim, "link", &["docs/**"], false, None).unwrap();
+    let covered = edit(&mut sim, "link", &["docs/x.md", "src/b.rs"]).unwrap();
+    let patterns: Vec<&str> = covered.iter().map(|r| r.pattern.as_str()).collect();
+    assert_eq!(patterns, ["docs/**", "/src/b.rs"], "docs/** answers for docs/x.md; src/b.rs is renewed");
+    // Without a task, an edit's reservation lasts the default TTL from the edit.
+    let free = edit(&mut sim, "zelda", &["README.md"]).unwrap();
+    assert!(free[0].task.is_none() && free[0].expires_at.is_some());
+    // An edit names files, not patterns.
+    let err = edit(&mut sim, "zelda", &["/abs.rs"]).unwrap_err();
+    assert!(format!("{err:?}").contains("patterns[0]"), "{err:?}");
+}
+
 #[test]
 fn bad_reservations_name_the_field() {
     let mut sim = Sim::new();
