@@ -412,7 +412,9 @@ fn stub(name: &str, previous: &str, muster: &Path, url: &str, strict: bool) -> S
          previous={}\n\
          hook=$(basename \"$0\")\n\
          if [ -x \"$previous/$hook\" ]; then\n  \"$previous/$hook\" \"$@\" || exit $?\nfi\n",
-        shell_quote(previous)
+        shell_quote(previous),
+        // In a comment: one line, whatever the path holds.
+        previous = previous.replace(['\n', '\r'], " "),
     );
     let check = match name {
         "pre-commit" | "pre-merge-commit" => Some(""),

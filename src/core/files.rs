@@ -104,10 +104,12 @@ impl Decider<'_> {
         let mut read_from: Vec<&str> = Vec::with_capacity(r.patterns.len());
         for (i, raw) in r.patterns.iter().enumerate() {
             let pattern = if r.auto {
-                check_path(raw).map_err(|m| {
+                // `/src/a.rs`, anchored as a pattern would be, is the path `src/a.rs`.
+                let path = raw.strip_prefix('/').unwrap_or(raw);
+                check_path(path).map_err(|m| {
                     DomainError::invalid(format!("patterns[{i}]"), format!("{m} (auto: give the paths of files)"))
                 })?;
-                exact(raw)
+                exact(path)
             } else {
                 raw.clone()
             };
@@ -166,6 +168,7 @@ impl Decider<'_> {
         if r.auto {
             let mut kept = Vec::with_capacity(globs.len());
             for (glob, path) in globs.into_iter().zip(read_from) {
+                let path = path.strip_prefix('/').unwrap_or(path);
                 let held = self.model.files.along(&r.repo, path).find(|h| {
                     let mine = &h.reservation;
                     mine.agent == agent

@@ -582,8 +582,9 @@ fn an_edit_holds_its_exact_files_for_the_last_claimed_task_and_not_twice() {
     // Without a task, an edit's reservation lasts the default TTL from the edit.
     let free = edit(&mut sim, "zelda", &["README.md"]).unwrap();
     assert!(free[0].task.is_none() && free[0].expires_at.is_some());
-    // An edit names files, not patterns.
-    let err = edit(&mut sim, "zelda", &["/abs.rs"]).unwrap_err();
+    // An edit names files, not patterns (`/x`, anchored, is the file `x`).
+    assert_eq!(edit(&mut sim, "zelda", &["/top.rs"]).unwrap()[0].pattern, "/top.rs");
+    let err = edit(&mut sim, "zelda", &["src/"]).unwrap_err();
     assert!(format!("{err:?}").contains("patterns[0]"), "{err:?}");
 }
 

@@ -6,6 +6,9 @@
   formed, is refused with 400 (it would skip or repeat items otherwise). Cursors that match
   the spec's pattern are left out of generated queries; malformed ones still go out and must
   be refused. tests/pages.rs follows real cursors through every list.
+- An edit's reservation (`auto` in POST /files/reserve) names files, not globs: a pattern
+  that holds only a directory's contents (a trailing `/`) is refused then. Generated bodies
+  with `auto` have that `/` dropped; tests/reservations.rs and the core tests cover the rule.
 """
 
 import re
@@ -26,3 +29,15 @@ def map_query(context, query):
     if query and isinstance(query.get("cursor"), str) and CURSOR.match(query["cursor"]):
         del query["cursor"]
     return query
+
+
+@schemathesis.hook
+def map_body(context, body):
+    if (
+        context.operation.path == "/files/reserve"
+        and isinstance(body, dict)
+        and body.get("auto") is True
+        and isinstance(body.get("patterns"), list)
+    ):
+        body["patterns"] = [p.rstrip("/") or "a" if isinstance(p, str) else p for p in body["patterns"]]
+    return body
