@@ -841,3 +841,41 @@ async fn a_follower_paused_while_the_log_was_trimmed_stops_and_starts_from_a_sna
     let board = common::all_tasks(&cluster.url(paused, "")).await;
     assert_eq!(board.iter().filter(|t| t["title"].as_str().unwrap().starts_with("kept")).count(), 400);
 }
+
+/// How many nats-server pauses [`pausing_each_nats_server_in_turn_never_wedges_the_cluster`]
+/// makes: `MUSTER_NATS_PAUSES`, else 20.
+fn nats_pauses() -> usize {
+    std::env::var("MUSTER_NATS_PAUSES").ok().and_then(|n| n.parse().ok()).unwrap_or(20)
+}
+
+// Issue 27: not yet true. Measured on the 2-core VM, a first pause left the cluster without a
+// successful write for more than 30 s after SIGCONT; run it with `--ignored` while fixing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "issue 27: the cluster does not yet always take writes within 30 s of a nats-server's pause"]
+async fn pausing_each_nats_server_in_turn_never_wedges_the_cluster() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let (acked, stop, writers) = start_load(&cluster, &[0, 1, 2]);
+    let mut back = Vec::new();
+    for n in 0..nats_pauses() {
+        let nats = n % 3;
+        let pid = cluster.nats[nats].child.as_ref().unwrap().id();
+        signal("STOP", pid);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        signal("CONT", pid);
+        let resumed = Instant::now();
+        // A leader is back, and a write through each node goes through, within 30 s.
+        let took = until_writable(&cluster, n % 3, Duration::from_secs(30)).await;
+        back.push(resumed.elapsed().max(took));
+        eprintln!("pause {n} of nats-server {}: writable {:?} after SIGCONT", nats + 1, resumed.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    eprintln!("statuses: {:?}; back after each pause: {back:?}", acked.statuses);
+    cluster.check_logs().await;
+    for i in 0..3 {
+        check_acked(&cluster, i, &acked).await;
+    }
+}
