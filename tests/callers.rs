@@ -334,7 +334,8 @@ fn allowed(name: &str, reply: &Value) {
 }
 
 fn frame(op: &Op) -> Value {
-    let mut frame = serde_json::to_value(Request { id: 0, idempotency_key: None, op: op.clone() }).unwrap();
+    let mut frame =
+        serde_json::to_value(Request { id: 0, idempotency_key: None, after: None, op: op.clone() }).unwrap();
     frame.as_object_mut().unwrap().remove("id");
     frame
 }

@@ -328,12 +328,28 @@ async fn a_leader_paused_past_its_lease_is_fenced_off() {
     };
     let other = (leader + 1) % 3;
     until_writable(&cluster, other, Duration::from_secs(60)).await;
+    let mut during = Vec::new();
     for n in 0..5 {
-        let (status, _) =
+        let (status, body) =
             post(&http, cluster.url(other, "/tasks"), "bob", json!({"title": format!("during {n}")})).await;
         assert_eq!(status, 201);
+        during.push(body["task"]["id"].as_str().unwrap().to_owned());
     }
+    // A read sent to the paused leader of a task the new leader made meanwhile waits in its
+    // socket too: on waking it must not answer from its stale state (404).
+    let stale_read = {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let url = cluster.url(leader, &format!("/tasks/{}", during[4]));
+        tokio::spawn(async move { split(http.get(url).send().await.unwrap()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     signal("CONT", pid);
+    let (status, body) = stale_read.await.unwrap();
+    eprintln!("the read sent to the paused leader: {status} {body}");
+    assert!(
+        status == 503 || (status == 200 && body["task"]["title"] == "during 4"),
+        "the woken leader answered from its stale state: {status} {body}"
+    );
 
     // The paused write is refused by the fence (a clear 503), or made once through the new
     // leader; a retry with its key never makes it twice.
@@ -842,14 +858,126 @@ async fn a_follower_paused_while_the_log_was_trimmed_stops_and_starts_from_a_sna
     assert_eq!(board.iter().filter(|t| t["title"].as_str().unwrap().starts_with("kept")).count(), 400);
 }
 
-/// How many nats-server pauses [`pausing_each_nats_server_in_turn_never_wedges_the_cluster`]
-/// makes: `MUSTER_NATS_PAUSES`, else 20.
-fn nats_pauses() -> usize {
-    std::env::var("MUSTER_NATS_PAUSES").ok().and_then(|n| n.parse().ok()).unwrap_or(20)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_never_goes_back_before_what_the_client_has_seen() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let http = reqwest::Client::new();
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    // Every answer says how far its node had got: a write's, at least the write.
+    let response = http
+        .post(cluster.url(leader, "/tasks"))
+        .header("X-Agent", "alice")
+        .json(&json!({"title": "seen"}))
+        .send()
+        .await
+        .unwrap();
+    let seq: u64 = response.headers()["muster-seq"].to_str().unwrap().parse().unwrap();
+    let (status, body) = split(response).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["task"]["id"].as_str().unwrap().to_owned();
+
+    // Sent back, a read through another node shows the write.
+    let read = http.get(cluster.url(follower, &format!("/tasks/{id}"))).header("Muster-After", seq.to_string());
+    let response = read.send().await.unwrap();
+    assert!(response.headers()["muster-seq"].to_str().unwrap().parse::<u64>().unwrap() >= seq);
+    let (status, body) = split(response).await;
+    assert_eq!((status, body["task"]["title"].as_str()), (200, Some("seen")));
+
+    // A seq the node has not applied (here: none has) is waited for, then refused with a
+    // 503 to retry, never answered from older state.
+    let ahead = http.get(cluster.url(follower, "/tasks")).header("Muster-After", (seq + 1_000_000).to_string());
+    let response = ahead.send().await.unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = split(response).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("has not yet applied"), "{body}");
+
+    // A header that is not a seq is refused, naming it.
+    let bad = http.get(cluster.url(follower, "/tasks")).header("Muster-After", "yesterday");
+    let (status, body) = split(bad.send().await.unwrap()).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("Muster-After")), "{body}");
+
+    // The Rust client keeps what it has seen (each reply's head), which it sends with every
+    // request: past its own claim.
+    let options = muster_client::Options::new(cluster.url(follower, "")).agent("bob");
+    let (client, _events) = muster_client::Client::connect(options).await.unwrap();
+    client.claim(id.parse().unwrap(), Default::default()).await.unwrap();
+    assert!(client.seen().unwrap() > seq, "the claim's reply moved what the client has seen");
 }
 
-// Issue 27: not yet true. Measured on the 2-core VM, a first pause left the cluster without a
-// successful write for more than 30 s after SIGCONT; run it with `--ignored` while fixing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_answers_503_while_the_cluster_has_no_leader() {
+    let Some(cluster) = Cluster::start().await else { return };
+    cluster.leader().await;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let status = |i: usize| {
+        let http = http.clone();
+        let url = cluster.url(i, "/health");
+        async move { split(http.get(url).send().await.unwrap()).await }
+    };
+    assert_eq!(status(0).await.0, 200);
+    // Two nats-servers of three paused: no majority, no lease, no leader.
+    let pids: Vec<u32> = cluster.nats[..2].iter().map(|n| n.child.as_ref().unwrap().id()).collect();
+    for pid in &pids {
+        signal("STOP", *pid);
+    }
+    let started = Instant::now();
+    let unhealthy = loop {
+        let (code, body) = status(2).await;
+        if code == 503 {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "/health still {code} {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(unhealthy["status"].as_str().unwrap().starts_with("no leader"), "{unhealthy}");
+    for pid in &pids {
+        signal("CONT", *pid);
+    }
+    // Back by itself: a leader, writes, and /health 200 on every node.
+    until_writable(&cluster, 2, Duration::from_secs(30)).await;
+    for i in 0..3 {
+        let started = Instant::now();
+        while status(i).await.0 != 200 {
+            assert!(started.elapsed() < Duration::from_secs(30), "node-{i} still unhealthy");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// How many nats-server pauses [`pausing_each_nats_server_in_turn_never_wedges_the_cluster`]
+/// makes: `MUSTER_NATS_PAUSES`, else 21 (seven of each role).
+fn nats_pauses() -> usize {
+    std::env::var("MUSTER_NATS_PAUSES").ok().and_then(|n| n.parse().ok()).unwrap_or(21)
+}
+
+/// The nats-server to pause next: in turn the one that leads the log's stream, the one that
+/// leads the lease's, and one that leads neither (any, when one leads both).
+async fn nats_to_pause(cluster: &Cluster, n: usize) -> (usize, &'static str) {
+    let log = cluster.stream_leader("muster-log").await;
+    let lease = cluster.stream_leader("KV_muster-leader").await;
+    match n % 3 {
+        0 => (log.unwrap_or(0), "the log's leader"),
+        1 => (lease.unwrap_or(1), "the lease's leader"),
+        _ => ((0..3).find(|i| Some(*i) != log && Some(*i) != lease).unwrap_or(2), "a follower"),
+    }
+}
+
+/// After a fault: every node takes writes again, then a few seconds for the servers to
+/// bring the resumed one up to date (a second fault on a replica still catching up would
+/// be two faults at once).
+async fn settle(cluster: &Cluster) {
+    for i in 0..3 {
+        until_writable(cluster, i, Duration::from_secs(60)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+// Issue 27, not yet true on this 2-core VM: 3 to 15 pauses pass (each back within 7–19 s
+// of SIGCONT), then one leaves the cluster without a write for more than 30 s; the last
+// failure seen: a follower's log "skips" an event after it stepped down (its own rolled-back
+// batch against the stream's copy). Run it with `--ignored` while fixing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "issue 27: the cluster does not yet always take writes within 30 s of a nats-server's pause"]
 async fn pausing_each_nats_server_in_turn_never_wedges_the_cluster() {
@@ -857,23 +985,30 @@ async fn pausing_each_nats_server_in_turn_never_wedges_the_cluster() {
     let (acked, stop, writers) = start_load(&cluster, &[0, 1, 2]);
     let mut back = Vec::new();
     for n in 0..nats_pauses() {
-        let nats = n % 3;
+        let (nats, role) = nats_to_pause(&cluster, n).await;
         let pid = cluster.nats[nats].child.as_ref().unwrap().id();
         signal("STOP", pid);
         tokio::time::sleep(Duration::from_secs(10)).await;
         signal("CONT", pid);
         let resumed = Instant::now();
-        // A leader is back, and a write through each node goes through, within 30 s.
-        let took = until_writable(&cluster, n % 3, Duration::from_secs(30)).await;
-        back.push(resumed.elapsed().max(took));
-        eprintln!("pause {n} of nats-server {}: writable {:?} after SIGCONT", nats + 1, resumed.elapsed());
+        // A leader is back, and a write goes through, within 30 s.
+        until_writable(&cluster, n % 3, Duration::from_secs(30)).await;
+        back.push(resumed.elapsed());
+        eprintln!("pause {n} of nats-server {} ({role}): writable {:?} after SIGCONT", nats + 1, resumed.elapsed());
+        settle(&cluster).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    eprintln!("statuses: {:?}; back after each pause: {back:?}", acked.statuses);
+    back.sort();
+    eprintln!(
+        "statuses: {:?}; writable after SIGCONT: p50 {:?}, max {:?}",
+        acked.statuses,
+        back[back.len() / 2],
+        back.last()
+    );
     cluster.check_logs().await;
     for i in 0..3 {
         check_acked(&cluster, i, &acked).await;

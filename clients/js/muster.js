@@ -388,6 +388,10 @@ export class MusterClient {
   #lastSeq = null;
   /** @type {string | null} */
   #epoch = null;
+  /** The newest event seen in any answer (a reply's `head`, an event's `seq`): sent with
+   * every request as `after`, so that a read through another node of a cluster is never
+   * older than what this client has seen. @type {number | null} */
+  #seen = null;
   /** Topics sent in every hello; follows subscribe/unsubscribe. @type {string[]} */
   #topics;
   /** @type {{[K in keyof EventMap]: Set<(value: EventMap[K]) => void>}} */
@@ -472,6 +476,12 @@ export class MusterClient {
   /** The broker's data dir epoch, once connected. @returns {string | null} */
   get epoch() {
     return this.#epoch;
+  }
+
+  /** The newest event this client has seen in any reply or event (sent as `after` with
+   * every request); `null` before the first welcome. @returns {number | null} */
+  get seen() {
+    return this.#seen;
   }
 
   /**
@@ -618,6 +628,9 @@ export class MusterClient {
     this.#welcomed = true;
     this.#everConnected = true;
     this.#backoff = BACKOFF_MIN;
+    // What was seen of another history says nothing about this one.
+    if (epochChanged) this.#seen = null;
+    this.#see(head);
     this.#epoch = epoch;
     // Without a replay, live events continue after head: what came before is not coming.
     if (!resumed) this.#lastSeq = head;
@@ -635,6 +648,7 @@ export class MusterClient {
   _handleFrame(frame) {
     if (frame === null || typeof frame !== 'object') return;
     if ('re' in frame) {
+      if (typeof frame.head === 'number') this.#see(frame.head);
       // `re: null` answers a frame too broken to have an id: nothing waits for it.
       const waiting = this.#pending.get(frame.re);
       if (!waiting) return;
@@ -648,8 +662,14 @@ export class MusterClient {
       // A replay after a reconnection may overlap what was already seen.
       if (this.#lastSeq !== null && frame.seq <= this.#lastSeq) return;
       this.#lastSeq = frame.seq;
+      this.#see(frame.seq);
       this.#emit('event', frame);
     }
+  }
+
+  /** @param {number} seq */
+  #see(seq) {
+    if (this.#seen === null || seq > this.#seen) this.#seen = seq;
   }
 
   /**
@@ -767,6 +787,7 @@ export class MusterClient {
         const frame = { id, op, ...args };
         frame.id = id;
         frame.op = op;
+        if (this.#seen !== null) frame.after = this.#seen;
         socket.send(JSON.stringify(frame));
       } catch (error) {
         this.#pending.delete(id);

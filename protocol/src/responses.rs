@@ -137,7 +137,8 @@ pub struct EventPage {
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok`; on a cluster's node whose cluster has had no leader for longer than two leases,
+    /// a sentence that says so (and the status is 503).
     pub status: String,
     /// Broker version.
     pub version: String,

@@ -49,6 +49,12 @@ pub struct Request {
     #[serde(rename = "idempotencyKey", default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::grammar::IdempotencyKey>)]
     pub idempotency_key: Option<String>,
+    /// The last `seq` the client has seen (an event's, or a reply's `head`): a read waits
+    /// until the node has applied it (bounded, then `unavailable`), so that a client that
+    /// moved to another node of a cluster never reads older than what it saw. HTTP's
+    /// `Muster-After` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Seq>,
     /// The operation and its arguments (`op` on the wire).
     #[serde(flatten)]
     pub op: Op,
@@ -443,17 +449,22 @@ pub struct Reply {
     /// On failure: what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// The last event the node had applied when it answered (so at least any write the
+    /// reply reports): send it back as a request's `after` (HTTP: every response's
+    /// `Muster-Seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<Seq>,
 }
 
 impl Reply {
     /// A success.
     pub fn ok(re: u64, data: Value) -> Reply {
-        Reply { re: Some(re), ok: true, data: Some(data), error: None }
+        Reply { re: Some(re), ok: true, data: Some(data), error: None, head: None }
     }
 
     /// A failure.
     pub fn error(re: Option<u64>, error: ErrorInfo) -> Reply {
-        Reply { re, ok: false, data: None, error: Some(error) }
+        Reply { re, ok: false, data: None, error: Some(error), head: None }
     }
 }
 
@@ -554,6 +565,11 @@ impl Request {
             }
             Some(_) => return Err(frame_error(Some(id), "idempotencyKey", "must be a string")),
         };
+        let after = match map.remove("after") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+            Some(_) => return Err(frame_error(Some(id), "after", "must be an event's seq (a non-negative integer)")),
+        };
         let op = match op.as_str() {
             "hello" => Op::Hello(args(id, map)?),
             "subscribe" => Op::Subscribe(args(id, map)?),
@@ -604,7 +620,7 @@ impl Request {
         if idempotency_key.is_some() && !op.is_write() {
             return Err(frame_error(Some(id), "idempotencyKey", "only a write takes one (a read is safe to repeat)"));
         }
-        Ok(Request { id, idempotency_key, op })
+        Ok(Request { id, idempotency_key, after, op })
     }
 }
 

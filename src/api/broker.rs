@@ -144,10 +144,21 @@ impl Broker {
     /// write acknowledged before the read (through any node); see [`Cluster::catch_up`].
     pub(super) async fn read_fresh(&self, caller: &Caller) -> Result<Arc<Snapshot>, ApiError> {
         self.check(caller)?;
-        if let Some(cluster) = &self.cluster {
-            cluster.catch_up(&self.reader).await;
-        }
+        self.catch_up(caller).await?;
         Ok(self.reader.snapshot())
+    }
+
+    /// On a cluster's node: waits (bounded) until this node's state may answer `caller`'s
+    /// read (it holds every write acknowledged before it, and the last event the caller has
+    /// seen), else 503. A single broker's state always may: it is the history.
+    async fn catch_up(&self, caller: &Caller) -> Result<(), ApiError> {
+        match &self.cluster {
+            Some(cluster) => cluster
+                .catch_up(&self.reader, caller.after())
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// `cmd` as `caller` may send it: the caller checked, names in their one spelling, the
@@ -170,7 +181,8 @@ impl Broker {
         let internal = matches!(cmd, Command::Tick | Command::ResetConnections | Command::ResetNode { .. });
         let outcome = match &self.cluster {
             Some(cluster) if !cluster.leading() => cluster.forward(cmd, idempotency, &self.reader).await,
-            _ => self.writer.submit(cmd, idempotency).await,
+            Some(cluster) => cluster.decide(&self.writer, cmd, idempotency).await,
+            None => self.writer.submit(cmd, idempotency).await,
         };
         // Counted on the node the command came to (a cluster's leader decides them all):
         // summed over the nodes, every client command once.
@@ -194,9 +206,7 @@ impl Broker {
         f: impl FnOnce(&Store, &dyn Log) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
         self.check(caller)?;
-        if let Some(cluster) = &self.cluster {
-            cluster.catch_up(&self.reader).await;
-        }
+        self.catch_up(caller).await?;
         // The semaphore is never closed.
         let _permit = self.readers.acquire().await;
         let (store, log) = (Arc::clone(&self.store), Arc::clone(&self.log));
@@ -259,7 +269,7 @@ impl Broker {
     }
 
     /// The newest durable `seq`, without a caller: for the broker's own bookkeeping.
-    pub(super) fn head(&self) -> muster_protocol::Seq {
+    pub(crate) fn head(&self) -> muster_protocol::Seq {
         self.reader.snapshot().model.head
     }
 

@@ -9,17 +9,17 @@
 //! they are off. The system caller, for the broker's own timers and start-up, can be made
 //! only inside this module's parent.
 
-use muster_protocol::ErrorCode;
 use muster_protocol::names::canonical;
+use muster_protocol::{ErrorCode, Seq};
 
 use super::error::ApiError;
 
 use crate::auth::Identity;
 use crate::core::{Command, validate_agent};
 
-/// Who is asking.
+/// Who is asking (and, for a read, the last event it has seen: see [`Caller::after`]).
 #[derive(Debug, Clone)]
-pub(crate) struct Caller(Who);
+pub(crate) struct Caller(Who, Option<Seq>);
 
 #[derive(Debug, Clone)]
 enum Who {
@@ -38,19 +38,30 @@ enum Who {
 impl Caller {
     /// The broker itself.
     pub(super) fn system() -> Caller {
-        Caller(Who::System)
+        Caller(Who::System, None)
     }
 
     pub(super) fn anonymous() -> Caller {
-        Caller(Who::Anonymous)
+        Caller(Who::Anonymous, None)
     }
 
     pub(super) fn session(agent: String) -> Caller {
-        Caller(Who::Session(agent))
+        Caller(Who::Session(agent), None)
     }
 
     pub(super) fn token(identity: Identity) -> Caller {
-        Caller(Who::Token(identity))
+        Caller(Who::Token(identity), None)
+    }
+
+    /// The same caller, having seen event `seq` (`Muster-After`, or a WebSocket request's
+    /// `after`): a read waits until the node it reaches has applied it.
+    pub(crate) fn having_seen(self, seq: Seq) -> Caller {
+        Caller(self.0, Some(seq))
+    }
+
+    /// The last event this caller says it has seen, if it said.
+    pub(crate) fn after(&self) -> Option<Seq> {
+        self.1
     }
 
     /// The identity a token proved, if any.

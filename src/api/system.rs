@@ -8,14 +8,21 @@ use super::error::ApiError;
 use crate::cluster::Cluster;
 
 /// Liveness, version, epoch and head, and on a cluster node where it stands. Open to
-/// anyone, with tokens on too.
+/// anyone, with tokens on too. Its `status` is `ok`, or on a cluster's node says that the
+/// cluster has had no leader for longer than two leases (no write can be made: the
+/// transports answer 503).
 pub(crate) async fn health(broker: &Broker) -> Health {
     let cluster = match broker.cluster() {
         Some(cluster) => Some(cluster_health(cluster).await),
         None => None,
     };
+    let leaderless = broker.cluster().and_then(|c| c.leaderless_for());
+    let status = match leaderless {
+        Some(for_) => format!("no leader: the cluster has had none for {} s", for_.as_secs()),
+        None => "ok".into(),
+    };
     Health {
-        status: "ok".into(),
+        status,
         version: env!("CARGO_PKG_VERSION").into(),
         epoch: broker.epoch().into(),
         head: broker.head(),

@@ -1,7 +1,12 @@
 //! [`ReplicatedLog`]: the [`Log`] seam on a JetStream stream. The leader's batches are
 //! published to the stream, each with `Nats-Expected-Last-Sequence` set to the message it
-//! was decided after, so that a deposed or paused leader can never append: its publish is
-//! refused, its sync fails, and the writer rolls the batch back as after a failed disk sync.
+//! was decided after and `Nats-Expected-Last-Msg-Id` set to that message's id (every message
+//! has one: its node, its term and its place), so that a deposed or paused leader can never
+//! append: its publish is refused, its sync fails, and the writer rolls the batch back as
+//! after a failed disk sync. The id matters because batches are pipelined: the second of
+//! two batches in flight expects the first at its place; if another leader's term marker
+//! took that place instead, the number alone would match and the second batch would land
+//! without the first. The id tells them apart.
 //! `sync` returns once JetStream acknowledged every batch published so far (after its
 //! replicas stored them) and this node's copy is on disk. Every node keeps the log on its
 //! own disk too ([`DiskLog`]): reads and replays never go to NATS.
@@ -13,9 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use muster_protocol::{Seq, Topic};
 
+use super::nats::{CALL_TIMEOUT, JETSTREAM_TIMEOUT};
 use super::wire;
 use crate::frame::Frame;
-use crate::store::{Carried, ClusterPosition, DiskLog, Log, StoreError, Views};
+use crate::store::{Carried, ClusterPosition, DiskLog, Log, Replication, StoreError, Views};
 
 /// Bytes kept free under the server's maximum payload for the headers.
 const HEADROOM: usize = 4096;
@@ -36,8 +42,11 @@ pub(crate) struct ReplicatedLog {
 struct State {
     /// Whether this node may append (it holds the lease and marked its term).
     leading: bool,
-    /// The stream sequence the next message must follow.
+    /// The stream sequence the next message must follow, and that message's id.
     last: u64,
+    last_id: String,
+    /// This node's term (a random number drawn when it won the lease): in its messages' ids.
+    term: u64,
     /// Published, not yet confirmed.
     pending: VecDeque<Pending>,
     /// The last message of the stream this node holds on its disk (durable with the next
@@ -80,7 +89,14 @@ impl ReplicatedLog {
             subject,
             node,
             max_payload,
-            state: Mutex::new(State { leading: false, last: position.stream, pending: VecDeque::new(), position }),
+            state: Mutex::new(State {
+                leading: false,
+                last: position.stream,
+                last_id: String::new(),
+                term: 0,
+                pending: VecDeque::new(),
+                position,
+            }),
         }
     }
 
@@ -113,12 +129,14 @@ impl ReplicatedLog {
     }
 
     /// This node won the lease and holds the whole stream (its position is the stream's
-    /// last message): it appends from now on, after `marker`, the message that marks its
-    /// term (already confirmed).
-    pub(super) fn lead(&self, marker: u64) -> Result<(), StoreError> {
+    /// last message): it appends from now on, in `term`, after `marker`, the message that
+    /// marks its term (already confirmed; its id is `marker_id`).
+    pub(super) fn lead(&self, term: u64, marker: u64, marker_id: String) -> Result<(), StoreError> {
         let mut state = self.state();
         state.position.stream = marker;
         state.last = marker;
+        state.last_id = marker_id;
+        state.term = term;
         state.leading = true;
         self.views.set_cluster_position(&state.position)
     }
@@ -191,31 +209,49 @@ fn parts(
     out
 }
 
-fn replication(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Replication(error.to_string())
+/// Not stored: `detail` says why, for the operator.
+fn not_stored(detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Replication(Replication::NotStored { detail: detail.to_string() })
+}
+
+/// Perhaps stored: `detail` says why it is not known, for the operator.
+fn unknown(detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Replication(Replication::Unknown { detail: detail.to_string() })
 }
 
 impl Log for ReplicatedLog {
     fn append(&self, expected_head: Seq, batch: &[Frame], carried: Carried<'_>) -> Result<(), StoreError> {
-        let not_leader = || replication("this node is not the cluster's leader (any more); retry");
+        let not_leader = || not_stored("this node does not lead the cluster (any more)");
         for Message { first, count, headers, payload } in self.messages(expected_head + 1, batch, carried) {
             // The lock is not held while the message is handed to the NATS client: that
             // waits on the runtime, whose workers may be waiting on the lock.
-            let after = {
+            let (after, after_id, id) = {
                 let state = self.state();
                 if !state.leading {
                     return Err(not_leader());
                 }
-                state.last
+                (state.last, state.last_id.clone(), wire::message_id(&self.node, state.term, state.last + 1))
             };
-            let publish = PublishMessage::build().payload(payload).headers(headers).expected_last_sequence(after);
-            let sent = self.runtime.block_on(self.js.send_publish(self.subject.clone(), publish));
+            let publish = PublishMessage::build()
+                .payload(payload)
+                .headers(headers)
+                .message_id(&id)
+                .expected_last_sequence(after)
+                .expected_last_message_id(after_id);
+            // The timer is made inside the runtime (this is the writer's thread).
+            let sending =
+                async { tokio::time::timeout(CALL_TIMEOUT, self.js.send_publish(self.subject.clone(), publish)).await };
+            let sent = self.runtime.block_on(sending);
             let mut state = self.state();
             let ack = match sent {
-                Ok(ack) => ack,
-                Err(error) => {
+                Ok(Ok(ack)) => ack,
+                Ok(Err(error)) => {
                     state.leading = false;
-                    return Err(replication(format!("publishing a batch failed: {error}")));
+                    return Err(unknown(format!("publishing a batch failed: {error}")));
+                }
+                Err(_) => {
+                    state.leading = false;
+                    return Err(unknown("publishing a batch: the NATS client did not take it in time"));
                 }
             };
             // Stepped down meanwhile: what the stream took (if anything) is read back as a
@@ -224,6 +260,7 @@ impl Log for ReplicatedLog {
                 return Err(not_leader());
             }
             state.last += 1;
+            state.last_id = id;
             let stream = state.last;
             state.pending.push_back(Pending { stream, first, head: first + count - 1, ack });
         }
@@ -234,20 +271,38 @@ impl Log for ReplicatedLog {
         let pending = std::mem::take(&mut self.state().pending);
         let mut confirmed = None;
         for p in pending {
-            match self.runtime.block_on(p.ack.into_future()) {
-                Ok(ack) if ack.sequence == p.stream => confirmed = Some((p.stream, p.head)),
-                Ok(ack) => {
+            let confirming =
+                async { tokio::time::timeout(JETSTREAM_TIMEOUT + CALL_TIMEOUT, p.ack.into_future()).await };
+            match self.runtime.block_on(confirming) {
+                Ok(Ok(ack)) if ack.sequence == p.stream => confirmed = Some((p.stream, p.head)),
+                Ok(Ok(ack)) => {
                     self.state().leading = false;
-                    return Err(replication(format!(
+                    return Err(unknown(format!(
                         "the stream stored a batch as message {} where {} was expected",
                         ack.sequence, p.stream
                     )));
                 }
-                Err(error) => {
-                    // Fenced off (another leader appended), or no answer in time: this node
-                    // rolls back to what it knows is in the stream and follows from there.
+                // Fenced off (another leader appended), or no stream to take it: this node
+                // rolls back to what it knows is in the stream and follows from there.
+                Ok(Err(error))
+                    if matches!(
+                        error.kind(),
+                        jetstream::context::PublishErrorKind::WrongLastSequence
+                            | jetstream::context::PublishErrorKind::StreamNotFound
+                    ) =>
+                {
                     self.state().leading = false;
-                    return Err(replication(format!("the stream did not confirm a batch: {error}")));
+                    return Err(not_stored(format!("the stream refused a batch: {error}")));
+                }
+                // No answer in time (or another failure): the stream may hold it; this node
+                // reads it back as a follower if it does.
+                Ok(Err(error)) => {
+                    self.state().leading = false;
+                    return Err(unknown(format!("the stream did not confirm a batch: {error}")));
+                }
+                Err(_) => {
+                    self.state().leading = false;
+                    return Err(unknown("the stream did not confirm a batch in time"));
                 }
             }
         }

@@ -26,10 +26,17 @@
 //! The embedded single node on sled stays the default: without `--cluster` none of this
 //! runs.
 
+mod follow;
+mod join;
+mod lead;
+mod life;
 mod log;
+mod nats;
 mod node;
+mod reads;
 mod snapshots;
 mod tokens;
 mod wire;
 
-pub(crate) use node::{Cluster, JoinError, Joined, join};
+pub(crate) use join::{JoinError, Joined, join};
+pub(crate) use node::Cluster;

@@ -58,11 +58,16 @@ pub(crate) struct Snapshots {
     bucket: ObjectStore,
     /// Events between two snapshots (0: this node takes none).
     every: u64,
+    /// The head of the newest snapshot this node knows of: until its head is `every` past
+    /// it, no snapshot can be due, and the bucket is not listed (a listing is a consumer of
+    /// the bucket's stream, which the servers make and replicate: every few seconds on
+    /// every node, that load slowed their recovery from a fault).
+    known: std::sync::atomic::AtomicU64,
 }
 
 impl Snapshots {
     pub(super) fn new(bucket: ObjectStore, every: u64) -> Snapshots {
-        Snapshots { bucket, every }
+        Snapshots { bucket, every, known: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// The snapshots in the bucket, oldest first.
@@ -89,6 +94,11 @@ impl Snapshots {
         if self.every == 0 {
             return false;
         }
+        let every = if leading { self.every.saturating_mul(2) } else { self.every };
+        let known = self.known.load(std::sync::atomic::Ordering::Relaxed);
+        if head < known.saturating_add(every) {
+            return false;
+        }
         let newest = match self.newest().await {
             Ok(newest) => newest.map_or(0, |s| s.head),
             Err(error) => {
@@ -96,7 +106,7 @@ impl Snapshots {
                 return false;
             }
         };
-        let every = if leading { self.every.saturating_mul(2) } else { self.every };
+        self.known.fetch_max(newest, std::sync::atomic::Ordering::Relaxed);
         head >= newest.saturating_add(every)
     }
 
@@ -111,6 +121,7 @@ impl Snapshots {
             let listed = Listed { stream: position.stream, head: exported.head };
             let mut file = tokio::fs::File::open(&path).await.map_err(|e| format!("{}: {e}", path.display()))?;
             self.bucket.put(listed.name().as_str(), &mut file).await.map_err(|e| format!("uploading: {e}"))?;
+            self.known.fetch_max(listed.head, std::sync::atomic::Ordering::Relaxed);
             Ok(listed)
         }
         .await;
@@ -159,7 +170,7 @@ pub(super) async fn lowest_position(nodes: &kv::Store) -> Option<u64> {
         let value = nodes.get(key.ok()?).await.ok()?;
         // Gone since the keys were listed: it is not running.
         let Some(value) = value else { continue };
-        let beat: super::node::Heartbeat = serde_json::from_slice(&value).ok()?;
+        let beat: super::wire::Heartbeat = serde_json::from_slice(&value).ok()?;
         lowest = lowest.min(beat.applied);
     }
     Some(lowest)

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::node::CREATE_TIMEOUT;
+use super::nats::{CALL_TIMEOUT, CREATE_TIMEOUT, bounded};
 use crate::auth::{self, Stored, Tokens};
 
 /// The key of the bucket that holds the list.
@@ -83,31 +83,60 @@ impl TokenSync {
     /// file loses its last token while the cluster keeps others is not locked.
     pub(crate) async fn run(mut self, tokens: std::sync::Arc<Tokens>, leave: CancellationToken) {
         tokens.follow(self.base.clone());
-        let mut watch = match self.kv.watch(KEY).await {
-            Ok(watch) => watch,
-            Err(error) => {
-                tracing::error!(%error, "cannot watch the cluster's tokens: this node's stay as they are");
-                return;
-            }
-        };
         let mut every = tokio::time::interval(auth::RELOAD_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                Some(entry) = watch.next() => match entry.map_err(|e| e.to_string()).and_then(|e| decode(&e.value)) {
-                    Ok(theirs) => {
-                        tokens.follow(theirs.clone());
-                        self.take(theirs);
+        // The newest revision of the list taken, and the watch that brings the next ones:
+        // made again whenever it fails or ends (a server paused, a consumer lost), and
+        // backed by a read of the list every few ticks, so that a change is never missed
+        // for good.
+        let mut taken = 0;
+        let mut watch: Option<kv::Watch> = None;
+        for tick in 0u64.. {
+            if watch.is_none() {
+                watch = match bounded("watching the cluster's tokens", CALL_TIMEOUT, self.kv.watch(KEY)).await {
+                    Ok(watch) => Some(watch),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot watch the cluster's tokens; trying again");
+                        None
                     }
-                    Err(error) => tracing::warn!(%error, "reading the cluster's tokens failed"),
+                };
+            }
+            tokio::select! {
+                entry = next(&mut watch) => match entry {
+                    Some(Ok(entry)) => self.follow_entry(entry, &tokens, &mut taken),
+                    Some(Err(error)) => tracing::warn!(%error, "reading the cluster's tokens failed"),
+                    None => {
+                        tracing::warn!("the watch of the cluster's tokens ended; watching again");
+                        watch = None;
+                    }
                 },
                 _ = every.tick() => {
                     if let Err(error) = self.give(&tokens).await {
                         tracing::warn!(%error, "publishing this node's token changes failed; retrying");
                     }
+                    if tick % 5 == 0
+                        && let Ok(Some(entry)) = bounded("reading the cluster's tokens", CALL_TIMEOUT, self.kv.entry(KEY)).await
+                    {
+                        self.follow_entry(entry, &tokens, &mut taken);
+                    }
                 }
                 () = leave.cancelled() => return,
             }
+        }
+    }
+
+    /// The cluster's list as `entry` holds it, unless an as new one was taken already.
+    fn follow_entry(&mut self, entry: kv::Entry, tokens: &Tokens, taken: &mut u64) {
+        if entry.revision <= *taken {
+            return;
+        }
+        match decode(&entry.value) {
+            Ok(theirs) => {
+                *taken = entry.revision;
+                tokens.follow(theirs.clone());
+                self.take(theirs);
+            }
+            Err(error) => tracing::warn!(%error, "reading the cluster's tokens failed"),
         }
     }
 
@@ -154,6 +183,14 @@ impl TokenSync {
         tokens.follow(merged.clone());
         self.base = merged;
         Ok(())
+    }
+}
+
+/// The watch's next entry; never, while there is no watch.
+async fn next(watch: &mut Option<kv::Watch>) -> Option<Result<kv::Entry, kv::WatcherError>> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
     }
 }
 

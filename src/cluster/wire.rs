@@ -1,5 +1,6 @@
 //! What the nodes send each other through NATS: a batch as one message of the replicated
-//! log, and a write forwarded from a follower to the leader with its outcome.
+//! log, a write forwarded from a follower to the leader with its outcome, and a node's
+//! heartbeat.
 
 use async_nats::HeaderMap;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -73,12 +74,32 @@ pub(super) fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Appl
     Ok(Applied { first, frames, records, expired: keys.expired })
 }
 
+/// The id (`Nats-Msg-Id`) of the message `node` publishes in its term `term` as message
+/// `stream` of the log: the next message of the same leader expects it
+/// (`Nats-Expected-Last-Msg-Id`; see `log`).
+pub(super) fn message_id(node: &str, term: u64, stream: u64) -> String {
+    format!("{node}.{term:016x}.{stream}")
+}
+
+/// What a node's heartbeat says (the value of its key in the nodes bucket).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Heartbeat {
+    pub(super) node: String,
+    /// The last message of the log it applied: the log is never trimmed above it.
+    pub(super) applied: u64,
+}
+
 /// A write a follower forwards to the leader: the command, already bound to its caller.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Forwarded {
     pub(super) cmd: Command,
     #[serde(default)]
     pub(super) idempotency: Option<String>,
+}
+
+/// A forwarded write, read from its request.
+pub(super) fn forwarded(request: &async_nats::Message) -> Result<Forwarded, String> {
+    serde_json::from_slice(&request.payload).map_err(|e| format!("unreadable: {e}"))
 }
 
 #[cfg(test)]

@@ -55,7 +55,10 @@ pub(super) fn unavailable(error: &dyn std::fmt::Display) -> WriteError {
 
 /// What a caller is told when storing its batch failed.
 pub(super) fn store_failed(error: &StoreError, dir: &Path) -> WriteError {
-    if error.is_disk_full() {
+    if let StoreError::Replication(replication) = error {
+        // Already in the caller's terms, and not always "not stored".
+        WriteError::Unavailable(replication.to_string())
+    } else if error.is_disk_full() {
         WriteError::DiskFull(format!(
             "write not stored: the disk holding {} is full; free space there and retry (reads still work)",
             dir.display()

@@ -92,9 +92,20 @@ impl Syncer {
             match result {
                 Ok(()) => self.publish(batches),
                 Err(error) => {
-                    tracing::error!(%error, "sync failed; the unsynced batches are rolled back");
+                    let store = match &error {
+                        crate::store::StoreError::Replication(replication) => {
+                            tracing::warn!(
+                                ?replication,
+                                "the replicated log did not confirm; the batches are rolled back"
+                            );
+                            false
+                        }
+                        _ => {
+                            tracing::error!(%error, "sync failed; the unsynced batches are rolled back");
+                            true
+                        }
+                    };
                     failed = true;
-                    let store = !matches!(error, crate::store::StoreError::Replication(_));
                     self.shared.store_broken.store(store, Ordering::Release);
                     self.shared.failed.store(true, Ordering::Release);
                     for b in batches {

@@ -402,8 +402,8 @@ impl Sequencer {
         if let Err(error) = stored {
             // Nothing of this batch is answered as done; the syncer will not be asked to
             // make it durable. Undo what may have reached sled, and the model.
-            if let StoreError::Replication(_) = error {
-                tracing::warn!(%error, "the replicated log refused a batch; it is rolled back");
+            if let StoreError::Replication(replication) = &error {
+                tracing::warn!(?replication, "the replicated log did not take a batch; it is rolled back");
             } else {
                 tracing::error!(%error, "writing a batch failed; it is rolled back");
                 self.broken.get_or_insert_with(Instant::now);

@@ -37,10 +37,9 @@ pub(crate) enum StoreError {
         /// The `seq` the batch starts at.
         got: Seq,
     },
-    /// The replicated log (a cluster's) did not take or confirm a batch: this node is not
-    /// (or no longer) the leader, or the NATS servers did not answer.
-    #[error("replication: {0}")]
-    Replication(String),
+    /// The replicated log (a cluster's) did not take or confirm a batch.
+    #[error("{0}")]
+    Replication(#[from] Replication),
     /// A stored value does not decode: the data dir is damaged.
     #[error("corrupt value in tree {tree}: {error}")]
     Corrupt {
@@ -60,4 +59,29 @@ impl StoreError {
         };
         io.kind() == std::io::ErrorKind::StorageFull
     }
+}
+
+/// Why a cluster's replicated log did not take a batch, told in the terms of the callers
+/// whose writes it held (never a NATS code: that is the detail, for the log).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Replication {
+    /// Not stored: this node does not lead (any more), or the stream refused the batch
+    /// because another node appended since (it leads now).
+    #[error(
+        "the cluster's leader changed while your write was in flight; it was not stored; retry (with the same \
+         Idempotency-Key if you sent one)"
+    )]
+    NotStored {
+        /// What happened, for the operator.
+        detail: String,
+    },
+    /// The stream did not confirm the batch in time: it may hold it.
+    #[error(
+        "outcome unknown: the cluster did not confirm your write in time, so it may or may not have been stored; \
+         retry with the same Idempotency-Key"
+    )]
+    Unknown {
+        /// What happened, for the operator.
+        detail: String,
+    },
 }

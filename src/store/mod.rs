@@ -38,6 +38,7 @@ use std::sync::Arc;
 pub(crate) use archive::Archive;
 pub(crate) use chat::History;
 pub(crate) use db::{Db, StoreError};
+pub(crate) use error::Replication;
 pub(crate) use log::{Carried, CommandEnd, DiskLog, Log, decode_batch, encode_batch};
 pub(crate) use snapshot::{export, import};
 pub(crate) use views::{ClusterPosition, Views};

@@ -226,8 +226,12 @@ pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 
 /// The caller, from `Authorization: Bearer <token>`: refused (401) at once where tokens
 /// are on and the token is missing or not issued. Every handler that reaches the broker
-/// takes one; a handler without it cannot call an operation.
+/// takes one; a handler without it cannot call an operation. With it, the last event the
+/// client has seen, from `Muster-After` (a read waits until the node has applied it).
 pub(crate) struct Auth(pub(crate) Caller);
+
+/// Request header: the last `seq` the client has seen (every response's `Muster-Seq`).
+pub(crate) const AFTER: &str = "muster-after";
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = HttpError;
@@ -238,6 +242,17 @@ impl FromRequestParts<AppState> for Auth {
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"))
             .and_then(|v| v.strip_prefix("Bearer "));
-        Ok(Auth(state.broker.authenticate(bearer)?))
+        let caller = state.broker.authenticate(bearer)?;
+        match parts.headers.get(AFTER) {
+            None => Ok(Auth(caller)),
+            // A seq is at most i64::MAX (JSON's and the API description's integers).
+            Some(after) => {
+                match after.to_str().ok().and_then(|v| v.trim().parse::<i64>().ok()).and_then(|v| u64::try_from(v).ok())
+                {
+                    Some(seq) => Ok(Auth(caller.having_seen(seq))),
+                    None => Err(ApiError::invalid("Muster-After", "must be an event's seq (a whole number)").into()),
+                }
+            }
+        }
     }
 }

@@ -108,10 +108,20 @@ fn common_errors(api: &mut utoipa::openapi::OpenApi) {
             "The request cannot apply to the current state (see `error.code`), or its Idempotency-Key was used for another request",
         ),
     ];
-    for item in api.paths.paths.values_mut() {
+    // Reads of the broker's state: every GET but the WebSocket, the pages and files, and
+    // what says nothing about the state.
+    let stateless = ["/health", "/capabilities", "/openapi.json"];
+    for (path, item) in api.paths.paths.iter_mut() {
         let ops = [(&mut item.get, false), (&mut item.post, true), (&mut item.patch, true)];
         for (op, write) in ops {
             let Some(op) = op else { continue };
+            let page = op.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == "dashboard"));
+            if !write && !page && !stateless.contains(&path.as_str()) && !op.responses.responses.contains_key("101") {
+                op.parameters.get_or_insert_with(Vec::new).push(after());
+                let unavailable = "A cluster node could not make its state current in time for this read (it has not \
+                                   applied `Muster-After`, or the leader's head, or it may have lost its lease); retry";
+                op.responses.responses.entry("503".to_owned()).or_insert_with(|| error(unavailable).into());
+            }
             let has_input = write || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
             if !has_input || op.responses.responses.contains_key("101") {
                 continue;
@@ -128,6 +138,26 @@ fn common_errors(api: &mut utoipa::openapi::OpenApi) {
             op.responses.responses.entry("431".to_owned()).or_insert_with(|| head.build().into());
         }
     }
+}
+
+/// The `Muster-After` header of a read (see `extract::Auth`).
+fn after() -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ParameterBuilder::new()
+        .name("Muster-After")
+        .parameter_in(ParameterIn::Header)
+        .description(Some(
+            "The last `seq` this client has seen (any response's `Muster-Seq`): on a cluster's node the read waits \
+             until the node has applied it (bounded, then 503), so that it is never older than what the client saw.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64))),
+        ))
+        .build()
 }
 
 /// The whole application, ready to serve.
@@ -169,8 +199,11 @@ async fn method_not_allowed(
     .into()
 }
 
-/// What every response gets: counted in `/metrics`, and `X-Content-Type-Options: nosniff`
-/// (a browser never reads a JSON error or a text body as a script or a page).
+/// What every response gets: counted in `/metrics`, `X-Content-Type-Options: nosniff` (a
+/// browser never reads a JSON error or a text body as a script or a page), and `Muster-Seq`:
+/// the last event this node had applied when it answered (so at least any write the answer
+/// reports), which a client sends back as `Muster-After` so that its next read, through
+/// any node of a cluster, is not older than what it has seen.
 async fn every_response(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: axum::extract::Request,
@@ -178,8 +211,11 @@ async fn every_response(
 ) -> axum::response::Response {
     let mut response = next.run(req).await;
     state.metrics.http_response(response.status().as_u16());
-    response
-        .headers_mut()
-        .insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    let headers = response.headers_mut();
+    headers.insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    headers.insert(SEQ, axum::http::HeaderValue::from(state.broker.head()));
     response
 }
+
+/// Response header: see [`every_response`].
+const SEQ: &str = "muster-seq";

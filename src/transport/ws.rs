@@ -334,7 +334,7 @@ impl Session {
                 return self.reply(Reply::error(e.id, e.error));
             }
         };
-        let id = request.id;
+        let (id, after) = (request.id, request.after);
         let key = request.idempotency_key.map(IdempotencyKey);
         let broker = &self.state.broker;
         match (request.op, &self.opened) {
@@ -351,11 +351,11 @@ impl Session {
             (_, None) => self.reply(Reply::error(Some(id), invalid("op", "send hello first"))),
             (Op::Subscribe(t), Some((session, subscription))) => {
                 let topics = api::feed::add_topics(broker, session.caller(), subscription, &t.topics);
-                push_reply(&self.outbox, id, topics.map(|all| topics_json(&all)));
+                push_reply(&self.outbox, id, topics.map(|all| topics_json(&all)), broker.head());
             }
             (Op::Unsubscribe(t), Some((session, subscription))) => {
                 let topics = api::feed::remove_topics(broker, session.caller(), subscription, &t.topics);
-                push_reply(&self.outbox, id, topics.map(|all| topics_json(&all)));
+                push_reply(&self.outbox, id, topics.map(|all| topics_json(&all)), broker.head());
             }
             (op, Some((session, _))) => {
                 // Writes wait for the disk: run them beside the reader, a bounded number
@@ -363,11 +363,11 @@ impl Session {
                 let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
                 let (broker, outbox, session) = (Arc::clone(broker), Arc::clone(&self.outbox), Arc::clone(session));
                 tokio::spawn(async move {
-                    let result = execute(&broker, &session, op, key).await;
+                    let result = execute(&broker, &session, op, key, after).await;
                     // The session before the permit: once every permit is back, the
                     // reader holds the only reference and can close the session.
                     drop(session);
-                    push_reply(&outbox, id, result);
+                    push_reply(&outbox, id, result, broker.head());
                     drop(permit);
                 });
             }
@@ -398,7 +398,7 @@ impl Session {
         };
         let welcome = serde_json::to_vec(&welcome).map_err(|e| ApiError::internal(e.to_string()))?;
         self.opened = Some((Arc::new(session), subscription));
-        self.link.send(Control::Start(Box::new((ok_frame(id, &welcome), feed))));
+        self.link.send(Control::Start(Box::new((ok_frame(id, &welcome, None), feed))));
         Ok(())
     }
 }
@@ -410,8 +410,11 @@ async fn execute(
     session: &api::session::Session,
     op: Op,
     key: Option<IdempotencyKey>,
+    after: Option<muster_protocol::Seq>,
 ) -> Result<Bytes, ApiError> {
-    let caller = session.caller();
+    // Cloned only for a request that says what it has seen.
+    let having_seen = after.map(|seq| session.caller().clone().having_seen(seq));
+    let caller = having_seen.as_ref().unwrap_or(session.caller());
     Ok(match op {
         Op::Hello(_) | Op::Subscribe(_) | Op::Unsubscribe(_) => {
             return Err(ApiError::invalid("op", "handled by the connection, not here"));
@@ -488,10 +491,11 @@ fn invalid(field: &str, message: impl std::fmt::Display) -> ErrorInfo {
     ApiError::invalid(field, message).0
 }
 
-/// `{"re": id, "ok": true, "data": <data>}`, around data already serialized.
-fn ok_frame(id: u64, data: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(data.len() + 40);
-    frame.extend_from_slice(format!("{{\"re\":{id},\"ok\":true,\"data\":").as_bytes());
+/// `{"re": id, "ok": true, "head"?: head, "data": <data>}`, around data already serialized.
+fn ok_frame(id: u64, data: &[u8], head: Option<muster_protocol::Seq>) -> Bytes {
+    let mut frame = Vec::with_capacity(data.len() + 60);
+    let head = head.map(|h| format!("\"head\":{h},")).unwrap_or_default();
+    frame.extend_from_slice(format!("{{\"re\":{id},\"ok\":true,{head}\"data\":").as_bytes());
     frame.extend_from_slice(data);
     frame.push(b'}');
     Bytes::from(frame)
@@ -502,11 +506,11 @@ fn encode(reply: &Reply) -> Bytes {
     Bytes::from(serde_json::to_vec(reply).unwrap_or_default())
 }
 
-/// Queues an operation's reply.
-fn push_reply(outbox: &Outbox, id: u64, result: Result<Bytes, ApiError>) {
+/// Queues an operation's reply, with the node's `head` when it answered.
+fn push_reply(outbox: &Outbox, id: u64, result: Result<Bytes, ApiError>, head: muster_protocol::Seq) {
     let frame = match result {
-        Ok(data) => ok_frame(id, &data),
-        Err(ApiError(error)) => encode(&Reply::error(Some(id), error)),
+        Ok(data) => ok_frame(id, &data, Some(head)),
+        Err(ApiError(error)) => encode(&Reply { head: Some(head), ..Reply::error(Some(id), error) }),
     };
     // If the outbox overflowed or closed, the connection is going away anyway.
     outbox.push(frame);

@@ -102,6 +102,42 @@ pub struct Cluster {
     pub extra: Vec<String>,
 }
 
+impl Drop for Cluster {
+    /// A test that failed leaves the logs (every node's and nats-server's) in a directory
+    /// of their own, named on stderr, and shows each node's last lines.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kept =
+            std::env::temp_dir().join(format!("muster-cluster-failed-{}-{:08x}", std::process::id(), rand_u32()));
+        let _ = std::fs::create_dir_all(&kept);
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let _ = std::fs::copy(&path, kept.join(entry.file_name()));
+            }
+        }
+        for i in 0..self.addrs.len() {
+            let log = std::fs::read_to_string(self.data_dir(i).with_extension("log")).unwrap_or_default();
+            // The node's own story, not each refused request's.
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("request failed")).rev().take(30).collect();
+            eprintln!("--- node-{i}, its last lines:");
+            for line in tail.iter().rev() {
+                eprintln!("{}", line.chars().take(300).collect::<String>());
+            }
+        }
+        eprintln!("--- the cluster's logs are kept in {}", kept.display());
+    }
+}
+
+/// A random number, for a directory's name.
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    nanos.subsec_nanos()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -153,6 +189,20 @@ impl Cluster {
         }
         cluster.leader().await;
         Some(cluster)
+    }
+
+    /// The nats-server (its index in `nats`) that leads JetStream's copies of `stream`
+    /// (`muster-log`, `KV_muster-leader`, ...), as the servers say; `None` while none does.
+    pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let asking = async {
+            let urls: Vec<async_nats::ServerAddr> = self.urls().split(',').filter_map(|u| u.parse().ok()).collect();
+            let client = async_nats::connect(urls).await.ok()?;
+            let mut info = async_nats::jetstream::new(client).get_stream(stream).await.ok()?;
+            let leader = info.info().await.ok()?.cluster.as_ref()?.leader.clone()?;
+            let n: usize = leader.strip_prefix("nats-")?.parse().ok()?;
+            Some(n - 1)
+        };
+        tokio::time::timeout(Duration::from_secs(3), asking).await.ok().flatten()
     }
 
     pub fn urls(&self) -> String {

@@ -66,8 +66,9 @@ const makers = {
   'files.who.json': (c) => c.whoHasFiles('git.example.com/acme/app', ['src/auth/session.rs', 'README.md']),
 };
 
-/** @param {any} frame */
-function withoutId({ id, ...rest }) {
+/** The frame without what varies from run to run: its `id` and `after` (checked by the
+ * callers). @param {any} frame */
+function withoutId({ id, after, ...rest }) {
   assert.equal(typeof id, 'number');
   return rest;
 }
@@ -96,6 +97,7 @@ test('the client sends exactly the golden client frames', async (t) => {
 
   for (const { name, frame } of frames) {
     log.sent.length = 0;
+    const seen = client.seen;
     // The broker answers each, often with an error (T-12 does not exist, hello was already
     // sent), but never because of the frame's shape: it parses frames strictly.
     await makers[name](client).catch((error) => {
@@ -104,7 +106,11 @@ test('the client sends exactly the golden client frames', async (t) => {
     });
     assert.equal(log.sent.length, 1, name);
     assert.deepEqual(withoutId(log.sent[0]), withoutId(frame), name);
+    // Every request says the newest event the client has seen (the welcome's head, then
+    // each reply's).
+    if (name !== 'hello.json') assert.equal(log.sent[0].after, seen, name);
   }
+  assert.equal(typeof client.seen, 'number');
 });
 
 test('the client takes each golden server frame as the right kind', async (t) => {
@@ -133,6 +139,7 @@ test('the client takes each golden server frame as the right kind', async (t) =>
     client._handleFrame({ ...frame, re: log.sent[0].id });
     if (frame.ok) {
       assert.deepEqual(await call, name === 'reply.task.json' ? frame.data.task : frame.data, name);
+      if ('head' in frame) assert.ok(client.seen >= frame.head, `${name}: a reply's head is seen`);
     } else {
       await assert.rejects(call, (error) => {
         assert.ok(error instanceof MusterError, name);

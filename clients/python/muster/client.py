@@ -238,6 +238,10 @@ class Muster:
         self._topics: list[str] = list(topics)
         self._last_seq: int | None = since
         self._epoch: str | None = epoch if since is not None else None
+        # The newest event seen in any answer (a reply's head, an event's seq): sent with every
+        # request as ``after``, so that a read through another node of a cluster is never older
+        # than what this client has seen.
+        self._seen: int | None = None
         self._status: Status = "connecting"
         self._ws: ClientConnection | None = None
         self._welcomed = False
@@ -311,6 +315,16 @@ class Muster:
     def epoch(self) -> str | None:
         """The broker's data dir epoch, once connected."""
         return self._epoch
+
+    @property
+    def seen(self) -> int | None:
+        """The newest event this client has seen in any reply or event (sent as ``after``
+        with every request); None before the first welcome."""
+        return self._seen
+
+    def _see(self, seq: int | None) -> None:
+        if seq is not None and (self._seen is None or seq > self._seen):
+            self._seen = seq
 
     @property
     def welcome(self) -> Welcome | None:
@@ -454,6 +468,9 @@ class Muster:
         resumed = since is not None and welcome.recovered and not epoch_changed
         welcome.resumed = resumed
         self._welcome = welcome
+        if epoch_changed:
+            self._seen = None  # what was seen of another history says nothing about this one
+        self._see(welcome.head)
         self._epoch = welcome.epoch
         if welcome.topics:
             self._topics = list(welcome.topics)
@@ -483,6 +500,7 @@ class Muster:
                     if self._last_seq is not None and frame.seq <= self._last_seq:
                         continue
                     self._last_seq = frame.seq
+                    self._see(frame.seq)
                     self._deliver(frame)
         except ConnectionClosed as closed:
             return str(closed)
@@ -491,6 +509,7 @@ class Muster:
         return f"closed {ws.close_code}: {ws.close_reason}" if ws.close_code else "closed"
 
     def _on_reply(self, reply: Reply) -> None:
+        self._see(reply.head)
         if reply.re is None:
             return  # an answer to a frame too broken to have an id: nothing waits for it
         future = self._pending.pop(reply.re, None)
@@ -533,6 +552,8 @@ class Muster:
         frame["op"] = op
         if idempotency_key is not None:
             frame["idempotencyKey"] = idempotency_key
+        if self._seen is not None:
+            frame["after"] = self._seen
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:

@@ -58,6 +58,11 @@ def _int(d: JSON, key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _opt_int(d: JSON, key: str) -> int | None:
+    value = d.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _bool(d: JSON, key: str) -> bool:
     return d.get(key) is True
 
@@ -463,12 +468,14 @@ class Event:
 @dataclass
 class Reply:
     """The answer to a request: ``re`` is the request's ``id`` (None for a frame too broken
-    to have one); ``data`` on success, ``error`` on failure."""
+    to have one); ``data`` on success, ``error`` on failure; ``head`` the last event the
+    node had applied when it answered (sent back as a request's ``after``)."""
 
     re: int | None
     ok: bool
     data: Any
     error: JSON | None
+    head: int | None = None
 
     @classmethod
     def from_json(cls, d: Any) -> Reply:
@@ -480,6 +487,7 @@ class Reply:
             ok=d.get("ok") is True,
             data=d.get("data"),
             error=error if isinstance(error, dict) else None,
+            head=_opt_int(d, "head"),
         )
 
 

@@ -139,6 +139,10 @@ class Client:
     def epoch(self) -> str | None:
         return self._async.epoch
 
+    @property
+    def seen(self) -> int | None:
+        return self._async.seen
+
     @overload
     def events(self, *, resync: Literal["raise"] = "raise") -> Iterator[Event]: ...
 

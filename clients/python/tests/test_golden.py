@@ -52,6 +52,7 @@ class FakeBroker:
         self.frames: list[dict[str, Any]] = []
         self.events = events or []
         self.topics: list[str] = []
+        self.head = 131
 
     async def handler(self, ws: ServerConnection) -> None:
         async for text in ws:
@@ -74,12 +75,15 @@ class FakeBroker:
                 data = {"topics": self.topics}
             else:
                 data = ANSWERS[op]
-            await ws.send(json.dumps({"re": frame["id"], "ok": True, "data": data}))
+            self.head += 1
+            await ws.send(json.dumps({"re": frame["id"], "ok": True, "head": self.head, "data": data}))
 
 
 def without_id(frame: dict[str, Any]) -> dict[str, Any]:
+    """The frame without what varies from run to run: its ``id`` and ``after`` (checked by
+    the callers)."""
     assert isinstance(frame["id"], int)
-    return {k: v for k, v in frame.items() if k != "id"}
+    return {k: v for k, v in frame.items() if k not in ("id", "after")}
 
 
 Maker = Callable[[muster.Muster, dict[str, Any]], Awaitable[Any]]
@@ -143,9 +147,14 @@ async def _send_all_golden_frames(frames: dict[str, dict[str, Any]]) -> None:
                 if name == "hello.json":
                     continue
                 fake.frames.clear()
+                seen = client.seen
                 await MAKERS[name](client, frame)
                 assert len(fake.frames) == 1, name
                 assert without_id(fake.frames[0]) == without_id(frame), name
+                # Every request says the newest event the client has seen (the welcome's head,
+                # then each reply's).
+                assert fake.frames[0]["after"] == seen, name
+                assert client.seen == fake.head, name
 
 
 def test_every_golden_server_frame_parses_into_the_right_type() -> None:
@@ -163,6 +172,8 @@ def test_every_golden_server_frame_parses_into_the_right_type() -> None:
     w = muster.Welcome.from_json(muster.Reply.from_json(welcome).data)
     assert (w.epoch, w.head, w.recovered, w.agent, w.topics) == ("3f2a9c1d5e7b8a60", 131, True, "link", ["inbox:link", "tasks"])
 
+    assert muster.Reply.from_json(SERVER["reply.task.json"]).head == 140
+    assert muster.Reply.from_json(SERVER["reply.conflict.json"]).head is None
     task = muster.Task.from_json(SERVER["reply.task.json"]["data"]["task"])
     assert (task.id, task.status, task.priority, task.created_by, task.last_token) == ("T-12", "doing", "P1", "kai", 3)
     assert task.claim == muster.Claim(agent="link", token=3, at="2026-11-25T10:02:00Z")
@@ -255,7 +266,7 @@ async def _keys() -> None:
         async with muster.connect(f"http://127.0.0.1:{port}", agent="link") as m:
             fake.frames.clear()
             await m.claim(12, idempotency_key="k-1")
-            assert fake.frames[-1] == {"id": fake.frames[-1]["id"], "op": "task.claim", "task": "T-12", "idempotencyKey": "k-1"}
+            assert without_id(fake.frames[-1]) == {"op": "task.claim", "task": "T-12", "idempotencyKey": "k-1"}
             await m.claim("T-12")
             assert "idempotencyKey" not in fake.frames[-1]
             with pytest.raises(muster.Invalid):  # a read takes no key

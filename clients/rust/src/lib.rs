@@ -209,6 +209,10 @@ impl Events {
 struct Position {
     epoch: Option<String>,
     last_seq: Option<Seq>,
+    /// The newest event this client has seen in any answer (a reply's `head`, an event):
+    /// sent with every request as `after`, so that a read through another node of a cluster
+    /// is never older than what this client has seen.
+    seen: Option<Seq>,
     /// Why the session ended for good, if it did (what later calls are told).
     ended: Option<Error>,
 }
@@ -249,8 +253,12 @@ impl Client {
     fn spawn(options: Options, first: Option<oneshot::Sender<Result<(), Error>>>) -> (Client, Events) {
         let (calls, calls_rx) = mpsc::channel(CALL_BUFFER);
         let (events, events_rx) = mpsc::channel(EVENT_BUFFER);
-        let position =
-            Arc::new(Mutex::new(Position { epoch: options.epoch.clone(), last_seq: options.since, ended: None }));
+        let position = Arc::new(Mutex::new(Position {
+            epoch: options.epoch.clone(),
+            last_seq: options.since,
+            seen: None,
+            ended: None,
+        }));
         let topics = options.topics.iter().cloned().collect();
         let (listeners, _) = broadcast::channel(LISTEN_BUFFER);
         let session = Session {
@@ -274,6 +282,12 @@ impl Client {
     /// The `seq` of the last event received (or the head at connection).
     pub fn last_seq(&self) -> Option<Seq> {
         self.lock().last_seq
+    }
+
+    /// The newest event this client has seen in any reply or event: sent with every request
+    /// as `after`, so that a read through another node of a cluster is never older.
+    pub fn seen(&self) -> Option<Seq> {
+        self.lock().seen
     }
 
     /// Why the session ended for good ([`Error::Revoked`]), if it did.
@@ -636,7 +650,7 @@ impl Session {
             epoch,
             human: self.options.human,
         };
-        let frame = serde_json::to_string(&Request { id: 0, idempotency_key: None, op: Op::Hello(hello) })
+        let frame = serde_json::to_string(&Request { id: 0, idempotency_key: None, after: None, op: Op::Hello(hello) })
             .map_err(|e| Failed::Unreachable(e.to_string()))?;
         socket.send(Message::text(frame)).await.map_err(|e| Failed::Unreachable(e.to_string()))?;
         let welcome: Welcome = loop {
@@ -655,6 +669,11 @@ impl Session {
         };
         let notice = {
             let mut p = self.position();
+            // What was seen of another history says nothing about this one.
+            if p.epoch.as_ref() != Some(&welcome.epoch) {
+                p.seen = None;
+            }
+            p.seen = p.seen.max(Some(welcome.head));
             p.epoch = Some(welcome.epoch.clone());
             match (since, welcome.recovered) {
                 (Some(_), true) => Notice::Resumed { head: welcome.head },
@@ -688,7 +707,8 @@ impl Session {
                     let sets_topics = matches!(op, Op::Subscribe(_) | Op::Unsubscribe(_));
                     let id = next_id;
                     next_id += 1;
-                    let frame = match serde_json::to_string(&Request { id, idempotency_key: None, op }) {
+                    let after = self.position().seen;
+                    let frame = match serde_json::to_string(&Request { id, idempotency_key: None, after, op }) {
                         Ok(frame) => frame,
                         Err(e) => {
                             let _ = reply.send(Err(Error::Protocol(e.to_string())));
@@ -704,6 +724,10 @@ impl Session {
                 frame = socket.next() => match frame {
                     Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(text.as_str()) {
                         Ok(ServerFrame::Reply(reply)) => {
+                            if reply.head.is_some() {
+                                let mut position = self.position();
+                                position.seen = position.seen.max(reply.head);
+                            }
                             let Some((waiting, sets_topics)) = reply.re.and_then(|re| pending.remove(&re)) else { continue };
                             let answer = match (reply.ok, reply.data, reply.error) {
                                 (true, Some(data), _) => {
@@ -725,6 +749,7 @@ impl Session {
                                     continue;
                                 }
                                 position.last_seq = Some(event.seq);
+                                position.seen = position.seen.max(Some(event.seq));
                             }
                             self.notify(Notice::Event(event)).await;
                         }

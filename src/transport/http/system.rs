@@ -13,10 +13,21 @@ use crate::transport::extract::{Auth, MAX_BODY};
 use crate::transport::response::{HttpError, ok};
 use crate::transport::state::AppState;
 
-/// Liveness, version, epoch and head.
-#[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health)))]
+/// Liveness, version, epoch and head: 503 (same body) while a cluster has had no leader
+/// for longer than two leases.
+#[utoipa::path(get, path = "/health", tag = "system", responses(
+    (status = 200, body = Health),
+    (status = 503, body = Health, description = "A cluster node whose cluster has had no leader for longer than two leases"),
+))]
 pub(crate) async fn health(State(app): State<AppState>) -> Response {
-    ok(api::system::health(&app.broker).await)
+    let health = api::system::health(&app.broker).await;
+    let healthy = health.status == "ok";
+    let mut response = ok(health);
+    if !healthy {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// Prometheus metrics.

@@ -1,0 +1,161 @@
+//! Leading: the node that holds the lease takes forwarded writes and answers its head,
+//! and renews the lease every quarter of a lease, until it loses it, a batch of its is
+//! fenced off, the lease could not be renewed for a whole lease, or the broker stops.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::kv;
+use async_nats::{Message, Subscriber};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::follow::Held;
+use super::nats::{CALL_TIMEOUT, bounded};
+use super::node::{Cluster, LEASE_KEY};
+use super::wire::{self, Forwarded};
+use crate::core::Command;
+use crate::sequencer::{IdempotencyKey, Reader, WriteError, Writer};
+
+impl Cluster {
+    /// Leads until the lease is lost, a batch is fenced off, or `shutdown`.
+    pub(super) async fn lead(
+        self: &Arc<Self>,
+        held: Held,
+        writer: &Writer,
+        reader: &Reader,
+        shutdown: &CancellationToken,
+    ) {
+        let subscribed = tokio::try_join!(
+            bounded("taking forwarded writes", CALL_TIMEOUT, self.client.subscribe(self.subjects.writes.clone())),
+            bounded("answering the head", CALL_TIMEOUT, self.client.subscribe(self.subjects.heads.clone())),
+        );
+        let (mut writes, mut heads): (Subscriber, Subscriber) = match subscribed {
+            Ok(subscribed) => subscribed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot take forwarded writes; stepping down");
+                self.step_down();
+                return;
+            }
+        };
+        let mut renew = tokio::time::interval(self.lease / 4);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut revision, mut renewed) = (held.revision, held.sent);
+        loop {
+            self.progress.mark();
+            tokio::select! {
+                Some(request) = writes.next() => self.take(request, writer),
+                Some(request) = heads.next() => {
+                    // Only while the lease surely holds: a follower catching up to a stale
+                    // head would serve a stale read.
+                    if let Some(reply) = request.reply.filter(|_| self.lease_holds()) {
+                        let head = reader.snapshot().model.head;
+                        let client = self.client.clone();
+                        // Never waited for here: a reply that cannot be sent times out at the
+                        // follower.
+                        tokio::spawn(async move { client.publish(reply, head.to_string().into()).await });
+                    }
+                }
+                _ = renew.tick() => {
+                    self.close_lapsed_sessions(writer, reader).await;
+                    if !self.log.leading() {
+                        tracing::warn!(node = %self.node, "a batch was fenced off; stepping down");
+                        break;
+                    }
+                    let sent = Instant::now();
+                    let update = self.leases.update(LEASE_KEY, Bytes::from(self.node.clone()), revision);
+                    match tokio::time::timeout(CALL_TIMEOUT, update).await {
+                        Ok(Ok(r)) => {
+                            (revision, renewed) = (r, sent);
+                            self.renewed(Some(sent));
+                        }
+                        Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                            tracing::warn!(node = %self.node, "the lease was taken over; stepping down");
+                            break;
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed; retrying"),
+                        Err(_) => tracing::warn!("renewing the lease: the NATS servers did not answer; retrying"),
+                    }
+                }
+                // Not renewed for a whole lease: another node may hold it now.
+                () = tokio::time::sleep_until((renewed + self.lease).into()) => {
+                    tracing::warn!(node = %self.node, "the lease could not be renewed in time; stepping down");
+                    break;
+                }
+                () = shutdown.cancelled() => {
+                    // Hand over at once rather than after the lease.
+                    self.stopping.store(true, std::sync::atomic::Ordering::Release);
+                    let delete = self.leases.delete_expect_revision(LEASE_KEY, Some(revision));
+                    let _ = bounded("giving the lease back", CALL_TIMEOUT, delete).await;
+                    break;
+                }
+            }
+        }
+        self.step_down();
+        // What was forwarded and not yet taken is answered, not left to time out.
+        while let Ok(Some(request)) = tokio::time::timeout(std::time::Duration::ZERO, writes.next()).await {
+            if let Some(reply) = request.reply {
+                let refused: crate::sequencer::Outcome = Err(super::reads::not_leader());
+                let _ = self.client.publish(reply, serde_json::to_vec(&refused).unwrap_or_default().into()).await;
+            }
+        }
+    }
+
+    /// This node no longer leads: it appends nothing more, serves no read from its state
+    /// as the leader's, and knows no leader until it sees one.
+    pub(super) fn step_down(&self) {
+        self.log.follow();
+        self.renewed(None);
+        self.leader.send_if_modified(|l| {
+            let changed = l.as_deref() == Some(self.node.as_str());
+            if changed {
+                *l = None;
+            }
+            changed
+        });
+    }
+
+    /// Runs a forwarded write and answers it (on a task of its own: writes are decided in
+    /// batches, never one by one here).
+    fn take(self: &Arc<Self>, request: Message, writer: &Writer) {
+        let (cluster, writer) = (Arc::clone(self), writer.clone());
+        tokio::spawn(async move {
+            let Some(reply) = request.reply.clone() else { return };
+            let outcome = match wire::forwarded(&request) {
+                Err(e) => Err(WriteError::Unavailable(format!("a forwarded write was refused: {e}"))),
+                Ok(Forwarded { cmd, idempotency }) => {
+                    cluster.decide(&writer, cmd, idempotency.map(IdempotencyKey)).await
+                }
+            };
+            let client = &cluster.client;
+            // The outcome is plain data; a lost reply times out at the follower.
+            let _ = client.publish(reply, serde_json::to_vec(&outcome).unwrap_or_default().into()).await;
+        });
+    }
+
+    /// Closes the sessions of every instance whose heartbeat lapsed (a node killed, or cut
+    /// off for longer than a lease). Its agents' claims then wait out the usual grace,
+    /// during which a client that reconnects through another node keeps them. At most
+    /// [`CALL_TIMEOUT`] in all: the lease is renewed right after.
+    async fn close_lapsed_sessions(&self, writer: &Writer, reader: &Reader) {
+        let closing = async {
+            let snapshot = reader.snapshot();
+            let instances: std::collections::BTreeSet<&String> =
+                snapshot.model.agents.values().flat_map(|a| a.nodes.keys()).filter(|i| **i != self.instance).collect();
+            for instance in instances {
+                // Only a heartbeat known gone closes sessions (not an unanswered request).
+                if let Ok(None) = self.nodes.get(instance.as_str()).await {
+                    tracing::info!(%instance, "a node's heartbeat lapsed; closing its sessions");
+                    let cmd = Command::ResetNode { node: instance.clone() };
+                    if let Err(error) = writer.submit(cmd, None).await {
+                        tracing::warn!(%error, %instance, "closing a lapsed node's sessions failed");
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(CALL_TIMEOUT, closing).await.is_err() {
+            tracing::warn!("closing lapsed nodes' sessions did not finish in time; again at the next renewal");
+        }
+    }
+}
