@@ -12,58 +12,12 @@ use muster_protocol::Seq;
 use tokio_util::sync::CancellationToken;
 
 use super::nats::{CALL_TIMEOUT, JETSTREAM_TIMEOUT, NatsError, bounded};
-use super::node::{Cluster, LEASE_KEY};
+use super::node::{Cluster, FollowError, Held, LEASE_KEY, Seen, Turn};
 use super::wire;
 use crate::sequencer::Writer;
 
 /// Batches applied but not yet durable here: the follower's pipeline.
 const APPLYING: usize = 1024;
-
-/// What ended a node's following: it won the lease (and holds the whole stream), or the
-/// broker stops.
-pub(super) enum Turn {
-    Lead(Held),
-    Stop,
-}
-
-/// The lease, as this node holds it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Held {
-    /// The lease key's revision.
-    pub(super) revision: u64,
-    /// When the request that made that revision was sent: the lease holds for a lease from
-    /// then at least.
-    pub(super) sent: std::time::Instant,
-    /// The stream's last message when this node won the lease: it leads once it holds it.
-    target: u64,
-}
-
-/// The lease's revision as a follower last saw it change, and when.
-pub(super) struct Seen {
-    revision: u64,
-    since: std::time::Instant,
-}
-
-/// Why a node's following failed.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum FollowError {
-    /// The NATS servers did not answer, or answered with an error: try again.
-    #[error(transparent)]
-    Nats(#[from] NatsError),
-    /// This node could not apply what the log holds: try again (from its position).
-    #[error("{0}")]
-    Apply(String),
-    /// The loop showed no progress for too long (see `life`), or held the lease while
-    /// nothing of the log arrived: started again.
-    #[error("the follow loop showed no progress for {0:?}")]
-    Stalled(std::time::Duration),
-    /// The log was trimmed past this node: it cannot go on.
-    #[error(
-        "the log now starts at message {first}, and this node had received up to {had}: it was trimmed past this \
-         node (start it again: it is made from the cluster's newest snapshot)"
-    )]
-    LeftBehind { first: u64, had: u64 },
-}
 
 impl Cluster {
     /// Applies the stream from this node's position on, and tries for the lease; returns

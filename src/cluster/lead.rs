@@ -11,9 +11,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::follow::Held;
 use super::nats::{CALL_TIMEOUT, bounded};
-use super::node::{Cluster, LEASE_KEY};
+use super::node::{Cluster, Held, LEASE_KEY};
 use super::wire::{self, Forwarded};
 use crate::core::Command;
 use crate::sequencer::{IdempotencyKey, Reader, WriteError, Writer};

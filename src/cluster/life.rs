@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::follow::{FollowError, Turn};
 use super::nats::{CALL_TIMEOUT, JETSTREAM_TIMEOUT, bounded};
-use super::node::Cluster;
+use super::node::{Cluster, FollowError, Turn};
 use super::snapshots;
 use super::wire;
 use crate::core::Command;
@@ -117,7 +116,7 @@ impl Cluster {
         tokio::time::timeout(CALL_TIMEOUT, due).await.unwrap_or(false)
     }
 
-    /// Takes a snapshot whenever one is due (see [`Snapshots::due`]), then trims the log,
+    /// Takes a snapshot whenever one is due (see [`Snapshots::due`](super::snapshots::Snapshots::due)), then trims the log,
     /// until `shutdown`.
     async fn snapshot_now_and_then(self: Arc<Self>, writer: Writer, shutdown: CancellationToken) {
         snapshots::forget_upload(&self.data_dir);

@@ -1,5 +1,5 @@
 //! [`Cluster`]: this node in the cluster, what it holds and what it knows. Made by
-//! [`join`](super::join); its life (follow, lead, follow again, each supervised) is in
+//! [`join`](mod@super::join); its life (follow, lead, follow again, each supervised) is in
 //! [`life`](super::life); what the api layer asks of it (forwarding writes, reads that wait
 //! to be current) in [`reads`](super::reads).
 
@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, kv, stream};
 use tokio::sync::watch;
 
 use super::log::ReplicatedLog;
-use super::nats::bounded;
+use super::nats::{NatsError, bounded};
 use super::snapshots::Snapshots;
 
 /// The key of the leader bucket that the lease is.
@@ -183,4 +183,50 @@ impl Cluster {
             true
         });
     }
+}
+
+/// What ended a node's following: it won the lease (and holds the whole stream), or the
+/// broker stops.
+pub(super) enum Turn {
+    Lead(Held),
+    Stop,
+}
+
+/// The lease, as this node holds it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    /// The lease key's revision.
+    pub(super) revision: u64,
+    /// When the request that made that revision was sent: the lease holds for a lease from
+    /// then at least.
+    pub(super) sent: std::time::Instant,
+    /// The stream's last message when this node won the lease: it leads once it holds it.
+    pub(super) target: u64,
+}
+
+/// The lease's revision as a follower last saw it change, and when.
+pub(super) struct Seen {
+    pub(super) revision: u64,
+    pub(super) since: std::time::Instant,
+}
+
+/// Why a node's following failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FollowError {
+    /// The NATS servers did not answer, or answered with an error: try again.
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    /// This node could not apply what the log holds: try again (from its position).
+    #[error("{0}")]
+    Apply(String),
+    /// The loop showed no progress for too long (see `life`), or held the lease while
+    /// nothing of the log arrived: started again.
+    #[error("the follow loop showed no progress for {0:?}")]
+    Stalled(std::time::Duration),
+    /// The log was trimmed past this node: it cannot go on.
+    #[error(
+        "the log now starts at message {first}, and this node had received up to {had}: it was trimmed past this \
+         node (start it again: it is made from the cluster's newest snapshot)"
+    )]
+    LeftBehind { first: u64, had: u64 },
 }
