@@ -638,6 +638,12 @@ mod tests {
         assert_eq!(args.action.agent.as_deref(), Some("link"));
         let back = serde_json::to_value(&request).unwrap();
         assert_eq!(back, serde_json::from_str::<Value>(text).unwrap());
+
+        // What the client has seen travels with any request, and back.
+        let text = r#"{"id": 8, "op": "task.get", "task": "T-12", "after": 140}"#;
+        let request = Request::parse(text).unwrap();
+        assert_eq!(request.after, Some(140));
+        assert_eq!(serde_json::to_value(&request).unwrap(), serde_json::from_str::<Value>(text).unwrap());
     }
 
     #[test]
@@ -658,6 +664,8 @@ mod tests {
             (r#"{"id": 9, "op": "task.get", "task": "T-1", "idempotencyKey": "k"}"#, Some(9), "idempotencyKey"),
             (r#"{"id": 9, "op": "task.claim", "task": "T-1", "idempotencyKey": 7}"#, Some(9), "idempotencyKey"),
             (r#"{"id": 9, "op": "task.claim", "task": "T-1", "idempotencyKey": ""}"#, Some(9), "idempotencyKey"),
+            (r#"{"id": 10, "op": "task.get", "task": "T-1", "after": "yesterday"}"#, Some(10), "after"),
+            (r#"{"id": 10, "op": "task.get", "task": "T-1", "after": -1}"#, Some(10), "after"),
         ];
         for (text, id, field) in cases {
             let err = Request::parse(text).unwrap_err();
