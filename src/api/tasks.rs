@@ -122,7 +122,7 @@ pub(crate) async fn next(
             _ => None,
         });
     }
-    let snapshot = broker.read(caller)?;
+    let snapshot = broker.read_fresh(caller).await?;
     let agent = caller.act_as(args.agent)?.ok_or_else(|| {
         ApiError::invalid("agent", "is required: ?agent=NAME, the X-Agent header, or hello as an agent")
     })?;
