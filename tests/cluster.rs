@@ -286,16 +286,23 @@ async fn losing_one_nats_server_of_three_keeps_writes_going() {
     let (acked, stop, writers) = start_load(&cluster, &[0, 1, 2]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.nats[0].kill9();
-    let stalled = until_writable(&cluster, 1, Duration::from_secs(30)).await;
-    eprintln!("a write succeeded {stalled:?} after a nats-server was killed");
+    let killed = Instant::now();
+    // The streams and buckets the killed server led elect new leaders within NATS's election
+    // timeout (up to 9 s), and the broker's lease may move once after that: a write that slipped
+    // through in the first moments proves nothing. Writes must go on once that is over.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let count = acked.lock().unwrap().tasks.len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().tasks.len() <= count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the load's writes went on {:?} after a nats-server was killed", killed.elapsed());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
     }
     let acked = std::mem::take(&mut *acked.lock().unwrap());
-    assert!(acked.tasks.len() > count, "writes did not go on with two nats-servers of three");
+    assert!(acked.tasks.len() > count, "writes did not go on within 40 s with two nats-servers of three");
     cluster.check_logs().await;
     for i in 0..3 {
         check_acked(&cluster, i, &acked).await;
