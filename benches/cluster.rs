@@ -75,8 +75,9 @@ async fn fill(addrs: &[SocketAddr], n: u64) -> Outcome {
     .await
 }
 
-/// One timed run of `scenario` through `addrs`.
-async fn run(addrs: &[SocketAddr], scenario: &str, conns: usize, seconds: f64) -> Outcome {
+/// One timed run of `scenario` through `addrs`, and the CPU seconds each of `pids` spent
+/// in it (the timed part only).
+async fn run(addrs: &[SocketAddr], scenario: &str, conns: usize, seconds: f64, pids: &[u32]) -> (Outcome, Vec<f64>) {
     let n = if scenario == "claim" {
         let n = (seconds * 40_000.0) as u64;
         assert_eq!(fill(addrs, n).await.errors, 0);
@@ -84,7 +85,25 @@ async fn run(addrs: &[SocketAddr], scenario: &str, conns: usize, seconds: f64) -
     } else {
         0
     };
-    drive_spread(addrs, conns, seconds, request(scenario, conns, n)).await
+    let before: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let outcome = drive_spread(addrs, conns, seconds, request(scenario, conns, n)).await;
+    let spent = pids.iter().zip(before).map(|(p, b)| cpu_seconds(*p) - b).collect();
+    (outcome, spent)
+}
+
+/// The CPU seconds (user and system) process `pid` has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        let out = std::process::Command::new("getconf").arg("CLK_TCK").output();
+        out.ok().and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok()).unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's name (in parentheses, may hold spaces): utime and stime are the
+    // 12th and 13th fields.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()) / ticks
 }
 
 /// `subscribers` WebSocket subscribers to `tasks`, spread over `subscribe_at`, while
@@ -194,24 +213,67 @@ fn main() {
     });
 }
 
-/// Durable writes/s of each scenario, on a fresh cluster and a fresh single node per run.
+/// CPU seconds per 1,000 acknowledged writes, by process, summed over a scenario's runs.
+#[derive(Default)]
+struct Cost {
+    writes: u64,
+    /// (process, CPU seconds): the leader, the followers, each nats-server; or the single node.
+    spent: Vec<(String, f64)>,
+}
+
+impl Cost {
+    fn add(&mut self, writes: u64, spent: impl IntoIterator<Item = (String, f64)>) {
+        self.writes += writes;
+        for (name, seconds) in spent {
+            match self.spent.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total += seconds,
+                None => self.spent.push((name, seconds)),
+            }
+        }
+    }
+
+    fn per_1000(&self, name: &str) -> f64 {
+        let seconds = self.spent.iter().find(|(n, _)| n == name).map_or(0.0, |(_, s)| *s);
+        seconds * 1000.0 / self.writes.max(1) as f64
+    }
+}
+
+/// Durable writes/s of each scenario, on a fresh cluster and a fresh single node per run,
+/// then the CPU each process spent per 1,000 of them.
 async fn writes(seconds: f64, runs: usize, conns: usize, smoke: bool) {
     println!("| scenario | conns | broker | writes/s (median run) | p50 ms | p99 ms | writes/s of each run | errors |");
     println!("|---|---|---|---|---|---|---|---|");
+    let mut costs = Vec::new();
     for scenario in ["create", "claim", "chat"] {
         let mut rates = Vec::new();
+        let (mut cluster_cost, mut single_cost) = (Cost::default(), Cost::default());
         for broker in ["cluster R3", "single node"] {
             let mut outcomes = Vec::new();
             for _ in 0..runs {
                 let outcome = if broker == "single node" {
                     let dir = tempfile::tempdir().unwrap();
                     let p = common::Process::start(&dir.path().join("data"), &[], &[]);
-                    run(&[p.addr], scenario, conns, seconds).await
+                    let (outcome, spent) = run(&[p.addr], scenario, conns, seconds, &[p.child.id()]).await;
+                    single_cost.add(outcome.requests, [("single node".to_owned(), spent[0])]);
+                    outcome
                 } else {
                     let Some(cluster) = Cluster::start().await else { return };
                     let messages = async || cluster.health(0).await.unwrap()["cluster"]["streamHead"].as_u64().unwrap();
                     let before = messages().await;
-                    let outcome = run(&addrs(&cluster), scenario, conns, seconds).await;
+                    let leader = cluster.leader().await;
+                    // The leader first, then the followers, then nats-1..3.
+                    let mut names = vec!["leader".to_owned()];
+                    let mut pids = vec![cluster.node(leader).child.id()];
+                    for (k, i) in (0..3).filter(|i| *i != leader).enumerate() {
+                        names.push(format!("follower {}", k + 1));
+                        pids.push(cluster.node(i).child.id());
+                    }
+                    for n in &cluster.nats {
+                        names.push(format!("nats-{}", n.index));
+                        pids.push(n.child.as_ref().unwrap().id());
+                    }
+                    let (outcome, spent) = run(&addrs(&cluster), scenario, conns, seconds, &pids).await;
+                    cluster_cost.add(outcome.requests, names.into_iter().zip(spent));
                     // How well the leader batches: writes per message of the log (the
                     // claim scenario's count includes the tasks it creates first).
                     let sent = messages().await - before;
@@ -233,6 +295,30 @@ async fn writes(seconds: f64, runs: usize, conns: usize, smoke: bool) {
             );
         }
         println!("| {scenario} | {conns} | cluster / single | {:.2} | | | | |", rates[0] / rates[1]);
+        costs.push((scenario, cluster_cost, single_cost));
+    }
+    println!();
+    println!("CPU seconds per 1,000 acknowledged writes, by process (user + system, from /proc; all runs):");
+    println!();
+    println!(
+        "| scenario | single node | leader | follower 1 | follower 2 | nats-1 | nats-2 | nats-3 | leader / single | busiest nats / single |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (scenario, cluster, single) in costs {
+        let one = single.per_1000("single node");
+        let nats = ["nats-1", "nats-2", "nats-3"].map(|n| cluster.per_1000(n));
+        let busiest = nats.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {scenario} | {one:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} |",
+            cluster.per_1000("leader"),
+            cluster.per_1000("follower 1"),
+            cluster.per_1000("follower 2"),
+            nats[0],
+            nats[1],
+            nats[2],
+            cluster.per_1000("leader") / one,
+            busiest / one
+        );
     }
 }
 

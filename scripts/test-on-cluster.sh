@@ -25,6 +25,9 @@ stop() {
   rm -rf "$store"
 }
 trap stop EXIT
+# The nodes' NATS user (the servers' configs name its public key; the nodes get its seed).
+export MUSTER_NKEY MUSTER_NATS_NKEY="$store/nodes.nk"
+MUSTER_NKEY=$(cargo run -q --bin muster -- nats-key "$MUSTER_NATS_NKEY")
 routes=""
 for i in 1 2 3; do routes+="${routes:+,}nats://127.0.0.1:$((base + 1000 + i))"; done
 urls=""

@@ -191,10 +191,24 @@ pub struct Config {
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every: u64,
 
-    /// NATS credentials file (`.creds`, a user JWT and its NKey seed).
-    #[arg(long, env = "MUSTER_NATS_CREDS", help_heading = "Cluster")]
+    /// NATS credentials file (`.creds`, a user JWT and its NKey seed), for servers in
+    /// operator mode.
+    #[arg(long, env = "MUSTER_NATS_CREDS", help_heading = "Cluster", conflicts_with = "nats_nkey")]
     #[serde(default)]
     pub nats_creds: Option<PathBuf>,
+
+    /// The nodes' NATS user: a file holding its NKey seed (`muster nats-key FILE` makes one
+    /// and prints the public key the nats-servers' config names).
+    #[arg(long, env = "MUSTER_NATS_NKEY", help_heading = "Cluster")]
+    #[serde(default)]
+    pub nats_nkey: Option<PathBuf>,
+
+    /// Run on NATS servers that a client without credentials may publish to (anyone who
+    /// can reach them could forge writes, mint tokens or delete the log). Without it, a
+    /// node refuses to start on them.
+    #[arg(long, help_heading = "Cluster")]
+    #[serde(default)]
+    pub insecure_nats: bool,
 
     /// A CA certificate (PEM) to verify the NATS servers with; connections then require TLS.
     #[arg(long, env = "MUSTER_NATS_CA", help_heading = "Cluster")]
@@ -356,6 +370,8 @@ impl Config {
             leader_lease: default_leader_lease(),
             snapshot_every: default_snapshot_every(),
             nats_creds: None,
+            nats_nkey: None,
+            insecure_nats: false,
             nats_ca: None,
         }
     }

@@ -39,6 +39,15 @@ enum Command {
     /// Issue, list and revoke tokens (only their hashes are stored, in the data dir).
     #[command(subcommand)]
     Token(cli::token::TokenCommand),
+    /// Make the NATS user of a cluster's nodes: writes a fresh NKey seed to FILE (mode
+    /// 0600; give it to each node as --nats-nkey FILE) and prints its public key, which the
+    /// nats-servers' config names (`MUSTER_NKEY=... nats-server -c nats-1.conf`).
+    NatsKey {
+        /// Where to write the seed (it must not exist).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        _client: cli::Unused,
+    },
     /// Print shell completions, e.g. `muster completions bash >
     /// ~/.local/share/bash-completion/completions/muster`.
     Completions {
@@ -93,6 +102,7 @@ fn main() -> ExitCode {
         }
         Command::Client(command) => client(cli.global, command),
         Command::Token(command) => cli::token::run(command),
+        Command::NatsKey { file, .. } => cli::token::nats_key(&file),
         Command::Completions { shell, .. } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "muster", &mut out);

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, OTHERS_PASSWORD};
 use common::{signal, split};
 use serde_json::{Value, json};
 
@@ -1020,4 +1020,175 @@ async fn pausing_each_nats_server_in_turn_never_wedges_the_cluster() {
     for i in 0..3 {
         check_acked(&cluster, i, &acked).await;
     }
+}
+
+/// Node `i`'s chat messages (sender, content), read with `token`.
+async fn chat_bodies(cluster: &Cluster, i: usize, token: &str) -> Vec<(String, String)> {
+    let read =
+        reqwest::Client::new().get(cluster.url(i, "/chat/messages?limit=500")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(read.status(), 200, "reading the chat on node-{i}");
+    let page: Value = read.json().await.unwrap();
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["from"].as_str().unwrap_or("").to_owned(), m["content"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// What a NATS user may do on the servers, tried as an attacker would: forge a command on
+/// the leader's subject (a chat post from someone else), mint a token for another agent
+/// flagged human, wipe the tokens, read the log. `client` is that user's connection.
+async fn attack(client: &async_nats::Client, forged: &[u8], minted: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(3), client.request("muster.write", forged.to_vec().into())).await;
+    let _ = client.publish("$KV.muster-tokens.tokens", minted.to_vec().into()).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.request("$KV.muster-tokens.tokens", minted.to_vec().into()),
+    )
+    .await;
+    let _ = client.flush().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_user_without_the_nodes_rights_cannot_forge_mint_wipe_or_read() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let alice = token_command(&cluster, 0, &["add", "alice"]);
+    for i in 0..3 {
+        until_status(&cluster, i, Some(&alice), 200).await;
+        until_status(&cluster, i, None, 401).await;
+    }
+    let nodes = cluster.nats_client().await.expect("the nodes' user connects");
+    let urls: Vec<async_nats::ServerAddr> = cluster.urls().split(',').map(|u| u.parse().unwrap()).collect();
+    let others = async_nats::ConnectOptions::with_user_and_password("others".into(), OTHERS_PASSWORD.into())
+        .connect(urls.clone())
+        .await
+        .expect("the others user connects (it is let in, kept off Muster's subjects)");
+    // Without credentials nothing gets in, and a node without them says why and stops.
+    assert!(async_nats::connect(urls.clone()).await.is_err(), "a client without credentials was let in");
+    let out = std::process::Command::new(common::binary())
+        .args(["serve", "--addr", "127.0.0.1:0", "--node", "intruder", "--cluster", &cluster.urls(), "--data-dir"])
+        .arg(cluster.dir.path().join("intruder"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("refused this node's credentials"), "{said}");
+
+    // A real forwarded write, as a follower sends it to the leader: alice's chat post.
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut writes = nodes.subscribe("muster.write").await.unwrap();
+    nodes.flush().await.unwrap();
+    let sent = reqwest::Client::new()
+        .post(cluster.url(follower, "/chat/messages"))
+        .bearer_auth(&alice)
+        .json(&json!({"from": "alice", "content": "hello from alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    let captured = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut writes))
+        .await
+        .expect("the follower forwarded the write")
+        .unwrap();
+    let text = String::from_utf8(captured.payload.to_vec()).unwrap();
+    assert!(text.contains("hello from alice") && text.contains("\"alice\""), "{text}");
+    let forge = |body: &str| text.replace("hello from alice", body).replace("\"alice\"", "\"ceo\"");
+
+    // A token for mallory, flagged human, added to the cluster's list.
+    let list = nodes.request(
+        "$JS.API.DIRECT.GET.KV_muster-tokens",
+        json!({"last_by_subj": "$KV.muster-tokens.tokens"}).to_string().into(),
+    );
+    let list = tokio::time::timeout(Duration::from_secs(5), list).await.unwrap().unwrap();
+    let mut tokens: Vec<Value> = serde_json::from_slice(&list.payload).unwrap();
+    let mut minted = tokens[0].clone();
+    minted["agent"] = json!("mallory");
+    minted["human"] = json!(true);
+    let digest =
+        <sha2::Sha256 as sha2::Digest>::digest(b"mallory-token").iter().map(|b| format!("{b:02x}")).collect::<String>();
+    minted["sha256"] = json!(digest);
+    tokens.push(minted);
+    let minted = serde_json::to_vec(&tokens).unwrap();
+
+    // The others user reads nothing of Muster's: subscribing to the log, or to the nodes'
+    // replies, is refused.
+    let mut log = others.subscribe("muster.log").await.unwrap();
+    let mut replies = others.subscribe("_INBOX_muster.>").await.unwrap();
+    attack(&others, forge("forged by the others user").as_bytes(), &minted).await;
+    let wiped = others.publish("$JS.API.STREAM.PURGE.KV_muster-tokens", "".into()).await;
+    let _ = (wiped, others.flush().await);
+    let sent = reqwest::Client::new()
+        .post(cluster.url(follower, "/chat/messages"))
+        .bearer_auth(&alice)
+        .json(&json!({"from": "alice", "content": "while others listen"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..3 {
+        let chat = chat_bodies(&cluster, i, &alice).await;
+        assert!(chat.iter().any(|(_, b)| b == "while others listen"), "node-{i}: {chat:?}");
+        assert!(!chat.iter().any(|(_, b)| b.contains("forged")), "node-{i} ran a forged command: {chat:?}");
+        assert_eq!(status_with(&cluster, i, Some("mallory-token")).await, 401, "node-{i} took a minted token");
+        assert_eq!(status_with(&cluster, i, Some(&alice)).await, 200, "node-{i} lost alice's token");
+    }
+    let heard = tokio::time::timeout(Duration::from_millis(500), futures_util::StreamExt::next(&mut log)).await;
+    assert!(heard.is_err(), "the others user read the log");
+    let heard = tokio::time::timeout(Duration::from_millis(500), futures_util::StreamExt::next(&mut replies)).await;
+    assert!(heard.is_err(), "the others user read the nodes' replies");
+
+    // The same attack with the nodes' rights succeeds: the test would see it.
+    attack(&nodes, forge("forged by a node's user").as_bytes(), &minted).await;
+    until_status(&cluster, follower, Some("mallory-token"), 200).await;
+    let chat = chat_bodies(&cluster, leader, &alice).await;
+    assert!(chat.contains(&("ceo".to_owned(), "forged by a node's user".to_owned())), "{chat:?}");
+}
+
+#[tokio::test]
+async fn a_node_refuses_nats_servers_that_let_anyone_in_unless_told_insecure() {
+    if std::process::Command::new("nats-server").arg("--version").output().is_err() {
+        let required = std::env::var("MUSTER_REQUIRE_NATS").is_ok_and(|v| v == "1");
+        assert!(!required, "MUSTER_REQUIRE_NATS=1 but nats-server is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A nats-server as it comes, with no users.
+    let mut nats = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path().join("nats"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "nats-server did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let out = std::process::Command::new(common::binary())
+        .args(["serve", "--addr", "127.0.0.1:0", "--node", "n1", "--replicas", "1", "--cluster", &url, "--data-dir"])
+        .arg(dir.path().join("refused"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a node started on NATS servers anyone may publish to:\n{said}");
+    assert!(said.contains("publish on muster.>") && said.contains("--insecure-nats"), "{said}");
+
+    // Said out loud, it runs (and says what is open).
+    let node = common::Process::start_one(
+        &dir.path().join("insecure"),
+        "127.0.0.1:0",
+        &[],
+        &["--node", "n1", "--replicas", "1", "--cluster", &url, "--insecure-nats"],
+    );
+    let health = reqwest::get(format!("http://{}/health", node.addr)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+    assert!(log.contains("--insecure-nats"), "{log}");
+    node.kill9();
+    nats.kill().unwrap();
+    nats.wait().unwrap();
 }

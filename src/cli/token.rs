@@ -88,3 +88,34 @@ pub fn run(command: TokenCommand) -> ExitCode {
         }
     }
 }
+
+/// `muster nats-key FILE`: a fresh NKey for the nodes' NATS user. The seed goes to `file`
+/// (created, mode 0600, never overwritten); the public key is printed alone on stdout, for
+/// `MUSTER_NKEY=$(muster nats-key nodes.nk) nats-server -c nats-1.conf`.
+pub fn nats_key(file: &std::path::Path) -> ExitCode {
+    let key = nkeys::KeyPair::new_user();
+    let written = key.seed().map_err(|e| e.to_string()).and_then(|seed| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options.open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        std::io::Write::write_all(&mut out, format!("{seed}\n").as_bytes())
+            .map_err(|e| format!("{}: {e}", file.display()))
+    });
+    match written {
+        Ok(()) => {
+            say!("{}", key.public_key());
+            eprintln!(
+                "muster: the seed is in {} (give it to each node: --nats-nkey {}); the public key above goes in the \
+                 nats-servers' config (MUSTER_NKEY)",
+                file.display(),
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("muster: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -4,19 +4,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_nats::ServerAddr;
 use async_nats::jetstream::{self, kv, object_store::ObjectStore, stream};
 use bytes::Bytes;
 use muster_protocol::{Seq, Topic};
 use tokio::sync::watch;
 
 use super::log::ReplicatedLog;
-use super::nats::{CALL_TIMEOUT, CONNECT_FOR, CREATE_TIMEOUT, JETSTREAM_TIMEOUT, bounded, retry};
+use super::nats::{CALL_TIMEOUT, CREATE_TIMEOUT, JETSTREAM_TIMEOUT, bounded, retry};
 use super::node::{Cluster, Stamp, Subjects};
 use super::snapshots::{Restore, Snapshots};
 use super::tokens::TokenSync;
+use super::trust;
 use super::wire;
 use crate::config::Config;
 use crate::store::{ClusterPosition, Log, Store};
@@ -34,7 +34,8 @@ pub(crate) struct Joined {
 pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinError> {
     let node = config.node_name()?;
     let name = &config.cluster_name;
-    let client = connect(config, &node).await?;
+    let client = trust::connect(config, &node).await?;
+    trust::refuse_open_door(config, &client).await?;
     let mut js = jetstream::new(client.clone());
     js.set_timeout(JETSTREAM_TIMEOUT);
 
@@ -224,43 +225,6 @@ impl std::fmt::Display for JoinError {
                 restore.snapshot().head,
                 restore.snapshot().stream
             ),
-        }
-    }
-}
-
-/// Connects to the NATS servers of `config.cluster`, retrying for [`CONNECT_FOR`].
-async fn connect(config: &Config, node: &str) -> Result<async_nats::Client, String> {
-    let servers: Vec<ServerAddr> = config
-        .cluster
-        .iter()
-        .map(|url| url.parse().map_err(|e| format!("--cluster {url:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let started = Instant::now();
-    loop {
-        let mut options = match &config.nats_creds {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|e| format!("--nats-creds {}: {e}", path.display()))?,
-            None => async_nats::ConnectOptions::new(),
-        };
-        if let Some(ca) = &config.nats_ca {
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        options = options
-            .name(format!("muster {node}"))
-            .request_timeout(Some(JETSTREAM_TIMEOUT))
-            // A server that stops answering (paused, cut off) is left for another within
-            // seconds (two pings unanswered), not the library's default of minutes.
-            .ping_interval(Duration::from_secs(2))
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None);
-        match async_nats::connect_with_options(servers.clone(), options).await {
-            Ok(client) => return Ok(client),
-            Err(e) if started.elapsed() < CONNECT_FOR => {
-                tracing::warn!(error = %e, "cannot reach the NATS servers yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(format!("cluster: cannot reach the NATS servers {:?}: {e}", config.cluster)),
         }
     }
 }

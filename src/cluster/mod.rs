@@ -36,6 +36,7 @@ mod node;
 mod reads;
 mod snapshots;
 mod tokens;
+mod trust;
 mod wire;
 
 pub(crate) use join::{JoinError, Joined, join};

@@ -25,7 +25,13 @@ pub struct Nats {
     pub child: Option<Child>,
     /// The largest message it takes, if not its config's.
     pub max_payload: Option<String>,
+    /// The public key of the nodes' NATS user.
+    pub nkey: String,
 }
+
+/// The password of the config's `others` user (kept off Muster's subjects), which the
+/// tests turn on.
+pub const OTHERS_PASSWORD: &str = "others-password";
 
 impl Nats {
     pub fn spawn(&mut self) {
@@ -43,13 +49,17 @@ impl Nats {
 
     /// Starts the server; whether it listens (`false`: it exited, its ports taken).
     fn try_spawn(&mut self) -> bool {
-        let mut conf = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/cluster/nats-{}.conf", self.index));
+        // The repo's config as it is, with its example `others` user turned on.
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/cluster/nats-{}.conf", self.index));
+        let mut text = std::fs::read_to_string(&repo).unwrap();
+        assert!(text.contains("# { user: others,"), "{} no longer has the others user", repo.display());
+        text = text.replace("# { user: others,", "{ user: others,");
         if let Some(max) = &self.max_payload {
-            let text = std::fs::read_to_string(&conf).unwrap();
-            assert!(text.contains("max_payload: 8MB"), "{} no longer sets max_payload", conf.display());
-            conf = self.dir.join(format!("nats-{}.conf", self.index));
-            std::fs::write(&conf, text.replace("max_payload: 8MB", &format!("max_payload: {max}"))).unwrap();
+            assert!(text.contains("max_payload: 8MB"), "{} no longer sets max_payload", repo.display());
+            text = text.replace("max_payload: 8MB", &format!("max_payload: {max}"));
         }
+        let conf = self.dir.join(format!("nats-{}.conf", self.index));
+        std::fs::write(&conf, text).unwrap();
         let log = std::fs::File::create(self.dir.join(format!("nats-{}.log", self.index))).unwrap();
         let mut child = Command::new("nats-server")
             .arg("-c")
@@ -58,6 +68,8 @@ impl Nats {
             .args(["--cluster", &format!("nats://127.0.0.1:{}", self.route), "--routes", &self.routes])
             .arg("-sd")
             .arg(self.dir.join(format!("nats-{}", self.index)))
+            .env("MUSTER_NKEY", &self.nkey)
+            .env("OTHERS_PASSWORD", OTHERS_PASSWORD)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -132,6 +144,14 @@ impl Drop for Cluster {
     }
 }
 
+/// Makes the nodes' NATS user with `muster nats-key`: its seed in `file`, its public key
+/// returned.
+pub fn new_nkey(file: &Path) -> String {
+    let out = Command::new(super::binary()).arg("nats-key").arg(file).output().expect("muster nats-key");
+    assert!(out.status.success(), "muster nats-key: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A random number, for a directory's name.
 fn rand_u32() -> u32 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -164,6 +184,7 @@ impl Cluster {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
+        let nkey = new_nkey(&dir.path().join("nodes.nk"));
         let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let list = routes.iter().map(|r| format!("nats://127.0.0.1:{r}")).collect::<Vec<_>>().join(",");
         let mut nats: Vec<Nats> = (0..3)
@@ -175,6 +196,7 @@ impl Cluster {
                 dir: dir.path().to_owned(),
                 child: None,
                 max_payload: max_payload.map(str::to_owned),
+                nkey: nkey.clone(),
             })
             .collect();
         for n in &mut nats {
@@ -195,14 +217,25 @@ impl Cluster {
     /// (`muster-log`, `KV_muster-leader`, ...), as the servers say; `None` while none does.
     pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
         let asking = async {
-            let urls: Vec<async_nats::ServerAddr> = self.urls().split(',').filter_map(|u| u.parse().ok()).collect();
-            let client = async_nats::connect(urls).await.ok()?;
+            let client = self.nats_client().await.ok()?;
             let mut info = async_nats::jetstream::new(client).get_stream(stream).await.ok()?;
             let leader = info.info().await.ok()?.cluster.as_ref()?.leader.clone()?;
             let n: usize = leader.strip_prefix("nats-")?.parse().ok()?;
             Some(n - 1)
         };
         tokio::time::timeout(Duration::from_secs(3), asking).await.ok().flatten()
+    }
+
+    /// A NATS client as the nodes' user.
+    pub async fn nats_client(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let seed = std::fs::read_to_string(self.nkey_file()).unwrap();
+        let urls: Vec<async_nats::ServerAddr> = self.urls().split(',').filter_map(|u| u.parse().ok()).collect();
+        async_nats::ConnectOptions::with_nkey(seed.trim().to_owned()).connect(urls).await
+    }
+
+    /// The file with the seed of the nodes' NATS user (`--nats-nkey`).
+    pub fn nkey_file(&self) -> PathBuf {
+        self.dir.path().join("nodes.nk")
     }
 
     pub fn urls(&self) -> String {
@@ -212,9 +245,12 @@ impl Cluster {
     pub fn spawn_node(&self, i: usize) -> Process {
         let data = self.data_dir(i);
         let (name, urls) = (format!("node-{i}"), self.urls());
+        let nkey = self.nkey_file();
         let mut args = vec![
             "--cluster",
             &urls,
+            "--nats-nkey",
+            nkey.to_str().unwrap(),
             "--node",
             &name,
             "--leader-lease",
