@@ -51,6 +51,8 @@ fn join_cluster(config: &mut Config, nats: &[String], name: &str, i: usize) {
     config.cluster_name = name.to_owned();
     config.node = Some(format!("node-{i}"));
     config.leader_lease = TEST_LEASE;
+    // The nodes' NATS user, which `scripts/test-on-cluster.sh` made.
+    config.nats_nkey = std::env::var_os("MUSTER_NATS_NKEY").map(PathBuf::from);
 }
 
 /// The lease of a cluster under test: short, as a cluster killed whole elects a leader
