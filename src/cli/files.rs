@@ -23,8 +23,9 @@ use super::git::Worktree;
 use super::output;
 use super::paths::Here;
 
-/// How long `check` and `guard` wait for the broker before deciding it cannot be asked.
-const ASK_WITHIN: Duration = Duration::from_secs(3);
+/// How long `check`, `guard` and Claude Code's hooks wait for the broker before deciding it
+/// cannot be asked.
+pub(super) const ASK_WITHIN: Duration = Duration::from_secs(3);
 
 /// Most blocked paths listed in text (all of them with `--json`).
 const SHOWN: usize = 20;

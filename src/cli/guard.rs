@@ -30,13 +30,10 @@ use muster_client::{Client, Error};
 use serde::{Deserialize, Serialize};
 
 use super::context::{Exit, Failure, Global, connect};
-use super::files::{RepoArg, describe};
+use super::files::{ASK_WITHIN, RepoArg, describe};
 use super::git::{Settings, Worktree};
 use super::paths::Here;
 use super::shell;
-
-/// How long the hooks wait for the broker before deciding it cannot be asked.
-const ASK_WITHIN: Duration = Duration::from_secs(3);
 
 /// The tools that write a file, and where their input names it.
 const EDITS: [(&str, &str); 4] =

@@ -72,6 +72,7 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
         }
     };
     let max_payload = client.server_info().max_payload;
+    warn_of_old_servers(&client.server_info().version);
     let subjects = Subjects::new(name);
     let log = Arc::new(ReplicatedLog::new(
         Arc::clone(&store.log),
@@ -343,4 +344,18 @@ fn creating(js: &jetstream::Context) -> jetstream::Context {
     let mut js = js.clone();
     js.set_timeout(CREATE_TIMEOUT);
     js
+}
+
+/// nats-server before 2.10 can elect a lagging replica to lead a stream after one of its
+/// servers was paused (seen with Debian 12's 2.9.10 in `tests/cluster.rs`: the log went back
+/// about 1,700 messages, and acknowledged writes with it). Said once, as the node joins.
+fn warn_of_old_servers(version: &str) {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (2, 10) {
+        tracing::warn!(
+            version,
+            "the NATS server runs a version before 2.10, which can lose a stream's acknowledged messages when one of \
+             its servers stalls and comes back; use nats-server 2.10 or newer"
+        );
+    }
 }

@@ -41,6 +41,9 @@ impl Cluster {
         let mut renew = tokio::time::interval(self.lease / 4);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut revision, mut renewed) = (held.revision, held.sent);
+        // Whether this node still holds the lease as it stops leading: then it gives it back,
+        // so that another node takes over at once rather than after a whole lease.
+        let mut holds = true;
         loop {
             self.progress.mark();
             tokio::select! {
@@ -71,6 +74,7 @@ impl Cluster {
                         }
                         Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                             tracing::warn!(node = %self.node, "the lease was taken over; stepping down");
+                            holds = false;
                             break;
                         }
                         Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed; retrying"),
@@ -83,10 +87,7 @@ impl Cluster {
                     break;
                 }
                 () = shutdown.cancelled() => {
-                    // Hand over at once rather than after the lease.
                     self.stopping.store(true, std::sync::atomic::Ordering::Release);
-                    let delete = self.leases.delete_expect_revision(LEASE_KEY, Some(revision));
-                    let _ = bounded("giving the lease back", CALL_TIMEOUT, delete).await;
                     break;
                 }
             }
@@ -97,6 +98,13 @@ impl Cluster {
             if let Some(reply) = request.reply {
                 let refused: crate::sequencer::Outcome = Err(super::reads::not_leader());
                 let _ = self.client.publish(reply, serde_json::to_vec(&refused).unwrap_or_default().into()).await;
+            }
+        }
+        if holds {
+            // Only if it is still the revision this node wrote: never another's.
+            let delete = self.leases.delete_expect_revision(LEASE_KEY, Some(revision));
+            if let Err(error) = bounded("giving the lease back", CALL_TIMEOUT, delete).await {
+                tracing::warn!(%error, "the lease was not given back; another node takes it over after a lease");
             }
         }
     }

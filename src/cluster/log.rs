@@ -52,7 +52,15 @@ struct State {
     /// The last message of the stream this node holds on its disk (durable with the next
     /// sync of its store).
     position: ClusterPosition,
+    /// The messages of this term the stream confirmed (message, head after it), the newest
+    /// last and at most [`CONFIRMED_KEPT`]: a sync may confirm a batch that the writer then
+    /// rolls back with a later one that failed, and the position goes back with it.
+    confirmed: VecDeque<(u64, Seq)>,
 }
+
+/// How many confirmed messages [`State::confirmed`] keeps: far more than the batches the
+/// writer can have in flight between two syncs.
+const CONFIRMED_KEPT: usize = 4096;
 
 /// One message of the stream, to publish.
 struct Message {
@@ -96,6 +104,7 @@ impl ReplicatedLog {
                 term: 0,
                 pending: VecDeque::new(),
                 position,
+                confirmed: VecDeque::new(),
             }),
         }
     }
@@ -134,6 +143,8 @@ impl ReplicatedLog {
     pub(super) fn lead(&self, term: u64, marker: u64, marker_id: String) -> Result<(), StoreError> {
         let mut state = self.state();
         state.position.stream = marker;
+        let head = state.position.head;
+        state.confirmed = VecDeque::from([(marker, head)]);
         state.last = marker;
         state.last_id = marker_id;
         state.term = term;
@@ -269,12 +280,12 @@ impl Log for ReplicatedLog {
 
     fn sync(&self) -> Result<(), StoreError> {
         let pending = std::mem::take(&mut self.state().pending);
-        let mut confirmed = None;
+        let mut confirmed = Vec::new();
         for p in pending {
             let confirming =
                 async { tokio::time::timeout(JETSTREAM_TIMEOUT + CALL_TIMEOUT, p.ack.into_future()).await };
             match self.runtime.block_on(confirming) {
-                Ok(Ok(ack)) if ack.sequence == p.stream => confirmed = Some((p.stream, p.head)),
+                Ok(Ok(ack)) if ack.sequence == p.stream => confirmed.push((p.stream, p.head)),
                 Ok(Ok(ack)) => {
                     self.state().leading = false;
                     return Err(unknown(format!(
@@ -306,10 +317,13 @@ impl Log for ReplicatedLog {
                 }
             }
         }
-        if let Some((stream, head)) = confirmed {
+        if let Some(&(stream, head)) = confirmed.last() {
             let mut state = self.state();
             state.position.stream = stream;
             state.position.head = head;
+            state.confirmed.extend(confirmed);
+            let over = state.confirmed.len().saturating_sub(CONFIRMED_KEPT);
+            state.confirmed.drain(..over);
             self.views.set_cluster_position(&state.position)?;
         }
         self.local.sync()
@@ -318,12 +332,37 @@ impl Log for ReplicatedLog {
     fn discard(&self, first: Seq) -> Result<(), StoreError> {
         // The batches from `first` on are rolled back: their messages are not waited for (if
         // the stream took one, this node reads it back as a follower). Earlier ones still are.
-        {
+        // A sync may have confirmed some of them already (the writer had published them
+        // before that sync began, and rolls them back with a later batch that failed): the
+        // position goes back to the last message before them (at worst the term's marker),
+        // or this node would follow from after events it no longer holds.
+        let rewound = {
             let mut state = self.state();
             state.leading = false;
             state.pending.retain(|p| p.first < first);
-        }
-        self.local.discard(first)
+            if state.position.head >= first {
+                state.confirmed.retain(|(_, head)| *head < first);
+                match state.confirmed.back().copied() {
+                    Some((stream, head)) => {
+                        tracing::info!(
+                            stream,
+                            head,
+                            "batches the stream confirmed are rolled back; following from before them"
+                        );
+                        state.position.stream = stream;
+                        state.position.head = head;
+                        self.views.set_cluster_position(&state.position)
+                    }
+                    None => Err(unknown(format!(
+                        "rolling back from event {first}: no message of the stream before it is known"
+                    ))),
+                }
+            } else {
+                Ok(())
+            }
+        };
+        let discarded = self.local.discard(first);
+        rewound.and(discarded)
     }
 
     fn read(&self, since: Seq, up_to: Seq, topics: &[Topic], limit: usize) -> Result<(Vec<Frame>, Seq), StoreError> {

@@ -1,5 +1,5 @@
 //! A cluster on loopback for the tests and the cluster benchmark: three nats-servers
-//! (Debian's `nats-server`, from the configs in `tests/cluster/`, the ports and store dirs
+//! (the `nats-server` on the PATH, from the configs in `tests/cluster/`, the ports and store dirs
 //! moved by flags) and three `muster` nodes on them, as processes.
 
 use std::path::{Path, PathBuf};
@@ -142,6 +142,29 @@ impl Drop for Cluster {
         }
         eprintln!("--- the cluster's logs are kept in {}", kept.display());
     }
+}
+
+/// The nats-server's version (major, minor), or `None` without one.
+pub fn nats_version() -> Option<(u32, u32)> {
+    let out = Command::new("nats-server").arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().rsplit('v').next()?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
+}
+
+/// Whether the nats-server is 2.10 or newer; says why a test does not run if not. Before
+/// 2.10, a stream may elect a lagging replica to lead it after a server's pause (README,
+/// "A cluster"), which no broker above it can make up for.
+pub fn nats_is_current(test: &str) -> bool {
+    let Some(version) = nats_version() else { return false };
+    if version >= (2, 10) {
+        return true;
+    }
+    let required = std::env::var("MUSTER_REQUIRE_NATS").is_ok_and(|v| v == "1");
+    assert!(!required, "MUSTER_REQUIRE_NATS=1 but nats-server {version:?} is before 2.10, which {test} needs");
+    eprintln!("SKIPPED: {test} needs nats-server 2.10 or newer (this one is {}.{})", version.0, version.1);
+    false
 }
 
 /// Makes the nodes' NATS user with `muster nats-key`: its seed in `file`, its public key
