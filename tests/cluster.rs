@@ -129,11 +129,9 @@ struct Acked {
 }
 
 impl Acked {
-    /// The longest time without an acknowledged write between `from` and `to` (counting
-    /// from the last write before `from`).
+    /// The longest time without an acknowledged write between `from` and `to`.
     fn longest_outage(&self, from: Instant, to: Instant) -> Duration {
-        let before = self.at.iter().rev().find(|t| **t <= from).copied().unwrap_or(from);
-        let mut last = before;
+        let mut last = from;
         let mut longest = Duration::ZERO;
         for t in self.at.iter().filter(|t| **t > from && **t <= to) {
             longest = longest.max(*t - last);
@@ -1235,6 +1233,9 @@ async fn fault(cluster: &mut Cluster, n: usize) -> (Instant, usize) {
             let ended = Instant::now();
             let other = (leader + 1) % 3;
             until_writable(cluster, other, Duration::from_secs(30)).await;
+            // The killed node's log, kept beside the others (its next life writes anew).
+            let log = cluster.data_dir(leader).with_extension("log");
+            let _ = std::fs::copy(&log, log.with_extension(format!("killed-{n}.log")));
             cluster.nodes[leader] = Some(cluster.spawn_node(leader));
             (ended, other)
         }
@@ -1283,11 +1284,21 @@ async fn a_loop_of_kills_and_pauses_loses_nothing_and_never_wedges() {
     let mut n = 0;
     while n < FAULTS.len() || Instant::now() < until {
         let started = Instant::now();
+        eprintln!("fault {n} ({}) at {}", FAULTS[n % 4], chrono::Utc::now().format("%H:%M:%S%.3f"));
         let (ended, through) = fault(&mut cluster, n).await;
         until_writable(&cluster, through, Duration::from_secs(30)).await;
-        let back = acked.lock().unwrap().at.iter().find(|t| **t > ended).map_or(ended.elapsed(), |t| *t - ended);
         settle(&cluster).await;
-        let outage = acked.lock().unwrap().longest_outage(started, Instant::now());
+        // Settled when the load's own writes go through again too (a writer's request may
+        // have waited on a paused node): the next fault starts from a cluster at work.
+        let settled = Instant::now();
+        while acked.lock().unwrap().at.last().is_none_or(|t| *t < settled) {
+            assert!(settled.elapsed() < Duration::from_secs(60), "the load wrote nothing for 60 s after fault {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let acked_now = acked.lock().unwrap();
+        let back = acked_now.at.iter().find(|t| **t > ended).map_or(ended.elapsed(), |t| *t - ended);
+        let outage = acked_now.longest_outage(started, Instant::now());
+        drop(acked_now);
         eprintln!("fault {n} ({}): outage {outage:?}, a write {back:?} after the fault's end", FAULTS[n % 4]);
         measured.push((n % 4, outage, back));
         n += 1;
