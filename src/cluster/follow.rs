@@ -4,6 +4,8 @@
 //! supervisor starts it again). Every step marks the node's progress, and every request to
 //! the NATS servers is bounded: a loop that stops marking is a loop that is stuck.
 
+use std::time::Instant;
+
 use async_nats::jetstream::{consumer, kv, message::PublishMessage};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -48,7 +50,12 @@ impl Cluster {
         let mut held: Option<Held> = None;
         let mut seen: Option<Seen> = None;
         // The last message applied, and since when.
-        let mut moved = (self.log.position().stream, std::time::Instant::now());
+        let mut moved = (self.log.position().stream, Instant::now());
+        let mut stuck: Option<(u64, Instant)> = None;
+        // The head after the last message taken, and the term of the last marker (or, until
+        // one arrives, of the first message).
+        let mut after = self.log.position().head;
+        let mut term_now: Option<u64> = None;
         loop {
             if let Some(lease) = held
                 && applying.is_empty()
@@ -76,19 +83,39 @@ impl Cluster {
                     next = next.max(stream + 1);
                     let batch = wire::decode(message.headers.as_ref(), &message.payload)
                         .map_err(|e| FollowError::Apply(format!("message {stream} of the log: {e}")))?;
-                    if let Some(node) = message.headers.as_ref().and_then(|h| h.get(wire::NODE)) {
-                        self.seen_leading(node.as_str());
-                    }
-                    if batch.frames.is_empty() && batch.records.is_empty() && batch.expired.is_empty() {
-                        // A term's first message: what was forwarded to an earlier term is
-                        // answered by it, or never.
-                        self.terms.send_modify(|t| *t += 1);
-                    }
-                    let head = (batch.first + batch.frames.len() as Seq).saturating_sub(1);
-                    let by = message.headers.as_ref().and_then(|h| h.get(wire::NODE)).map(|n| n.to_string());
-                    let what = format!("message {stream} of the log (events {}..={head}, by {})", batch.first, by.unwrap_or_default());
-                    let done = writer.apply(batch).await.map_err(|e| FollowError::Apply(e.to_string()))?;
-                    applying.push_back(async move { (stream, head, what, done.await) });
+                    let headers = message.headers.as_ref();
+                    let by = headers.and_then(|h| h.get(wire::NODE)).map(|n| n.to_string()).unwrap_or_default();
+                    let id = headers.and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID));
+                    let term = id.and_then(|id| wire::term_of(id.as_str())).unwrap_or_default();
+                    let marker = batch.frames.is_empty() && batch.records.is_empty() && batch.expired.is_empty();
+                    let mut head = (batch.first + batch.frames.len() as Seq).saturating_sub(1);
+                    let what = format!("message {stream} of the log (events {}..={head}, by {by})", batch.first);
+                    // A deposed leader's batch that landed without the one before it (see
+                    // `log`): its leader acknowledged none of it; every node skips it.
+                    let stale = batch.first > after + 1 || (!marker && term_now.is_some_and(|t| t != term));
+                    let done = if stale {
+                        tracing::warn!(%what, after, "skipping a deposed leader's batch that the stream took without the one before it");
+                        head = after;
+                        None
+                    } else {
+                        if !by.is_empty() {
+                            self.seen_leading(&by);
+                        }
+                        after = after.max(head);
+                        if marker || term_now.is_none() {
+                            term_now = Some(term);
+                        }
+                        // What was forwarded to an earlier term is answered by it, or never.
+                        self.terms.send_if_modified(|t| std::mem::replace(t, term) != term);
+                        Some(writer.apply(batch).await.map_err(|e| FollowError::Apply(e.to_string()))?)
+                    };
+                    applying.push_back(async move {
+                        let outcome = match done {
+                            Some(done) => done.await.map(|outcome| outcome.map(drop)),
+                            None => Ok(Ok(())),
+                        };
+                        (stream, head, what, outcome)
+                    });
                 }
                 Some((stream, head, what, outcome)) = applying.next() => {
                     match outcome {
@@ -99,11 +126,13 @@ impl Cluster {
                     self.progress.mark();
                 }
                 _ = attempt.tick() => {
+                    let mut stream = None;
                     if !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
                         // The next message this node needs is gone (its consumer need not say
                         // so: one that lost its server-side half while the node was paused
                         // waits).
-                        if let Some((first, _)) = self.stream_state().await
+                        stream = self.stream_state().await;
+                        if let Some((first, _)) = stream
                             && next < first
                         {
                             return Err(FollowError::LeftBehind { first, had: next - 1 });
@@ -111,22 +140,32 @@ impl Cluster {
                         let had = held.is_some();
                         held = self.attempt(held, &mut seen).await;
                         if held.is_some() && !had {
-                            moved = (self.log.position().stream, std::time::Instant::now());
+                            moved = (self.log.position().stream, Instant::now());
                         }
                     }
-                    // Holding the lease while catching up, with nothing arriving: the others
-                    // wait for this node, which waits for a consumer that may never deliver.
-                    // Give the lease back and follow afresh.
+                    // Nothing arriving for a lease while the stream holds more, or while
+                    // this node holds the lease to catch up (the others wait for it): its
+                    // consumer may never deliver again (seen after a nats-server's pause:
+                    // no error, no message). Give the lease back and follow afresh.
                     let at = self.log.position().stream;
                     if at != moved.0 {
-                        moved = (at, std::time::Instant::now());
+                        moved = (at, Instant::now());
                     }
-                    if let Some(lease) = held
-                        && moved.1.elapsed() >= self.lease
-                    {
-                        let delete = self.leases.delete_expect_revision(LEASE_KEY, Some(lease.revision));
-                        let _ = bounded("giving the lease back", CALL_TIMEOUT, delete).await;
-                        return Err(FollowError::Stalled(moved.1.elapsed()));
+                    // Behind the stream, at the same message, since when.
+                    stuck = match stream {
+                        Some((_, last)) if last > at => stuck.filter(|(was, _)| *was == at).or(Some((at, Instant::now()))),
+                        _ => None,
+                    };
+                    let stuck_for = stuck.map_or(std::time::Duration::ZERO, |(_, since)| since.elapsed());
+                    if stuck_for >= self.lease || (held.is_some() && moved.1.elapsed() >= self.lease) {
+                        let last = stream.map(|(_, last)| last);
+                        let (received, applying) = (next - 1, applying.len());
+                        tracing::warn!(at, ?last, received, applying, "nothing of the log applied for a lease; following afresh");
+                        if let Some(lease) = held {
+                            let delete = self.leases.delete_expect_revision(LEASE_KEY, Some(lease.revision));
+                            let _ = bounded("giving the lease back", CALL_TIMEOUT, delete).await;
+                        }
+                        return Err(FollowError::Stalled(moved.1.elapsed().max(stuck_for)));
                     }
                     self.progress.mark();
                 }
@@ -147,7 +186,7 @@ impl Cluster {
     /// for tens of seconds after a server paused.
     async fn attempt(&self, held: Option<Held>, seen: &mut Option<Seen>) -> Option<Held> {
         let name = Bytes::from(self.node.clone());
-        let sent = std::time::Instant::now();
+        let sent = Instant::now();
         if let Some(lease) = held {
             // Catching up takes a while after a long absence: keep the lease.
             let update = self.leases.update(LEASE_KEY, name, lease.revision);
@@ -176,7 +215,7 @@ impl Cluster {
                     Some(s) if s.revision == entry.revision => return None,
                     _ => {
                         // Renewed since last looked: its holder leads.
-                        *seen = Some(Seen { revision: entry.revision, since: std::time::Instant::now() });
+                        *seen = Some(Seen { revision: entry.revision, since: Instant::now() });
                         self.seen_leading(&holder);
                         return None;
                     }
@@ -212,7 +251,7 @@ impl Cluster {
     async fn mark_term(&self, lease: Held) -> Result<(), NatsError> {
         let position = self.log.position();
         let (headers, payload) = wire::encode(&self.node, position.head + 1, &[], &[], &[]);
-        let term = rand::random::<u64>();
+        let term = rand::random::<u64>().max(1);
         let id = wire::message_id(&self.node, term, position.stream + 1);
         let publish = PublishMessage::build()
             .payload(payload)
@@ -222,10 +261,10 @@ impl Cluster {
         let what = "opening this node's term";
         let ack = bounded(what, CALL_TIMEOUT, self.js.send_publish(self.subjects.log.clone(), publish)).await?;
         let ack = bounded(what, JETSTREAM_TIMEOUT, ack.into_future()).await?;
-        let opened = self.log.lead(term, ack.sequence, id);
+        let opened = self.log.lead(term, ack.sequence);
         opened.map_err(|e| NatsError::Failed { what: what.into(), detail: e.to_string() })?;
         self.leader.send_replace(Some(self.node.clone()));
-        self.terms.send_modify(|t| *t += 1);
+        self.terms.send_replace(term);
         self.renewed(Some(lease.sent));
         tracing::info!(node = %self.node, head = position.head, stream = ack.sequence, "leading the cluster");
         Ok(())

@@ -3,7 +3,7 @@
 //! be made from a snapshot first), or holding nothing the log does not.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store::ObjectStore, stream};
@@ -100,6 +100,7 @@ pub(crate) async fn join(config: &Config, store: &Store) -> Result<Joined, JoinE
         lease: config.leader_lease,
         leader: watch::channel(None).0,
         terms: watch::channel(0).0,
+        forwarded: AtomicU64::new(0),
         leader_seen: Stamp::now(),
         lease_until: std::sync::Mutex::new(None),
         progress: Stamp::now(),

@@ -11,11 +11,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::forwards::{self, Forwards, Joined};
 use super::nats::{CALL_TIMEOUT, bounded};
 use super::node::{Cluster, Held, LEASE_KEY};
+use super::reads::unknown;
 use super::wire::{self, Forwarded};
 use crate::core::Command;
-use crate::sequencer::{IdempotencyKey, Reader, WriteError, Writer};
+use crate::sequencer::{IdempotencyKey, Outcome, Reader, WriteError, Writer};
 
 impl Cluster {
     /// Leads until the lease is lost, a batch is fenced off, or `shutdown`.
@@ -44,10 +46,12 @@ impl Cluster {
         // Whether this node still holds the lease as it stops leading: then it gives it back,
         // so that another node takes over at once rather than after a whole lease.
         let mut holds = true;
+        // This term's forwarded writes, and the term (its marker, set as it opened).
+        let (mut forwards, term) = (Forwards::default(), *self.terms.borrow());
         loop {
             self.progress.mark();
             tokio::select! {
-                Some(request) = writes.next() => self.take(request, writer),
+                Some(request) = writes.next() => self.take(request, writer, &mut forwards, term),
                 Some(request) = heads.next() => {
                     // Only while the lease surely holds: a follower catching up to a stale
                     // head would serve a stale read.
@@ -93,10 +97,13 @@ impl Cluster {
             }
         }
         self.step_down();
-        // What was forwarded and not yet taken is answered, not left to time out.
+        // What was forwarded and not yet taken is answered, not left to time out: refused,
+        // unless it is a copy of a write taken (it gets that one's outcome).
         while let Ok(Some(request)) = tokio::time::timeout(std::time::Duration::ZERO, writes.next()).await {
-            if let Some(reply) = request.reply {
-                let refused: crate::sequencer::Outcome = Err(super::reads::not_leader());
+            if wire::forwarded(&request).is_ok_and(|f| forwards.knows(&f.id)) {
+                self.take(request, writer, &mut forwards, term);
+            } else if let Some(reply) = request.reply {
+                let refused: Outcome = Err(super::reads::not_leader());
                 let _ = self.client.publish(reply, serde_json::to_vec(&refused).unwrap_or_default().into()).await;
             }
         }
@@ -124,20 +131,35 @@ impl Cluster {
     }
 
     /// Runs a forwarded write and answers it (on a task of its own: writes are decided in
-    /// batches, never one by one here).
-    fn take(self: &Arc<Self>, request: Message, writer: &Writer) {
+    /// batches, never one by one here). A copy of a write already taken in this term gets
+    /// that one's outcome; a copy of a write sent in an earlier term, which that term's
+    /// leader may have run, is answered "outcome unknown".
+    fn take(self: &Arc<Self>, request: Message, writer: &Writer, forwards: &mut Forwards, term: u64) {
+        let Some(reply) = request.reply.clone() else { return };
+        let taken = match wire::forwarded(&request) {
+            Err(e) => Err(WriteError::Unavailable(format!("a forwarded write was refused: {e}"))),
+            Ok(f) if f.resent && f.term != term && !forwards.knows(&f.id) => {
+                Err(unknown("the cluster's leader changed while your write was in flight"))
+            }
+            Ok(f) => Ok((forwards.join(&f.id), f)),
+        };
         let (cluster, writer) = (Arc::clone(self), writer.clone());
         tokio::spawn(async move {
-            let Some(reply) = request.reply.clone() else { return };
-            let outcome = match wire::forwarded(&request) {
-                Err(e) => Err(WriteError::Unavailable(format!("a forwarded write was refused: {e}"))),
-                Ok(Forwarded { cmd, idempotency }) => {
-                    cluster.decide(&writer, cmd, idempotency.map(IdempotencyKey)).await
+            let answer = match taken {
+                Err(refused) => encode(&Err(refused)),
+                Ok((Joined::First(outcome), Forwarded { cmd, idempotency, .. })) => {
+                    let decided = encode(&cluster.decide(&writer, cmd, idempotency.map(IdempotencyKey)).await);
+                    outcome.send_replace(Some(decided.clone()));
+                    decided
                 }
+                Ok((Joined::Copy(first), _)) => match forwards::outcome(first).await {
+                    Some(decided) => decided,
+                    // Its first copy was dropped undecided: the follower hears of the next term.
+                    None => return,
+                },
             };
-            let client = &cluster.client;
-            // The outcome is plain data; a lost reply times out at the follower.
-            let _ = client.publish(reply, serde_json::to_vec(&outcome).unwrap_or_default().into()).await;
+            // A lost reply: the follower sends the write again.
+            let _ = cluster.client.publish(reply, answer).await;
         });
     }
 
@@ -165,4 +187,9 @@ impl Cluster {
             tracing::warn!("closing lapsed nodes' sessions did not finish in time; again at the next renewal");
         }
     }
+}
+
+/// An outcome as the follower reads it (plain data; serializing cannot fail).
+fn encode(outcome: &Outcome) -> Bytes {
+    Bytes::from(serde_json::to_vec(outcome).unwrap_or_default())
 }

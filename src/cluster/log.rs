@@ -1,12 +1,17 @@
 //! [`ReplicatedLog`]: the [`Log`] seam on a JetStream stream. The leader's batches are
 //! published to the stream, each with `Nats-Expected-Last-Sequence` set to the message it
-//! was decided after and `Nats-Expected-Last-Msg-Id` set to that message's id (every message
-//! has one: its node, its term and its place), so that a deposed or paused leader can never
-//! append: its publish is refused, its sync fails, and the writer rolls the batch back as
-//! after a failed disk sync. The id matters because batches are pipelined: the second of
-//! two batches in flight expects the first at its place; if another leader's term marker
-//! took that place instead, the number alone would match and the second batch would land
-//! without the first. The id tells them apart.
+//! was decided after, so that a deposed or paused leader can never append after another's
+//! term marker: its publish is refused, its sync fails, and the writer rolls the batch back
+//! as after a failed disk sync. Batches are pipelined, so one case slips past the number:
+//! the second of two batches in flight expects the first at its place; if another leader's
+//! marker took that place instead, the second lands, without the first. Every node skips
+//! such a batch as it reads the stream (`follow`: its events do not follow the head, and
+//! its term is not the marker's before it); its leader never acknowledged it (the writer
+//! rolls back everything after a refused batch). Each message's id (`Nats-Msg-Id`) names
+//! its node, its term and its place. (`Nats-Expected-Last-Msg-Id` would refuse it, but a
+//! replicated stream checks it only as its servers apply the message, and a mismatch there
+//! stops the stream taking any write until its servers restart: nats-server 2.15.1 logs
+//! "critical write error: last msgid mismatch" on all three.)
 //! `sync` returns once JetStream acknowledged every batch published so far (after its
 //! replicas stored them) and this node's copy is on disk. Every node keeps the log on its
 //! own disk too ([`DiskLog`]): reads and replays never go to NATS.
@@ -42,9 +47,8 @@ pub(crate) struct ReplicatedLog {
 struct State {
     /// Whether this node may append (it holds the lease and marked its term).
     leading: bool,
-    /// The stream sequence the next message must follow, and that message's id.
+    /// The stream sequence the next message must follow.
     last: u64,
-    last_id: String,
     /// This node's term (a random number drawn when it won the lease): in its messages' ids.
     term: u64,
     /// Published, not yet confirmed.
@@ -100,7 +104,6 @@ impl ReplicatedLog {
             state: Mutex::new(State {
                 leading: false,
                 last: position.stream,
-                last_id: String::new(),
                 term: 0,
                 pending: VecDeque::new(),
                 position,
@@ -139,14 +142,13 @@ impl ReplicatedLog {
 
     /// This node won the lease and holds the whole stream (its position is the stream's
     /// last message): it appends from now on, in `term`, after `marker`, the message that
-    /// marks its term (already confirmed; its id is `marker_id`).
-    pub(super) fn lead(&self, term: u64, marker: u64, marker_id: String) -> Result<(), StoreError> {
+    /// marks its term (already confirmed).
+    pub(super) fn lead(&self, term: u64, marker: u64) -> Result<(), StoreError> {
         let mut state = self.state();
         state.position.stream = marker;
         let head = state.position.head;
         state.confirmed = VecDeque::from([(marker, head)]);
         state.last = marker;
-        state.last_id = marker_id;
         state.term = term;
         state.leading = true;
         self.views.set_cluster_position(&state.position)
@@ -236,19 +238,15 @@ impl Log for ReplicatedLog {
         for Message { first, count, headers, payload } in self.messages(expected_head + 1, batch, carried) {
             // The lock is not held while the message is handed to the NATS client: that
             // waits on the runtime, whose workers may be waiting on the lock.
-            let (after, after_id, id) = {
+            let (after, id) = {
                 let state = self.state();
                 if !state.leading {
                     return Err(not_leader());
                 }
-                (state.last, state.last_id.clone(), wire::message_id(&self.node, state.term, state.last + 1))
+                (state.last, wire::message_id(&self.node, state.term, state.last + 1))
             };
-            let publish = PublishMessage::build()
-                .payload(payload)
-                .headers(headers)
-                .message_id(&id)
-                .expected_last_sequence(after)
-                .expected_last_message_id(after_id);
+            let publish =
+                PublishMessage::build().payload(payload).headers(headers).message_id(&id).expected_last_sequence(after);
             // The timer is made inside the runtime (this is the writer's thread).
             let sending =
                 async { tokio::time::timeout(CALL_TIMEOUT, self.js.send_publish(self.subject.clone(), publish)).await };
@@ -271,7 +269,6 @@ impl Log for ReplicatedLog {
                 return Err(not_leader());
             }
             state.last += 1;
-            state.last_id = id;
             let stream = state.last;
             state.pending.push_back(Pending { stream, first, head: first + count - 1, ack });
         }

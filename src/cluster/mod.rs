@@ -11,7 +11,8 @@
 //!   after. A write is acknowledged once JetStream acknowledged its batch. A deposed or
 //!   paused leader's publish is refused and rolled back; it then follows like any node.
 //! - **Followers** ([`node`]) apply the stream, forward writes to the leader over NATS
-//!   request/reply (the caller already checked and bound here) and serve reads, sessions
+//!   request/reply (the caller already checked and bound here; sent again until answered,
+//!   run once: [`forwards`]) and serve reads, sessions
 //!   and the dashboard themselves; before a read they catch up to the leader's head, and
 //!   before answering a forwarded write to its `seq`, so a client sees its writes whichever
 //!   node it reads from.
@@ -27,6 +28,7 @@
 //! runs.
 
 mod follow;
+mod forwards;
 mod join;
 mod lead;
 mod life;

@@ -38,9 +38,12 @@ pub(crate) struct Cluster {
     pub(super) lease: Duration,
     /// The node that leads, as last seen (`None` while nobody is known to).
     pub(super) leader: watch::Sender<Option<String>>,
-    /// Terms this node has seen open (the log's markers, and its own): a write forwarded
-    /// in one term and unanswered when the next opens is answered "outcome unknown" then.
+    /// The term of the last message this node applied, or its own (0 before either): a
+    /// write forwarded in one term and unanswered when the next opens is answered "outcome
+    /// unknown" then.
     pub(super) terms: watch::Sender<u64>,
+    /// How many writes this node has forwarded (their ids: see `forwards`).
+    pub(super) forwarded: AtomicU64,
     /// When a leader was last known to hold the lease (this node renewing it, or another
     /// node's key found in the bucket, or its batch or head received).
     pub(super) leader_seen: Stamp,

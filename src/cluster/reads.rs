@@ -10,11 +10,13 @@
 //!   renewed the lease or stepped down (then it reads as a follower);
 //! - what cannot be made current in time is answered 503, never from a stale state.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use muster_protocol::Seq;
 
+use super::forwards::RESEND_AFTER;
 use super::node::Cluster;
 use super::wire::Forwarded;
 use crate::core::Command;
@@ -24,6 +26,8 @@ use crate::sequencer::{IdempotencyKey, Outcome, Reader, WriteError, Writer};
 /// NATS stream's failover (5–7 s), during which the leader's publishes wait. (A leader
 /// that dies meanwhile is noticed sooner: when another one takes over.)
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a follower waits before sending again a write nobody took.
+const NO_RESPONDERS_PAUSE: Duration = Duration::from_millis(200);
 /// How long a node waits to have applied what a read or a write's answer must see.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a follower waits for the leader's head before a read.
@@ -45,28 +49,57 @@ pub(crate) enum ReadError {
 }
 
 impl Cluster {
-    /// Forwards a write (its caller checked and bound here) to the leader, and answers
-    /// once this node has applied it, so that the caller's next read here sees it.
+    /// Forwards a write (its caller checked and bound here) to the leader, sent again
+    /// every [`RESEND_AFTER`] until answered (the leader runs it once: see `forwards`), and
+    /// answers once this node has applied it, so that the caller's next read here sees it.
     pub(crate) async fn forward(&self, cmd: Command, idempotency: Option<IdempotencyKey>, reader: &Reader) -> Outcome {
-        let forwarded = Forwarded { cmd, idempotency: idempotency.map(|k| k.0) };
-        // Plain data; serializing cannot fail.
-        let payload = serde_json::to_vec(&forwarded).unwrap_or_default();
-        let request = async_nats::Request::new().payload(payload.into()).timeout(Some(FORWARD_TIMEOUT));
-        // A leader that dies (or steps down) with the request unanswered is replaced: the
+        // A leader that dies (or steps down) with the write unanswered is replaced: the
         // caller hears so when the next term opens, not after the whole forward timeout.
         let mut terms = self.terms.subscribe();
-        let asked = *terms.borrow_and_update();
-        let replaced = terms.wait_for(|now| *now != asked);
-        let sent = self.client.send_request(self.subjects.writes.clone(), request);
-        let reply = tokio::select! {
-            reply = sent => reply,
-            Ok(_) = replaced => return Err(unknown("the cluster's leader changed while your write was in flight")),
+        let term = *terms.borrow_and_update();
+        let replaced = async move {
+            // Before this node knows a term (it applied nothing since it started), only the
+            // leader's answer tells.
+            if term == 0 {
+                std::future::pending::<()>().await;
+            }
+            let _ = terms.wait_for(|now| *now != term).await;
         };
-        let reply = reply.map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => not_leader(),
-            async_nats::RequestErrorKind::TimedOut => unknown("the cluster's leader did not answer in time"),
-            _ => unknown("the connection to the cluster's leader failed"),
-        })?;
+        let id = format!("{}.{}", self.instance, self.forwarded.fetch_add(1, Ordering::Relaxed));
+        let mut forwarded = Forwarded { id, term, resent: false, cmd, idempotency: idempotency.map(|k| k.0) };
+        // Plain data; serializing cannot fail.
+        let first = Bytes::from(serde_json::to_vec(&forwarded).unwrap_or_default());
+        forwarded.resent = true;
+        let again = Bytes::from(serde_json::to_vec(&forwarded).unwrap_or_default());
+        let deadline = Instant::now() + FORWARD_TIMEOUT;
+        let answered = async {
+            let (mut payload, mut resent) = (first, false);
+            loop {
+                let wait = RESEND_AFTER.min(deadline.saturating_duration_since(Instant::now()));
+                let request = async_nats::Request::new().payload(payload.clone()).timeout(Some(wait));
+                let error = match self.client.send_request(self.subjects.writes.clone(), request).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(error) => error,
+                };
+                match error.kind() {
+                    // Nobody took it: nothing was stored.
+                    async_nats::RequestErrorKind::NoResponders if !resent => return Err(not_leader()),
+                    _ if Instant::now() >= deadline => {
+                        return Err(unknown("the cluster's leader did not answer in time"));
+                    }
+                    async_nats::RequestErrorKind::TimedOut => {}
+                    // The leader's subscription is back in a moment (after a reconnect), or
+                    // another leader's term opens.
+                    async_nats::RequestErrorKind::NoResponders => tokio::time::sleep(NO_RESPONDERS_PAUSE).await,
+                    _ => return Err(unknown("the connection to the cluster's leader failed")),
+                }
+                (payload, resent) = (again.clone(), true);
+            }
+        };
+        let reply = tokio::select! {
+            reply = answered => reply?,
+            () = replaced => return Err(unknown("the cluster's leader changed while your write was in flight")),
+        };
         let outcome: Outcome = serde_json::from_slice(&reply.payload)
             .map_err(|_| unknown("the cluster's leader answered something this node cannot read"))?;
         if let Ok(committed) = &outcome
@@ -153,7 +186,7 @@ pub(super) fn not_leader() -> WriteError {
 }
 
 /// A write whose outcome this node cannot know.
-fn unknown(why: &str) -> WriteError {
+pub(super) fn unknown(why: &str) -> WriteError {
     WriteError::Unavailable(format!(
         "outcome unknown: {why}; it may or may not have been stored: retry with the same Idempotency-Key"
     ))

@@ -75,10 +75,17 @@ pub(super) fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Appl
 }
 
 /// The id (`Nats-Msg-Id`) of the message `node` publishes in its term `term` as message
-/// `stream` of the log: the next message of the same leader expects it
-/// (`Nats-Expected-Last-Msg-Id`; see `log`).
+/// `stream` of the log: a follower reads the term from it (see `follow`).
 pub(super) fn message_id(node: &str, term: u64, stream: u64) -> String {
     format!("{node}.{term:016x}.{stream}")
+}
+
+/// The term of the message whose id is `id` (made by [`message_id`]).
+pub(super) fn term_of(id: &str) -> Option<u64> {
+    let mut parts = id.rsplitn(3, '.');
+    let (_stream, term) = (parts.next()?, parts.next()?);
+    parts.next()?;
+    u64::from_str_radix(term, 16).ok()
 }
 
 /// What a node's heartbeat says (the value of its key in the nodes bucket).
@@ -89,9 +96,17 @@ pub(super) struct Heartbeat {
     pub(super) applied: u64,
 }
 
-/// A write a follower forwards to the leader: the command, already bound to its caller.
+/// A write a follower forwards to the leader: the command, already bound to its caller,
+/// sent again until answered (see `forwards`).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Forwarded {
+    /// The write's id: its copies have the same (the follower's instance and a count).
+    pub(super) id: String,
+    /// The term the follower last saw lead when it first sent it (0: none yet).
+    pub(super) term: u64,
+    /// Whether this is a copy sent again.
+    #[serde(default)]
+    pub(super) resent: bool,
     pub(super) cmd: Command,
     #[serde(default)]
     pub(super) idempotency: Option<String>,
@@ -127,5 +142,12 @@ mod tests {
         assert!(marker.frames.is_empty() && marker.records.is_empty());
         assert!(decode(None, &payload).unwrap_err().contains(FIRST));
         assert!(decode(Some(&headers), &payload[..2]).is_err());
+    }
+
+    #[test]
+    fn a_messages_id_names_its_term() {
+        assert_eq!(term_of(&message_id("node.a-1", 0xfeed, 42)), Some(0xfeed));
+        assert_eq!(term_of("n1.zz.42"), None);
+        assert_eq!(term_of("feed.42"), None);
     }
 }
