@@ -314,6 +314,10 @@ impl Log for ReplicatedLog {
                 }
             }
         }
+        // This node's copy first: sled's position must never get ahead of the log's records
+        // here (it is durable at the next checkpoint; after a crash an older one only means
+        // reading batches this node already has, which it skips).
+        self.local.sync()?;
         if let Some(&(stream, head)) = confirmed.last() {
             let mut state = self.state();
             state.position.stream = stream;
@@ -323,7 +327,7 @@ impl Log for ReplicatedLog {
             state.confirmed.drain(..over);
             self.views.set_cluster_position(&state.position)?;
         }
-        self.local.sync()
+        Ok(())
     }
 
     fn discard(&self, first: Seq) -> Result<(), StoreError> {

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use muster_protocol::Seq;
 
 use tokio::sync::{oneshot, watch};
 
@@ -14,7 +16,13 @@ use crate::core::Model;
 use crate::frame::Frame;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::Log;
+use crate::store::{Db, Log};
+
+/// How often sled and the chat files are made durable (a checkpoint, [`Db::checkpoint`]):
+/// after a crash the log's records since the last one are read again. A commit waits for
+/// one `fdatasync` (the log's file); a checkpoint takes that of sled's file (and of the chat
+/// files) off the path of every write.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// A caller's reply channel and what it will be told once its batch is durable.
 pub(super) type Answer = (oneshot::Sender<Outcome>, Outcome);
@@ -63,12 +71,26 @@ pub(super) struct Syncer {
     pub(super) hub: Arc<Hub>,
     pub(super) shared: Arc<Shared>,
     pub(super) metrics: Arc<Metrics>,
+    /// To the checkpoint thread ([`checkpoints`]): the durable `head` to checkpoint at.
+    pub(super) checkpoints: std_mpsc::SyncSender<Seq>,
+}
+
+/// The checkpoint thread: a checkpoint at each `head` it is sent, until the syncer is gone.
+/// A checkpoint that fails is only a warning: the log holds every batch, and the next one
+/// (or the final one at shutdown) covers it.
+pub(super) fn checkpoints(db: Arc<Db>, heads: std_mpsc::Receiver<Seq>) {
+    while let Ok(head) = heads.recv() {
+        if let Err(error) = db.checkpoint(head) {
+            tracing::warn!(%error, head, "a checkpoint failed; the log's records since the last one are kept");
+        }
+    }
 }
 
 impl Syncer {
     pub(super) fn run(self) {
         // After a failed sync, batches are refused until the writer has rolled back.
         let mut failed = false;
+        let mut checkpointed = Instant::now();
         while let Ok(first) = self.rx.recv() {
             let mut batches = Vec::new();
             let mut next = Some(first);
@@ -90,7 +112,15 @@ impl Syncer {
             let result = if batches.iter().any(|b| b.wrote) { self.log.sync() } else { Ok(()) };
             self.metrics.commit_seconds.observe(started.elapsed());
             match result {
-                Ok(()) => self.publish(batches),
+                Ok(()) => {
+                    self.publish(batches);
+                    if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                        // Busy: it is still at the last one, and takes the next head later.
+                        if self.checkpoints.try_send(self.shared.durable.load(Ordering::Acquire)).is_ok() {
+                            checkpointed = Instant::now();
+                        }
+                    }
+                }
                 Err(error) => {
                     let store = match &error {
                         crate::store::StoreError::Replication(replication) => {

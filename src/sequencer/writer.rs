@@ -136,7 +136,20 @@ impl Sequencer {
             store_broken: AtomicBool::new(false),
         });
         let (to_syncer, from_writer) = std_mpsc::sync_channel(PIPELINE);
+        let (to_checkpoints, heads) = std_mpsc::sync_channel(1);
+        let db = Arc::clone(&self.db);
+        let checkpoints = std::thread::Builder::new()
+            .name("muster-checkpoint".into())
+            .spawn(move || super::syncer::checkpoints(db, heads));
+        let checkpoints = match checkpoints {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the checkpoint thread");
+                return;
+            }
+        };
         let syncer = Syncer {
+            checkpoints: to_checkpoints,
             rx: from_writer,
             log: Arc::clone(&self.log),
             dir: self.floor.dir.clone(),
@@ -181,6 +194,9 @@ impl Sequencer {
         drop(to_syncer);
         if syncer.join().is_err() {
             tracing::error!("the sync thread panicked");
+        }
+        if checkpoints.join().is_err() {
+            tracing::error!("the checkpoint thread panicked");
         }
         match self.views.close(&self.model) {
             Ok(()) => tracing::info!(head = self.model.head, "store closed"),
@@ -381,7 +397,7 @@ impl Sequencer {
         }
         let stored = self
             .disk_log
-            .append(before.head, &frames, Carried::default())
+            .append(before.head, &frames, Carried { records: &records, expired: &expired, commands: &[] })
             .and_then(|()| self.views.write(&events, &self.model, &records, &expired));
         self.store_written(stored, before, events, frames, &records, answers)
     }

@@ -66,6 +66,31 @@ impl<'a> ChatIndex<'a> {
         Ok(())
     }
 
+    /// The position of the message `seq` in `name`'s entries, if there.
+    pub(super) fn find(&self, name: &str, seq: Seq) -> Result<Option<Pos>, StoreError> {
+        let Some(found) = self.tree.range(prefix(name)..=key_chat(name, seq)).next_back() else {
+            return Ok(None);
+        };
+        let (_, chunk) = found?;
+        Ok(self.entries(&chunk)?.into_iter().find(|(s, _)| *s == seq).map(|(_, pos)| pos))
+    }
+
+    /// Points the message `seq` of `name` at `pos`: its entry if there is one (a message
+    /// whose record a crash lost, written again), else a new one as [`ChatIndex::append`]
+    /// adds it.
+    pub(super) fn set(&self, name: &str, seq: Seq, pos: Pos) -> Result<(), StoreError> {
+        if let Some(found) = self.tree.range(prefix(name)..=key_chat(name, seq)).next_back() {
+            let (key, chunk) = found?;
+            if let Some(at) = self.entries(&chunk)?.iter().position(|(s, _)| *s == seq) {
+                let mut moved = chunk.to_vec();
+                moved[at * ENTRY + 8..(at + 1) * ENTRY].copy_from_slice(&pos.encode());
+                self.tree.insert(key, moved)?;
+                return Ok(());
+            }
+        }
+        self.append(name, seq, pos)
+    }
+
     /// Removes the message `seq` from `name`'s entries, if there.
     pub(super) fn remove(&self, name: &str, seq: Seq) -> Result<(), StoreError> {
         let Some(found) = self.tree.range(prefix(name)..=key_chat(name, seq)).next_back() else {

@@ -26,7 +26,12 @@ use super::segments::Segments;
 ///   (`sled/`); see `upgrade` for how an older dir is moved.
 /// - 6: `chat-index` and `inbox-index` hold chunks of entries, not one key per message (see
 ///   `chat_index`); a version-5 dir is copied into a fresh database (see `upgrade`).
-pub(super) const SCHEMA: u64 = 6;
+/// - 7: a log record carries the idempotency records of its batch after its events, and a
+///   commit syncs only the log's files: sled and the chat files are durable at checkpoints
+///   (`meta/synced`), and rebuilt from the log's records after a crash. A version-6 dir
+///   needs nothing (its last commit synced everything); an older muster must not append
+///   records it cannot read, or trust a sled that is behind its log.
+pub(super) const SCHEMA: u64 = 7;
 
 /// The sled database, reopened whole after an I/O error (see [`Db::reopen`]).
 pub(crate) struct Db {
@@ -44,6 +49,8 @@ pub(crate) struct Db {
     pub(super) log_records: Segments,
     /// Chat messages, each once (see `chat`).
     pub(super) chat_records: Segments,
+    /// The `head` of the last checkpoint (see [`Db::checkpoint`]).
+    synced: std::sync::atomic::AtomicU64,
 }
 
 /// The open database: its trees, and a second handle on its data file, for `fdatasync`.
@@ -161,6 +168,7 @@ impl Db {
             opened_at_schema: found.unwrap_or(if fresh { SCHEMA } else { 1 }),
             log_records: Segments::open("log", &dir.join("log"))?,
             chat_records: Segments::open("chat", &dir.join("chat"))?,
+            synced: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -227,6 +235,33 @@ impl Db {
             let records = records.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             sled.and(records)
         })
+    }
+
+    /// A checkpoint: makes sled (the log's index, the views, the idempotency records) and
+    /// the chat files durable up to `head`, the last batch whose log record is durable and
+    /// whose views are written, and records `head` in `meta/synced`: after a crash, only the
+    /// log's records after it are read again ([`super::DiskLog::recover`]). The chat files
+    /// are synced before the key is written, and sled keeps its writes in order, so sled
+    /// never holds a checkpoint whose messages are not on disk.
+    pub(crate) fn checkpoint(&self, head: Seq) -> Result<(), StoreError> {
+        self.log_records.sync()?;
+        self.chat_records.sync()?;
+        self.handles()?.meta.insert("synced", &head.to_be_bytes())?;
+        self.sync_sled()?;
+        self.synced.store(head, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// The `head` of the last checkpoint: the log after it is needed to rebuild sled after a
+    /// crash, so it is not trimmed.
+    pub(crate) fn synced(&self) -> Seq {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The `head` of the last checkpoint as sled holds it; `None` in a data dir written
+    /// before checkpoints, where every commit synced everything.
+    pub(super) fn stored_checkpoint(&self) -> Result<Option<Seq>, StoreError> {
+        Ok(self.handles()?.meta.get("synced")?.and_then(|v| be(&v)))
     }
 
     fn sync_sled(&self) -> Result<(), StoreError> {

@@ -3,7 +3,9 @@
 //! files — for each event `u32 length, topics \n event-json` (the exact bytes sent on the
 //! wire) — and in sled's `log-index` tree the `seq` of the batch's first event (big-endian)
 //! → the record's position. One record and one small insert per batch keep the log's share
-//! of the write path small, and the log's bytes out of sled's memory. A replicated log (the
+//! of the write path small, and the log's bytes out of sled's memory. After its events a
+//! record carries the batch's idempotency records ([`encode_record`]): with them it holds
+//! everything the batch changed, and a commit syncs only the log's file. A replicated log (the
 //! cluster) is a second implementation of the seam.
 
 use std::sync::Arc;
@@ -79,19 +81,23 @@ pub(crate) struct DiskLog {
 }
 
 impl Log for DiskLog {
-    fn append(&self, expected_head: Seq, batch: &[Frame], _: Carried<'_>) -> Result<(), StoreError> {
+    fn append(&self, expected_head: Seq, batch: &[Frame], carried: Carried<'_>) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else { return Ok(()) };
         if first.seq != expected_head + 1 || self.appended.load(Ordering::Acquire) != expected_head {
             return Err(StoreError::OutOfOrder { expected: self.appended.load(Ordering::Acquire) + 1, got: first.seq });
         }
-        let pos = self.db.log_records.append(&encode_batch(batch))?;
+        let pos = self.db.log_records.append(&encode_record(batch, carried))?;
         self.db.handles()?.log.insert(first.seq.to_be_bytes(), &pos.encode())?;
         self.appended.store(last.seq, Ordering::Release);
         Ok(())
     }
 
+    /// One `fdatasync`: the record holds everything the batch changed. sled (the index,
+    /// the views) and the chat files are made durable by the next checkpoint
+    /// ([`super::Views::checkpoint`]), and rebuilt from the records after a crash
+    /// ([`DiskLog::recover`]).
     fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush_and_sync()
+        self.db.log_records.sync()
     }
 
     fn discard(&self, first: Seq) -> Result<(), StoreError> {
@@ -161,6 +167,96 @@ impl DiskLog {
     fn containing(&self, seq: Seq) -> Result<Seq, StoreError> {
         let h = self.db.handles()?;
         Ok(h.log.range(..=seq.to_be_bytes()).next_back().transpose()?.and_then(|(k, _)| be(&k)).unwrap_or(seq))
+    }
+
+    /// At start, before the views are loaded: the records after the checkpoint `synced` are
+    /// durable, but their index entries (and the views, the idempotency records, the chat
+    /// files) only if sled and the chat files got there before the crash. Reads the records
+    /// that follow the checkpoint in the files, in order, up to the first one a crash cut
+    /// short; indexes each again (a later record that starts at an earlier `seq` replaces
+    /// what it follows: a batch rolled back after a failed sync, written again), writes the
+    /// idempotency records they carry, and drops index entries past the last. Once `tail`
+    /// has the log's end, [`DiskLog::cut`] cuts the files there.
+    pub(crate) fn recover(&self, synced: Seq) -> Result<(), StoreError> {
+        let h = self.db.handles()?;
+        // The record that ends at the checkpoint (or, if the views got ahead of the log, the
+        // last before it): the scan starts after it.
+        let (start, base) = match h.log.range(..=synced.to_be_bytes()).next_back().transpose()? {
+            Some((k, v)) => {
+                let first = be(&k).unwrap_or(0);
+                match (self.batch(first, &v), Pos::decode(&v)) {
+                    (Ok(frames), Some(pos)) => (pos.end(), first + frames.len() as Seq - 1),
+                    _ => {
+                        tracing::error!(
+                            first,
+                            synced,
+                            "the checkpoint's log record is not readable; not recovering past it"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            None => (self.db.log_records.start(), synced),
+        };
+        let mut kept: Vec<(Seq, Pos, Seq)> = Vec::new();
+        for (pos, payload) in self.db.log_records.scan(start)? {
+            let Some((first, count)) = first_and_count(&payload) else { break };
+            if first + count <= base + 1 {
+                // Older than the checkpoint (the oldest file holds trimmed batches).
+                continue;
+            }
+            // A batch rolled back and written again: the later record is the one.
+            kept.retain(|(f, _, _)| *f < first);
+            if kept.last().map_or(base, |(_, _, last)| *last) + 1 != first {
+                break;
+            }
+            kept.push((first, pos, first + count - 1));
+        }
+        let last = kept.last().map_or(base, |(_, _, last)| *last);
+        // Entries past the last record read: sled got there before the records did (never
+        // acknowledged), unless a record after them reads fine, which is damage in the middle
+        // of the log, not the end a crash cuts: then `tail` decides, as for any damage.
+        let beyond: Vec<_> = h.log.range((last + 1).to_be_bytes()..).collect::<Result<_, _>>()?;
+        let damaged = beyond.iter().any(|(k, v)| self.batch(be(k).unwrap_or(0), v).is_ok());
+        if damaged {
+            tracing::error!(after = last, "a log record after the checkpoint is damaged; later ones are not");
+        } else {
+            for (key, _) in beyond {
+                h.log.remove(key)?;
+            }
+        }
+        for (first, pos, _) in &kept {
+            h.log.insert(first.to_be_bytes(), &pos.encode())?;
+            let (records, expired) = decode_carried(&self.db.log_records.read(*pos)?).ok_or_else(|| {
+                StoreError::Corrupt { tree: "log", error: format!("entry {first} carries unreadable records") }
+            })?;
+            for (key, record) in records {
+                h.idempotency.insert(key.as_bytes(), record)?;
+            }
+            for key in expired {
+                h.idempotency.remove(key.as_bytes())?;
+            }
+        }
+        if !kept.is_empty() {
+            tracing::info!(
+                batches = kept.len(),
+                synced,
+                head = last,
+                "recovered the log's records since the last checkpoint"
+            );
+        }
+        Ok(())
+    }
+
+    /// At start, after `tail`: cuts the files just after the last record indexed, so that
+    /// appends go on right after it, and no torn or unacknowledged record is left between
+    /// the next checkpoint and the next records (a scan stops at the first it cannot read).
+    pub(crate) fn cut(&self) -> Result<(), StoreError> {
+        let end = match self.db.handles()?.log.last()? {
+            Some((_, v)) => Pos::decode(&v).map(Pos::end),
+            None => Some(self.db.log_records.start()),
+        };
+        end.map_or(Ok(()), |end| self.db.log_records.truncate(end))
     }
 
     /// At start: every logged frame from `from` on that follows without a gap, where the
@@ -301,7 +397,89 @@ pub(crate) fn encode_batch(frames: &[Frame]) -> Vec<u8> {
     value
 }
 
-/// Decodes a log value whose first event has `seq` = `first`.
+/// Marks the end of a record's events: what the batch carries follows (see [`encode_record`]).
+const CARRIED: u32 = u32::MAX;
+
+/// A batch as its record in the log files: [`encode_batch`], then, if it carries any, the
+/// marker [`CARRIED`] and the idempotency records made (`u32` count, then for each
+/// `u32 length, key, u32 length, record`) and the keys forgotten (`u32` count, then for
+/// each `u32 length, key`). With them the record holds everything the batch changed.
+pub(crate) fn encode_record(frames: &[Frame], carried: Carried<'_>) -> Vec<u8> {
+    let mut value = encode_batch(frames);
+    if carried.records.is_empty() && carried.expired.is_empty() {
+        return value;
+    }
+    // Keys and records are far below 4 GiB (bodies are limited to 64 KiB).
+    let word = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+    value.extend_from_slice(&CARRIED.to_be_bytes());
+    value.extend_from_slice(&word(carried.records.len()));
+    for (key, record) in carried.records {
+        for bytes in [key.as_bytes(), record] {
+            value.extend_from_slice(&word(bytes.len()));
+            value.extend_from_slice(bytes);
+        }
+    }
+    value.extend_from_slice(&word(carried.expired.len()));
+    for key in carried.expired {
+        value.extend_from_slice(&word(key.len()));
+        value.extend_from_slice(key.as_bytes());
+    }
+    value
+}
+
+/// What a record carries, decoded: the idempotency records made, and the keys forgotten.
+type Decoded = (Vec<(String, Vec<u8>)>, Vec<String>);
+
+/// The idempotency records a record carries, and the keys it forgot; `None` if they are
+/// unreadable.
+fn decode_carried(value: &[u8]) -> Option<Decoded> {
+    let mut rest = value;
+    let word = |rest: &mut &[u8]| -> Option<u32> {
+        let (w, tail) = rest.split_first_chunk::<4>()?;
+        *rest = tail;
+        Some(u32::from_be_bytes(*w))
+    };
+    loop {
+        if rest.is_empty() {
+            return Some((Vec::new(), Vec::new()));
+        }
+        let len = word(&mut rest)?;
+        if len == CARRIED {
+            break;
+        }
+        rest = rest.get(len as usize..)?;
+    }
+    let bytes = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+        let len = word(rest)? as usize;
+        let (b, tail) = (rest.get(..len)?, rest.get(len..)?);
+        *rest = tail;
+        Some(b.to_vec())
+    };
+    let mut records = Vec::new();
+    for _ in 0..word(&mut rest)? {
+        let key = String::from_utf8(bytes(&mut rest)?).ok()?;
+        records.push((key, bytes(&mut rest)?));
+    }
+    let mut expired = Vec::new();
+    for _ in 0..word(&mut rest)? {
+        expired.push(String::from_utf8(bytes(&mut rest)?).ok()?);
+    }
+    Some((records, expired))
+}
+
+/// The `seq` of a record's first event and the number of its events; `None` if it is
+/// unreadable.
+fn first_and_count(value: &[u8]) -> Option<(Seq, Seq)> {
+    #[derive(serde::Deserialize)]
+    struct First {
+        seq: Seq,
+    }
+    let frames = decode_batch(0, value).ok()?;
+    let first: First = serde_json::from_slice(&frames.first()?.json).ok()?;
+    Some((first.seq, frames.len() as Seq))
+}
+
+/// Decodes the events of a log value whose first event has `seq` = `first`.
 pub(crate) fn decode_batch(first: Seq, value: &[u8]) -> Result<Vec<Frame>, StoreError> {
     let corrupt = |error: String| StoreError::Corrupt { tree: "log", error };
     let mut out = Vec::new();
@@ -309,6 +487,10 @@ pub(crate) fn decode_batch(first: Seq, value: &[u8]) -> Result<Vec<Frame>, Store
     while !rest.is_empty() {
         let seq = first + out.len() as Seq;
         let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
+        if u32::from_be_bytes(*len) == CARRIED {
+            // What the batch carries (see `encode_record`).
+            break;
+        }
         let len = u32::from_be_bytes(*len) as usize;
         let record = tail.get(..len).ok_or_else(|| corrupt(format!("entry {seq} is truncated")))?;
         let newline =

@@ -3,8 +3,8 @@
 //! chat messages) is in append-only segment files; everything else, and the positions of
 //! those records, in sled.
 //!
-//! - `db`: opening (and reopening after an I/O error), the trees, making writes durable
-//!   (the segment files, then sled's flush, then `fdatasync` of its files);
+//! - `db`: opening (and reopening after an I/O error), the trees, checkpoints (the chat
+//!   files, then sled's flush and `fdatasync` of its files; a commit syncs only the log's);
 //! - `error`: [`StoreError`];
 //! - `segments`: the append-only segment files, records read back by position;
 //! - `upgrade`: moving an older dir to this layout, once, and the stub that keeps an older
@@ -18,7 +18,9 @@
 //! - `snapshot`: the whole store as one stream of bytes, and a data dir made from one (a
 //!   cluster's snapshots).
 //!
-//! Only after the log's `sync` returns may a write be acknowledged. All methods block;
+//! Only after the log's `sync` returns may a write be acknowledged: its record holds
+//! everything the batch changed, and what sled and the chat files lose in a crash is rebuilt
+//! from the records after the last checkpoint (`DiskLog::recover`). All methods block;
 //! async callers run them on the blocking pool.
 
 mod archive;

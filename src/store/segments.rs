@@ -57,6 +57,20 @@ impl Pos {
     }
 }
 
+/// A place in the files: a record starts there, or the files end there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Cursor {
+    segment: u32,
+    offset: u64,
+}
+
+impl Pos {
+    /// Just after the record.
+    pub(super) fn end(self) -> Cursor {
+        Cursor { segment: self.segment, offset: u64::from(self.offset) + (HEADER as u64) + u64::from(self.len) }
+    }
+}
+
 /// One directory of segment files.
 pub(super) struct Segments {
     /// Names this set in errors (`log`, `chat`).
@@ -158,6 +172,70 @@ impl Segments {
             tail.unsynced.extend(files);
             tail.created |= created;
             return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Every record from `start` on, in the order they were appended, up to the first that
+    /// is missing, torn or damaged (what a crash can leave after the last one synced). A file
+    /// read to its end goes on in the next one.
+    pub(super) fn scan(&self, start: Cursor) -> Result<Vec<(Pos, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let Cursor { mut segment, mut offset } = start;
+        let files = self.files();
+        let mut at = files.iter().position(|(n, _)| *n == segment);
+        while let Some(i) = at {
+            let file = &files[i].1;
+            let size = file.metadata()?.len();
+            if offset == size {
+                at = Some(i + 1).filter(|next| *next < files.len());
+                if let Some(next) = at {
+                    (segment, offset) = (files[next].0, 0);
+                }
+                continue;
+            }
+            let mut header = [0; HEADER];
+            if offset + HEADER as u64 > size || file.read_exact_at(&mut header, offset).is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+            let mut payload = vec![0; len as usize];
+            let whole = offset + (HEADER as u64) + u64::from(len) <= size
+                && file.read_exact_at(&mut payload, offset + HEADER as u64).is_ok()
+                && crc == crc32fast::hash(&payload);
+            if !whole {
+                break;
+            }
+            // Offsets are below SEGMENT_BYTES (4 GiB would not fit a position).
+            out.push((Pos { segment, offset: offset as u32, len }, payload));
+            offset += (HEADER as u64) + u64::from(len);
+        }
+        Ok(out)
+    }
+
+    /// Where the first record of the oldest file is.
+    pub(super) fn start(&self) -> Cursor {
+        Cursor { segment: self.read_files().keys().next().copied().unwrap_or(0), offset: 0 }
+    }
+
+    /// Cuts the files back to `end`: what follows it (in its file and in later ones) goes, and
+    /// the next record is appended there. Durable with the next [`Segments::sync`].
+    pub(super) fn truncate(&self, end: Cursor) -> Result<(), StoreError> {
+        let mut tail = self.lock_tail();
+        let later: Vec<u32> = self.read_files().range(end.segment + 1..).map(|(n, _)| *n).collect();
+        for n in later {
+            self.write_files().remove(&n);
+            std::fs::remove_file(self.dir.join(name(n)))?;
+            tail.created = true;
+        }
+        let file = self.file(end.segment)?;
+        if file.metadata()?.len() > end.offset {
+            file.set_len(end.offset)?;
+        }
+        (tail.segment, tail.len) = (end.segment, end.offset);
+        if !tail.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
+            tail.unsynced.push(file);
         }
         Ok(())
     }

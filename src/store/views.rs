@@ -228,10 +228,10 @@ impl Views {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `seq` up to which the agents view is complete: the log after it is still needed to
-    /// restore `lastSeenAt` after a crash, so it is not trimmed.
+    /// `seq` up to which the agents view is complete and sled is durable: the log after it
+    /// is still needed to restore `lastSeenAt` and sled after a crash, so it is not trimmed.
     pub(crate) fn checkpointed(&self) -> Seq {
-        self.lock_seen().seq
+        self.lock_seen().seq.min(self.db.synced())
     }
 
     /// Where this data dir stands in a cluster's replicated log, if it is a cluster node's:
@@ -261,6 +261,9 @@ impl Views {
         let h = self.db.handles()?;
         let meta = decode_views_meta(h.meta.get("views")?.as_deref());
         let (head, last_message, last_reservation) = (meta.head, meta.last_message, meta.last_reservation);
+        // A dir written before checkpoints synced everything with each commit.
+        let synced = self.db.stored_checkpoint()?.unwrap_or(head).min(head);
+        log.recover(synced)?;
         let schema = h.meta.get("schema")?.and_then(|v| be(&v)).unwrap_or(1);
         if schema < 2 {
             canonical_tasks(&h.tasks)?;
@@ -307,9 +310,10 @@ impl Views {
         // Written before the board kept it: the head, which is never older.
         model.tasks_seq = meta.tasks_seq.unwrap_or(head);
 
-        // Re-apply from the agents checkpoint (idempotent for what the views hold) to
-        // restore `lastSeenAt`, and apply what the views do not hold yet.
-        let agents_seq = h.meta.get("agents")?.and_then(|v| be(&v)).unwrap_or(0).min(head);
+        // Re-apply from the agents checkpoint or the last checkpoint, whichever is older
+        // (idempotent for what the views hold), to restore `lastSeenAt` and what sled and
+        // the chat files lost, and apply what the views do not hold yet.
+        let agents_seq = h.meta.get("agents")?.and_then(|v| be(&v)).unwrap_or(0).min(synced);
         let mut replayed = Vec::new();
         for frame in log.tail(agents_seq + 1, head)? {
             let event = frame.event().map_err(|e| StoreError::Corrupt { tree: "log", error: e.to_string() })?;
@@ -325,7 +329,7 @@ impl Views {
         if !replayed.is_empty() {
             let new = replayed.iter().filter(|e| e.seq > head).count();
             tracing::info!(replayed = replayed.len(), new, "re-applied the log since the last checkpoint");
-            self.write_views(&replayed, &model)?;
+            self.write_views(&replayed, &model, true)?;
         }
         if h.meta.get("schema")?.and_then(|v| be(&v)).unwrap_or(1) < SCHEMA {
             if let Some(migrated) = model.canonical_names() {
@@ -337,8 +341,9 @@ impl Views {
             h.meta.insert("views", &encode_views_meta(&model)[..])?;
             h.meta.insert("schema", &SCHEMA.to_be_bytes())?;
         }
+        log.cut()?;
         self.checkpoint_agents(&model, true)?;
-        self.db.flush_and_sync()?;
+        self.db.checkpoint(model.head)?;
         Ok(model)
     }
 
@@ -426,7 +431,7 @@ impl Views {
         for key in forget {
             h.idempotency.remove(key.as_bytes())?;
         }
-        self.write_views(events, state)
+        self.write_views(events, state, false)
     }
 
     /// Undoes view writes that were never made durable (their sync failed): removes their
@@ -447,7 +452,7 @@ impl Views {
                 inbox.remove(agent, message.seq)?;
             }
         }
-        self.write_views(&[], before)?;
+        self.write_views(&[], before, false)?;
         self.write_entities(&touched, before, true)?;
         for name in &touched.seen {
             match before.agents.get(*name) {
@@ -463,15 +468,30 @@ impl Views {
         Ok(())
     }
 
-    fn write_views(&self, events: &[Event], state: &Model) -> Result<(), StoreError> {
+    /// Writes the views of `events` (`state` is the model after them). `replaying` the log
+    /// after a crash, a message the index holds keeps its record if that reached the disk,
+    /// and is written again if not.
+    fn write_views(&self, events: &[Event], state: &Model, replaying: bool) -> Result<(), StoreError> {
         let h = self.db.handles()?;
         let touched = Touched::of(events);
         let (chat, inbox) = (ChatIndex::new(&h.chat, "chat-index"), ChatIndex::new(&h.inbox, "inbox-index"));
         for message in &touched.messages {
-            let at = self.db.chat_records.append(&to_json(message))?;
-            chat.append(&message.channel, message.seq, at)?;
+            if !replaying {
+                let at = self.db.chat_records.append(&to_json(message))?;
+                chat.append(&message.channel, message.seq, at)?;
+                for agent in message.recipients() {
+                    inbox.append(agent, message.seq, at)?;
+                }
+                continue;
+            }
+            let kept = chat.find(&message.channel, message.seq)?.filter(|at| self.db.chat_records.read(*at).is_ok());
+            let at = match kept {
+                Some(at) => at,
+                None => self.db.chat_records.append(&to_json(message))?,
+            };
+            chat.set(&message.channel, message.seq, at)?;
             for agent in message.recipients() {
-                inbox.append(agent, message.seq, at)?;
+                inbox.set(agent, message.seq, at)?;
             }
         }
         self.write_entities(&touched, state, false)?;
@@ -558,7 +578,7 @@ impl Views {
     /// Writes the agents checkpoint, flushes and syncs everything (at shutdown).
     pub(crate) fn close(&self, state: &Model) -> Result<(), StoreError> {
         self.checkpoint_agents(state, true)?;
-        self.db.flush_and_sync()
+        self.db.checkpoint(state.head)
     }
 }
 
