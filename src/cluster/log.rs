@@ -93,6 +93,9 @@ impl ReplicatedLog {
         max_payload: usize,
         position: ClusterPosition,
     ) -> ReplicatedLog {
+        // This node's position in the stream is in sled, and `join` checks what this node's
+        // log holds past it against the stream: it must be as durable as the log.
+        local.sync_sled_with_each_commit();
         ReplicatedLog {
             local,
             views,
@@ -314,10 +317,6 @@ impl Log for ReplicatedLog {
                 }
             }
         }
-        // This node's copy first: sled's position must never get ahead of the log's records
-        // here (it is durable at the next checkpoint; after a crash an older one only means
-        // reading batches this node already has, which it skips).
-        self.local.sync()?;
         if let Some(&(stream, head)) = confirmed.last() {
             let mut state = self.state();
             state.position.stream = stream;
@@ -327,7 +326,7 @@ impl Log for ReplicatedLog {
             state.confirmed.drain(..over);
             self.views.set_cluster_position(&state.position)?;
         }
-        Ok(())
+        self.local.sync()
     }
 
     fn discard(&self, first: Seq) -> Result<(), StoreError> {

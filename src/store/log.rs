@@ -9,7 +9,7 @@
 //! cluster) is a second implementation of the seam.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use muster_protocol::{Seq, Timestamp, Topic};
@@ -78,6 +78,9 @@ pub(crate) struct DiskLog {
     db: Arc<Db>,
     /// `seq` of the last event appended (durable or not): the next batch must follow it.
     appended: AtomicU64,
+    /// A commit syncs sled too, not only the log's file (a cluster node's: see
+    /// [`DiskLog::sync_sled_with_each_commit`]).
+    whole: AtomicBool,
 }
 
 impl Log for DiskLog {
@@ -97,6 +100,9 @@ impl Log for DiskLog {
     /// ([`super::Views::checkpoint`]), and rebuilt from the records after a crash
     /// ([`DiskLog::recover`]).
     fn sync(&self) -> Result<(), StoreError> {
+        if self.whole.load(Ordering::Acquire) {
+            return self.db.flush_and_sync();
+        }
         self.db.log_records.sync()
     }
 
@@ -150,7 +156,15 @@ impl Log for DiskLog {
 impl DiskLog {
     /// The log of `db`; [`DiskLog::tail`] learns where it ends.
     pub(crate) fn new(db: Arc<Db>) -> DiskLog {
-        DiskLog { db, appended: AtomicU64::new(0) }
+        DiskLog { db, appended: AtomicU64::new(0), whole: AtomicBool::new(false) }
+    }
+
+    /// From now on a commit also syncs sled and the chat files, as before checkpoints: a
+    /// cluster node's position in the stream is in sled, and what its log holds past that
+    /// position is checked against the stream when it joins, so the position must be as
+    /// durable as the log. (Its commits wait for the stream's confirmation anyway.)
+    pub(crate) fn sync_sled_with_each_commit(&self) {
+        self.whole.store(true, Ordering::Release);
     }
 
     /// The frames of the batch whose first event has `seq` = `first`, from the record at the
@@ -178,6 +192,11 @@ impl DiskLog {
     /// idempotency records they carry, and drops index entries past the last. Once `tail`
     /// has the log's end, [`DiskLog::cut`] cuts the files there.
     pub(crate) fn recover(&self, synced: Seq) -> Result<(), StoreError> {
+        if self.whole.load(Ordering::Acquire) {
+            // A cluster node's sled is as durable as its log: the index is the log, and a
+            // record it lacks was never confirmed by the stream (nor checked by `join`).
+            return Ok(());
+        }
         let h = self.db.handles()?;
         // The record that ends at the checkpoint (or, if the views got ahead of the log, the
         // last before it): the scan starts after it.

@@ -128,30 +128,56 @@ impl Segments {
 
     /// Appends a record; not durable before the next [`Segments::sync`].
     pub(super) fn append(&self, payload: &[u8]) -> Result<Pos, StoreError> {
-        let len = u32::try_from(payload.len())
-            .ok()
-            .filter(|len| (*len as u64) < SEGMENT_BYTES)
-            .ok_or_else(|| self.corrupt(format!("a record of {} bytes is too large", payload.len())))?;
+        let positions = self.append_all(&[payload])?;
+        positions.first().copied().ok_or_else(|| self.corrupt("a record was not appended".into()))
+    }
+
+    /// Appends records in order, with one write per file they go to; not durable before the
+    /// next [`Segments::sync`].
+    pub(super) fn append_all(&self, payloads: &[&[u8]]) -> Result<Vec<Pos>, StoreError> {
         let mut tail = self.lock_tail();
-        if tail.len > 0 && tail.len + (HEADER as u64) + u64::from(len) > SEGMENT_BYTES {
-            let next = tail.segment + 1;
-            let file = Arc::new(create(&self.dir, next)?);
-            self.write_files().insert(next, file);
-            (tail.segment, tail.len, tail.created) = (next, 0, true);
+        let mut positions = Vec::with_capacity(payloads.len());
+        let mut records = Vec::with_capacity(payloads.iter().map(|p| HEADER + p.len()).sum());
+        let mut start = tail.len;
+        for payload in payloads {
+            let len = u32::try_from(payload.len())
+                .ok()
+                .filter(|len| (*len as u64) < SEGMENT_BYTES)
+                .ok_or_else(|| self.corrupt(format!("a record of {} bytes is too large", payload.len())))?;
+            let end = start + records.len() as u64;
+            if end > 0 && end + (HEADER as u64) + u64::from(len) > SEGMENT_BYTES {
+                self.write_at(&mut tail, start, &records)?;
+                records.clear();
+                let next = tail.segment + 1;
+                let file = Arc::new(create(&self.dir, next)?);
+                self.write_files().insert(next, file);
+                (tail.segment, tail.len, tail.created) = (next, 0, true);
+                start = 0;
+            }
+            // Offsets are below SEGMENT_BYTES.
+            let offset = (start + records.len() as u64) as u32;
+            positions.push(Pos { segment: tail.segment, offset, len });
+            records.extend_from_slice(&len.to_be_bytes());
+            records.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+            records.extend_from_slice(payload);
+        }
+        self.write_at(&mut tail, start, &records)?;
+        Ok(positions)
+    }
+
+    /// Writes `records` at `offset` of the file appended to. A failed write leaves the end
+    /// where it was: the next record goes over what it left.
+    fn write_at(&self, tail: &mut Tail, offset: u64, records: &[u8]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
         }
         let file = self.file(tail.segment)?;
-        let mut record = Vec::with_capacity(HEADER + payload.len());
-        record.extend_from_slice(&len.to_be_bytes());
-        record.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
-        record.extend_from_slice(payload);
-        // A failed write leaves `len` where it was: the next record goes over what it left.
-        file.write_all_at(&record, tail.len)?;
-        let pos = Pos { segment: tail.segment, offset: tail.len as u32, len };
-        tail.len += record.len() as u64;
+        file.write_all_at(records, offset)?;
+        tail.len = offset + records.len() as u64;
         if !tail.unsynced.iter().any(|f| Arc::ptr_eq(f, &file)) {
             tail.unsynced.push(file);
         }
-        Ok(pos)
+        Ok(())
     }
 
     /// Makes every record appended before this call durable (`fdatasync` of the files

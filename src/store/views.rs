@@ -27,6 +27,7 @@ use muster_protocol::{
 use super::chat_index::ChatIndex;
 use super::db::{Db, Handles, SCHEMA, StoreError, be, from_json, to_json};
 use super::log::DiskLog;
+use super::segments::Pos;
 use crate::core::{Channel, FINISHED_KEPT, Model, actor, apply};
 
 /// How often agents that only acted (their `lastSeenAt` moved) are written (see
@@ -474,16 +475,48 @@ impl Views {
     fn write_views(&self, events: &[Event], state: &Model, replaying: bool) -> Result<(), StoreError> {
         let h = self.db.handles()?;
         let touched = Touched::of(events);
-        let (chat, inbox) = (ChatIndex::new(&h.chat, "chat-index"), ChatIndex::new(&h.inbox, "inbox-index"));
-        for message in &touched.messages {
-            if !replaying {
-                let at = self.db.chat_records.append(&to_json(message))?;
-                chat.append(&message.channel, message.seq, at)?;
-                for agent in message.recipients() {
-                    inbox.append(agent, message.seq, at)?;
-                }
-                continue;
+        if replaying {
+            self.index_again(&h, &touched.messages)?;
+        } else {
+            self.index(&h, &touched.messages)?;
+        }
+        self.write_entities(&touched, state, false)?;
+        self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
+        self.checkpoint_agents(state, false)?;
+        // Last: the head the views now include.
+        h.meta.insert("views", &encode_views_meta(state)[..])?;
+        Ok(())
+    }
+
+    /// Writes a batch's messages to the chat files with one write, and indexes them with one
+    /// insert per chunk of each channel and inbox they go to.
+    fn index(&self, h: &Handles, messages: &[&ChatMessage]) -> Result<(), StoreError> {
+        let records: Vec<Vec<u8>> = messages.iter().map(to_json).collect();
+        let positions = self.db.chat_records.append_all(&records.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        let mut channels: BTreeMap<&str, Vec<(Seq, Pos)>> = BTreeMap::new();
+        let mut inboxes: BTreeMap<&str, Vec<(Seq, Pos)>> = BTreeMap::new();
+        for (message, at) in messages.iter().zip(positions) {
+            channels.entry(message.channel.as_str()).or_default().push((message.seq, at));
+            for agent in message.recipients() {
+                inboxes.entry(agent).or_default().push((message.seq, at));
             }
+        }
+        let (chat, inbox) = (ChatIndex::new(&h.chat, "chat-index"), ChatIndex::new(&h.inbox, "inbox-index"));
+        for (name, entries) in &channels {
+            chat.extend(name, entries)?;
+        }
+        for (name, entries) in &inboxes {
+            inbox.extend(name, entries)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes messages the log holds again after a crash: one whose record reached the
+    /// disk keeps it, one whose record did not (the chat files are synced at checkpoints)
+    /// is written again.
+    fn index_again(&self, h: &Handles, messages: &[&ChatMessage]) -> Result<(), StoreError> {
+        let (chat, inbox) = (ChatIndex::new(&h.chat, "chat-index"), ChatIndex::new(&h.inbox, "inbox-index"));
+        for message in messages {
             let kept = chat.find(&message.channel, message.seq)?.filter(|at| self.db.chat_records.read(*at).is_ok());
             let at = match kept {
                 Some(at) => at,
@@ -494,11 +527,6 @@ impl Views {
                 inbox.set(agent, message.seq, at)?;
             }
         }
-        self.write_entities(&touched, state, false)?;
-        self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
-        self.checkpoint_agents(state, false)?;
-        // Last: the head the views now include.
-        h.meta.insert("views", &encode_views_meta(state)[..])?;
         Ok(())
     }
 

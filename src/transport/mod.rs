@@ -54,7 +54,7 @@ pub(crate) async fn serve(
         ("agents", Arc::clone(&connections), config.max_connections),
         ("observers", Arc::clone(&observers), config.max_observers),
     ]);
-    let state = state::AppState {
+    let state = state::AppState::new(state::Shared {
         broker,
         config,
         metrics,
@@ -63,7 +63,7 @@ pub(crate) async fn serve(
         connections,
         observers,
         sessions: tokio_util::task::TaskTracker::new(),
-    };
+    });
     let sessions = state.sessions.clone();
     let conns = conns::Conns::new(state.config.max_http_connections);
     let header_timeout = state.config.header_timeout;

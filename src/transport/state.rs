@@ -11,9 +11,27 @@ use crate::api::Broker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// What every handler can reach.
+/// What every handler can reach. axum clones the state for every request (and each
+/// middleware): one shared allocation makes that one reference count, not one per field.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub(crate) struct Shared {
     /// The operations.
     pub(crate) broker: Arc<Broker>,
     /// The effective configuration.
