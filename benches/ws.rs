@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench ws                                  # every scenario
 //! cargo bench --bench ws -- --scenarios fanout,nats --subscribers 1000 --seconds 10
+//! cargo bench --bench ws -- --scenarios fanout,nats --rates 250,1000   # fixed publish rates instead
 //! cargo bench --bench ws -- --smoke           # every scenario, tiny: that it still works (CI)
 //! ```
 //!
@@ -431,6 +432,8 @@ fn main() {
     let mut smoke = false;
     let mut scenarios: Vec<String> = ["fanout", "nats", "single", "idle", "sessions"].map(String::from).to_vec();
     let mut fill: u64 = 200_000;
+    // Fixed publish rates (messages/s) to run instead of "max, then paced at half".
+    let mut rates: Vec<u64> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -439,6 +442,7 @@ fn main() {
             "--scenarios" => scenarios = args.next().unwrap().split(',').map(str::to_owned).collect(),
             "--replay" => replay = args.next().unwrap().parse().unwrap(),
             "--idle" => idle = args.next().unwrap().parse().unwrap(),
+            "--rates" => rates = args.next().unwrap().split(',').map(|r| r.parse().unwrap()).collect(),
             "--smoke" => (seconds, subscribers, replay, idle, fill, smoke) = (0.5, 4, 500, 100, 500, true),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -454,7 +458,9 @@ fn main() {
                     if scenario == "fanout" { (Target::Muster, "muster") } else { (Target::Nats, "nats") };
                 let (mut nats, muster, addr, pub_addr);
                 if target == Target::Muster {
-                    muster = Some(common::Process::start(&dir.path().join("data"), &[], &[]));
+                    // Room for every subscriber (observers are limited to 1,000 by default).
+                    let places = ["--max-connections", "16000", "--max-observers", "16000"];
+                    muster = Some(common::Process::start(&dir.path().join("data"), &[], &places));
                     addr = muster.as_ref().unwrap().addr;
                     pub_addr = addr;
                     nats = None;
@@ -465,19 +471,30 @@ fn main() {
                     addr = ws;
                     pub_addr = tcp;
                 }
-                let (published, rate, p50, p99) = rt.block_on(fanout(target, addr, pub_addr, subscribers, seconds, 0));
-                println!(
-                    "| {name} fan-out, max | {subscribers} | {:.0} published/s | {rate:.0} | {p50:.2} | {p99:.2} |",
-                    published as f64 / seconds
-                );
-                max_rates.push((name, rate));
-                let half = (published as f64 / seconds / 2.0) as u64;
-                let (published, rate, p50, p99) =
-                    rt.block_on(fanout(target, addr, pub_addr, subscribers, seconds, half));
-                println!(
-                    "| {name} fan-out, paced at half | {subscribers} | {:.0} published/s | {rate:.0} | {p50:.2} | {p99:.2} |",
-                    published as f64 / seconds
-                );
+                for &fixed in &rates {
+                    let (published, rate, p50, p99) =
+                        rt.block_on(fanout(target, addr, pub_addr, subscribers, seconds, fixed));
+                    println!(
+                        "| {name} fan-out, {fixed} msgs/s | {subscribers} | {:.0} published/s | {rate:.0} | {p50:.2} | {p99:.2} |",
+                        published as f64 / seconds
+                    );
+                }
+                if rates.is_empty() {
+                    let (published, rate, p50, p99) =
+                        rt.block_on(fanout(target, addr, pub_addr, subscribers, seconds, 0));
+                    println!(
+                        "| {name} fan-out, max | {subscribers} | {:.0} published/s | {rate:.0} | {p50:.2} | {p99:.2} |",
+                        published as f64 / seconds
+                    );
+                    max_rates.push((name, rate));
+                    let half = (published as f64 / seconds / 2.0) as u64;
+                    let (published, rate, p50, p99) =
+                        rt.block_on(fanout(target, addr, pub_addr, subscribers, seconds, half));
+                    println!(
+                        "| {name} fan-out, paced at half | {subscribers} | {:.0} published/s | {rate:.0} | {p50:.2} | {p99:.2} |",
+                        published as f64 / seconds
+                    );
+                }
                 if let Some(n) = nats.as_mut() {
                     let _ = n.kill();
                     let _ = n.wait();

@@ -41,6 +41,6 @@ kill -TERM "$broker"
 wait "$broker" || true
 
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf --all >"$work/folded"
-cp "$work/folded" "${out%.svg}.folded"
-inferno-flamegraph --title "muster $scenario, $connections connections" <"$work/folded" >"$out"
+cp "$work/folded" "${out%.svg}.folded"  # for scripts that sum it up; not kept in the repository
+inferno-flamegraph --minwidth 0.5 --title "muster $scenario, $connections connections" <"$work/folded" >"$out"
 echo "wrote $out and ${out%.svg}.folded ($(wc -l <"$work/folded") stacks)"

@@ -55,7 +55,13 @@ impl Conn {
 }
 
 pub(crate) fn post(path: &str, body: &str) -> Vec<u8> {
-    format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    // With its content type, as agents send it (and as a peer may require: reflectt-node
+    // answers 415 without it).
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// What one scenario measured.

@@ -97,7 +97,7 @@ impl Log for DiskLog {
 
     /// One `fdatasync`: the record holds everything the batch changed. sled (the index,
     /// the views) and the chat files are made durable by the next checkpoint
-    /// ([`super::Views::checkpoint`]), and rebuilt from the records after a crash
+    /// ([`super::Db::checkpoint`]), and rebuilt from the records after a crash
     /// ([`DiskLog::recover`]).
     fn sync(&self) -> Result<(), StoreError> {
         if self.whole.load(Ordering::Acquire) {
@@ -199,12 +199,13 @@ impl DiskLog {
         }
         let h = self.db.handles()?;
         // The record that ends at the checkpoint (or, if the views got ahead of the log, the
-        // last before it): the scan starts after it.
+        // last before it): the scan starts after it, at the first record after the checkpoint
+        // (appends after views that got ahead go on from the views' head, not the log's).
         let (start, base) = match h.log.range(..=synced.to_be_bytes()).next_back().transpose()? {
             Some((k, v)) => {
                 let first = be(&k).unwrap_or(0);
                 match (self.batch(first, &v), Pos::decode(&v)) {
-                    (Ok(frames), Some(pos)) => (pos.end(), first + frames.len() as Seq - 1),
+                    (Ok(frames), Some(pos)) => (pos.end(), (first + frames.len() as Seq - 1).max(synced)),
                     _ => {
                         tracing::error!(
                             first,
