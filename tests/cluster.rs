@@ -1257,7 +1257,9 @@ async fn a_node_refuses_nats_servers_that_let_anyone_in_unless_told_insecure() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a node started on NATS servers anyone may publish to:\n{said}");
-    assert!(said.contains("publish on muster.>") && said.contains("--insecure-nats"), "{said}");
+    // Each probe waits two seconds; a loaded machine may miss one of them, never all.
+    let named = ["publish on muster.>", "subscribe to muster.>", "use the JetStream account"];
+    assert!(named.iter().any(|n| said.contains(n)) && said.contains("--insecure-nats"), "{said}");
 
     // Said out loud, it runs (and says what is open).
     let node = common::Process::start_one(

@@ -181,8 +181,18 @@ fn rand_u32() -> u32 {
     nanos.subsec_nanos()
 }
 
+/// A port nothing listens on, never one this process handed out before: the kernel may give
+/// a port just released to the next `bind(0)`, and two nodes (or a node and a nats-server)
+/// given the same one made a cluster fail to start ("address already in use").
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
