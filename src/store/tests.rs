@@ -199,18 +199,7 @@ fn a_version_1_dir_with_names_differing_in_case_is_migrated_to_one_agent_each() 
 
 /// Decides `cmd` at `at` and commits its events, the way the sequencer does.
 fn commit(store: &Store, model: &mut Model, cmd: Command, at: muster_protocol::Timestamp) {
-    let decision = decide(model, &Policy::default(), &cmd, at).unwrap();
-    let head = model.head;
-    let mut events = Vec::new();
-    for kind in decision.events {
-        let event = Event { seq: model.head + 1, at, kind };
-        apply(model, &event);
-        events.push(event);
-    }
-    let frames: Vec<Frame> = events.iter().map(Frame::of).collect();
-    store.log.append(head, &frames, Default::default()).unwrap();
-    store.views.write(&events, model, &[], &[]).unwrap();
-    store.log.sync().unwrap();
+    commit_carrying_at(store, model, cmd, at, &[], &[]);
 }
 
 #[test]
@@ -548,7 +537,17 @@ fn a_snapshot_makes_a_data_dir_that_reads_back_the_same() {
 /// Commits `cmd` as [`commit`] does, with the idempotency records it made and the keys it
 /// forgot.
 fn commit_carrying(store: &Store, model: &mut Model, cmd: Command, records: &[(String, Vec<u8>)], expired: &[String]) {
-    let at = "2026-11-25T10:00:00Z".parse().unwrap();
+    commit_carrying_at(store, model, cmd, "2026-11-25T10:00:00Z".parse().unwrap(), records, expired);
+}
+
+fn commit_carrying_at(
+    store: &Store,
+    model: &mut Model,
+    cmd: Command,
+    at: muster_protocol::Timestamp,
+    records: &[(String, Vec<u8>)],
+    expired: &[String],
+) {
     let decision = decide(model, &Policy::default(), &cmd, at).unwrap();
     let head = model.head;
     let mut events = Vec::new();
