@@ -339,6 +339,9 @@ impl DiskLog {
     /// [`TRIM_BATCH`] events per call, never past `up_to`. The views do not depend on the
     /// log, so no state is lost (the caller keeps what the agents checkpoint still needs).
     pub(crate) fn trim(&self, up_to: Seq, keep: u64, older_than: Timestamp) -> Result<u64, StoreError> {
+        // `up_to` is a checkpoint written before this call (`Views::checkpointed`): durable
+        // once sled has flushed, which checkpoints leave to sled's own flushes.
+        self.db.flush_and_sync()?;
         let h = self.db.handles()?;
         #[derive(serde::Deserialize)]
         struct At {

@@ -229,8 +229,9 @@ impl Views {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `seq` up to which the agents view is complete and sled is durable: the log after it
-    /// is still needed to restore `lastSeenAt` and sled after a crash, so it is not trimmed.
+    /// `seq` up to which the agents view is complete and sled is checkpointed (durable once
+    /// sled has flushed since: [`super::DiskLog::trim`] flushes first): the log after it is
+    /// still needed to restore `lastSeenAt` and sled after a crash, so it is not trimmed.
     pub(crate) fn checkpointed(&self) -> Seq {
         self.lock_seen().seq.min(self.db.synced())
     }
@@ -345,6 +346,7 @@ impl Views {
         log.cut()?;
         self.checkpoint_agents(&model, true)?;
         self.db.checkpoint(model.head)?;
+        self.db.flush_and_sync()?;
         Ok(model)
     }
 
@@ -603,10 +605,12 @@ impl Views {
             .collect()
     }
 
-    /// Writes the agents checkpoint, flushes and syncs everything (at shutdown).
+    /// Writes the agents checkpoint and a checkpoint, flushes and syncs everything (at
+    /// shutdown).
     pub(crate) fn close(&self, state: &Model) -> Result<(), StoreError> {
         self.checkpoint_agents(state, true)?;
-        self.db.checkpoint(state.head)
+        self.db.checkpoint(state.head)?;
+        self.db.flush_and_sync()
     }
 }
 
