@@ -90,8 +90,9 @@ pub(super) fn open_sled(path: &Path, data_dir: &Path, cache_bytes: u64) -> Resul
     let started = std::time::Instant::now();
     loop {
         // sled's default cache is 1 GiB, and it fills as history grows: the cap is what keeps
-        // the broker's memory independent of how long it has run.
-        match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
+        // the broker's memory independent of how long it has run. Its own flush (500 ms, its
+        // default) is what makes a checkpoint durable (`Db::checkpoint`).
+        match sled::Config::new().path(path).cache_capacity(cache_bytes).flush_every_ms(Some(500)).open() {
             Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
                 if started.elapsed() >= LOCK_WAIT {
                     return Err(StoreError::Locked(data_dir.to_owned()));

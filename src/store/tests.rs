@@ -600,6 +600,8 @@ fn a_power_loss_after_the_checkpoint_loses_nothing_acknowledged() {
             create_tasks(&store, &mut model, 2, "2026-11-25T10:00:00Z", true);
             commit_carrying(&store, &mut model, post("ann", "@bo before", None), &[record("k1"), record("k2")], &[]);
             store.db.checkpoint(model.head).unwrap();
+            // sled's own flush, within 500 ms, makes the checkpoint durable.
+            store.db.flush_and_sync().unwrap();
             for name in lost {
                 copy_dir(&dir.path().join(name), &saved.path().join(name));
             }
@@ -651,6 +653,7 @@ fn a_batch_written_again_after_a_rollback_replaces_it_in_the_files() {
         let mut model = load(&store);
         create_tasks(&store, &mut model, 2, "2026-11-25T10:00:00Z", false);
         store.db.checkpoint(model.head).unwrap();
+        store.db.flush_and_sync().unwrap();
         copy_dir(&dir.path().join("sled"), &saved.path().join("sled"));
         // Written, then rolled back as after a failed sync.
         let mut rolled_back = model.clone();
