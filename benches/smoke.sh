@@ -18,6 +18,8 @@ for script in benches/*.py; do
   echo "-- $script"
   python3 "$script" --smoke
 done
+echo "-- scripts/wrk-compare.sh (the issue-28 comparison with wrk)"
+scripts/wrk-compare.sh --smoke
 echo "-- tests/dashboard/bench.mjs"
 [ -d tests/dashboard/node_modules ] || (cd tests/dashboard && npm ci --silent --no-audit --no-fund)
 node tests/dashboard/bench.mjs --smoke

@@ -252,6 +252,11 @@ async fn fanout(
     let ready = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     for i in 0..subscribers {
+        // At most 100 handshakes at once: 10,000 started together overflow the listen
+        // backlog, and connects fail part way.
+        while i as u64 >= ready.load(Ordering::Relaxed) + 100 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let (received, ready) = (Arc::clone(&received), Arc::clone(&ready));
         subs.push(tokio::spawn(async move {
             match target {
@@ -259,9 +264,6 @@ async fn fanout(
                 Target::Nats => nats_subscriber(addr, start, received, ready).await,
             }
         }));
-        if i % 100 == 99 {
-            tokio::task::yield_now().await;
-        }
     }
     while ready.load(Ordering::Relaxed) < subscribers as u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
