@@ -246,11 +246,11 @@ impl Db {
     /// are synced before the key is written, so sled never holds a checkpoint whose messages
     /// are not on disk.
     ///
-    /// It does not flush sled itself: a flush once a second on this thread, concurrent with the
-    /// writer's inserts, made the broker's memory saw-tooth by about 10 MB and grow about
-    /// 100 bytes a chat message faster than sled's own flushes alone (`tests/memory.rs`).
-    /// Where a checkpoint must be durable now (at shutdown, before a trim), the caller flushes
-    /// ([`Db::flush_and_sync`]).
+    /// It does not flush sled itself: a flush once a second here, concurrent with the writer's
+    /// inserts, made the broker's memory saw-tooth by about 10 MB, which sled's own flushes
+    /// alone do not (`tests/memory.rs` failed; BENCHMARKS.md, "Memory: a checkpoint no longer
+    /// flushes sled"). Where a checkpoint must be durable now (at shutdown, before a trim), the
+    /// caller flushes ([`Db::flush_and_sync`]).
     pub(crate) fn checkpoint(&self, head: Seq) -> Result<(), StoreError> {
         self.log_records.sync()?;
         self.chat_records.sync()?;
