@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use muster_protocol::{Seq, Topic};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::frame::Frame;
 
@@ -191,6 +191,9 @@ struct Inner {
 /// The hub. Shared by the sync thread (publisher) and every connection.
 pub(crate) struct Hub {
     inner: Mutex<Inner>,
+    /// The head, for whoever waits for an event to have been published
+    /// ([`Hub::published`]).
+    published: watch::Sender<Seq>,
 }
 
 /// The size of a subscription (see [`Subscription::size`]).
@@ -215,7 +218,7 @@ pub(crate) struct Subscription {
 impl Hub {
     /// A hub whose last published event is `head`.
     pub(crate) fn new(head: Seq) -> Arc<Hub> {
-        Arc::new(Hub { inner: Mutex::new(Inner { head, ..Inner::default() }) })
+        Arc::new(Hub { inner: Mutex::new(Inner { head, ..Inner::default() }), published: watch::Sender::new(head) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -270,6 +273,18 @@ impl Hub {
                 }
             }
         }
+        let head = inner.head;
+        drop(inner);
+        self.published.send_if_modified(|published| std::mem::replace(published, head) != head);
+    }
+
+    /// Waits until the event `seq` has been published: a feed that starts after this
+    /// holds it (in its replay). The sync thread publishes a batch after the snapshot that
+    /// holds it, so this is later than the snapshot's `head` reaching `seq`.
+    pub(crate) async fn published(&self, seq: Seq) {
+        let mut published = self.published.subscribe();
+        // The sender lives as long as the hub, which `self` holds.
+        let _ = published.wait_for(|head| *head >= seq).await;
     }
 
     /// Empties `outbox`, holds it paused, and returns the `seq` of the last event

@@ -60,6 +60,20 @@ async fn a_write_through_one_node_is_read_through_every_other() {
         assert_eq!(read["task"]["title"], format!("task {n}"));
     }
 
+    // The event log too: a write's event is in a poll sent at once through another node
+    // (whose feed starts once the node has caught up, not before).
+    let leader = cluster.leader().await;
+    for n in 0..30 {
+        let (status, body) = post(&http, cluster.url(leader, "/tasks"), "alice", json!({"title": "polled"})).await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["task"]["id"].as_str().unwrap();
+        let node = (leader + 1 + n % 2) % 3;
+        let poll = cluster.url(node, &format!("/events?topics=task:{id}"));
+        let (_, page) = split(http.get(poll).send().await.unwrap()).await;
+        let types: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["task.created"], "{id} written through the leader, polled through node-{node}: {page}");
+    }
+
     // A claim is one mutex across the nodes: twelve agents race through all three.
     let (_, body) = post(&http, cluster.url(0, "/tasks"), "alice", json!({"title": "contended"})).await;
     let id = body["task"]["id"].as_str().unwrap().to_owned();

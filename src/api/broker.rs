@@ -151,7 +151,7 @@ impl Broker {
     /// On a cluster's node: waits (bounded) until this node's state may answer `caller`'s
     /// read (it holds every write acknowledged before it, and the last event the caller has
     /// seen), else 503. A single broker's state always may: it is the history.
-    async fn catch_up(&self, caller: &Caller) -> Result<(), ApiError> {
+    pub(super) async fn catch_up(&self, caller: &Caller) -> Result<(), ApiError> {
         match &self.cluster {
             Some(cluster) => cluster
                 .catch_up(&self.reader, caller.after())
@@ -207,6 +207,15 @@ impl Broker {
     ) -> Result<T, ApiError> {
         self.check(caller)?;
         self.catch_up(caller).await?;
+        self.read_caught_up(f).await
+    }
+
+    /// [`Broker::read_store`] without the catch-up, for a read bounded by a `seq` this
+    /// node was caught up to already (a feed's replay, up to where it went live).
+    pub(super) async fn read_caught_up<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store, &dyn Log) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
         // The semaphore is never closed.
         let _permit = self.readers.acquire().await;
         let (store, log) = (Arc::clone(&self.store), Arc::clone(&self.log));

@@ -141,10 +141,14 @@ pub(crate) async fn subscribe(
     let topics = parse_topics(topics)?;
     check_inboxes(caller, &topics)?;
     check_size(Size { budget: outbox.limit(), ..Size::default() }, &topics)?;
+    // On a cluster's node, first what the caller must see: the hub's head is where the
+    // feed goes live, and a head taken before would start it before the caller's own
+    // last write (through another node, or answered here a moment before the hub had it).
+    broker.catch_up(caller).await?;
     // Nothing live goes out before the replay is done.
     outbox.pause();
     let (subscription, head) = broker.hub().subscribe(Arc::clone(&outbox), &topics);
-    let first = broker.read_store(caller, move |_, log| log.first_retained(head)).await?;
+    let first = broker.read_caught_up(move |_, log| log.first_retained(head)).await?;
     let epoch = broker.epoch().to_owned();
     let (replay, recovered, resync) = match begin {
         Begin::Live => (None, false, false),
@@ -207,7 +211,9 @@ impl Feed {
             let (topics, chunk) = (self.topics.clone(), self.chunk);
             // Boxed: a replay is rare, and its state inline would make every connection's
             // writer larger (BENCHMARKS.md, sessions).
-            let read = Box::pin(broker.read_store(&self.caller, move |_, log| log.read(scanned, head, &topics, chunk)));
+            // The caller may have lost the right to read meanwhile (a revoked token).
+            broker.check(&self.caller).map_err(Ended::Failed)?;
+            let read = Box::pin(broker.read_caught_up(move |_, log| log.read(scanned, head, &topics, chunk)));
             let (frames, scanned) = read.await.map_err(Ended::Failed)?;
             self.replay = Some((scanned, head));
             if !frames.is_empty() {

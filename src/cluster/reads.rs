@@ -170,12 +170,19 @@ impl Cluster {
     }
 }
 
-/// Waits (at most [`CATCH_UP_TIMEOUT`]) until the snapshot readers see includes `seq`;
-/// whether it does.
+/// Waits (at most [`CATCH_UP_TIMEOUT`]) until readers see `seq`: the snapshot includes it,
+/// and so does the hub (a feed started now replays it); whether they do. The hub publishes
+/// a batch a moment after the snapshot takes it: a feed started in between would begin
+/// before the write it was sent after.
 async fn applied(reader: &Reader, seq: Seq) -> bool {
     let mut snapshots = reader.watch();
-    let caught_up = snapshots.wait_for(|s| s.model.head >= seq);
-    tokio::time::timeout(CATCH_UP_TIMEOUT, caught_up).await.is_ok_and(|r| r.is_ok())
+    let caught_up = async {
+        snapshots.wait_for(|s| s.model.head >= seq).await.is_ok() && {
+            reader.hub().published(seq).await;
+            true
+        }
+    };
+    tokio::time::timeout(CATCH_UP_TIMEOUT, caught_up).await.unwrap_or(false)
 }
 
 /// A write that reached no leader: not stored.
