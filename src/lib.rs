@@ -200,7 +200,8 @@ async fn open(config: &Config) -> Result<(Arc<Store>, Option<cluster::Joined>), 
             Ok(joined) => return Ok((store, Some(joined))),
             Err(error @ cluster::JoinError::Diverged { .. }) if !set_aside => {
                 drop(store);
-                let aside = store::set_aside(&config.data_dir).map_err(|e| ServeError::Store(e.to_string()))?;
+                let aside =
+                    store::set_aside(&config.data_dir, &[auth::FILE]).map_err(|e| ServeError::Store(e.to_string()))?;
                 tracing::warn!(
                     %error,
                     "the data dir was moved to {} and this node starts afresh from the cluster's log",

@@ -219,6 +219,39 @@ async fn every_route_refuses_a_missing_token_and_an_impersonation_and_accepts_it
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn without_tokens_the_x_agent_header_says_who_calls_and_a_body_naming_another_is_refused() {
+    let s = Server::start().await;
+    for title in ["one", "two", "three"] {
+        assert_eq!(s.post("/tasks", json!({"title": title})).await.0, 201);
+    }
+    let declared = async |method: &str, path: &str, body: &Value| {
+        let mut request = s.http.request(method.parse().unwrap(), s.url(path)).header("X-Agent", "Link");
+        if !body.is_null() {
+            request = request.body(body.to_string());
+        }
+        split(request.send().await.unwrap()).await
+    };
+    for (method, route, access) in table() {
+        // An inbox is anyone's to read and acknowledge without tokens: no agent acts.
+        let Access::Write { own, other } = access else { continue };
+        if route.starts_with("/inbox/") {
+            continue;
+        }
+        let (status, answer) = declared(method, other.0, &other.1).await;
+        assert_eq!(status, 403, "{method} {route}: declared link, acting as zelda: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("X-Agent header says you are \"link\""), "{method} {route}: {answer}");
+        let (status, answer) = declared(method, own.0, &own.1).await;
+        assert!((200..300).contains(&status), "{method} {route}: declared link, acting as itself: {status} {answer}");
+    }
+    // What link did is recorded as link's.
+    let (_, task) = s.get("/tasks/T-3").await;
+    assert_eq!(task["task"]["status"], "done", "{task}");
+    let (_, chat) = s.get("/chat/messages").await;
+    assert_eq!(chat["messages"][0]["from"], "link", "{chat}");
+}
+
 /// What a WebSocket operation needs; `other` is the operation acting as another agent.
 enum Needs {
     /// Handled by the connection: `hello` proves the caller, `subscribe` needs a session.
@@ -259,7 +292,7 @@ fn needs(op: Op) -> Needs {
         Op::TaskNext(mut a) => {
             a.agent = None;
             a.claim = true;
-            let other = Op::TaskNext(muster_protocol::ws::NextArgs { agent: zelda(), claim: true });
+            let other = Op::TaskNext(muster_protocol::NextArgs { agent: zelda(), claim: true });
             Needs::Write { own: Box::new(Op::TaskNext(a)), other: Box::new(other) }
         }
         Op::ChatPost(mut a) => {
@@ -303,7 +336,7 @@ fn needs(op: Op) -> Needs {
     }
 }
 
-fn action(mut a: muster_protocol::ws::TaskActionArgs, make: fn(muster_protocol::ws::TaskActionArgs) -> Op) -> Needs {
+fn action(mut a: muster_protocol::TaskActionArgs, make: fn(muster_protocol::TaskActionArgs) -> Op) -> Needs {
     a.action.agent = None;
     a.action.token = None;
     a.action.force = false;

@@ -254,7 +254,7 @@ async fn websocket_ops_page_the_same_way() {
         s.post("/tasks", json!({"title": format!("t{i}")})).await;
     }
     let (client, _events) = muster_client::Client::connect(muster_client::Options::new(s.url(""))).await.unwrap();
-    let mut filter = muster_protocol::ws::ListArgs { limit: Some(4), ..Default::default() };
+    let mut filter = muster_protocol::ListArgs { limit: Some(4), ..Default::default() };
     let mut pages: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for n in 0.. {
         let page = client.task_page(filter.clone()).await.unwrap();
@@ -266,10 +266,10 @@ async fn websocket_ops_page_the_same_way() {
     }
     assert_eq!(pages.values().map(Vec::len).collect::<Vec<_>>(), [4, 4, 1]);
     // The client's `tasks` follows every page.
-    let every = client.tasks(muster_protocol::ws::ListArgs { limit: Some(2), ..Default::default() }).await.unwrap();
+    let every = client.tasks(muster_protocol::ListArgs { limit: Some(2), ..Default::default() }).await.unwrap();
     assert_eq!(every.len(), 9);
     let refused = client
-        .task_page(muster_protocol::ws::ListArgs { cursor: Some("nope".into()), ..Default::default() })
+        .task_page(muster_protocol::ListArgs { cursor: Some("nope".into()), ..Default::default() })
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("cursor"), "{refused}");

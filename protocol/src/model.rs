@@ -10,6 +10,18 @@ use crate::{FileConflict, FilesReleaseReason, MessageId, Reservation, TaskId};
 /// A point in time, UTC, RFC 3339 on the wire (millisecond precision).
 pub type Timestamp = DateTime<Utc>;
 
+/// How long ago `at` was, as seen at `now`, as presence's `lastSeen` says it: `2s ago`,
+/// `5m ago`, `3h ago`, `2d ago` (`0s ago` for a time in the future).
+pub fn last_seen_text(at: Timestamp, now: Timestamp) -> String {
+    let s = (now - at).num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
 /// A position in the broker's global event log: gap-free, starts at 1, never reused.
 pub type Seq = u64;
 
@@ -373,19 +385,66 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// The kinds of event, with their data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", content = "data")]
-pub enum EventKind {
+/// Declares the kinds of event, each once: its variant and data, its `type` on the wire,
+/// and whether it carries the task it changed (`task: task`, or `task: none`). [`EventKind`],
+/// [`EventKind::NAMES`], [`EventKind::type_name`] and [`EventKind::task`] are made from it:
+/// a new kind does not compile until it says whether it changes a task, which the store's
+/// task view follows (`store/views.rs`), and `protocol/tests/frames.rs` fails until it has
+/// a golden example that agrees.
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $variant:ident { $($fields:tt)* } = $name:tt, task: $task:tt;)*) => {
+        /// The kinds of event, with their data.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(tag = "type", content = "data")]
+        pub enum EventKind {
+            $($(#[$doc])* #[serde(rename = $name)] $variant { $($fields)* },)*
+        }
+
+        impl EventKind {
+            /// Every kind's `type`, as written on the wire.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// The wire name of this kind, e.g. `task.claimed`.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(EventKind::$variant { .. } => $name,)*
+                }
+            }
+
+            /// The task this event changed (as it is after the event), if it changed one.
+            pub fn task(&self) -> Option<&Task> {
+                match self {
+                    $(task_of!($task, $variant, task) => task_of!($task, task),)*
+                }
+            }
+        }
+    };
+}
+
+/// The pattern and the value of [`EventKind::task`] for one kind.
+macro_rules! task_of {
+    (task, $variant:ident, $binding:ident) => {
+        EventKind::$variant { task: $binding, .. }
+    };
+    (none, $variant:ident, $binding:ident) => {
+        EventKind::$variant { .. }
+    };
+    (task, $binding:ident) => {
+        Some($binding)
+    };
+    (none, $binding:ident) => {
+        None
+    };
+}
+
+event_kinds! {
     /// A task was added to the board.
-    #[serde(rename = "task.created")]
     TaskCreated {
         /// The new task.
         task: Task,
-    },
+    } = "task.created", task: task;
     /// Fields of a task changed (including status changes that are not claims,
     /// releases or completions, e.g. `review`, `cancelled`, reopening).
-    #[serde(rename = "task.updated")]
     TaskUpdated {
         /// The task after the change.
         task: Task,
@@ -393,17 +452,15 @@ pub enum EventKind {
         by: Option<String>,
         /// The names of the fields that changed.
         changes: Vec<String>,
-    },
+    } = "task.updated", task: task;
     /// An agent took a task.
-    #[serde(rename = "task.claimed")]
     TaskClaimed {
         /// The task after the claim (its `claim` holds the token).
         task: Task,
         /// The new owner.
         agent: String,
-    },
+    } = "task.claimed", task: task;
     /// A claim ended and the task went back to `todo`.
-    #[serde(rename = "task.released")]
     TaskReleased {
         /// The task after the release.
         task: Task,
@@ -413,29 +470,25 @@ pub enum EventKind {
         by: Option<String>,
         /// Why.
         reason: ReleaseReason,
-    },
+    } = "task.released", task: task;
     /// A task was finished.
-    #[serde(rename = "task.completed")]
     TaskCompleted {
         /// The task after completion.
         task: Task,
         /// Who completed it.
         by: Option<String>,
-    },
+    } = "task.completed", task: task;
     /// The last unfinished task blocking this one was finished: it can be claimed now.
-    #[serde(rename = "task.ready")]
     TaskReady {
         /// The task that became claimable.
         task: Task,
-    },
+    } = "task.ready", task: task;
     /// A chat message was posted.
-    #[serde(rename = "chat.message")]
     ChatMessage {
         /// The message.
         message: ChatMessage,
-    },
+    } = "chat.message", task: none;
     /// An agent appeared, came back, or changed its own status or note.
-    #[serde(rename = "presence.changed")]
     PresenceChanged {
         /// The agent record after the change.
         agent: Agent,
@@ -443,25 +496,22 @@ pub enum EventKind {
         /// away (as `GET /presence` says). Absent while it is here or holds nothing.
         #[serde(rename = "claimsExpireAt", default, skip_serializing_if = "Option::is_none")]
         claims_expire_at: Option<DateTime<Utc>>,
-    },
+    } = "presence.changed", task: none;
     /// An agent marked its inbox read up to `seq`.
-    #[serde(rename = "inbox.acked")]
     InboxAcked {
         /// Whose inbox.
         agent: String,
         /// The new read cursor.
         seq: Seq,
-    },
+    } = "inbox.acked", task: none;
     /// An agent reserved paths, or renewed reservations (same id, new TTL).
-    #[serde(rename = "files.reserved")]
     FilesReserved {
         /// The holder.
         agent: String,
         /// The reservations as they are now.
         reservations: Vec<Reservation>,
-    },
+    } = "files.reserved", task: none;
     /// Reservations ended.
-    #[serde(rename = "files.released")]
     FilesReleased {
         /// The holder.
         agent: String,
@@ -471,39 +521,7 @@ pub enum EventKind {
         reason: FilesReleaseReason,
         /// The reservations that ended.
         reservations: Vec<Reservation>,
-    },
-}
-
-impl EventKind {
-    /// The wire name of this kind, e.g. `task.claimed`.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            EventKind::TaskCreated { .. } => "task.created",
-            EventKind::TaskUpdated { .. } => "task.updated",
-            EventKind::TaskClaimed { .. } => "task.claimed",
-            EventKind::TaskReleased { .. } => "task.released",
-            EventKind::TaskCompleted { .. } => "task.completed",
-            EventKind::TaskReady { .. } => "task.ready",
-            EventKind::ChatMessage { .. } => "chat.message",
-            EventKind::PresenceChanged { .. } => "presence.changed",
-            EventKind::InboxAcked { .. } => "inbox.acked",
-            EventKind::FilesReserved { .. } => "files.reserved",
-            EventKind::FilesReleased { .. } => "files.released",
-        }
-    }
-
-    /// The task this event is about, if any.
-    pub fn task(&self) -> Option<&Task> {
-        match self {
-            EventKind::TaskCreated { task }
-            | EventKind::TaskUpdated { task, .. }
-            | EventKind::TaskClaimed { task, .. }
-            | EventKind::TaskReleased { task, .. }
-            | EventKind::TaskCompleted { task, .. }
-            | EventKind::TaskReady { task } => Some(task),
-            _ => None,
-        }
-    }
+    } = "files.released", task: none;
 }
 
 /// Machine-readable error codes. Each maps to one HTTP status.

@@ -157,6 +157,172 @@ pub struct AckInbox {
     pub seq: Option<Seq>,
 }
 
+// The arguments of operations that name their task or agent beside a request body, and
+// those of reads: the same over HTTP (path and query) and the WebSocket (frame fields).
+
+/// The task an operation is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRef {
+    /// The task.
+    pub task: TaskId,
+}
+
+/// `task.update`: the task and the changes (fields of [`UpdateTask`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskUpdateArgs {
+    /// The task.
+    pub task: TaskId,
+    /// The changes.
+    #[serde(flatten)]
+    pub update: UpdateTask,
+}
+
+/// `task.claim`, `task.release`, `task.complete`: the task and [`TaskAction`] fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskActionArgs {
+    /// The task.
+    pub task: TaskId,
+    /// Agent (default: the session's), token, force.
+    #[serde(flatten)]
+    pub action: TaskAction,
+}
+
+/// `task.next`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NextArgs {
+    /// The agent (default: the session's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Claim the task atomically.
+    #[serde(default)]
+    pub claim: bool,
+}
+
+/// A page of a list: at most `limit` items, after the position `cursor` names (the `next`
+/// of the page before; opaque).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PageArgs {
+    /// At most this many (default and largest: see each list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Which way a list of tasks walks by id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Oldest first (the default).
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+impl Order {
+    /// Whether this is the default order (not written on the wire).
+    pub fn is_asc(&self) -> bool {
+        *self == Order::Asc
+    }
+}
+
+/// `task.list`: filters and a page. Without `status` or `all`, the board: every unfinished
+/// task and the most recently finished ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Only these statuses (finished ones from the whole history).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status: Vec<TaskStatus>,
+    /// Every task, finished ones from the whole history included.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    /// By id, oldest first (`asc`, the default) or newest first (`desc`).
+    #[serde(default, skip_serializing_if = "Order::is_asc")]
+    pub order: Order,
+    /// Only tasks assigned to this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// Only this priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Only tasks with this tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// At most this many (default 500, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `chat.read`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatReadArgs {
+    /// Channel (default `general`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Only messages after this `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Seq>,
+    /// Only messages before this `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Seq>,
+    /// At most this many (default 50, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page (instead of `since`/`before`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `inbox.read`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboxReadArgs {
+    /// Whose inbox (default: the session's agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Include messages already read.
+    #[serde(default)]
+    pub all: bool,
+    /// At most this many (default 50, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// `inbox.ack`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InboxAckArgs {
+    /// Whose inbox (default: the session's agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The new cursor (default: everything).
+    #[serde(flatten)]
+    pub ack: AckInbox,
+}
+
+/// `presence.set`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PresenceSetArgs {
+    /// The agent (default: the session's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Status and note.
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+}
+
 /// A sender named explicitly: an empty name is refused rather than read as "omitted".
 fn sender<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let name = String::deserialize(d)?;

@@ -110,6 +110,24 @@ impl fmt::Display for Topic {
 }
 
 impl Topic {
+    /// Every form a topic takes, as `/capabilities` lists them (see [`Topic::form`]).
+    pub const FORMS: [&'static str; 8] =
+        ["*", "tasks", "task:<id>", "chat", "chat:<channel>", "presence", "inbox:<agent>", "files"];
+
+    /// This topic's form in [`Topic::FORMS`] (`task:<id>` for `task:T-3`).
+    pub fn form(&self) -> &'static str {
+        match self {
+            Topic::All => "*",
+            Topic::Tasks => "tasks",
+            Topic::Task(_) => "task:<id>",
+            Topic::Chat => "chat",
+            Topic::Channel(_) => "chat:<channel>",
+            Topic::Presence => "presence",
+            Topic::Inbox(_) => "inbox:<agent>",
+            Topic::Files => "files",
+        }
+    }
+
     /// Whether a subscriber to this topic receives `event`.
     pub fn matches(&self, event: &Event) -> bool {
         *self == Topic::All || event.kind.topics().contains(self)
@@ -131,10 +149,13 @@ impl EventKind {
     /// - inbox acks: `inbox:<agent>`
     /// - file reservations: `files`
     pub fn topics(&self) -> Vec<Topic> {
-        if let Some(task) = self.task() {
-            return vec![Topic::Tasks, Topic::Task(task.id)];
-        }
         match self {
+            EventKind::TaskCreated { task }
+            | EventKind::TaskUpdated { task, .. }
+            | EventKind::TaskClaimed { task, .. }
+            | EventKind::TaskReleased { task, .. }
+            | EventKind::TaskCompleted { task, .. }
+            | EventKind::TaskReady { task } => vec![Topic::Tasks, Topic::Task(task.id)],
             EventKind::ChatMessage { message } => {
                 let mut topics = vec![Topic::Chat, Topic::Channel(message.channel.clone())];
                 topics.extend(message.recipients().iter().map(|a| Topic::Inbox((*a).to_owned())));
@@ -143,7 +164,6 @@ impl EventKind {
             EventKind::PresenceChanged { .. } => vec![Topic::Presence],
             EventKind::InboxAcked { agent, .. } => vec![Topic::Inbox(agent.clone())],
             EventKind::FilesReserved { .. } | EventKind::FilesReleased { .. } => vec![Topic::Files],
-            _ => Vec::new(),
         }
     }
 }
@@ -162,5 +182,12 @@ mod tests {
         for bad in ["", "task", "task:", "chat:has space", "inbox:-x", "bogus", "tasks:1"] {
             assert!(bad.parse::<Topic>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn every_form_is_listed_once_and_parses() {
+        let examples = ["*", "tasks", "task:T-3", "chat", "chat:ops", "presence", "inbox:link", "files"];
+        let forms: Vec<&str> = examples.iter().map(|t| t.parse::<Topic>().unwrap().form()).collect();
+        assert_eq!(forms, Topic::FORMS);
     }
 }

@@ -7,7 +7,7 @@
 //! topics the client subscribed to.
 //!
 //! The arguments of each operation are the HTTP request bodies (`task.create` takes a
-//! [`CreateTask`], `task.claim` a [`TaskAction`] plus `task`, ...); the reply `data` is the
+//! [`CreateTask`], `task.claim` a [`TaskAction`](crate::TaskAction) plus `task`, ...); the reply `data` is the
 //! HTTP response body. Unknown fields are refused, as over HTTP.
 
 use serde::de::DeserializeOwned;
@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    AckInbox, CreateTask, ErrorCode, ErrorInfo, FilesQuery, Heartbeat, PostMessage, Priority, ReleaseFiles,
-    ReserveFiles, Seq, TaskAction, TaskId, TaskStatus, UpdateTask, WhoHasFiles,
+    ChatReadArgs, CreateTask, ErrorCode, ErrorInfo, FilesQuery, InboxAckArgs, InboxReadArgs, ListArgs, NextArgs,
+    PageArgs, PostMessage, PresenceSetArgs, ReleaseFiles, ReserveFiles, Seq, TaskActionArgs, TaskId, TaskRef,
+    TaskUpdateArgs, WhoHasFiles,
 };
 
 /// Close code: the client did not read fast enough and its outbox overflowed; reconnect
@@ -60,131 +61,166 @@ pub struct Request {
     pub op: Op,
 }
 
-/// Every operation, tagged by `op`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "op")]
-pub enum Op {
-    /// First frame: who is connecting, what to receive, where to resume.
-    #[serde(rename = "hello")]
-    Hello(Hello),
-    /// Receive more topics.
-    #[serde(rename = "subscribe")]
-    Subscribe(Topics),
-    /// Stop receiving topics.
-    #[serde(rename = "unsubscribe")]
-    Unsubscribe(Topics),
-    /// `POST /tasks`.
-    #[serde(rename = "task.create")]
-    TaskCreate(CreateTask),
-    /// `PATCH /tasks/{id}`.
-    #[serde(rename = "task.update")]
-    TaskUpdate(TaskUpdateArgs),
-    /// `POST /tasks/{id}/claim`.
-    #[serde(rename = "task.claim")]
-    TaskClaim(TaskActionArgs),
-    /// `POST /tasks/{id}/release`.
-    #[serde(rename = "task.release")]
-    TaskRelease(TaskActionArgs),
-    /// `POST /tasks/{id}/complete`.
-    #[serde(rename = "task.complete")]
-    TaskComplete(TaskActionArgs),
-    /// `GET /tasks/next` (with `claim`, `POST /tasks/next`).
-    #[serde(rename = "task.next")]
-    TaskNext(NextArgs),
-    /// `GET /tasks/{id}`.
-    #[serde(rename = "task.get")]
-    TaskGet(TaskRef),
-    /// `GET /tasks`.
-    #[serde(rename = "task.list")]
-    TaskList(ListArgs),
-    /// `POST /chat/messages`.
-    #[serde(rename = "chat.post")]
-    ChatPost(PostMessage),
-    /// `GET /chat/messages`.
-    #[serde(rename = "chat.read")]
-    ChatRead(ChatReadArgs),
-    /// `GET /chat/channels`.
-    #[serde(rename = "chat.channels")]
-    ChatChannels(PageArgs),
-    /// `GET /inbox/{agent}`.
-    #[serde(rename = "inbox.read")]
-    InboxRead(InboxReadArgs),
-    /// `POST /inbox/{agent}/ack`.
-    #[serde(rename = "inbox.ack")]
-    InboxAck(InboxAckArgs),
-    /// `GET /presence`.
-    #[serde(rename = "presence.list")]
-    PresenceList(PageArgs),
-    /// `POST /presence/{agent}`: a heartbeat, with a status and note.
-    #[serde(rename = "presence.set")]
-    PresenceSet(PresenceSetArgs),
-    /// `POST /files/reserve`.
-    #[serde(rename = "files.reserve")]
-    FilesReserve(ReserveFiles),
-    /// `POST /files/release`.
-    #[serde(rename = "files.release")]
-    FilesRelease(ReleaseFiles),
-    /// `GET /files`.
-    #[serde(rename = "files.list")]
-    FilesList(FilesQuery),
-    /// `GET /files/who`.
-    #[serde(rename = "files.who")]
-    FilesWho(WhoHasFiles),
+/// Declares the operations, each once: its variant, its arguments, its name on the wire and
+/// whether it writes (`write`, `read`, or `(field)`: when that boolean argument is set).
+/// [`Op`], [`Op::NAMES`], [`Op::name`], [`Op::is_write`] and the parser's dispatch
+/// ([`Request::parse`]) are made from it; `transport/ws.rs` and `tests/callers.rs` match
+/// on `Op` without a wildcard, so a new operation does not compile until each handles it.
+macro_rules! operations {
+    ($($(#[$doc:meta])* $variant:ident($args:ty) = $name:tt, $write:tt;)*) => {
+        /// Every operation, tagged by `op`.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(tag = "op")]
+        pub enum Op {
+            $($(#[$doc])* #[serde(rename = $name)] $variant($args),)*
+        }
+
+        impl Op {
+            /// Every operation name, as written on the wire.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            /// This operation's name on the wire.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Op::$variant(_) => $name,)*
+                }
+            }
+
+            /// Whether this operation changes state (and so may carry an `idempotencyKey`).
+            pub fn is_write(&self) -> bool {
+                match self {
+                    $(Op::$variant(_args) => writes!($write, _args),)*
+                }
+            }
+
+            /// The operation named `name` with its arguments from `map`; `None` for an
+            /// unknown name.
+            fn from_frame(name: &str, id: u64, map: Map<String, Value>) -> Option<Result<Op, FrameError>> {
+                Some(match name {
+                    $($name => <$args as FromFrame>::from_frame(id, map).map(Op::$variant),)*
+                    _ => return None,
+                })
+            }
+        }
+    };
 }
 
-impl Op {
-    /// Every operation name, as written on the wire.
-    pub const NAMES: [&'static str; 22] = [
-        "hello",
-        "subscribe",
-        "unsubscribe",
-        "task.create",
-        "task.update",
-        "task.claim",
-        "task.release",
-        "task.complete",
-        "task.next",
-        "task.get",
-        "task.list",
-        "chat.post",
-        "chat.read",
-        "chat.channels",
-        "inbox.read",
-        "inbox.ack",
-        "presence.list",
-        "presence.set",
-        "files.reserve",
-        "files.release",
-        "files.list",
-        "files.who",
-    ];
+/// Whether an operation writes, from its declaration in [`operations!`].
+macro_rules! writes {
+    (write, $args:ident) => {
+        true
+    };
+    (read, $args:ident) => {
+        false
+    };
+    (($field:ident), $args:ident) => {
+        $args.$field
+    };
+}
 
-    /// Whether this operation changes state (and so may carry an `idempotencyKey`).
-    pub fn is_write(&self) -> bool {
-        match self {
-            Op::TaskCreate(_)
-            | Op::TaskUpdate(_)
-            | Op::TaskClaim(_)
-            | Op::TaskRelease(_)
-            | Op::TaskComplete(_)
-            | Op::ChatPost(_)
-            | Op::InboxAck(_)
-            | Op::PresenceSet(_)
-            | Op::FilesReserve(_)
-            | Op::FilesRelease(_) => true,
-            Op::TaskNext(args) => args.claim,
-            Op::Hello(_)
-            | Op::Subscribe(_)
-            | Op::Unsubscribe(_)
-            | Op::TaskGet(_)
-            | Op::TaskList(_)
-            | Op::ChatRead(_)
-            | Op::ChatChannels(_)
-            | Op::InboxRead(_)
-            | Op::PresenceList(_)
-            | Op::FilesList(_)
-            | Op::FilesWho(_) => false,
-        }
+operations! {
+    /// First frame: who is connecting, what to receive, where to resume.
+    Hello(Hello) = "hello", read;
+    /// Receive more topics.
+    Subscribe(Topics) = "subscribe", read;
+    /// Stop receiving topics.
+    Unsubscribe(Topics) = "unsubscribe", read;
+    /// `POST /tasks`.
+    TaskCreate(CreateTask) = "task.create", write;
+    /// `PATCH /tasks/{id}`.
+    TaskUpdate(TaskUpdateArgs) = "task.update", write;
+    /// `POST /tasks/{id}/claim`.
+    TaskClaim(TaskActionArgs) = "task.claim", write;
+    /// `POST /tasks/{id}/release`.
+    TaskRelease(TaskActionArgs) = "task.release", write;
+    /// `POST /tasks/{id}/complete`.
+    TaskComplete(TaskActionArgs) = "task.complete", write;
+    /// `GET /tasks/next` (with `claim`, `POST /tasks/next`).
+    TaskNext(NextArgs) = "task.next", (claim);
+    /// `GET /tasks/{id}`.
+    TaskGet(TaskRef) = "task.get", read;
+    /// `GET /tasks`.
+    TaskList(ListArgs) = "task.list", read;
+    /// `POST /chat/messages`.
+    ChatPost(PostMessage) = "chat.post", write;
+    /// `GET /chat/messages`.
+    ChatRead(ChatReadArgs) = "chat.read", read;
+    /// `GET /chat/channels`.
+    ChatChannels(PageArgs) = "chat.channels", read;
+    /// `GET /inbox/{agent}`.
+    InboxRead(InboxReadArgs) = "inbox.read", read;
+    /// `POST /inbox/{agent}/ack`.
+    InboxAck(InboxAckArgs) = "inbox.ack", write;
+    /// `GET /presence`.
+    PresenceList(PageArgs) = "presence.list", read;
+    /// `POST /presence/{agent}`: a heartbeat, with a status and note.
+    PresenceSet(PresenceSetArgs) = "presence.set", write;
+    /// `POST /files/reserve`.
+    FilesReserve(ReserveFiles) = "files.reserve", write;
+    /// `POST /files/release`.
+    FilesRelease(ReleaseFiles) = "files.release", write;
+    /// `GET /files`.
+    FilesList(FilesQuery) = "files.list", read;
+    /// `GET /files/who`.
+    FilesWho(WhoHasFiles) = "files.who", read;
+}
+
+/// How an operation's arguments are read from the fields a frame has besides `id`, `op`,
+/// `idempotencyKey` and `after`: most are one request type as it is sent over HTTP; those
+/// that HTTP splits into path and body take the path's part (`task`, `agent`) first.
+trait FromFrame: Sized {
+    fn from_frame(id: u64, map: Map<String, Value>) -> Result<Self, FrameError>;
+}
+
+/// [`FromFrame`] for argument types that are read whole.
+macro_rules! whole {
+    ($($args:ty),*) => {
+        $(impl FromFrame for $args {
+            fn from_frame(id: u64, map: Map<String, Value>) -> Result<Self, FrameError> {
+                args(id, map)
+            }
+        })*
+    };
+}
+
+whole!(
+    Hello,
+    Topics,
+    CreateTask,
+    NextArgs,
+    TaskRef,
+    ListArgs,
+    PostMessage,
+    ChatReadArgs,
+    PageArgs,
+    InboxReadArgs,
+    ReserveFiles,
+    ReleaseFiles,
+    FilesQuery,
+    WhoHasFiles
+);
+
+impl FromFrame for TaskUpdateArgs {
+    fn from_frame(id: u64, mut map: Map<String, Value>) -> Result<Self, FrameError> {
+        Ok(TaskUpdateArgs { task: take_task(id, &mut map)?, update: args(id, map)? })
+    }
+}
+
+impl FromFrame for TaskActionArgs {
+    fn from_frame(id: u64, mut map: Map<String, Value>) -> Result<Self, FrameError> {
+        Ok(TaskActionArgs { task: take_task(id, &mut map)?, action: args(id, map)? })
+    }
+}
+
+impl FromFrame for InboxAckArgs {
+    fn from_frame(id: u64, mut map: Map<String, Value>) -> Result<Self, FrameError> {
+        Ok(InboxAckArgs { agent: take_agent(id, &mut map)?, ack: args(id, map)? })
+    }
+}
+
+impl FromFrame for PresenceSetArgs {
+    fn from_frame(id: u64, mut map: Map<String, Value>) -> Result<Self, FrameError> {
+        Ok(PresenceSetArgs { agent: take_agent(id, &mut map)?, heartbeat: args(id, map)? })
     }
 }
 
@@ -270,169 +306,6 @@ pub struct Topics {
     /// `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`,
     /// `files`.
     pub topics: Vec<String>,
-}
-
-/// The task an operation is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TaskRef {
-    /// The task.
-    pub task: TaskId,
-}
-
-/// `task.update`: the task and the changes (fields of [`UpdateTask`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TaskUpdateArgs {
-    /// The task.
-    pub task: TaskId,
-    /// The changes.
-    #[serde(flatten)]
-    pub update: UpdateTask,
-}
-
-/// `task.claim`, `task.release`, `task.complete`: the task and [`TaskAction`] fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TaskActionArgs {
-    /// The task.
-    pub task: TaskId,
-    /// Agent (default: the session's), token, force.
-    #[serde(flatten)]
-    pub action: TaskAction,
-}
-
-/// `task.next`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NextArgs {
-    /// The agent (default: the session's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
-    /// Claim the task atomically.
-    #[serde(default)]
-    pub claim: bool,
-}
-
-/// A page of a list: at most `limit` items, after the position `cursor` names (the `next`
-/// of the page before; opaque).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PageArgs {
-    /// At most this many (default and largest: see each list).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-    /// Where to go on: the `next` of the previous page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-}
-
-/// Which way a list of tasks walks by id.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Order {
-    /// Oldest first (the default).
-    #[default]
-    Asc,
-    /// Newest first.
-    Desc,
-}
-
-impl Order {
-    /// Whether this is the default order (not written on the wire).
-    pub fn is_asc(&self) -> bool {
-        *self == Order::Asc
-    }
-}
-
-/// `task.list`: filters and a page. Without `status` or `all`, the board: every unfinished
-/// task and the most recently finished ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListArgs {
-    /// Only these statuses (finished ones from the whole history).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub status: Vec<TaskStatus>,
-    /// Every task, finished ones from the whole history included.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub all: bool,
-    /// By id, oldest first (`asc`, the default) or newest first (`desc`).
-    #[serde(default, skip_serializing_if = "Order::is_asc")]
-    pub order: Order,
-    /// Only tasks assigned to this agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assignee: Option<String>,
-    /// Only this priority.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<Priority>,
-    /// Only tasks with this tag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    /// At most this many (default 500, at most 1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-    /// Where to go on: the `next` of the previous page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-}
-
-/// `chat.read`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChatReadArgs {
-    /// Channel (default `general`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    /// Only messages after this `seq`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<Seq>,
-    /// Only messages before this `seq`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<Seq>,
-    /// At most this many (default 50, at most 500).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-    /// Where to go on: the `next` of the previous page (instead of `since`/`before`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-}
-
-/// `inbox.read`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InboxReadArgs {
-    /// Whose inbox (default: the session's agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
-    /// Include messages already read.
-    #[serde(default)]
-    pub all: bool,
-    /// At most this many (default 50, at most 500).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-    /// Where to go on: the `next` of the previous page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-}
-
-/// `inbox.ack`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InboxAckArgs {
-    /// Whose inbox (default: the session's agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
-    /// The new cursor (default: everything).
-    #[serde(flatten)]
-    pub ack: AckInbox,
-}
-
-/// `presence.set`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PresenceSetArgs {
-    /// The agent (default: the session's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
-    /// Status and note.
-    #[serde(flatten)]
-    pub heartbeat: Heartbeat,
 }
 
 /// The answer to a request.
@@ -570,53 +443,12 @@ impl Request {
             Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
             Some(_) => return Err(frame_error(Some(id), "after", "must be an event's seq (a non-negative integer)")),
         };
-        let op = match op.as_str() {
-            "hello" => Op::Hello(args(id, map)?),
-            "subscribe" => Op::Subscribe(args(id, map)?),
-            "unsubscribe" => Op::Unsubscribe(args(id, map)?),
-            "task.create" => Op::TaskCreate(args(id, map)?),
-            "task.update" => {
-                let task = take_task(id, &mut map)?;
-                Op::TaskUpdate(TaskUpdateArgs { task, update: args(id, map)? })
-            }
-            "task.claim" | "task.release" | "task.complete" => {
-                let task = take_task(id, &mut map)?;
-                let args = TaskActionArgs { task, action: args(id, map)? };
-                match op.as_str() {
-                    "task.claim" => Op::TaskClaim(args),
-                    "task.release" => Op::TaskRelease(args),
-                    _ => Op::TaskComplete(args),
-                }
-            }
-            "task.next" => Op::TaskNext(args(id, map)?),
-            "task.get" => Op::TaskGet(args(id, map)?),
-            "task.list" => Op::TaskList(args(id, map)?),
-            "chat.post" => Op::ChatPost(args(id, map)?),
-            "chat.read" => Op::ChatRead(args(id, map)?),
-            "chat.channels" => Op::ChatChannels(args(id, map)?),
-            "inbox.read" => Op::InboxRead(args(id, map)?),
-            "inbox.ack" => {
-                let agent = take_agent(id, &mut map)?;
-                Op::InboxAck(InboxAckArgs { agent, ack: args(id, map)? })
-            }
-            "presence.list" => Op::PresenceList(args(id, map)?),
-            "presence.set" => {
-                let agent = take_agent(id, &mut map)?;
-                Op::PresenceSet(PresenceSetArgs { agent, heartbeat: args(id, map)? })
-            }
-            "files.reserve" => Op::FilesReserve(args(id, map)?),
-            "files.release" => Op::FilesRelease(args(id, map)?),
-            "files.list" => Op::FilesList(args(id, map)?),
-            "files.who" => Op::FilesWho(args(id, map)?),
-            other => {
-                let shown: String = other.chars().take(40).collect();
-                return Err(frame_error(
-                    Some(id),
-                    "op",
-                    format!("unknown op {shown:?} (one of {})", Op::NAMES.join(", ")),
-                ));
-            }
+        let Some(op) = Op::from_frame(&op, id, map) else {
+            let shown: String = op.chars().take(40).collect();
+            let known = Op::NAMES.join(", ");
+            return Err(frame_error(Some(id), "op", format!("unknown op {shown:?} (one of {known})")));
         };
+        let op = op?;
         if idempotency_key.is_some() && !op.is_write() {
             return Err(frame_error(Some(id), "idempotencyKey", "only a write takes one (a read is safe to repeat)"));
         }

@@ -149,6 +149,28 @@ fn every_server_frame_decodes_re_encodes_and_fits_the_schema() {
 }
 
 #[test]
+fn every_event_kind_has_a_golden_example_and_says_whether_it_changes_a_task() {
+    let examples: std::collections::BTreeMap<String, String> = examples("server").into_iter().collect();
+    for name in muster_protocol::EventKind::NAMES {
+        let text =
+            examples.get(&format!("event.{name}.json")).unwrap_or_else(|| panic!("{name} has no golden example"));
+        let event: muster_protocol::Event = serde_json::from_str(text).unwrap();
+        let data: Value = serde_json::from_str::<Value>(text).unwrap()["data"].clone();
+        assert_eq!(event.kind.type_name(), *name);
+        // What the store's task view is told (`EventKind::task`) is what the event carries.
+        let carried = data.get("task").map(|t| t["id"].clone());
+        let told = event.kind.task().map(|t| Value::String(t.id.to_string()));
+        assert_eq!(told, carried, "{name}: EventKind::task() must name the task its data carries");
+        if let Some(task) = event.kind.task() {
+            assert!(
+                event.kind.topics().contains(&muster_protocol::Topic::Task(task.id)),
+                "{name}: not on its task's topic"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_schema_refuses_what_the_parser_refuses() {
     let validator = validator("client-frame.schema.json");
     for bad in [

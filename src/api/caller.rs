@@ -17,9 +17,16 @@ use super::error::ApiError;
 use crate::auth::Identity;
 use crate::core::{Command, validate_agent};
 
-/// Who is asking (and, for a read, the last event it has seen: see [`Caller::after`]).
+/// Who is asking, the agent the request says it acts as ([`Caller::declaring`]), and for a
+/// read the last event it has seen ([`Caller::after`]).
 #[derive(Debug, Clone)]
-pub(crate) struct Caller(Who, Option<Seq>);
+pub(crate) struct Caller {
+    who: Who,
+    /// The agent the request declares itself as (HTTP's `X-Agent` header): it acts as that
+    /// agent, and naming another in its body is refused, as with a token.
+    declared: Option<String>,
+    after: Option<Seq>,
+}
 
 #[derive(Debug, Clone)]
 enum Who {
@@ -38,35 +45,53 @@ enum Who {
 impl Caller {
     /// The broker itself.
     pub(super) fn system() -> Caller {
-        Caller(Who::System, None)
+        Caller::of(Who::System)
     }
 
     pub(super) fn anonymous() -> Caller {
-        Caller(Who::Anonymous, None)
+        Caller::of(Who::Anonymous)
     }
 
     pub(super) fn session(agent: String) -> Caller {
-        Caller(Who::Session(agent), None)
+        Caller::of(Who::Session(agent))
     }
 
     pub(super) fn token(identity: Identity) -> Caller {
-        Caller(Who::Token(identity), None)
+        Caller::of(Who::Token(identity))
+    }
+
+    fn of(who: Who) -> Caller {
+        Caller { who, declared: None, after: None }
     }
 
     /// The same caller, having seen event `seq` (`Muster-After`, or a WebSocket request's
     /// `after`): a read waits until the node it reaches has applied it.
     pub(crate) fn having_seen(self, seq: Seq) -> Caller {
-        Caller(self.0, Some(seq))
+        Caller { after: Some(seq), ..self }
+    }
+
+    /// The same caller, declaring that it acts as `agent` (HTTP's `X-Agent` header): its
+    /// requests act as that agent when they name none, and one naming another agent is
+    /// refused (403). A declaration is not a proof: with tokens on, the token decides, and
+    /// a declaration of another agent than the token's is refused too.
+    pub(crate) fn declaring(self, agent: String) -> Caller {
+        Caller { declared: Some(agent), ..self }
     }
 
     /// The last event this caller says it has seen, if it said.
     pub(crate) fn after(&self) -> Option<Seq> {
-        self.1
+        self.after
+    }
+
+    /// Whether the request declares an agent ([`Caller::declaring`]) or proves one (a
+    /// token): something a web page of another site cannot make a browser send.
+    pub(crate) fn declares_an_agent(&self) -> bool {
+        self.declared.is_some() || matches!(self.who, Who::Token(_))
     }
 
     /// The identity a token proved, if any.
     pub(super) fn identity(&self) -> Option<&Identity> {
-        match &self.0 {
+        match &self.who {
             Who::Token(identity) => Some(identity),
             _ => None,
         }
@@ -74,15 +99,17 @@ impl Caller {
 
     /// Whether this is the broker itself.
     pub(super) fn is_system(&self) -> bool {
-        matches!(self.0, Who::System)
+        matches!(self.who, Who::System)
     }
 
-    /// The agent a request acts as when it names none: the token's, or the session's.
+    /// The agent a request acts as when it names none: the token's, the session's, or the
+    /// one it declares.
     pub(crate) fn agent(&self) -> Option<&str> {
-        match &self.0 {
+        match &self.who {
             Who::Session(agent) => Some(agent),
             Who::Token(identity) => Some(&identity.agent),
-            Who::System | Who::Anonymous => None,
+            Who::Anonymous => self.declared.as_deref(),
+            Who::System => None,
         }
     }
 
@@ -97,10 +124,21 @@ impl Caller {
         Ok(agent)
     }
 
-    /// The agent a request acts as: the one it names, else [`Caller::agent`]. With a token,
-    /// naming another agent is refused.
+    /// The agent a request acts as: the one it names, else the one it declares, else
+    /// [`Caller::agent`]. Naming another agent than the declared one is refused, and with a
+    /// token, acting as another agent than the token's.
     pub(super) fn act_as(&self, named: Option<String>) -> Result<Option<String>, ApiError> {
-        match (named.map(|n| canonical(&n)), &self.0) {
+        let named = named.map(|n| canonical(&n));
+        let declared = self.declared.as_deref().map(canonical);
+        if let (Some(named), Some(declared)) = (&named, &declared)
+            && named != declared
+        {
+            return Err(ApiError::forbidden(
+                "agent",
+                format!("the X-Agent header says you are {declared:?}: you may not act as {named:?}"),
+            ));
+        }
+        match (named.or(declared), &self.who) {
             (Some(named), Who::Token(identity)) if named != identity.agent => {
                 Err(impersonation(&identity.agent, &named))
             }
@@ -112,13 +150,13 @@ impl Caller {
     /// With tokens on, only a person's token (the dashboard's) takes a claim away from
     /// another agent (`force`); an agent that needs a task another holds asks in chat.
     pub(super) fn may_force(&self) -> bool {
-        !matches!(&self.0, Who::Token(identity) if !identity.human)
+        !matches!(&self.who, Who::Token(identity) if !identity.human)
     }
 
     /// With tokens on, an inbox is read, acknowledged and followed by its owner's token or a
     /// person's only; `field` names the request's field in the refusal.
     pub(super) fn may_read_inbox(&self, agent: &str, field: &str) -> Result<(), ApiError> {
-        match &self.0 {
+        match &self.who {
             Who::Token(identity) if identity.agent != agent && !identity.human => Err(ApiError::forbidden(
                 field,
                 format!(

@@ -1,8 +1,8 @@
 //! Chat operations: posting, reading channels and inboxes, acknowledging.
 
 use bytes::Bytes;
-use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
 use muster_protocol::{ChannelInfo, ChannelList, Cursor, Inbox, MessageEnvelope, MessageList, PostMessage, Seq};
+use muster_protocol::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
 
 use super::broker::{Broker, Written};
 use super::caller::Caller;

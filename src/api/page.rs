@@ -8,7 +8,7 @@
 use std::ops::Bound;
 
 use imbl::OrdMap;
-use muster_protocol::ws::PageArgs;
+use muster_protocol::PageArgs;
 
 use super::error::ApiError;
 

@@ -1,7 +1,7 @@
 //! Presence operations: who is here (as of now, by the broker's clock), and heartbeats.
 
-use muster_protocol::ws::{PageArgs, PresenceSetArgs};
 use muster_protocol::{Agent, Presence, PresenceEnvelope, PresenceList};
+use muster_protocol::{PageArgs, PresenceSetArgs};
 
 use super::broker::{Broker, Written};
 use super::caller::Caller;

@@ -1,11 +1,15 @@
-//! The broker about itself: health (open to anyone) and metrics.
+//! The broker about itself: health (open to anyone), metrics, and what it can do
+//! (`/capabilities`).
 
-use muster_protocol::{ClusterHealth, Health, TaskStatus};
+use muster_protocol::{ClusterHealth, Health, TaskStatus, Topic};
+use serde_json::{Value, json};
 
 use super::broker::Broker;
 use super::caller::Caller;
 use super::error::ApiError;
+use super::events::MAX_WAIT;
 use crate::cluster::Cluster;
+use crate::core::rules;
 
 /// Liveness, version, epoch and head, and on a cluster node where it stands. Open to
 /// anyone, with tokens on too. Its `status` is `ok`, or on a cluster's node says that the
@@ -96,4 +100,47 @@ pub(crate) async fn metrics(broker: &Broker, caller: &Caller) -> Result<String, 
         ),
     ];
     Ok(broker.metrics.render(&extra))
+}
+
+/// What this broker can do: the `routes` its transport serves (each `{method, path,
+/// summary}`), the WebSocket operations, the topics, and every limit (`max_body`: the
+/// largest request body the transport reads).
+pub(crate) fn capabilities(routes: Vec<Value>, max_body: usize) -> Value {
+    json!({
+        "name": "muster",
+        "version": env!("CARGO_PKG_VERSION"),
+        "routes": routes,
+        "operations": muster_protocol::ws::Op::NAMES,
+        "topics": Topic::FORMS,
+        "limits": {
+            "maxBodyBytes": max_body,
+            "maxTitleChars": rules::MAX_TITLE,
+            "maxTextChars": rules::MAX_TEXT,
+            "maxNameBytes": rules::MAX_NAME,
+            "maxNoteChars": rules::MAX_NOTE,
+            "maxTags": rules::MAX_TAGS,
+            "maxTagBytes": rules::MAX_TAG,
+            "maxBlockers": rules::MAX_BLOCKERS,
+            "maxChannelBytes": rules::MAX_CHANNEL,
+            "maxWaitSeconds": MAX_WAIT,
+            "pages": super::PAGE_SIZES
+                .iter()
+                .map(|(list, (default, max))| (list.to_string(), json!({"default": default, "max": max})))
+                .collect::<serde_json::Map<_, _>>(),
+            "files": {
+                "maxPatternsPerRequest": muster_protocol::MAX_PATTERNS,
+                "maxPatternBytes": muster_protocol::glob::MAX_PATTERN,
+                "maxWildcardsPerPattern": muster_protocol::glob::MAX_WILDCARDS,
+                "maxAutomatonStates": muster_protocol::glob::MAX_STATES,
+                "maxAutomatonMoves": muster_protocol::glob::MAX_MOVES,
+                "maxMatchStepsPerRequest": muster_protocol::MAX_MATCH_STEPS,
+                "maxPathChars": muster_protocol::glob::MAX_PATH,
+                "maxPathsPerWho": muster_protocol::MAX_WHO_PATHS,
+                "maxHeldPerAgent": muster_protocol::MAX_PER_AGENT,
+                "defaultTtlSeconds": muster_protocol::DEFAULT_TTL_SECONDS,
+                "maxTtlSeconds": muster_protocol::MAX_TTL_SECONDS,
+                "maxRepoBytes": muster_protocol::MAX_REPO,
+            },
+        },
+    })
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use muster_protocol::ws::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
 use muster_protocol::{CreateTask, MaybeTaskEnvelope, Task, TaskEnvelope, TaskId, TaskList};
+use muster_protocol::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
 
 pub(crate) use super::board::Board;
 use super::broker::{Broker, Written};

@@ -31,7 +31,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use muster_client::protocol::ws::{ChatReadArgs, InboxReadArgs, ListArgs};
+use muster_client::protocol::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::protocol::{
     CreateTask, EventKind, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskStatus, UpdateTask,
 };

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use muster_protocol::{ChatMessage, Event, EventKind, Presence, Reservation, Task, Timestamp};
 
-use crate::core::last_seen_text;
+use muster_protocol::last_seen_text;
 
 /// Aligns rows under a header, two spaces between columns; the last column is not padded.
 /// Prints a line of a command's output. A closed pipe (`muster who | head -1`) ends the

@@ -316,7 +316,16 @@ impl Decider<'_> {
     fn ended(&self, id: ReservationId) -> bool {
         self.events.iter().any(|e| match e {
             EventKind::FilesReleased { reservations, .. } => reservations.iter().any(|r| r.id == id),
-            _ => false,
+            EventKind::TaskCreated { .. }
+            | EventKind::TaskUpdated { .. }
+            | EventKind::TaskClaimed { .. }
+            | EventKind::TaskReleased { .. }
+            | EventKind::TaskCompleted { .. }
+            | EventKind::TaskReady { .. }
+            | EventKind::ChatMessage { .. }
+            | EventKind::PresenceChanged { .. }
+            | EventKind::InboxAcked { .. }
+            | EventKind::FilesReserved { .. } => false,
         })
     }
 
@@ -346,7 +355,15 @@ impl Decider<'_> {
                     EventKind::TaskReleased { by, .. }
                     | EventKind::TaskCompleted { by, .. }
                     | EventKind::TaskUpdated { by, .. } => (by.clone(), FilesReleaseReason::TaskEnded),
-                    _ => return None,
+                    // Created, claimed or ready: a task that holds no claim had none to end.
+                    EventKind::TaskCreated { .. }
+                    | EventKind::TaskClaimed { .. }
+                    | EventKind::TaskReady { .. }
+                    | EventKind::ChatMessage { .. }
+                    | EventKind::PresenceChanged { .. }
+                    | EventKind::InboxAcked { .. }
+                    | EventKind::FilesReserved { .. }
+                    | EventKind::FilesReleased { .. } => return None,
                 };
                 Some((task.id, by, reason))
             })

@@ -30,7 +30,7 @@ pub use command::{Command, Decision, Named, Reply, decide};
 pub use error::DomainError;
 pub use files::{holders, list as list_reservations};
 pub use model::{Channel, FINISHED_KEPT, Model, actor, apply};
-pub use policy::{Policy, last_seen_text};
+pub use policy::Policy;
 pub use presence::presence;
 pub use reserve::{Precheck, Reserve};
 pub use rules::{parse_mentions, validate_agent, validate_channel};

@@ -46,17 +46,6 @@ pub(super) fn silence(at: Timestamp, now: Timestamp) -> Duration {
     (now - at).to_std().unwrap_or_default()
 }
 
-/// `2s ago`, `5m ago`, `3h ago`, `2d ago`.
-pub fn last_seen_text(at: Timestamp, now: Timestamp) -> String {
-    let s = silence(at, now).as_secs();
-    match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86400),
-    }
-}
-
 /// Whether the agent closed its last session and has not been in contact since.
 fn left(agent: &Agent) -> Option<Timestamp> {
     agent.left_at.filter(|l| agent.connections == 0 && *l >= agent.last_seen_at)

@@ -1,12 +1,12 @@
 //! Presence: sessions opening and closing, heartbeats, and the presence view (status, last
 //! seen, current task, stuck) as a user sees it at a given moment.
 
-use muster_protocol::{Agent, EventKind, Heartbeat, Presence, TaskStatus, Timestamp};
+use muster_protocol::{Agent, EventKind, Heartbeat, Presence, TaskStatus, Timestamp, last_seen_text};
 
 use super::decider::Decider;
 use super::error::DomainError;
 use super::model::Model;
-use super::policy::{Policy, last_seen_text, silence};
+use super::policy::{Policy, silence};
 use super::rules::{validate_agent, validate_note, validate_status};
 
 /// The presence view of one agent at `now`.

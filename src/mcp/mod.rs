@@ -11,11 +11,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use muster_client::protocol::ws::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::protocol::{
     ChatMessage, CreateTask, Cursor, Heartbeat, Inbox, MessageId, MessageList, PathHolders, PostMessage, Presence,
     ReleaseFiles, Reservation, ReserveFiles, Task, TaskAction, TaskId, TaskList, Topic, UpdateTask,
 };
+use muster_client::protocol::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::{Client, Error, Options, Wait};
 
 use crate::cli::paths::Here;

@@ -145,7 +145,7 @@ impl Db {
         if let Some(found) = found
             && found > SCHEMA
         {
-            return Err(StoreError::Schema { dir: dir.to_owned(), found });
+            return Err(StoreError::Schema { dir: dir.to_owned(), found, understood: SCHEMA });
         }
         let fresh = meta.get("epoch")?.is_none();
         let epoch = match meta.get("epoch")? {

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use muster_protocol::Seq;
 
-use super::db::SCHEMA;
-
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
@@ -13,12 +11,16 @@ pub(crate) enum StoreError {
     #[error("data dir {0} is in use by another muster process (stop it, or pass --data-dir to use another directory)")]
     Locked(PathBuf),
     /// The data dir was written by a newer Muster.
-    #[error("data dir {dir} has schema version {found}, newer than this muster understands ({SCHEMA}); upgrade muster")]
+    #[error(
+        "data dir {dir} has schema version {found}, newer than this muster understands ({understood}); upgrade muster"
+    )]
     Schema {
         /// The data dir.
         dir: PathBuf,
         /// The version found.
         found: u64,
+        /// The newest this build reads (`db::SCHEMA`).
+        understood: u64,
     },
     /// sled failed.
     #[error("storage error: {0}")]

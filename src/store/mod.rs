@@ -85,19 +85,21 @@ impl Store {
 }
 
 /// Moves the data dir `dir` aside, to `<dir>.diverged-<unix time>`, and makes an empty one
-/// in its place with the token file (`tokens.json`) copied over; returns where it went. A
-/// cluster node whose history diverged from the cluster's starts afresh this way, keeping
-/// the old one for inspection.
-pub(crate) fn set_aside(dir: &Path) -> std::io::Result<std::path::PathBuf> {
+/// in its place with the files named in `keep` (those that are not the store's, such as the
+/// token file) copied over; returns where it went. A cluster node whose history diverged
+/// from the cluster's starts afresh this way, keeping the old one for inspection.
+pub(crate) fn set_aside(dir: &Path, keep: &[&str]) -> std::io::Result<std::path::PathBuf> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let mut aside = dir.as_os_str().to_owned();
     aside.push(format!(".diverged-{}", now.as_secs()));
     let aside = std::path::PathBuf::from(aside);
     std::fs::rename(dir, &aside)?;
     crate::config::create_data_dir(dir)?;
-    let tokens = aside.join(crate::auth::FILE);
-    if tokens.exists() {
-        std::fs::copy(&tokens, dir.join(crate::auth::FILE))?;
+    for name in keep {
+        let kept = aside.join(name);
+        if kept.exists() {
+            std::fs::copy(&kept, dir.join(name))?;
+        }
     }
     Ok(aside)
 }

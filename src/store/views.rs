@@ -95,7 +95,13 @@ impl<'a> Touched<'a> {
                 EventKind::FilesReserved { reservations, .. } | EventKind::FilesReleased { reservations, .. } => {
                     t.files.extend(reservations.iter().map(|r| r.id));
                 }
-                _ => {}
+                // The task, above (`EventKind::task`).
+                EventKind::TaskCreated { .. }
+                | EventKind::TaskUpdated { .. }
+                | EventKind::TaskClaimed { .. }
+                | EventKind::TaskReleased { .. }
+                | EventKind::TaskCompleted { .. }
+                | EventKind::TaskReady { .. } => {}
             }
         }
         t.seen.retain(|a| !t.agents.contains(a));

@@ -169,38 +169,6 @@ pub(crate) fn first_page_if_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Res
     Ok(Option::<String>::deserialize(d)?.filter(|c| !c.is_empty()))
 }
 
-/// The agent named by the `X-Agent` header, if any.
-pub(crate) struct AgentHeader(pub(crate) Option<String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for AgentHeader {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, HttpError> {
-        match parts.headers.get("x-agent") {
-            None => Ok(AgentHeader(None)),
-            Some(v) => match v.to_str() {
-                Ok(name) => Ok(AgentHeader(Some(name.trim().to_owned()))),
-                Err(_) => Err(ApiError::invalid("X-Agent", "must be visible ASCII").into()),
-            },
-        }
-    }
-}
-
-impl AgentHeader {
-    /// The acting agent: the body's if given, else the header's. The header says who is
-    /// calling, so a body naming another agent is refused (403), as with a token.
-    pub(crate) fn resolve(self, field: &str, body: Option<String>) -> Result<Option<String>, ApiError> {
-        match (body, self.0) {
-            (Some(b), Some(h)) if !b.eq_ignore_ascii_case(&h) => Err(ApiError::forbidden(
-                field,
-                format!("the X-Agent header says you are {h:?}: you may not act as {b:?}"),
-            )),
-            (Some(b), _) => Ok(Some(b)),
-            (None, h) => Ok(h),
-        }
-    }
-}
-
 /// The `Idempotency-Key` header, if any.
 pub(crate) struct Idempotency(pub(crate) Option<IdempotencyKey>);
 
@@ -242,7 +210,13 @@ impl FromRequestParts<AppState> for Auth {
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"))
             .and_then(|v| v.strip_prefix("Bearer "));
-        let caller = state.broker.authenticate(bearer)?;
+        let mut caller = state.broker.authenticate(bearer)?;
+        // The agent the request says it acts as (decided in `api::Caller`, as for every
+        // transport).
+        if let Some(agent) = parts.headers.get("x-agent") {
+            let agent = agent.to_str().map_err(|_| ApiError::invalid("X-Agent", "must be visible ASCII"))?;
+            caller = caller.declaring(agent.trim().to_owned());
+        }
         match parts.headers.get(AFTER) {
             None => Ok(Auth(caller)),
             // A seq is at most i64::MAX (JSON's and the API description's integers).

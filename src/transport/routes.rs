@@ -25,7 +25,7 @@ use crate::dashboard;
     ),
     // Referred to by parameters, which do not register the types they name.
     components(schemas(
-        muster_protocol::ws::Order,
+        muster_protocol::Order,
         muster_protocol::TaskId,
         grammar::AgentName,
         grammar::ChannelName,

@@ -30,15 +30,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 pub use muster_protocol as protocol;
-use muster_protocol::ws::{
-    ChatReadArgs, Hello, InboxAckArgs, InboxReadArgs, ListArgs, NextArgs, Op, PageArgs, PresenceSetArgs, Reply,
-    Request, ServerFrame, TaskActionArgs, TaskRef, TaskUpdateArgs, Topics, Welcome,
-};
+use muster_protocol::ws::{Hello, Op, Reply, Request, ServerFrame, Topics, Welcome};
 use muster_protocol::{
-    AckInbox, ChannelInfo, ChannelList, ChatMessage, CreateTask, Cursor, ErrorInfo, Event, FilesQuery, Heartbeat,
-    Inbox, MaybeTaskEnvelope, MessageEnvelope, MessageList, PathHolders, PostMessage, Presence, PresenceEnvelope,
-    PresenceList, ReleaseFiles, Reservation, ReservationList, ReserveFiles, Seq, Task, TaskAction, TaskEnvelope,
-    TaskId, TaskList, UpdateTask, WhoHas, WhoHasFiles,
+    AckInbox, ChannelInfo, ChannelList, ChatMessage, ChatReadArgs, CreateTask, Cursor, ErrorInfo, Event, FilesQuery,
+    Heartbeat, Inbox, InboxAckArgs, InboxReadArgs, ListArgs, MaybeTaskEnvelope, MessageEnvelope, MessageList, NextArgs,
+    PageArgs, PathHolders, PostMessage, Presence, PresenceEnvelope, PresenceList, PresenceSetArgs, ReleaseFiles,
+    Reservation, ReservationList, ReserveFiles, Seq, Task, TaskAction, TaskActionArgs, TaskEnvelope, TaskId, TaskList,
+    TaskRef, TaskUpdateArgs, UpdateTask, WhoHas, WhoHasFiles,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;

@@ -4,16 +4,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use muster_protocol::grammar::{self, AgentName, ChannelName, IdempotencyKey, PageCursor};
-use muster_protocol::ws::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
 use muster_protocol::{
     AckInbox, ChannelList, Cursor, ErrorBody, Inbox, MessageEnvelope, MessageList, PostMessage, Seq,
 };
+use muster_protocol::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
 use serde::Deserialize;
 
 use crate::api;
-use crate::transport::extract::{
-    AgentHeader, Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty,
-};
+use crate::transport::extract::{Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty};
 use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
 
@@ -34,12 +32,9 @@ use crate::transport::state::AppState;
 pub(crate) async fn post(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    agent: AgentHeader,
     idem: Idempotency,
-    JsonBody(mut body): JsonBody<PostMessage>,
+    JsonBody(body): JsonBody<PostMessage>,
 ) -> Result<Response, HttpError> {
-    let named = (!body.from.is_empty()).then(|| std::mem::take(&mut body.from));
-    body.from = agent.resolve("from", named)?.unwrap_or_default();
     Ok(written(StatusCode::CREATED, api::chat::post(&app.broker, &caller, body, idem.0).await?))
 }
 

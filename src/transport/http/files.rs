@@ -10,7 +10,7 @@ use muster_protocol::{
 use serde::Deserialize;
 
 use crate::api::{self, ApiError};
-use crate::transport::extract::{AgentHeader, Auth, Idempotency, JsonBody, Query};
+use crate::transport::extract::{Auth, Idempotency, JsonBody, Query};
 use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
 
@@ -33,11 +33,9 @@ use crate::transport::state::AppState;
 pub(crate) async fn reserve(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    agent: AgentHeader,
     idem: Idempotency,
-    JsonBody(mut body): JsonBody<ReserveFiles>,
+    JsonBody(body): JsonBody<ReserveFiles>,
 ) -> Result<Response, HttpError> {
-    body.agent = agent.resolve("agent", body.agent.take())?;
     Ok(written(StatusCode::OK, api::files::reserve(&app.broker, &caller, body, idem.0).await?))
 }
 
@@ -58,11 +56,9 @@ pub(crate) async fn reserve(
 pub(crate) async fn release(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    agent: AgentHeader,
     idem: Idempotency,
-    JsonBody(mut body): JsonBody<ReleaseFiles>,
+    JsonBody(body): JsonBody<ReleaseFiles>,
 ) -> Result<Response, HttpError> {
-    body.agent = agent.resolve("agent", body.agent.take())?;
     Ok(written(StatusCode::OK, api::files::release(&app.broker, &caller, body, idem.0).await?))
 }
 

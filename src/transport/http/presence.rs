@@ -3,8 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use muster_protocol::PresenceSetArgs;
 use muster_protocol::grammar::{AgentName, IdempotencyKey};
-use muster_protocol::ws::PresenceSetArgs;
 use muster_protocol::{ErrorBody, Heartbeat, PresenceEnvelope, PresenceList};
 
 use crate::api;

@@ -6,9 +6,7 @@ use axum::response::{IntoResponse, Response};
 use muster_protocol::Health;
 use serde_json::json;
 
-use crate::api::events::MAX_WAIT;
 use crate::api::{self, ApiError};
-use crate::core::rules;
 use crate::transport::extract::{Auth, MAX_BODY};
 use crate::transport::response::{HttpError, ok};
 use crate::transport::state::AppState;
@@ -63,42 +61,7 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
             }
         }
     }
-    let body = json!({
-        "name": "muster",
-        "version": env!("CARGO_PKG_VERSION"),
-        "routes": routes,
-        "topics": ["*", "tasks", "task:<id>", "chat", "chat:<channel>", "presence", "inbox:<agent>", "files"],
-        "limits": {
-            "maxBodyBytes": MAX_BODY,
-            "maxTitleChars": rules::MAX_TITLE,
-            "maxTextChars": rules::MAX_TEXT,
-            "maxNameBytes": rules::MAX_NAME,
-            "maxNoteChars": rules::MAX_NOTE,
-            "maxTags": rules::MAX_TAGS,
-            "maxTagBytes": rules::MAX_TAG,
-            "maxBlockers": rules::MAX_BLOCKERS,
-            "maxChannelBytes": rules::MAX_CHANNEL,
-            "maxWaitSeconds": MAX_WAIT,
-            "pages": api::PAGE_SIZES
-                .iter()
-                .map(|(list, (default, max))| (list.to_string(), json!({"default": default, "max": max})))
-                .collect::<serde_json::Map<_, _>>(),
-            "files": {
-                "maxPatternsPerRequest": muster_protocol::MAX_PATTERNS,
-                "maxPatternBytes": muster_protocol::glob::MAX_PATTERN,
-                "maxWildcardsPerPattern": muster_protocol::glob::MAX_WILDCARDS,
-                "maxAutomatonStates": muster_protocol::glob::MAX_STATES,
-                "maxAutomatonMoves": muster_protocol::glob::MAX_MOVES,
-                "maxMatchStepsPerRequest": muster_protocol::MAX_MATCH_STEPS,
-                "maxPathChars": muster_protocol::glob::MAX_PATH,
-                "maxPathsPerWho": muster_protocol::MAX_WHO_PATHS,
-                "maxHeldPerAgent": muster_protocol::MAX_PER_AGENT,
-                "defaultTtlSeconds": muster_protocol::DEFAULT_TTL_SECONDS,
-                "maxTtlSeconds": muster_protocol::MAX_TTL_SECONDS,
-                "maxRepoBytes": muster_protocol::MAX_REPO,
-            },
-        },
-    });
+    let body = api::system::capabilities(routes, MAX_BODY);
     Ok(json_value(&body))
 }
 

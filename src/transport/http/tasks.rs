@@ -4,18 +4,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_protocol::grammar::{self, AgentName, IdempotencyKey, PageCursor, StatusList, Tag};
-use muster_protocol::ws::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
 use muster_protocol::{
     CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, TaskAction, TaskEnvelope, TaskId, TaskList,
     UpdateTask,
 };
+use muster_protocol::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
 use serde::Deserialize;
 
 use crate::api::tasks::Board;
 use crate::api::{self, ApiError};
-use crate::transport::extract::{
-    AgentHeader, Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty, task_id,
-};
+use crate::transport::extract::{Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty, task_id};
 use crate::transport::guard;
 use crate::transport::response::{HttpError, json, ok, written};
 use crate::transport::state::AppState;
@@ -39,11 +37,9 @@ use crate::transport::state::AppState;
 pub(crate) async fn create(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    agent: AgentHeader,
     idem: Idempotency,
-    JsonBody(mut body): JsonBody<CreateTask>,
+    JsonBody(body): JsonBody<CreateTask>,
 ) -> Result<Response, HttpError> {
-    body.agent = agent.resolve("agent", body.agent.take())?;
     let created = api::tasks::create(&app.broker, &caller, body, idem.0).await?;
     let location = HeaderValue::from_str(&format!("/tasks/{}", created.value.task.id));
     let mut response = written(StatusCode::CREATED, created);
@@ -190,18 +186,15 @@ pub(crate) async fn update(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    agent: AgentHeader,
     idem: Idempotency,
-    JsonBody(mut update): JsonBody<UpdateTask>,
+    JsonBody(update): JsonBody<UpdateTask>,
 ) -> Result<Response, HttpError> {
-    update.agent = agent.resolve("agent", update.agent.take())?;
     let args = TaskUpdateArgs { task: task_id(&id)?, update };
     Ok(written(StatusCode::OK, api::tasks::update(&app.broker, &caller, args, idem.0).await?))
 }
 
 /// The task and the acting agent of a claim, release or completion.
-fn action(id: &str, agent: AgentHeader, mut action: TaskAction) -> Result<TaskActionArgs, ApiError> {
-    action.agent = agent.resolve("agent", action.agent.take())?;
+fn action(id: &str, action: TaskAction) -> Result<TaskActionArgs, ApiError> {
     Ok(TaskActionArgs { task: task_id(id)?, action })
 }
 
@@ -221,11 +214,10 @@ pub(crate) async fn claim(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, HttpError> {
-    let args = action(&id, agent, body)?;
+    let args = action(&id, body)?;
     Ok(written(StatusCode::OK, api::tasks::claim(&app.broker, &caller, args, idem.0).await?))
 }
 
@@ -240,11 +232,10 @@ pub(crate) async fn release(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, HttpError> {
-    let args = action(&id, agent, body)?;
+    let args = action(&id, body)?;
     Ok(written(StatusCode::OK, api::tasks::release(&app.broker, &caller, args, idem.0).await?))
 }
 
@@ -262,11 +253,10 @@ pub(crate) async fn complete(
     State(app): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<TaskAction>,
 ) -> Result<Response, HttpError> {
-    let args = action(&id, agent, body)?;
+    let args = action(&id, body)?;
     Ok(written(StatusCode::OK, api::tasks::complete(&app.broker, &caller, args, idem.0).await?))
 }
 
@@ -300,14 +290,13 @@ pub(crate) async fn next(
     State(app): State<AppState>,
     Auth(caller): Auth,
     headers: HeaderMap,
-    agent: AgentHeader,
     idem: Idempotency,
     Query(q): Query<NextQuery>,
 ) -> Result<Response, HttpError> {
     if q.claim {
         // The one GET that writes, decided on the query as parsed.
         guard::may_write(&app, &headers)?;
-        if agent.0.is_none() && !headers.contains_key(header::AUTHORIZATION) {
+        if !caller.declares_an_agent() && !headers.contains_key(header::AUTHORIZATION) {
             return Err(ApiError::forbidden(
                 "X-Agent",
                 "GET /tasks/next?claim=true changes state: send the X-Agent header (or Authorization), which a web \
@@ -316,7 +305,7 @@ pub(crate) async fn next(
             .into());
         }
     }
-    let args = NextArgs { agent: agent.resolve("agent", q.agent)?, claim: q.claim };
+    let args = NextArgs { agent: q.agent, claim: q.claim };
     Ok(written(StatusCode::OK, api::tasks::next(&app.broker, &caller, args, idem.0).await?))
 }
 
@@ -330,10 +319,9 @@ pub(crate) async fn next(
 pub(crate) async fn claim_next(
     State(app): State<AppState>,
     Auth(caller): Auth,
-    agent: AgentHeader,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<NextTask>,
 ) -> Result<Response, HttpError> {
-    let args = NextArgs { agent: agent.resolve("agent", body.agent)?, claim: true };
+    let args = NextArgs { agent: body.agent, claim: true };
     Ok(written(StatusCode::OK, api::tasks::next(&app.broker, &caller, args, idem.0).await?))
 }
