@@ -15,7 +15,7 @@ use muster_protocol::{ErrorCode, Seq};
 use super::error::ApiError;
 
 use crate::auth::Identity;
-use crate::core::{Command, validate_agent};
+use crate::core::{Actor, Command, validate_agent};
 
 /// Who is asking, the agent the request says it acts as ([`Caller::declaring`]), and for a
 /// read the last event it has seen ([`Caller::after`]).
@@ -172,34 +172,19 @@ impl Caller {
     /// Binds a command to this caller: fills in the acting agent where the command names
     /// none; with a token, refuses one that names another agent.
     pub(super) fn bind(&self, cmd: &mut Command) -> Result<(), ApiError> {
-        let slot: &mut Option<String> = match cmd {
-            Command::CreateTask(c) => &mut c.agent,
-            Command::UpdateTask { update, .. } => &mut update.agent,
-            Command::Claim { action, .. } | Command::Release { action, .. } | Command::Complete { action, .. } => {
-                &mut action.agent
+        match cmd.actor() {
+            Actor::Agent(slot) => *slot = self.act_as(slot.take())?,
+            Actor::Sender(from) => {
+                let named = (!from.is_empty()).then(|| std::mem::take(from));
+                *from = self.act_as(named).map_err(|e| field(e, "from"))?.unwrap_or_default();
             }
-            Command::ClaimNext { agent } => agent,
-            Command::ReserveFiles(r) => &mut r.files.agent,
-            Command::ReleaseFiles(r) => &mut r.agent,
-            Command::PostMessage(p) => {
-                let named = (!p.from.is_empty()).then(|| std::mem::take(&mut p.from));
-                p.from = self.act_as(named).map_err(|e| field(e, "from"))?.unwrap_or_default();
-                return Ok(());
+            Actor::Inbox(agent) => self.may_read_inbox(agent, "agent")?,
+            Actor::Named(agent) => {
+                self.act_as(Some(agent.to_owned()))?;
             }
-            Command::AckInbox { agent, .. } => return self.may_read_inbox(agent, "agent"),
-            Command::Heartbeat { agent, .. } | Command::Connect { agent, .. } | Command::Disconnect { agent, .. } => {
-                self.act_as(Some(agent.clone()))?;
-                return Ok(());
-            }
-            Command::ResetConnections | Command::ResetNode { .. } | Command::Tick => {
-                return if self.is_system() {
-                    Ok(())
-                } else {
-                    Err(ApiError::forbidden("op", "only the broker itself runs its timers"))
-                };
-            }
-        };
-        *slot = self.act_as(slot.take())?;
+            Actor::System if self.is_system() => {}
+            Actor::System => return Err(ApiError::forbidden("op", "only the broker itself runs its timers")),
+        }
         Ok(())
     }
 }

@@ -105,6 +105,23 @@ pub enum Command {
     Tick,
 }
 
+/// Who acts in a command, for the caller check (`api::Caller::bind`): where the acting
+/// agent is, and what the caller must be to act.
+#[derive(Debug)]
+pub enum Actor<'a> {
+    /// The acting agent: filled in from the caller when the command names none; naming
+    /// another than the caller is refused.
+    Agent(&'a mut Option<String>),
+    /// A chat message's sender, likewise (empty when not named).
+    Sender(&'a mut String),
+    /// The agent the command is about (its presence, its session): must be the caller's.
+    Named(&'a str),
+    /// The owner of the inbox the command moves: the inbox's own caller, or a person's.
+    Inbox(&'a str),
+    /// The broker's own bookkeeping (timers, restarts): only the broker itself.
+    System,
+}
+
 /// The tasks a command is decided on by id (see [`Command::tasks`]).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Named {
@@ -138,6 +155,26 @@ impl Command {
             | Command::ResetConnections
             | Command::ResetNode { .. }
             | Command::Tick => Named::default(),
+        }
+    }
+
+    /// Who acts, and where the acting agent is written (see [`Actor`]).
+    pub fn actor(&mut self) -> Actor<'_> {
+        match self {
+            Command::CreateTask(c) => Actor::Agent(&mut c.agent),
+            Command::UpdateTask { update, .. } => Actor::Agent(&mut update.agent),
+            Command::Claim { action, .. } | Command::Release { action, .. } | Command::Complete { action, .. } => {
+                Actor::Agent(&mut action.agent)
+            }
+            Command::ClaimNext { agent } => Actor::Agent(agent),
+            Command::ReserveFiles(r) => Actor::Agent(&mut r.files.agent),
+            Command::ReleaseFiles(r) => Actor::Agent(&mut r.agent),
+            Command::PostMessage(p) => Actor::Sender(&mut p.from),
+            Command::AckInbox { agent, .. } => Actor::Inbox(agent),
+            Command::Heartbeat { agent, .. } | Command::Connect { agent, .. } | Command::Disconnect { agent, .. } => {
+                Actor::Named(agent)
+            }
+            Command::ResetConnections | Command::ResetNode { .. } | Command::Tick => Actor::System,
         }
     }
 

@@ -26,7 +26,7 @@ mod reserve;
 pub mod rules;
 mod tasks;
 
-pub use command::{Command, Decision, Named, Reply, decide};
+pub use command::{Actor, Command, Decision, Named, Reply, decide};
 pub use error::DomainError;
 pub use files::{holders, list as list_reservations};
 pub use model::{Channel, FINISHED_KEPT, Model, actor, apply};

@@ -9,11 +9,22 @@ use muster_protocol::{
 };
 use muster_protocol::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api;
 use crate::transport::extract::{Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty};
 use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
+
+/// This file's routes (one `routes!` per path, its methods together).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post, list))
+        .routes(routes!(channels))
+        .routes(routes!(inbox))
+        .routes(routes!(ack))
+}
 
 /// Post a message. `@name` mentions and `to` land in those agents' inboxes.
 #[utoipa::path(

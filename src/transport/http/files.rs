@@ -8,11 +8,18 @@ use muster_protocol::{
     ErrorBody, FilesQuery, ReleaseFiles, ReservationList, ReserveFiles, TaskId, WhoHas, WhoHasFiles,
 };
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{self, ApiError};
 use crate::transport::extract::{Auth, Idempotency, JsonBody, Query};
 use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
+
+/// This file's routes (one `routes!` per path, its methods together).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(reserve)).routes(routes!(release)).routes(routes!(who))
+}
 
 /// Reserve paths of a repository, all or none.
 #[utoipa::path(

@@ -6,12 +6,19 @@ use axum::response::Response;
 use muster_protocol::PresenceSetArgs;
 use muster_protocol::grammar::{AgentName, IdempotencyKey};
 use muster_protocol::{ErrorBody, Heartbeat, PresenceEnvelope, PresenceList};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api;
 use crate::transport::extract::{Auth, Idempotency, OptionalJsonBody, Query};
 use crate::transport::http::chat::PageQuery;
 use crate::transport::response::{HttpError, ok, written};
 use crate::transport::state::AppState;
+
+/// This file's routes (one `routes!` per path, its methods together).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(get, heartbeat))
+}
 
 /// The agents seen, by name, with their status as of now, a page at a time.
 #[utoipa::path(

@@ -10,6 +10,8 @@ use muster_protocol::{
 };
 use muster_protocol::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::tasks::Board;
 use crate::api::{self, ApiError};
@@ -17,6 +19,17 @@ use crate::transport::extract::{Auth, Idempotency, JsonBody, OptionalJsonBody, Q
 use crate::transport::guard;
 use crate::transport::response::{HttpError, json, ok, written};
 use crate::transport::state::AppState;
+
+/// This file's routes (one `routes!` per path, its methods together).
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(next, claim_next))
+        .routes(routes!(get, update))
+        .routes(routes!(claim))
+        .routes(routes!(release))
+        .routes(routes!(complete))
+}
 
 /// Create a task.
 #[utoipa::path(
