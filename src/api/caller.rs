@@ -170,7 +170,8 @@ impl Caller {
     }
 
     /// Binds a command to this caller: fills in the acting agent where the command names
-    /// none; with a token, refuses one that names another agent.
+    /// none (see [`Command::actor`]); refuses one that names another agent than the caller
+    /// declares or proves.
     pub(super) fn bind(&self, cmd: &mut Command) -> Result<(), ApiError> {
         match cmd.actor() {
             Actor::Agent(slot) => *slot = self.act_as(slot.take())?,

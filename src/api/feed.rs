@@ -208,11 +208,11 @@ impl Feed {
                 self.outbox.resume();
                 break;
             }
+            // The caller may have lost the right to read meanwhile (a revoked token).
+            broker.check(&self.caller).map_err(Ended::Failed)?;
             let (topics, chunk) = (self.topics.clone(), self.chunk);
             // Boxed: a replay is rare, and its state inline would make every connection's
             // writer larger (BENCHMARKS.md, sessions).
-            // The caller may have lost the right to read meanwhile (a revoked token).
-            broker.check(&self.caller).map_err(Ended::Failed)?;
             let read = Box::pin(broker.read_caught_up(move |_, log| log.read(scanned, head, &topics, chunk)));
             let (frames, scanned) = read.await.map_err(Ended::Failed)?;
             self.replay = Some((scanned, head));
