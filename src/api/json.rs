@@ -6,10 +6,6 @@
 use std::marker::PhantomData;
 
 use bytes::Bytes;
-use muster_protocol::{
-    ChannelList, Cursor, Health, MaybeTaskEnvelope, MessageEnvelope, PresenceEnvelope, PresenceList, ReservationList,
-    TaskEnvelope, WhoHas,
-};
 use serde::Serialize;
 
 /// A reply body: a protocol shape, as JSON text.
@@ -54,28 +50,12 @@ fn to_json(value: &impl Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("reply serializes"))
 }
 
-macro_rules! serialized {
-    ($($shape:ty),* $(,)?) => {
-        $(impl Reply for $shape {
-            fn to_json(&self) -> Bytes {
-                to_json(self)
-            }
-        })*
-    };
+/// Every protocol shape (`TaskEnvelope`, `Health`, ...) is a reply body as it serializes.
+impl<T: Serialize> Reply for T {
+    fn to_json(&self) -> Bytes {
+        to_json(self)
+    }
 }
-
-serialized!(
-    TaskEnvelope,
-    MaybeTaskEnvelope,
-    MessageEnvelope,
-    PresenceEnvelope,
-    PresenceList,
-    ChannelList,
-    Cursor,
-    Health,
-    ReservationList,
-    WhoHas
-);
 
 /// `{"<key>": [raw, raw, ...]}` from JSON values already serialized (log entries, stored
 /// messages), with `extra` fields first.
