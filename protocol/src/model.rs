@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{FileConflict, FilesReleaseReason, MessageId, Reservation, TaskId};
+use crate::{FileConflict, FilesReleaseReason, MessageId, Reservation, TaskId, Topic};
 
 /// A point in time, UTC, RFC 3339 on the wire (millisecond precision).
 pub type Timestamp = DateTime<Utc>;
@@ -390,7 +390,7 @@ pub struct Event {
 /// [`EventKind::NAMES`], [`EventKind::type_name`] and [`EventKind::task`] are made from it:
 /// a new kind does not compile until it says whether it changes a task, which the store's
 /// task view follows (`store/views.rs`), and `protocol/tests/frames.rs` fails until it has
-/// a golden example that agrees.
+/// a golden example that agrees. Its topics are below, in [`EventKind::topics`] (exhaustive).
 macro_rules! event_kinds {
     ($($(#[$doc:meta])* $variant:ident { $($fields:tt)* } = $name:tt, task: $task:tt;)*) => {
         /// The kinds of event, with their data.
@@ -522,6 +522,34 @@ event_kinds! {
         /// The reservations that ended.
         reservations: Vec<Reservation>,
     } = "files.released", task: none;
+}
+
+impl EventKind {
+    /// The topics this event is published on. `*` matches every event and is not listed.
+    ///
+    /// - task events: `tasks`, `task:<id>`
+    /// - chat messages: `chat`, `chat:<channel>`, and `inbox:<agent>` for each recipient
+    /// - presence: `presence`
+    /// - inbox acks: `inbox:<agent>`
+    /// - file reservations: `files`
+    pub fn topics(&self) -> Vec<Topic> {
+        match self {
+            EventKind::TaskCreated { task }
+            | EventKind::TaskUpdated { task, .. }
+            | EventKind::TaskClaimed { task, .. }
+            | EventKind::TaskReleased { task, .. }
+            | EventKind::TaskCompleted { task, .. }
+            | EventKind::TaskReady { task } => vec![Topic::Tasks, Topic::Task(task.id)],
+            EventKind::ChatMessage { message } => {
+                let mut topics = vec![Topic::Chat, Topic::Channel(message.channel.clone())];
+                topics.extend(message.recipients().iter().map(|a| Topic::Inbox((*a).to_owned())));
+                topics
+            }
+            EventKind::PresenceChanged { .. } => vec![Topic::Presence],
+            EventKind::InboxAcked { agent, .. } => vec![Topic::Inbox(agent.clone())],
+            EventKind::FilesReserved { .. } | EventKind::FilesReleased { .. } => vec![Topic::Files],
+        }
+    }
 }
 
 /// Machine-readable error codes. Each maps to one HTTP status.

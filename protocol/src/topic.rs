@@ -1,5 +1,5 @@
 //! Topics: what a subscriber receives. Every event is published on a few topics
-//! ([`EventKind::topics`]); a subscriber to one of them (or to `*`) receives it.
+//! ([`EventKind::topics`](crate::EventKind::topics)); a subscriber to one of them (or to `*`) receives it.
 //!
 //! On the wire a topic is a string: `*`, `tasks`, `task:<id>`, `chat`, `chat:<channel>`,
 //! `presence`, `inbox:<agent>`, `files`. Parsing normalizes it (`task:12` is `task:T-12`,
@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{Event, EventKind, TaskId, names};
+use crate::{Event, TaskId, names};
 
 /// One topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,34 +137,6 @@ impl Topic {
     /// topics stored with the event, so that nothing has to be decoded to decide).
     pub fn covers(&self, topics: &[Topic]) -> bool {
         *self == Topic::All || topics.contains(self)
-    }
-}
-
-impl EventKind {
-    /// The topics this event is published on. `*` matches every event and is not listed.
-    ///
-    /// - task events: `tasks`, `task:<id>`
-    /// - chat messages: `chat`, `chat:<channel>`, and `inbox:<agent>` for each recipient
-    /// - presence: `presence`
-    /// - inbox acks: `inbox:<agent>`
-    /// - file reservations: `files`
-    pub fn topics(&self) -> Vec<Topic> {
-        match self {
-            EventKind::TaskCreated { task }
-            | EventKind::TaskUpdated { task, .. }
-            | EventKind::TaskClaimed { task, .. }
-            | EventKind::TaskReleased { task, .. }
-            | EventKind::TaskCompleted { task, .. }
-            | EventKind::TaskReady { task } => vec![Topic::Tasks, Topic::Task(task.id)],
-            EventKind::ChatMessage { message } => {
-                let mut topics = vec![Topic::Chat, Topic::Channel(message.channel.clone())];
-                topics.extend(message.recipients().iter().map(|a| Topic::Inbox((*a).to_owned())));
-                topics
-            }
-            EventKind::PresenceChanged { .. } => vec![Topic::Presence],
-            EventKind::InboxAcked { agent, .. } => vec![Topic::Inbox(agent.clone())],
-            EventKind::FilesReserved { .. } | EventKind::FilesReleased { .. } => vec![Topic::Files],
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use muster_protocol::{
 
 use super::decider::Decider;
 use super::error::DomainError;
-use super::model::Model;
+use super::model::{Model, actor};
 use super::reservations::Held;
 use super::reserve::{Precheck, Reserve};
 use super::rules::{require_agent, validate_note};
@@ -341,31 +341,21 @@ impl Decider<'_> {
     }
 
     /// After the rules of a command ran: the reservations of every task whose claim its
-    /// events ended (completed, cancelled, released, taken away, owner gone) end too.
+    /// events ended (completed, cancelled, released, taken away, owner gone) end too. A
+    /// task event that leaves its task without a claim is such an end (a task that never had
+    /// one has no reservations to end); the one who acted ended it.
     pub(super) fn end_reservations_of_ended_claims(&mut self) {
         let ended: Vec<(TaskId, Option<String>, FilesReleaseReason)> = self
             .events
             .iter()
             .filter_map(|e| {
                 let task = e.task().filter(|t| t.claim.is_none())?;
-                let (by, reason) = match e {
-                    EventKind::TaskReleased { by, reason: ReleaseReason::OwnerGone, .. } => {
-                        (by.clone(), FilesReleaseReason::OwnerGone)
-                    }
-                    EventKind::TaskReleased { by, .. }
-                    | EventKind::TaskCompleted { by, .. }
-                    | EventKind::TaskUpdated { by, .. } => (by.clone(), FilesReleaseReason::TaskEnded),
-                    // Created, claimed or ready: a task that holds no claim had none to end.
-                    EventKind::TaskCreated { .. }
-                    | EventKind::TaskClaimed { .. }
-                    | EventKind::TaskReady { .. }
-                    | EventKind::ChatMessage { .. }
-                    | EventKind::PresenceChanged { .. }
-                    | EventKind::InboxAcked { .. }
-                    | EventKind::FilesReserved { .. }
-                    | EventKind::FilesReleased { .. } => return None,
+                let reason = if let EventKind::TaskReleased { reason: ReleaseReason::OwnerGone, .. } = e {
+                    FilesReleaseReason::OwnerGone
+                } else {
+                    FilesReleaseReason::TaskEnded
                 };
-                Some((task.id, by, reason))
+                Some((task.id, actor(e).map(str::to_owned), reason))
             })
             .collect();
         for (task, by, reason) in ended {
