@@ -705,3 +705,72 @@ fn a_batch_after_views_that_got_ahead_of_the_log_is_recovered() {
     let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!(load(&store), model, "the acknowledged batch after the gap is back");
 }
+
+/// A crash can fall between a task's value and its index entry (two sled trees): after a
+/// completion the value said done while the `unfinished` index still held the task as it was
+/// claimed, and after a reopening the `finished` index still named it. The replay after the
+/// crash wrote the final value again but kept the stale entry, and the load after the next
+/// checkpoint took the task back from it: an acknowledged completion undone (`tests/crash.rs`
+/// caught it under load). Every task the replay touches is indexed again from its value.
+#[test]
+fn a_crash_between_a_task_and_its_index_entry_is_repaired_by_the_replay() {
+    use muster_protocol::{TaskAction, TaskId, TaskStatus, UpdateTask};
+    let id = TaskId(1);
+    let key = id.0.to_be_bytes();
+    let finished_keys = |h: &super::db::Handles| -> Vec<sled::IVec> {
+        h.finished.iter().keys().map(Result::unwrap).filter(|k| k.get(9..) == Some(&key[..])).collect()
+    };
+    let at = |m: u32| -> muster_protocol::Timestamp { format!("2026-11-25T10:{m:02}:00Z").parse().unwrap() };
+    let action = || TaskAction { agent: Some("link".into()), ..Default::default() };
+    let reopen = || UpdateTask { status: Some(TaskStatus::Todo), agent: Some("link".into()), ..Default::default() };
+    // (what the crash leaves, the status the task must load with)
+    for case in ["completed", "reopened"] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 16).unwrap();
+            let mut model = load(&store);
+            create_tasks(&store, &mut model, 1, "2026-11-25T10:00:00Z", false);
+            commit(&store, &mut model, Command::Claim { id, action: action() }, at(1));
+            if case == "reopened" {
+                commit(&store, &mut model, Command::Complete { id, action: action() }, at(2));
+            }
+            // The checkpoint before the change the crash cuts short.
+            store.db.checkpoint(model.head).unwrap();
+            store.db.flush_and_sync().unwrap();
+            let h = store.db.handles().unwrap();
+            let (unfinished, finished, views) =
+                (h.unfinished.get(key).unwrap(), finished_keys(&h), h.meta.get("views").unwrap());
+            match case {
+                "completed" => commit(&store, &mut model, Command::Complete { id, action: action() }, at(3)),
+                _ => commit(&store, &mut model, Command::UpdateTask { id, update: reopen() }, at(3)),
+            }
+            // sled as the crash left it: the task's new value, the old index entries, the
+            // views' head before the change.
+            if let Some(unfinished) = unfinished {
+                h.unfinished.insert(key, unfinished).unwrap();
+            } else {
+                h.unfinished.remove(key).unwrap();
+            }
+            for k in finished_keys(&h) {
+                h.finished.remove(k).unwrap();
+            }
+            for k in finished {
+                h.finished.insert(k, &[]).unwrap();
+            }
+            h.meta.insert("views", views.unwrap()).unwrap();
+            store.db.flush_and_sync().unwrap();
+        }
+        let expected = if case == "completed" { TaskStatus::Done } else { TaskStatus::Todo };
+        // The replay after the crash, then a load from the checkpoint it made (no replay).
+        for load_no in ["after the crash", "after the next checkpoint"] {
+            let store = Store::open(dir.path(), 16).unwrap();
+            let model = load(&store);
+            assert_eq!(model.task(id).map(|t| t.status), Some(expected), "{case}, {load_no}");
+            let h = store.db.handles().unwrap();
+            let indexed = (h.unfinished.get(key).unwrap().is_some(), finished_keys(&h).len());
+            let want = if expected == TaskStatus::Done { (false, 1) } else { (true, 0) };
+            assert_eq!(indexed, want, "{case}, {load_no}: (in unfinished, keys in finished)");
+            store.views.close(&model).unwrap();
+        }
+    }
+}

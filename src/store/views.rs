@@ -224,6 +224,34 @@ fn store_task(h: &Handles, id: TaskId, task: Option<&Task>) -> Result<(), StoreE
     Ok(())
 }
 
+/// Indexes the tasks `ids` again from their stored values, after a crash. A task's value and
+/// its index entry are two trees, and a crash can fall between them: the entry of the state
+/// before (an `unfinished` one holding an older value, or a `finished` one under an older
+/// time) would outlive the replay, which writes the value again but finds nothing to move.
+/// Every entry of these tasks goes (the `finished` ones by a scan of its keys, which carry
+/// the id after the time), and the one of each stored value is written.
+fn reindex(h: &Handles, ids: &BTreeSet<TaskId>) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    for id in ids {
+        h.unfinished.remove(id.0.to_be_bytes())?;
+    }
+    for key in h.finished.iter().keys() {
+        let key = key?;
+        if key.get(9..).and_then(be).is_some_and(|id| ids.contains(&TaskId(id))) {
+            h.finished.remove(key)?;
+        }
+    }
+    for id in ids {
+        if let Some(value) = h.tasks.get(id.0.to_be_bytes())? {
+            let task: Indexed = from_json("tasks", &value)?;
+            IndexKey::of(*id, task.status, task.updated_at).insert(h, &value)?;
+        }
+    }
+    Ok(())
+}
+
 impl Views {
     /// The views of `db`.
     pub(crate) fn new(db: Arc<Db>) -> Views {
@@ -489,6 +517,9 @@ impl Views {
             self.index(&h, &touched.messages)?;
         }
         self.write_entities(&touched, state, false)?;
+        if replaying {
+            reindex(&h, &touched.tasks.keys().copied().collect())?;
+        }
         self.lock_seen().names.extend(touched.seen.iter().map(|a| (*a).to_owned()));
         self.checkpoint_agents(state, false)?;
         // Last: the head the views now include.
