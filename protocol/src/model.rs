@@ -390,7 +390,9 @@ pub struct Event {
 /// [`EventKind::NAMES`], [`EventKind::type_name`] and [`EventKind::task`] are made from it:
 /// a new kind does not compile until it says whether it changes a task, which the store's
 /// task view follows (`store/views.rs`), and `protocol/tests/frames.rs` fails until it has
-/// a golden example that agrees. Its topics are below, in [`EventKind::topics`] (exhaustive).
+/// a golden example that agrees. Its topics, its actor and the other entity it changes are
+/// below, in [`EventKind::topics`], [`EventKind::actor`] and [`EventKind::entity`] (each
+/// exhaustive): a new kind is described in this file only.
 macro_rules! event_kinds {
     ($($(#[$doc:meta])* $variant:ident { $($fields:tt)* } = $name:tt, task: $task:tt;)*) => {
         /// The kinds of event, with their data.
@@ -550,6 +552,57 @@ impl EventKind {
             EventKind::FilesReserved { .. } | EventKind::FilesReleased { .. } => vec![Topic::Files],
         }
     }
+
+    /// The agent whose action this event records, if any: it counts as contact with that
+    /// agent (its `lastSeenAt` moves).
+    pub fn actor(&self) -> Option<&str> {
+        match self {
+            EventKind::TaskCreated { task } => task.created_by.as_deref(),
+            EventKind::TaskUpdated { by, .. }
+            | EventKind::TaskReleased { by, .. }
+            | EventKind::TaskCompleted { by, .. }
+            | EventKind::FilesReleased { by, .. } => by.as_deref(),
+            EventKind::TaskClaimed { agent, .. }
+            | EventKind::InboxAcked { agent, .. }
+            | EventKind::FilesReserved { agent, .. } => Some(agent),
+            EventKind::ChatMessage { message } => Some(&message.from),
+            EventKind::TaskReady { .. } | EventKind::PresenceChanged { .. } => None,
+        }
+    }
+
+    /// What this event changes besides its task ([`EventKind::task`]): each kind changes at
+    /// most one other entity, and the store's views follow this to write it.
+    pub fn entity(&self) -> Entity<'_> {
+        match self {
+            EventKind::ChatMessage { message } => Entity::Message(message),
+            EventKind::PresenceChanged { agent, .. } => Entity::Agent(agent),
+            EventKind::InboxAcked { agent, .. } => Entity::Cursor(agent),
+            EventKind::FilesReserved { reservations, .. } | EventKind::FilesReleased { reservations, .. } => {
+                Entity::Reservations(reservations)
+            }
+            EventKind::TaskCreated { .. }
+            | EventKind::TaskUpdated { .. }
+            | EventKind::TaskClaimed { .. }
+            | EventKind::TaskReleased { .. }
+            | EventKind::TaskCompleted { .. }
+            | EventKind::TaskReady { .. } => Entity::None,
+        }
+    }
+}
+
+/// The entity an event changes besides its task (see [`EventKind::entity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity<'a> {
+    /// None besides the task.
+    None,
+    /// A message was stored (in its channel, and in its recipients' inboxes).
+    Message(&'a ChatMessage),
+    /// An agent's record changed.
+    Agent(&'a Agent),
+    /// The agent's inbox read cursor moved.
+    Cursor(&'a str),
+    /// File reservations began, were renewed or ended.
+    Reservations(&'a [Reservation]),
 }
 
 /// Machine-readable error codes. Each maps to one HTTP status.

@@ -16,7 +16,7 @@ use muster_protocol::{
 
 use super::decider::Decider;
 use super::error::DomainError;
-use super::model::{Model, actor};
+use super::model::Model;
 use super::reservations::Held;
 use super::reserve::{Precheck, Reserve};
 use super::rules::{require_agent, validate_note};
@@ -314,19 +314,9 @@ impl Decider<'_> {
 
     /// Whether an event of this decision already ended the reservation.
     fn ended(&self, id: ReservationId) -> bool {
-        self.events.iter().any(|e| match e {
-            EventKind::FilesReleased { reservations, .. } => reservations.iter().any(|r| r.id == id),
-            EventKind::TaskCreated { .. }
-            | EventKind::TaskUpdated { .. }
-            | EventKind::TaskClaimed { .. }
-            | EventKind::TaskReleased { .. }
-            | EventKind::TaskCompleted { .. }
-            | EventKind::TaskReady { .. }
-            | EventKind::ChatMessage { .. }
-            | EventKind::PresenceChanged { .. }
-            | EventKind::InboxAcked { .. }
-            | EventKind::FilesReserved { .. } => false,
-        })
+        self.events.iter().any(
+            |e| matches!(e, EventKind::FilesReleased { reservations, .. } if reservations.iter().any(|r| r.id == id)),
+        )
     }
 
     /// Ends `reservations` (those not ended yet in this decision), one event per holder.
@@ -355,7 +345,7 @@ impl Decider<'_> {
                 } else {
                     FilesReleaseReason::TaskEnded
                 };
-                Some((task.id, actor(e).map(str::to_owned), reason))
+                Some((task.id, e.actor().map(str::to_owned), reason))
             })
             .collect();
         for (task, by, reason) in ended {

@@ -29,7 +29,7 @@ mod tasks;
 pub use command::{Actor, Command, Decision, Named, Reply, decide};
 pub use error::DomainError;
 pub use files::{holders, list as list_reservations};
-pub use model::{Channel, FINISHED_KEPT, Model, actor, apply};
+pub use model::{Channel, FINISHED_KEPT, Model, apply};
 pub use policy::Policy;
 pub use presence::presence;
 pub use reserve::{Precheck, Reserve};

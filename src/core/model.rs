@@ -388,22 +388,6 @@ fn status_index(status: TaskStatus) -> usize {
     TaskStatus::ALL.iter().position(|s| *s == status).unwrap_or(0)
 }
 
-/// The agent whose action an event records, if any: it counts as contact with that agent.
-pub fn actor(kind: &EventKind) -> Option<&str> {
-    match kind {
-        EventKind::TaskCreated { task } => task.created_by.as_deref(),
-        EventKind::TaskUpdated { by, .. }
-        | EventKind::TaskReleased { by, .. }
-        | EventKind::TaskCompleted { by, .. } => by.as_deref(),
-        EventKind::TaskClaimed { agent, .. }
-        | EventKind::InboxAcked { agent, .. }
-        | EventKind::FilesReserved { agent, .. } => Some(agent),
-        EventKind::FilesReleased { by, .. } => by.as_deref(),
-        EventKind::ChatMessage { message } => Some(&message.from),
-        EventKind::TaskReady { .. } | EventKind::PresenceChanged { .. } => None,
-    }
-}
-
 /// Folds one event into the model.
 ///
 /// Idempotent: applying an event a second time changes nothing, so the store can replay
@@ -456,7 +440,7 @@ pub fn apply(model: &mut Model, event: &Event) {
             }
         }
     }
-    if let Some(name) = actor(&event.kind) {
+    if let Some(name) = event.kind.actor() {
         model.touch(name, event.at);
     }
 }

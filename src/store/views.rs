@@ -21,14 +21,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use muster_protocol::{
-    Agent, ChatMessage, Event, EventKind, Reservation, ReservationId, Seq, Task, TaskId, TaskStatus, Timestamp,
+    Agent, ChatMessage, Entity, Event, Reservation, ReservationId, Seq, Task, TaskId, TaskStatus, Timestamp,
 };
 
 use super::chat_index::ChatIndex;
 use super::db::{Db, Handles, SCHEMA, StoreError, be, from_json, to_json};
 use super::log::DiskLog;
 use super::segments::Pos;
-use crate::core::{Channel, FINISHED_KEPT, Model, actor, apply};
+use crate::core::{Channel, FINISHED_KEPT, Model, apply};
 
 /// How often agents that only acted (their `lastSeenAt` moved) are written (see
 /// `Checkpoint`). A second bounds the log replayed after a crash to a second of writes.
@@ -78,30 +78,22 @@ impl<'a> Touched<'a> {
             if let Some(task) = kind.task() {
                 t.tasks.insert(task.id, task);
             }
-            if let Some(actor) = actor(kind) {
+            if let Some(actor) = kind.actor() {
                 t.seen.insert(actor);
             }
-            match kind {
-                EventKind::PresenceChanged { agent, .. } => {
-                    t.agents.insert(&agent.name);
-                }
-                EventKind::ChatMessage { message } => {
+            match kind.entity() {
+                Entity::None => {}
+                Entity::Message(message) => {
                     t.channels.insert(&message.channel);
                     t.messages.push(message);
                 }
-                EventKind::InboxAcked { agent, .. } => {
+                Entity::Agent(agent) => {
+                    t.agents.insert(&agent.name);
+                }
+                Entity::Cursor(agent) => {
                     t.cursors.insert(agent);
                 }
-                EventKind::FilesReserved { reservations, .. } | EventKind::FilesReleased { reservations, .. } => {
-                    t.files.extend(reservations.iter().map(|r| r.id));
-                }
-                // The task, above (`EventKind::task`).
-                EventKind::TaskCreated { .. }
-                | EventKind::TaskUpdated { .. }
-                | EventKind::TaskClaimed { .. }
-                | EventKind::TaskReleased { .. }
-                | EventKind::TaskCompleted { .. }
-                | EventKind::TaskReady { .. } => {}
+                Entity::Reservations(reservations) => t.files.extend(reservations.iter().map(|r| r.id)),
             }
         }
         t.seen.retain(|a| !t.agents.contains(a));
