@@ -43,6 +43,7 @@ fn table() -> Vec<(&'static str, &'static str, Access)> {
         ("GET", "/openapi.json", Read { path: "/openapi.json" }),
         ("GET", "/tasks", Read { path: "/tasks" }),
         ("GET", "/tasks/{id}", Read { path: "/tasks/T-1" }),
+        ("GET", "/tasks/{id}/comments", Read { path: "/tasks/T-1/comments" }),
         ("GET", "/presence", Read { path: "/presence" }),
         ("GET", "/presence/{agent}", Read { path: "/presence/zelda" }),
         ("GET", "/chat/messages", Read { path: "/chat/messages" }),
@@ -114,6 +115,14 @@ fn table() -> Vec<(&'static str, &'static str, Access)> {
             Write {
                 own: ("/tasks/T-3/complete", json!({})),
                 other: ("/tasks/T-3/complete", json!({"agent": "zelda"})),
+            },
+        ),
+        (
+            "POST",
+            "/tasks/{id}/comments",
+            Write {
+                own: ("/tasks/T-1/comments", json!({"content": "looks good"})),
+                other: ("/tasks/T-1/comments", json!({"from": "zelda", "content": "I am zelda"})),
             },
         ),
         (
@@ -269,6 +278,7 @@ fn needs(op: Op) -> Needs {
         Op::Hello(_) | Op::Subscribe(_) | Op::Unsubscribe(_) => Needs::Connection,
         Op::TaskGet(_)
         | Op::TaskList(_)
+        | Op::TaskComments(_)
         | Op::ChatRead(_)
         | Op::ChatChannels(_)
         | Op::PresenceList(_)
@@ -299,6 +309,12 @@ fn needs(op: Op) -> Needs {
             a.from = String::new();
             let other = Op::ChatPost(muster_protocol::PostMessage { from: "zelda".into(), ..a.clone() });
             Needs::Write { own: Box::new(Op::ChatPost(a)), other: Box::new(other) }
+        }
+        Op::TaskComment(mut a) => {
+            a.comment.from = String::new();
+            let mut b = a.clone();
+            b.comment.from = "zelda".into();
+            Needs::Write { own: Box::new(Op::TaskComment(a)), other: Box::new(Op::TaskComment(b)) }
         }
         // An inbox is its owner's (or a person's): read like one's own write.
         Op::InboxRead(mut a) => {

@@ -417,3 +417,40 @@ async fn help_shows_what_each_command_uses_and_completions_and_a_man_page_are_ge
     let (man, _) = exits(&muster(url, &["man"]).await, 0);
     assert!(man.contains(".TH muster") && man.contains("serve"), "{man}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_comment_from_the_shell_wakes_a_wait_on_the_task_and_shows_under_it() {
+    let server = Server::start().await;
+    let url = server.url("");
+    let id = server.task("Fix the flaky test").await;
+    let wait = Running::spawn(&url, &["wait", "--task", &id, "--timeout", "30s"]);
+    wait.ready(&format!("waiting on task:{id}")).await;
+
+    let (out, _) = exits(&muster(&url, &["task", "comment", &id, "@zelda the fixture races", "--as", "link"]).await, 0);
+    assert!(out.starts_with(&format!("commented on {id} (M-")), "{out}");
+    let (code, out) = wait.finish().await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("{id} comment by link: @zelda the fixture races")), "{out}");
+
+    exits(&muster(&url, &["task", "comment", &id, "fixed in #530", "--as", "zelda"]).await, 0);
+    let (shown, _) = exits(&muster(&url, &["task", "show", &id]).await, 0);
+    let comments = shown.split_once("comments (2):").map(|(_, c)| c).unwrap_or_else(|| panic!("{shown}"));
+    let lines: Vec<&str> = comments.trim().lines().collect();
+    assert!(lines[0].contains("link: @zelda the fixture races"), "{shown}");
+    assert!(lines[1].contains("zelda: fixed in #530"), "{shown}");
+    let (json, _) = exits(&muster(&url, &["task", "show", &id, "--json"]).await, 0);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (json["status"].as_str(), json["comments"][1]["from"].as_str()),
+        (Some("todo"), Some("zelda")),
+        "{json}"
+    );
+
+    // The mention waits in zelda's inbox like a chat message.
+    let (out, _) = exits(&muster(&url, &["wait", "--mention", "--as", "zelda", "--timeout", "10s"]).await, 0);
+    assert!(out.contains("the fixture races"), "{out}");
+    let (_, err) = exits(&muster(&url, &["task", "comment", &id, "who am I?"]).await, INVALID);
+    assert!(err.contains("--as"), "{err}");
+    let (_, err) = exits(&muster(&url, &["task", "comment", "T-99", "x", "--as", "link"]).await, NOT_FOUND);
+    assert!(err.contains("T-99"), "{err}");
+}

@@ -1,5 +1,5 @@
 //! Crash safety with the real binary: concurrent acknowledged writes (tasks, claims,
-//! completions, releases, chat, presence) and a WebSocket subscriber, `kill -9` at a random
+//! completions, releases, chat, task comments, presence) and a WebSocket subscriber, `kill -9` at a random
 //! moment, restart on the same data dir and address, and check that nothing acknowledged
 //! is missing, no task ever had two owners, fencing tokens never went back, `seq` continues
 //! without a gap, and the subscriber, resuming after every restart, saw every event exactly
@@ -34,6 +34,8 @@ struct Acked {
     completed: HashSet<String>,
     /// seq → content
     messages: HashMap<u64, String>,
+    /// task → (seq → content)
+    comments: HashMap<String, HashMap<u64, String>>,
 }
 
 async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) {
@@ -102,6 +104,29 @@ async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) 
                 let Ok(r) = r else { return };
                 r.status().as_u16()
             }
+            9 => {
+                let id = {
+                    let a = acked.lock().unwrap();
+                    if a.tasks.is_empty() {
+                        continue;
+                    }
+                    let k = rand::rng().random_range(0..a.tasks.len());
+                    a.tasks.keys().nth(k).cloned().unwrap()
+                };
+                let content = format!("@{agent} on {id}: r{round} w{w} n{n}");
+                let r = http
+                    .post(format!("{base}/tasks/{id}/comments"))
+                    .body(json!({"from": "kai", "content": content}).to_string())
+                    .send()
+                    .await;
+                let Ok(r) = r else { return };
+                let (status, body) = split(r).await;
+                if status == 201 {
+                    let seq = body["message"]["seq"].as_u64().unwrap();
+                    acked.lock().unwrap().comments.entry(id).or_default().insert(seq, content);
+                }
+                status
+            }
             _ => {
                 let content = format!("@{agent} r{round} w{w} n{n}");
                 let r = http
@@ -160,6 +185,24 @@ async fn verify(p: &Process, acked: &Acked, last_head: u64) -> u64 {
     for (seq, content) in &acked.messages {
         assert_eq!(stored.get(seq), Some(content), "acknowledged message {seq} is lost");
     }
+    for (id, comments) in &acked.comments {
+        let mut stored: HashMap<u64, String> = HashMap::new();
+        let mut cursor = String::new();
+        loop {
+            let r = http.get(format!("{base}/tasks/{id}/comments?limit=500&cursor={cursor}")).send().await.unwrap();
+            let (_, page) = split(r).await;
+            for m in page["messages"].as_array().unwrap() {
+                stored.insert(m["seq"].as_u64().unwrap(), m["content"].as_str().unwrap().to_owned());
+            }
+            match page["next"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => break,
+            }
+        }
+        for (seq, content) in comments {
+            assert_eq!(stored.get(seq), Some(content), "acknowledged comment {seq} on {id} is lost");
+        }
+    }
     let head = common::check_log(&http, &base).await;
     assert!(head >= last_head, "head went back from {last_head} to {head}");
     head
@@ -209,11 +252,13 @@ fn acknowledged_writes_survive_kill_9() {
         }
         let a = acked.lock().unwrap();
         eprintln!(
-            "round {round}: killed after {run_for} ms; acknowledged so far: {} tasks, {} claims, {} completions, {} messages",
+            "round {round}: killed after {run_for} ms; acknowledged so far: {} tasks, {} claims, {} completions, {} \
+             messages, {} comments",
             a.tasks.len(),
             a.claims.len(),
             a.completed.len(),
-            a.messages.len()
+            a.messages.len(),
+            a.comments.values().map(HashMap::len).sum::<usize>()
         );
     }
     let p = match &addr {

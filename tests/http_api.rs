@@ -679,3 +679,91 @@ async fn the_dashboard_and_the_js_client_are_served_from_the_binary() {
     let (_, caps) = s.get("/capabilities").await;
     assert!(caps.to_string().contains("/dashboard"), "{caps}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn comments_on_a_task_are_its_thread_reach_mentioned_inboxes_and_survive_a_restart() {
+    let s = Server::start().await;
+    s.task("Fix the flaky test").await;
+    s.task("Another").await;
+    let comment = async |agent: &str, path: &str, body: Value| {
+        let request = s.http.post(s.url(path)).header("X-Agent", agent).json(&body);
+        split(request.send().await.unwrap()).await
+    };
+
+    let (status, first) =
+        comment("link", "/tasks/T-1/comments", json!({"content": "@zelda a race in the fixture?"})).await;
+    assert_eq!(status, 201, "{first}");
+    let m = &first["message"];
+    assert_eq!(
+        (m["task"].as_str(), m["channel"].as_str(), m["from"].as_str(), m["mentions"].clone()),
+        (Some("T-1"), Some("#T-1"), Some("link"), json!(["zelda"])),
+        "{first}"
+    );
+    let (status, second) = comment("zelda", "/tasks/T-1/comments", json!({"content": "yes", "replyTo": m["id"]})).await;
+    assert_eq!((status, second["message"]["replyTo"].clone()), (201, m["id"].clone()), "{second}");
+    // `task` on a chat post is the same comment.
+    let (status, third) =
+        s.post("/chat/messages", json!({"from": "kai", "content": "fixed in #530", "task": "T-1"})).await;
+    assert_eq!((status, third["message"]["channel"].as_str()), (201, Some("#T-1")), "{third}");
+    comment("kai", "/tasks/T-2/comments", json!({"content": "not on T-1"})).await;
+
+    // The thread, oldest first, a page at a time.
+    let (status, page) = s.get("/tasks/T-1/comments?limit=2").await;
+    assert_eq!(status, 200, "{page}");
+    let contents = |page: &Value| -> Vec<String> {
+        page["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(contents(&page), ["@zelda a race in the fixture?", "yes"]);
+    let next = page["next"].as_str().expect("a next page");
+    let (_, rest) = s.get(&format!("/tasks/T-1/comments?limit=2&cursor={next}")).await;
+    assert_eq!((contents(&rest), rest.get("next")), (vec!["fixed in #530".to_owned()], None), "{rest}");
+    let (_, other) = s.get("/tasks/T-2/comments").await;
+    assert_eq!(contents(&other), ["not on T-1"]);
+    // A cursor of one task's thread is not another's.
+    let (status, wrong) = s.get(&format!("/tasks/T-2/comments?cursor={next}")).await;
+    assert_eq!((status, wrong["error"]["field"].as_str()), (400, Some("cursor")), "{wrong}");
+
+    // An event on the task's topics; the mention in zelda's inbox; no channel of its own.
+    let (_, events) = s.get("/events?topics=task:T-1").await;
+    let kinds: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["task.created", "task.commented", "task.commented", "task.commented"], "{events}");
+    let (_, inbox) = s.get("/inbox/zelda").await;
+    assert_eq!(contents(&inbox), ["@zelda a race in the fixture?"], "{inbox}");
+    let (_, channels) = s.get("/chat/channels").await;
+    assert_eq!(channels["channels"], json!([]), "comments are not chat channels: {channels}");
+    let (_, task) = s.get("/tasks/T-1").await;
+    assert_eq!(task["task"]["status"], "todo", "a comment does not change the task");
+
+    // Refusals name the field.
+    for (path, body, want, field) in [
+        ("/tasks/T-99/comments", json!({"content": "x"}), 404, None),
+        ("/tasks/T-1/comments", json!({"content": "  "}), 400, Some("content")),
+        ("/tasks/T-1/comments", json!({"content": "x".repeat(8 * 1024 + 1)}), 400, Some("content")),
+        ("/tasks/T-1/comments", json!({"content": "x", "channel": "general"}), 400, None),
+        ("/tasks/T-1/comments", json!({"content": "x", "replyTo": "M-99"}), 404, Some("replyTo")),
+        ("/tasks/banana/comments", json!({"content": "x"}), 400, Some("id")),
+        ("/chat/messages", json!({"content": "x", "task": "T-1", "channel": "ops"}), 400, Some("channel")),
+        ("/chat/messages", json!({"content": "x", "task": "T-1", "to": "zelda"}), 400, Some("to")),
+        ("/chat/messages", json!({"content": "x", "task": "T-99"}), 404, Some("task")),
+    ] {
+        let (status, error) = comment("kai", path, body.clone()).await;
+        assert_eq!(status, want, "{path} {body}: {error}");
+        if let Some(field) = field {
+            assert_eq!(error["error"]["field"], field, "{path} {body}: {error}");
+        }
+    }
+    let (status, _) = s.get("/tasks/T-99/comments").await;
+    assert_eq!(status, 404);
+    let (status, error) = s.get("/tasks/T-1/comments?limit=501").await;
+    assert_eq!((status, error["error"]["field"].as_str()), (400, Some("limit")), "{error}");
+    let (_, after) = s.get("/tasks/T-1/comments").await;
+    assert_eq!(contents(&after).len(), 3, "refusals stored nothing");
+
+    let dir = s.stop().await;
+    let s = Server::start_in(dir, |_| {}).await;
+    let (_, again) = s.get("/tasks/T-1/comments").await;
+    assert_eq!(again["messages"], after["messages"], "the thread survives a restart");
+    let (status, fourth) = s.post("/tasks/T-1/comments", json!({"from": "kai", "content": "after the restart"})).await;
+    assert_eq!(status, 201, "{fourth}");
+    assert!(fourth["message"]["id"] != after["messages"][2]["id"], "message ids go on: {fourth}");
+}

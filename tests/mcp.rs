@@ -144,6 +144,7 @@ async fn two_mcp_agents_race_for_a_task_and_exactly_one_wins() {
         "complete_task",
         "release_task",
         "post_message",
+        "comment_task",
         "read_chat",
         "read_inbox",
         "ack_inbox",
@@ -278,6 +279,19 @@ async fn wait_for_returns_a_mention_posted_by_another_agent() {
     assert!(!error);
     let (_, inbox) = zelda.call("read_inbox", json!({})).await;
     assert_eq!(serde_json::from_str::<Value>(&inbox).unwrap()["messages"], json!([]), "{inbox}");
+
+    // A comment on a task reaches the one it mentions the same way.
+    server.task("Review the fixture").await;
+    let (error, says) = link.call("comment_task", json!({ "task": "T-1", "content": "@zelda over to you" })).await;
+    assert!(!error, "{says}");
+    let comment: Value = serde_json::from_str(&says).unwrap();
+    assert_eq!((comment["task"].as_str(), comment["from"].as_str()), (Some("T-1"), Some("link")), "{comment}");
+    let (error, says) = zelda.call("wait_for", json!({ "mention": true, "timeout_seconds": 10 })).await;
+    assert!(!error && says.contains("@zelda over to you"), "{says}");
+    let (_, comments) = server.get("/tasks/T-1/comments").await;
+    assert_eq!(comments["messages"][0]["content"], "@zelda over to you", "{comments}");
+    let (error, says) = link.call("comment_task", json!({ "task": "T-9", "content": "x" })).await;
+    assert!(error && says.contains("T-9"), "a comment on no task is a tool error: {says}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

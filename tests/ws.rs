@@ -570,3 +570,28 @@ async fn an_idempotency_key_makes_a_websocket_write_safe_to_retry() {
     let read = ws.request(json!({"op": "task.get", "task": "T-1", "idempotencyKey": "k"})).await;
     assert_eq!(read["error"]["field"], "idempotencyKey", "{read}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_comment_made_over_the_socket_reaches_the_tasks_subscribers_and_reads_back() {
+    let s = Server::start().await;
+    s.task("Fix auth redirect").await;
+    let mut watcher = Ws::connect(s.addr()).await;
+    watcher.hello(json!({"topics": ["task:T-1", "inbox:zelda"]})).await;
+    let mut link = Ws::connect(s.addr()).await;
+    link.hello(json!({"agent": "link"})).await;
+
+    let posted =
+        link.ok(json!({"op": "task.comment", "task": "T-1", "content": "@zelda the cookie is the culprit"})).await;
+    assert_eq!((posted["message"]["from"].as_str(), posted["message"]["task"].as_str()), (Some("link"), Some("T-1")));
+    let event = watcher.event().await;
+    assert_eq!((event["type"].as_str(), &event["data"]["message"]), (Some("task.commented"), &posted["message"]));
+    // Published once, though the watcher has two of its topics.
+    assert!(watcher.frame_within(Duration::from_millis(300)).await.is_err(), "one event per comment");
+
+    let page = link.ok(json!({"op": "task.comments", "task": "T-1"})).await;
+    assert_eq!(page["messages"], json!([posted["message"]]), "{page}");
+    let refused = link.request(json!({"op": "task.comment", "task": "T-9", "content": "x"})).await;
+    assert_eq!(refused["error"]["code"], "not_found", "{refused}");
+    let refused = link.request(json!({"op": "task.comments", "task": "T-1", "limit": 0})).await;
+    assert_eq!(refused["error"]["field"], "limit", "{refused}");
+}

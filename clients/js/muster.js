@@ -56,17 +56,21 @@
  */
 
 /**
- * A chat message.
+ * A chat message, or a comment on a task (then `task` names it, and `channel` is its
+ * thread, `#T-3`).
  * @typedef {object} ChatMessage
  * @property {string} id `M-1`, `M-2`, ...
- * @property {number} seq The `seq` of the `chat.message` event that carried it.
- * @property {string} channel
+ * @property {number} seq The `seq` of the `chat.message` (or `task.commented`) event that
+ *   carried it.
+ * @property {string} channel `general`, `dm:a,b` for a direct message without a channel,
+ *   `#T-3` for a comment on T-3.
  * @property {string} from
  * @property {string} content
  * @property {string[]} mentions
  * @property {string | null} to Recipient of a direct message.
  * @property {string | null} replyTo
  * @property {string} at
+ * @property {string} [task] The task it comments on (absent for chat messages).
  */
 
 /**
@@ -78,7 +82,8 @@
  */
 
 /**
- * `{channel, messages, next}`, oldest first.
+ * `{channel, messages, next}`, oldest first (`chat.read`, and `task.comments` with the
+ * task's thread as `channel`).
  * @typedef {object} MessageList
  * @property {string} channel
  * @property {ChatMessage[]} messages
@@ -164,14 +169,16 @@
 
 /**
  * One entry of the broker's event log. `data` depends on `type`: `task.*` carry `task`
- * (and `agent`, `by`, `changes`, `reason`), `chat.message` carries `message`,
+ * (and `agent`, `by`, `changes`, `reason`), except `task.commented`, which carries
+ * `message` (the comment, whose `task` names the task), as `chat.message` does;
  * `presence.changed` carries `agent` (the agent record, with `shown`: the status presence
  * shows now, and `stuck`; sent too when silence alone makes an agent idle, offline or
  * stuck, and when it is back), `inbox.acked` `agent` and `seq`,
  * `files.reserved` and `files.released` `agent` and `reservations` (and `by`, `reason`).
  * @typedef {object} MusterEvent
  * @property {number} seq Global sequence number: gap-free, never reused.
- * @property {string} type `task.created`, `task.claimed`, `chat.message`, ...
+ * @property {string} type `task.created`, `task.claimed`, `task.commented`,
+ *   `chat.message`, ...
  * @property {string} at
  * @property {any} data
  */
@@ -318,22 +325,37 @@ export function parseTopic(topic) {
 }
 
 /**
+ * The inbox topics of a message's recipients: `to` and the mentioned agents, not the
+ * sender.
+ * @param {ChatMessage} message
+ * @returns {string[]}
+ */
+function inboxTopics(message) {
+  /** @type {string[]} */
+  const recipients = [];
+  for (const name of [...(message.to ? [message.to] : []), ...message.mentions]) {
+    if (name !== message.from && !recipients.includes(name)) recipients.push(name);
+  }
+  return recipients.map((name) => `inbox:${name}`);
+}
+
+/**
  * The topics an event is published on (`*` matches every event and is not listed).
  * @param {MusterEvent} event
  * @returns {string[]}
  */
 export function eventTopics(event) {
   const data = /** @type {any} */ (event.data);
+  // A comment is on its task's topics, and in its recipients' inboxes as a chat message is.
+  if (event.type === 'task.commented') {
+    const { message } = data;
+    return ['tasks', ...(message.task ? [`task:${message.task}`] : []), ...inboxTopics(message)];
+  }
   if (event.type.startsWith('task.')) return ['tasks', `task:${data.task.id}`];
   switch (event.type) {
     case 'chat.message': {
       const { message } = data;
-      /** @type {string[]} */
-      const recipients = [];
-      for (const name of [...(message.to ? [message.to] : []), ...message.mentions]) {
-        if (name !== message.from && !recipients.includes(name)) recipients.push(name);
-      }
-      return ['chat', `chat:${message.channel}`, ...recipients.map((name) => `inbox:${name}`)];
+      return ['chat', `chat:${message.channel}`, ...inboxTopics(message)];
     }
     case 'presence.changed':
       return ['presence'];
@@ -903,7 +925,7 @@ export class MusterClient {
    * Every item of a paged list op, following `next`.
    * @param {string} op
    * @param {string} key The list's field in the reply.
-   * @param {{limit?: number}} options
+   * @param {{limit?: number, task?: string}} options
    * @returns {Promise<any[]>}
    */
   async #all(op, key, options) {
@@ -919,13 +941,37 @@ export class MusterClient {
 
   /**
    * Posts a chat message (`chat.post`), from the session's agent unless `from` is set.
-   * `@name` mentions and `to` land in inboxes.
+   * `@name` mentions and `to` land in inboxes. With `task` (not with `channel` or `to`)
+   * it is a comment on that task, as `comment()` makes.
    * @param {{from?: string, content: string, channel?: string, to?: string,
-   *   replyTo?: string}} message
+   *   replyTo?: string, task?: string}} message
    * @returns {Promise<ChatMessage>}
    */
   async post(message) {
     return (await this.call('chat.post', message)).message;
+  }
+
+  /**
+   * Comments on a task (`task.comment`), from the session's agent unless `from` is set:
+   * a message in the task's thread (`#T-12`), published as `task.commented` on `tasks`,
+   * `task:<id>` and the inboxes of its `@name` mentions.
+   * @param {string} id
+   * @param {string} content
+   * @param {{from?: string, replyTo?: string, idempotencyKey?: string}} [options]
+   * @returns {Promise<ChatMessage>} The comment (its `task` is `id`).
+   */
+  async comment(id, content, options = {}) {
+    return (await this.call('task.comment', { task: id, content, ...options })).message;
+  }
+
+  /**
+   * Every comment on a task (`task.comments`), oldest first: every page.
+   * @param {string} id
+   * @param {{limit?: number}} [options] Comments per page.
+   * @returns {Promise<ChatMessage[]>}
+   */
+  async comments(id, options = {}) {
+    return this.#all('task.comments', 'messages', { task: id, ...options });
   }
 
   /**

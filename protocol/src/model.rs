@@ -180,7 +180,8 @@ pub struct ChatMessage {
     pub id: MessageId,
     /// The event sequence number of the `chat.message` event that carried it.
     pub seq: Seq,
-    /// Channel name; `general` by default, `dm:a,b` for direct messages without a channel.
+    /// Channel name; `general` by default, `dm:a,b` for direct messages without a channel,
+    /// `#T-3` for a comment on task T-3.
     pub channel: String,
     /// Sender.
     pub from: String,
@@ -194,6 +195,9 @@ pub struct ChatMessage {
     pub reply_to: Option<MessageId>,
     /// When it was posted.
     pub at: DateTime<Utc>,
+    /// The task this message comments on (in its thread, `#T-3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskId>,
 }
 
 impl ChatMessage {
@@ -490,6 +494,12 @@ event_kinds! {
         /// The message.
         message: ChatMessage,
     } = "chat.message", task: none;
+    /// Someone commented on a task (published on the task's topics; the task itself did not
+    /// change).
+    TaskCommented {
+        /// The comment: a message in the task's thread (its `task` names the task).
+        message: ChatMessage,
+    } = "task.commented", task: none;
     /// An agent appeared, came back, or changed its own status or note.
     PresenceChanged {
         /// The agent record after the change.
@@ -531,6 +541,7 @@ impl EventKind {
     ///
     /// - task events: `tasks`, `task:<id>`
     /// - chat messages: `chat`, `chat:<channel>`, and `inbox:<agent>` for each recipient
+    /// - task comments: `tasks`, `task:<id>`, and `inbox:<agent>` for each recipient
     /// - presence: `presence`
     /// - inbox acks: `inbox:<agent>`
     /// - file reservations: `files`
@@ -544,6 +555,12 @@ impl EventKind {
             | EventKind::TaskReady { task } => vec![Topic::Tasks, Topic::Task(task.id)],
             EventKind::ChatMessage { message } => {
                 let mut topics = vec![Topic::Chat, Topic::Channel(message.channel.clone())];
+                topics.extend(message.recipients().iter().map(|a| Topic::Inbox((*a).to_owned())));
+                topics
+            }
+            EventKind::TaskCommented { message } => {
+                let mut topics = vec![Topic::Tasks];
+                topics.extend(message.task.map(Topic::Task));
                 topics.extend(message.recipients().iter().map(|a| Topic::Inbox((*a).to_owned())));
                 topics
             }
@@ -565,7 +582,7 @@ impl EventKind {
             EventKind::TaskClaimed { agent, .. }
             | EventKind::InboxAcked { agent, .. }
             | EventKind::FilesReserved { agent, .. } => Some(agent),
-            EventKind::ChatMessage { message } => Some(&message.from),
+            EventKind::ChatMessage { message } | EventKind::TaskCommented { message } => Some(&message.from),
             EventKind::TaskReady { .. } | EventKind::PresenceChanged { .. } => None,
         }
     }
@@ -574,7 +591,7 @@ impl EventKind {
     /// most one other entity, and the store's views follow this to write it.
     pub fn entity(&self) -> Entity<'_> {
         match self {
-            EventKind::ChatMessage { message } => Entity::Message(message),
+            EventKind::ChatMessage { message } | EventKind::TaskCommented { message } => Entity::Message(message),
             EventKind::PresenceChanged { agent, .. } => Entity::Agent(agent),
             EventKind::InboxAcked { agent, .. } => Entity::Cursor(agent),
             EventKind::FilesReserved { reservations, .. } | EventKind::FilesReleased { reservations, .. } => {
@@ -726,6 +743,7 @@ mod tests {
             to: Some("zelda".into()),
             reply_to: None,
             at: Timestamp::default(),
+            task: None,
         };
         assert_eq!(message.recipients(), vec!["zelda", "link"]);
     }

@@ -132,6 +132,27 @@ pub struct PostMessage {
     /// The message this one answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// Comment on this task instead, as `POST /tasks/{id}/comments` does: the message goes to
+    /// the task's thread (`#T-3`) as a `task.commented` event. Not with `channel` or `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskId>,
+}
+
+/// A comment on a task: its text, and who writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddComment {
+    /// Author; when omitted, the `X-Agent` header's agent, the token's, or the WebSocket
+    /// session's. Empty is refused (omit it instead).
+    #[serde(default, deserialize_with = "sender", skip_serializing_if = "String::is_empty")]
+    #[schema(value_type = AgentName)]
+    pub from: String,
+    /// Text, with the limits of a description; `@name` mentions land in that agent's inbox.
+    #[schema(value_type = Content)]
+    pub content: String,
+    /// The message (or comment) this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
 }
 
 /// A heartbeat: "I am here", optionally with a status and a note.
@@ -186,6 +207,30 @@ pub struct TaskActionArgs {
     /// Agent (default: the session's), token, force.
     #[serde(flatten)]
     pub action: TaskAction,
+}
+
+/// `task.comment`: the task and the [`AddComment`] fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskCommentArgs {
+    /// The task.
+    pub task: TaskId,
+    /// Author and text.
+    #[serde(flatten)]
+    pub comment: AddComment,
+}
+
+/// `task.comments`: a page of a task's comments, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCommentsArgs {
+    /// The task.
+    pub task: TaskId,
+    /// At most this many (default 50, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Where to go on: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// `task.next`.

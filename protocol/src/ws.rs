@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::{
     ChatReadArgs, CreateTask, ErrorCode, ErrorInfo, FilesQuery, InboxAckArgs, InboxReadArgs, ListArgs, NextArgs,
-    PageArgs, PostMessage, PresenceSetArgs, ReleaseFiles, ReserveFiles, Seq, TaskActionArgs, TaskId, TaskRef,
-    TaskUpdateArgs, WhoHasFiles,
+    PageArgs, PostMessage, PresenceSetArgs, ReleaseFiles, ReserveFiles, Seq, TaskActionArgs, TaskCommentArgs,
+    TaskCommentsArgs, TaskId, TaskRef, TaskUpdateArgs, WhoHasFiles,
 };
 
 /// Close code: the client did not read fast enough and its outbox overflowed; reconnect
@@ -141,6 +141,10 @@ operations! {
     TaskGet(TaskRef) = "task.get", read;
     /// `GET /tasks`.
     TaskList(ListArgs) = "task.list", read;
+    /// `POST /tasks/{id}/comments`.
+    TaskComment(TaskCommentArgs) = "task.comment", write;
+    /// `GET /tasks/{id}/comments`.
+    TaskComments(TaskCommentsArgs) = "task.comments", read;
     /// `POST /chat/messages`.
     ChatPost(PostMessage) = "chat.post", write;
     /// `GET /chat/messages`.
@@ -190,6 +194,7 @@ whole!(
     NextArgs,
     TaskRef,
     ListArgs,
+    TaskCommentsArgs,
     PostMessage,
     ChatReadArgs,
     PageArgs,
@@ -209,6 +214,12 @@ impl FromFrame for TaskUpdateArgs {
 impl FromFrame for TaskActionArgs {
     fn from_frame(id: u64, mut map: Map<String, Value>) -> Result<Self, FrameError> {
         Ok(TaskActionArgs { task: take_task(id, &mut map)?, action: args(id, map)? })
+    }
+}
+
+impl FromFrame for TaskCommentArgs {
+    fn from_frame(id: u64, mut map: Map<String, Value>) -> Result<Self, FrameError> {
+        Ok(TaskCommentArgs { task: take_task(id, &mut map)?, comment: args(id, map)? })
     }
 }
 

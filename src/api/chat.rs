@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use muster_protocol::{ChannelInfo, ChannelList, Cursor, Inbox, MessageEnvelope, MessageList, PostMessage, Seq};
-use muster_protocol::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs};
+use muster_protocol::{ChatReadArgs, InboxAckArgs, InboxReadArgs, PageArgs, TaskCommentArgs, TaskCommentsArgs};
 
 use super::broker::{Broker, Written};
 use super::caller::Caller;
@@ -114,6 +114,17 @@ pub(crate) async fn read(broker: &Broker, caller: &Caller, args: ChatReadArgs) -
     let channel = args.channel.unwrap_or_else(|| "general".to_owned());
     validate_channel(&channel)?;
     let from = From::of(args.cursor.as_deref(), List::Messages, &channel, args.since, args.before)?;
+    messages(broker, caller, channel, from, limit).await
+}
+
+/// A page of the messages of a channel or thread.
+async fn messages(
+    broker: &Broker,
+    caller: &Caller,
+    channel: String,
+    from: From,
+    limit: usize,
+) -> Result<Json<MessageList>, ApiError> {
     let name = channel.clone();
     let (messages, next) = broker
         .read_store(caller, move |store, _| {
@@ -123,6 +134,44 @@ pub(crate) async fn read(broker: &Broker, caller: &Caller, args: ChatReadArgs) -
     let mut extra = vec![("channel", quoted(&channel))];
     extra.extend(next.map(|next| ("next", quoted(&next))));
     Ok(Json::from_bytes(json_list("messages", &messages, &extra)))
+}
+
+/// Comments on a task: a message in the task's thread (`#T-3`), published as
+/// `task.commented` on the task's topics; mentions land in inboxes as in chat.
+pub(crate) async fn comment(
+    broker: &Broker,
+    caller: &Caller,
+    args: TaskCommentArgs,
+    idempotency: Option<IdempotencyKey>,
+) -> Result<Written<MessageEnvelope>, ApiError> {
+    let TaskCommentArgs { task, comment } = args;
+    let comment = PostMessage {
+        from: comment.from,
+        content: comment.content,
+        reply_to: comment.reply_to,
+        task: Some(task),
+        ..PostMessage::default()
+    };
+    post(broker, caller, comment, idempotency).await
+}
+
+/// A page of a task's comments, oldest first; `next` goes on.
+pub(crate) async fn comments(
+    broker: &Broker,
+    caller: &Caller,
+    args: TaskCommentsArgs,
+) -> Result<Json<MessageList>, ApiError> {
+    let limit = page::limit(args.limit, page::MESSAGES.0, page::MESSAGES.1)?;
+    let model = &broker.read_fresh(caller).await?.model;
+    if model.task(args.task).is_none() && !model.evicted(args.task) {
+        return Err(ApiError::not_found(format!("task {} does not exist", args.task)));
+    }
+    let thread = format!("#{}", args.task);
+    let from = match args.cursor.as_deref() {
+        None => From::After(0, None),
+        Some(cursor) => From::of(Some(cursor), List::Messages, &thread, None, None)?,
+    };
+    messages(broker, caller, thread, from, limit).await
 }
 
 /// A page of the channels with messages, by name.

@@ -31,10 +31,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use muster_client::protocol::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::protocol::{
-    CreateTask, EventKind, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskStatus, UpdateTask,
+    AddComment, CreateTask, EventKind, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskStatus, UpdateTask,
 };
+use muster_client::protocol::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::{Client, Notice, Options, Wait, Waited};
 
 pub use context::{Exit, Global, Unused};
@@ -167,6 +167,13 @@ pub enum TaskCommand {
     Show {
         /// T-3
         id: String,
+    },
+    /// Comment on a task: its subscribers see it, and `@name` mentions reach inboxes.
+    Comment {
+        /// T-3
+        id: String,
+        /// The comment.
+        text: String,
     },
     /// Claim a task: exactly one agent gets it.
     Claim {
@@ -316,7 +323,7 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
                 Some(id) => Some(id.parse::<MessageId>().map_err(|e| Failure::new(Exit::Invalid, e.to_string()))?),
                 None => None,
             };
-            let message = client.post(PostMessage { from, content, channel, to, reply_to }).await?;
+            let message = client.post(PostMessage { from, content, channel, to, reply_to, task: None }).await?;
             out.show(&message, || format!("posted {} to #{}", message.id, message.channel));
         }
         Command::Chat(ChatCommand::Read { channel, since, limit }) => {
@@ -397,7 +404,19 @@ async fn task_command(client: &Client, global: &Global, command: TaskCommand, ou
             }
             return Ok(Exit::Ok);
         }
-        TaskCommand::Show { id } => client.task(task_id(&id)?).await?,
+        TaskCommand::Show { id } => {
+            let id = task_id(&id)?;
+            let (task, comments) = (client.task(id).await?, client.comments(id).await?);
+            let shown = output::Shown { task: &task, comments: &comments };
+            out.show(&shown, || shown.to_string());
+            return Ok(Exit::Ok);
+        }
+        TaskCommand::Comment { id, text } => {
+            let from = acting(global)?.unwrap_or_default();
+            let comment = client.comment(task_id(&id)?, AddComment { from, content: text, reply_to: None }).await?;
+            out.show(&comment, || format!("commented on {id} ({})", comment.id));
+            return Ok(Exit::Ok);
+        }
         TaskCommand::Claim { id } => {
             acting(global)?;
             let task = client.claim(task_id(&id)?, action()).await?;
@@ -518,7 +537,7 @@ async fn wait(global: &Global, w: WaitArgs, timeout: Option<Duration>, out: &Out
         Waited::Event(event) => {
             out.show(&**event, || output::event(event));
             match &event.kind {
-                EventKind::ChatMessage { message } => Some(message.seq),
+                EventKind::ChatMessage { message } | EventKind::TaskCommented { message } => Some(message.seq),
                 _ => None,
             }
         }

@@ -136,6 +136,28 @@ pub(crate) fn task(t: &Task) -> String {
     out
 }
 
+/// `task show`: a task, then its comments, oldest first (in JSON, the task's fields and
+/// `comments`).
+#[derive(serde::Serialize)]
+pub(crate) struct Shown<'a> {
+    #[serde(flatten)]
+    pub(crate) task: &'a Task,
+    pub(crate) comments: &'a [ChatMessage],
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&task(self.task))?;
+        if !self.comments.is_empty() {
+            write!(f, "\n\ncomments ({}):", self.comments.len())?;
+            for c in self.comments {
+                write!(f, "\n  {} {} {}: {}", c.id, ago(c.at), c.from, c.content)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The team as a table.
 pub(crate) fn who(agents: &[Presence]) -> String {
     if agents.is_empty() {
@@ -221,6 +243,10 @@ pub(crate) fn event(e: &Event) -> String {
                 None => format!("#{} {}", message.channel, message.from),
             };
             format!("{place}: {}", message.content)
+        }
+        EventKind::TaskCommented { message } => {
+            let task = message.task.map(|t| t.to_string()).unwrap_or_default();
+            format!("{task} comment by {}: {}", message.from, message.content)
         }
         EventKind::PresenceChanged { agent, .. } => {
             let shown = agent.shown.as_ref().map(|s| s.as_str().to_owned());

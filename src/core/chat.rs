@@ -7,8 +7,9 @@ use super::error::DomainError;
 use super::rules::{parse_mentions, validate_agent, validate_channel, validate_text};
 
 impl Decider<'_> {
-    /// Posts a message: to `channel`, else to the direct channel of `from` and `to`, else to
-    /// `general`. Its mentions and `to` reach those agents' inboxes.
+    /// Posts a message: to `task`'s thread (a comment), else to `channel`, else to the direct
+    /// channel of `from` and `to`, else to `general`. Its mentions and `to` reach those
+    /// agents' inboxes.
     pub(super) fn post(&mut self, p: &PostMessage) -> Result<ChatMessage, DomainError> {
         validate_agent("from", &p.from)?;
         if p.content.trim().is_empty() {
@@ -18,15 +19,27 @@ impl Decider<'_> {
         if let Some(to) = &p.to {
             validate_agent("to", to)?;
         }
-        let channel = match (&p.channel, &p.to) {
-            (Some(channel), _) => channel.clone(),
-            (None, Some(to)) => {
+        let channel = match (&p.channel, &p.to, p.task) {
+            (_, _, Some(task)) => {
+                if p.channel.is_some() || p.to.is_some() {
+                    let field = if p.channel.is_some() { "channel" } else { "to" };
+                    return Err(DomainError::invalid(field, "a comment goes to its task's thread: not with task"));
+                }
+                if self.model.task(task).is_none() && !self.model.evicted(task) {
+                    return Err(DomainError::missing("task", format!("task {task} does not exist")));
+                }
+                format!("#{task}")
+            }
+            (Some(channel), _, None) => channel.clone(),
+            (None, Some(to), None) => {
                 let (a, b) = if p.from <= *to { (&p.from, to) } else { (to, &p.from) };
                 format!("dm:{a},{b}")
             }
-            (None, None) => "general".to_owned(),
+            (None, None, None) => "general".to_owned(),
         };
-        validate_channel(&channel)?;
+        if p.task.is_none() {
+            validate_channel(&channel)?;
+        }
         if let Some(reply_to) = p.reply_to
             && reply_to.0 > self.model.last_message
         {
@@ -43,8 +56,12 @@ impl Decider<'_> {
             to: p.to.clone(),
             reply_to: p.reply_to,
             at: self.now,
+            task: p.task,
         };
-        self.events.push(EventKind::ChatMessage { message: message.clone() });
+        self.events.push(match p.task {
+            Some(_) => EventKind::TaskCommented { message: message.clone() },
+            None => EventKind::ChatMessage { message: message.clone() },
+        });
         Ok(message)
     }
 

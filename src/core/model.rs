@@ -421,6 +421,8 @@ pub fn apply(model: &mut Model, event: &Event) {
                 channel.last_at = message.at;
             }
         }
+        // A comment counts as a message, in no channel.
+        EventKind::TaskCommented { message } => model.last_message = model.last_message.max(message.id.0),
         EventKind::PresenceChanged { agent, .. } => {
             model.agents.insert(agent.name.clone(), Arc::new(agent.clone()));
         }

@@ -186,13 +186,21 @@ async function loadAll() {
   renderBoard();
   renderTeam();
   renderFiles();
-  await Promise.all([countUnread(), openChannel(state.channel), loadActivity()]);
+  await Promise.all([
+    countUnread(),
+    openChannel(state.channel),
+    loadActivity(),
+    state.detail && loadComments(state.detail),
+  ]);
   showConnection(client.status);
 }
 
 function onEvent(event) {
   const data = event.data;
-  if (event.type.startsWith('task.')) {
+  if (event.type === 'task.commented') {
+    // A comment: the task itself did not change.
+    addComment(data.message);
+  } else if (event.type.startsWith('task.')) {
     const known = state.tasks.get(data.task.id);
     if (!known || when(known.updatedAt) <= when(data.task.updatedAt)) upsertTask(data.task, true);
     if (state.detail === data.task.id) {
@@ -515,6 +523,7 @@ function actorOf(event) {
     case 'files.released':
       return d.by;
     case 'chat.message':
+    case 'task.commented':
       return d.message.from;
     default:
       return null;
@@ -619,7 +628,7 @@ function renderTeam() {
 }
 
 function tick() {
-  for (const el of document.querySelectorAll('.seen[data-at]')) el.textContent = ago(el.dataset.at);
+  for (const el of document.querySelectorAll('.seen[data-at], .comment time[data-at]')) el.textContent = ago(el.dataset.at);
   for (const el of document.querySelectorAll('.owner-gone[data-until]')) el.textContent = releasedIn(el.dataset.until);
   showLive();
 }
@@ -786,6 +795,8 @@ function describe(event) {
       return `${d.task.id} is ready: its blockers are done`;
     case 'chat.message':
       return `${d.message.from} in #${d.message.channel}: ${d.message.content}`;
+    case 'task.commented':
+      return `${d.message.task} commented by ${by(d.message.from)}: ${d.message.content}`;
     case 'presence.changed':
       return `${d.agent.name} ${d.agent.connections > 0 ? `connected (${d.agent.connections})` : d.agent.leftAt ? 'left' : d.agent.status ?? 'active'}`;
     case 'inbox.acked':
@@ -954,13 +965,98 @@ async function openDetail(id) {
   $('detail-edit').open = false;
   renderDetail();
   $('task-history').replaceChildren();
+  $('task-comments').replaceChildren();
+  updateCommentCount();
+  $('comment-error').textContent = '';
+  const text = $('comment-text');
+  if (text.dataset.task !== id) text.value = '';
+  text.dataset.task = id;
   const dialog = $('task-dialog');
   if (!dialog.open) dialog.showModal();
+  const comments = loadComments(id);
   try {
     const events = await client.history([`task:${id}`], { since: 0, limit: 500 });
-    if (state.detail === id) $('task-history').replaceChildren(...events.map(historyItem));
+    // Comments have their own list above.
+    const history = events.filter((e) => e.type !== 'task.commented');
+    if (state.detail === id) $('task-history').replaceChildren(...history.map(historyItem));
   } catch (error) {
     $('detail-error').textContent = `History unavailable: ${error.message}`;
+  }
+  await comments;
+}
+
+// Task comments: messages in the task's thread (`#T-3`), shown oldest first in its detail.
+
+/** The task a comment is on. */
+function commentTask(message) {
+  return message.task ?? (message.channel?.startsWith('#') ? message.channel.slice(1) : null);
+}
+
+function commentItem(m) {
+  const human = state.agents.get(m.from)?.human;
+  return h(
+    'li',
+    { class: 'comment', dataset: { id: m.id, seq: m.seq, from: m.from } },
+    h('span', { class: 'from' }, m.from),
+    human && h('span', { class: 'tag' }, 'human'),
+    h('time', { datetime: m.at, title: clock(m.at), dataset: { at: m.at } }, ago(m.at)),
+    h('div', { class: 'content' }, withMentions(m.content)),
+  );
+}
+
+function updateCommentCount() {
+  const count = $('task-comments').children.length;
+  $('comments-count').textContent = count ? String(count) : '';
+}
+
+/**
+ * Adds a comment to the open task's list, in seq order, once: the page may see the same
+ * comment in its own reply, in the event, and in a page it is loading.
+ */
+function addComment(message) {
+  if (!state.detail || commentTask(message) !== state.detail) return;
+  const list = $('task-comments');
+  if ([...list.children].some((li) => li.dataset.id === message.id)) return;
+  const next = [...list.children].find((li) => Number(li.dataset.seq) > message.seq) ?? null;
+  list.insertBefore(commentItem(message), next);
+  if (!next) list.scrollTop = list.scrollHeight;
+  updateCommentCount();
+}
+
+/** Loads every page of a task's comments into its open detail. */
+async function loadComments(id) {
+  try {
+    let cursor;
+    do {
+      const page = await client.call('task.comments', { task: id, limit: 200, cursor });
+      if (state.detail !== id) return;
+      for (const message of page.messages) addComment(message);
+      cursor = page.next ?? undefined;
+    } while (cursor);
+  } catch (error) {
+    if (state.detail === id) $('comment-error').textContent = `Comments unavailable: ${error.message}`;
+  }
+}
+
+/** Comments on the open task as the human; a refusal shows the broker's reason. */
+async function postComment(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const id = state.detail;
+  const me = await ensureMe();
+  if (!me || !id) return;
+  const text = $('comment-text');
+  const button = form.querySelector('button[type="submit"]');
+  $('comment-error').textContent = '';
+  button.disabled = true;
+  try {
+    const { message } = await client.call('task.comment', { task: id, from: me, content: text.value });
+    addComment(message);
+    if (state.detail === id) text.value = '';
+  } catch (error) {
+    if (state.detail === id) $('comment-error').textContent = error.message;
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -1143,6 +1239,13 @@ function wire() {
   $('detail-release').addEventListener('click', forceRelease);
   $('detail-cancel').addEventListener('click', cancelTask);
   $('edit-form').addEventListener('submit', saveEdit);
+  $('comment-form').addEventListener('submit', postComment);
+  $('comment-text').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey) {
+      e.preventDefault();
+      $('comment-form').requestSubmit();
+    }
+  });
 
   $('new-task').addEventListener('click', () => $('create-dialog').showModal());
   $('create-form').addEventListener('submit', createTask);

@@ -230,6 +230,20 @@ pub(super) struct PostArgs {
     pub(super) reply_to: Option<String>,
 }
 
+/// `comment_task`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CommentArgs {
+    /// The task id, e.g. "T-12".
+    pub(super) task: String,
+    /// The comment; @name mentions reach that agent's inbox.
+    pub(super) content: String,
+    /// The message or comment this answers, e.g. "M-40".
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(super) reply_to: Option<String>,
+}
+
 /// `read_chat`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

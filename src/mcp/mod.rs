@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use muster_client::protocol::{
-    ChatMessage, CreateTask, Cursor, Heartbeat, Inbox, MessageId, MessageList, PathHolders, PostMessage, Presence,
-    ReleaseFiles, Reservation, ReserveFiles, Task, TaskAction, TaskId, TaskList, Topic, UpdateTask,
+    AddComment, ChatMessage, CreateTask, Cursor, Heartbeat, Inbox, MessageId, MessageList, PathHolders, PostMessage,
+    Presence, ReleaseFiles, Reservation, ReserveFiles, Task, TaskAction, TaskId, TaskList, Topic, UpdateTask,
 };
 use muster_client::protocol::{ChatReadArgs, InboxReadArgs, ListArgs};
 use muster_client::{Client, Error, Options, Wait};
@@ -29,9 +29,9 @@ mod args;
 mod schema;
 
 use args::{
-    AckArgs, Args, CompleteTaskArgs, CreateTaskArgs, ListTasksArgs, NextTaskArgs, NoArgs, PostArgs, ReadChatArgs,
-    ReadInboxArgs, ReleaseFilesArgs, ReleaseTaskArgs, ReserveFilesArgs, StatusArgs, TaskArg, UpdateTaskArgs, WaitArgs,
-    WhoHasFilesArgs,
+    AckArgs, Args, CommentArgs, CompleteTaskArgs, CreateTaskArgs, ListTasksArgs, NextTaskArgs, NoArgs, PostArgs,
+    ReadChatArgs, ReadInboxArgs, ReleaseFilesArgs, ReleaseTaskArgs, ReserveFilesArgs, StatusArgs, TaskArg,
+    UpdateTaskArgs, WaitArgs, WhoHasFilesArgs,
 };
 use schema::{Shape, output, output_field};
 
@@ -310,8 +310,31 @@ impl Muster {
             Ok(r) => r,
             Err(e) => return bad(e),
         };
-        let post = PostMessage { from: self.agent.clone(), content: a.content, channel: a.channel, to: a.to, reply_to };
+        let post = PostMessage {
+            from: self.agent.clone(),
+            content: a.content,
+            channel: a.channel,
+            to: a.to,
+            reply_to,
+            task: None,
+        };
         answer(self.client.post(post).await)
+    }
+
+    #[tool(
+        description = "Comment on a task: everyone watching it sees the comment, and @name mentions land in that agent's inbox. Use it to hand over context, ask the owner a question, or record a decision.",
+        annotations(read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = output::<ChatMessage>()
+    )]
+    async fn comment_task(&self, Parameters(a): Parameters<Args<CommentArgs>>) -> Result<CallToolResult, ErrorData> {
+        let a = args!(a);
+        let (task, reply_to) =
+            match (parse::<TaskId>(&a.task), a.reply_to.as_deref().map(parse::<MessageId>).transpose()) {
+                (Ok(task), Ok(reply_to)) => (task, reply_to),
+                (Err(e), _) | (_, Err(e)) => return bad(e),
+            };
+        let comment = AddComment { from: self.agent.clone(), content: a.content, reply_to };
+        answer(self.client.comment(task, comment).await)
     }
 
     #[tool(

@@ -427,6 +427,8 @@ async fn execute(
         Op::TaskNext(args) => api::tasks::next(broker, caller, args, key).await?.to_json(),
         Op::TaskGet(args) => api::tasks::get(broker, caller, args).await?.to_json(),
         Op::TaskList(args) => api::tasks::list(broker, caller, args).await?.to_json(),
+        Op::TaskComment(args) => api::chat::comment(broker, caller, args, key).await?.to_json(),
+        Op::TaskComments(args) => api::chat::comments(broker, caller, args).await?.to_json(),
         Op::ChatPost(args) => api::chat::post(broker, caller, args, key).await?.to_json(),
         Op::ChatRead(args) => api::chat::read(broker, caller, args).await?.to_json(),
         Op::ChatChannels(args) => api::chat::channels(broker, caller, args).await?.to_json(),

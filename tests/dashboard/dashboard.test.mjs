@@ -195,6 +195,53 @@ test('the dashboard shows the team working, live, and lets a human step in', { t
     await page.keyboard.press('Escape');
   });
 
+  await t.test("a task's comments show in its detail, live, and the human adds one", async () => {
+    await page.click('li[data-id="T-1"] .card');
+    await page.locator('#task-dialog[open]').waitFor({ timeout: SHOWS });
+    const comments = page.locator('#task-comments li.comment');
+    assert.equal(await comments.count(), 0);
+
+    // Another agent comments over HTTP: it appears in the open detail, as text, not HTML.
+    const posted = curl(base, 'POST', '/tasks/T-1/comments', { from: 'link', content: 'It loops on <b>Safari</b> only, @alice' });
+    assert.deepEqual([posted.message.task, posted.message.channel], ['T-1', '#T-1']);
+    const fromLink = page.locator('#task-comments li.comment[data-from="link"]');
+    await fromLink.waitFor({ timeout: SHOWS });
+    assert.equal(await fromLink.locator('.content').innerText(), 'It loops on <b>Safari</b> only, @alice');
+    assert.equal(await fromLink.locator('b').count(), 0);
+    await fromLink.locator('.mention', { hasText: '@alice' }).waitFor({ timeout: SHOWS });
+    assert.match(await fromLink.locator('time').innerText(), /^\d+s ago$/);
+
+    // An empty comment is refused by the broker, and the page says why.
+    await page.click('#comment-form button[type="submit"]');
+    await page.locator('#comment-error', { hasText: /empty/ }).waitFor({ timeout: SHOWS });
+
+    // The human comments from the form: shown once, though both the reply and the event bring it.
+    await page.fill('#comment-text', 'Thanks, I will take it from here');
+    await page.click('#comment-form button[type="submit"]');
+    await page.locator('#task-comments li.comment[data-from="alice"]', { hasText: 'Thanks, I will take it from here' }).waitFor({ timeout: SHOWS });
+    await page.locator('#activity li', { hasText: 'T-1 commented by alice' }).waitFor({ state: 'attached', timeout: SHOWS });
+    assert.equal(await page.inputValue('#comment-text'), '');
+    assert.equal(await page.locator('#comment-error').innerText(), '');
+    const authors = () => comments.evaluateAll((lis) => lis.map((li) => li.dataset.from));
+    assert.deepEqual(await authors(), ['link', 'alice']);
+    assert.equal(await page.locator('#comments-count').innerText(), '2');
+
+    const thread = curl(base, 'GET', '/tasks/T-1/comments');
+    assert.equal(thread.channel, '#T-1');
+    assert.deepEqual(
+      thread.messages.map((m) => [m.from, m.content]),
+      [['link', 'It loops on <b>Safari</b> only, @alice'], ['alice', 'Thanks, I will take it from here']],
+    );
+
+    // Opened again, the detail loads them, oldest first.
+    await page.keyboard.press('Escape');
+    await page.locator('#task-dialog[open]').waitFor({ state: 'detached', timeout: SHOWS });
+    await page.click('li[data-id="T-1"] .card');
+    await page.locator('#task-comments li.comment[data-from="alice"]').waitFor({ timeout: SHOWS });
+    assert.deepEqual(await authors(), ['link', 'alice']);
+    await page.keyboard.press('Escape');
+  });
+
   await t.test('a human creates, reprioritizes, reassigns and cancels a task from the page', async () => {
     await page.click('#new-task');
     await page.fill('#create-form [name="title"]', 'Triage the nightly failures');

@@ -9,6 +9,9 @@
 - An edit's reservation (`auto` in POST /files/reserve) names files, not globs: a pattern
   that holds only a directory's contents (a trailing `/`) is refused then. Generated bodies
   with `auto` have that `/` dropped; tests/reservations.rs and the core tests cover the rule.
+- A chat post with `task` is a comment, which goes to its task's thread: `channel` and `to`
+  are refused beside it (a rule across fields). Generated posts with `task` have them
+  dropped; tests/http_api.rs covers the refusal.
 """
 
 import re
@@ -40,4 +43,7 @@ def map_body(context, body):
         and isinstance(body.get("patterns"), list)
     ):
         body["patterns"] = [p.rstrip("/") or "a" if isinstance(p, str) else p for p in body["patterns"]]
+    if context.operation.path == "/chat/messages" and isinstance(body, dict) and body.get("task") is not None:
+        body.pop("channel", None)
+        body.pop("to", None)
     return body

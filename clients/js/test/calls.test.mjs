@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 
 import { MusterError } from '../muster.js';
-import { harness } from '../test-support/broker.mjs';
+import { harness, next } from '../test-support/broker.mjs';
 
 test('every typed call works against the broker', async (t) => {
   const h = harness(t);
@@ -93,4 +93,43 @@ test('every typed call works against the broker', async (t) => {
   // Any operation through call().
   assert.equal((await kai.call('task.get', { task: 'T-1' })).task.status, 'done');
   await assert.rejects(kai.call('task.frobnicate'), (e) => e instanceof MusterError && e.code === 'invalid');
+});
+
+test('comments on a task: the event on the task\'s topic, the mention in the inbox, the thread read back', async (t) => {
+  const h = harness(t);
+  const broker = await h.broker();
+  const kai = h.client({ url: broker.url, agent: 'kai' });
+  const link = h.client({ url: broker.url, agent: 'link', topics: ['task:T-1'] });
+  await Promise.all([kai.ready(), link.ready()]);
+  const task = await kai.createTask({ title: 'Flaky test' });
+  assert.equal(task.id, 'T-1');
+
+  const commented = next(link, 'event', (e) => e.type === 'task.commented');
+  const first = await kai.comment(task.id, '@link the flaky test was a race in the fixture');
+  assert.deepEqual(
+    [first.task, first.channel, first.from, first.mentions],
+    ['T-1', '#T-1', 'kai', ['link']],
+  );
+  const event = await commented;
+  assert.deepEqual(event.data.message, first);
+  assert.equal(event.seq, first.seq);
+  // The mention lands in link's inbox, as a chat message's would.
+  const inbox = await link.inbox();
+  assert.deepEqual(inbox.messages.map((m) => m.id), [first.id]);
+
+  const second = await link.comment(task.id, 'fixed in #530', { replyTo: first.id });
+  assert.deepEqual([second.task, second.from, second.replyTo], ['T-1', 'link', first.id]);
+  // Through chat.post with `task`, the same kind of comment.
+  const third = await kai.post({ content: 'thanks', task: task.id });
+  assert.deepEqual([third.task, third.channel], ['T-1', '#T-1']);
+
+  // Every comment, oldest first, across pages.
+  const all = await kai.comments(task.id, { limit: 2 });
+  assert.deepEqual(all.map((m) => m.id), [first.id, second.id, third.id]);
+  assert.deepEqual(all.map((m) => m.content), ['@link the flaky test was a race in the fixture', 'fixed in #530', 'thanks']);
+  assert.deepEqual(await kai.comments(task.id), all);
+  // Comments stay out of the chat channels.
+  assert.deepEqual((await kai.messages()).messages, []);
+  await assert.rejects(kai.comment('T-99', 'nobody here'), (e) => e instanceof MusterError && e.code === 'not_found');
+  await assert.rejects(kai.comments('T-99'), (e) => e instanceof MusterError && e.code === 'not_found');
 });

@@ -47,6 +47,9 @@ const makers = {
   'task.next.json': (c) => c.next({ claim: true }),
   'task.get.json': (c) => c.task('T-12'),
   'task.list.json': (c) => c.taskPage({ status: ['todo', 'doing'], assignee: 'link', order: 'desc', limit: 50 }),
+  'task.comment.json': (c) =>
+    c.comment('T-12', '@kai the flaky test was a race in the fixture; fixed in #530', { idempotencyKey: 'comment-T-12-race' }),
+  'task.comments.json': (c) => c.comments('T-12', { limit: 50 }),
   'chat.post.json': (c) => c.post({ content: '@link PR #522 is green, merge it', channel: 'general' }),
   'chat.read.json': (c) => c.messages({ channel: 'general', since: 40, limit: 20 }),
   'chat.channels.json': (c) => c.channels(),

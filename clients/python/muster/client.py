@@ -88,6 +88,7 @@ WRITES: Final = frozenset(
         "task.claim",
         "task.release",
         "task.complete",
+        "task.comment",
         "chat.post",
         "inbox.ack",
         "presence.set",
@@ -702,6 +703,28 @@ class Muster:
         args = {"task": task_id(task), **_args(agent=agent, token=token)}
         return Task.from_json((await self.call("task.complete", args, idempotency_key=idempotency_key))["task"])
 
+    async def comment(
+        self,
+        task: str | int,
+        content: str,
+        *,
+        reply_to: str | None = None,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> ChatMessage:
+        """Comments on a task (``task.comment``) from the session's agent unless ``sender``
+        (the wire's ``from``) is set: a message in the task's thread (``#T-3``), published
+        as ``task.commented`` on ``tasks``, ``task:<id>`` and the inboxes of its ``@name``
+        mentions."""
+        args = {"task": task_id(task), **_args(content=content, replyTo=reply_to)}
+        if sender is not None:
+            args["from"] = sender
+        return ChatMessage.from_json((await self.call("task.comment", args, idempotency_key=idempotency_key))["message"])
+
+    async def comments(self, task: str | int, *, limit: int | None = None) -> list[ChatMessage]:
+        """Every comment on a task (``task.comments``), oldest first: every page."""
+        return [ChatMessage.from_json(m) for m in await self._all("task.comments", "messages", limit, task=task_id(task))]
+
     async def next_task(
         self, *, agent: str | None = None, claim: bool = False, idempotency_key: str | None = None
     ) -> Task | None:
@@ -722,11 +745,20 @@ class Muster:
         to: str | None = None,
         reply_to: str | None = None,
         sender: str | None = None,
+        task: str | int | None = None,
         idempotency_key: str | None = None,
     ) -> ChatMessage:
         """Posts a message (``chat.post``) from the session's agent unless ``sender`` (the
-        wire's ``from``) is set. ``@name`` mentions and ``to`` land in inboxes."""
-        args = _args(content=content, channel=channel, to=to, replyTo=reply_to)
+        wire's ``from``) is set. ``@name`` mentions and ``to`` land in inboxes. With
+        ``task`` (not with ``channel`` or ``to``) it is a comment on that task, as
+        :meth:`comment` makes."""
+        args = _args(
+            content=content,
+            channel=channel,
+            to=to,
+            replyTo=reply_to,
+            task=task_id(task) if task is not None else None,
+        )
         if sender is not None:
             args["from"] = sender
         return ChatMessage.from_json((await self.call("chat.post", args, idempotency_key=idempotency_key))["message"])
@@ -860,11 +892,11 @@ class Muster:
         self._topics = now
         return now
 
-    async def _all(self, op: str, key: str, limit: int | None) -> list[Any]:
+    async def _all(self, op: str, key: str, limit: int | None, **fields: Any) -> list[Any]:
         items: list[Any] = []
         cursor: str | None = None
         while True:
-            page = await self.call(op, _args(limit=limit, cursor=cursor))
+            page = await self.call(op, _args(**fields, limit=limit, cursor=cursor))
             items.extend(page.get(key, []))
             cursor = page.get("next")
             if not cursor:
@@ -900,11 +932,13 @@ class Muster:
     ) -> Waited | None:
         """Blocks until one of these happens, and returns it; **None on timeout**.
 
-        - ``mention``: a message that mentions the session's agent (``True``) or the agent
-          named, or is addressed to it; an unread one already in the inbox counts (returned
-          as a :class:`ChatMessage`; with ``ack=True`` the inbox is marked read up to it).
-        - ``task``: a change to this task; with ``until``, only once it has that status
-          (already having it counts: returned as a :class:`Task`).
+        - ``mention``: a message (a chat message or a comment on a task, its ``chat.message``
+          or ``task.commented`` event) that mentions the session's agent (``True``) or the
+          agent named, or is addressed to it; an unread one already in the inbox counts
+          (returned as a :class:`ChatMessage`; with ``ack=True`` the inbox is marked read up
+          to it).
+        - ``task``: a change to this task, or a comment on it; with ``until``, only once it
+          has that status (already having it counts: returned as a :class:`Task`).
         - ``stuck``: an agent stuck (one already stuck counts: a :class:`Presence`).
         - ``topic``: any event on these topics.
 
@@ -940,6 +974,10 @@ class Muster:
                 return True
             if wanted_task and event.task is not None and event.task.id == wanted_task:
                 if until is None or event.task.status == until:
+                    return True
+            # A comment is news about the task, though not a change of its status.
+            if wanted_task and until is None and event.type == "task.commented" and event.message is not None:
+                if event.message.task == wanted_task:
                     return True
             if stuck and event.agent_record is not None and event.agent_record.stuck:
                 return True

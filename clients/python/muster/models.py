@@ -135,7 +135,9 @@ class Task:
 
 @dataclass
 class ChatMessage:
-    """A chat message (``from`` is ``sender`` here: ``from`` is a Python keyword)."""
+    """A chat message (``from`` is ``sender`` here: ``from`` is a Python keyword), or a
+    comment on a task: then ``task`` names the task and ``channel`` is its thread
+    (``#T-3``)."""
 
     id: str
     seq: int
@@ -146,6 +148,7 @@ class ChatMessage:
     to: str | None
     reply_to: str | None
     at: str
+    task: str | None = None
     raw: JSON = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -161,6 +164,7 @@ class ChatMessage:
             to=_opt_str(d, "to"),
             reply_to=_opt_str(d, "replyTo"),
             at=_str(d, "at"),
+            task=_opt_str(d, "task"),
             raw=d,
         )
 
@@ -321,7 +325,8 @@ class TaskPage:
 
 @dataclass
 class MessageList:
-    """``chat.read``: messages of a channel, oldest first."""
+    """``chat.read``: messages of a channel, oldest first (``task.comments``: of a task's
+    thread, ``#T-3``)."""
 
     channel: str
     messages: list[ChatMessage]
@@ -416,8 +421,9 @@ class Welcome:
 class Event:
     """One entry of the broker's event log: ``{seq, type, at, data}``.
 
-    ``data`` depends on ``type``; the common parts are parsed: ``task`` (``task.*``),
-    ``message`` (``chat.message``), ``agent`` (a name: the acting agent of ``task.claimed``,
+    ``data`` depends on ``type``; the common parts are parsed: ``task`` (``task.*`` but
+    ``task.commented``), ``message`` (``chat.message``, and ``task.commented``: the comment,
+    whose ``task`` names the task), ``agent`` (a name: the acting agent of ``task.claimed``,
     ``task.released``, ``inbox.acked``, ``files.*``; the agent's name for
     ``presence.changed``), ``agent_record`` (``presence.changed``), ``by``, ``reason``,
     ``changes``, ``reservations`` (``files.*``), ``acked_seq`` (``inbox.acked``).

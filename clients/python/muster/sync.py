@@ -169,6 +169,8 @@ class Client:
     release = _blocking(Muster.release)
     complete = _blocking(Muster.complete)
     next_task = _blocking(Muster.next_task)
+    comment = _blocking(Muster.comment)
+    comments = _blocking(Muster.comments)
     post = _blocking(Muster.post)
     read_chat = _blocking(Muster.read_chat)
     channels = _blocking(Muster.channels)

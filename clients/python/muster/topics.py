@@ -38,6 +38,14 @@ def parse_topic(topic: str) -> str:
 
 def event_topics(event: Event) -> list[str]:
     """The topics an event is published on (``*`` matches every event and is not listed)."""
+    if event.type == "task.commented":
+        # A comment is on its task's topics, and in its recipients' inboxes as a chat
+        # message is.
+        if event.message is None:
+            return ["tasks"]
+        message = event.message
+        task = [f"task:{message.task}"] if message.task else []
+        return ["tasks", *task, *(f"inbox:{name}" for name in message.recipients())]
     if event.type.startswith("task."):
         task_id = event.task.id if event.task else ""
         return ["tasks", f"task:{task_id}"]

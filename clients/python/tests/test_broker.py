@@ -167,6 +167,61 @@ async def test_wait_for_a_task_until_done(broker: Broker) -> None:
     await asyncio.wait_for(scenario(), 30)
 
 
+async def test_comments_on_a_task_reach_its_topic_and_the_mentioned_inbox_and_read_back_in_order(
+    broker: Broker,
+) -> None:
+    async def scenario() -> None:
+        async with muster.connect(broker.url, agent="kai") as kai, muster.connect(
+            broker.url, agent="link", topics=["task:T-1"]
+        ) as link:
+            stream = link.events()
+            task = await kai.create_task("Flaky test")
+            assert task.id == "T-1"
+            # A mention in a comment wakes a wait for a mention, as one in chat does.
+            waiting = asyncio.create_task(link.wait_for(mention=True, timeout=10))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            first = await kai.comment(task.id, "@link the flaky test was a race in the fixture")
+            assert (first.task, first.channel, first.sender, first.mentions) == ("T-1", "#T-1", "kai", ["link"])
+            event = await next_event(stream)
+            while event.type != "task.commented":
+                assert event.type == "task.created", event
+                event = await next_event(stream)
+            assert event.seq == first.seq and event.message == first and event.task is None
+            assert muster.receives("task:T-1", event) and muster.receives("inbox:link", event)
+            woke = await waiting
+            assert isinstance(woke, muster.Event) and woke.message == first
+            assert [m.id for m in (await link.inbox()).messages] == [first.id]
+
+            # A comment wakes a wait on its task (not one for a status).
+            on_task = asyncio.create_task(kai.wait_for(task=task.id, timeout=10))
+            until_done = asyncio.create_task(kai.wait_for(task=task.id, until="done", timeout=1))
+            await asyncio.sleep(0.3)
+            second = await link.comment(1, "fixed in #530", reply_to=first.id)
+            assert (second.task, second.sender, second.reply_to) == ("T-1", "link", first.id)
+            woke = await on_task
+            assert isinstance(woke, muster.Event) and woke.message == second, woke
+            assert await until_done is None
+            # Every comment, oldest first, page after page.
+            comments = await kai.comments(task.id, limit=1)
+            assert [(m.id, m.content) for m in comments] == [
+                (first.id, "@link the flaky test was a race in the fixture"),
+                (second.id, "fixed in #530"),
+            ]
+            assert await link.comments("T-1") == comments
+            # chat.post with a task comments too; comments stay out of the chat channels.
+            third = await kai.post("thanks", task="T-1")
+            assert (third.task, third.channel) == ("T-1", "#T-1")
+            assert [m.id for m in await kai.comments(task.id)] == [first.id, second.id, third.id]
+            assert (await kai.read_chat()).messages == []
+            with pytest.raises(muster.NotFound):
+                await kai.comment("T-99", "nobody here")
+            with pytest.raises(muster.NotFound):
+                await kai.comments("T-99")
+
+    await asyncio.wait_for(scenario(), 30)
+
+
 # 5 ----------------------------------------------------------------------------------------
 
 
@@ -218,6 +273,10 @@ def test_the_sync_facade_runs_the_same_client(broker: Broker) -> None:
         first = next(events)
         assert first.type in ("task.created", "task.claimed")
         assert a.wait_for(mention=True, timeout=0.2) is None
+        comment = b.comment(task.id, "@a all yours")
+        assert [c.id for c in a.comments(task.id)] == [comment.id]
+        found = a.wait_for(mention=True, timeout=5, ack=True)
+        assert isinstance(found, muster.ChatMessage) and found.task == task.id
     assert a.status == "closed"
 
 

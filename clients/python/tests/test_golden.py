@@ -25,6 +25,7 @@ def golden(side: str) -> dict[str, dict[str, Any]]:
 SERVER = golden("server")
 TASK = SERVER["reply.task.json"]["data"]["task"]
 MESSAGE = SERVER["event.chat.message.json"]["data"]["message"]
+COMMENT = SERVER["event.task.commented.json"]["data"]["message"]
 RESERVATION = SERVER["event.files.reserved.json"]["data"]["reservations"][0]
 PRESENCE = {
     "name": "link", "status": "busy", "lastSeen": "2s ago", "lastSeenAt": "2026-11-25T10:09:00Z",
@@ -36,6 +37,7 @@ ANSWERS: dict[str, Any] = {
     "task.create": {"task": TASK}, "task.get": {"task": TASK}, "task.update": {"task": TASK},
     "task.claim": {"task": TASK}, "task.release": {"task": TASK}, "task.complete": {"task": TASK},
     "task.next": {"task": TASK}, "task.list": {"tasks": [TASK]},
+    "task.comment": {"message": COMMENT}, "task.comments": {"channel": "#T-12", "messages": [COMMENT]},
     "chat.post": {"message": MESSAGE}, "chat.read": {"channel": "general", "messages": [MESSAGE]},
     "chat.channels": {"channels": [{"name": "general", "messages": 1, "lastSeq": 134}]},
     "inbox.read": {"agent": "link", "cursor": 0, "unread": 1, "messages": [MESSAGE]},
@@ -105,6 +107,10 @@ MAKERS: dict[str, Maker] = {
     "task.next.json": lambda c, f: c.next_task(claim=True, idempotency_key=f.get("idempotencyKey")),
     "task.get.json": lambda c, f: c.get_task("T-12"),
     "task.list.json": lambda c, f: c.list_tasks(status=["todo", "doing"], assignee="link", order="desc", limit=50),
+    "task.comment.json": lambda c, f: c.comment(
+        "T-12", "@kai the flaky test was a race in the fixture; fixed in #530",
+        idempotency_key=f.get("idempotencyKey")),
+    "task.comments.json": lambda c, f: c.comments("T-12", limit=50),
     "chat.post.json": lambda c, f: c.post(
         "@link PR #522 is green, merge it", channel="general", idempotency_key=f.get("idempotencyKey")),
     "chat.read.json": lambda c, f: c.read_chat(channel="general", since=40, limit=20),
@@ -199,6 +205,13 @@ def test_every_golden_server_frame_parses_into_the_right_type() -> None:
     assert released.reason == "owner_gone" and released.by is None and released.task is not None
     chat = event("event.chat.message.json")
     assert chat.message is not None and chat.message.sender == "kai" and chat.message.recipients() == ["link"]
+    assert chat.message.task is None
+    commented = event("event.task.commented.json")
+    assert commented.task is None and commented.message is not None
+    comment = commented.message
+    assert (comment.id, comment.task, comment.channel, comment.sender) == ("M-41", "T-12", "#T-12", "link")
+    assert comment.recipients() == ["kai"]
+    assert muster.event_topics(commented) == ["tasks", "task:T-12", "inbox:kai"]
     presence = event("event.presence.changed.json")
     assert presence.agent_record is not None and presence.agent_record.stuck and presence.agent_record.shown == "idle"
     assert presence.agent == "link"

@@ -32,11 +32,12 @@ use futures_util::{SinkExt, StreamExt};
 pub use muster_protocol as protocol;
 use muster_protocol::ws::{Hello, Op, Reply, Request, ServerFrame, Topics, Welcome};
 use muster_protocol::{
-    AckInbox, ChannelInfo, ChannelList, ChatMessage, ChatReadArgs, CreateTask, Cursor, ErrorInfo, Event, FilesQuery,
-    Heartbeat, Inbox, InboxAckArgs, InboxReadArgs, ListArgs, MaybeTaskEnvelope, MessageEnvelope, MessageList, NextArgs,
-    PageArgs, PathHolders, PostMessage, Presence, PresenceEnvelope, PresenceList, PresenceSetArgs, ReleaseFiles,
-    Reservation, ReservationList, ReserveFiles, Seq, Task, TaskAction, TaskActionArgs, TaskEnvelope, TaskId, TaskList,
-    TaskRef, TaskUpdateArgs, UpdateTask, WhoHas, WhoHasFiles,
+    AckInbox, AddComment, ChannelInfo, ChannelList, ChatMessage, ChatReadArgs, CreateTask, Cursor, ErrorInfo, Event,
+    FilesQuery, Heartbeat, Inbox, InboxAckArgs, InboxReadArgs, ListArgs, MaybeTaskEnvelope, MessageEnvelope,
+    MessageList, NextArgs, PageArgs, PathHolders, PostMessage, Presence, PresenceEnvelope, PresenceList,
+    PresenceSetArgs, ReleaseFiles, Reservation, ReservationList, ReserveFiles, Seq, Task, TaskAction, TaskActionArgs,
+    TaskCommentArgs, TaskCommentsArgs, TaskEnvelope, TaskId, TaskList, TaskRef, TaskUpdateArgs, UpdateTask, WhoHas,
+    WhoHasFiles,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -369,6 +370,26 @@ impl Client {
     /// Posts a chat message (from the session's agent unless `from` is set).
     pub async fn post(&self, post: PostMessage) -> Result<ChatMessage, Error> {
         Ok(self.call_as::<MessageEnvelope>(Op::ChatPost(post)).await?.message)
+    }
+
+    /// Comments on a task (as the session's agent unless `comment.from` names another);
+    /// returns the comment, a message in the task's thread.
+    pub async fn comment(&self, task: TaskId, comment: AddComment) -> Result<ChatMessage, Error> {
+        Ok(self.call_as::<MessageEnvelope>(Op::TaskComment(TaskCommentArgs { task, comment })).await?.message)
+    }
+
+    /// A task's comments, oldest first (every page).
+    pub async fn comments(&self, task: TaskId) -> Result<Vec<ChatMessage>, Error> {
+        let mut args = TaskCommentsArgs { task, limit: None, cursor: None };
+        let mut comments = Vec::new();
+        loop {
+            let page = self.call_as::<MessageList>(Op::TaskComments(args.clone())).await?;
+            comments.extend(page.messages);
+            match page.next {
+                Some(next) => args.cursor = Some(next),
+                None => return Ok(comments),
+            }
+        }
     }
 
     /// Reads a channel.

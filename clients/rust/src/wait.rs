@@ -7,7 +7,7 @@
 //! happens between two of those steps is still seen, and one that happened before is found
 //! in the state.
 
-use muster_protocol::{ChatMessage, Event, EventKind, Presence, Task, TaskId, TaskStatus, Topic};
+use muster_protocol::{ChatMessage, Entity, Event, EventKind, Presence, Task, TaskId, TaskStatus, Topic};
 use serde::Serialize;
 
 /// What to wait for; any one of the conditions ends the wait.
@@ -15,7 +15,7 @@ use serde::Serialize;
 pub struct Wait {
     /// A message that mentions this agent or is addressed to it (an unread one counts).
     pub mention: Option<String>,
-    /// A change to this task.
+    /// A change to this task, or a comment on it.
     pub task: Option<TaskId>,
     /// With `task`: only once it has this status (already having it counts).
     pub until: Option<TaskStatus>,
@@ -64,10 +64,15 @@ impl Wait {
     /// Whether `event` is one this wait is for.
     pub fn wanted(&self, event: &Event) -> bool {
         let mention = self.mention.as_deref().is_some_and(
-            |me| matches!(&event.kind, EventKind::ChatMessage { message } if message.recipients().contains(&me)),
+            |me| matches!(event.kind.entity(), Entity::Message(message) if message.recipients().contains(&me)),
         );
         let changed = match (self.task, event.kind.task()) {
             (Some(id), Some(t)) => t.id == id && self.until.is_none_or(|s| t.status == s),
+            // A comment is news about the task, though not a change of status.
+            (Some(id), None) => {
+                self.until.is_none()
+                    && matches!(&event.kind, EventKind::TaskCommented { message } if message.task == Some(id))
+            }
             _ => false,
         };
         let stuck = self.stuck && matches!(&event.kind, EventKind::PresenceChanged { agent, .. } if agent.stuck);
@@ -92,6 +97,7 @@ mod tests {
             to: to.map(str::to_owned),
             reply_to: None,
             at: Timestamp::default(),
+            task: None,
         };
         Event { seq: 5, at: Timestamp::default(), kind: EventKind::ChatMessage { message } }
     }
@@ -107,5 +113,21 @@ mod tests {
         let any_chat = Wait { topics: vec![Topic::Chat], ..Wait::default() };
         assert!(any_chat.wanted(&message("kai", None, &[])));
         assert!(Wait::default().is_empty());
+    }
+
+    #[test]
+    fn a_comment_wakes_a_wait_on_its_task_and_the_agents_it_mentions() {
+        let Event { seq, at, kind: EventKind::ChatMessage { mut message } } = message("kai", None, &["link"]) else {
+            unreachable!()
+        };
+        message.task = Some(TaskId(3));
+        message.channel = "#T-3".into();
+        let comment = Event { seq, at, kind: EventKind::TaskCommented { message } };
+        assert!(Wait { task: Some(TaskId(3)), ..Wait::default() }.wanted(&comment));
+        assert!(!Wait { task: Some(TaskId(4)), ..Wait::default() }.wanted(&comment));
+        let until_done = Wait { task: Some(TaskId(3)), until: Some(TaskStatus::Done), ..Wait::default() };
+        assert!(!until_done.wanted(&comment), "a comment does not change the status waited for");
+        assert!(Wait { mention: Some("link".into()), ..Wait::default() }.wanted(&comment));
+        assert!(Wait { topics: vec![Topic::Task(TaskId(3))], ..Wait::default() }.wanted(&comment));
     }
 }

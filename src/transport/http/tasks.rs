@@ -5,10 +5,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_protocol::grammar::{self, AgentName, IdempotencyKey, PageCursor, StatusList, Tag};
 use muster_protocol::{
-    CreateTask, ErrorBody, MaybeTaskEnvelope, NextTask, Priority, TaskAction, TaskEnvelope, TaskId, TaskList,
-    UpdateTask,
+    AddComment, CreateTask, ErrorBody, MaybeTaskEnvelope, MessageEnvelope, MessageList, NextTask, Priority, TaskAction,
+    TaskEnvelope, TaskId, TaskList, UpdateTask,
 };
-use muster_protocol::{ListArgs, NextArgs, Order, TaskActionArgs, TaskRef, TaskUpdateArgs};
+use muster_protocol::{
+    ListArgs, NextArgs, Order, TaskActionArgs, TaskCommentArgs, TaskCommentsArgs, TaskRef, TaskUpdateArgs,
+};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,6 +31,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(claim))
         .routes(routes!(release))
         .routes(routes!(complete))
+        .routes(routes!(comment, comments))
 }
 
 /// Create a task.
@@ -271,6 +274,59 @@ pub(crate) async fn complete(
 ) -> Result<Response, HttpError> {
     let args = action(&id, body)?;
     Ok(written(StatusCode::OK, api::tasks::complete(&app.broker, &caller, args, idem.0).await?))
+}
+
+/// Comment on a task. `@name` mentions land in those agents' inboxes; subscribers of the
+/// task's topics get `task.commented`.
+#[utoipa::path(
+    post, path = "/tasks/{id}/comments", tag = "tasks",
+    request_body = AddComment,
+    params(("id" = TaskId, Path, description = "Task id"), ("X-Agent" = Option<AgentName>, Header, description = "The author, when the body names none"), ("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "Makes a retry safe")),
+    responses(
+        (status = 201, description = "The comment (a message in the task's thread, `#T-3`)", body = MessageEnvelope),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "No such task, or `replyTo` names no message", body = ErrorBody),
+    )
+)]
+pub(crate) async fn comment(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    idem: Idempotency,
+    JsonBody(comment): JsonBody<AddComment>,
+) -> Result<Response, HttpError> {
+    let args = TaskCommentArgs { task: task_id(&id)?, comment };
+    Ok(written(StatusCode::CREATED, api::chat::comment(&app.broker, &caller, args, idem.0).await?))
+}
+
+/// A page of a task's comments.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CommentsQuery {
+    /// At most this many (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    #[serde(default, deserialize_with = "first_page_if_empty")]
+    #[param(value_type = Option<PageCursor>)]
+    cursor: Option<String>,
+}
+
+/// A task's comments, oldest first.
+#[utoipa::path(
+    get, path = "/tasks/{id}/comments", tag = "tasks",
+    params(("id" = TaskId, Path, description = "Task id"), CommentsQuery),
+    responses((status = 200, body = MessageList), (status = 400, body = ErrorBody), (status = 404, description = "No such task", body = ErrorBody))
+)]
+pub(crate) async fn comments(
+    State(app): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<CommentsQuery>,
+) -> Result<Response, HttpError> {
+    let args = TaskCommentsArgs { task: task_id(&id)?, limit: q.limit, cursor: q.cursor };
+    Ok(ok(api::chat::comments(&app.broker, &caller, args).await?))
 }
 
 /// Who asks for the next task, and whether to claim it.
