@@ -503,6 +503,7 @@ async fn capabilities_and_openapi_describe_the_routes_that_exist() {
     for (path, largest) in [
         ("/tasks", &pages["tasks"]["max"]),
         ("/chat/messages", &pages["messages"]["max"]),
+        ("/tasks/{id}/comments", &pages["messages"]["max"]),
         ("/inbox/{agent}", &pages["inbox"]["max"]),
         ("/presence", &pages["agents"]["max"]),
         ("/chat/channels", &pages["channels"]["max"]),

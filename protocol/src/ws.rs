@@ -61,13 +61,24 @@ pub struct Request {
     pub op: Op,
 }
 
-/// Declares the operations, each once: its variant, its arguments, its name on the wire and
-/// whether it writes (`write`, `read`, or `(field)`: when that boolean argument is set).
-/// [`Op`], [`Op::NAMES`], [`Op::name`], [`Op::is_write`] and the parser's dispatch
-/// ([`Request::parse`]) are made from it; `transport/ws.rs` and `tests/callers.rs` match
+/// Declares the operations, each once: its variant, its arguments, its reply's body, its name
+/// on the wire and whether it writes (`write`, `read`, or `(field)`: when that boolean
+/// argument is set).
+/// [`Op`], [`reply`], [`Op::NAMES`], [`Op::name`], [`Op::is_write`] and the parser's
+/// dispatch ([`Request::parse`]) are made from it; `transport/ws.rs` and `tests/callers.rs` match
 /// on `Op` without a wildcard, so a new operation does not compile until each handles it.
 macro_rules! operations {
-    ($($(#[$doc:meta])* $variant:ident($args:ty) = $name:tt, $write:tt;)*) => {
+    ($($(#[$doc:meta])* $variant:ident($args:ty) -> $reply:ty = $name:tt, $write:tt;)*) => {
+        /// The body of each operation's reply (its `data`; HTTP's response body), by
+        /// operation: `reply::TaskClaim` is [`TaskEnvelope`](crate::TaskEnvelope). The
+        /// broker's WebSocket dispatch and the Rust client name their replies through these,
+        /// so the compiler holds both to this declaration.
+        pub mod reply {
+            use super::{Topics, Welcome};
+            use crate::*;
+            $($(#[$doc])* pub type $variant = $reply;)*
+        }
+
         /// Every operation, tagged by `op`.
         #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(tag = "op")]
@@ -120,53 +131,53 @@ macro_rules! writes {
 
 operations! {
     /// First frame: who is connecting, what to receive, where to resume.
-    Hello(Hello) = "hello", read;
+    Hello(Hello) -> Welcome = "hello", read;
     /// Receive more topics.
-    Subscribe(Topics) = "subscribe", read;
+    Subscribe(Topics) -> Topics = "subscribe", read;
     /// Stop receiving topics.
-    Unsubscribe(Topics) = "unsubscribe", read;
+    Unsubscribe(Topics) -> Topics = "unsubscribe", read;
     /// `POST /tasks`.
-    TaskCreate(CreateTask) = "task.create", write;
+    TaskCreate(CreateTask) -> TaskEnvelope = "task.create", write;
     /// `PATCH /tasks/{id}`.
-    TaskUpdate(TaskUpdateArgs) = "task.update", write;
+    TaskUpdate(TaskUpdateArgs) -> TaskEnvelope = "task.update", write;
     /// `POST /tasks/{id}/claim`.
-    TaskClaim(TaskActionArgs) = "task.claim", write;
+    TaskClaim(TaskActionArgs) -> TaskEnvelope = "task.claim", write;
     /// `POST /tasks/{id}/release`.
-    TaskRelease(TaskActionArgs) = "task.release", write;
+    TaskRelease(TaskActionArgs) -> TaskEnvelope = "task.release", write;
     /// `POST /tasks/{id}/complete`.
-    TaskComplete(TaskActionArgs) = "task.complete", write;
+    TaskComplete(TaskActionArgs) -> TaskEnvelope = "task.complete", write;
     /// `GET /tasks/next` (with `claim`, `POST /tasks/next`).
-    TaskNext(NextArgs) = "task.next", (claim);
+    TaskNext(NextArgs) -> MaybeTaskEnvelope = "task.next", (claim);
     /// `GET /tasks/{id}`.
-    TaskGet(TaskRef) = "task.get", read;
+    TaskGet(TaskRef) -> TaskEnvelope = "task.get", read;
     /// `GET /tasks`.
-    TaskList(ListArgs) = "task.list", read;
+    TaskList(ListArgs) -> crate::TaskList = "task.list", read;
     /// `POST /tasks/{id}/comments`.
-    TaskComment(TaskCommentArgs) = "task.comment", write;
+    TaskComment(TaskCommentArgs) -> MessageEnvelope = "task.comment", write;
     /// `GET /tasks/{id}/comments`.
-    TaskComments(TaskCommentsArgs) = "task.comments", read;
+    TaskComments(TaskCommentsArgs) -> MessageList = "task.comments", read;
     /// `POST /chat/messages`.
-    ChatPost(PostMessage) = "chat.post", write;
+    ChatPost(PostMessage) -> MessageEnvelope = "chat.post", write;
     /// `GET /chat/messages`.
-    ChatRead(ChatReadArgs) = "chat.read", read;
+    ChatRead(ChatReadArgs) -> MessageList = "chat.read", read;
     /// `GET /chat/channels`.
-    ChatChannels(PageArgs) = "chat.channels", read;
+    ChatChannels(PageArgs) -> ChannelList = "chat.channels", read;
     /// `GET /inbox/{agent}`.
-    InboxRead(InboxReadArgs) = "inbox.read", read;
+    InboxRead(InboxReadArgs) -> Inbox = "inbox.read", read;
     /// `POST /inbox/{agent}/ack`.
-    InboxAck(InboxAckArgs) = "inbox.ack", write;
+    InboxAck(InboxAckArgs) -> Cursor = "inbox.ack", write;
     /// `GET /presence`.
-    PresenceList(PageArgs) = "presence.list", read;
+    PresenceList(PageArgs) -> crate::PresenceList = "presence.list", read;
     /// `POST /presence/{agent}`: a heartbeat, with a status and note.
-    PresenceSet(PresenceSetArgs) = "presence.set", write;
+    PresenceSet(PresenceSetArgs) -> PresenceEnvelope = "presence.set", write;
     /// `POST /files/reserve`.
-    FilesReserve(ReserveFiles) = "files.reserve", write;
+    FilesReserve(ReserveFiles) -> ReservationList = "files.reserve", write;
     /// `POST /files/release`.
-    FilesRelease(ReleaseFiles) = "files.release", write;
+    FilesRelease(ReleaseFiles) -> ReservationList = "files.release", write;
     /// `GET /files`.
-    FilesList(FilesQuery) = "files.list", read;
+    FilesList(FilesQuery) -> ReservationList = "files.list", read;
     /// `GET /files/who`.
-    FilesWho(WhoHasFiles) = "files.who", read;
+    FilesWho(WhoHasFiles) -> WhoHas = "files.who", read;
 }
 
 /// How an operation's arguments are read from the fields a frame has besides `id`, `op`,

@@ -315,6 +315,7 @@ impl Written<crate::core::Reply> {
 }
 
 impl<T: super::json::Reply> super::json::Reply for Written<T> {
+    type Body = T::Body;
     fn to_json(&self) -> bytes::Bytes {
         self.value.to_json()
     }

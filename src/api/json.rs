@@ -10,6 +10,8 @@ use serde::Serialize;
 
 /// A reply body: a protocol shape, as JSON text.
 pub(crate) trait Reply {
+    /// The protocol shape it is (`muster_protocol::ws::reply` names each operation's).
+    type Body;
     /// The JSON text.
     fn to_json(&self) -> Bytes;
 }
@@ -39,6 +41,7 @@ impl<T> Json<T> {
 }
 
 impl<T> Reply for Json<T> {
+    type Body = T;
     fn to_json(&self) -> Bytes {
         self.bytes.clone()
     }
@@ -52,6 +55,7 @@ fn to_json(value: &impl Serialize) -> Bytes {
 
 /// Every protocol shape (`TaskEnvelope`, `Health`, ...) is a reply body as it serializes.
 impl<T: Serialize> Reply for T {
+    type Body = T;
     fn to_json(&self) -> Bytes {
         to_json(self)
     }

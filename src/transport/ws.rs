@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use muster_protocol::ws::{
     CLOSE_GOING_AWAY, CLOSE_HELLO_TIMEOUT, CLOSE_INVALID_DATA, CLOSE_POLICY, CLOSE_REVOKED, CLOSE_SLOW_CONSUMER,
-    CLOSE_TOO_BIG, Hello, Op, Reply, Request, Welcome,
+    CLOSE_TOO_BIG, Hello, Op, Reply, Request, Welcome, reply,
 };
 use muster_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,7 +32,7 @@ use super::response::HttpError;
 use super::state::AppState;
 use crate::api::feed::{Ended, Feed};
 use crate::api::session::Opened;
-use crate::api::{self, ApiError, Broker, IdempotencyKey, Reply as _};
+use crate::api::{self, ApiError, Broker, IdempotencyKey};
 use crate::hub::{Outbox, Subscription};
 
 /// Read buffer per connection, allocated up front: tungstenite's default of 128 KiB would
@@ -419,28 +419,34 @@ async fn execute(
         Op::Hello(_) | Op::Subscribe(_) | Op::Unsubscribe(_) => {
             return Err(ApiError::invalid("op", "handled by the connection, not here"));
         }
-        Op::TaskCreate(args) => api::tasks::create(broker, caller, args, key).await?.to_json(),
-        Op::TaskUpdate(args) => api::tasks::update(broker, caller, args, key).await?.to_json(),
-        Op::TaskClaim(args) => api::tasks::claim(broker, caller, args, key).await?.to_json(),
-        Op::TaskRelease(args) => api::tasks::release(broker, caller, args, key).await?.to_json(),
-        Op::TaskComplete(args) => api::tasks::complete(broker, caller, args, key).await?.to_json(),
-        Op::TaskNext(args) => api::tasks::next(broker, caller, args, key).await?.to_json(),
-        Op::TaskGet(args) => api::tasks::get(broker, caller, args).await?.to_json(),
-        Op::TaskList(args) => api::tasks::list(broker, caller, args).await?.to_json(),
-        Op::TaskComment(args) => api::chat::comment(broker, caller, args, key).await?.to_json(),
-        Op::TaskComments(args) => api::chat::comments(broker, caller, args).await?.to_json(),
-        Op::ChatPost(args) => api::chat::post(broker, caller, args, key).await?.to_json(),
-        Op::ChatRead(args) => api::chat::read(broker, caller, args).await?.to_json(),
-        Op::ChatChannels(args) => api::chat::channels(broker, caller, args).await?.to_json(),
-        Op::InboxRead(args) => api::chat::inbox(broker, caller, args).await?.to_json(),
-        Op::InboxAck(args) => api::chat::ack(broker, caller, args, key).await?.to_json(),
-        Op::PresenceList(args) => api::presence::list(broker, caller, args).await?.to_json(),
-        Op::PresenceSet(args) => api::presence::heartbeat(broker, caller, args, key).await?.to_json(),
-        Op::FilesReserve(args) => api::files::reserve(broker, caller, args, key).await?.to_json(),
-        Op::FilesRelease(args) => api::files::release(broker, caller, args, key).await?.to_json(),
-        Op::FilesList(args) => api::files::list(broker, caller, args).await?.to_json(),
-        Op::FilesWho(args) => api::files::who(broker, caller, args).await?.to_json(),
+        Op::TaskCreate(args) => body::<reply::TaskCreate>(api::tasks::create(broker, caller, args, key).await?),
+        Op::TaskUpdate(args) => body::<reply::TaskUpdate>(api::tasks::update(broker, caller, args, key).await?),
+        Op::TaskClaim(args) => body::<reply::TaskClaim>(api::tasks::claim(broker, caller, args, key).await?),
+        Op::TaskRelease(args) => body::<reply::TaskRelease>(api::tasks::release(broker, caller, args, key).await?),
+        Op::TaskComplete(args) => body::<reply::TaskComplete>(api::tasks::complete(broker, caller, args, key).await?),
+        Op::TaskNext(args) => body::<reply::TaskNext>(api::tasks::next(broker, caller, args, key).await?),
+        Op::TaskGet(args) => body::<reply::TaskGet>(api::tasks::get(broker, caller, args).await?),
+        Op::TaskList(args) => body::<reply::TaskList>(api::tasks::list(broker, caller, args).await?),
+        Op::TaskComment(args) => body::<reply::TaskComment>(api::chat::comment(broker, caller, args, key).await?),
+        Op::TaskComments(args) => body::<reply::TaskComments>(api::chat::comments(broker, caller, args).await?),
+        Op::ChatPost(args) => body::<reply::ChatPost>(api::chat::post(broker, caller, args, key).await?),
+        Op::ChatRead(args) => body::<reply::ChatRead>(api::chat::read(broker, caller, args).await?),
+        Op::ChatChannels(args) => body::<reply::ChatChannels>(api::chat::channels(broker, caller, args).await?),
+        Op::InboxRead(args) => body::<reply::InboxRead>(api::chat::inbox(broker, caller, args).await?),
+        Op::InboxAck(args) => body::<reply::InboxAck>(api::chat::ack(broker, caller, args, key).await?),
+        Op::PresenceList(args) => body::<reply::PresenceList>(api::presence::list(broker, caller, args).await?),
+        Op::PresenceSet(args) => body::<reply::PresenceSet>(api::presence::heartbeat(broker, caller, args, key).await?),
+        Op::FilesReserve(args) => body::<reply::FilesReserve>(api::files::reserve(broker, caller, args, key).await?),
+        Op::FilesRelease(args) => body::<reply::FilesRelease>(api::files::release(broker, caller, args, key).await?),
+        Op::FilesList(args) => body::<reply::FilesList>(api::files::list(broker, caller, args).await?),
+        Op::FilesWho(args) => body::<reply::FilesWho>(api::files::who(broker, caller, args).await?),
     })
+}
+
+/// The JSON of a reply whose shape is `B`: `execute` names each operation's declared reply
+/// ([`reply`]), so an `api` function answering with another shape does not compile.
+fn body<B>(reply: impl api::Reply<Body = B>) -> Bytes {
+    reply.to_json()
 }
 
 fn topics_json(topics: &[String]) -> Bytes {

@@ -30,14 +30,12 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 pub use muster_protocol as protocol;
-use muster_protocol::ws::{Hello, Op, Reply, Request, ServerFrame, Topics, Welcome};
+use muster_protocol::ws::{Hello, Op, Reply, Request, ServerFrame, Topics, Welcome, reply};
 use muster_protocol::{
-    AckInbox, AddComment, ChannelInfo, ChannelList, ChatMessage, ChatReadArgs, CreateTask, Cursor, ErrorInfo, Event,
-    FilesQuery, Heartbeat, Inbox, InboxAckArgs, InboxReadArgs, ListArgs, MaybeTaskEnvelope, MessageEnvelope,
-    MessageList, NextArgs, PageArgs, PathHolders, PostMessage, Presence, PresenceEnvelope, PresenceList,
-    PresenceSetArgs, ReleaseFiles, Reservation, ReservationList, ReserveFiles, Seq, Task, TaskAction, TaskActionArgs,
-    TaskCommentArgs, TaskCommentsArgs, TaskEnvelope, TaskId, TaskList, TaskRef, TaskUpdateArgs, UpdateTask, WhoHas,
-    WhoHasFiles,
+    AckInbox, AddComment, ChannelInfo, ChatMessage, ChatReadArgs, CreateTask, Cursor, ErrorInfo, Event, FilesQuery,
+    Heartbeat, Inbox, InboxAckArgs, InboxReadArgs, ListArgs, MessageList, NextArgs, PageArgs, PathHolders, PostMessage,
+    Presence, PresenceSetArgs, ReleaseFiles, Reservation, ReserveFiles, Seq, Task, TaskAction, TaskActionArgs,
+    TaskCommentArgs, TaskCommentsArgs, TaskId, TaskList, TaskRef, TaskUpdateArgs, UpdateTask, WhoHasFiles,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -308,6 +306,8 @@ impl Client {
         rx.await.map_err(|_| Error::Disconnected)?
     }
 
+    /// Sends `op` and reads its reply as `T`: each method names the reply the protocol
+    /// declares for its operation (`reply::TaskClaim`).
     async fn call_as<T: DeserializeOwned>(&self, op: Op) -> Result<T, Error> {
         let data = self.call(op).await?;
         serde_json::from_value(data).map_err(|e| Error::Protocol(e.to_string()))
@@ -315,42 +315,42 @@ impl Client {
 
     /// Creates a task.
     pub async fn create_task(&self, create: CreateTask) -> Result<Task, Error> {
-        Ok(self.call_as::<TaskEnvelope>(Op::TaskCreate(create)).await?.task)
+        Ok(self.call_as::<reply::TaskCreate>(Op::TaskCreate(create)).await?.task)
     }
 
     /// Changes fields (and possibly the status) of a task.
     pub async fn update_task(&self, task: TaskId, update: UpdateTask) -> Result<Task, Error> {
-        Ok(self.call_as::<TaskEnvelope>(Op::TaskUpdate(TaskUpdateArgs { task, update })).await?.task)
+        Ok(self.call_as::<reply::TaskUpdate>(Op::TaskUpdate(TaskUpdateArgs { task, update })).await?.task)
     }
 
     /// Claims a task (the session's agent unless `action.agent` names one).
     pub async fn claim(&self, task: TaskId, action: TaskAction) -> Result<Task, Error> {
-        Ok(self.call_as::<TaskEnvelope>(Op::TaskClaim(TaskActionArgs { task, action })).await?.task)
+        Ok(self.call_as::<reply::TaskClaim>(Op::TaskClaim(TaskActionArgs { task, action })).await?.task)
     }
 
     /// Releases a claim (`force` takes it from another owner).
     pub async fn release(&self, task: TaskId, action: TaskAction) -> Result<Task, Error> {
-        Ok(self.call_as::<TaskEnvelope>(Op::TaskRelease(TaskActionArgs { task, action })).await?.task)
+        Ok(self.call_as::<reply::TaskRelease>(Op::TaskRelease(TaskActionArgs { task, action })).await?.task)
     }
 
     /// Completes a task.
     pub async fn complete(&self, task: TaskId, action: TaskAction) -> Result<Task, Error> {
-        Ok(self.call_as::<TaskEnvelope>(Op::TaskComplete(TaskActionArgs { task, action })).await?.task)
+        Ok(self.call_as::<reply::TaskComplete>(Op::TaskComplete(TaskActionArgs { task, action })).await?.task)
     }
 
     /// The next task for `agent` (the session's by default); with `claim`, claimed.
     pub async fn next(&self, agent: Option<String>, claim: bool) -> Result<Option<Task>, Error> {
-        Ok(self.call_as::<MaybeTaskEnvelope>(Op::TaskNext(NextArgs { agent, claim })).await?.task)
+        Ok(self.call_as::<reply::TaskNext>(Op::TaskNext(NextArgs { agent, claim })).await?.task)
     }
 
     /// One task.
     pub async fn task(&self, task: TaskId) -> Result<Task, Error> {
-        Ok(self.call_as::<TaskEnvelope>(Op::TaskGet(TaskRef { task })).await?.task)
+        Ok(self.call_as::<reply::TaskGet>(Op::TaskGet(TaskRef { task })).await?.task)
     }
 
     /// One page of the board, filtered; its `next` is the `cursor` of the page after.
     pub async fn task_page(&self, filter: ListArgs) -> Result<TaskList, Error> {
-        self.call_as(Op::TaskList(filter)).await
+        self.call_as::<reply::TaskList>(Op::TaskList(filter)).await
     }
 
     /// Every task that passes the filter, page after page (`filter.limit` tasks a page).
@@ -369,13 +369,13 @@ impl Client {
 
     /// Posts a chat message (from the session's agent unless `from` is set).
     pub async fn post(&self, post: PostMessage) -> Result<ChatMessage, Error> {
-        Ok(self.call_as::<MessageEnvelope>(Op::ChatPost(post)).await?.message)
+        Ok(self.call_as::<reply::ChatPost>(Op::ChatPost(post)).await?.message)
     }
 
     /// Comments on a task (as the session's agent unless `comment.from` names another);
     /// returns the comment, a message in the task's thread.
     pub async fn comment(&self, task: TaskId, comment: AddComment) -> Result<ChatMessage, Error> {
-        Ok(self.call_as::<MessageEnvelope>(Op::TaskComment(TaskCommentArgs { task, comment })).await?.message)
+        Ok(self.call_as::<reply::TaskComment>(Op::TaskComment(TaskCommentArgs { task, comment })).await?.message)
     }
 
     /// A task's comments, oldest first (every page).
@@ -383,7 +383,7 @@ impl Client {
         let mut args = TaskCommentsArgs { task, limit: None, cursor: None };
         let mut comments = Vec::new();
         loop {
-            let page = self.call_as::<MessageList>(Op::TaskComments(args.clone())).await?;
+            let page = self.call_as::<reply::TaskComments>(Op::TaskComments(args.clone())).await?;
             comments.extend(page.messages);
             match page.next {
                 Some(next) => args.cursor = Some(next),
@@ -394,7 +394,7 @@ impl Client {
 
     /// Reads a channel.
     pub async fn messages(&self, args: ChatReadArgs) -> Result<MessageList, Error> {
-        self.call_as(Op::ChatRead(args)).await
+        self.call_as::<reply::ChatRead>(Op::ChatRead(args)).await
     }
 
     /// Channels with messages, by name (every page).
@@ -402,7 +402,7 @@ impl Client {
         let mut page = PageArgs::default();
         let mut channels = Vec::new();
         loop {
-            let list = self.call_as::<ChannelList>(Op::ChatChannels(page.clone())).await?;
+            let list = self.call_as::<reply::ChatChannels>(Op::ChatChannels(page.clone())).await?;
             channels.extend(list.channels);
             match list.next {
                 Some(next) => page.cursor = Some(next),
@@ -413,12 +413,12 @@ impl Client {
 
     /// An inbox (the session's agent's by default).
     pub async fn inbox(&self, args: InboxReadArgs) -> Result<Inbox, Error> {
-        self.call_as(Op::InboxRead(args)).await
+        self.call_as::<reply::InboxRead>(Op::InboxRead(args)).await
     }
 
     /// Marks an inbox read up to `seq` (default: everything).
     pub async fn ack(&self, agent: Option<String>, seq: Option<Seq>) -> Result<Cursor, Error> {
-        self.call_as(Op::InboxAck(InboxAckArgs { agent, ack: AckInbox { seq } })).await
+        self.call_as::<reply::InboxAck>(Op::InboxAck(InboxAckArgs { agent, ack: AckInbox { seq } })).await
     }
 
     /// Every agent seen, by name (every page).
@@ -426,7 +426,7 @@ impl Client {
         let mut page = PageArgs::default();
         let mut agents = Vec::new();
         loop {
-            let list = self.call_as::<PresenceList>(Op::PresenceList(page.clone())).await?;
+            let list = self.call_as::<reply::PresenceList>(Op::PresenceList(page.clone())).await?;
             agents.extend(list.agents);
             match list.next {
                 Some(next) => page.cursor = Some(next),
@@ -437,40 +437,40 @@ impl Client {
 
     /// A heartbeat for `agent` (the session's by default), with a status and note.
     pub async fn set_status(&self, agent: Option<String>, heartbeat: Heartbeat) -> Result<Presence, Error> {
-        Ok(self.call_as::<PresenceEnvelope>(Op::PresenceSet(PresenceSetArgs { agent, heartbeat })).await?.agent)
+        Ok(self.call_as::<reply::PresenceSet>(Op::PresenceSet(PresenceSetArgs { agent, heartbeat })).await?.agent)
     }
 
     /// Reserves paths of a repository, all or none (`files.reserve`). An overlap with another
     /// agent's reservation is an [`Error::Api`] with code `conflict`, whose `conflicts` name
     /// each holder, its pattern and a path both match.
     pub async fn reserve_files(&self, request: ReserveFiles) -> Result<Vec<Reservation>, Error> {
-        Ok(self.call_as::<ReservationList>(Op::FilesReserve(request)).await?.reservations)
+        Ok(self.call_as::<reply::FilesReserve>(Op::FilesReserve(request)).await?.reservations)
     }
 
     /// Releases reservations (`files.release`): by pattern, by task, or all in the repo.
     /// Returns what was released.
     pub async fn release_files(&self, request: ReleaseFiles) -> Result<Vec<Reservation>, Error> {
-        Ok(self.call_as::<ReservationList>(Op::FilesRelease(request)).await?.reservations)
+        Ok(self.call_as::<reply::FilesRelease>(Op::FilesRelease(request)).await?.reservations)
     }
 
     /// The reservations held now (`files.list`), by id.
     pub async fn files(&self, query: FilesQuery) -> Result<Vec<Reservation>, Error> {
-        Ok(self.call_as::<ReservationList>(Op::FilesList(query)).await?.reservations)
+        Ok(self.call_as::<reply::FilesList>(Op::FilesList(query)).await?.reservations)
     }
 
     /// Who holds each path (`files.who`), in the order asked.
     pub async fn who_has_files(&self, repo: String, paths: Vec<String>) -> Result<Vec<PathHolders>, Error> {
-        Ok(self.call_as::<WhoHas>(Op::FilesWho(WhoHasFiles { repo, paths })).await?.paths)
+        Ok(self.call_as::<reply::FilesWho>(Op::FilesWho(WhoHasFiles { repo, paths })).await?.paths)
     }
 
     /// Receives more topics (kept across reconnections); returns every topic subscribed.
     pub async fn subscribe(&self, topics: Vec<String>) -> Result<Vec<String>, Error> {
-        Ok(self.call_as::<Topics>(Op::Subscribe(Topics { topics })).await?.topics)
+        Ok(self.call_as::<reply::Subscribe>(Op::Subscribe(Topics { topics })).await?.topics)
     }
 
     /// Stops receiving topics; returns the topics still subscribed.
     pub async fn unsubscribe(&self, topics: Vec<String>) -> Result<Vec<String>, Error> {
-        Ok(self.call_as::<Topics>(Op::Unsubscribe(Topics { topics })).await?.topics)
+        Ok(self.call_as::<reply::Unsubscribe>(Op::Unsubscribe(Topics { topics })).await?.topics)
     }
 
     /// Blocks until what `wait` describes happens, or `timeout` passes (`Ok(None)`).
