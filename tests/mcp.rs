@@ -145,6 +145,7 @@ async fn two_mcp_agents_race_for_a_task_and_exactly_one_wins() {
         "release_task",
         "post_message",
         "comment_task",
+        "read_comments",
         "read_chat",
         "read_inbox",
         "ack_inbox",
@@ -288,8 +289,11 @@ async fn wait_for_returns_a_mention_posted_by_another_agent() {
     assert_eq!((comment["task"].as_str(), comment["from"].as_str()), (Some("T-1"), Some("link")), "{comment}");
     let (error, says) = zelda.call("wait_for", json!({ "mention": true, "timeout_seconds": 10 })).await;
     assert!(!error && says.contains("@zelda over to you"), "{says}");
-    let (_, comments) = server.get("/tasks/T-1/comments").await;
+    let (error, says) = zelda.call("read_comments", json!({ "task": "T-1" })).await;
+    assert!(!error, "{says}");
+    let comments: Value = serde_json::from_str(&says).unwrap();
     assert_eq!(comments["messages"][0]["content"], "@zelda over to you", "{comments}");
+    assert_eq!(comments["messages"].as_array().map(Vec::len), Some(1), "{comments}");
     let (error, says) = link.call("comment_task", json!({ "task": "T-9", "content": "x" })).await;
     assert!(error && says.contains("T-9"), "a comment on no task is a tool error: {says}");
 }

@@ -163,7 +163,7 @@ pub(crate) async fn comments(
 ) -> Result<Json<MessageList>, ApiError> {
     let limit = page::limit(args.limit, page::MESSAGES.0, page::MESSAGES.1)?;
     let model = &broker.read_fresh(caller).await?.model;
-    if model.task(args.task).is_none() && !model.evicted(args.task) {
+    if !model.has_task(args.task) {
         return Err(ApiError::not_found(format!("task {} does not exist", args.task)));
     }
     let thread = format!("#{}", args.task);

@@ -6,6 +6,9 @@ use super::decider::Decider;
 use super::error::DomainError;
 use super::rules::{parse_mentions, validate_agent, validate_channel, validate_text};
 
+/// Why a comment (a post with `task`) is refused a `channel` or `to`.
+const NOT_WITH_TASK: &str = "a comment goes to its task's thread: not with task";
+
 impl Decider<'_> {
     /// Posts a message: to `task`'s thread (a comment), else to `channel`, else to the direct
     /// channel of `from` and `to`, else to `general`. Its mentions and `to` reach those
@@ -19,27 +22,27 @@ impl Decider<'_> {
         if let Some(to) = &p.to {
             validate_agent("to", to)?;
         }
-        let channel = match (&p.channel, &p.to, p.task) {
-            (_, _, Some(task)) => {
-                if p.channel.is_some() || p.to.is_some() {
-                    let field = if p.channel.is_some() { "channel" } else { "to" };
-                    return Err(DomainError::invalid(field, "a comment goes to its task's thread: not with task"));
-                }
-                if self.model.task(task).is_none() && !self.model.evicted(task) {
+        let channel = match (p.task, &p.channel, &p.to) {
+            (Some(task), None, None) => {
+                if !self.model.has_task(task) {
                     return Err(DomainError::missing("task", format!("task {task} does not exist")));
                 }
                 format!("#{task}")
             }
-            (Some(channel), _, None) => channel.clone(),
-            (None, Some(to), None) => {
+            (Some(_), Some(_), _) => return Err(DomainError::invalid("channel", NOT_WITH_TASK)),
+            (Some(_), None, Some(_)) => return Err(DomainError::invalid("to", NOT_WITH_TASK)),
+            (None, Some(channel), _) => {
+                validate_channel(channel)?;
+                channel.clone()
+            }
+            (None, None, Some(to)) => {
                 let (a, b) = if p.from <= *to { (&p.from, to) } else { (to, &p.from) };
-                format!("dm:{a},{b}")
+                let channel = format!("dm:{a},{b}");
+                validate_channel(&channel)?;
+                channel
             }
             (None, None, None) => "general".to_owned(),
         };
-        if p.task.is_none() {
-            validate_channel(&channel)?;
-        }
         if let Some(reply_to) = p.reply_to
             && reply_to.0 > self.model.last_message
         {

@@ -192,6 +192,11 @@ impl Model {
         self.tasks.get(&id)
     }
 
+    /// Whether the task exists, held or let go of.
+    pub fn has_task(&self, id: TaskId) -> bool {
+        self.tasks.contains_key(&id) || self.evicted(id)
+    }
+
     /// Whether the task exists but the model let go of it (finished long ago): read it
     /// from the store.
     pub fn evicted(&self, id: TaskId) -> bool {

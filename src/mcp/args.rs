@@ -244,6 +244,22 @@ pub(super) struct CommentArgs {
     pub(super) reply_to: Option<String>,
 }
 
+/// `read_comments`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReadCommentsArgs {
+    /// The task id, e.g. "T-12".
+    pub(super) task: String,
+    /// At most this many (default 50).
+    #[serde(default, deserialize_with = "number")]
+    #[schemars(with = "u64")]
+    pub(super) limit: Option<u64>,
+    /// The "next" of the previous page, to go on.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(super) cursor: Option<String>,
+}
+
 /// `read_chat`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

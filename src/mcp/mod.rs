@@ -15,7 +15,7 @@ use muster_client::protocol::{
     AddComment, ChatMessage, CreateTask, Cursor, Heartbeat, Inbox, MessageId, MessageList, PathHolders, PostMessage,
     Presence, ReleaseFiles, Reservation, ReserveFiles, Task, TaskAction, TaskId, TaskList, Topic, UpdateTask,
 };
-use muster_client::protocol::{ChatReadArgs, InboxReadArgs, ListArgs};
+use muster_client::protocol::{ChatReadArgs, InboxReadArgs, ListArgs, TaskCommentsArgs};
 use muster_client::{Client, Error, Options, Wait};
 
 use crate::cli::paths::Here;
@@ -30,8 +30,8 @@ mod schema;
 
 use args::{
     AckArgs, Args, CommentArgs, CompleteTaskArgs, CreateTaskArgs, ListTasksArgs, NextTaskArgs, NoArgs, PostArgs,
-    ReadChatArgs, ReadInboxArgs, ReleaseFilesArgs, ReleaseTaskArgs, ReserveFilesArgs, StatusArgs, TaskArg,
-    UpdateTaskArgs, WaitArgs, WhoHasFilesArgs,
+    ReadChatArgs, ReadCommentsArgs, ReadInboxArgs, ReleaseFilesArgs, ReleaseTaskArgs, ReserveFilesArgs, StatusArgs,
+    TaskArg, UpdateTaskArgs, WaitArgs, WhoHasFilesArgs,
 };
 use schema::{Shape, output, output_field};
 
@@ -335,6 +335,25 @@ impl Muster {
             };
         let comment = AddComment { from: self.agent.clone(), content: a.content, reply_to };
         answer(self.client.comment(task, comment).await)
+    }
+
+    #[tool(
+        description = "Read the comments on a task, oldest first (pass the reply's next as cursor for more).",
+        annotations(read_only_hint = true, open_world_hint = false),
+        output_schema = output::<MessageList>()
+    )]
+    async fn read_comments(
+        &self,
+        Parameters(a): Parameters<Args<ReadCommentsArgs>>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let a = args!(a);
+        match parse::<TaskId>(&a.task) {
+            Ok(task) => {
+                let limit = a.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+                answer(self.client.comment_page(TaskCommentsArgs { task, limit, cursor: a.cursor }).await)
+            }
+            Err(e) => bad(e),
+        }
     }
 
     #[tool(

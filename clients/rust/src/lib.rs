@@ -378,12 +378,17 @@ impl Client {
         Ok(self.call_as::<reply::TaskComment>(Op::TaskComment(TaskCommentArgs { task, comment })).await?.message)
     }
 
+    /// A page of a task's comments, oldest first; its `next` is the `cursor` of the page after.
+    pub async fn comment_page(&self, args: TaskCommentsArgs) -> Result<MessageList, Error> {
+        self.call_as::<reply::TaskComments>(Op::TaskComments(args)).await
+    }
+
     /// A task's comments, oldest first (every page).
     pub async fn comments(&self, task: TaskId) -> Result<Vec<ChatMessage>, Error> {
         let mut args = TaskCommentsArgs { task, limit: None, cursor: None };
         let mut comments = Vec::new();
         loop {
-            let page = self.call_as::<reply::TaskComments>(Op::TaskComments(args.clone())).await?;
+            let page = self.comment_page(args.clone()).await?;
             comments.extend(page.messages);
             match page.next {
                 Some(next) => args.cursor = Some(next),
