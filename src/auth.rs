@@ -233,17 +233,31 @@ impl Tokens {
     }
 
     /// Takes `now` as the issued tokens. Tokens that were on stay on: none at all (an
-    /// empty, missing or unreadable file) locks the broker instead.
+    /// empty, missing or unreadable file) locks the broker instead, until a restart. A
+    /// cluster's node is locked while the cluster's list is empty, and no longer: the list
+    /// is merged from every node's edits, so it may pass through empty (one node revoked
+    /// the last token while another issued one) on its way to the list all nodes end on.
     fn load(&self, loaded: &mut Loaded, now: HashMap<String, Identity>) {
         let was_on = !loaded.by_hash.is_empty() || loaded.locked;
+        let followed = self.followed.load(std::sync::atomic::Ordering::Acquire);
         if now.is_empty() && was_on {
             if !loaded.locked {
-                tracing::error!(
-                    "the token file is empty, missing or unreadable, and tokens were on: every request is refused \
-                     until the broker is restarted"
-                );
+                if followed {
+                    tracing::error!(
+                        "the cluster's token list is empty, and tokens were on: every request is refused until a \
+                         token is issued"
+                    );
+                } else {
+                    tracing::error!(
+                        "the token file is empty, missing or unreadable, and tokens were on: every request is \
+                         refused until the broker is restarted"
+                    );
+                }
             }
             loaded.locked = true;
+        } else if followed && loaded.locked && !now.is_empty() {
+            tracing::warn!(tokens = now.len(), "the cluster issued tokens again: requests are checked against them");
+            loaded.locked = false;
         }
         if now != loaded.by_hash {
             loaded.by_hash = now;
@@ -316,5 +330,33 @@ mod tests {
         let tokens = Tokens::open(dir.path()).expect("open");
         assert!(!tokens.enabled());
         assert!(!tokens.holds(&identity), "a revoked token no longer holds");
+    }
+
+    #[test]
+    fn an_emptied_file_locks_until_a_restart_and_an_emptied_cluster_list_until_a_token_is_issued() {
+        let stored = |n: u8| Stored {
+            agent: format!("agent-{n}"),
+            human: false,
+            sha256: digest(&format!("mst_{n}")),
+            created_at: chrono::Utc::now(),
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        replace(dir.path(), vec![stored(1)]).expect("write");
+        let single = Tokens::open(dir.path()).expect("open");
+        replace(dir.path(), vec![]).expect("empty");
+        single.lock().checked -= RELOAD_EVERY;
+        assert!(single.locked(), "an emptied file locks a single broker");
+        replace(dir.path(), vec![stored(2)]).expect("write");
+        single.lock().checked -= RELOAD_EVERY;
+        assert!(single.locked(), "until it is restarted, even with a token in the file again");
+
+        let node = Tokens::open(tempfile::tempdir().expect("temp dir").path()).expect("open");
+        node.follow(vec![stored(1)]);
+        node.follow(vec![]);
+        assert!(node.locked() && node.enabled(), "an emptied cluster list locks the node");
+        node.follow(vec![stored(2)]);
+        assert!(!node.locked(), "a token issued again unlocks it");
+        assert_eq!(node.verify("mst_2").map(|i| i.agent), Some("agent-2".to_owned()));
+        assert!(node.verify("mst_1").is_none());
     }
 }

@@ -732,6 +732,20 @@ async fn tokens_issued_on_one_node_hold_on_every_node() {
     assert_eq!(status_with(&cluster, 2, Some(&bob)).await, 200);
     let listed = token_command(&cluster, 2, &["list"]);
     assert!(listed.starts_with("bob ") && !listed.contains("alice"), "{listed}");
+
+    // The last token revoked: every node refuses everyone (tokens stay on), and issuing one
+    // again, on another node, lets its holder in everywhere: an emptied list locks a node
+    // only while it is empty (it may pass through empty when edits on two nodes cross).
+    assert_eq!(token_command(&cluster, 2, &["remove", "bob"]), "revoked 1 token(s) of bob");
+    for i in 0..3 {
+        until_status(&cluster, i, Some(&bob), 401).await;
+        assert_eq!(status_with(&cluster, i, None).await, 401, "node-{i} lets a caller without a token in");
+    }
+    let carol = token_command(&cluster, 1, &["add", "carol"]);
+    for i in 0..3 {
+        until_status(&cluster, i, Some(&carol), 200).await;
+        assert_eq!(status_with(&cluster, i, Some(&bob)).await, 401);
+    }
 }
 
 /// Node `i`'s health, once it answers.
