@@ -43,6 +43,24 @@ pub struct Stored {
     pub sha256: String,
     /// When it was issued.
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The workspaces it works in (`*`: every one). None named (a token of a version
+    /// before workspaces): `default` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<String>,
+}
+
+/// Every workspace, in a token's list.
+pub const EVERY_WORKSPACE: &str = "*";
+
+impl Stored {
+    /// The workspaces the token works in, as it says them (`default` when none is named).
+    pub fn workspaces(&self) -> Vec<String> {
+        if self.workspaces.is_empty() {
+            vec![muster_protocol::names::DEFAULT_WORKSPACE.to_owned()]
+        } else {
+            self.workspaces.clone()
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -59,13 +77,26 @@ pub(crate) struct Identity {
     pub(crate) human: bool,
     /// The SHA-256 of the token, to tell whether it is still issued.
     digest: String,
+    /// The workspaces the token works in (see [`Stored::workspaces`]).
+    workspaces: std::sync::Arc<[String]>,
 }
 
 impl Identity {
     /// An identity proven by no token (tests of the rules that use one).
     #[cfg(test)]
     pub(crate) fn new(agent: &str, human: bool) -> Identity {
-        Identity { agent: agent.to_owned(), human, digest: String::new() }
+        let workspaces = vec![EVERY_WORKSPACE.to_owned()].into();
+        Identity { agent: agent.to_owned(), human, digest: String::new(), workspaces }
+    }
+
+    /// Whether the token works in `workspace`.
+    pub(crate) fn works_in(&self, workspace: &str) -> bool {
+        self.workspaces.iter().any(|w| w == workspace || w == EVERY_WORKSPACE)
+    }
+
+    /// The workspaces it works in, for a refusal.
+    pub(crate) fn workspaces(&self) -> String {
+        self.workspaces.join(", ")
     }
 }
 
@@ -110,16 +141,28 @@ fn write(data_dir: &Path, file: &TokenFile) -> std::io::Result<()> {
     std::fs::rename(tmp, path(data_dir))
 }
 
-/// Issues a token for `agent`; returns it (the only time it is seen).
-pub fn add(data_dir: &Path, agent: &str, human: bool) -> Result<String, String> {
+/// Issues a token for `agent` in `workspaces` (none: `default`; `*`: every one); returns
+/// it (the only time it is seen).
+pub fn add(data_dir: &Path, agent: &str, human: bool, workspaces: &[String]) -> Result<String, String> {
     crate::core::validate_agent("NAME", agent).map_err(|e| e.to_string())?;
+    let mut scope = Vec::new();
+    for workspace in workspaces {
+        if workspace != EVERY_WORKSPACE {
+            muster_protocol::names::check_workspace(workspace).map_err(|e| format!("--workspace: {e}"))?;
+        }
+        let workspace = muster_protocol::names::canonical(workspace);
+        if !scope.contains(&workspace) {
+            scope.push(workspace);
+        }
+    }
     // Names are case-insensitive: the token acts as the one spelling.
     let agent = &muster_protocol::names::canonical(agent);
     let mut bytes = [0u8; 24];
     rand::Rng::fill(&mut rand::rng(), &mut bytes);
     let token = format!("mst_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let mut file = read(data_dir).map_err(|e| e.to_string())?;
-    file.tokens.push(Stored { agent: agent.to_owned(), human, sha256: digest(&token), created_at: chrono::Utc::now() });
+    let created_at = chrono::Utc::now();
+    file.tokens.push(Stored { agent: agent.to_owned(), human, sha256: digest(&token), created_at, workspaces: scope });
     write(data_dir, &file).map_err(|e| e.to_string())?;
     Ok(token)
 }
@@ -152,7 +195,8 @@ fn by_hash(file: TokenFile) -> HashMap<String, Identity> {
         .into_iter()
         .map(|t| {
             let agent = muster_protocol::names::canonical(&t.agent);
-            (t.sha256.clone(), Identity { agent, human: t.human, digest: t.sha256 })
+            let workspaces = t.workspaces().into();
+            (t.sha256.clone(), Identity { agent, human: t.human, digest: t.sha256, workspaces })
         })
         .collect()
 }
@@ -316,7 +360,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let tokens = Tokens::open(dir.path()).expect("open");
         assert!(!tokens.enabled());
-        let token = add(dir.path(), "link", false).expect("add");
+        let token = add(dir.path(), "link", false, &[]).expect("add");
         assert!(token.starts_with("mst_") && token.len() == 52, "{token}");
         let stored = std::fs::read_to_string(dir.path().join(FILE)).expect("file");
         assert!(!stored.contains(&token), "the token itself must not be stored");
@@ -339,6 +383,7 @@ mod tests {
             human: false,
             sha256: digest(&format!("mst_{n}")),
             created_at: chrono::Utc::now(),
+            workspaces: Vec::new(),
         };
         let dir = tempfile::tempdir().expect("temp dir");
         replace(dir.path(), vec![stored(1)]).expect("write");

@@ -24,6 +24,8 @@
 //!   policy; [`frame`]: an event serialized once;
 //! - [`auth`]: the token file; [`clock`]: the one source of "now"; [`config`]: the one
 //!   `Config`; [`metrics`]: counters for `/metrics`;
+//! - [`workspaces`]: every workspace a whole broker of its own (store, sequencer, hub,
+//!   timers), found by its route (`/w/{workspace}/…`) or a session's `hello`;
 //! - [`dashboard`]: `/dashboard` and `/client.js`, embedded;
 //! - [`cli`], [`mcp`]: the client subcommands and the MCP server, built on `muster-client`.
 //!
@@ -49,6 +51,7 @@ mod metrics;
 mod sequencer;
 mod store;
 mod transport;
+mod workspaces;
 
 use std::sync::Arc;
 
@@ -67,8 +70,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, mus
 
 use crate::api::Broker;
 use crate::metrics::Metrics;
-use crate::sequencer::Sequencer;
 use crate::store::Store;
+use crate::workspaces::Workspaces;
 
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -111,16 +114,10 @@ pub async fn serve(
         None => store.log.clone(),
     };
     let metrics = Arc::new(Metrics::default());
-    let (sequencer, writer, reader) = Sequencer::new(
-        &store,
-        log,
-        config.policy(),
-        clock.clone(),
-        config.min_free_mb << 20,
-        config.idempotency_keys,
-        Arc::clone(&metrics),
-    )
-    .map_err(|e| ServeError::Store(e.to_string()))?;
+    let common = Arc::new(api::Common::new(config.policy(), clock, tokens, Arc::clone(&metrics), config.limits()));
+    let tracker = TaskTracker::new();
+    let (writer, reader) =
+        workspaces::start_sequencer(&store, log, &config, &common, &tracker).map_err(ServeError::Store)?;
     let snapshot = reader.snapshot();
     tracing::info!(
         head = snapshot.model.head,
@@ -130,48 +127,54 @@ pub async fn serve(
         "state loaded"
     );
     drop(snapshot);
-    let tracker = TaskTracker::new();
-    // The sequencer stops after the HTTP server and the sessions, so that in-flight writes
-    // (and the sessions' goodbyes) are answered.
-    tracker.spawn_blocking(move || sequencer.run());
     // A node stays in its cluster until its sessions said goodbye: their last writes go
     // through the leader (or are decided here, leading) and come back through the log.
     let leave = CancellationToken::new();
+    let clustered = joined.is_some();
     let cluster = joined.map(|joined| {
         let run = Arc::clone(&joined.cluster).run(writer.clone(), reader.clone(), leave.clone(), shutdown.clone());
         tracker.spawn(run);
-        tracker.spawn(joined.tokens.run(Arc::clone(&tokens), leave.clone()));
+        tracker.spawn(joined.tokens.run(Arc::clone(&common.tokens), leave.clone()));
         joined.cluster
     });
-    let broker = Arc::new(Broker::new(
-        writer,
-        reader,
+    let stop = shutdown.child_token();
+    let default = Arc::new(Broker::new(
+        muster_protocol::names::DEFAULT_WORKSPACE,
+        (writer, reader),
         store,
-        config.policy(),
-        clock,
-        tokens,
-        Arc::clone(&metrics),
-        shutdown.clone(),
-        config.limits(),
+        &common,
+        stop.clone(),
         cluster,
     ));
-    api::timers::reset_sessions(&broker).await.map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
-    tracker.spawn(api::timers::run(Arc::clone(&broker), config.tick));
+    workspaces::start_timers(&default, &config, &tracker)
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    let config = Arc::new(config);
+    let workspaces = Workspaces::open(
+        Arc::clone(&config),
+        Arc::clone(&common),
+        (Arc::clone(&default), stop),
+        shutdown.clone(),
+        tracker.clone(),
+        clustered,
+    )
+    .await
+    .map_err(ServeError::Store)?;
 
     // The line users (and tests) wait for: printed only once the broker can answer.
     let addr = listener.local_addr()?;
     tracing::info!("muster listening on http://{addr} (data dir {})", config.data_dir.display());
-    if broker.tokens_enabled() {
+    if default.tokens_enabled() {
         tracing::info!("tokens are on: every request must carry one");
     }
-    let served = transport::serve(listener, Arc::clone(&broker), Arc::new(config), metrics, shutdown).await;
+    let served = transport::serve(listener, Arc::clone(&workspaces), config, metrics, shutdown).await;
     leave.cancel();
-    broker.stop().await;
+    workspaces.stop().await;
     tracker.close();
     tracker.wait().await;
     // A node the trimmed log left behind stopped itself: an error, so that a supervisor
     // starts it again (it is then made from the cluster's newest snapshot).
-    if let Some(why) = broker.cluster().and_then(|c| c.left_behind()) {
+    if let Some(why) = default.cluster().and_then(|c| c.left_behind()) {
         return Err(ServeError::Cluster(why));
     }
     served.map_err(ServeError::from)

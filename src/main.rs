@@ -119,7 +119,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Mcp { repo, .. } => match cli.global.agent.clone() {
-            Some(agent) => block_on(muster::mcp::serve(cli.global.url.clone(), agent, cli.global.token.clone(), repo)),
+            Some(agent) => block_on(muster::mcp::serve(cli.global.options(), agent, repo)),
             None => {
                 eprintln!("muster: name the agent this MCP server acts as: muster mcp --as NAME (or MUSTER_AGENT)");
                 ExitCode::from(2)

@@ -23,6 +23,8 @@ enum Access {
     /// A valid token, acting as its own agent: `own` acts as the token's agent (or names
     /// nobody), `other` names another agent and must be refused.
     Write { own: (&'static str, Value), other: (&'static str, Value) },
+    /// The broker's, not a workspace's: a person's token only (an agent's is refused).
+    Person { path: &'static str, body: Value },
 }
 
 /// Every route, with what it needs. A path with `{id}` or `{agent}` is written as the
@@ -146,6 +148,32 @@ fn table() -> Vec<(&'static str, &'static str, Access)> {
     ]
 }
 
+/// The table, and every row of a workspace's route again under `/w/{workspace}` (called
+/// in `default`), as the broker serves them; then the broker's own routes.
+fn every_route() -> Vec<(String, String, Access)> {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut rows = Vec::new();
+    for (method, route, access) in table() {
+        let prefixed = match &access {
+            Access::Open => Access::Open,
+            Access::Read { path } => Access::Read { path: leak(format!("/w/default{path}")) },
+            Access::Write { own, other } => Access::Write {
+                own: (leak(format!("/w/default{}", own.0)), own.1.clone()),
+                other: (leak(format!("/w/default{}", other.0)), other.1.clone()),
+            },
+            Access::Person { .. } => unreachable!("the table holds a workspace's routes"),
+        };
+        rows.push((method.to_owned(), format!("/w/{{workspace}}{route}"), prefixed));
+        rows.push((method.to_owned(), route.to_owned(), access));
+    }
+    rows.push(("GET".into(), "/workspaces".into(), Access::Read { path: "/workspaces" }));
+    let add = Access::Person { path: "/workspaces", body: json!({"name": "web"}) };
+    rows.push(("POST".into(), "/workspaces".into(), add));
+    let remove = Access::Person { path: "/workspaces/web", body: Value::Null };
+    rows.push(("DELETE".into(), "/workspaces/{workspace}".into(), remove));
+    rows
+}
+
 async fn call(s: &Server, method: &str, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
     let mut request = s.http.request(method.parse().unwrap(), s.url(path));
     if let Some(token) = token {
@@ -165,8 +193,8 @@ async fn call(s: &Server, method: &str, path: &str, token: Option<&str>, body: &
 /// A broker whose data dir issued tokens to link (an agent) and zelda.
 async fn with_tokens() -> (Server, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let link = muster::auth::add(dir.path(), "link", false).unwrap();
-    let zelda = muster::auth::add(dir.path(), "zelda", false).unwrap();
+    let link = muster::auth::add(dir.path(), "link", false, &[]).unwrap();
+    let zelda = muster::auth::add(dir.path(), "zelda", false, &[]).unwrap();
     let s = Server::start_in(dir, |_| {}).await;
     for title in ["one", "two", "three"] {
         assert_eq!(call(&s, "POST", "/tasks", Some(&zelda), &json!({"title": title})).await.0, 201);
@@ -188,8 +216,8 @@ async fn every_route_refuses_a_missing_token_and_an_impersonation_and_accepts_it
             }
         }
     }
-    let table = table();
-    let rows: BTreeSet<(String, String)> = table.iter().map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let table = every_route();
+    let rows: BTreeSet<(String, String)> = table.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
     let missing: Vec<_> = served.difference(&rows).collect();
     assert!(missing.is_empty(), "routes without a row in the caller table: {missing:?}");
     let stale: Vec<_> = rows.difference(&served).collect();
@@ -198,8 +226,8 @@ async fn every_route_refuses_a_missing_token_and_an_impersonation_and_accepts_it
     for (method, route, access) in &table {
         let (own_path, own_body, other) = match access {
             Access::Open => {
-                let path = route.replace("{id}", "T-1");
-                let status = if *route == "/ws" {
+                let path = route.replace("{id}", "T-1").replace("{workspace}", "default");
+                let status = if route.ends_with("/ws") {
                     // A plain GET is no upgrade; what matters is that it is not a 401.
                     call(&s, method, &path, None, &Value::Null).await.0
                 } else {
@@ -212,6 +240,15 @@ async fn every_route_refuses_a_missing_token_and_an_impersonation_and_accepts_it
             }
             Access::Read { path } => (*path, Value::Null, None),
             Access::Write { own, other } => (own.0, own.1.clone(), Some(other)),
+            Access::Person { path, body } => {
+                for token in [None, Some("mst_not_issued")] {
+                    let (status, answer) = call(&s, method, path, token, body).await;
+                    assert_eq!(status, 401, "{method} {route} without a valid token ({token:?}): {answer}");
+                }
+                let (status, answer) = call(&s, method, path, Some(&link), body).await;
+                assert_eq!(status, 403, "{method} {route} with an agent's token: {answer}");
+                continue;
+            }
         };
         for token in [None, Some("mst_not_issued")] {
             let (status, body) = call(&s, method, own_path, token, &own_body).await;
@@ -269,6 +306,8 @@ enum Needs {
     Read,
     /// A write, acting as one's own agent.
     Write { own: Box<Op>, other: Box<Op> },
+    /// The broker's, not a workspace's: a person's token only.
+    Person,
 }
 
 /// Exhaustive: a new operation without a row does not compile.
@@ -283,7 +322,9 @@ fn needs(op: Op) -> Needs {
         | Op::ChatChannels(_)
         | Op::PresenceList(_)
         | Op::FilesList(_)
-        | Op::FilesWho(_) => Needs::Read,
+        | Op::FilesWho(_)
+        | Op::WorkspaceList(_) => Needs::Read,
+        Op::WorkspaceAdd(_) | Op::WorkspaceRemove(_) => Needs::Person,
         Op::TaskCreate(mut a) => {
             a.agent = None;
             let other = Op::TaskCreate(muster_protocol::CreateTask { agent: zelda(), ..a.clone() });
@@ -426,6 +467,10 @@ async fn every_websocket_operation_needs_a_token_and_acts_only_as_its_agent() {
                 let reply = ws.request(frame(&other)).await;
                 assert_eq!(reply["error"]["code"], "forbidden", "{name} acting as zelda: {reply}");
                 allowed(&name, &ws.request(frame(&own)).await);
+            }
+            Needs::Person => {
+                let reply = ws.request(frame(&op)).await;
+                assert_eq!(reply["error"]["code"], "forbidden", "{name} with an agent's token: {reply}");
             }
         }
     }

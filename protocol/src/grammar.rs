@@ -35,6 +35,9 @@ pub const MAX_STATUS: usize = 32;
 /// An agent name: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting and ending with a letter, a digit
 /// or `_` ([`crate::names::check_agent`]).
 pub const AGENT: &str = "^[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$";
+/// A workspace name: 1 to 64 of `A-Z a-z 0-9 _ -`, starting with a letter or a digit
+/// ([`crate::names::check_workspace`]).
+pub const WORKSPACE: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
 /// A channel name: 1 to 132 of letters, digits and `. _ - : ,` ([`crate::names::check_channel`]).
 pub const CHANNEL: &str = "^[A-Za-z0-9._:,-]{1,132}$";
 /// A task title: one line (no control character) with something other than white space.
@@ -327,6 +330,12 @@ grammar!(
         "link")
 );
 grammar!(
+    /// A workspace name.
+    WorkspaceName => string(WORKSPACE.into(),
+        "A workspace: 1-64 of letters, digits, `_` and `-`, starting with a letter or digit; case-insensitive.",
+        "web-app")
+);
+grammar!(
     /// A channel name.
     ChannelName => string(CHANNEL.into(), "A channel: 1-132 of letters, digits, `.`, `_`, `-`, `:` and `,`.", "general")
 );
@@ -463,6 +472,7 @@ mod tests {
         vec![
             rule("agent", AGENT, None, names::is_agent),
             rule("channel", CHANNEL, None, |s| names::check_channel(s).is_ok()),
+            rule("workspace", WORKSPACE, None, names::is_workspace),
             rule("title", TITLE, Some(MAX_TITLE), |s| check_title(s).is_ok()),
             rule("text", TEXT, Some(MAX_TEXT), |s| check_text(s).is_ok()),
             rule("content", CONTENT, Some(MAX_TEXT), |s| check_content(s).is_ok()),

@@ -1,4 +1,4 @@
-//! The grammar of names on the wire: agents and channels. The broker refuses a name that does
+//! The grammar of names on the wire: agents, channels and workspaces. The broker refuses a name that does
 //! not follow it, and a topic or a mention is read with the same rules.
 //!
 //! Agent names are case-insensitive: `LINK` and `link` are one agent, always written in
@@ -9,6 +9,11 @@
 pub const MAX_AGENT: usize = 64;
 /// Longest channel name, in bytes (a direct channel holds two names).
 pub const MAX_CHANNEL: usize = 2 * MAX_AGENT + 4;
+
+/// Longest workspace name, in bytes (names are ASCII).
+pub const MAX_WORKSPACE: usize = 64;
+/// The workspace every broker has, and the one the unprefixed routes serve.
+pub const DEFAULT_WORKSPACE: &str = "default";
 
 /// A character that may appear in an agent name: `A-Z a-z 0-9 . _ -`.
 pub fn is_name_char(c: char) -> bool {
@@ -51,6 +56,28 @@ pub fn check_agent(name: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `name` is a workspace name: 1 to 64 of `A-Z a-z 0-9 _ -`, starting with a letter
+/// or a digit (it is a path segment of `/w/{workspace}/…` and a directory's name).
+pub fn is_workspace(name: &str) -> bool {
+    name.len() <= MAX_WORKSPACE
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
+/// Checks a workspace name; the error says what a name may be. Names are case-insensitive
+/// ([`canonical`] spells them).
+pub fn check_workspace(name: &str) -> Result<(), String> {
+    if is_workspace(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a valid workspace name (1-{MAX_WORKSPACE} letters, digits, '_' or '-', starting with a \
+             letter or digit)",
+            truncate(name, 80)
+        ))
+    }
+}
+
 /// Checks a channel name: 1 to 132 of letters, digits and `. _ - : ,`.
 pub fn check_channel(channel: &str) -> Result<(), String> {
     let ok = !channel.is_empty()
@@ -83,6 +110,16 @@ mod tests {
         }
         for bad in ["", "-x", "x.", "has space", "tab\t", "é", &"x".repeat(65)] {
             assert!(check_agent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn workspace_names_are_path_segments() {
+        for good in ["default", "web-app", "a", "API_2", &"x".repeat(64)] {
+            assert!(check_workspace(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "_x", ".", "..", "a.b", "a/b", "has space", "é", &"x".repeat(65)] {
+            assert!(check_workspace(bad).is_err(), "{bad}");
         }
     }
 }

@@ -412,3 +412,29 @@ mod tests {
         assert!(typo.unwrap_err().to_string().contains("unknown field `asignee`"));
     }
 }
+
+/// Add a workspace (`POST /workspaces`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddWorkspace {
+    /// Its name: the `{workspace}` of its routes, `/w/{workspace}/…`.
+    #[schema(value_type = crate::grammar::WorkspaceName)]
+    pub name: String,
+}
+
+/// Remove a workspace (`workspace.remove`; over HTTP, `DELETE /workspaces/{workspace}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveWorkspace {
+    /// The workspace.
+    #[schema(value_type = crate::grammar::WorkspaceName)]
+    pub name: String,
+    /// Delete its data instead of archiving it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub purge: bool,
+}
+
+/// An operation without arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}

@@ -171,3 +171,23 @@ pub struct ClusterHealth {
     /// Messages of the log this node has yet to apply (`null` with `streamHead`).
     pub lag: Option<u64>,
 }
+
+/// A workspace: a board, chat, presence and reservations of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceInfo {
+    /// Its name (`/w/{name}/…`; `default` is also the unprefixed routes).
+    #[schema(value_type = crate::grammar::WorkspaceName)]
+    pub name: String,
+    /// Removed without `purge`: its data are kept and still read, and every write is refused.
+    pub archived: bool,
+    /// Its last event's `seq`.
+    pub head: Seq,
+}
+
+/// `{"workspaces": [...]}`, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkspaceList {
+    /// Every workspace, archived ones included.
+    pub workspaces: Vec<WorkspaceInfo>,
+}

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{
-    ChatReadArgs, CreateTask, ErrorCode, ErrorInfo, FilesQuery, InboxAckArgs, InboxReadArgs, ListArgs, NextArgs,
-    PageArgs, PostMessage, PresenceSetArgs, ReleaseFiles, ReserveFiles, Seq, TaskActionArgs, TaskCommentArgs,
-    TaskCommentsArgs, TaskId, TaskRef, TaskUpdateArgs, WhoHasFiles,
+    AddWorkspace, ChatReadArgs, CreateTask, ErrorCode, ErrorInfo, FilesQuery, InboxAckArgs, InboxReadArgs, ListArgs,
+    NextArgs, NoArgs, PageArgs, PostMessage, PresenceSetArgs, ReleaseFiles, RemoveWorkspace, ReserveFiles, Seq,
+    TaskActionArgs, TaskCommentArgs, TaskCommentsArgs, TaskId, TaskRef, TaskUpdateArgs, WhoHasFiles,
 };
 
 /// Close code: the client did not read fast enough and its outbox overflowed; reconnect
@@ -178,6 +178,13 @@ operations! {
     FilesList(FilesQuery) -> ReservationList = "files.list", read;
     /// `GET /files/who`.
     FilesWho(WhoHasFiles) -> WhoHas = "files.who", read;
+    /// `GET /workspaces`: the broker's workspaces (whichever the session's is).
+    WorkspaceList(NoArgs) -> crate::WorkspaceList = "workspace.list", read;
+    /// `POST /workspaces`. Not kept for `idempotencyKey`: a retry of one that was added
+    /// answers `conflict` (it exists).
+    WorkspaceAdd(AddWorkspace) -> WorkspaceInfo = "workspace.add", write;
+    /// `DELETE /workspaces/{workspace}`. Not kept for `idempotencyKey`.
+    WorkspaceRemove(RemoveWorkspace) -> WorkspaceInfo = "workspace.remove", write;
 }
 
 /// How an operation's arguments are read from the fields a frame has besides `id`, `op`,
@@ -213,7 +220,10 @@ whole!(
     ReserveFiles,
     ReleaseFiles,
     FilesQuery,
-    WhoHasFiles
+    WhoHasFiles,
+    NoArgs,
+    AddWorkspace,
+    RemoveWorkspace
 );
 
 impl FromFrame for TaskUpdateArgs {
@@ -275,6 +285,12 @@ pub struct Hello {
     /// records the name as a human's, and presence shows it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub human: bool,
+    /// The workspace the session works in: by default the one the URL names
+    /// (`/w/{workspace}/ws`), else `default`. One session, one workspace: on a
+    /// `/w/{workspace}/ws` connection another name is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::grammar::WorkspaceName>)]
+    pub workspace: Option<String>,
 }
 
 /// A credential (a token). Its `Debug` output hides it, so it never reaches a log.
@@ -306,7 +322,9 @@ impl std::str::FromStr for Secret {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Welcome {
-    /// The broker's data dir epoch.
+    /// The session's workspace.
+    pub workspace: String,
+    /// The workspace's epoch (its history's identity).
     pub epoch: String,
     /// The last `seq` before live events: events up to it were replayed (if resuming),
     /// every event after it arrives live.

@@ -25,8 +25,38 @@ use crate::store::{Log, Store, StoreError};
 /// threads and the broker to 270 MB of RSS. Waiting readers queue on the semaphore.
 const READ_THREADS: usize = 16;
 
-/// The broker, as its transports see it.
+/// What every workspace's broker shares: the rules, the clock, the tokens, the counters,
+/// the limits and the matcher's threads (one pool, so that its share of the CPU holds for
+/// the whole process).
+pub(crate) struct Common {
+    pub(crate) policy: Policy,
+    pub(crate) clock: Clock,
+    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) limits: Limits,
+    matcher: Arc<Matcher>,
+}
+
+impl Common {
+    /// Starts the matcher's threads.
+    pub(crate) fn new(
+        policy: Policy,
+        clock: Clock,
+        tokens: Arc<Tokens>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Common {
+        let matcher = Arc::new(Matcher::start(Arc::clone(&metrics)));
+        Common { policy, clock, tokens, metrics, limits, matcher }
+    }
+}
+
+/// The broker of one workspace, as its transports see it.
 pub(crate) struct Broker {
+    /// The workspace it serves.
+    workspace: String,
+    /// Set when the workspace is archived: reads go on, every write is refused.
+    archived: std::sync::atomic::AtomicBool,
     /// Private to this file: only [`Broker::write`] submits, after binding the caller.
     writer: Writer,
     /// Private to this file: only [`Broker::read`] hands out snapshots, after the caller
@@ -35,7 +65,7 @@ pub(crate) struct Broker {
     store: Arc<Store>,
     log: Arc<dyn Log>,
     readers: tokio::sync::Semaphore,
-    matcher: Matcher,
+    matcher: Arc<Matcher>,
     pub(super) policy: Policy,
     pub(super) clock: Clock,
     pub(super) tokens: Arc<Tokens>,
@@ -61,36 +91,56 @@ pub(crate) struct Written<T> {
 }
 
 impl Broker {
-    #[allow(clippy::too_many_arguments)]
+    /// The broker of `workspace`, over its sequencer's `writer` and `reader` and its
+    /// `store`; `shutdown` ends its timers, long-polls and streams.
     pub(crate) fn new(
-        writer: Writer,
-        reader: Reader,
+        workspace: &str,
+        (writer, reader): (Writer, Reader),
         store: Arc<Store>,
-        policy: Policy,
-        clock: Clock,
-        tokens: Arc<Tokens>,
-        metrics: Arc<Metrics>,
+        common: &Common,
         shutdown: CancellationToken,
-        limits: Limits,
         cluster: Option<Arc<Cluster>>,
     ) -> Broker {
         let log: Arc<dyn Log> = store.log.clone();
         Broker {
+            workspace: workspace.to_owned(),
+            archived: Default::default(),
             writer,
             reader,
             store,
             log,
             readers: tokio::sync::Semaphore::new(READ_THREADS),
-            matcher: Matcher::start(Arc::clone(&metrics)),
-            policy,
-            clock,
-            tokens,
-            metrics,
+            matcher: Arc::clone(&common.matcher),
+            policy: common.policy.clone(),
+            clock: common.clock.clone(),
+            tokens: Arc::clone(&common.tokens),
+            metrics: Arc::clone(&common.metrics),
             shutdown,
-            limits,
+            limits: common.limits.clone(),
             board: Default::default(),
             cluster,
         }
+    }
+
+    /// The workspace this broker serves.
+    pub(crate) fn workspace(&self) -> &str {
+        &self.workspace
+    }
+
+    /// Whether the workspace is archived (read-only).
+    pub(crate) fn archived(&self) -> bool {
+        self.archived.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Cancelled when this workspace stops serving (the broker stops, or the workspace was
+    /// removed): its sessions, long-polls and streams end.
+    pub(crate) fn stopping(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Makes the workspace read-only: every write from now on is refused.
+    pub(crate) fn archive(&self) {
+        self.archived.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The caller a request's token makes. With tokens on: the token's agent; no token, or
@@ -117,6 +167,27 @@ impl Broker {
     /// is still issued. Every operation starts here (through `read` or `write`); resources
     /// outside the operations (the route list, the API description) call it themselves.
     pub(crate) fn check(&self, caller: &Caller) -> Result<(), ApiError> {
+        self.check_token(caller)?;
+        match caller.identity() {
+            Some(identity) if !identity.works_in(&self.workspace) => Err(ApiError::forbidden(
+                "workspace",
+                format!(
+                    "{}'s token works in {} only, not in workspace {} (issue one with muster token add {} \
+                     --workspace {})",
+                    identity.agent,
+                    identity.workspaces(),
+                    self.workspace,
+                    identity.agent,
+                    self.workspace
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `caller`'s token is still issued (with tokens on), whichever workspaces it
+    /// works in: for what is the broker's rather than a workspace's (the list of workspaces).
+    pub(crate) fn check_token(&self, caller: &Caller) -> Result<(), ApiError> {
         if caller.is_system() || !self.tokens.enabled() {
             return Ok(());
         }
@@ -178,6 +249,12 @@ impl Broker {
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Written<crate::core::Reply>, ApiError> {
         self.bind(caller, &mut cmd)?;
+        if self.archived() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("workspace {} is archived: it is read-only (its data are kept)", self.workspace),
+            ));
+        }
         let internal = matches!(cmd, Command::Tick | Command::ResetConnections | Command::ResetNode { .. });
         let outcome = match &self.cluster {
             Some(cluster) if !cluster.leading() => cluster.forward(cmd, idempotency, &self.reader).await,

@@ -153,6 +153,35 @@ impl Caller {
         !matches!(&self.who, Who::Token(identity) if !identity.human)
     }
 
+    /// Whether the caller may work in `workspace`: with tokens on, one its token names.
+    pub(crate) fn works_in(&self, workspace: &str) -> bool {
+        self.identity().is_none_or(|identity| identity.works_in(workspace))
+    }
+
+    /// With tokens on, only a person's token that works in `workspace` (names it, or `*`)
+    /// adds or removes it.
+    pub(crate) fn may_change_workspace(&self, workspace: &str) -> Result<(), ApiError> {
+        match &self.who {
+            Who::Token(identity) if !identity.human => Err(ApiError::forbidden(
+                "workspace",
+                format!(
+                    "only a person's token (muster token add NAME --human) adds or removes workspaces, and {}'s is \
+                     an agent's",
+                    identity.agent
+                ),
+            )),
+            Who::Token(identity) if !identity.works_in(workspace) => Err(ApiError::forbidden(
+                "workspace",
+                format!(
+                    "{}'s token works in {} only, not in workspace {workspace}",
+                    identity.agent,
+                    identity.workspaces()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// With tokens on, an inbox is read, acknowledged and followed by its owner's token or a
     /// person's only; `field` names the request's field in the refusal.
     pub(super) fn may_read_inbox(&self, agent: &str, field: &str) -> Result<(), ApiError> {

@@ -40,7 +40,7 @@ pub(crate) mod tasks;
 pub(crate) mod timers;
 
 pub(crate) use crate::sequencer::IdempotencyKey;
-pub(crate) use broker::{Broker, Written};
+pub(crate) use broker::{Broker, Common, Written};
 pub(crate) use caller::Caller;
 pub(crate) use error::ApiError;
 pub(crate) use json::Reply;

@@ -14,6 +14,9 @@ pub struct Global {
     /// The broker.
     #[arg(long, env = "MUSTER_URL", default_value = "http://127.0.0.1:4445", global = true)]
     pub url: String,
+    /// The workspace you work in (default: the broker's `default`).
+    #[arg(long, env = "MUSTER_WORKSPACE", global = true, value_name = "WORKSPACE")]
+    pub workspace: Option<String>,
     /// The agent you act as.
     #[arg(long = "as", env = "MUSTER_AGENT", global = true, value_name = "AGENT")]
     pub agent: Option<String>,
@@ -31,6 +34,14 @@ pub struct Global {
 }
 
 impl Global {
+    /// The connection's options: the broker, the workspace and the token.
+    pub fn options(&self) -> Options {
+        let mut options = Options::new(self.url.clone());
+        options.workspace = self.workspace.clone();
+        options.token = self.token.clone();
+        options
+    }
+
     /// Reads the token from `--token-file` when no token was given.
     pub fn read_token_file(&mut self) -> Result<(), String> {
         let (None, Some(path)) = (&self.token, &self.token_file) else { return Ok(()) };
@@ -52,6 +63,15 @@ impl Global {
 /// same id.
 #[derive(Debug, Clone, Args)]
 pub struct Unused {
+    #[command(flatten)]
+    connection: UnusedConnection,
+    #[arg(long, hide = true)]
+    workspace: Option<String>,
+}
+
+/// [`Unused`] but `--workspace`, for a command that has its own.
+#[derive(Debug, Clone, Args)]
+pub struct UnusedConnection {
     #[arg(long, hide = true)]
     url: Option<String>,
     #[arg(long = "as", hide = true)]
@@ -213,8 +233,7 @@ pub(super) async fn connect(
     topics: Vec<String>,
     since: Option<u64>,
 ) -> Result<(Client, muster_client::Events), Failure> {
-    let mut options = Options::new(global.url.clone()).topics(topics).once();
+    let mut options = global.options().topics(topics).once();
     options.since = since;
-    options.token = global.token.clone();
     Ok(Client::connect(options).await?)
 }

@@ -405,7 +405,7 @@ fn shell_quote(s: &str) -> String {
 
 /// A hook stub: runs the hook of `previous` of the same name, then, for those that check
 /// reservations, the check.
-fn stub(name: &str, previous: &str, muster: &Path, url: &str, strict: bool) -> String {
+fn stub(name: &str, previous: &str, muster: &Path, env: &[(&str, String)], strict: bool) -> String {
     let mut text = format!(
         "#!/bin/sh\n{MARKER} (installed by `muster init`; `muster init --undo` removes it): runs the hook git\n\
          # ran here before, from {previous}, then for commits checks the files other agents hold.\n\
@@ -429,11 +429,13 @@ fn stub(name: &str, previous: &str, muster: &Path, url: &str, strict: bool) -> S
         let strict = if strict { " --strict" } else { "" };
         text.push_str(condition);
         text.push_str(&format!(
-            "muster={}\n[ -x \"$muster\" ] || muster=muster\nMUSTER_URL=${{MUSTER_URL:-{}}}\nexport MUSTER_URL\n\
-             exec \"$muster\" files check --staged{strict}\n",
-            shell_quote(&muster.display().to_string()),
-            shell_quote(url)
+            "muster={}\n[ -x \"$muster\" ] || muster=muster\n",
+            shell_quote(&muster.display().to_string())
         ));
+        for (key, value) in env {
+            text.push_str(&format!("{key}=${{{key}:-{}}}\nexport {key}\n", shell_quote(value)));
+        }
+        text.push_str(&format!("exec \"$muster\" files check --staged{strict}\n"));
     }
     text
 }
@@ -460,7 +462,7 @@ fn name_agent(run: &mut Run, agent: Option<&str>) -> Result<String, Failure> {
 }
 
 /// Installs the chained git hooks.
-fn install_hooks(run: &mut Run, url: &str, strict: bool) -> Result<(), Failure> {
+fn install_hooks(run: &mut Run, env: &[(&str, String)], strict: bool) -> Result<(), Failure> {
     let ours = hooks_dir(run.w);
     let ours_text = ours.to_string_lossy().into_owned();
     let current = config_get(run.w, "core.hooksPath", "");
@@ -487,7 +489,7 @@ fn install_hooks(run: &mut Run, url: &str, strict: bool) -> Result<(), Failure> 
     run.say(&format!("install git hooks in {} (running those of {previous} first)", ours.display()));
     let muster = muster_binary()?;
     for name in &names {
-        run.write(&ours.join(name), &stub(name, &previous, &muster, url, strict), 0o755)?;
+        run.write(&ours.join(name), &stub(name, &previous, &muster, env, strict), 0o755)?;
     }
     run.record.previous_hooks = Some(previous);
     run.set_config("extensions.worktreeConfig", "local", "true")?;
@@ -499,9 +501,25 @@ fn tracked(w: &Worktree, relative: &str) -> bool {
     git_output(w, &["ls-files", "--error-unmatch", "--", relative]).is_ok_and(|o| o.status.success())
 }
 
+/// How the hooks and MCP servers reach the broker: `MUSTER_URL`, and `MUSTER_WORKSPACE`
+/// when one was given (`--workspace`).
+fn broker_env(global: &Global) -> Vec<(&'static str, String)> {
+    let mut env = vec![("MUSTER_URL", global.url.clone())];
+    env.extend(global.workspace.clone().map(|w| ("MUSTER_WORKSPACE", w)));
+    env
+}
+
+/// ` FLAG KEY=VALUE` for each of `env`, for a command line to paste.
+fn flags(env: &[(&str, String)], flag: &str) -> String {
+    env.iter().map(|(key, value)| format!(" {flag} {key}={value}")).collect()
+}
+
 /// The MCP server entry every client takes.
-fn mcp_entry(muster: &Path, agent: &str, url: &str, repo: Option<&str>) -> Value {
-    let mut env = json!({ "MUSTER_AGENT": agent, "MUSTER_URL": url });
+fn mcp_entry(muster: &Path, agent: &str, broker: &[(&str, String)], repo: Option<&str>) -> Value {
+    let mut env = json!({ "MUSTER_AGENT": agent });
+    for (key, value) in broker {
+        env[*key] = json!(value);
+    }
     if let Some(repo) = repo {
         env["MUSTER_REPO"] = json!(repo);
     }
@@ -512,7 +530,7 @@ fn mcp_entry(muster: &Path, agent: &str, url: &str, repo: Option<&str>) -> Value
 fn claude_code(
     run: &mut Run,
     agent: &str,
-    url: &str,
+    env: &[(&str, String)],
     strict: bool,
     repo: Option<&str>,
 ) -> Result<Vec<String>, Failure> {
@@ -520,7 +538,9 @@ fn claude_code(
     let muster = muster_binary()?;
     let settings = run.w.root.join(".claude/settings.local.json");
     run.set_json(&settings, &["env", "MUSTER_AGENT"], json!(agent))?;
-    run.set_json(&settings, &["env", "MUSTER_URL"], json!(url))?;
+    for (key, value) in env {
+        run.set_json(&settings, &["env", key], json!(value))?;
+    }
     if let Some(repo) = repo {
         run.set_json(&settings, &["env", "MUSTER_REPO"], json!(repo))?;
     }
@@ -539,12 +559,13 @@ fn claude_code(
     if tracked(run.w, ".mcp.json") {
         notes.push(format!(
             "Claude Code's MCP server: .mcp.json is tracked, so it was left alone; add the server for this checkout \
-             with: claude mcp add --scope local muster -e MUSTER_AGENT={agent} -e MUSTER_URL={url} -- {} mcp",
+             with: claude mcp add --scope local muster -e MUSTER_AGENT={agent}{} -- {} mcp",
+            flags(env, "-e"),
             muster.display()
         ));
     } else {
         let mcp = run.w.root.join(".mcp.json");
-        run.set_json(&mcp, &["mcpServers", "muster"], mcp_entry(&muster, agent, url, repo))?;
+        run.set_json(&mcp, &["mcpServers", "muster"], mcp_entry(&muster, agent, env, repo))?;
         run.add_json(&settings, &["enabledMcpjsonServers"], json!("muster"), &|v| v == "muster")?;
         run.exclude(".mcp.json")?;
     }
@@ -552,13 +573,18 @@ fn claude_code(
 }
 
 /// The other coding agents found here or on this machine: Codex CLI, Gemini CLI, Cursor.
-fn other_agents(run: &mut Run, agent: &str, url: &str, repo: Option<&str>) -> Result<Vec<String>, Failure> {
+fn other_agents(
+    run: &mut Run,
+    agent: &str,
+    env: &[(&str, String)],
+    repo: Option<&str>,
+) -> Result<Vec<String>, Failure> {
     let on_path = |name: &str| {
         std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
     };
     let here = |dir: &str| run.w.root.join(dir).exists();
     let muster = muster_binary()?;
-    let entry = mcp_entry(&muster, agent, url, repo);
+    let entry = mcp_entry(&muster, agent, env, repo);
     let mut notes = Vec::new();
     let commits_only = "enforced at commit time only (it has no edit hooks Muster uses): a commit touching files \
                         another agent holds is refused";
@@ -587,7 +613,8 @@ fn other_agents(run: &mut Run, agent: &str, url: &str, repo: Option<&str>) -> Re
     if here(".codex") || on_path("codex") {
         notes.push(format!(
             "Codex CLI: its MCP servers are configured per user; add this one with: codex mcp add muster --env \
-             MUSTER_AGENT={agent} --env MUSTER_URL={url} -- {} mcp; {commits_only}",
+             MUSTER_AGENT={agent}{} -- {} mcp; {commits_only}",
+            flags(env, "--env"),
             muster.display()
         ));
     }
@@ -617,10 +644,11 @@ pub(super) fn init(global: &Global, args: InitArgs) -> Result<Exit, Failure> {
     } else if config_get(w, "muster.autoReserve", "local").as_deref() == Some("false") {
         say!("edits do not reserve files in this repository (git config muster.autoReserve false)");
     }
-    install_hooks(&mut run, &global.url, args.strict)?;
+    let env = broker_env(global);
+    install_hooks(&mut run, &env, args.strict)?;
     let repo = args.repo.repo.as_deref();
-    let mut notes = claude_code(&mut run, &agent, &global.url, args.strict, repo)?;
-    notes.extend(other_agents(&mut run, &agent, &global.url, repo)?);
+    let mut notes = claude_code(&mut run, &agent, &env, args.strict, repo)?;
+    notes.extend(other_agents(&mut run, &agent, &env, repo)?);
     if !run.dry {
         save_record(w, &run.record)?;
     }
@@ -775,7 +803,7 @@ pub(super) fn hook(global: &Global, command: HookCommand) -> Result<Exit, Failur
     if agent.is_some() {
         name_agent(&mut run, agent.as_deref())?;
     }
-    install_hooks(&mut run, &global.url, strict)?;
+    install_hooks(&mut run, &broker_env(global), strict)?;
     save_record(w, &run.record)?;
     match w.agent() {
         Some(agent) => say!("this worktree commits as {agent}"),

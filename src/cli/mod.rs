@@ -35,9 +35,9 @@ use muster_client::protocol::{
     AddComment, CreateTask, EventKind, Heartbeat, MessageId, PostMessage, Priority, TaskAction, TaskStatus, UpdateTask,
 };
 use muster_client::protocol::{ChatReadArgs, InboxReadArgs, ListArgs};
-use muster_client::{Client, Notice, Options, Wait, Waited};
+use muster_client::{Client, Notice, Wait, Waited};
 
-pub use context::{Exit, Global, Unused};
+pub use context::{Exit, Global, Unused, UnusedConnection};
 use context::{Failure, Out, acting, connect, require_agent, task_id, topic};
 
 /// The client commands.
@@ -63,6 +63,9 @@ pub enum Command {
     },
     /// Who is here: status, last seen, task, stuck.
     Who,
+    /// The broker's workspaces (one board, chat and presence each): add, list, remove.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
     /// File reservations: reserve, release, who, list; check and guard enforce them.
     #[command(subcommand)]
     Files(files::FilesCommand),
@@ -267,6 +270,26 @@ pub enum ChatCommand {
     },
 }
 
+/// `muster workspace ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Add a workspace; work in it with --workspace NAME (or MUSTER_WORKSPACE=NAME).
+    Add {
+        /// Its name: 1-64 of letters, digits, `_` and `-`.
+        name: String,
+    },
+    /// Every workspace, archived ones included.
+    List,
+    /// Remove a workspace: archived (kept, read-only) unless --purge.
+    Remove {
+        /// The workspace.
+        name: String,
+        /// Delete its data instead of archiving it.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
 /// `muster status ...`
 #[derive(Debug, Subcommand)]
 pub enum StatusCommand {
@@ -356,6 +379,23 @@ async fn execute(global: &Global, command: Command, out: &Out) -> Result<Exit, F
             } else {
                 say!("{}", output::who(&agents));
             }
+        }
+        Command::Workspace(WorkspaceCommand::Add { name }) => {
+            let added = client.add_workspace(&name).await?;
+            out.show(&added, || format!("added workspace {}: --workspace {} works in it", added.name, added.name));
+        }
+        Command::Workspace(WorkspaceCommand::List) => {
+            let workspaces = client.workspaces().await?;
+            if out.json {
+                workspaces.iter().for_each(|w| out.show(w, String::new));
+            } else {
+                say!("{}", output::workspaces(&workspaces));
+            }
+        }
+        Command::Workspace(WorkspaceCommand::Remove { name, purge }) => {
+            let removed = client.remove_workspace(&name, purge).await?;
+            let how = if purge { "deleted" } else { "archived (read-only; --purge deletes it)" };
+            out.show(&removed, || format!("workspace {} {how}", removed.name));
         }
         Command::Status(StatusCommand::Set { status, note }) => {
             let heartbeat = Heartbeat { status: Some(status), note: note.map(Some) };
@@ -467,9 +507,8 @@ async fn watch(global: &Global, topics: Vec<String>, since: Option<u64>, out: &O
     } else {
         topics.iter().map(|t| topic(t).map(|t| t.to_string())).collect::<Result<_, _>>()?
     };
-    let mut options = Options::new(global.url.clone()).topics(topics.clone());
+    let mut options = global.options().topics(topics.clone());
     options.since = since;
-    options.token = global.token.clone();
     let (client, mut events) = Client::connect(options).await?;
     // On stderr, so stdout stays one event per line; scripts and tests wait for it.
     eprintln!("muster: watching {} (Ctrl-C to stop)", topics.join(" "));
@@ -511,9 +550,7 @@ async fn wait(global: &Global, w: WaitArgs, timeout: Option<Duration>, out: &Out
     if wait.is_empty() {
         return Err(Failure::new(Exit::Invalid, "wait for what? --mention, --task ID, --stuck or --topic TOPIC"));
     }
-    let mut options = Options::new(global.url.clone());
-    options.token = global.token.clone();
-    let (client, _) = Client::connect(options).await?;
+    let (client, _) = Client::connect(global.options()).await?;
     let topics: Vec<String> = wait.topics().iter().map(ToString::to_string).collect();
     eprintln!("muster: waiting on {}", topics.join(" "));
     let Some(waited) = client.wait_for(&wait, timeout).await? else {

@@ -1,7 +1,7 @@
 //! How the CLI shows things to humans: aligned tables, relative times, one line per event.
 
 use chrono::Utc;
-use muster_protocol::{ChatMessage, Event, EventKind, Presence, Reservation, Task, Timestamp};
+use muster_protocol::{ChatMessage, Event, EventKind, Presence, Reservation, Task, Timestamp, WorkspaceInfo};
 
 use muster_protocol::last_seen_text;
 
@@ -177,6 +177,18 @@ pub(crate) fn who(agents: &[Presence]) -> String {
         })
         .collect();
     table(&["NAME", "STATUS", "LAST SEEN", "TASK", "STUCK", "NOTE"], &rows)
+}
+
+/// The workspaces as a table.
+pub(crate) fn workspaces(workspaces: &[WorkspaceInfo]) -> String {
+    let rows: Vec<Vec<String>> = workspaces
+        .iter()
+        .map(|w| {
+            let state = if w.archived { "archived" } else { "open" };
+            vec![w.name.clone(), state.to_owned(), w.head.to_string()]
+        })
+        .collect();
+    table(&["NAME", "STATE", "EVENTS"], &rows)
 }
 
 /// A chat message on one line.

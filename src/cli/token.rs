@@ -17,15 +17,20 @@ pub enum TokenCommand {
     Add {
         /// The agent (or person) the token acts as.
         name: String,
-        /// For a person using the dashboard.
+        /// For a person using the dashboard (in every workspace the token works in; issue
+        /// another token to be an agent elsewhere).
         #[arg(long)]
         human: bool,
+        /// A workspace the token works in (repeat for several; `*`: every one). Default:
+        /// `default`. A token is refused (403) in any other.
+        #[arg(long, value_name = "WORKSPACE")]
+        workspace: Vec<String>,
         /// The broker's data dir.
         #[arg(long, env = "MUSTER_DATA_DIR", default_value_os_t = default_data_dir())]
         data_dir: PathBuf,
         /// The client options: not used here.
         #[command(flatten)]
-        _client: crate::cli::Unused,
+        _client: crate::cli::UnusedConnection,
     },
     /// The names tokens are issued to (never the tokens).
     List {
@@ -52,21 +57,25 @@ pub enum TokenCommand {
 /// Runs a token command.
 pub fn run(command: TokenCommand) -> ExitCode {
     let result = match command {
-        TokenCommand::Add { name, human, data_dir, .. } => auth::add(&data_dir, &name, human).map(|token| {
-            // The token alone on stdout, for `export MUSTER_TOKEN=$(muster token add ...)`.
-            say!("{token}");
-            eprintln!(
-                "muster: token for {name} issued; it is shown only now. Tokens are on for {}",
-                data_dir.display()
-            );
-        }),
+        TokenCommand::Add { name, human, workspace, data_dir, .. } => {
+            auth::add(&data_dir, &name, human, &workspace).map(|token| {
+                // The token alone on stdout, for `export MUSTER_TOKEN=$(muster token add ...)`.
+                say!("{token}");
+                let scope = if workspace.is_empty() { "default".to_owned() } else { workspace.join(", ") };
+                eprintln!(
+                    "muster: token for {name} issued (workspaces: {scope}); it is shown only now. Tokens are on for {}",
+                    data_dir.display()
+                );
+            })
+        }
         TokenCommand::List { data_dir, .. } => auth::list(&data_dir).map(|tokens| {
             if tokens.is_empty() {
                 say!("no tokens: tokens are off");
             }
             for t in tokens {
                 let kind = if t.human { " (human)" } else { "" };
-                say!("{}{kind}  issued {}", t.agent, t.created_at.format("%Y-%m-%d %H:%M UTC"));
+                let (issued, workspaces) = (t.created_at.format("%Y-%m-%d %H:%M UTC"), t.workspaces().join(", "));
+                say!("{}{kind}  issued {issued}  workspaces {workspaces}", t.agent);
             }
         }),
         TokenCommand::Remove { name, data_dir, .. } => auth::remove(&data_dir, &name).map(|n| {

@@ -227,6 +227,7 @@ mod tests {
             human: false,
             sha256: format!("{n:064x}"),
             created_at: chrono::DateTime::from_timestamp(i64::from(n), 0).unwrap_or_default(),
+            workspaces: Vec::new(),
         }
     }
 

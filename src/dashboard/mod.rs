@@ -7,6 +7,7 @@
 //! every agent. The HTML is served with a Content-Security-Policy that allows nothing but
 //! this origin's scripts, styles and connections.
 
+use axum::extract::OriginalUri;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
@@ -58,8 +59,8 @@ pub(crate) async fn client() -> Response {
     asset("text/javascript; charset=utf-8", CLIENT)
 }
 
-/// `/` leads to the dashboard.
+/// `/` leads to the dashboard (`/w/{workspace}/` to that workspace's).
 #[utoipa::path(get, path = "/", tag = "dashboard", responses((status = 303, description = "See /dashboard")))]
-pub(crate) async fn root() -> Redirect {
-    Redirect::to("/dashboard")
+pub(crate) async fn root(OriginalUri(asked): OriginalUri) -> Redirect {
+    Redirect::to(&format!("{}/dashboard", asked.path().trim_end_matches('/')))
 }

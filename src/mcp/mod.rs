@@ -38,17 +38,13 @@ use schema::{Shape, output, output_field};
 /// Longest a `wait_for` may block: MCP clients time tool calls out.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
-/// Runs the MCP server on stdin/stdout until the client closes it.
-pub async fn serve(
-    url: String,
-    agent: String,
-    token: Option<muster_client::protocol::ws::Secret>,
-    repo: Option<String>,
-) -> ExitCode {
+/// Runs the MCP server on stdin/stdout until the client closes it: a session of `agent`
+/// through `options` (the broker, the workspace, the token).
+pub async fn serve(options: Options, agent: String, repo: Option<String>) -> ExitCode {
     // Names are case-insensitive; the broker writes them in lowercase, and so do we.
     let agent = muster_client::protocol::names::canonical(&agent);
-    let mut options = Options::new(url.clone()).agent(agent.clone()).topics([format!("inbox:{agent}")]);
-    options.token = token;
+    let url = options.url.clone();
+    let options = options.agent(agent.clone()).topics([format!("inbox:{agent}")]);
     // The session's events are not read here: `wait_for` listens to them itself.
     let (client, _) = match Client::connect(options.clone()).await {
         Ok(pair) => pair,

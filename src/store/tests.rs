@@ -259,11 +259,17 @@ fn loading_reads_the_kept_tasks_by_the_indexes_and_an_older_dir_gets_them_built(
     assert_eq!(load(&store), model, "loaded by the indexes built");
 }
 
+/// Opens the sled database in `path` of a store just closed, once sled's background
+/// threads have let go of its lock (as the store itself waits: `db::open_sled`).
+fn reopen(path: &std::path::Path) -> sled::Db {
+    db::open_sled(path, path, 16 << 20).unwrap()
+}
+
 /// Rewrites the closed store in `dir` as version 4 kept it — sled's files in the dir itself,
 /// the log's batches and the messages as values of the trees `log`, `chat` and `inbox` —
 /// then lets `edit` change it further.
 fn to_version_4(dir: &std::path::Path, edit: impl FnOnce(&sled::Db)) {
-    let new = sled::open(dir.join("sled")).unwrap();
+    let new = reopen(&dir.join("sled"));
     let log_records = segments::Segments::open("log", &dir.join("log")).unwrap();
     let chat_records = segments::Segments::open("chat", &dir.join("chat")).unwrap();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -273,7 +279,7 @@ fn to_version_4(dir: &std::path::Path, edit: impl FnOnce(&sled::Db)) {
             if path.is_dir() { std::fs::remove_dir_all(path).unwrap() } else { std::fs::remove_file(path).unwrap() }
         }
     }
-    let old = sled::open(dir).unwrap();
+    let old = reopen(dir);
     for name in new.tree_names() {
         let tree = new.open_tree(&name).unwrap();
         let (to, index) = match &name[..] {
@@ -405,7 +411,7 @@ fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
     assert_eq!(store.db.handles().unwrap().meta.get("schema").unwrap().unwrap().as_ref(), db::SCHEMA.to_be_bytes());
     drop(store);
     // sled moved into its own dir; what stands where it was only refuses an older muster.
-    let root = sled::open(dir.path()).unwrap();
+    let root = reopen(dir.path());
     let trees: Vec<_> = root.tree_names().into_iter().map(|n| String::from_utf8_lossy(&n).into_owned()).collect();
     assert_eq!(trees, ["__sled__default", "meta"]);
     assert_eq!(root.open_tree("meta").unwrap().get("schema").unwrap().unwrap().as_ref(), db::SCHEMA.to_be_bytes());
@@ -422,14 +428,14 @@ fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
             std::fs::remove_file(path).unwrap();
         }
     }
-    let root = sled::open(dir.path()).unwrap();
+    let root = reopen(dir.path());
     root.open_tree("tasks").unwrap().insert("old", "value").unwrap();
     root.flush().unwrap();
     drop(root);
     let store = Store::open(dir.path(), 16).unwrap();
     assert_eq!((load(&store), read_all(&store)), (model, before), "moved once");
     drop(store);
-    let root = sled::open(dir.path()).unwrap();
+    let root = reopen(dir.path());
     assert!(
         root.open_tree("meta").unwrap().get("stub").unwrap().is_some(),
         "the old database was replaced by the stub"
@@ -440,7 +446,7 @@ fn a_version_4_dir_gets_its_log_and_chat_moved_out_of_sled_once() {
 /// Rewrites the closed store in `dir` as version 5 kept it: one key per message in the chat
 /// indexes.
 fn to_version_5(dir: &std::path::Path) {
-    let db = sled::open(dir.join("sled")).unwrap();
+    let db = reopen(&dir.join("sled"));
     for name in ["chat-index", "inbox-index"] {
         let tree = db.open_tree(name).unwrap();
         let entries: Vec<_> = chat_index::ChatIndex::new(&tree, name).all().map(Result::unwrap).collect();
@@ -466,7 +472,7 @@ fn a_version_5_dir_gets_its_chat_indexes_in_chunks_once() {
     let values = |db: &sled::Db| -> Vec<usize> {
         db.open_tree("chat-index").unwrap().iter().values().map(|v| v.unwrap().len()).collect()
     };
-    assert_eq!(values(&sled::open(dir.path().join("sled")).unwrap()), [12, 12, 12], "the layout this test starts from");
+    assert_eq!(values(&reopen(&dir.path().join("sled"))), [12, 12, 12], "the layout this test starts from");
     // A half-built copy from an upgrade that crashed part-way is started over.
     std::fs::create_dir_all(dir.path().join("sled.new")).unwrap();
     std::fs::write(dir.path().join("sled.new/db"), b"half").unwrap();

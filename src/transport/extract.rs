@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::response::HttpError;
-use super::state::AppState;
+use super::state::{App, AppState};
 use crate::api::{ApiError, Caller, IdempotencyKey};
 
 /// Largest request body accepted: a task with a full 8 KiB description and its JSON
@@ -210,7 +210,7 @@ impl FromRequestParts<AppState> for Auth {
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().unwrap_or("\u{fffd}"))
             .and_then(|v| v.strip_prefix("Bearer "));
-        let mut caller = state.broker.authenticate(bearer)?;
+        let mut caller = App::of(parts, state).broker.authenticate(bearer)?;
         // The agent the request says it acts as (decided in `api::Caller`, as for every
         // transport).
         if let Some(agent) = parts.headers.get("x-agent") {

@@ -20,14 +20,14 @@
 //! Who the caller is (tokens) is not decided here: each handler takes a `Caller`, and the
 //! api layer checks it.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use muster_protocol::ErrorCode;
 
 use super::response::HttpError;
-use super::state::AppState;
+use super::state::{App, AppState};
 use crate::api::ApiError;
 
 /// The host part of `host[:port]` / `[v6]:port`, lowercased.
@@ -59,7 +59,7 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 /// The middleware: Host first, then Origin for requests that write.
-pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(App(state): App, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let host = header_str(headers, header::HOST).unwrap_or("");
     if !host.is_empty() {

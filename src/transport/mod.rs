@@ -7,7 +7,8 @@
 //! - `ws`: the WebSocket connection; `sse`: the event stream;
 //! - `guard`: Host and Origin checks before any handler; `extract`: typed request input
 //!   and the `Caller` from `Authorization`; `response`: replies and errors as responses;
-//! - `state`: what every handler can reach;
+//! - `state`: what every handler can reach (`App`: the request's workspace's);
+//! - `workspace`: `/w/{workspace}/…`, every route again for each workspace;
 //! - `listen`: accepting connections (HTTP/1.1, header deadline); `conns`: the bounded
 //!   pool of connections that are not (yet) a WebSocket or an event stream.
 
@@ -20,6 +21,7 @@ mod response;
 mod routes;
 mod sse;
 mod state;
+mod workspace;
 mod ws;
 
 use std::sync::Arc;
@@ -30,19 +32,19 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use extract::parse_json;
 
-use crate::api::Broker;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::workspaces::Workspaces;
 
 /// How long in-flight HTTP requests may take to finish once a stop was asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Serves `broker` on `listener` until `shutdown` is cancelled; then stops accepting, lets
+/// Serves every workspace on `listener` until `shutdown` is cancelled; then stops accepting, lets
 /// in-flight requests finish (for a bounded time) and waits for the WebSocket sessions to
 /// close (axum does not wait for upgraded connections).
 pub(crate) async fn serve(
     listener: TcpListener,
-    broker: Arc<Broker>,
+    workspaces: Arc<Workspaces>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -55,7 +57,8 @@ pub(crate) async fn serve(
         ("observers", Arc::clone(&observers), config.max_observers),
     ]);
     let state = state::AppState::new(state::Shared {
-        broker,
+        broker: workspaces.default_broker(),
+        workspaces,
         config,
         metrics,
         shutdown: shutdown.clone(),

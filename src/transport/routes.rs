@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Auth, MAX_BODY};
-use super::http::{chat, events, files, presence, system, tasks};
+use super::http::{chat, events, files, presence, system, tasks, workspaces};
 use super::response::HttpError;
 use super::state::AppState;
 use super::{guard, sse, ws};
@@ -43,6 +43,7 @@ use crate::dashboard;
         grammar::Wait,
         grammar::IdempotencyKey,
         grammar::GlobPattern,
+        grammar::WorkspaceName,
     ))
 )]
 struct ApiDoc;
@@ -55,6 +56,7 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(presence::routes())
         .merge(chat::routes())
         .merge(files::routes())
+        .merge(workspaces::routes())
         .routes(routes!(events::poll))
         .routes(routes!(ws::upgrade))
         .routes(routes!(sse::stream))
@@ -69,7 +71,39 @@ pub(crate) fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dashboard::client))
         .split_for_parts();
     common_errors(&mut api);
+    prefixed(&mut api);
     (router, api)
+}
+
+/// Adds every path of a workspace's again under `/w/{workspace}` (see `super::workspace`),
+/// with its `workspace` parameter. `/workspaces` is the broker's, not a workspace's.
+fn prefixed(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{Ref, Required};
+    let workspace = ParameterBuilder::new()
+        .name("workspace")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("The workspace (`default` is also the route without this prefix)"))
+        .schema(Some(Ref::from_schema_name("WorkspaceName")))
+        .build();
+    let paths: Vec<(String, utoipa::openapi::PathItem)> = api
+        .paths
+        .paths
+        .iter()
+        .filter(|(path, _)| !path.starts_with("/workspaces"))
+        .map(|(path, item)| {
+            let mut item = item.clone();
+            let ops = [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete];
+            for op in ops.into_iter().flatten() {
+                op.parameters.get_or_insert_with(Vec::new).insert(0, workspace.clone());
+                // Each operation's id is unique in the document.
+                op.operation_id = op.operation_id.take().map(|id| format!("{id}_in_workspace"));
+            }
+            (format!("{}{{workspace}}{path}", super::workspace::PREFIX), item)
+        })
+        .collect();
+    api.paths.paths.extend(paths);
 }
 
 /// Adds the answers every operation of a kind can give, where its own description does not
@@ -101,7 +135,7 @@ fn common_errors(api: &mut utoipa::openapi::OpenApi) {
     // what says nothing about the state.
     let stateless = ["/health", "/capabilities", "/openapi.json"];
     for (path, item) in api.paths.paths.iter_mut() {
-        let ops = [(&mut item.get, false), (&mut item.post, true), (&mut item.patch, true)];
+        let ops = [(&mut item.get, false), (&mut item.post, true), (&mut item.patch, true), (&mut item.delete, true)];
         for (op, write) in ops {
             let Some(op) = op else { continue };
             let page = op.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == "dashboard"));
@@ -149,23 +183,23 @@ fn after() -> utoipa::openapi::path::Parameter {
         .build()
 }
 
-/// The whole application, ready to serve.
+/// The whole application, ready to serve: the routes of `default` (the state's), and the
+/// same routes under `/w/{workspace}` for every workspace (see [`super::workspace`]).
 pub(crate) fn app(state: AppState) -> Router {
     let (router, _) = routes();
-    router
+    let routes = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(middleware::from_fn_with_state(state.clone(), every_response))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state.clone());
+    // Around the router, not a layer of it: the prefix is taken off before the routing.
+    let routed = tower::Layer::layer(&middleware::from_fn_with_state(state, super::workspace::route), routes);
+    Router::new().fallback_service(routed)
 }
 
-async fn not_found(
-    axum::extract::State(app): axum::extract::State<AppState>,
-    Auth(caller): Auth,
-    uri: axum::http::Uri,
-) -> HttpError {
+async fn not_found(super::state::App(app): super::state::App, Auth(caller): Auth, uri: axum::http::Uri) -> HttpError {
     if let Err(refused) = app.broker.check(&caller) {
         return refused.into();
     }
@@ -173,7 +207,7 @@ async fn not_found(
 }
 
 async fn method_not_allowed(
-    axum::extract::State(app): axum::extract::State<AppState>,
+    super::state::App(app): super::state::App,
     Auth(caller): Auth,
     method: axum::http::Method,
     uri: axum::http::Uri,
@@ -194,7 +228,7 @@ async fn method_not_allowed(
 /// reports), which a client sends back as `Muster-After` so that its next read, through
 /// any node of a cluster, is not older than what it has seen.
 async fn every_response(
-    axum::extract::State(state): axum::extract::State<AppState>,
+    super::state::App(state): super::state::App,
     req: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {

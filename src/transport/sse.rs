@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::conns::Conn;
 use super::extract::{Auth, Query};
 use super::response::HttpError;
-use super::state::AppState;
+use super::state::{App, AppState};
 use super::ws::too_many_observers;
 use crate::api::feed::{Begin, Ended, Feed};
 use crate::api::{self, ApiError};
@@ -54,7 +53,7 @@ pub(crate) struct StreamQuery {
     )
 )]
 pub(crate) async fn stream(
-    State(app): State<AppState>,
+    App(app): App,
     Extension(conn): Extension<Conn>,
     Auth(caller): Auth,
     headers: HeaderMap,

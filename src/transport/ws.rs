@@ -14,7 +14,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -29,7 +28,7 @@ use tokio::time::Instant;
 
 use super::conns::Conn;
 use super::response::HttpError;
-use super::state::AppState;
+use super::state::{App, AppState};
 use crate::api::feed::{Ended, Feed};
 use crate::api::session::Opened;
 use crate::api::{self, ApiError, Broker, IdempotencyKey};
@@ -60,8 +59,9 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the reader tells the writer.
 enum Control {
-    /// Send the welcome, then the feed: the missed events, then live ones.
-    Start(Box<(Bytes, Feed)>),
+    /// Send the welcome, then the feed (of that workspace's broker): the missed events,
+    /// then live ones.
+    Start(Box<(Bytes, Feed, Arc<Broker>)>),
     /// Send a ping.
     Ping,
     /// Send what is queued and a close frame, and stop.
@@ -101,10 +101,13 @@ impl Link {
     )
 )]
 pub(crate) async fn upgrade(
-    State(state): State<AppState>,
+    App(state): App,
+    named: Option<Extension<AppState>>,
     Extension(conn): Extension<Conn>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // `/w/{workspace}/ws`: the URL named the session's workspace.
+    let named = named.is_some();
     // Until its hello says which it is, a connection takes an agent's place, or an
     // observer's when those are all taken.
     let place = Place::take(&state, true).or_else(|_| Place::take(&state, false));
@@ -120,7 +123,7 @@ pub(crate) async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| tracker.track_future(session(socket, state, place)))
+        .on_upgrade(move |socket| tracker.track_future(session(socket, state, named, place)))
 }
 
 /// A connection's place in one of the two budgets: agents' (`--max-connections`) or
@@ -146,7 +149,10 @@ impl Place {
 
 /// The connection, as the reader loop holds it.
 struct Session {
+    /// Its workspace's (until the hello, the URL's).
     state: AppState,
+    /// The URL named the workspace (`/w/{workspace}/ws`): the hello may not name another.
+    named: bool,
     outbox: Arc<Outbox>,
     link: Arc<Link>,
     /// Set by `hello`: the api session (whose caller every request runs as) and the
@@ -158,7 +164,7 @@ struct Session {
     place: Place,
 }
 
-async fn session(socket: WebSocket, state: AppState, place: Place) {
+async fn session(socket: WebSocket, state: AppState, named: bool, place: Place) {
     let _open = state.metrics.open(crate::metrics::Stream::WebSocket);
     let (sink, mut stream) = socket.split();
     let outbox = Outbox::new(state.config.outbox_bytes);
@@ -168,6 +174,7 @@ async fn session(socket: WebSocket, state: AppState, place: Place) {
     let frame_rate = state.config.max_frames_per_second;
     let mut s = Session {
         state,
+        named,
         outbox,
         link,
         opened: None,
@@ -305,8 +312,11 @@ impl Session {
                         return Some(Control::Close(CLOSE_REVOKED, "token revoked"));
                     }
                 }
-                () = self.state.shutdown.cancelled() => {
-                    return Some(Control::Close(CLOSE_GOING_AWAY, "broker shutting down"));
+                () = self.state.broker.stopping().cancelled() => {
+                    if self.state.shutdown.is_cancelled() {
+                        return Some(Control::Close(CLOSE_GOING_AWAY, "broker shutting down"));
+                    }
+                    return Some(Control::Close(CLOSE_GOING_AWAY, "workspace removed"));
                 }
                 // (Not polled again once finished: `finish` checks `is_finished` first.)
                 _ = &mut *writer => return None,
@@ -361,13 +371,13 @@ impl Session {
                 // Writes wait for the disk: run them beside the reader, a bounded number
                 // at a time, so that one slow write does not stall the connection.
                 let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else { return };
-                let (broker, outbox, session) = (Arc::clone(broker), Arc::clone(&self.outbox), Arc::clone(session));
+                let (state, outbox, session) = (self.state.clone(), Arc::clone(&self.outbox), Arc::clone(session));
                 tokio::spawn(async move {
-                    let result = execute(&broker, &session, op, key, after).await;
+                    let result = execute(&state, &session, op, key, after).await;
                     // The session before the permit: once every permit is back, the
                     // reader holds the only reference and can close the session.
                     drop(session);
-                    push_reply(&outbox, id, result, broker.head());
+                    push_reply(&outbox, id, result, state.broker.head());
                     drop(permit);
                 });
             }
@@ -377,6 +387,26 @@ impl Session {
     /// `hello`: become present as the agent, subscribe, and have the writer send the
     /// welcome and what the client missed.
     async fn hello(&mut self, id: u64, hello: Hello, span: &tracing::Span) -> Result<(), ApiError> {
+        // One session, one workspace: the hello's, else the URL's (`default` for `/ws`).
+        if let Some(name) = &hello.workspace {
+            let Some(broker) = self.state.workspaces.get(name) else {
+                // With tokens on, a caller without a valid token learns nothing of the
+                // workspaces.
+                let caller = self.state.broker.authenticate(hello.token.as_ref().map(|t| t.expose()))?;
+                self.state.broker.check_token(&caller)?;
+                return Err(crate::workspaces::unknown(name));
+            };
+            if !Arc::ptr_eq(&broker, &self.state.broker) {
+                if self.named {
+                    let url = self.state.broker.workspace();
+                    return Err(ApiError::invalid(
+                        "workspace",
+                        format!("this connection is to workspace {url} (/w/{url}/ws): connect to /ws to name another"),
+                    ));
+                }
+                self.state = self.state.with_broker(broker);
+            }
+        }
         // An agent's session takes an agent's place, an observer's (a dashboard, a person's,
         // one without an agent) an observer's: the connection swaps if it holds the other.
         let agent = hello.agent.is_some() && !hello.human;
@@ -390,6 +420,7 @@ impl Session {
             span.record("agent", agent);
         }
         let welcome = Welcome {
+            workspace: self.state.broker.workspace().to_owned(),
             epoch: start.epoch,
             head: start.head,
             recovered: start.recovered,
@@ -398,15 +429,17 @@ impl Session {
         };
         let welcome = serde_json::to_vec(&welcome).map_err(|e| ApiError::internal(e.to_string()))?;
         self.opened = Some((Arc::new(session), subscription));
-        self.link.send(Control::Start(Box::new((ok_frame(id, &welcome, None), feed))));
+        let broker = Arc::clone(&self.state.broker);
+        self.link.send(Control::Start(Box::new((ok_frame(id, &welcome, None), feed, broker))));
         Ok(())
     }
 }
 
-/// Runs one operation for a session: every operation of the protocol but the three the
-/// connection itself handles (`hello`, `subscribe`, `unsubscribe`), each one line.
+/// Runs one operation for a session, in its workspace: every operation of the protocol but
+/// the three the connection itself handles (`hello`, `subscribe`, `unsubscribe`), each one
+/// line.
 async fn execute(
-    broker: &Broker,
+    state: &AppState,
     session: &api::session::Session,
     op: Op,
     key: Option<IdempotencyKey>,
@@ -415,6 +448,7 @@ async fn execute(
     // Cloned only for a request that says what it has seen.
     let having_seen = after.map(|seq| session.caller().clone().having_seen(seq));
     let caller = having_seen.as_ref().unwrap_or(session.caller());
+    let (broker, workspaces) = (&*state.broker, &state.workspaces);
     Ok(match op {
         Op::Hello(_) | Op::Subscribe(_) | Op::Unsubscribe(_) => {
             return Err(ApiError::invalid("op", "handled by the connection, not here"));
@@ -440,6 +474,11 @@ async fn execute(
         Op::FilesRelease(args) => body::<reply::FilesRelease>(api::files::release(broker, caller, args, key).await?),
         Op::FilesList(args) => body::<reply::FilesList>(api::files::list(broker, caller, args).await?),
         Op::FilesWho(args) => body::<reply::FilesWho>(api::files::who(broker, caller, args).await?),
+        Op::WorkspaceList(_) => body::<reply::WorkspaceList>(workspaces.list(caller)?),
+        Op::WorkspaceAdd(args) => body::<reply::WorkspaceAdd>(workspaces.add(caller, &args.name).await?),
+        Op::WorkspaceRemove(args) => {
+            body::<reply::WorkspaceRemove>(workspaces.remove(caller, &args.name, args.purge).await?)
+        }
     })
 }
 
@@ -529,6 +568,7 @@ fn push_reply(outbox: &Outbox, id: u64, result: Result<Bytes, ApiError>, head: m
 async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message>, link: Arc<Link>, state: AppState) {
     let outbox = &link.outbox;
     let mut feed: Option<Feed> = None;
+    let mut broker = Arc::clone(&state.broker);
     let mut frames = Vec::new();
     let result: Result<(), axum::Error> = async {
         loop {
@@ -536,19 +576,20 @@ async fn write_loop(mut sink: futures_util::stream::SplitSink<WebSocket, Message
             while let Some(control) = link.next() {
                 match control {
                     Control::Start(start) => {
-                        let (welcome, started) = *start;
+                        let (welcome, started, of) = *start;
                         sink.send(Message::Text(text(welcome)?)).await?;
                         feed = Some(started);
+                        broker = of;
                     }
                     Control::Ping => sink.send(Message::Ping(Default::default())).await?,
                     Control::Close(code, reason) => {
-                        drain(&mut sink, &state.broker, None, outbox, &mut frames).await?;
+                        drain(&mut sink, &broker, None, outbox, &mut frames).await?;
                         return Box::pin(close(&mut sink, code, reason)).await;
                     }
-                    Control::Stop => return drain(&mut sink, &state.broker, None, outbox, &mut frames).await,
+                    Control::Stop => return drain(&mut sink, &broker, None, outbox, &mut frames).await,
                 }
             }
-            drain(&mut sink, &state.broker, feed.as_mut(), outbox, &mut frames).await?;
+            drain(&mut sink, &broker, feed.as_mut(), outbox, &mut frames).await?;
             if outbox.overflowed() {
                 tracing::info!("slow consumer: outbox overflowed; closing with 4008");
                 state.metrics.slow_consumer_closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

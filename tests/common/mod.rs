@@ -575,7 +575,12 @@ impl Ws {
 
     /// [`Ws::connect`], or the handshake's error (a 503 when the broker has no place).
     pub async fn try_connect(addr: SocketAddr) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
+        Ws::try_connect_to(addr, "/ws").await
+    }
+
+    /// Connects to `path` (`/w/{workspace}/ws`, say).
+    pub async fn try_connect_to(addr: SocketAddr, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await?;
         Ok(Ws { stream, next_id: 1, events: Default::default() })
     }
 

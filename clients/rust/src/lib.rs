@@ -32,10 +32,11 @@ use futures_util::{SinkExt, StreamExt};
 pub use muster_protocol as protocol;
 use muster_protocol::ws::{Hello, Op, Reply, Request, ServerFrame, Topics, Welcome, reply};
 use muster_protocol::{
-    AckInbox, AddComment, ChannelInfo, ChatMessage, ChatReadArgs, CreateTask, Cursor, ErrorInfo, Event, FilesQuery,
-    Heartbeat, Inbox, InboxAckArgs, InboxReadArgs, ListArgs, MessageList, NextArgs, PageArgs, PathHolders, PostMessage,
-    Presence, PresenceSetArgs, ReleaseFiles, Reservation, ReserveFiles, Seq, Task, TaskAction, TaskActionArgs,
-    TaskCommentArgs, TaskCommentsArgs, TaskId, TaskList, TaskRef, TaskUpdateArgs, UpdateTask, WhoHasFiles,
+    AckInbox, AddComment, AddWorkspace, ChannelInfo, ChatMessage, ChatReadArgs, CreateTask, Cursor, ErrorInfo, Event,
+    FilesQuery, Heartbeat, Inbox, InboxAckArgs, InboxReadArgs, ListArgs, MessageList, NextArgs, NoArgs, PageArgs,
+    PathHolders, PostMessage, Presence, PresenceSetArgs, ReleaseFiles, RemoveWorkspace, Reservation, ReserveFiles, Seq,
+    Task, TaskAction, TaskActionArgs, TaskCommentArgs, TaskCommentsArgs, TaskId, TaskList, TaskRef, TaskUpdateArgs,
+    UpdateTask, WhoHasFiles, WorkspaceInfo,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -62,6 +63,9 @@ pub struct Options {
     /// URLs separated by commas: they are tried in turn, at the start and after each lost
     /// connection, and the session resumes by `seq` on whichever answers.
     pub url: String,
+    /// The workspace to work in (`None`: the broker's `default`, or the one a
+    /// `…/w/{workspace}` URL names).
+    pub workspace: Option<String>,
     /// The agent this session acts as; `None` for an observer.
     pub agent: Option<String>,
     /// The session is a person's, not an AI agent's (needs `agent`).
@@ -86,6 +90,7 @@ impl Options {
     pub fn new(url: impl Into<String>) -> Options {
         Options {
             url: url.into(),
+            workspace: None,
             agent: None,
             human: false,
             token: None,
@@ -95,6 +100,12 @@ impl Options {
             reconnect: true,
             connect_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Works in `workspace`.
+    pub fn workspace(mut self, workspace: impl Into<String>) -> Options {
+        self.workspace = Some(workspace.into());
+        self
     }
 
     /// Acts as `agent`.
@@ -402,6 +413,22 @@ impl Client {
         self.call_as::<reply::ChatRead>(Op::ChatRead(args)).await
     }
 
+    /// The broker's workspaces, archived ones included.
+    pub async fn workspaces(&self) -> Result<Vec<WorkspaceInfo>, Error> {
+        Ok(self.call_as::<reply::WorkspaceList>(Op::WorkspaceList(NoArgs {})).await?.workspaces)
+    }
+
+    /// Adds the workspace `name` (with tokens on, a person's token only).
+    pub async fn add_workspace(&self, name: &str) -> Result<WorkspaceInfo, Error> {
+        self.call_as::<reply::WorkspaceAdd>(Op::WorkspaceAdd(AddWorkspace { name: name.to_owned() })).await
+    }
+
+    /// Removes the workspace `name`: archived, or deleted with `purge`.
+    pub async fn remove_workspace(&self, name: &str, purge: bool) -> Result<WorkspaceInfo, Error> {
+        let args = RemoveWorkspace { name: name.to_owned(), purge };
+        self.call_as::<reply::WorkspaceRemove>(Op::WorkspaceRemove(args)).await
+    }
+
     /// Channels with messages, by name (every page).
     pub async fn channels(&self) -> Result<Vec<ChannelInfo>, Error> {
         let mut page = PageArgs::default();
@@ -673,6 +700,7 @@ impl Session {
             since,
             epoch,
             human: self.options.human,
+            workspace: self.options.workspace.clone(),
         };
         let frame = serde_json::to_string(&Request { id: 0, idempotency_key: None, after: None, op: Op::Hello(hello) })
             .map_err(|e| Failed::Unreachable(e.to_string()))?;

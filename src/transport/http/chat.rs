@@ -1,6 +1,6 @@
 //! `/chat` and `/inbox`: messages, channels, mentions and read cursors.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use muster_protocol::grammar::{self, AgentName, ChannelName, IdempotencyKey, PageCursor};
@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use crate::api;
 use crate::transport::extract::{Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty};
 use crate::transport::response::{HttpError, ok, written};
-use crate::transport::state::AppState;
+use crate::transport::state::{App, AppState};
 
 /// This file's routes (one `routes!` per path, its methods together).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -41,7 +41,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     )
 )]
 pub(crate) async fn post(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     idem: Idempotency,
     JsonBody(body): JsonBody<PostMessage>,
@@ -79,11 +79,7 @@ pub(crate) struct ListQuery {
     params(ListQuery),
     responses((status = 200, body = MessageList), (status = 400, body = ErrorBody))
 )]
-pub(crate) async fn list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, HttpError> {
+pub(crate) async fn list(App(app): App, Auth(caller): Auth, Query(q): Query<ListQuery>) -> Result<Response, HttpError> {
     let args = ChatReadArgs { channel: q.channel, since: q.since, before: q.before, limit: q.limit, cursor: q.cursor };
     Ok(ok(api::chat::read(&app.broker, &caller, args).await?))
 }
@@ -115,7 +111,7 @@ impl From<PageQuery> for PageArgs {
     responses((status = 200, body = ChannelList), (status = 400, body = ErrorBody))
 )]
 pub(crate) async fn channels(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, HttpError> {
@@ -147,7 +143,7 @@ pub(crate) struct InboxQuery {
     responses((status = 200, body = Inbox), (status = 400, body = ErrorBody))
 )]
 pub(crate) async fn inbox(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(agent): Path<String>,
     Query(q): Query<InboxQuery>,
@@ -167,7 +163,7 @@ pub(crate) async fn inbox(
     )
 )]
 pub(crate) async fn ack(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(agent): Path<String>,
     idem: Idempotency,

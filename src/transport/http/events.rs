@@ -1,6 +1,5 @@
 //! `GET /events`: the event log as a long-poll, the curl fallback for push.
 
-use axum::extract::State;
 use axum::response::Response;
 use muster_protocol::grammar::{self, Topics, Wait};
 use muster_protocol::{ErrorBody, EventPage, Seq};
@@ -12,7 +11,7 @@ use crate::api;
 use crate::api::events::Poll;
 use crate::transport::extract::{Auth, Query};
 use crate::transport::response::{HttpError, ok};
-use crate::transport::state::AppState;
+use crate::transport::state::App;
 
 /// Which events, and how long to wait for them.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -50,11 +49,7 @@ fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>,
     params(PollQuery),
     responses((status = 200, body = EventPage), (status = 400, body = ErrorBody))
 )]
-pub(crate) async fn poll(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    Query(q): Query<PollQuery>,
-) -> Result<Response, HttpError> {
+pub(crate) async fn poll(App(app): App, Auth(caller): Auth, Query(q): Query<PollQuery>) -> Result<Response, HttpError> {
     let poll = Poll { since: q.since, topics: q.topics, wait: q.wait, limit: q.limit };
     Ok(ok(api::events::poll(&app.broker, &caller, poll).await?))
 }

@@ -1,6 +1,5 @@
 //! `/files`: file reservations — reserve, release, list, and who holds a path.
 
-use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use muster_protocol::grammar::{AgentName, IdempotencyKey, Repo, RepoPath};
@@ -14,7 +13,7 @@ use utoipa_axum::routes;
 use crate::api::{self, ApiError};
 use crate::transport::extract::{Auth, Idempotency, JsonBody, Query};
 use crate::transport::response::{HttpError, ok, written};
-use crate::transport::state::AppState;
+use crate::transport::state::{App, AppState};
 
 /// This file's routes (one `routes!` per path, its methods together).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -38,7 +37,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     )
 )]
 pub(crate) async fn reserve(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     idem: Idempotency,
     JsonBody(body): JsonBody<ReserveFiles>,
@@ -61,7 +60,7 @@ pub(crate) async fn reserve(
     )
 )]
 pub(crate) async fn release(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     idem: Idempotency,
     JsonBody(body): JsonBody<ReleaseFiles>,
@@ -91,11 +90,7 @@ pub(crate) struct ListQuery {
     params(ListQuery),
     responses((status = 200, body = ReservationList), (status = 400, body = ErrorBody))
 )]
-pub(crate) async fn list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    Query(q): Query<ListQuery>,
-) -> Result<Response, HttpError> {
+pub(crate) async fn list(App(app): App, Auth(caller): Auth, Query(q): Query<ListQuery>) -> Result<Response, HttpError> {
     let query = FilesQuery { repo: q.repo, agent: q.agent, task: q.task };
     Ok(ok(api::files::list(&app.broker, &caller, query).await?))
 }
@@ -144,6 +139,6 @@ fn who_query(uri: &Uri) -> Result<WhoHasFiles, ApiError> {
         (status = 400, description = "An invalid repo or path, or matching the paths would take more than the request's limit of matching steps", body = ErrorBody),
     )
 )]
-pub(crate) async fn who(State(app): State<AppState>, Auth(caller): Auth, uri: Uri) -> Result<Response, HttpError> {
+pub(crate) async fn who(App(app): App, Auth(caller): Auth, uri: Uri) -> Result<Response, HttpError> {
     Ok(ok(api::files::who(&app.broker, &caller, who_query(&uri)?).await?))
 }

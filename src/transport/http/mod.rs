@@ -8,3 +8,4 @@ pub(crate) mod files;
 pub(crate) mod presence;
 pub(crate) mod system;
 pub(crate) mod tasks;
+pub(crate) mod workspaces;

@@ -1,6 +1,6 @@
 //! `/presence`: who is here, idle, offline or stuck; heartbeats.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use muster_protocol::PresenceSetArgs;
@@ -13,7 +13,7 @@ use crate::api;
 use crate::transport::extract::{Auth, Idempotency, OptionalJsonBody, Query};
 use crate::transport::http::chat::PageQuery;
 use crate::transport::response::{HttpError, ok, written};
-use crate::transport::state::AppState;
+use crate::transport::state::{App, AppState};
 
 /// This file's routes (one `routes!` per path, its methods together).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -26,11 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     params(PageQuery),
     responses((status = 200, body = PresenceList), (status = 400, body = ErrorBody))
 )]
-pub(crate) async fn list(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    Query(q): Query<PageQuery>,
-) -> Result<Response, HttpError> {
+pub(crate) async fn list(App(app): App, Auth(caller): Auth, Query(q): Query<PageQuery>) -> Result<Response, HttpError> {
     Ok(ok(api::presence::list(&app.broker, &caller, q.into()).await?))
 }
 
@@ -40,11 +36,7 @@ pub(crate) async fn list(
     params(("agent" = AgentName, Path, description = "Agent name")),
     responses((status = 200, body = PresenceEnvelope), (status = 404, body = ErrorBody))
 )]
-pub(crate) async fn get(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    Path(name): Path<String>,
-) -> Result<Response, HttpError> {
+pub(crate) async fn get(App(app): App, Auth(caller): Auth, Path(name): Path<String>) -> Result<Response, HttpError> {
     Ok(ok(api::presence::get(&app.broker, &caller, &name).await?))
 }
 
@@ -57,7 +49,7 @@ pub(crate) async fn get(
     responses((status = 200, body = PresenceEnvelope), (status = 400, body = ErrorBody))
 )]
 pub(crate) async fn heartbeat(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(name): Path<String>,
     idem: Idempotency,

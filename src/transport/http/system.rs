@@ -1,6 +1,5 @@
 //! `/health`, `/metrics`, `/capabilities`, `/openapi.json`.
 
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_protocol::Health;
@@ -9,7 +8,7 @@ use serde_json::json;
 use crate::api::{self, ApiError};
 use crate::transport::extract::{Auth, MAX_BODY};
 use crate::transport::response::{HttpError, ok};
-use crate::transport::state::AppState;
+use crate::transport::state::App;
 
 /// Liveness, version, epoch and head: 503 (same body) while a cluster has had no leader
 /// for longer than two leases.
@@ -17,7 +16,7 @@ use crate::transport::state::AppState;
     (status = 200, body = Health),
     (status = 503, body = Health, description = "A cluster node whose cluster has had no leader for longer than two leases"),
 ))]
-pub(crate) async fn health(State(app): State<AppState>) -> Response {
+pub(crate) async fn health(App(app): App) -> Response {
     let health = api::system::health(&app.broker).await;
     let healthy = health.status == "ok";
     let mut response = ok(health);
@@ -30,7 +29,7 @@ pub(crate) async fn health(State(app): State<AppState>) -> Response {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub(crate) async fn metrics(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
+pub(crate) async fn metrics(App(app): App, Auth(caller): Auth) -> Result<Response, HttpError> {
     let mut response = api::system::metrics(&app.broker, &caller).await?.into_response();
     response
         .headers_mut()
@@ -40,7 +39,7 @@ pub(crate) async fn metrics(State(app): State<AppState>, Auth(caller): Auth) -> 
 
 /// What this broker can do: every route (generated from the router), the topics, the limits.
 #[utoipa::path(get, path = "/capabilities", tag = "system", responses((status = 200, description = "Routes, topics and limits")))]
-pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
+pub(crate) async fn capabilities(App(app): App, Auth(caller): Auth) -> Result<Response, HttpError> {
     app.broker.check(&caller)?;
     let mut routes = Vec::new();
     for (path, item) in &app.api.paths.paths {
@@ -67,7 +66,7 @@ pub(crate) async fn capabilities(State(app): State<AppState>, Auth(caller): Auth
 
 /// This API as OpenAPI 3.1.
 #[utoipa::path(get, path = "/openapi.json", tag = "system", responses((status = 200, description = "OpenAPI document")))]
-pub(crate) async fn openapi(State(app): State<AppState>, Auth(caller): Auth) -> Result<Response, HttpError> {
+pub(crate) async fn openapi(App(app): App, Auth(caller): Auth) -> Result<Response, HttpError> {
     app.broker.check(&caller)?;
     Ok(json_value(&*app.api))
 }

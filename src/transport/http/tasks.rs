@@ -1,6 +1,6 @@
 //! `/tasks`: the board, claims, releases, completions, `next`.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use muster_protocol::grammar::{self, AgentName, IdempotencyKey, PageCursor, StatusList, Tag};
@@ -20,7 +20,7 @@ use crate::api::{self, ApiError};
 use crate::transport::extract::{Auth, Idempotency, JsonBody, OptionalJsonBody, Query, first_page_if_empty, task_id};
 use crate::transport::guard;
 use crate::transport::response::{HttpError, json, ok, written};
-use crate::transport::state::AppState;
+use crate::transport::state::{App, AppState};
 
 /// This file's routes (one `routes!` per path, its methods together).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -51,7 +51,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     )
 )]
 pub(crate) async fn create(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     idem: Idempotency,
     JsonBody(body): JsonBody<CreateTask>,
@@ -108,7 +108,7 @@ pub(crate) struct ListQuery {
     )
 )]
 pub(crate) async fn list(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
@@ -175,11 +175,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     params(("id" = TaskId, Path, description = "Task id, e.g. T-12")),
     responses((status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody))
 )]
-pub(crate) async fn get(
-    State(app): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-) -> Result<Response, HttpError> {
+pub(crate) async fn get(App(app): App, Auth(caller): Auth, Path(id): Path<String>) -> Result<Response, HttpError> {
     Ok(ok(api::tasks::get(&app.broker, &caller, TaskRef { task: task_id(&id)? }).await?))
 }
 
@@ -199,7 +195,7 @@ pub(crate) async fn get(
     )
 )]
 pub(crate) async fn update(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(id): Path<String>,
     idem: Idempotency,
@@ -227,7 +223,7 @@ fn action(id: &str, action: TaskAction) -> Result<TaskActionArgs, ApiError> {
     )
 )]
 pub(crate) async fn claim(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(id): Path<String>,
     idem: Idempotency,
@@ -245,7 +241,7 @@ pub(crate) async fn claim(
     responses((status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
 )]
 pub(crate) async fn release(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(id): Path<String>,
     idem: Idempotency,
@@ -266,7 +262,7 @@ pub(crate) async fn release(
     )
 )]
 pub(crate) async fn complete(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(id): Path<String>,
     idem: Idempotency,
@@ -289,7 +285,7 @@ pub(crate) async fn complete(
     )
 )]
 pub(crate) async fn comment(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(id): Path<String>,
     idem: Idempotency,
@@ -320,7 +316,7 @@ pub(crate) struct CommentsQuery {
     responses((status = 200, body = MessageList), (status = 400, body = ErrorBody), (status = 404, description = "No such task", body = ErrorBody))
 )]
 pub(crate) async fn comments(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     Path(id): Path<String>,
     Query(q): Query<CommentsQuery>,
@@ -356,7 +352,7 @@ pub(crate) struct NextQuery {
     )
 )]
 pub(crate) async fn next(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     headers: HeaderMap,
     idem: Idempotency,
@@ -386,7 +382,7 @@ pub(crate) async fn next(
     responses((status = 200, description = "`task` is null when there is nothing to do", body = MaybeTaskEnvelope), (status = 400, body = ErrorBody))
 )]
 pub(crate) async fn claim_next(
-    State(app): State<AppState>,
+    App(app): App,
     Auth(caller): Auth,
     idem: Idempotency,
     OptionalJsonBody(body): OptionalJsonBody<NextTask>,
