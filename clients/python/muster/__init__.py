@@ -40,6 +40,7 @@ from .models import (
     Task,
     TaskPage,
     Welcome,
+    WorkspaceInfo,
     parse_server_frame,
 )
 from .sync import Client
@@ -85,6 +86,7 @@ __all__ = [
     "Unset",
     "Waited",
     "Welcome",
+    "WorkspaceInfo",
     "connect",
     "event_topics",
     "parse_server_frame",

@@ -3,6 +3,8 @@
 Mirrors the JavaScript client (clients/js/muster.js): a typed call per operation, events in
 ``seq`` order exactly once, reconnection with backoff that resumes from the last ``seq``
 (``since`` + ``epoch`` in ``hello``), or says :class:`~muster.errors.Resync` when it cannot.
+A session works in one workspace (``workspace`` in every ``hello``), whose ``seq`` and epoch
+those are.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .errors import (
     Disconnected,
     Invalid,
     MusterError,
+    NotFound,
     Resync,
     Unauthorized,
     Unreachable,
@@ -44,6 +47,7 @@ from .models import (
     Task,
     TaskPage,
     Welcome,
+    WorkspaceInfo,
     parse_server_frame,
 )
 from .topics import parse_topic, receives
@@ -216,6 +220,7 @@ class Muster:
         url: str | Sequence[str],
         *,
         agent: str | None = None,
+        workspace: str | None = None,
         token: str | None = None,
         topics: Iterable[str] = (),
         since: int | None = None,
@@ -231,6 +236,8 @@ class Muster:
             raise ValueError("connect needs at least one broker URL")
         self.url = self._urls[0]
         self.agent = agent.lower() if agent else None
+        # Names are case-insensitive; the broker answers with the lowercase one.
+        self._workspace = workspace.lower() if workspace else None
         self._token = token or None
         self._human = human
         self._reconnect = reconnect
@@ -314,8 +321,14 @@ class Muster:
 
     @property
     def epoch(self) -> str | None:
-        """The broker's data dir epoch, once connected."""
+        """The epoch of the session's workspace (its history's identity), once connected."""
         return self._epoch
+
+    @property
+    def workspace(self) -> str | None:
+        """The session's workspace: the welcome's once connected, before that the one asked
+        for (None: the broker's ``default``, or the one a ``.../w/{workspace}`` URL names)."""
+        return self._welcome.workspace if self._welcome is not None else self._workspace
 
     @property
     def seen(self) -> int | None:
@@ -391,10 +404,13 @@ class Muster:
                 try:
                     welcome = await asyncio.wait_for(self._hello(ws), self._connect_timeout)
                 except MusterError as refused:
-                    if not ever_connected:
-                        # A refused first hello is a mistake in the options: retrying cannot fix it.
+                    # A refused first hello is a mistake in the options, and a workspace that
+                    # is gone (purged) stays gone: retrying cannot fix either.
+                    if not ever_connected or isinstance(refused, NotFound):
                         await self._drop(ws)
-                        self._finish("closed", refused, _END)
+                        # After a welcome, the events stream ends with the error (start() raised
+                        # the first one).
+                        self._finish("closed", refused, refused if ever_connected else _END)
                         return
                     reason = refused.message
                 except (ConnectionClosed, WebSocketException, OSError, asyncio.TimeoutError) as error:
@@ -447,6 +463,7 @@ class Muster:
         hello: dict[str, Any] = {"id": HELLO_ID, "op": "hello"}
         hello.update(
             _args(
+                workspace=self._workspace,
                 agent=self.agent,
                 human=True if self._human else None,
                 token=self._token,
@@ -876,6 +893,26 @@ class Muster:
         data = await self.call("files.who", {"repo": repo, "paths": list(paths)})
         return [PathHolders.from_json(p) for p in data.get("paths", [])]
 
+    # -- workspaces --------------------------------------------------------------------
+
+    async def workspaces(self) -> list[WorkspaceInfo]:
+        """Every workspace of the broker (``workspace.list``), archived ones included, by
+        name: whichever the session works in."""
+        return [WorkspaceInfo.from_json(w) for w in (await self.call("workspace.list"))["workspaces"]]
+
+    async def add_workspace(self, name: str) -> WorkspaceInfo:
+        """Adds a workspace (``workspace.add``; with tokens on, a person's token only).
+        Raises :class:`~muster.errors.Conflict` when it exists (archived ones too). Work in
+        it with another session: ``connect(url, workspace=name)``."""
+        return WorkspaceInfo.from_json(await self.call("workspace.add", {"name": name}))
+
+    async def remove_workspace(self, name: str, *, purge: bool = False) -> WorkspaceInfo:
+        """Removes a workspace (``workspace.remove``; with tokens on, a person's token only):
+        archived — read-only, its data kept — or, with ``purge``, deleted. Its sessions are
+        closed either way; ``default`` cannot be removed (:class:`~muster.errors.Conflict`)."""
+        args = {"name": name, **_args(purge=True if purge else None)}
+        return WorkspaceInfo.from_json(await self.call("workspace.remove", args))
+
     # -- topics ------------------------------------------------------------------------
 
     async def subscribe(self, topics: Sequence[str]) -> list[str]:
@@ -1044,6 +1081,7 @@ def connect(
     url: str | Sequence[str],
     *,
     agent: str | None = None,
+    workspace: str | None = None,
     token: str | None = None,
     topics: Iterable[str] = (),
     since: int | None = None,
@@ -1059,13 +1097,16 @@ def connect(
     ``async with connect(url, agent="bot-1") as m:`` (or ``m = await connect(...)``, then
     ``await m.close()``).
 
+    ``workspace``: the one the session works in, named in every ``hello`` (default: the
+    broker's ``default``); an unknown one is refused with :class:`~muster.errors.NotFound`.
     ``topics`` are received from every (re)connection; ``since``/``epoch`` resume after
-    that ``seq`` on the first connection. ``max_buffer``: events kept for
+    that ``seq`` of that workspace on the first connection. ``max_buffer``: events kept for
     :meth:`Muster.events` until read (beyond, they are dropped for a ``Resync``).
     """
     return Muster(
         url,
         agent=agent,
+        workspace=workspace,
         token=token,
         topics=topics,
         since=since,

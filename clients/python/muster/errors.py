@@ -65,7 +65,7 @@ class Forbidden(MusterError):
 
 
 class NotFound(MusterError):
-    """``not_found``: no such task (or message, or reservation)."""
+    """``not_found``: no such task (or message, reservation, workspace)."""
 
 
 _OWNER = re.compile(r"\bclaimed by ([A-Za-z0-9_][A-Za-z0-9._-]*[A-Za-z0-9_]|[A-Za-z0-9_])")

@@ -30,6 +30,7 @@ __all__ = [
     "TaskPage",
     "TaskStatus",
     "Welcome",
+    "WorkspaceInfo",
     "parse_server_frame",
 ]
 
@@ -392,8 +393,26 @@ class Cursor:
 
 
 @dataclass
+class WorkspaceInfo:
+    """A workspace (``workspace.list``, ``workspace.add``, ``workspace.remove``): a board,
+    chat, presence and reservations of its own. ``archived``: removed without ``purge``,
+    its data kept and read, every write refused. ``head``: its last event's ``seq``."""
+
+    name: str
+    archived: bool
+    head: int
+    raw: JSON = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: Any) -> WorkspaceInfo:
+        d = _obj(d)
+        return cls(name=_str(d, "name"), archived=_bool(d, "archived"), head=_int(d, "head"), raw=d)
+
+
+@dataclass
 class Welcome:
-    """The answer to ``hello``. ``resumed``: every event after the previous ``seq`` is
+    """The answer to ``hello``. ``workspace``: the session's (its ``seq``, ``epoch`` and
+    ``head`` are that workspace's). ``resumed``: every event after the previous ``seq`` is
     replayed (nothing was missed); computed by the client."""
 
     epoch: str
@@ -401,6 +420,8 @@ class Welcome:
     recovered: bool
     agent: str | None
     topics: list[str]
+    # A broker from before workspaces does not say: it has only the one, ``default``.
+    workspace: str = "default"
     resumed: bool = False
     raw: JSON = field(default_factory=dict, repr=False, compare=False)
 
@@ -413,6 +434,7 @@ class Welcome:
             recovered=_bool(d, "recovered"),
             agent=_opt_str(d, "agent"),
             topics=_strs(d, "topics"),
+            workspace=_str(d, "workspace", "default"),
             raw=d,
         )
 

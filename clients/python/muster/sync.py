@@ -57,6 +57,7 @@ class Client:
         url: str | Sequence[str],
         *,
         agent: str | None = None,
+        workspace: str | None = None,
         token: str | None = None,
         topics: Iterable[str] = (),
         since: int | None = None,
@@ -72,6 +73,7 @@ class Client:
         self._async = Muster(
             url,
             agent=agent,
+            workspace=workspace,
             token=token,
             topics=topics,
             since=since,
@@ -143,6 +145,10 @@ class Client:
     def seen(self) -> int | None:
         return self._async.seen
 
+    @property
+    def workspace(self) -> str | None:
+        return self._async.workspace
+
     @overload
     def events(self, *, resync: Literal["raise"] = "raise") -> Iterator[Event]: ...
 
@@ -182,6 +188,9 @@ class Client:
     release_files = _blocking(Muster.release_files)
     list_files = _blocking(Muster.list_files)
     who_has_files = _blocking(Muster.who_has_files)
+    workspaces = _blocking(Muster.workspaces)
+    add_workspace = _blocking(Muster.add_workspace)
+    remove_workspace = _blocking(Muster.remove_workspace)
     subscribe = _blocking(Muster.subscribe)
     unsubscribe = _blocking(Muster.unsubscribe)
     wait_for = _blocking(Muster.wait_for)

@@ -87,12 +87,22 @@ class Broker:
                 self.proc.wait(timeout=10)
             self.proc = None
 
-    def http(self, method: str, path: str, body: Any = None, agent: str | None = None, port: int | None = None) -> Any:
+    def http(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        agent: str | None = None,
+        port: int | None = None,
+        workspace: str | None = None,
+    ) -> Any:
+        """One HTTP request; with ``workspace``, to that workspace's route (``/w/{workspace}...``)."""
         headers = {"Content-Type": "application/json"}
         if agent:
             headers["X-Agent"] = agent
+        prefix = f"/w/{workspace}" if workspace else ""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port or self.port}{path}",
+            f"http://127.0.0.1:{port or self.port}{prefix}{path}",
             data=json.dumps(body).encode() if body is not None else None,
             method=method,
             headers=headers,

@@ -31,6 +31,7 @@ PRESENCE = {
     "name": "link", "status": "busy", "lastSeen": "2s ago", "lastSeenAt": "2026-11-25T10:09:00Z",
     "connections": 1, "task": "T-12", "note": "on T-12", "stuck": False, "claimsExpireAt": None,
 }
+WORKSPACE = {"name": "web-app", "archived": False, "head": 0}
 
 # What the fake broker answers to each op (shaped like the real replies).
 ANSWERS: dict[str, Any] = {
@@ -46,6 +47,8 @@ ANSWERS: dict[str, Any] = {
     "files.reserve": {"reservations": [RESERVATION]}, "files.release": {"reservations": [RESERVATION]},
     "files.list": {"reservations": [RESERVATION]},
     "files.who": {"paths": [{"path": "src/auth/session.rs", "reservations": [RESERVATION]}]},
+    "workspace.list": {"workspaces": [WORKSPACE]},
+    "workspace.add": WORKSPACE, "workspace.remove": {**WORKSPACE, "archived": True},
 }
 
 
@@ -63,8 +66,8 @@ class FakeBroker:
             op = frame["op"]
             if op == "hello":
                 self.topics = list(frame.get("topics", []))
-                data: Any = {"epoch": "0000000000000001", "head": 131, "recovered": False,
-                             "agent": frame.get("agent"), "topics": self.topics}
+                data: Any = {"workspace": frame.get("workspace", "default"), "epoch": "0000000000000001",
+                             "head": 131, "recovered": False, "agent": frame.get("agent"), "topics": self.topics}
                 await ws.send(json.dumps({"re": frame["id"], "ok": True, "data": data}))
                 for event in self.events + self.events:  # twice: a replay overlapping
                     await ws.send(json.dumps(event))
@@ -127,6 +130,9 @@ MAKERS: dict[str, Maker] = {
         "git.example.com/acme/app", patterns=["Cargo.lock"], idempotency_key=f.get("idempotencyKey")),
     "files.list.json": lambda c, f: c.list_files(repo="git.example.com/acme/app"),
     "files.who.json": lambda c, f: c.who_has_files("git.example.com/acme/app", ["src/auth/session.rs", "README.md"]),
+    "workspace.list.json": lambda c, f: c.workspaces(),
+    "workspace.add.json": lambda c, f: c.add_workspace("web-app"),
+    "workspace.remove.json": lambda c, f: c.remove_workspace("web-app", purge=True),
 }
 
 
@@ -144,11 +150,12 @@ async def _send_all_golden_frames(frames: dict[str, dict[str, Any]]) -> None:
         hello = frames["hello.json"]
         # The client's own hello, from its options, is the golden hello.
         client = muster.connect(
-            f"http://127.0.0.1:{port}", agent=hello["agent"], topics=hello["topics"],
-            since=hello["since"], epoch=hello["epoch"],
+            f"http://127.0.0.1:{port}", agent=hello["agent"], workspace=hello["workspace"],
+            topics=hello["topics"], since=hello["since"], epoch=hello["epoch"],
         )
         async with client:
             assert without_id(fake.frames[0]) == without_id(hello)
+            assert client.workspace == hello["workspace"]
             for name, frame in frames.items():
                 if name == "hello.json":
                     continue
@@ -177,6 +184,9 @@ def test_every_golden_server_frame_parses_into_the_right_type() -> None:
     welcome = SERVER["welcome.json"]
     w = muster.Welcome.from_json(muster.Reply.from_json(welcome).data)
     assert (w.epoch, w.head, w.recovered, w.agent, w.topics) == ("3f2a9c1d5e7b8a60", 131, True, "link", ["inbox:link", "tasks"])
+    assert w.workspace == "web-app"
+    # A broker from before workspaces has only the one.
+    assert muster.Welcome.from_json({k: v for k, v in welcome["data"].items() if k != "workspace"}).workspace == "default"
 
     assert muster.Reply.from_json(SERVER["reply.task.json"]).head == 140
     assert muster.Reply.from_json(SERVER["reply.conflict.json"]).head is None
