@@ -198,7 +198,7 @@ async fn workspaces_are_added_by_name_archived_kept_across_a_restart_and_purged(
     let removed = s.http.delete(s.url("/workspaces/web")).send().await.unwrap();
     let (status, body) = split(removed).await;
     assert_eq!((status, &body["archived"]), (200, &json!(true)), "{body}");
-    assert_eq!(session.close_frame().await.map(|(code, _)| code), Some(1001));
+    assert_eq!(session.close_frame().await.map(|(code, _)| code), Some(4004));
     let (status, body) = s.post("/w/web/tasks", json!({"title": "after"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("archived"), "{body}");

@@ -10,6 +10,9 @@
  * serves this file at `/client.js`) and in Node 20+, where the caller passes a WebSocket
  * class (`import WebSocket from 'ws'`). Only the browser WebSocket API is used.
  *
+ * A session works in one workspace of the broker (`workspace`; `default` unless named): its
+ * board, chat, presence, reservations and events are that workspace's alone.
+ *
  * The protocol is described in the broker's `protocol/` crate (`ws.rs`) and its golden
  * frames under `protocol/examples/`.
  *
@@ -184,6 +187,17 @@
  */
 
 /**
+ * A workspace of the broker: a board, chat, presence and reservations of its own, with its
+ * own `seq` and epoch.
+ * @typedef {object} WorkspaceInfo
+ * @property {string} name Lowercase; its HTTP routes are `/w/{name}/...` (`default`'s are
+ *   also the unprefixed ones).
+ * @property {boolean} archived Removed without `purge`: its data are kept, every write is
+ *   refused, and it has no sessions.
+ * @property {number} head Its last event's `seq`.
+ */
+
+/**
  * An error as the broker describes it.
  * @typedef {object} ErrorInfo
  * @property {string} code `conflict`, `not_found`, `invalid`, ...
@@ -206,15 +220,20 @@
  * @property {string | string[]} [url] The broker: `http://127.0.0.1:4445` (or `ws://...`).
  *   In a browser, the page's origin by default. For a cluster, every node's URL: they are
  *   tried in turn, at the start and after each lost connection, resuming by `seq`.
- * @property {string} [agent] Act as this agent: it is present while the session is open,
- *   and its claims are held.
+ * @property {string} [workspace] Work in this workspace of the broker (names are
+ *   case-insensitive): sent in every hello, and `history()` reads `/w/{workspace}/events`.
+ *   Without it, `default` (or the workspace a `/w/{workspace}` URL names). `url` is then the
+ *   broker's own address, not a `/w/...` one.
+ * @property {string} [agent] Act as this agent (in the session's workspace): it is present
+ *   while the session is open, and its claims are held.
  * @property {boolean} [human] The session is a person (the dashboard); needs `agent`.
  * @property {string} [token] The token the broker issued (where tokens are on): sent in
  *   `hello`, and as `Authorization: Bearer` by `history()`.
  * @property {string[]} [topics] Topics received from every (re)connection: `*`, `tasks`,
  *   `task:<id>`, `chat`, `chat:<channel>`, `presence`, `inbox:<agent>`, `files`.
- * @property {number} [since] Resume after this `seq` on the first connection.
- * @property {string} [epoch] The broker epoch `since` belongs to.
+ * @property {number} [since] Resume after this `seq` on the first connection (a `seq` of
+ *   the session's workspace: each one counts its own).
+ * @property {string} [epoch] The workspace's epoch `since` belongs to.
  * @property {boolean} [reconnect] Reconnect when the connection is lost (default true).
  * @property {WebSocketClass} [WebSocket] WebSocket implementation (default
  *   `globalThis.WebSocket`; in Node 20, pass the `ws` package's class).
@@ -225,7 +244,8 @@
 /**
  * Emitted after each hello.
  * @typedef {object} WelcomeInfo
- * @property {string} epoch The broker's data dir epoch.
+ * @property {string} workspace The session's workspace, as the broker names it.
+ * @property {string} epoch The workspace's epoch (its history's identity).
  * @property {number} head Events after this `seq` arrive live.
  * @property {boolean} recovered The broker replayed every event after the `since` sent.
  * @property {boolean} resumed Events after the previous `lastSeq` were replayed: nothing
@@ -247,16 +267,27 @@
  */
 
 /**
+ * Emitted when the broker ended the session because its workspace was removed (archived or
+ * purged): the client is closed for good; no session can work in it any more.
+ * @typedef {object} RemovedInfo
+ * @property {string | null} workspace The session's workspace.
+ * @property {string} reason What the broker said.
+ */
+
+/**
  * @typedef {object} EventMap
  * @property {MusterEvent} event
  * @property {Status} status
  * @property {WelcomeInfo} welcome
  * @property {ResyncInfo} resync
  * @property {RevokedInfo} revoked
+ * @property {RemovedInfo} removed
  */
 
 /** Close code: the session's token was revoked. Final: no reconnection. */
 const CLOSE_REVOKED = 4003;
+/** Close code: the session's workspace was removed. Final: no reconnection. */
+const CLOSE_WORKSPACE_REMOVED = 4004;
 
 /** First and longest wait between reconnection attempts, in ms. */
 const BACKOFF_MIN = 100;
@@ -417,7 +448,14 @@ export class MusterClient {
   /** Topics sent in every hello; follows subscribe/unsubscribe. @type {string[]} */
   #topics;
   /** @type {{[K in keyof EventMap]: Set<(value: EventMap[K]) => void>}} */
-  #listeners = { event: new Set(), status: new Set(), welcome: new Set(), resync: new Set(), revoked: new Set() };
+  #listeners = {
+    event: new Set(),
+    status: new Set(),
+    welcome: new Set(),
+    resync: new Set(),
+    revoked: new Set(),
+    removed: new Set(),
+  };
   /** Calls sent on the current connection, waiting for their reply, by id.
    * @type {Map<number, {resolve: (data: any) => void, reject: (error: MusterError) => void}>} */
   #pending = new Map();
@@ -443,6 +481,10 @@ export class MusterClient {
   #at = 0;
   /** Nodes tried for the first connection. */
   #tried = 0;
+  /** The `workspace` option, sent in every hello. @type {string | undefined} */
+  #workspace;
+  /** The session's workspace, from the last welcome. @type {string | null} */
+  #welcomedIn = null;
   #agent;
   #human;
   #token;
@@ -466,6 +508,7 @@ export class MusterClient {
     const urls = (Array.isArray(url) ? url : [url]).filter(Boolean);
     if (urls.length === 0) throw new Error('MusterClient: `url` is required (e.g. http://127.0.0.1:4445)');
     this.#urls = urls;
+    this.#workspace = options.workspace || undefined;
     this.#agent = options.agent;
     this.#human = options.human === true;
     this.#token = options.token || undefined;
@@ -495,9 +538,16 @@ export class MusterClient {
     return this.#lastSeq;
   }
 
-  /** The broker's data dir epoch, once connected. @returns {string | null} */
+  /** The workspace's epoch (its history's identity), once connected.
+   * @returns {string | null} */
   get epoch() {
     return this.#epoch;
+  }
+
+  /** The session's workspace as the broker names it (lowercase), from the welcome; `null`
+   * before the first. @returns {string | null} */
+  get workspace() {
+    return this.#welcomedIn;
   }
 
   /** The newest event this client has seen in any reply or event (sent as `after` with
@@ -517,8 +567,8 @@ export class MusterClient {
   }
 
   /**
-   * Listens to `event` (each event once, in `seq` order), `status`, `welcome`, `resync` or
-   * `revoked`.
+   * Listens to `event` (each event once, in `seq` order), `status`, `welcome`, `resync`,
+   * `revoked` or `removed`.
    * @template {keyof EventMap} K
    * @param {K} name
    * @param {(value: EventMap[K]) => void} fn
@@ -562,6 +612,12 @@ export class MusterClient {
     return this.#urls[this.#at];
   }
 
+  /** Where the workspace's HTTP routes are, below a node's URL: `/w/{workspace}`, or
+   * nothing for the URL's own. */
+  get #prefix() {
+    return this.#workspace === undefined ? '' : `/w/${encodeURIComponent(this.#workspace)}`;
+  }
+
   /** @param {Status} status */
   #setStatus(status) {
     if (this.#status === status) return;
@@ -592,6 +648,7 @@ export class MusterClient {
       const hello = {
         id: HELLO_ID,
         op: 'hello',
+        workspace: this.#workspace,
         agent: this.#agent,
         human: this.#human ? true : undefined,
         token: this.#token,
@@ -619,6 +676,7 @@ export class MusterClient {
     socket.onclose = (event) => {
       const reason = event.reason ? `closed ${event.code}: ${event.reason}` : `closed ${event.code}`;
       if (event.code === CLOSE_REVOKED) this.#revoked(socket, reason);
+      else if (event.code === CLOSE_WORKSPACE_REMOVED) this.#removed(socket, reason);
       else this.#lost(socket, reason);
     };
   }
@@ -643,7 +701,7 @@ export class MusterClient {
       return;
     }
     clearTimeout(this.#timer);
-    const { epoch, head, recovered } = frame.data;
+    const { workspace, epoch, head, recovered } = frame.data;
     const since = this.#lastSeq;
     const epochChanged = this.#epoch !== null && this.#epoch !== epoch;
     const resumed = since !== null && recovered && !epochChanged;
@@ -654,10 +712,11 @@ export class MusterClient {
     if (epochChanged) this.#seen = null;
     this.#see(head);
     this.#epoch = epoch;
+    this.#welcomedIn = workspace ?? null;
     // Without a replay, live events continue after head: what came before is not coming.
     if (!resumed) this.#lastSeq = head;
     this.#setStatus('open');
-    this.#emit('welcome', { epoch, head, recovered, resumed });
+    this.#emit('welcome', { workspace, epoch, head, recovered, resumed });
     if (since !== null && !resumed) this.#emit('resync', { epoch, head });
     this.#resolveReady();
   }
@@ -742,6 +801,22 @@ export class MusterClient {
     this.#failPending('unauthorized', `the broker revoked this session's token (${reason})`);
     this.#setStatus('closed');
     this.#emit('revoked', { reason });
+  }
+
+  /**
+   * The broker removed the session's workspace: fail its calls, close for good, say so.
+   * @param {WebSocket} socket
+   * @param {string} reason
+   */
+  #removed(socket, reason) {
+    if (socket !== this.#socket || this.#status === 'closed') return;
+    clearTimeout(this.#timer);
+    this.#socket = null;
+    this.#detach(socket);
+    const workspace = this.#welcomedIn ?? this.#workspace ?? null;
+    this.#failPending('disconnected', `the broker removed workspace ${workspace} (${reason}) before it answered; the operation may or may not have happened`);
+    this.#setStatus('closed');
+    this.#emit('removed', { workspace, reason });
   }
 
   /**
@@ -1073,6 +1148,38 @@ export class MusterClient {
   }
 
   /**
+   * Every workspace of the broker (`workspace.list`), by name, archived ones included.
+   * @returns {Promise<WorkspaceInfo[]>}
+   */
+  async workspaces() {
+    return (await this.call('workspace.list')).workspaces;
+  }
+
+  /**
+   * Adds a workspace (`workspace.add`; with tokens on, a person's token only): sessions
+   * work in it with the `workspace` option. A name taken (an archived workspace's too) is
+   * refused with `conflict`.
+   * @param {string} name 1-64 of letters, digits, `_`, `-`, starting with a letter or
+   *   digit; case-insensitive (the broker lowercases it).
+   * @returns {Promise<WorkspaceInfo>}
+   */
+  async addWorkspace(name) {
+    return this.call('workspace.add', { name });
+  }
+
+  /**
+   * Removes a workspace (`workspace.remove`; with tokens on, a person's token only):
+   * archived (read-only, its data kept), or deleted with `purge`. Its sessions end (each
+   * client of it emits `removed`). `default` cannot be removed.
+   * @param {string} name
+   * @param {{purge?: boolean}} [options]
+   * @returns {Promise<WorkspaceInfo>} It, as it is now (`archived`).
+   */
+  async removeWorkspace(name, { purge } = {}) {
+    return this.call('workspace.remove', { name, purge });
+  }
+
+  /**
    * Receives more topics, now and after every reconnection.
    * @param {string[]} topics
    * @returns {Promise<string[]>} Every topic subscribed now.
@@ -1097,7 +1204,8 @@ export class MusterClient {
   }
 
   /**
-   * Past events from the broker's log over HTTP (`GET /events`), oldest first: e.g. a
+   * Past events from the workspace's log over HTTP (`GET /events`, under
+   * `/w/{workspace}` when the `workspace` option names one), oldest first: e.g. a
    * task's history with `history(['task:T-12'])`. One page: at most `limit` events
    * (broker default 100, at most 1000); page on with `since` = the last `seq`. Works
    * whether or not the WebSocket is connected.
@@ -1108,7 +1216,7 @@ export class MusterClient {
   async history(topics, { since = 0, limit } = {}) {
     const query = new URLSearchParams({ since: String(since), topics: topics.join(',') });
     if (limit !== undefined) query.set('limit', String(limit));
-    const url = `${httpUrl(this.#url)}/events?${query}`;
+    const url = `${httpUrl(this.#url)}${this.#prefix}/events?${query}`;
     let response;
     try {
       response = await fetch(url, this.#token ? { headers: { Authorization: `Bearer ${this.#token}` } } : undefined);

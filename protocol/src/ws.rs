@@ -38,6 +38,9 @@ pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Close code: the token this session proved its agent with was revoked. Final: reconnecting
 /// with the same token cannot succeed, and clients do not retry.
 pub const CLOSE_REVOKED: u16 = 4003;
+/// Close code: the session's workspace was removed (archived or purged). Final: clients do
+/// not reconnect to it.
+pub const CLOSE_WORKSPACE_REMOVED: u16 = 4004;
 
 /// A client request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use muster_protocol::ErrorCode;
 use muster_protocol::ws::Hello;
 
 use super::broker::Broker;
@@ -55,6 +56,14 @@ pub(crate) async fn hello(
 ) -> Result<Opened, ApiError> {
     let caller = broker.authenticate(hello.token.as_ref().map(|t| t.expose()))?;
     parse_topics(&hello.topics)?;
+    // An archived workspace has no sessions: nothing happens there any more.
+    if broker.archived() {
+        broker.check(&caller)?;
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("workspace {} is archived: it takes no session (its data are read over HTTP)", broker.workspace()),
+        ));
+    }
     let session = open(broker, caller, hello.agent, hello.human).await?;
     let begin = match hello.since {
         Some(since) => Begin::Resume { since, epoch: hello.epoch },

@@ -7,6 +7,9 @@
 // event. When the connection drops the page says so and greys out until the client has
 // resumed from its last seq; if the broker could not replay what was missed, the page reloads
 // its state instead of showing stale data.
+//
+// The page shows one workspace of the broker, the one its address names
+// (`/w/{workspace}/dashboard`; `/dashboard` is `default`), and switches by going to another's.
 
 import { MusterClient } from '/client.js';
 
@@ -20,6 +23,22 @@ const MESSAGES_MAX = 300;
 const NAME_PATTERN = /^[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$/;
 
 const $ = (id) => document.getElementById(id);
+
+/** The workspace this page shows, from its address; names are case-insensitive (one
+ * spelling, lowercase, as the broker writes them). */
+const WORKSPACE = /^\/w\/([^/]+)\/dashboard\/?$/.exec(location.pathname)?.[1].toLowerCase() ?? 'default';
+
+/** The address of a workspace's dashboard. */
+function dashboardOf(workspace) {
+  return workspace === 'default' ? '/dashboard' : `/w/${encodeURIComponent(workspace)}/dashboard`;
+}
+
+/** A localStorage key for what this page keeps per workspace (read cursors, the open
+ * channel: each workspace has its own channels and `seq`). `default`'s are the keys of a page
+ * from before workspaces. */
+function local(key) {
+  return WORKSPACE === 'default' ? `muster.${key}` : `muster.w.${WORKSPACE}.${key}`;
+}
 
 /** Creates an element with attributes and children (strings become text, never HTML). */
 function h(tag, attrs = {}, ...children) {
@@ -70,7 +89,7 @@ const state = {
   channels: new Map(),
   /** @type {Map<string, any>} reservation id → file reservation */
   files: new Map(),
-  channel: localStorage.getItem('muster.channel') || 'general',
+  channel: localStorage.getItem(local('channel')) || 'general',
   me: localStorage.getItem('muster.me') || '',
   token: localStorage.getItem('muster.token') || '',
   epoch: null,
@@ -95,6 +114,7 @@ let client;
 function connect() {
   if (client) client.close();
   const options = { url: location.origin, topics: ['*'] };
+  if (WORKSPACE !== 'default') options.workspace = WORKSPACE;
   if (state.me) Object.assign(options, { agent: state.me, human: true });
   if (state.token) options.token = state.token;
   client = new MusterClient(options);
@@ -103,12 +123,17 @@ function connect() {
     // A fresh start, or a reconnection that could not replay what was missed: re-read.
     if (!state.loaded || !welcome.resumed) loadAll().catch(showLoadError);
     showConnection(client.status);
+    loadWorkspaces();
   });
   client.on('event', onEvent);
   client.on('revoked', () => {
     // The token this page used was revoked: ask for another one.
     $('connection').textContent = 'This token was revoked';
     askForToken('the broker revoked this token; enter a new one');
+  });
+  client.on('removed', () => {
+    // Nobody works in a removed workspace: the broker ended the session, for good.
+    $('connection').textContent = `Workspace ${WORKSPACE} was removed (archived or deleted): switch to another`;
   });
   const attempt = client;
   attempt.ready().catch((error) => {
@@ -119,6 +144,12 @@ function connect() {
       showConnection('closed');
       $('connection').textContent = 'A token is needed';
       askForToken(error.message);
+      return;
+    }
+    if (error.code === 'not_found' || error.code === 'conflict') {
+      // The workspace is gone, or archived (no one may act in it): retrying cannot help.
+      showConnection('closed');
+      $('connection').textContent = error.message;
       return;
     }
     showConnection('reconnecting');
@@ -152,6 +183,8 @@ function showLive() {
 }
 
 function showLoadError(error) {
+  // A closed client's calls all fail: the connection line already says why it closed.
+  if (client.status === 'closed') return;
   $('connection').textContent = `Could not load the board: ${error.message}`;
 }
 
@@ -224,6 +257,45 @@ function onEvent(event) {
   addActivity(event, true);
   lastChangeAt = event.at;
   showLive();
+}
+
+// ---------------------------------------------------------------------------------------
+// Workspaces
+
+/** Shows this page's workspace; the switcher offers it and `default` until the list comes. */
+function showWorkspace() {
+  $('workspace-name').textContent = WORKSPACE;
+  document.title = `${WORKSPACE} · Muster`;
+  renderWorkspaces([...new Set([WORKSPACE, 'default'])].sort().map((name) => ({ name, archived: false })));
+}
+
+/** Fills the switcher with the broker's workspaces, this page's selected. */
+function renderWorkspaces(workspaces) {
+  const select = $('workspace-switch');
+  const list = workspaces.some((w) => w.name === WORKSPACE) ? workspaces : [{ name: WORKSPACE, archived: false }, ...workspaces];
+  const options = list.map((w) =>
+    h('option', { value: w.name, selected: w.name === WORKSPACE, dataset: { archived: w.archived } }, w.archived ? `${w.name} (archived)` : w.name),
+  );
+  // Left alone when nothing changed: replacing the options closes a list the human opened.
+  const same = (a, b) => a.value === b.value && a.textContent === b.textContent;
+  if (options.length === select.options.length && options.every((o, i) => same(o, select.options[i]))) return;
+  select.replaceChildren(...options);
+  select.value = WORKSPACE;
+}
+
+/** Reads the broker's workspaces into the switcher; without them it keeps what it shows. */
+async function loadWorkspaces() {
+  try {
+    renderWorkspaces(await client.workspaces());
+  } catch {
+    // A broker that cannot say (the session ended): the switcher still shows this one.
+  }
+}
+
+/** Goes to another workspace's dashboard. */
+function switchWorkspace(event) {
+  const name = event.target.value;
+  if (name !== WORKSPACE) location.assign(dashboardOf(name));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -640,7 +712,7 @@ function tickCards() {
 // ---------------------------------------------------------------------------------------
 // Chat
 
-const readKey = (channel) => `muster.read.${channel}`;
+const readKey = (channel) => local(`read.${channel}`);
 const lastRead = (channel) => Number(localStorage.getItem(readKey(channel)) || 0);
 
 function markRead(channel, seq) {
@@ -712,7 +784,7 @@ function messageItem(m) {
 
 async function openChannel(name) {
   state.channel = name;
-  localStorage.setItem('muster.channel', name);
+  localStorage.setItem(local('channel'), name);
   $('post-text').placeholder = `Message #${name} — @name to mention`;
   const page = await client.messages({ channel: name, limit: 100 });
   if (state.channel !== name) return;
@@ -1213,6 +1285,10 @@ function selectTab(tab) {
 
 function wire() {
   buildColumns();
+  showWorkspace();
+  $('workspace-switch').addEventListener('change', switchWorkspace);
+  // Workspaces come and go: the list is read again when the human goes to pick one.
+  $('workspace-switch').addEventListener('focus', () => client?.status === 'open' && loadWorkspaces());
   $('me').value = state.me;
   $('me').addEventListener('change', (e) => setMe(e.target.value));
   $('theme').addEventListener('click', () => {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use muster_protocol::ws::{
     CLOSE_GOING_AWAY, CLOSE_HELLO_TIMEOUT, CLOSE_INVALID_DATA, CLOSE_POLICY, CLOSE_REVOKED, CLOSE_SLOW_CONSUMER,
-    CLOSE_TOO_BIG, Hello, Op, Reply, Request, Welcome, reply,
+    CLOSE_TOO_BIG, CLOSE_WORKSPACE_REMOVED, Hello, Op, Reply, Request, Welcome, reply,
 };
 use muster_protocol::{ErrorCode, ErrorInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -316,7 +316,7 @@ impl Session {
                     if self.state.shutdown.is_cancelled() {
                         return Some(Control::Close(CLOSE_GOING_AWAY, "broker shutting down"));
                     }
-                    return Some(Control::Close(CLOSE_GOING_AWAY, "workspace removed"));
+                    return Some(Control::Close(CLOSE_WORKSPACE_REMOVED, "workspace removed"));
                 }
                 // (Not polled again once finished: `finish` checks `is_finished` first.)
                 _ = &mut *writer => return None,

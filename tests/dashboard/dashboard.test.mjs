@@ -3,6 +3,7 @@
 // agents appear by push, a message posted from the page reaches an agent, a force-release
 // from the page frees the task, a broker restart shows "reconnecting" and then resumes, and
 // file reservations show per agent and per task, with who holds what when one is refused.
+// Each workspace has its own page (`/w/{workspace}/dashboard`), and a switcher between them.
 //
 // Run by `cargo test` (tests/js.rs) with MUSTER_BIN set; by hand:
 //   cargo build && cd tests/dashboard && npm ci && MUSTER_BIN=../../target/debug/muster npm test
@@ -532,4 +533,70 @@ test('with tokens on, the page asks for one and then acts as its owner', { timeo
   assert.equal(denied.error.code, 'unauthorized');
   const task = JSON.parse(execFileSync('curl', ['-sS', '-H', `Authorization: Bearer ${token}`, `${base}/tasks/T-1`], { encoding: 'utf8' }));
   assert.equal(task.task.createdBy, 'alice');
+});
+
+test('each workspace has its own dashboard, and the switcher goes from one to another', { timeout: 60_000 }, async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'muster-dashboard-workspaces-'));
+  const addr = `127.0.0.1:${await freePort()}`;
+  const base = `http://${addr}`;
+  const broker = await startBroker(join(root, 'data'), addr);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+  t.after(async () => {
+    await browser.close();
+    await stop(broker);
+    rmSync(root, { recursive: true, force: true });
+  });
+  for (const name of ['a', 'b', 'old']) assert.equal(curl(base, 'POST', '/workspaces', { name }).name, name);
+  curl(base, 'POST', '/w/a/tasks', { title: 'Alpha: fix the login page' });
+  curl(base, 'POST', '/w/b/tasks', { title: 'Beta: rate-limit the export' });
+  curl(base, 'POST', '/w/b/tasks', { title: 'Beta: profile cold start' });
+  curl(base, 'POST', '/tasks', { title: 'Default: write the release notes' });
+  assert.equal(curl(base, 'DELETE', '/workspaces/old').archived, true);
+
+  const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => m.type() === 'error' && problems.push(`console error: ${m.text()}`));
+  const titles = () => page.locator('#board li .title').evaluateAll((els) => els.map((el) => el.textContent).sort());
+  const opened = async (path) => {
+    await page.waitForURL(`${base}${path}`, { timeout: SHOWS });
+    await page.waitForSelector('body[data-connection="open"]', { timeout: SHOWS });
+  };
+
+  // b's page: b's name, b's tasks and no one else's.
+  const response = await page.goto(`${base}/w/b/dashboard`);
+  assert.match(response.headers()['content-security-policy'], /script-src 'self'/);
+  await opened('/w/b/dashboard');
+  await page.locator('#board li', { hasText: 'Beta: profile cold start' }).waitFor({ timeout: SHOWS });
+  assert.deepEqual(await titles(), ['Beta: profile cold start', 'Beta: rate-limit the export']);
+  assert.equal(await page.locator('#workspace-name').innerText(), 'b');
+  assert.match(await page.title(), /^b · Muster$/);
+
+  // The switcher lists every workspace, the archived one marked, b selected.
+  const options = page.locator('#workspace-switch option');
+  await page.locator('#workspace-switch option[value="old"]').waitFor({ state: 'attached', timeout: SHOWS });
+  assert.deepEqual(
+    await options.evaluateAll((os) => os.map((o) => [o.value, o.textContent])),
+    [['a', 'a'], ['b', 'b'], ['default', 'default'], ['old', 'old (archived)']],
+  );
+  assert.equal(await page.inputValue('#workspace-switch'), 'b');
+
+  // Switching goes to a's page, which shows a's tasks, live, and none of b's.
+  await page.selectOption('#workspace-switch', 'a');
+  await opened('/w/a/dashboard');
+  await page.locator('#board li', { hasText: 'Alpha: fix the login page' }).waitFor({ timeout: SHOWS });
+  assert.equal(await page.locator('#workspace-name').innerText(), 'a');
+  assert.equal(await page.inputValue('#workspace-switch'), 'a');
+  curl(base, 'POST', '/w/b/tasks', { title: 'Beta: written while a is shown' });
+  curl(base, 'POST', '/w/a/tasks', { title: 'Alpha: written while a is shown' });
+  await page.locator('#board li', { hasText: 'Alpha: written while a is shown' }).waitFor({ timeout: SHOWS });
+  assert.deepEqual(await titles(), ['Alpha: fix the login page', 'Alpha: written while a is shown']);
+
+  // And back to the default workspace, at /dashboard.
+  await page.selectOption('#workspace-switch', 'default');
+  await opened('/dashboard');
+  await page.locator('#board li', { hasText: 'Default: write the release notes' }).waitFor({ timeout: SHOWS });
+  assert.deepEqual(await titles(), ['Default: write the release notes']);
+  assert.equal(await page.locator('#workspace-name').innerText(), 'default');
+  assert.deepEqual(problems, []);
 });

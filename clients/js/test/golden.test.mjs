@@ -35,7 +35,8 @@ function recordingSocket() {
 
 /** How to make each client frame with the client's API. */
 const makers = {
-  'hello.json': (c) => c.call('hello', { agent: 'link', topics: ['tasks', 'inbox:link'], since: 120, epoch: '3f2a9c1d5e7b8a60' }),
+  'hello.json': (c) =>
+    c.call('hello', { workspace: 'web-app', agent: 'link', topics: ['tasks', 'inbox:link'], since: 120, epoch: '3f2a9c1d5e7b8a60' }),
   'subscribe.json': (c) => c.subscribe(['chat:ops', 'presence']),
   'unsubscribe.json': (c) => c.unsubscribe(['presence']),
   'task.create.json': (c) =>
@@ -67,6 +68,10 @@ const makers = {
   'files.release.json': (c) => c.releaseFiles({ repo: 'git.example.com/acme/app', patterns: ['Cargo.lock'] }),
   'files.list.json': (c) => c.files({ repo: 'git.example.com/acme/app' }),
   'files.who.json': (c) => c.whoHasFiles('git.example.com/acme/app', ['src/auth/session.rs', 'README.md']),
+  'workspace.list.json': (c) => c.workspaces(),
+  'workspace.add.json': (c) => c.addWorkspace('web-app'),
+  // The session's own workspace (last, by name): the broker ends the session after it.
+  'workspace.remove.json': (c) => c.removeWorkspace('web-app', { purge: true }),
 };
 
 /** The frame without what varies from run to run: its `id` and `after` (checked by the
@@ -83,11 +88,16 @@ test('the client sends exactly the golden client frames', async (t) => {
   const frames = golden('client');
   assert.deepEqual(frames.map((f) => f.name).sort(), Object.keys(makers).sort(), 'a maker for every golden frame');
 
-  // The client's own hello, from its options, is the golden hello.
+  // The client's own hello, from its options, is the golden hello: in a workspace, which
+  // has to exist first.
   const hello = frames.find((f) => f.name === 'hello.json').frame;
+  const admin = h.client({ url: broker.url });
+  await admin.ready();
+  await admin.addWorkspace(hello.workspace);
   const client = h.client({
     url: broker.url,
     WebSocket: Recording,
+    workspace: hello.workspace,
     agent: hello.agent,
     topics: hello.topics,
     since: hello.since,
@@ -96,6 +106,7 @@ test('the client sends exactly the golden client frames', async (t) => {
   const resyncs = record(client, 'resync');
   await client.ready();
   assert.deepEqual(withoutId(log.sent[0]), withoutId(hello));
+  assert.equal(client.workspace, hello.workspace);
   assert.equal(resyncs.length, 1, 'the golden epoch is not this broker\'s: resync');
 
   for (const { name, frame } of frames) {

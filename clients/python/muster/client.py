@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from .errors import (
     Closed,
+    Conflict,
     Disconnected,
     Invalid,
     MusterError,
@@ -78,6 +79,8 @@ UNSET: Final = Unset()
 
 #: Close code: the session's token was revoked. Final: no reconnection.
 CLOSE_REVOKED: Final = 4003
+#: Close code: the session's workspace was removed (archived or purged). Final.
+CLOSE_WORKSPACE_REMOVED: Final = 4004
 #: First and longest wait between reconnection attempts, in seconds.
 BACKOFF_MIN: Final = 0.1
 BACKOFF_MAX: Final = 5.0
@@ -432,6 +435,11 @@ class Muster:
                         await self._drop(ws)
                         revoked = Unauthorized("unauthorized", f"the broker revoked this session's token ({reason})")
                         self._finish("closed", revoked, revoked)
+                        return
+                    if ws.close_code == CLOSE_WORKSPACE_REMOVED:
+                        await self._drop(ws)
+                        removed = Conflict("conflict", f"the broker removed workspace {self.workspace} ({reason})")
+                        self._finish("closed", removed, removed)
                         return
                 await self._drop(ws)
             self._welcomed = False

@@ -134,13 +134,13 @@ async def test_add_and_remove_workspaces(broker: Broker) -> None:
             with pytest.raises(muster.Conflict, match="archived"):
                 await muster.connect(broker.url, agent="link", workspace="web").start()
 
-            # Purged: gone, and a session in it ends with NotFound instead of reconnecting.
+            # Purged: gone, and a session in it ends (closed with 4004) instead of reconnecting.
             await admin.add_workspace("tmp")
             async with muster.connect(broker.url, agent="link", workspace="tmp") as doomed:
                 stream = doomed.events()
                 purged = await admin.remove_workspace("tmp", purge=True)
                 assert purged.name == "tmp"
-                with pytest.raises(muster.NotFound):
+                with pytest.raises(muster.Conflict, match="removed workspace tmp"):
                     await next_event(stream, 15)
                 assert doomed.status == "closed"
             assert [w.name for w in await admin.workspaces()] == ["default", "web"]
