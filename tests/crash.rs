@@ -1,6 +1,6 @@
 //! Crash safety with the real binary: concurrent acknowledged writes (tasks, claims,
-//! completions, releases, chat, task comments, presence) and a WebSocket subscriber, `kill -9` at a random
-//! moment, restart on the same data dir and address, and check that nothing acknowledged
+//! completions, releases, chat, task comments, presence) in two workspaces, a WebSocket
+//! subscriber of each, `kill -9` at a random moment, restart on the same data dir and address, and check that nothing acknowledged
 //! is missing, no task ever had two owners, fencing tokens never went back, `seq` continues
 //! without a gap, and the subscriber, resuming after every restart, saw every event exactly
 //! once. Six rounds by default; `MUSTER_CRASH_ROUNDS=100` for the long run. The same under a
@@ -146,10 +146,10 @@ async fn writer(base: String, round: usize, w: usize, acked: Arc<Mutex<Acked>>) 
     }
 }
 
-async fn verify(p: &Process, acked: &Acked, last_head: u64) -> u64 {
+/// Checks what the workspace at `base` holds against what it acknowledged.
+async fn verify(base: &str, acked: &Acked, last_head: u64) -> u64 {
     let http = reqwest::Client::new();
-    let base = p.url("");
-    let board = common::all_tasks(&base).await;
+    let board = common::all_tasks(base).await;
     let tasks: HashMap<&str, &Value> = board.iter().map(|t| (t["id"].as_str().unwrap(), t)).collect();
     for (id, title) in &acked.tasks {
         let task = tasks.get(id.as_str()).unwrap_or_else(|| panic!("acknowledged task {id} is lost"));
@@ -203,15 +203,16 @@ async fn verify(p: &Process, acked: &Acked, last_head: u64) -> u64 {
             assert_eq!(stored.get(seq), Some(content), "acknowledged comment {seq} on {id} is lost");
         }
     }
-    let head = common::check_log(&http, &base).await;
+    let head = common::check_log(&http, base).await;
     assert!(head >= last_head, "head went back from {last_head} to {head}");
     head
 }
 
-/// A client subscribed to everything for the whole run, resuming after each restart; keeps
-/// the `seq` of every event it receives.
-async fn subscribe_all(url: String, seen: Arc<Mutex<Vec<u64>>>) {
-    let (_client, mut events) = Client::connect(Options::new(url).topics(["*"])).await.unwrap();
+/// A client subscribed to everything of `workspace` for the whole run, resuming after each
+/// restart; keeps the `seq` of every event it receives.
+async fn subscribe_all(url: String, workspace: &'static str, seen: Arc<Mutex<Vec<u64>>>) {
+    let options = Options::new(url).workspace(workspace).topics(["*"]);
+    let (_client, mut events) = Client::connect(options).await.unwrap();
     while let Some(notice) = events.next().await {
         match notice {
             Notice::Event(e) => seen.lock().unwrap().push(e.seq),
@@ -221,18 +222,22 @@ async fn subscribe_all(url: String, seen: Arc<Mutex<Vec<u64>>>) {
     }
 }
 
+/// The two workspaces the writers write to, and their routes' prefixes: each is checked
+/// against what it acknowledged, on its own `seq`.
+const WORKSPACES: [(&str, &str); 2] = [("default", ""), ("b", "/w/b")];
+
 #[test]
 fn acknowledged_writes_survive_kill_9() {
     let rounds = std::env::var("MUSTER_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // One address for every restart (the one the first broker got), so that the subscriber
-    // reconnects by itself.
+    // One address for every restart (the one the first broker got), so that the subscribers
+    // reconnect by themselves.
     let mut addr: Option<String> = None;
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut head = 0;
+    let acked: [Arc<Mutex<Acked>>; 2] = Default::default();
+    let seen: [Arc<Mutex<Vec<u64>>>; 2] = Default::default();
+    let mut head = [0; 2];
     for round in 0..rounds {
         let p = match &addr {
             Some(addr) => Process::start_at(&data, addr, &[], &[]),
@@ -240,61 +245,77 @@ fn acknowledged_writes_survive_kill_9() {
         };
         addr.get_or_insert_with(|| p.addr.to_string());
         if round == 0 {
-            rt.spawn(subscribe_all(p.url(""), Arc::clone(&seen)));
+            rt.block_on(async {
+                let r = reqwest::Client::new().post(p.url("/workspaces")).body(r#"{"name":"b"}"#).send().await;
+                assert_eq!(r.unwrap().status(), 201);
+            });
+            for (i, (workspace, _)) in WORKSPACES.iter().enumerate() {
+                rt.spawn(subscribe_all(p.url(""), workspace, Arc::clone(&seen[i])));
+            }
         }
-        head = rt.block_on(verify(&p, &acked.lock().unwrap(), head));
-        let writers: Vec<_> = (0..WRITERS).map(|w| rt.spawn(writer(p.url(""), round, w, Arc::clone(&acked)))).collect();
+        let mut writers = Vec::new();
+        for (i, (_, prefix)) in WORKSPACES.iter().enumerate() {
+            head[i] = rt.block_on(verify(&p.url(prefix), &acked[i].lock().unwrap(), head[i]));
+            for w in 0..WRITERS / 2 {
+                writers.push(rt.spawn(writer(p.url(prefix), round, w, Arc::clone(&acked[i]))));
+            }
+        }
         let run_for = rand::rng().random_range(200..900);
         std::thread::sleep(Duration::from_millis(run_for));
         p.kill9();
         for w in writers {
             rt.block_on(w).unwrap();
         }
-        let a = acked.lock().unwrap();
-        eprintln!(
-            "round {round}: killed after {run_for} ms; acknowledged so far: {} tasks, {} claims, {} completions, {} \
-             messages, {} comments",
-            a.tasks.len(),
-            a.claims.len(),
-            a.completed.len(),
-            a.messages.len(),
-            a.comments.values().map(HashMap::len).sum::<usize>()
-        );
+        for (i, (workspace, _)) in WORKSPACES.iter().enumerate() {
+            let a = acked[i].lock().unwrap();
+            eprintln!(
+                "round {round}, {workspace}: killed after {run_for} ms; acknowledged so far: {} tasks, {} claims, {} \
+                 completions, {} messages, {} comments",
+                a.tasks.len(),
+                a.claims.len(),
+                a.completed.len(),
+                a.messages.len(),
+                a.comments.values().map(HashMap::len).sum::<usize>()
+            );
+        }
     }
     let p = match &addr {
         Some(addr) => Process::start_at(&data, addr, &[], &[]),
         None => Process::start(&data, &[], &[]),
     };
-    let a = acked.lock().unwrap();
-    let head = rt.block_on(verify(&p, &a, head));
-    // The subscriber caught up: every event of the log, once each, in order.
-    for _ in 0..200 {
-        if seen.lock().unwrap().last().copied().unwrap_or(0) >= head {
-            break;
+    for (i, (workspace, prefix)) in WORKSPACES.iter().enumerate() {
+        let a = acked[i].lock().unwrap();
+        let head = rt.block_on(verify(&p.url(prefix), &a, head[i]));
+        // The subscriber caught up: every event of its workspace's log, once each, in order.
+        for _ in 0..200 {
+            if seen[i].lock().unwrap().last().copied().unwrap_or(0) >= head {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let seen = seen[i].lock().unwrap().clone();
+        let expected: Vec<u64> = (1..=head).collect();
+        assert!(seen.len() >= expected.len(), "{workspace}: the subscriber saw {} of {head} events", seen.len());
+        assert_eq!(&seen[..expected.len()], &expected[..], "{workspace}: the subscriber missed or repeated events");
+        eprintln!(
+            "{workspace}: {rounds} kills survived; checked {} tasks, {} claims, {} completions, {} messages, {head} \
+             events (the subscriber saw each once)",
+            a.tasks.len(),
+            a.claims.len(),
+            a.completed.len(),
+            a.messages.len()
+        );
+        assert!(a.tasks.len() > 25 && !a.messages.is_empty(), "{workspace}: too few writes to mean anything");
+        // The sequence continues after the last restart.
+        rt.block_on(async {
+            let http = reqwest::Client::new();
+            let created = http.post(p.url(&format!("{prefix}/tasks"))).body(r#"{"title":"after"}"#).send().await;
+            assert_eq!(split(created.unwrap()).await.0, 201);
+            let (_, page) =
+                split(http.get(p.url(&format!("{prefix}/events?since={head}"))).send().await.unwrap()).await;
+            assert_eq!(page["events"][0]["seq"].as_u64(), Some(head + 1));
+        });
     }
-    let seen = seen.lock().unwrap().clone();
-    let expected: Vec<u64> = (1..=head).collect();
-    assert!(seen.len() >= expected.len(), "the subscriber saw {} of {head} events", seen.len());
-    assert_eq!(&seen[..expected.len()], &expected[..], "the subscriber missed or repeated events");
-    eprintln!(
-        "{rounds} kills survived; checked {} tasks, {} claims, {} completions, {} messages, {head} events \
-         (the subscriber saw each once)",
-        a.tasks.len(),
-        a.claims.len(),
-        a.completed.len(),
-        a.messages.len()
-    );
-    assert!(a.tasks.len() > 50 && !a.messages.is_empty(), "the load generated too few writes to mean anything");
-    // The sequence continues after the last restart.
-    rt.block_on(async {
-        let http = reqwest::Client::new();
-        let (status, _) = split(http.post(p.url("/tasks")).body(r#"{"title":"after"}"#).send().await.unwrap()).await;
-        assert_eq!(status, 201);
-        let (_, page) = split(http.get(p.url(&format!("/events?since={head}"))).send().await.unwrap()).await;
-        assert_eq!(page["events"][0]["seq"].as_u64(), Some(head + 1));
-    });
 }
 
 /// What one reservation writer holds, as the broker acknowledged it: id → (agent, pattern).

@@ -8,15 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use super::conns::{Conn, Conns};
+use super::workspace::Dispatch;
 
 /// Connections the kernel may queue for `accept`: a burst of this many connects is served
 /// without a SYN dropped and retried a second later. Capped by `net.core.somaxconn`
@@ -39,7 +38,7 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// connection to close once its request is answered; returns when they have.
 pub(crate) async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: Dispatch,
     conns: Arc<Conns>,
     header_timeout: Duration,
     shutdown: CancellationToken,
@@ -64,14 +63,14 @@ pub(crate) async fn serve(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let conn = conns.open();
-        connections.spawn(connection(tcp, router.clone(), conn, header_timeout, shutdown.clone()));
+        connections.spawn(connection(tcp, app.clone(), conn, header_timeout, shutdown.clone()));
     }
     connections.close();
     connections.wait().await;
 }
 
 /// One connection, until it closes, the pool needs its room, or the broker stops.
-async fn connection(tcp: TcpStream, router: Router, conn: Conn, header_timeout: Duration, shutdown: CancellationToken) {
+async fn connection(tcp: TcpStream, app: Dispatch, conn: Conn, header_timeout: Duration, shutdown: CancellationToken) {
     // Until the client sends its first byte, the connection is a socket and a small task:
     // no HTTP state, no buffers. One that sends nothing in time is closed. (`peek` waits for
     // a byte without taking it; `readable` says yes at once on a new socket.)
@@ -100,11 +99,11 @@ async fn connection(tcp: TcpStream, router: Router, conn: Conn, header_timeout: 
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(requests.clone());
         requests.begin();
-        let (router, requests) = (router.clone(), requests.clone());
+        let (app, requests) = (app.clone(), requests.clone());
         async move {
-            let response = router.oneshot(request).await;
+            let response = app.serve(request).await;
             requests.end();
-            response
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     let served = hyper::server::conn::http1::Builder::new()

@@ -70,7 +70,8 @@ pub(crate) async fn serve(
     let sessions = state.sessions.clone();
     let conns = conns::Conns::new(state.config.max_http_connections);
     let header_timeout = state.config.header_timeout;
-    let serve = listen::serve(listener, routes::app(state), conns, header_timeout, shutdown.clone());
+    let app = workspace::Dispatch::new(routes::app(state.clone()), state);
+    let serve = listen::serve(listener, app, conns, header_timeout, shutdown.clone());
     // In-flight requests get a bounded time to finish: a client that stopped reading an
     // event stream must not keep the broker from stopping.
     let deadline = async {

@@ -183,20 +183,17 @@ fn after() -> utoipa::openapi::path::Parameter {
         .build()
 }
 
-/// The whole application, ready to serve: the routes of `default` (the state's), and the
-/// same routes under `/w/{workspace}` for every workspace (see [`super::workspace`]).
+/// The whole application, ready to serve: the routes, with the state of `default` (a
+/// request under `/w/{workspace}` brings its own: see [`super::workspace`]).
 pub(crate) fn app(state: AppState) -> Router {
     let (router, _) = routes();
-    let routes = router
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(middleware::from_fn_with_state(state.clone(), every_response))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state.clone());
-    // Around the router, not a layer of it: the prefix is taken off before the routing.
-    let routed = tower::Layer::layer(&middleware::from_fn_with_state(state, super::workspace::route), routes);
-    Router::new().fallback_service(routed)
+        .with_state(state)
 }
 
 async fn not_found(super::state::App(app): super::state::App, Auth(caller): Auth, uri: axum::http::Uri) -> HttpError {
