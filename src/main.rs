@@ -7,7 +7,8 @@ use muster::{Config, cli};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc: the broker allocates many small, short-lived buffers per request (JSON,
-/// events, sled values); measured faster than glibc malloc here (see BENCHMARKS.md).
+/// events, sled values); measured faster than glibc malloc here (see BENCHMARKS.md). Built
+/// without transparent huge pages (Cargo.toml says why).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
