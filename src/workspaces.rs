@@ -149,8 +149,9 @@ impl Workspaces {
         Ok(added)
     }
 
-    /// Removes the workspace `name` for `caller` (with tokens on, a person): archived (read-only, its data kept) or, with `purge`,
-    /// deleted. Its sessions, streams and timers end either way; `default` stays.
+    /// Removes the workspace `name` for `caller` (with tokens on, a person): archived
+    /// (read-only, its data kept) or, with `purge`, deleted. Its sessions, streams and timers
+    /// end either way; `default` stays.
     pub(crate) async fn remove(&self, caller: &Caller, name: &str, purge: bool) -> Result<WorkspaceInfo, ApiError> {
         self.default_broker().check_token(caller)?;
         let name = names::canonical(name);
