@@ -87,6 +87,13 @@ fn prefixed(api: &mut utoipa::openapi::OpenApi) {
         .description(Some("The workspace (`default` is also the route without this prefix)"))
         .schema(Some(Ref::from_schema_name("WorkspaceName")))
         .build();
+    let unknown = utoipa::openapi::ResponseBuilder::new()
+        .description("No such workspace (or, for a route that reads one thing, no such thing)")
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+        )
+        .build();
     let paths: Vec<(String, utoipa::openapi::PathItem)> = api
         .paths
         .paths
@@ -97,6 +104,7 @@ fn prefixed(api: &mut utoipa::openapi::OpenApi) {
             let ops = [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete];
             for op in ops.into_iter().flatten() {
                 op.parameters.get_or_insert_with(Vec::new).insert(0, workspace.clone());
+                op.responses.responses.entry("404".to_owned()).or_insert_with(|| unknown.clone().into());
                 // Each operation's id is unique in the document.
                 op.operation_id = op.operation_id.take().map(|id| format!("{id}_in_workspace"));
             }
